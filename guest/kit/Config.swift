@@ -1,0 +1,125 @@
+// Boot configuration: `key=value` words on the kernel command line.
+//
+// An app names the keys it accepts with Config.load(allowed:). Anything
+// wrong — an unknown key, a word without `=`, an empty or malformed value, a
+// key given twice — prints `swiftlet: bad config: <key>: <reason>` and exits
+// with the bad-config status at once: a guest never hangs on bad config.
+
+public enum Config {
+    nonisolated(unsafe) static var words: [(key: String, value: String)] = []
+
+    /// Value kinds the kit checks for well-known keys as soon as they are loaded.
+    static let addressKeys = ["gw", "dns", "netmask"]
+
+    /// Splits the raw command line; called by the kit before the app starts.
+    static func parse(commandLine: UnsafeBufferPointer<UInt8>) {
+        var current: [UInt8] = []
+        var collected: [[UInt8]] = []
+        for byte in commandLine {
+            if byte == 0x20 || byte == 0x09 || byte == 0x0A {
+                if !current.isEmpty { collected.append(current) }
+                current.removeAll()
+            } else {
+                current.append(byte)
+            }
+        }
+        if !current.isEmpty { collected.append(current) }
+        for word in collected {
+            guard let equals = word.firstIndex(of: 0x3D) else {
+                fail(key: String(decoding: word, as: UTF8.self), reason: "expected key=value")
+            }
+            let key = String(decoding: word[..<equals], as: UTF8.self)
+            let value = String(decoding: word[(equals + 1)...], as: UTF8.self)
+            if key.isEmpty { fail(key: String(decoding: word, as: UTF8.self), reason: "empty key") }
+            if words.contains(where: { $0.key == key }) { fail(key: key, reason: "given twice") }
+            words.append((key, value))
+        }
+    }
+
+    /// Checks every word against the app's allowed keys and validates the
+    /// values of well-known keys (`ip`, `gw`, `dns`, `netmask`, `port`, `name`).
+    public static func load(allowed: [String]) {
+        for (key, value) in words {
+            guard allowed.contains(key) else { fail(key: key, reason: "unknown key") }
+            guard !value.isEmpty else { fail(key: key, reason: "empty value") }
+            if key == "ip" { _ = ipv4(key) }
+            if addressKeys.contains(key) { _ = ipv4Address(key) }
+            if key == "port" { _ = port(key, default: 0) }
+        }
+    }
+
+    /// The raw value of `key`, or nil when it was not given.
+    public static func string(_ key: String) -> String? {
+        words.first(where: { $0.key == key })?.value
+    }
+
+    public static func string(_ key: String, default fallback: String) -> String {
+        string(key) ?? fallback
+    }
+
+    /// A TCP/UDP port 1...65535.
+    public static func port(_ key: String = "port", default fallback: UInt16) -> UInt16 {
+        guard let value = string(key) else { return fallback }
+        guard let number = parseDecimal(value.utf8), number >= 1, number <= 65535 else {
+            fail(key: key, reason: "not a port (1-65535): \(value)")
+        }
+        return UInt16(number)
+    }
+
+    /// A decimal integer within `range`.
+    public static func integer(_ key: String, default fallback: Int, range: ClosedRange<Int>) -> Int {
+        guard let value = string(key) else { return fallback }
+        guard let number = parseDecimal(value.utf8), number <= UInt64(range.upperBound), Int(number) >= range.lowerBound else {
+            fail(key: key, reason: "not an integer in \(range.lowerBound)...\(range.upperBound): \(value)")
+        }
+        return Int(number)
+    }
+
+    /// An interface address `a.b.c.d/prefix`. The address is in host order
+    /// (a is the most significant byte).
+    public static func ipv4(_ key: String = "ip") -> (address: UInt32, prefixLength: Int)? {
+        guard let value = string(key) else { return nil }
+        let parts = value.utf8.split(separator: 0x2F, omittingEmptySubsequences: false)
+        guard parts.count == 2, let address = parseAddress(parts[0]),
+              let prefix = parseDecimal(parts[1]), prefix <= 32 else {
+            fail(key: key, reason: "expected a.b.c.d/prefix: \(value)")
+        }
+        return (address, Int(prefix))
+    }
+
+    /// A plain address `a.b.c.d`, host order.
+    public static func ipv4Address(_ key: String) -> UInt32? {
+        guard let value = string(key) else { return nil }
+        guard let address = parseAddress(value.utf8[...]) else {
+            fail(key: key, reason: "expected a.b.c.d: \(value)")
+        }
+        return address
+    }
+
+    /// Prints the bad-config line and exits with the bad-config status.
+    public static func fail(key: String, reason: String) -> Never {
+        print("swiftlet: bad config: \(key): \(reason)")
+        Kit.exit(status: .badConfig)
+    }
+
+    static func parseAddress(_ text: Substring.UTF8View) -> UInt32? {
+        let octets = text.split(separator: 0x2E, omittingEmptySubsequences: false)
+        guard octets.count == 4 else { return nil }
+        var address: UInt32 = 0
+        for octet in octets {
+            guard octet.count <= 3, let value = parseDecimal(octet), value <= 255 else { return nil }
+            address = address << 8 | UInt32(value)
+        }
+        return address
+    }
+
+    static func parseDecimal<Digits: Collection>(_ digits: Digits) -> UInt64? where Digits.Element == UInt8 {
+        guard !digits.isEmpty, digits.count <= 18 else { return nil }
+        var value: UInt64 = 0
+        for digit in digits {
+            guard digit >= 0x30, digit <= 0x39 else { return nil }
+            value = value * 10 + UInt64(digit - 0x30)
+        }
+        return value
+    }
+}
