@@ -1,0 +1,36 @@
+# Swiftlet: `make demo` runs the main job, `make test` runs the tests (both set up what is missing).
+SWIFT ?= swift
+export PATH := /opt/swift/usr/bin:$(PATH)
+
+.PHONY: setup build demo test lint format bench guests clean
+
+setup:
+	@scripts/setup.sh
+
+build: setup
+	$(SWIFT) build
+
+guests: setup
+	@mkdir -p guest/out
+	@for e in guest/examples/*/; do n=$$(basename $$e); guest/build.sh $$e -o guest/out/$$n.elf || exit 1; done
+	@ls -l guest/out
+
+demo: build
+	.build/debug/swiftlet demo
+
+lint:
+	$(SWIFT) format lint --strict --recursive --parallel Sources Tests guest/tests/Tests guest/examples guest/kit
+
+format:
+	$(SWIFT) format format --in-place --recursive --parallel Sources Tests guest/tests/Tests guest/examples guest/kit
+
+test: build lint
+	$(SWIFT) build --build-tests
+	$(SWIFT) test --skip-build
+	$(SWIFT) test --package-path guest/tests
+
+bench: build
+	bench/run.sh
+
+clean:
+	rm -rf .build guest/out guest/tests/.build

@@ -1,0 +1,88 @@
+// swift-tools-version:6.1
+import PackageDescription
+
+let strict: [SwiftSetting] = [.swiftLanguageMode(.v6)]
+
+let package = Package(
+    name: "swiftlet",
+    platforms: [.macOS(.v14)],
+    products: [
+        .executable(name: "swiftlet", targets: ["swiftlet"])
+    ],
+    dependencies: [
+        .package(url: "https://github.com/hummingbird-project/hummingbird.git", exact: "2.28.1"),
+        .package(url: "https://github.com/groue/GRDB.swift.git", exact: "7.10.0"),
+        .package(url: "https://github.com/apple/swift-argument-parser.git", exact: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-log.git", exact: "1.16.2"),
+        .package(url: "https://github.com/apple/swift-crypto.git", exact: "3.12.3"),
+        .package(url: "https://github.com/apple/swift-nio.git", exact: "2.101.3"),
+        .package(url: "https://github.com/swift-server/async-http-client.git", exact: "1.37.0"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", exact: "2.13.0"),
+    ],
+    targets: [
+        .target(name: "SwiftletCore", swiftSettings: strict),
+        .target(
+            name: "SwiftletStore",
+            dependencies: ["SwiftletCore", .product(name: "GRDB", package: "GRDB.swift")],
+            swiftSettings: strict),
+        .target(
+            name: "SwiftletImages",
+            dependencies: ["SwiftletCore", .product(name: "Crypto", package: "swift-crypto")],
+            swiftSettings: strict),
+        .target(
+            name: "SwiftletHypervisor",
+            dependencies: [
+                "SwiftletCore",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ],
+            swiftSettings: strict),
+        .target(
+            name: "SwiftletAgent",
+            dependencies: [
+                "SwiftletCore", "SwiftletStore", "SwiftletImages", "SwiftletHypervisor",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            swiftSettings: strict),
+        .target(
+            name: "SwiftletController",
+            dependencies: [
+                "SwiftletCore", "SwiftletStore", "SwiftletImages", "SwiftletAgent", "SwiftletHypervisor",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            swiftSettings: strict),
+        .target(
+            name: "SwiftletClient",
+            dependencies: [
+                "SwiftletCore",
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+            ],
+            swiftSettings: strict),
+        .executableTarget(
+            name: "swiftlet",
+            dependencies: [
+                "SwiftletCore", "SwiftletController", "SwiftletClient", "SwiftletImages",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            swiftSettings: strict),
+        .testTarget(
+            name: "SwiftletCoreTests",
+            dependencies: ["SwiftletCore", "SwiftletImages", "SwiftletStore"],
+            swiftSettings: strict),
+        .testTarget(
+            name: "SwiftletIntegrationTests",
+            dependencies: [
+                "SwiftletCore", "SwiftletController", "SwiftletClient", "SwiftletHypervisor",
+                "SwiftletStore", "SwiftletImages",
+            ],
+            swiftSettings: strict),
+    ]
+)

@@ -1,0 +1,235 @@
+import Foundation
+import Hummingbird
+import Logging
+import NIOCore
+import SwiftletCore
+
+/// Per-request context: who is asking (set by the auth middleware).
+public struct APIContext: RequestContext {
+    public var coreContext: CoreRequestContextStorage
+    public var principal: Principal?
+
+    public init(source: ApplicationRequestContextSource) {
+        coreContext = .init(source: source)
+    }
+
+    func requirePrincipal() throws(SwiftletError) -> Principal {
+        guard let principal else { throw SwiftletError(.unauthorized, "auth.missing_token", "missing token") }
+        return principal
+    }
+}
+
+/// Turns every error into `{"error": {"code", "message"}}` with the right status.
+struct ErrorMiddleware: RouterMiddleware {
+    func handle(_ request: Request, context: APIContext, next: (Request, APIContext) async throws -> Response) async throws
+        -> Response
+    {
+        do {
+            return try await next(request, context)
+        } catch let error as SwiftletError {
+            return APIRouter.error(error)
+        } catch let error as HTTPError {
+            let code = error.status.code
+            let kind: SwiftletError.Kind =
+                switch code {
+                case 404: .notFound
+                case 413: .payloadTooLarge
+                case 400..<500: .badRequest
+                default: .internal
+                }
+            return APIRouter.error(SwiftletError(kind, "http.\(code)", error.body ?? error.status.reasonPhrase))
+        } catch {
+            context.logger.error("request failed", metadata: ["error": "\(error)"])
+            return APIRouter.error(SwiftletError(.internal, "internal", "internal error: \(error)"))
+        }
+    }
+}
+
+/// Bearer-token authentication for everything but the health check.
+struct AuthMiddleware: RouterMiddleware {
+    let controller: Controller
+
+    func handle(_ request: Request, context: APIContext, next: (Request, APIContext) async throws -> Response) async throws
+        -> Response
+    {
+        if request.uri.path == "/v1/health" { return try await next(request, context) }
+        var context = context
+        context.principal = try controller.authenticate(authorization: request.headers[.authorization])
+        return try await next(request, context)
+    }
+}
+
+public enum APIRouter {
+    static let encoder = SwiftletJSON.encoder()
+    static let decoder = SwiftletJSON.decoder()
+    /// JSON request bodies are small; image uploads stream separately.
+    static let maxJSONBody = 1 << 20
+
+    public static func build(controller: Controller) -> Router<APIContext> {
+        let router = Router(context: APIContext.self)
+        router.add(middleware: ErrorMiddleware())
+        router.add(middleware: AuthMiddleware(controller: controller))
+        let v1 = router.group("v1")
+
+        v1.get("health") { _, _ in json(["status": "ok"]) }
+
+        // Projects and tokens (admin)
+        v1.post("projects") { request, context in
+            let body = try await decode(CreateProjectRequest.self, request, context)
+            return json(try controller.createProject(body, by: try context.requirePrincipal()), status: .created)
+        }
+        v1.get("projects") { _, context in
+            try controller.requireAdmin(try context.requirePrincipal())
+            return json(ProjectList(try controller.store.projects()))
+        }
+        v1.post("projects/:id/tokens") { _, context in
+            try controller.requireAdmin(try context.requirePrincipal())
+            let id = try context.parameters.require("id")
+            return json(try controller.createToken(projectId: id, admin: false), status: .created)
+        }
+
+        // Images
+        v1.post("images") { request, context in
+            let principal = try context.requirePrincipal()
+            guard let name = request.uri.queryParameters.get("name") else {
+                throw SwiftletError.badRequest("image.name_required", "query parameter 'name' is required")
+            }
+            var properties: [String: String] = [:]
+            for property in request.uri.queryParameters.getAll("property") {
+                let parts = property.split(separator: "=", maxSplits: 1)
+                guard parts.count == 2 else {
+                    throw SwiftletError.badRequest("image.bad_property", "property '\(property)' must be key=value")
+                }
+                properties[String(parts[0])] = String(parts[1])
+            }
+            if let declared = request.headers[.contentLength].flatMap(Int64.init), declared > controller.uploadLimit {
+                throw SwiftletError(
+                    .payloadTooLarge, "image.too_large",
+                    "declared size \(declared) bytes is over the limit of \(controller.uploadLimit) bytes")
+            }
+            let image = try await controller.uploadImage(name: name, properties: properties, by: principal) { upload in
+                for try await buffer in request.body {
+                    try buffer.withUnsafeReadableBytes { bytes throws(SwiftletError) in try upload.append(bytes) }
+                }
+            }
+            return json(image, status: .created)
+        }
+        v1.get("images") { _, context in
+            json(ImageList(try controller.images(by: try context.requirePrincipal())))
+        }
+        v1.get("images/:id") { _, context in
+            json(try controller.image(try context.parameters.require("id"), by: try context.requirePrincipal()))
+        }
+        v1.delete("images/:id") { _, context in
+            try controller.deleteImage(try context.parameters.require("id"), by: try context.requirePrincipal())
+            return Response(status: .noContent)
+        }
+
+        // Flavors
+        v1.get("flavors") { _, _ in json(FlavorList(try controller.store.flavors())) }
+        v1.post("flavors") { request, context in
+            let flavor = try await decode(Flavor.self, request, context)
+            return json(try controller.createFlavor(flavor, by: try context.requirePrincipal()), status: .created)
+        }
+
+        // Instances
+        v1.post("instances") { request, context in
+            let accepted = monotonicNanos()
+            let body = try await decode(CreateInstanceRequest.self, request, context)
+            let instances = try await controller.createInstances(body, by: try context.requirePrincipal(), accepted: accepted)
+            return json(InstanceList(instances: instances), status: .created)
+        }
+        v1.get("instances") { request, context in
+            let query = request.uri.queryParameters
+            var state: InstanceState?
+            if let text = query.get("state") {
+                guard let parsed = InstanceState(rawValue: text.uppercased()) else {
+                    throw SwiftletError.badRequest("instance.bad_state", "unknown state '\(text)'")
+                }
+                state = parsed
+            }
+            return json(
+                InstanceList(
+                    instances: try controller.instances(
+                        by: try context.requirePrincipal(), state: state, name: query.get("name"), image: query.get("image"))))
+        }
+        v1.get("instances/:id") { _, context in
+            json(try controller.instance(try context.parameters.require("id"), by: try context.requirePrincipal()))
+        }
+        v1.delete("instances/:id") { _, context in
+            _ = try await controller.act(
+                .delete, on: try context.parameters.require("id"), by: try context.requirePrincipal(), stopTimeout: .zero)
+            return Response(status: .noContent)
+        }
+        v1.post("instances/:id/:action") { request, context in
+            let actionName = try context.parameters.require("action")
+            guard let command = InstanceCommand(rawValue: actionName), command != .delete else {
+                throw SwiftletError(.notFound, "instance.unknown_action", "unknown action '\(actionName)'")
+            }
+            var timeout = Duration.seconds(5)
+            if let text = request.uri.queryParameters.get("timeout") {
+                guard let seconds = Double(text), seconds >= 0, seconds <= 600 else {
+                    throw SwiftletError.badRequest("instance.bad_timeout", "timeout must be 0-600 seconds")
+                }
+                timeout = .milliseconds(Int(seconds * 1000))
+            }
+            let instance = try await controller.act(
+                command, on: try context.parameters.require("id"), by: try context.requirePrincipal(), stopTimeout: timeout)
+            return json(instance, status: .accepted)
+        }
+        v1.get("instances/:id/events") { _, context in
+            json(EventList(try controller.events(try context.parameters.require("id"), by: try context.requirePrincipal())))
+        }
+        v1.get("instances/:id/console") { request, context in
+            let instance = try controller.instance(try context.parameters.require("id"), by: try context.requirePrincipal())
+            let follow = request.uri.queryParameters.get("follow") == "true"
+            return try await ConsoleStream.response(instanceId: instance.id, agent: controller.agent, follow: follow)
+        }
+
+        // Hosts
+        v1.get("hosts") { _, _ in json(HostList(try controller.hosts())) }
+        v1.get("hosts/:id") { _, context in
+            let id = try context.parameters.require("id")
+            guard let host = try controller.hosts().first(where: { $0.id == id || $0.name == id }) else {
+                throw SwiftletError.notFound("host", id)
+            }
+            return json(host)
+        }
+        return router
+    }
+
+    static func decode<T: Decodable>(_ type: T.Type, _ request: Request, _ context: APIContext) async throws -> T {
+        let buffer: ByteBuffer
+        do { buffer = try await request.body.collect(upTo: maxJSONBody) } catch {
+            throw SwiftletError(.payloadTooLarge, "request.too_large", "request body is over \(maxJSONBody) bytes")
+        }
+        do {
+            return try decoder.decode(T.self, from: Data(buffer.readableBytesView))
+        } catch let DecodingError.keyNotFound(key, _) {
+            throw SwiftletError.badRequest("request.missing_field", "missing field '\(key.stringValue)'")
+        } catch let DecodingError.typeMismatch(_, context) {
+            throw SwiftletError.badRequest("request.wrong_type", "wrong type for '\(path(context))': \(context.debugDescription)")
+        } catch let DecodingError.valueNotFound(_, context) {
+            throw SwiftletError.badRequest("request.null_value", "'\(path(context))' must not be null")
+        } catch let DecodingError.dataCorrupted(context) {
+            let where_ = context.codingPath.isEmpty ? "" : " at '\(path(context))'"
+            throw SwiftletError.badRequest("request.malformed_json", "malformed JSON\(where_): \(context.debugDescription)")
+        } catch {
+            throw SwiftletError.badRequest("request.malformed_json", "malformed JSON body")
+        }
+    }
+
+    private static func path(_ context: DecodingError.Context) -> String {
+        context.codingPath.map { $0.intValue.map(String.init) ?? $0.stringValue }.joined(separator: ".")
+    }
+
+    static func json<T: Encodable>(_ value: T, status: HTTPResponse.Status = .ok) -> Response {
+        let data = (try? encoder.encode(value)) ?? Data("{}".utf8)
+        return Response(
+            status: status, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(bytes: data)))
+    }
+
+    static func error(_ error: SwiftletError) -> Response {
+        json(ErrorBody(code: error.code, message: error.message), status: .init(code: error.kind.httpStatus))
+    }
+}

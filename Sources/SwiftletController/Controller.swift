@@ -1,0 +1,278 @@
+import Crypto
+import Foundation
+import Logging
+import SwiftletAgent
+import SwiftletCore
+import SwiftletImages
+import SwiftletStore
+
+/// The API's behaviour, independent of HTTP: validation, persistence, hand-off to the agent.
+public final class Controller: Sendable {
+    public let store: any SwiftletStore
+    public let blobs: BlobStore
+    public let agent: HostAgent
+    public let uploadLimit: Int64
+    private let hostMemoryMib: Int
+    private let logger: Logger
+
+    public init(
+        store: any SwiftletStore, blobs: BlobStore, agent: HostAgent, uploadLimit: Int64, hostMemoryMib: Int,
+        logger: Logger
+    ) {
+        self.store = store
+        self.blobs = blobs
+        self.agent = agent
+        self.uploadLimit = uploadLimit
+        self.hostMemoryMib = hostMemoryMib
+        self.logger = logger
+    }
+
+    // MARK: - Auth
+
+    public static func hash(secret: String) -> String {
+        SHA256.hash(data: Data(secret.utf8)).map { String(format: "%02x", $0) }.joined()
+    }
+
+    public func authenticate(authorization: String?) throws(SwiftletError) -> Principal {
+        guard let authorization, authorization.hasPrefix("Bearer ") else {
+            throw SwiftletError(.unauthorized, "auth.missing_token", "missing 'Authorization: Bearer <token>' header")
+        }
+        let secret = String(authorization.dropFirst("Bearer ".count)).trimmingCharacters(in: .whitespaces)
+        guard !secret.isEmpty, let principal = try store.principal(forSecretHash: Self.hash(secret: secret)) else {
+            throw SwiftletError(.unauthorized, "auth.invalid_token", "the token is not valid")
+        }
+        return principal
+    }
+
+    /// Creates a token for a project and returns it with its secret (shown once).
+    public func createToken(projectId: String, admin: Bool) throws(SwiftletError) -> TokenInfo {
+        guard try store.project(id: projectId) != nil else { throw .notFound("project", projectId) }
+        var generator = SystemRandomNumberGenerator()
+        let secret = "swl_" + (0..<4).map { _ in String(format: "%016llx", generator.next() as UInt64) }.joined()
+        var info = TokenInfo(id: ResourceID.make("tok"), projectId: projectId, admin: admin, token: nil, createdAt: Date())
+        try store.createToken(info, secretHash: Self.hash(secret: secret))
+        info.token = secret
+        return info
+    }
+
+    public func createProject(_ request: CreateProjectRequest, by principal: Principal) throws(SwiftletError) -> Project {
+        try requireAdmin(principal)
+        try ResourceID.validateName(request.name)
+        let project = Project(
+            id: ResourceID.make("prj"), name: request.name, requireSignedImages: request.requireSignedImages ?? false,
+            createdAt: Date())
+        try store.createProject(project)
+        return project
+    }
+
+    public func requireAdmin(_ principal: Principal) throws(SwiftletError) {
+        guard principal.isAdmin else { throw SwiftletError(.forbidden, "auth.admin_only", "this request needs the admin token") }
+    }
+
+    /// The project filter for reads: admins see every project.
+    private func scope(_ principal: Principal) -> String? { principal.isAdmin ? nil : principal.projectId }
+
+    // MARK: - Images
+
+    /// Streams an upload into the blob store and registers it. Nothing remains if it fails.
+    public func uploadImage(
+        name: String, properties: [String: String], by principal: Principal,
+        body: (BlobUpload) async throws -> Void
+    ) async throws -> Image {
+        try ResourceID.validateName(name)
+        if let pattern = properties[Image.readyPatternProperty] {
+            do { _ = try Regex(pattern) } catch {
+                throw SwiftletError.badRequest("image.bad_ready_pattern", "ready_pattern is not a valid regex: \(pattern)")
+            }
+        }
+        let upload = try blobs.beginUpload(limit: uploadLimit)
+        do { try await body(upload) } catch {
+            upload.abort()
+            throw error
+        }
+        let size = upload.size
+        guard size > 0 else {
+            upload.abort()
+            throw SwiftletError.badRequest("image.empty", "the upload is empty")
+        }
+        let (sha256, kind) = try upload.commit { path in try KernelFormat.detect(path: path) }
+        let image = Image(
+            id: ResourceID.make("img"), projectId: principal.projectId, name: name, kind: kind, sha256: sha256,
+            sizeBytes: size, properties: properties, createdAt: Date())
+        do {
+            try store.createImage(image)
+        } catch {
+            if (try? store.images(projectId: nil).contains { $0.sha256 == sha256 }) != true { blobs.remove(sha256: sha256) }
+            if error.kind == .conflict {
+                throw SwiftletError(.conflict, "image.duplicate_name", "an image named '\(name)' already exists")
+            }
+            throw error
+        }
+        logger.info("image registered", metadata: ["image.id": "\(image.id)", "image.kind": "\(kind)", "image.sha256": "\(sha256)"])
+        return image
+    }
+
+    public func images(by principal: Principal) throws(SwiftletError) -> [Image] {
+        try store.images(projectId: scope(principal))
+    }
+
+    public func image(_ idOrName: String, by principal: Principal) throws(SwiftletError) -> Image {
+        guard let image = try store.image(idOrName: idOrName, projectId: scope(principal)) else {
+            throw .notFound("image", idOrName)
+        }
+        return image
+    }
+
+    public func deleteImage(_ idOrName: String, by principal: Principal) throws(SwiftletError) {
+        let image = try image(idOrName, by: principal)
+        let shared = try store.deleteImage(id: image.id)
+        if !shared { blobs.remove(sha256: image.sha256) }
+    }
+
+    // MARK: - Flavors
+
+    public func createFlavor(_ flavor: Flavor, by principal: Principal) throws(SwiftletError) -> Flavor {
+        try requireAdmin(principal)
+        try ResourceID.validateName(flavor.name)
+        try validateResources(memoryMib: flavor.memoryMib, vcpus: flavor.vcpus)
+        do { try store.createFlavor(flavor) } catch where error.kind == .conflict {
+            throw SwiftletError(.conflict, "flavor.duplicate", "flavor '\(flavor.name)' already exists")
+        }
+        return flavor
+    }
+
+    private func validateResources(memoryMib: Int, vcpus: Int) throws(SwiftletError) {
+        guard memoryMib >= 2, memoryMib <= hostMemoryMib else {
+            throw .badRequest("instance.bad_memory", "memoryMib must be between 2 and the host's \(hostMemoryMib) MiB, got \(memoryMib)")
+        }
+        guard (1...64).contains(vcpus) else { throw .badRequest("instance.bad_vcpus", "vcpus must be between 1 and 64, got \(vcpus)") }
+    }
+
+    // MARK: - Instances
+
+    public static let maxCount = 1000
+
+    public func createInstances(_ request: CreateInstanceRequest, by principal: Principal, accepted: UInt64) async throws(SwiftletError)
+        -> [Instance]
+    {
+        let image = try image(request.image, by: principal)
+        var memoryMib = request.memoryMib
+        var vcpus = request.vcpus
+        if let flavorName = request.flavor {
+            guard let flavor = try store.flavors().first(where: { $0.name == flavorName }) else {
+                throw .notFound("flavor", flavorName)
+            }
+            memoryMib = memoryMib ?? flavor.memoryMib
+            vcpus = vcpus ?? flavor.vcpus
+        } else if memoryMib == nil && vcpus == nil {
+            let tiny = Flavor.defaults[0]
+            (memoryMib, vcpus) = (tiny.memoryMib, tiny.vcpus)
+        }
+        try validateResources(memoryMib: memoryMib ?? 16, vcpus: vcpus ?? 1)
+        let count = request.count ?? 1
+        guard (1...Self.maxCount).contains(count) else {
+            throw .badRequest("instance.bad_count", "count must be between 1 and \(Self.maxCount), got \(count)")
+        }
+        let args = request.args ?? []
+        for arg in args { try Self.validateArg(arg) }
+        var ports: [PublishedPort] = []
+        for text in request.publish ?? [] { ports.append(try PublishedPort.parse(text)) }
+        if count > 1 && !ports.isEmpty {
+            throw .badRequest("publish.with_count", "published host ports cannot be shared by \(count) instances")
+        }
+        let baseName = request.name ?? image.name
+        try ResourceID.validateName(baseName)
+        let now = Date()
+        let instances = (1...count).map { index in
+            let id = ResourceID.make("i")
+            let name = count == 1 ? (request.name ?? "\(image.name)-\(id.suffix(6))") : "\(baseName)-\(index)"
+            return Instance(
+                id: id, projectId: principal.projectId, name: name, imageId: image.id, flavor: request.flavor,
+                vcpus: vcpus ?? 1, memoryMib: memoryMib ?? 16, args: args, restartPolicy: request.restartPolicy ?? .no,
+                publishedPorts: ports, state: .building, timeline: .starting(at: accepted), createdAt: now, updatedAt: now)
+        }
+        for instance in instances { try ResourceID.validateName(instance.name) }
+        do { try store.createInstances(instances) } catch where error.kind == .conflict {
+            throw SwiftletError(.conflict, "instance.duplicate_name", "an instance with that name already exists in the project")
+        }
+        let persisted = monotonicNanos()
+        for instance in instances {
+            try? store.updateInstance(id: instance.id) { $0.timeline.persisted = persisted }
+            try? store.addEvent(instanceId: instance.id, type: "created", message: "instance accepted")
+        }
+        let agent = self.agent
+        let ids = instances.map(\.id)
+        if request.wait == true {
+            await withTaskGroup(of: Void.self) { group in
+                for id in ids {
+                    group.addTask {
+                        await agent.reconcile(instanceId: id)
+                        await agent.waitUntilSettled(instanceId: id, timeout: .seconds(60))
+                    }
+                }
+            }
+        } else {
+            for id in ids { Task { await agent.reconcile(instanceId: id) } }
+        }
+        return try ids.compactMap { id throws(SwiftletError) in try store.instance(idOrName: id, projectId: nil) }
+    }
+
+    /// A config word: `key=value`, key of letters, digits, `_`, `-`, `.`; no spaces or control characters.
+    static func validateArg(_ arg: String) throws(SwiftletError) {
+        let parts = arg.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
+        let keyOK =
+            parts.count == 2 && !parts[0].isEmpty
+            && parts[0].unicodeScalars.allSatisfy { $0.properties.isAlphabetic || ("0"..."9").contains($0) || "_-.".unicodeScalars.contains($0) }
+        let valueOK = parts.count == 2 && parts[1].unicodeScalars.allSatisfy { $0.value > 32 && $0.value < 127 }
+        guard keyOK, valueOK, arg.utf8.count <= 256 else {
+            throw .badRequest("instance.bad_arg", "config argument '\(arg)' must be key=value with no spaces")
+        }
+    }
+
+    public func instances(by principal: Principal, state: InstanceState?, name: String?, image: String?) throws(SwiftletError)
+        -> [Instance]
+    {
+        var imageId: String?
+        if let image {
+            guard let found = try store.image(idOrName: image, projectId: scope(principal)) else { return [] }
+            imageId = found.id
+        }
+        return try store.instances(projectId: scope(principal), state: state, name: name, imageId: imageId)
+    }
+
+    public func instance(_ idOrName: String, by principal: Principal) throws(SwiftletError) -> Instance {
+        guard let instance = try store.instance(idOrName: idOrName, projectId: scope(principal)) else {
+            throw .notFound("instance", idOrName)
+        }
+        return instance
+    }
+
+    /// Applies a user command through the state machine, then has the agent carry it out.
+    public func act(_ command: InstanceCommand, on idOrName: String, by principal: Principal, stopTimeout: Duration)
+        async throws(SwiftletError) -> Instance?
+    {
+        let id = try instance(idOrName, by: principal).id
+        let accepted = monotonicNanos()
+        try store.updateInstance(id: id) { instance throws(SwiftletError) in
+            instance.state = try InstanceLifecycle.apply(command, to: instance.state)
+            if command == .start {
+                instance.timeline = .starting(at: accepted)
+                instance.restartCount = 0
+                instance.reason = nil
+            }
+        }
+        try? store.addEvent(instanceId: id, type: command.rawValue, message: "\(command.rawValue) requested")
+        try await agent.perform(command.action, instanceId: id, stopTimeout: stopTimeout)
+        if command == .delete {
+            try store.deleteInstance(id: id)
+            return nil
+        }
+        return try store.instance(idOrName: id, projectId: nil)
+    }
+
+    public func events(_ idOrName: String, by principal: Principal) throws(SwiftletError) -> [InstanceEvent] {
+        try store.events(instanceId: instance(idOrName, by: principal).id)
+    }
+
+    public func hosts() throws(SwiftletError) -> [ComputeHost] { try store.hosts() }
+}

@@ -1,0 +1,124 @@
+import Foundation
+import Hummingbird
+import Logging
+import ServiceLifecycle
+import SwiftletAgent
+import SwiftletCore
+import SwiftletHypervisor
+import SwiftletImages
+import SwiftletStore
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+public struct ServerConfiguration: Codable, Sendable {
+    public var host: String = "127.0.0.1"
+    public var port: Int = 7420
+    public var dataDirectory: String = ServerConfiguration.defaultDataDirectory
+    /// Largest image upload accepted, bytes.
+    public var uploadLimitBytes: Int64 = 256 << 20
+    /// Stop every instance when the server shuts down (default: they keep running).
+    public var stopInstancesOnExit: Bool = false
+    /// Force an accelerator (`tcg`, `kvm`) instead of the calibrated choice.
+    public var accelerator: String?
+
+    public init() {}
+
+    /// `/var/lib/swiftlet` as root, else `~/.local/share/swiftlet`; `SWIFTLET_DATA` overrides.
+    public static var defaultDataDirectory: String {
+        if let env = ProcessInfo.processInfo.environment["SWIFTLET_DATA"], !env.isEmpty { return env }
+        if getuid() == 0 { return "/var/lib/swiftlet" }
+        return NSHomeDirectory() + "/.local/share/swiftlet"
+    }
+}
+
+/// Wires store, blob store, driver, agent and HTTP API for one host (the embedded default).
+public struct SwiftletServer: Sendable {
+    public let configuration: ServerConfiguration
+    public let controller: Controller
+    public let adminTokenPath: String
+    private let logger: Logger
+
+    public static let adminTokenFile = "admin.token"
+
+    public init(configuration: ServerConfiguration, logger: Logger) async throws {
+        self.configuration = configuration
+        self.logger = logger
+        let data = configuration.dataDirectory
+        try FileManager.default.createDirectory(atPath: data, withIntermediateDirectories: true)
+        let store = try SQLiteStore(path: data + "/swiftlet.sqlite")
+        let blobs = try BlobStore(root: data + "/blobs")
+        adminTokenPath = data + "/" + Self.adminTokenFile
+
+        let capabilities = try await Self.hostCapabilities(configuration: configuration, logger: logger)
+        let driver = QEMUDriver(accelerator: capabilities.chosenAccelerator, logger: logger)
+        let hostName = ProcessInfo.processInfo.hostName
+        let hostId = "host-" + hostName
+        let agent = HostAgent(
+            hostId: hostId, store: store, blobs: blobs, driver: driver, runRoot: data + "/run", logger: logger)
+        controller = Controller(
+            store: store, blobs: blobs, agent: agent, uploadLimit: configuration.uploadLimitBytes,
+            hostMemoryMib: HostFacts.memoryMib, logger: logger)
+        try store.upsertHost(
+            ComputeHost(
+                id: hostId, name: hostName, cpus: HostFacts.cpus, memoryMib: HostFacts.memoryMib,
+                hypervisors: [capabilities.hypervisor], hypervisorVersion: capabilities.version,
+                machineTypes: capabilities.machineTypes, accelerators: capabilities.accelerators,
+                chosenAccelerator: capabilities.chosenAccelerator, calibrationMs: capabilities.calibration,
+                instances: 0, updatedAt: Date()))
+        try ensureAdminToken()
+        await agent.recoverAll()
+    }
+
+    /// The first start writes an admin token to `<data>/admin.token` (mode 0600).
+    private func ensureAdminToken() throws {
+        if FileManager.default.fileExists(atPath: adminTokenPath) { return }
+        let info = try controller.createToken(projectId: Project.adminProjectId, admin: true)
+        let temporary = adminTokenPath + ".tmp"
+        guard FileManager.default.createFile(
+            atPath: temporary, contents: Data((info.token ?? "").utf8), attributes: [.posixPermissions: 0o600])
+        else { throw SwiftletError(.internal, "server.token_write", "cannot write \(adminTokenPath)") }
+        _ = rename(temporary, adminTokenPath)
+        logger.info("created admin token", metadata: ["path": "\(adminTokenPath)"])
+    }
+
+    /// Calibrates the accelerators once per host and caches the result in the data directory.
+    static func hostCapabilities(configuration: ServerConfiguration, logger: Logger) async throws -> HypervisorCapabilities {
+        let cachePath = configuration.dataDirectory + "/host-calibration.json"
+        var capabilities: HypervisorCapabilities
+        if let data = FileManager.default.contents(atPath: cachePath),
+            let cached = try? JSONDecoder().decode(HypervisorCapabilities.self, from: data)
+        {
+            capabilities = cached
+        } else {
+            capabilities = try await QEMUDriver.calibrate(logger: logger)
+            if let data = try? JSONEncoder().encode(capabilities) {
+                FileManager.default.createFile(atPath: cachePath, contents: data)
+            }
+        }
+        if let forced = configuration.accelerator { capabilities.chosenAccelerator = forced }
+        return capabilities
+    }
+
+    /// Runs the HTTP API until SIGTERM/SIGINT; VMs keep running unless configured otherwise.
+    public func run() async throws {
+        let router = APIRouter.build(controller: controller)
+        let app = Application(
+            router: router,
+            configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: "swiftlet"),
+            logger: logger)
+        let group = ServiceGroup(
+            configuration: .init(
+                services: [.init(service: app)], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+        try await group.run()
+        if configuration.stopInstancesOnExit { await controller.agent.stopAll(timeout: .seconds(5)) }
+        logger.info("server stopped")
+    }
+}
+
+/// CPU count and memory of this host, from the OS.
+public enum HostFacts {
+    public static var cpus: Int { ProcessInfo.processInfo.activeProcessorCount }
+    public static var memoryMib: Int { Int(ProcessInfo.processInfo.physicalMemory >> 20) }
+}

@@ -1,0 +1,84 @@
+/// The instance state machine (pure). BUILDING → RUNNING ⇄ PAUSED, → STOPPED, → ERROR, → DELETED.
+public enum InstanceState: String, Codable, Sendable, CaseIterable {
+    case building = "BUILDING"
+    case running = "RUNNING"
+    case paused = "PAUSED"
+    case stopped = "STOPPED"
+    case error = "ERROR"
+    case deleted = "DELETED"
+}
+
+/// What a user asks for through the API.
+public enum InstanceCommand: String, Sendable, CaseIterable {
+    case start, stop, reboot, pause, resume, delete
+
+    /// What the agent does once the command is accepted.
+    public var action: InstanceAction {
+        switch self {
+        case .start: .boot
+        case .stop: .shutdown
+        case .reboot: .reset
+        case .pause: .pause
+        case .resume: .resume
+        case .delete: .destroy
+        }
+    }
+}
+
+/// What the host observed about the VM.
+public enum InstanceObservation: Sendable, Equatable {
+    case ready
+    /// The VMM exited. `clean` is a guest power-off with status 0.
+    case exited(clean: Bool, reason: String)
+    case failed(reason: String)
+}
+
+/// What the agent must do to make the host match.
+public enum InstanceAction: Sendable, Equatable {
+    case boot
+    case shutdown
+    case reset
+    case pause
+    case resume
+    case destroy
+    case none
+}
+
+public enum InstanceLifecycle {
+    /// Applies a user command: the next state, or 409. The agent then carries out `command.action`.
+    public static func apply(_ command: InstanceCommand, to state: InstanceState) throws(SwiftletError) -> InstanceState {
+        switch (command, state) {
+        case (.delete, .deleted): throw illegal(command, state)
+        case (.delete, _): return .deleted
+        case (.start, .stopped), (.start, .error): return .building
+        case (.stop, .running), (.stop, .paused), (.stop, .building): return .stopped
+        case (.reboot, .running): return .running
+        case (.pause, .running): return .paused
+        case (.resume, .paused): return .running
+        default: throw illegal(command, state)
+        }
+    }
+
+    /// Applies what the host saw. Returns the next state and whether to boot again (restart policy).
+    public static func observe(
+        _ observation: InstanceObservation, in state: InstanceState, policy: RestartPolicy
+    ) -> (InstanceState, restart: Bool) {
+        switch (observation, state) {
+        case (.ready, .building): return (.running, false)
+        case (.ready, _): return (state, false)
+        case (.exited, .stopped), (.exited, .deleted), (.failed, .deleted), (.failed, .stopped):
+            return (state, false)
+        case (.exited(let clean, _), _):
+            let restart = policy == .always || (policy == .onFailure && !clean)
+            return restart ? (.building, true) : (clean ? .stopped : .error, false)
+        case (.failed, _):
+            return policy == .always ? (.building, true) : (.error, false)
+        }
+    }
+
+    private static func illegal(_ command: InstanceCommand, _ state: InstanceState) -> SwiftletError {
+        SwiftletError(
+            .conflict, "instance.illegal_transition",
+            "cannot \(command.rawValue) an instance in state \(state.rawValue)")
+    }
+}

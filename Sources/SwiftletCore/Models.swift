@@ -1,0 +1,259 @@
+import Foundation
+
+// Resources as the API shows them. JSON keys are these property names (camelCase, as in
+// Kubernetes and Nomad), so the OpenAPI contract and the Swift types never drift apart.
+
+public struct Project: Codable, Sendable, Equatable {
+    public var id: String
+    public var name: String
+    public var requireSignedImages: Bool
+    public var createdAt: Date
+
+    public init(id: String, name: String, requireSignedImages: Bool = false, createdAt: Date) {
+        self.id = id
+        self.name = name
+        self.requireSignedImages = requireSignedImages
+        self.createdAt = createdAt
+    }
+}
+
+/// What a bearer token grants: everything (admin) or one project.
+public enum Principal: Sendable, Equatable {
+    case admin
+    case project(String)
+
+    /// The project a request acts in; admins act in the built-in `admin` project.
+    public var projectId: String {
+        switch self {
+        case .admin: Project.adminProjectId
+        case .project(let id): id
+        }
+    }
+
+    public var isAdmin: Bool { self == .admin }
+}
+
+extension Project {
+    public static let adminProjectId = "prj-admin"
+}
+
+public struct TokenInfo: Codable, Sendable, Equatable {
+    public var id: String
+    public var projectId: String
+    public var admin: Bool
+    /// Only returned once, on creation.
+    public var token: String?
+    public var createdAt: Date
+
+    public init(id: String, projectId: String, admin: Bool, token: String?, createdAt: Date) {
+        self.id = id
+        self.projectId = projectId
+        self.admin = admin
+        self.token = token
+        self.createdAt = createdAt
+    }
+}
+
+public enum ImageKind: String, Codable, Sendable, CaseIterable {
+    case pvh
+    case multiboot
+    case bzImage = "bzimage"
+}
+
+public struct Image: Codable, Sendable, Equatable {
+    public var id: String
+    public var projectId: String
+    public var name: String
+    public var kind: ImageKind
+    public var sha256: String
+    public var sizeBytes: Int64
+    /// Free-form image properties; `ready_pattern` (a regex on console lines) is understood by
+    /// the agent for unikernels that don't print the kit's READY line.
+    public var properties: [String: String]
+    public var createdAt: Date
+
+    public init(
+        id: String, projectId: String, name: String, kind: ImageKind, sha256: String,
+        sizeBytes: Int64, properties: [String: String], createdAt: Date
+    ) {
+        self.id = id
+        self.projectId = projectId
+        self.name = name
+        self.kind = kind
+        self.sha256 = sha256
+        self.sizeBytes = sizeBytes
+        self.properties = properties
+        self.createdAt = createdAt
+    }
+
+    public static let readyPatternProperty = "ready_pattern"
+}
+
+public struct Flavor: Codable, Sendable, Equatable {
+    public var name: String
+    public var vcpus: Int
+    public var memoryMib: Int
+
+    public init(name: String, vcpus: Int, memoryMib: Int) {
+        self.name = name
+        self.vcpus = vcpus
+        self.memoryMib = memoryMib
+    }
+
+    public static let defaults = [
+        Flavor(name: "tiny", vcpus: 1, memoryMib: 16),
+        Flavor(name: "small", vcpus: 1, memoryMib: 64),
+        Flavor(name: "medium", vcpus: 2, memoryMib: 256),
+    ]
+}
+
+public enum RestartPolicy: String, Codable, Sendable, CaseIterable {
+    case no
+    case onFailure = "on-failure"
+    case always
+}
+
+public struct PublishedPort: Codable, Sendable, Equatable, Hashable {
+    public var hostPort: Int
+    public var guestPort: Int
+    public var proto: String
+
+    public init(hostPort: Int, guestPort: Int, proto: String = "tcp") {
+        self.hostPort = hostPort
+        self.guestPort = guestPort
+        self.proto = proto
+    }
+
+    /// Parses docker's `HOST:GUEST[/tcp|/udp]`.
+    public static func parse(_ text: String) throws(SwiftletError) -> PublishedPort {
+        let invalid = SwiftletError.badRequest(
+            "publish.invalid", "published port '\(text)' must be HOST:GUEST[/tcp|/udp] with ports 1-65535")
+        var spec = Substring(text)
+        var proto = "tcp"
+        if let slash = spec.firstIndex(of: "/") {
+            proto = String(spec[spec.index(after: slash)...])
+            spec = spec[..<slash]
+        }
+        let parts = spec.split(separator: ":", omittingEmptySubsequences: false)
+        guard parts.count == 2, let host = Int(parts[0]), let guest = Int(parts[1]),
+            (1...65535).contains(host), (1...65535).contains(guest), proto == "tcp" || proto == "udp"
+        else { throw invalid }
+        return PublishedPort(hostPort: host, guestPort: guest, proto: proto)
+    }
+
+    public var description: String { "\(hostPort):\(guestPort)/\(proto)" }
+}
+
+public struct Instance: Codable, Sendable, Equatable {
+    public var id: String
+    public var projectId: String
+    public var name: String
+    public var imageId: String
+    public var flavor: String?
+    public var vcpus: Int
+    public var memoryMib: Int
+    /// Config words in order, `key=value`; they become the kernel command line.
+    public var args: [String]
+    public var restartPolicy: RestartPolicy
+    public var publishedPorts: [PublishedPort]
+    public var state: InstanceState
+    /// Why the instance is in ERROR (or why it last stopped).
+    public var reason: String?
+    public var hostId: String?
+    public var restartCount: Int
+    public var timeline: Timeline
+    public var createdAt: Date
+    public var updatedAt: Date
+
+    public init(
+        id: String, projectId: String, name: String, imageId: String, flavor: String?, vcpus: Int,
+        memoryMib: Int, args: [String], restartPolicy: RestartPolicy, publishedPorts: [PublishedPort],
+        state: InstanceState, reason: String? = nil, hostId: String? = nil, restartCount: Int = 0,
+        timeline: Timeline, createdAt: Date, updatedAt: Date
+    ) {
+        self.id = id
+        self.projectId = projectId
+        self.name = name
+        self.imageId = imageId
+        self.flavor = flavor
+        self.vcpus = vcpus
+        self.memoryMib = memoryMib
+        self.args = args
+        self.restartPolicy = restartPolicy
+        self.publishedPorts = publishedPorts
+        self.state = state
+        self.reason = reason
+        self.hostId = hostId
+        self.restartCount = restartCount
+        self.timeline = timeline
+        self.createdAt = createdAt
+        self.updatedAt = updatedAt
+    }
+}
+
+public struct InstanceEvent: Codable, Sendable, Equatable {
+    public var id: Int64
+    public var instanceId: String
+    public var time: Date
+    public var type: String
+    public var message: String
+
+    public init(id: Int64, instanceId: String, time: Date, type: String, message: String) {
+        self.id = id
+        self.instanceId = instanceId
+        self.time = time
+        self.type = type
+        self.message = message
+    }
+}
+
+public struct ComputeHost: Codable, Sendable, Equatable {
+    public var id: String
+    public var name: String
+    public var cpus: Int
+    public var memoryMib: Int
+    public var hypervisors: [String]
+    public var hypervisorVersion: String
+    public var machineTypes: [String]
+    public var accelerators: [String]
+    public var chosenAccelerator: String
+    /// Accelerator → measured milliseconds from VMM start to exit of a tiny calibration guest.
+    public var calibrationMs: [String: Double]
+    public var instances: Int
+    public var updatedAt: Date
+
+    public init(
+        id: String, name: String, cpus: Int, memoryMib: Int, hypervisors: [String],
+        hypervisorVersion: String, machineTypes: [String], accelerators: [String],
+        chosenAccelerator: String, calibrationMs: [String: Double], instances: Int, updatedAt: Date
+    ) {
+        self.id = id
+        self.name = name
+        self.cpus = cpus
+        self.memoryMib = memoryMib
+        self.hypervisors = hypervisors
+        self.hypervisorVersion = hypervisorVersion
+        self.machineTypes = machineTypes
+        self.accelerators = accelerators
+        self.chosenAccelerator = chosenAccelerator
+        self.calibrationMs = calibrationMs
+        self.instances = instances
+        self.updatedAt = updatedAt
+    }
+}
+
+/// JSON coding shared by server and client: ISO-8601 dates, stable key order.
+public enum SwiftletJSON {
+    public static func encoder() -> JSONEncoder {
+        let encoder = JSONEncoder()
+        encoder.dateEncodingStrategy = .iso8601
+        encoder.outputFormatting = [.sortedKeys]
+        return encoder
+    }
+
+    public static func decoder() -> JSONDecoder {
+        let decoder = JSONDecoder()
+        decoder.dateDecodingStrategy = .iso8601
+        return decoder
+    }
+}

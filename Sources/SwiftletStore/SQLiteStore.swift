@@ -1,0 +1,340 @@
+import Foundation
+import GRDB
+import SwiftletCore
+
+/// The embedded default store: one SQLite file (WAL) through GRDB. Nested values (args, ports,
+/// timeline, properties) are JSON columns; everything queried or constrained is a real column.
+public final class SQLiteStore: SwiftletStore {
+    private let pool: DatabasePool
+
+    public init(path: String) throws(SwiftletError) {
+        do {
+            var configuration = Configuration()
+            configuration.foreignKeysEnabled = true
+            configuration.busyMode = .timeout(5)
+            pool = try DatabasePool(path: path, configuration: configuration)
+            try Self.migrator.migrate(pool)
+        } catch {
+            throw SwiftletError(.internal, "store.open_failed", "cannot open database \(path): \(error)")
+        }
+    }
+
+    private static var migrator: DatabaseMigrator {
+        var migrator = DatabaseMigrator()
+        migrator.registerMigration("v1") { db in
+            try db.execute(
+                sql: """
+                    CREATE TABLE project (
+                        id TEXT PRIMARY KEY, name TEXT NOT NULL UNIQUE,
+                        require_signed INTEGER NOT NULL DEFAULT 0, created_at DATETIME NOT NULL);
+                    CREATE TABLE token (
+                        id TEXT PRIMARY KEY, project_id TEXT NOT NULL REFERENCES project(id) ON DELETE CASCADE,
+                        admin INTEGER NOT NULL, secret_hash TEXT NOT NULL UNIQUE, created_at DATETIME NOT NULL);
+                    CREATE TABLE image (
+                        id TEXT PRIMARY KEY, project_id TEXT NOT NULL REFERENCES project(id),
+                        name TEXT NOT NULL, kind TEXT NOT NULL, sha256 TEXT NOT NULL,
+                        size_bytes INTEGER NOT NULL CHECK (size_bytes > 0),
+                        properties TEXT NOT NULL, created_at DATETIME NOT NULL,
+                        UNIQUE (project_id, name));
+                    CREATE TABLE flavor (
+                        name TEXT PRIMARY KEY, vcpus INTEGER NOT NULL CHECK (vcpus > 0),
+                        memory_mib INTEGER NOT NULL CHECK (memory_mib > 0));
+                    CREATE TABLE instance (
+                        id TEXT PRIMARY KEY, project_id TEXT NOT NULL REFERENCES project(id),
+                        name TEXT NOT NULL, image_id TEXT NOT NULL REFERENCES image(id) ON DELETE RESTRICT,
+                        state TEXT NOT NULL, body TEXT NOT NULL, created_at DATETIME NOT NULL,
+                        UNIQUE (project_id, name));
+                    CREATE INDEX instance_state ON instance(state);
+                    CREATE TABLE vm_handle (
+                        instance_id TEXT PRIMARY KEY REFERENCES instance(id) ON DELETE CASCADE,
+                        handle BLOB NOT NULL);
+                    CREATE TABLE event (
+                        id INTEGER PRIMARY KEY AUTOINCREMENT,
+                        instance_id TEXT NOT NULL, time DATETIME NOT NULL, type TEXT NOT NULL,
+                        message TEXT NOT NULL);
+                    CREATE INDEX event_instance ON event(instance_id);
+                    CREATE TABLE host (id TEXT PRIMARY KEY, body TEXT NOT NULL);
+                    """)
+            for flavor in Flavor.defaults {
+                try db.execute(
+                    sql: "INSERT INTO flavor (name, vcpus, memory_mib) VALUES (?, ?, ?)",
+                    arguments: [flavor.name, flavor.vcpus, flavor.memoryMib])
+            }
+            try db.execute(
+                sql: "INSERT INTO project (id, name, require_signed, created_at) VALUES (?, 'admin', 0, ?)",
+                arguments: [Project.adminProjectId, Date()])
+        }
+        return migrator
+    }
+
+    // MARK: - Plumbing
+
+    private func read<T>(_ body: (Database) throws -> T) throws(SwiftletError) -> T {
+        do { return try pool.read(body) } catch { throw Self.map(error) }
+    }
+
+    private func write<T>(_ body: (Database) throws -> T) throws(SwiftletError) -> T {
+        do { return try pool.write(body) } catch { throw Self.map(error) }
+    }
+
+    private static func map(_ error: any Error) -> SwiftletError {
+        if let error = error as? SwiftletError { return error }
+        if let error = error as? DatabaseError {
+            switch error.extendedResultCode {
+            case .SQLITE_CONSTRAINT_UNIQUE, .SQLITE_CONSTRAINT_PRIMARYKEY:
+                return SwiftletError(.conflict, "store.duplicate", "a resource with that name already exists")
+            case .SQLITE_CONSTRAINT_FOREIGNKEY:
+                return SwiftletError(.conflict, "store.in_use", "the resource is referenced by another resource")
+            default: break
+            }
+        }
+        return SwiftletError(.internal, "store.failed", "database error: \(error)")
+    }
+
+    private static let encoder = SwiftletJSON.encoder()
+    private static let decoder = SwiftletJSON.decoder()
+
+    private static func json<T: Encodable>(_ value: T) throws -> String {
+        String(decoding: try encoder.encode(value), as: UTF8.self)
+    }
+
+    private static func decode<T: Decodable>(_ type: T.Type, _ text: String) throws -> T {
+        try decoder.decode(type, from: Data(text.utf8))
+    }
+
+    // MARK: - Projects and tokens
+
+    public func createProject(_ project: Project) throws(SwiftletError) {
+        try write { db in
+            try db.execute(
+                sql: "INSERT INTO project (id, name, require_signed, created_at) VALUES (?, ?, ?, ?)",
+                arguments: [project.id, project.name, project.requireSignedImages, project.createdAt])
+        }
+    }
+
+    public func projects() throws(SwiftletError) -> [Project] {
+        try read { db in try Row.fetchAll(db, sql: "SELECT * FROM project ORDER BY created_at").map(Self.project) }
+    }
+
+    public func project(id: String) throws(SwiftletError) -> Project? {
+        try read { db in try Row.fetchOne(db, sql: "SELECT * FROM project WHERE id = ?", arguments: [id]).map(Self.project) }
+    }
+
+    private static func project(_ row: Row) -> Project {
+        Project(id: row["id"], name: row["name"], requireSignedImages: row["require_signed"], createdAt: row["created_at"])
+    }
+
+    public func createToken(_ info: TokenInfo, secretHash: String) throws(SwiftletError) {
+        try write { db in
+            try db.execute(
+                sql: "INSERT INTO token (id, project_id, admin, secret_hash, created_at) VALUES (?, ?, ?, ?, ?)",
+                arguments: [info.id, info.projectId, info.admin, secretHash, info.createdAt])
+        }
+    }
+
+    public func principal(forSecretHash hash: String) throws(SwiftletError) -> Principal? {
+        try read { db in
+            guard let row = try Row.fetchOne(db, sql: "SELECT project_id, admin FROM token WHERE secret_hash = ?", arguments: [hash])
+            else { return nil }
+            let admin: Bool = row["admin"]
+            return admin ? .admin : .project(row["project_id"])
+        }
+    }
+
+    // MARK: - Images
+
+    public func createImage(_ image: Image) throws(SwiftletError) {
+        try write { db in
+            try db.execute(
+                sql: """
+                    INSERT INTO image (id, project_id, name, kind, sha256, size_bytes, properties, created_at)
+                    VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+                    """,
+                arguments: [
+                    image.id, image.projectId, image.name, image.kind.rawValue, image.sha256, image.sizeBytes,
+                    try Self.json(image.properties), image.createdAt,
+                ])
+        }
+    }
+
+    public func images(projectId: String?) throws(SwiftletError) -> [Image] {
+        try read { db in
+            if let projectId {
+                return try Row.fetchAll(db, sql: "SELECT * FROM image WHERE project_id = ? ORDER BY created_at", arguments: [projectId]).map(Self.image)
+            }
+            return try Row.fetchAll(db, sql: "SELECT * FROM image ORDER BY created_at").map(Self.image)
+        }
+    }
+
+    public func image(idOrName: String, projectId: String?) throws(SwiftletError) -> Image? {
+        try read { db in
+            let rows = try Row.fetchAll(
+                db, sql: "SELECT * FROM image WHERE (id = ? OR name = ?) AND (? IS NULL OR project_id = ?) ORDER BY id = ? DESC",
+                arguments: [idOrName, idOrName, projectId, projectId, idOrName])
+            return try rows.first.map(Self.image)
+        }
+    }
+
+    public func deleteImage(id: String) throws(SwiftletError) -> Bool {
+        try write { db in
+            let inUse = try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM instance WHERE image_id = ?", arguments: [id]) ?? 0
+            if inUse > 0 {
+                throw SwiftletError(.conflict, "image.in_use", "image '\(id)' is used by \(inUse) instance(s)")
+            }
+            let sha = try String.fetchOne(db, sql: "SELECT sha256 FROM image WHERE id = ?", arguments: [id])
+            try db.execute(sql: "DELETE FROM image WHERE id = ?", arguments: [id])
+            guard let sha else { return false }
+            return (try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM image WHERE sha256 = ?", arguments: [sha]) ?? 0) > 0
+        }
+    }
+
+    private static func image(_ row: Row) throws -> Image {
+        Image(
+            id: row["id"], projectId: row["project_id"], name: row["name"],
+            kind: ImageKind(rawValue: row["kind"]) ?? .pvh, sha256: row["sha256"], sizeBytes: row["size_bytes"],
+            properties: try decode([String: String].self, row["properties"]), createdAt: row["created_at"])
+    }
+
+    // MARK: - Flavors
+
+    public func flavors() throws(SwiftletError) -> [Flavor] {
+        try read { db in
+            try Row.fetchAll(db, sql: "SELECT * FROM flavor ORDER BY memory_mib, name").map {
+                Flavor(name: $0["name"], vcpus: $0["vcpus"], memoryMib: $0["memory_mib"])
+            }
+        }
+    }
+
+    public func createFlavor(_ flavor: Flavor) throws(SwiftletError) {
+        try write { db in
+            try db.execute(
+                sql: "INSERT INTO flavor (name, vcpus, memory_mib) VALUES (?, ?, ?)",
+                arguments: [flavor.name, flavor.vcpus, flavor.memoryMib])
+        }
+    }
+
+    // MARK: - Instances
+
+    public func createInstances(_ instances: [Instance]) throws(SwiftletError) {
+        try write { db in
+            for instance in instances {
+                try db.execute(
+                    sql: """
+                        INSERT INTO instance (id, project_id, name, image_id, state, body, created_at)
+                        VALUES (?, ?, ?, ?, ?, ?, ?)
+                        """,
+                    arguments: [
+                        instance.id, instance.projectId, instance.name, instance.imageId, instance.state.rawValue,
+                        try Self.json(instance), instance.createdAt,
+                    ])
+            }
+        }
+    }
+
+    public func instances(projectId: String?, state: InstanceState?, name: String?, imageId: String?)
+        throws(SwiftletError) -> [Instance]
+    {
+        try read { db in
+            try String.fetchAll(
+                db,
+                sql: """
+                    SELECT body FROM instance WHERE (?1 IS NULL OR project_id = ?1) AND (?2 IS NULL OR state = ?2)
+                    AND (?3 IS NULL OR name = ?3) AND (?4 IS NULL OR image_id = ?4) ORDER BY created_at, id
+                    """,
+                arguments: [projectId, state?.rawValue, name, imageId]
+            ).map { try Self.decode(Instance.self, $0) }
+        }
+    }
+
+    public func instance(idOrName: String, projectId: String?) throws(SwiftletError) -> Instance? {
+        try read { db in
+            try String.fetchOne(
+                db,
+                sql: """
+                    SELECT body FROM instance WHERE (id = ?1 OR name = ?1) AND (?2 IS NULL OR project_id = ?2)
+                    ORDER BY id = ?1 DESC LIMIT 1
+                    """,
+                arguments: [idOrName, projectId]
+            ).map { try Self.decode(Instance.self, $0) }
+        }
+    }
+
+    @discardableResult
+    public func updateInstance(id: String, _ change: @Sendable (inout Instance) throws(SwiftletError) -> Void)
+        throws(SwiftletError) -> Instance
+    {
+        try write { db in
+            guard let body = try String.fetchOne(db, sql: "SELECT body FROM instance WHERE id = ?", arguments: [id]) else {
+                throw SwiftletError.notFound("instance", id)
+            }
+            var instance = try Self.decode(Instance.self, body)
+            try change(&instance)
+            instance.updatedAt = Date()
+            try db.execute(
+                sql: "UPDATE instance SET state = ?, body = ? WHERE id = ?",
+                arguments: [instance.state.rawValue, try Self.json(instance), id])
+            return instance
+        }
+    }
+
+    public func deleteInstance(id: String) throws(SwiftletError) {
+        try write { db in
+            try db.execute(sql: "DELETE FROM instance WHERE id = ?", arguments: [id])
+            try db.execute(sql: "DELETE FROM event WHERE instance_id = ?", arguments: [id])
+        }
+    }
+
+    // MARK: - Handles
+
+    public func saveHandle(instanceId: String, handle: Data) throws(SwiftletError) {
+        try write { db in
+            try db.execute(
+                sql: "INSERT OR REPLACE INTO vm_handle (instance_id, handle) VALUES (?, ?)",
+                arguments: [instanceId, handle])
+        }
+    }
+
+    public func handle(instanceId: String) throws(SwiftletError) -> Data? {
+        try read { db in try Data.fetchOne(db, sql: "SELECT handle FROM vm_handle WHERE instance_id = ?", arguments: [instanceId]) }
+    }
+
+    public func removeHandle(instanceId: String) throws(SwiftletError) {
+        try write { db in try db.execute(sql: "DELETE FROM vm_handle WHERE instance_id = ?", arguments: [instanceId]) }
+    }
+
+    public func allHandles() throws(SwiftletError) -> [(instanceId: String, handle: Data)] {
+        try read { db in
+            try Row.fetchAll(db, sql: "SELECT instance_id, handle FROM vm_handle").map { ($0["instance_id"], $0["handle"]) }
+        }
+    }
+
+    // MARK: - Events
+
+    public func addEvent(instanceId: String, type: String, message: String) throws(SwiftletError) {
+        try write { db in
+            try db.execute(
+                sql: "INSERT INTO event (instance_id, time, type, message) VALUES (?, ?, ?, ?)",
+                arguments: [instanceId, Date(), type, message])
+        }
+    }
+
+    public func events(instanceId: String) throws(SwiftletError) -> [InstanceEvent] {
+        try read { db in
+            try Row.fetchAll(db, sql: "SELECT * FROM event WHERE instance_id = ? ORDER BY id", arguments: [instanceId]).map {
+                InstanceEvent(id: $0["id"], instanceId: $0["instance_id"], time: $0["time"], type: $0["type"], message: $0["message"])
+            }
+        }
+    }
+
+    // MARK: - Hosts
+
+    public func upsertHost(_ host: ComputeHost) throws(SwiftletError) {
+        try write { db in
+            try db.execute(sql: "INSERT OR REPLACE INTO host (id, body) VALUES (?, ?)", arguments: [host.id, try Self.json(host)])
+        }
+    }
+
+    public func hosts() throws(SwiftletError) -> [ComputeHost] {
+        try read { db in try String.fetchAll(db, sql: "SELECT body FROM host ORDER BY id").map { try Self.decode(ComputeHost.self, $0) } }
+    }
+}

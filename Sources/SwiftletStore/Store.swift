@@ -1,0 +1,53 @@
+import Foundation
+import SwiftletCore
+
+/// What the controller and agent need from persistent state. The SQLite implementation is the
+/// embedded default; a PostgreSQL one will implement the same protocol.
+public protocol SwiftletStore: Sendable {
+    // Projects and tokens
+    func createProject(_ project: Project) throws(SwiftletError)
+    func projects() throws(SwiftletError) -> [Project]
+    func project(id: String) throws(SwiftletError) -> Project?
+    /// Stores the sha256 of a token secret; the secret itself is never stored.
+    func createToken(_ info: TokenInfo, secretHash: String) throws(SwiftletError)
+    func principal(forSecretHash hash: String) throws(SwiftletError) -> Principal?
+
+    // Images
+    func createImage(_ image: Image) throws(SwiftletError)
+    func images(projectId: String?) throws(SwiftletError) -> [Image]
+    /// By id or by name within the project (nil project = any, for admins).
+    func image(idOrName: String, projectId: String?) throws(SwiftletError) -> Image?
+    /// Deletes the record; 409 while an instance uses it. Returns whether another image record
+    /// still references the same blob.
+    func deleteImage(id: String) throws(SwiftletError) -> Bool
+
+    // Flavors
+    func flavors() throws(SwiftletError) -> [Flavor]
+    func createFlavor(_ flavor: Flavor) throws(SwiftletError)
+
+    // Instances
+    /// Inserts all or none (names unique per project).
+    func createInstances(_ instances: [Instance]) throws(SwiftletError)
+    func instances(projectId: String?, state: InstanceState?, name: String?, imageId: String?) throws(SwiftletError)
+        -> [Instance]
+    func instance(idOrName: String, projectId: String?) throws(SwiftletError) -> Instance?
+    /// Read-modify-write in one transaction; returns the updated instance.
+    @discardableResult
+    func updateInstance(id: String, _ change: @Sendable (inout Instance) throws(SwiftletError) -> Void)
+        throws(SwiftletError) -> Instance
+    func deleteInstance(id: String) throws(SwiftletError)
+
+    // VMM handles (opaque to the store), so the agent can re-attach after a restart
+    func saveHandle(instanceId: String, handle: Data) throws(SwiftletError)
+    func handle(instanceId: String) throws(SwiftletError) -> Data?
+    func removeHandle(instanceId: String) throws(SwiftletError)
+    func allHandles() throws(SwiftletError) -> [(instanceId: String, handle: Data)]
+
+    // Events
+    func addEvent(instanceId: String, type: String, message: String) throws(SwiftletError)
+    func events(instanceId: String) throws(SwiftletError) -> [InstanceEvent]
+
+    // Hosts
+    func upsertHost(_ host: ComputeHost) throws(SwiftletError)
+    func hosts() throws(SwiftletError) -> [ComputeHost]
+}

@@ -1,0 +1,77 @@
+import ArgumentParser
+import Foundation
+import Logging
+import SwiftletController
+
+/// `swiftlet server`: the controller with an in-process agent for this host.
+struct ServerCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "server",
+        abstract: "Run the Swiftlet controller and the local host agent.",
+        discussion: """
+            Settings come from, in order of precedence: flags, environment (SWIFTLET_LISTEN=HOST:PORT, \
+            SWIFTLET_DATA), a JSON config file (--config; keys: host, port, dataDirectory, uploadLimitBytes, \
+            stopInstancesOnExit, accelerator), then defaults (127.0.0.1:7420).
+            """)
+
+    @Option(help: "Data directory (default: /var/lib/swiftlet as root, else ~/.local/share/swiftlet).")
+    var data: String?
+
+    @Option(help: "Address to listen on.")
+    var host: String?
+
+    @Option(help: "Port to listen on.")
+    var port: Int?
+
+    @Option(help: "JSON configuration file.")
+    var config: String?
+
+    @Option(help: "Force the accelerator (tcg or kvm) instead of the calibrated choice.")
+    var accelerator: String?
+
+    @Flag(help: "Stop all instances when the server shuts down (default: they keep running).")
+    var stopInstancesOnExit = false
+
+    @Option(help: "Log level: trace, debug, info, notice, warning, error.")
+    var logLevel: String = "info"
+
+    func run() async throws {
+        var settings = ServerConfiguration()
+        if let config {
+            guard let data = FileManager.default.contents(atPath: config) else {
+                throw ValidationError("cannot read config file \(config)")
+            }
+            do { settings = try JSONDecoder().decode(ServerConfiguration.self, from: data) } catch {
+                throw ValidationError("config file \(config) is not valid: \(error)")
+            }
+        }
+        if let listen = ProcessInfo.processInfo.environment["SWIFTLET_LISTEN"] {
+            let parts = listen.split(separator: ":")
+            guard parts.count == 2, let port = Int(parts[1]) else {
+                throw ValidationError("SWIFTLET_LISTEN must be HOST:PORT, got '\(listen)'")
+            }
+            settings.host = String(parts[0])
+            settings.port = port
+        }
+        if let data { settings.dataDirectory = data }
+        if let host { settings.host = host }
+        if let port { settings.port = port }
+        if let accelerator { settings.accelerator = accelerator }
+        if stopInstancesOnExit { settings.stopInstancesOnExit = true }
+        let level = Logger.Level(rawValue: logLevel) ?? .info
+        LoggingSystem.bootstrap { label in
+            var handler = StreamLogHandler.standardError(label: label)
+            handler.logLevel = level
+            return handler
+        }
+        let logger = Logger(label: "swiftlet")
+        let server = try await SwiftletServer(configuration: settings, logger: logger)
+        logger.info(
+            "swiftlet server listening",
+            metadata: [
+                "address": "\(settings.host):\(settings.port)", "data": "\(settings.dataDirectory)",
+                "admin.token": "\(server.adminTokenPath)",
+            ])
+        try await server.run()
+    }
+}

@@ -1,0 +1,79 @@
+import Foundation
+import Testing
+
+@testable import SwiftletCore
+@testable import SwiftletStore
+
+/// Against a real SQLite file.
+@Suite struct StoreTests {
+    let directory: String
+    let store: SQLiteStore
+
+    init() throws {
+        directory = FileManager.default.temporaryDirectory.appendingPathComponent("swiftlet-store-\(UUID())").path
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        store = try SQLiteStore(path: directory + "/test.sqlite")
+    }
+
+    func image(_ name: String) -> Image {
+        Image(
+            id: ResourceID.make("img"), projectId: Project.adminProjectId, name: name, kind: .pvh, sha256: "ab",
+            sizeBytes: 10, properties: ["ready_pattern": "up"], createdAt: Date())
+    }
+
+    func instance(_ name: String, image: String) -> Instance {
+        Instance(
+            id: ResourceID.make("i"), projectId: Project.adminProjectId, name: name, imageId: image, flavor: "tiny",
+            vcpus: 1, memoryMib: 16, args: ["a=b"], restartPolicy: .no, publishedPorts: [], state: .building,
+            timeline: .starting(at: 1), createdAt: Date(), updatedAt: Date())
+    }
+
+    @Test func defaultsAndRoundTrip() throws {
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        #expect(try store.flavors().map(\.name) == ["tiny", "small", "medium"])
+        let img = image("hello")
+        try store.createImage(img)
+        #expect(try store.image(idOrName: "hello", projectId: nil) == img)
+        #expect(try store.image(idOrName: "hello", projectId: "prj-other") == nil)
+        let one = instance("web", image: img.id)
+        try store.createInstances([one])
+        let updated = try store.updateInstance(id: one.id) { $0.state = .running }
+        #expect(updated.state == .running)
+        #expect(try store.instances(projectId: nil, state: .running, name: nil, imageId: nil).map(\.id) == [one.id])
+    }
+
+    @Test func constraintsKeepInvariants() throws {
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let img = image("hello")
+        try store.createImage(img)
+        #expect(throws: SwiftletError.self) { try store.createImage(image("hello")) }  // duplicate name
+        // All-or-nothing: the second instance's duplicate name rolls back the first.
+        let a = instance("a", image: img.id)
+        #expect(throws: SwiftletError.self) {
+            try store.createInstances([a, instance("a", image: img.id)])
+        }
+        #expect(try store.instances(projectId: nil, state: nil, name: nil, imageId: nil).isEmpty)
+        try store.createInstances([a])
+        do {
+            _ = try store.deleteImage(id: img.id)
+            Issue.record("deleting an image in use must fail")
+        } catch { #expect(error.kind == .conflict) }
+        try store.deleteInstance(id: a.id)
+        #expect(try store.deleteImage(id: img.id) == false)
+    }
+
+    @Test func concurrentWritersDoNotLoseUpdates() async throws {
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let img = image("hello")
+        try store.createImage(img)
+        let one = instance("counter", image: img.id)
+        try store.createInstances([one])
+        let store = self.store
+        await withTaskGroup(of: Void.self) { group in
+            for _ in 0..<50 {
+                group.addTask { _ = try? store.updateInstance(id: one.id) { $0.restartCount += 1 } }
+            }
+        }
+        #expect(try store.instance(idOrName: one.id, projectId: nil)?.restartCount == 50)
+    }
+}

@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Installs what Swiftlet needs on a Debian machine, idempotently: QEMU, qemu-img, and the tools
+# the tests and benchmarks use. Swift itself must already be on PATH (/opt/swift/usr/bin).
+set -euo pipefail
+packages=(qemu-system-x86 qemu-utils python3 curl iproute2 nftables wrk procps)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "setup: installing ${missing[*]}"
+  SUDO=""
+  [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+command -v swift >/dev/null || { echo "setup: swift is not on PATH (expected /opt/swift/usr/bin)"; exit 1; }
+command -v qemu-system-x86_64 >/dev/null || { echo "setup: qemu-system-x86_64 missing after install"; exit 1; }
