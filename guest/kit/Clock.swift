@@ -1,14 +1,15 @@
 // Monotonic clock (TSC) and the one-shot LAPIC timer behind Kit.run deadlines.
 //
 // Calibration: at boot the kit lets the i8254 PIT (1.193182 MHz, present on
-// QEMU microvm) count down for ~1 ms while reading the TSC and the LAPIC
+// QEMU microvm) count down for ~0.5 ms while reading the TSC and the LAPIC
 // timer's current count at both ends of the same window; the ratios give the
 // TSC and LAPIC timer frequencies. Time zero is the TSC read by the very first
 // instruction of entry.S.
 
 public enum Clock {
     static let pitHz: UInt64 = 1_193_182
-    static let calibrationPITTicks: UInt64 = 1_193 // ~1 ms
+    static let calibrationPITTicks: UInt64 = 597 // ~0.5 ms
+    static let settlePITTicks: UInt64 = 120 // ~0.1 ms
 
     nonisolated(unsafe) static var bootTSC: UInt64 = 0
     nonisolated(unsafe) static var tscHz: UInt64 = 0
@@ -32,28 +33,40 @@ public enum Clock {
         Port.write8(0x43, 0x30) // channel 0, lo/hi byte, mode 0, binary
         Port.write8(0x40, 0xFF)
         Port.write8(0x40, 0xFF)
-        let startPIT = readPIT()
-        let startTSC = kit_rdtsc()
-        let startLAPIC = LocalAPIC.read(LocalAPIC.timerCurrentCount)
-        var endPIT = startPIT
-        var endTSC = startTSC
-        var endLAPIC = startLAPIC
-        // A PIT that never moves would hang the boot; give up after ~1 s of TSC at 4 GHz.
-        while UInt64(startPIT &- endPIT) < calibrationPITTicks && endTSC &- startTSC < 4_000_000_000 {
-            endPIT = readPIT()
-            endTSC = kit_rdtsc()
-            endLAPIC = LocalAPIC.read(LocalAPIC.timerCurrentCount)
+        // Start and end are taken by the same loop body, each right after the
+        // PIT count changes, and the window opens only ~0.1 ms after the PIT
+        // was loaded: under TCG the first run of any code pays for its
+        // translation, and windows starting at once read the TSC ~3% slow.
+        var last = sample()
+        let first = last
+        var start: Sample? = nil
+        var end = last
+        let giveUp = last.tsc &+ 4_000_000_000 // no PIT: stop after ~1 s at 4 GHz
+        while end.tsc < giveUp {
+            let current = sample()
+            if current.pit != last.pit {
+                if let start {
+                    if UInt64(start.pit &- current.pit) >= calibrationPITTicks {
+                        end = current
+                        break
+                    }
+                } else if UInt64(first.pit &- current.pit) >= settlePITTicks {
+                    start = current
+                }
+            }
+            last = current
+            end = current
         }
         LocalAPIC.write(LocalAPIC.timerInitialCount, 0)
-        let pitTicks = UInt64(startPIT &- endPIT)
-        guard pitTicks >= calibrationPITTicks else {
+        guard let start, UInt64(start.pit &- end.pit) >= calibrationPITTicks else {
             Console.writeStatic("swiftlet: no PIT to calibrate the clock; assuming 1 GHz TSC and LAPIC timer\n")
             setFrequencies(tscHz: 1_000_000_000, lapicTimerHz: 1_000_000_000)
             return
         }
+        let pitTicks = UInt64(start.pit &- end.pit)
         setFrequencies(
-            tscHz: (endTSC &- startTSC) * pitHz / pitTicks,
-            lapicTimerHz: UInt64(startLAPIC &- endLAPIC) * pitHz / pitTicks)
+            tscHz: (end.tsc &- start.tsc) * pitHz / pitTicks,
+            lapicTimerHz: UInt64(start.lapic &- end.lapic) * pitHz / pitTicks)
     }
 
     static func setFrequencies(tscHz tsc: UInt64, lapicTimerHz lapic: UInt64) {
@@ -62,11 +75,17 @@ public enum Clock {
         microsPerTickQ32 = (1_000_000 << 32) / tscHz
     }
 
-    static func readPIT() -> UInt16 {
+    struct Sample {
+        var pit: UInt16
+        var tsc: UInt64
+        var lapic: UInt32
+    }
+
+    static func sample() -> Sample {
         Port.write8(0x43, 0x00) // latch channel 0
         let low = UInt16(Port.read8(0x40))
         let high = UInt16(Port.read8(0x40))
-        return high << 8 | low
+        return Sample(pit: high << 8 | low, tsc: kit_rdtsc(), lapic: LocalAPIC.read(LocalAPIC.timerCurrentCount))
     }
 
     /// Arms the one-shot LAPIC timer to fire at `deadline` (µs since boot);

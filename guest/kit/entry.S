@@ -38,8 +38,9 @@ kit_start32:
         mov $__bss_start, %edi
         mov $__bss_end, %ecx
         sub %edi, %ecx
+        shr $2, %ecx                    /* .bss is 16-byte aligned and sized */
         xor %eax, %eax
-        rep stosb
+        rep stosl
 
         mov %ebp, kit_boot_tsc
         mov %esi, kit_boot_tsc + 4
