@@ -53,8 +53,8 @@ else
     )
     asm_flags=(--target=x86_64-unknown-none-elf -ffile-prefix-map="$GUEST=/swiftlet/guest")
     if [ "$nosse" = 1 ]; then
-        swift_flags+=(-Xcc -mno-sse -Xcc -mno-sse2 -Xcc -mno-mmx
-                      -Xllvm -mattr=-sse,-sse2,-sse3,-ssse3,-sse4.1,-sse4.2,-avx,-avx2,-mmx,-x87,+soft-float)
+        # Swift takes its target features from the clang options.
+        swift_flags+=(-Xcc -mno-sse -Xcc -mno-sse2 -Xcc -mno-mmx)
         asm_flags+=(-DKIT_NO_SSE)
     fi
     (cd "$work" && "$TOOLS/swiftc" "${swift_flags[@]}" -c "${sources[@]}" -o "$work/swiftlet.o")

@@ -17,15 +17,15 @@ public enum Console {
     /// Lines typed on the console that the kit does not handle itself.
     public nonisolated(unsafe) static var lineHandler: ((String) -> Void)? = nil
 
-    /// 115200 8N1, FIFO on (1-byte trigger), receive interrupt on. OUT2 gates
-    /// the UART's IRQ line to the interrupt controller.
+    /// 115200 8N1. The FIFO control register is left alone: enabling the
+    /// FIFO would clear it and lose input typed before boot. OUT2 gates the
+    /// UART's IRQ line to the interrupt controller.
     static func initialize() {
         Port.write8(base + 1, 0x00)
         Port.write8(base + 3, 0x80)
         Port.write8(base + 0, 0x01)
         Port.write8(base + 1, 0x00)
         Port.write8(base + 3, 0x03)
-        Port.write8(base + 2, 0x07)
         Port.write8(base + 4, 0x0B)
     }
 
@@ -33,8 +33,8 @@ public enum Console {
     static func enableInput() {
         ring = UnsafeMutablePointer<UInt8>.allocate(capacity: ringCapacity)
         line.reserveCapacity(maximumLineLength)
-        while Port.read8(base + 5) & 0x01 != 0 { _ = Port.read8(base) }
         Port.write8(base + 1, 0x01)
+        withInterruptsDisabled { handleInterrupt() } // input that came before the IRQ was on
     }
 
     @inline(__always)
