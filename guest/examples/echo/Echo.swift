@@ -14,6 +14,7 @@ struct Echo {
     }
     stack.installConsoleCommands()
     Kit.ready(app: "echo")
+    print(stack.summary)
     Kit.run { now in stack.poll(now: now) }
   }
 }

@@ -22,6 +22,7 @@ struct HTTPApp {
     }
     stack.installConsoleCommands()
     Kit.ready(app: "http")
+    print(stack.summary)
     withExtendedLifetime(server) {
       Kit.run { now in stack.poll(now: now) }
     }

@@ -17,6 +17,7 @@ struct KVApp {
     }
     stack.installConsoleCommands()
     Kit.ready(app: "kv")
+    print(stack.summary)
     withExtendedLifetime(server) {
       Kit.run { now in stack.poll(now: now) }
     }

@@ -49,9 +49,6 @@ final class NetStack {
       Kit.panic("net: \(error.message)")
     }
     let stack = NetStack(nic: nic, address: address, prefixLength: prefixLength, gateway: gateway)
-    print(
-      "net: virtio-net \(nic.isLegacy ? "legacy" : "modern") slot \(nic.slot) mac \(stack.mac.description)"
-        + " ip \(ipv4Text(address))/\(prefixLength) gw \(gateway == 0 ? "none" : ipv4Text(gateway))")
     stack.now = Clock.nowMicros()
     stack.sendGratuitousARP()
     stack.nic.flush()
@@ -67,6 +64,13 @@ final class NetStack {
     deadline = min(deadline, arpTimers())
     nic.flush()
     return deadline
+  }
+
+  /// One line describing the interface; apps print it after READY, since
+  /// every console byte is a VM exit and READY should come first.
+  var summary: String {
+    "net: virtio-net \(nic.isLegacy ? "legacy" : "modern") slot \(nic.slot) mac \(mac.description)"
+      + " ip \(ipv4Text(address))/\(prefixLength) gw \(gateway == 0 ? "none" : ipv4Text(gateway))"
   }
 
   func countersText() -> String { "net: " + counters.text }

@@ -53,6 +53,8 @@ final class TCPConnection {
   static let minRTO: UInt64 = 200_000
   static let maxRTO: UInt64 = 30_000_000
   static let maxRetries = 8
+  /// Half-open connections give up sooner: they may be spoofed.
+  static let maxSynAckRetries = 4
   static let timeWaitDuration: UInt64 = 2_000_000
   static let finWait2Duration: UInt64 = 15_000_000
 
@@ -101,6 +103,7 @@ final class TCPConnection {
   fileprivate var retransmitDeadline: UInt64 = 0
   fileprivate var retries = 0
   fileprivate var stateDeadline: UInt64 = 0
+  fileprivate var openedAt: UInt64 = 0
   fileprivate var acceptHandler: ((TCPConnection) -> Void)?
 
   fileprivate init(stack: NetStack, localPort: UInt16, remoteAddress: UInt32, remotePort: UInt16, iss: UInt32, irs: UInt32) {
@@ -259,7 +262,7 @@ extension NetStack {
   }
 
   private func accept(_ segment: TCPSegment, from source: UInt32, listener: TCPListener) {
-    if connections.count >= Self.maxConnections && !reclaimTimeWait() {
+    if connections.count >= Self.maxConnections && !reclaimSlot() {
       counters.tcpTableFull += 1
       return
     }
@@ -269,6 +272,7 @@ extension NetStack {
     connection.mss = min(max(segment.mss ?? 536, 64), TCPConnection.ourMSS)
     connection.sndWnd = UInt32(segment.window)
     connection.acceptHandler = listener.onAccept
+    connection.openedAt = now
     connections.append(connection)
     sendSynAck(connection)
     connection.sndNxt = connection.iss &+ 1
@@ -278,13 +282,19 @@ extension NetStack {
     connection.retransmitDeadline = now + connection.rto
   }
 
-  /// Frees the oldest TIME-WAIT slot for a new connection.
-  private func reclaimTimeWait() -> Bool {
-    var oldest: TCPConnection? = nil
+  /// Frees a slot for a new connection: the oldest TIME-WAIT one, else the
+  /// oldest half-open one (so a SYN flood cannot lock out real clients).
+  private func reclaimSlot() -> Bool {
+    var victim: TCPConnection? = nil
     for connection in connections where connection.state == .timeWait {
-      if oldest == nil || connection.stateDeadline < oldest!.stateDeadline { oldest = connection }
+      if victim == nil || connection.stateDeadline < victim!.stateDeadline { victim = connection }
     }
-    guard let victim = oldest else { return false }
+    if victim == nil {
+      for connection in connections where connection.state == .synReceived {
+        if victim == nil || connection.openedAt < victim!.openedAt { victim = connection }
+      }
+    }
+    guard let victim else { return false }
     removeConnection(victim)
     return true
   }
@@ -634,7 +644,8 @@ extension NetStack {
 
   private func retransmitTimeout(_ connection: TCPConnection) {
     connection.retries += 1
-    if connection.retries > TCPConnection.maxRetries {
+    let limit = connection.state == .synReceived ? TCPConnection.maxSynAckRetries : TCPConnection.maxRetries
+    if connection.retries > limit {
       connection.abort()
       return
     }

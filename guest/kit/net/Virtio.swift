@@ -130,8 +130,8 @@ final class Virtqueue {
     descriptors = ring
     availRing = ring + descBytes
     usedRing = ring + usedOffset
+    // Buffers need no clearing: the device fills rx ones, we fill tx ones.
     buffers = UnsafeMutableRawPointer.allocate(byteCount: size * bufferSize, alignment: 4096)
-    buffers.initializeMemory(as: UInt8.self, repeating: 0, count: size * bufferSize)
     for slot in 0..<size {
       let desc = descriptors + 16 * slot
       desc.storeBytes(of: UInt64(UInt(bitPattern: buffers + slot * bufferSize)), as: UInt64.self)

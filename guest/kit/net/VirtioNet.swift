@@ -79,8 +79,8 @@ final class VirtioNet {
       }
     }
 
-    guard let rx = Virtqueue(device: device, index: 0, maxSize: 256, bufferSize: bufferSize),
-      let tx = Virtqueue(device: device, index: 1, maxSize: 256, bufferSize: bufferSize)
+    guard let rx = Virtqueue(device: device, index: 0, maxSize: 128, bufferSize: bufferSize),
+      let tx = Virtqueue(device: device, index: 1, maxSize: 128, bufferSize: bufferSize)
     else {
       device.addStatus(VirtioStatus.failed)
       return .failure(NetError("virtio-net queues unavailable"))
