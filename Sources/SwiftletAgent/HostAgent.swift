@@ -327,7 +327,6 @@ public actor HostAgent {
     /// Applies an observation through the state machine; returns whether to boot again.
     @discardableResult
     private func record(_ instanceId: String, _ observation: InstanceObservation) -> Bool {
-        var restart = false
         let result = try? store.updateInstance(id: instanceId) { instance in
             var (next, again) = InstanceLifecycle.observe(observation, in: instance.state, policy: instance.restartPolicy)
             if again {
@@ -344,7 +343,6 @@ public actor HostAgent {
                 instance.reason = again ? "restarting (\(instance.restartCount)/\(Self.maxRestarts)): \(reason)" : reason
             }
             instance.state = next
-            restart = again
         }
         if let result {
             switch observation {
@@ -353,7 +351,8 @@ public actor HostAgent {
             }
             if result.state != .building { releaseWaiters(instanceId) }
         }
-        return restart
+        // Only a restart leaves a settled observation in BUILDING.
+        return result?.state == .building
     }
 
     private func mark(_ instanceId: String, _ phase: Phase?, _ extra: (@Sendable (inout Instance) -> Void)? = nil) {

@@ -214,7 +214,11 @@ public final class Controller: Sendable {
         } else {
             for id in ids { Task { await agent.reconcile(instanceId: id) } }
         }
-        return try ids.compactMap { id throws(SwiftletError) in try store.instance(idOrName: id, projectId: nil) }
+        var created: [Instance] = []
+        for id in ids {
+            if let instance = try store.instance(idOrName: id, projectId: nil) { created.append(instance) }
+        }
+        return created
     }
 
     /// A config word: `key=value`, key of letters, digits, `_`, `-`, `.`; no spaces or control characters.

@@ -25,6 +25,18 @@ public struct ServerConfiguration: Codable, Sendable {
 
     public init() {}
 
+    /// Every key is optional in a config file; missing ones keep their defaults.
+    public init(from decoder: any Decoder) throws {
+        let container = try decoder.container(keyedBy: CodingKeys.self)
+        self.init()
+        host = try container.decodeIfPresent(String.self, forKey: .host) ?? host
+        port = try container.decodeIfPresent(Int.self, forKey: .port) ?? port
+        dataDirectory = try container.decodeIfPresent(String.self, forKey: .dataDirectory) ?? dataDirectory
+        uploadLimitBytes = try container.decodeIfPresent(Int64.self, forKey: .uploadLimitBytes) ?? uploadLimitBytes
+        stopInstancesOnExit = try container.decodeIfPresent(Bool.self, forKey: .stopInstancesOnExit) ?? stopInstancesOnExit
+        accelerator = try container.decodeIfPresent(String.self, forKey: .accelerator)
+    }
+
     /// `/var/lib/swiftlet` as root, else `~/.local/share/swiftlet`; `SWIFTLET_DATA` overrides.
     public static var defaultDataDirectory: String {
         if let env = ProcessInfo.processInfo.environment["SWIFTLET_DATA"], !env.isEmpty { return env }

@@ -33,7 +33,10 @@ import Testing
         #expect(try store.flavors().map(\.name) == ["tiny", "small", "medium"])
         let img = image("hello")
         try store.createImage(img)
-        #expect(try store.image(idOrName: "hello", projectId: nil) == img)
+        let stored = try #require(try store.image(idOrName: "hello", projectId: nil))
+        #expect(stored.id == img.id && stored.properties == img.properties && stored.kind == .pvh)
+        // SQLite keeps dates to the millisecond.
+        #expect(abs(stored.createdAt.timeIntervalSince(img.createdAt)) < 0.001)
         #expect(try store.image(idOrName: "hello", projectId: "prj-other") == nil)
         let one = instance("web", image: img.id)
         try store.createInstances([one])

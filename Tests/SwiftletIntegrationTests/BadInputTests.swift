@@ -1,0 +1,112 @@
+import Foundation
+import SwiftletClient
+import SwiftletCore
+import Testing
+
+/// Bad input gets a clear 4xx and leaves nothing half-made.
+@Suite(.serialized) struct BadInputTests {
+    /// Raw HTTP, for bodies the typed client would never send.
+    static func raw(
+        _ method: String, _ url: String, token: String?, body: Data? = nil, contentType: String = "application/json"
+    ) throws -> (status: Int, body: String) {
+        var arguments = ["-s", "-o", "-", "-w", "\n%{http_code}", "-X", method, url]
+        if let token { arguments += ["-H", "Authorization: Bearer \(token)"] }
+        var bodyFile: String?
+        if let body {
+            let path = NSTemporaryDirectory() + "swiftlet-body-\(UUID())"
+            FileManager.default.createFile(atPath: path, contents: body)
+            bodyFile = path
+            arguments += ["-H", "Content-Type: \(contentType)", "--data-binary", "@\(path)"]
+        }
+        defer { bodyFile.map { try? FileManager.default.removeItem(atPath: $0) } }
+        let result = try Shell.run("/usr/bin/curl", arguments)
+        let lines = result.output.split(separator: "\n", omittingEmptySubsequences: false)
+        return (Int(lines.last ?? "") ?? 0, lines.dropLast().joined(separator: "\n"))
+    }
+
+    static func expectError(_ response: (status: Int, body: String), _ status: Int, _ code: String) {
+        #expect(response.status == status, "\(response.body)")
+        let decoded = try? JSONDecoder().decode(ErrorBody.self, from: Data(response.body.utf8))
+        #expect(decoded?.error.code == code, "\(response.body)")
+        #expect(decoded?.error.message.isEmpty == false)
+    }
+
+    @Test func badRequestsAreRefusedCleanly() async throws {
+        let kernel = try Kernels.path("hello")
+        try await withServer(config: ["uploadLimitBytes": 300_000]) { server, client in
+            _ = try await client.uploadImage(path: kernel, name: "hello")
+            let token = server.adminToken
+            let base = server.url + "/v1"
+
+            Self.expectError(try Self.raw("POST", base + "/instances", token: token, body: Data("{not json".utf8)), 400, "request.malformed_json")
+            Self.expectError(try Self.raw("POST", base + "/instances", token: token, body: Data(#"{"image": 42}"#.utf8)), 400, "request.wrong_type")
+            Self.expectError(try Self.raw("POST", base + "/instances", token: token, body: Data("{}".utf8)), 400, "request.missing_field")
+            await expectAPIError(404, "image.not_found") {
+                _ = try await client.createInstances(CreateInstanceRequest(image: "nope"))
+            }
+            await expectAPIError(404, "flavor.not_found") {
+                _ = try await client.createInstances(CreateInstanceRequest(image: "hello", flavor: "huge"))
+            }
+            await expectAPIError(400, "instance.bad_memory") {
+                _ = try await client.createInstances(CreateInstanceRequest(image: "hello", memoryMib: 0))
+            }
+            await expectAPIError(400, "instance.bad_memory") {
+                _ = try await client.createInstances(CreateInstanceRequest(image: "hello", memoryMib: 1 << 30))
+            }
+            for name in ["a/b", "..", "../etc"] {
+                await expectAPIError(400, "name.invalid") {
+                    _ = try await client.createInstances(CreateInstanceRequest(name: name, image: "hello"))
+                }
+            }
+            await expectAPIError(400, "instance.bad_arg") {
+                _ = try await client.createInstances(CreateInstanceRequest(image: "hello", args: ["no spaces=a b"]))
+            }
+            await expectAPIError(400, "publish.invalid") {
+                _ = try await client.createInstances(CreateInstanceRequest(image: "hello", publish: ["99999:80"]))
+            }
+            #expect(try await client.instances().isEmpty)
+
+            // Uploads: a text file, over the limit, a bad name. Nothing stored.
+            let text = NSTemporaryDirectory() + "swiftlet-text-\(UUID()).txt"
+            FileManager.default.createFile(atPath: text, contents: Data("hello, I am not a kernel\n".utf8))
+            defer { try? FileManager.default.removeItem(atPath: text) }
+            await expectAPIError(422, "image.unsupported_format") { _ = try await client.uploadImage(path: text, name: "text") }
+            let big = Data(repeating: 0x7F, count: 400_000)
+            Self.expectError(try Self.raw("POST", base + "/images?name=big", token: token, body: big, contentType: "application/octet-stream"), 413, "image.too_large")
+            await expectAPIError(400, "name.invalid") { _ = try await client.uploadImage(path: kernel, name: "../evil") }
+            #expect(try await client.images().map(\.name) == ["hello"])
+            #expect(try FileManager.default.contentsOfDirectory(atPath: server.dataDirectory + "/blobs/sha256").count == 1)
+            #expect(try FileManager.default.contentsOfDirectory(atPath: server.dataDirectory + "/blobs/tmp").isEmpty)
+
+            // Tokens.
+            Self.expectError(try Self.raw("GET", base + "/instances", token: nil), 401, "auth.missing_token")
+            Self.expectError(try Self.raw("GET", base + "/instances", token: "swl_wrong"), 401, "auth.invalid_token")
+            Self.expectError(try Self.raw("GET", base + "/nothing-here", token: token), 404, "http.404")
+        }
+    }
+
+    @Test func projectsAreIsolated() async throws {
+        let kernel = try Kernels.path("hello")
+        try await withServer { server, admin in
+            _ = try await admin.uploadImage(path: kernel, name: "hello")
+            let running = try await admin.createInstances(CreateInstanceRequest(name: "admins", image: "hello", wait: true))
+            let project = try await admin.createProject(CreateProjectRequest(name: "team"))
+            let token = try #require(try await admin.createToken(project: project.id).token)
+            let team = server.client(token: token)
+            defer { Task { [team] in try? await team.shutdown() } }
+            #expect(try await team.images().isEmpty)
+            #expect(try await team.instances().isEmpty)
+            await expectAPIError(404, "image.not_found") { _ = try await team.image("hello") }
+            await expectAPIError(404, "instance.not_found") { _ = try await team.instance(running[0].id) }
+            await expectAPIError(404, "instance.not_found") { try await team.deleteInstance(running[0].id) }
+            await expectAPIError(403, "auth.admin_only") { _ = try await team.projects() }
+            // The project's own image and instance work, under the same name as the admin's.
+            _ = try await team.uploadImage(path: kernel, name: "hello")
+            let own = try await team.createInstances(CreateInstanceRequest(name: "admins", image: "hello", wait: true))
+            #expect(own.first?.state == .running)
+            #expect(try await team.instances().count == 1)
+            #expect(try await admin.instances().count == 2)
+            await expectAPIError(409, "image.in_use") { try await team.deleteImage("hello") }
+        }
+    }
+}

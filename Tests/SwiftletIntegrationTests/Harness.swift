@@ -1,0 +1,211 @@
+import Foundation
+import SwiftletClient
+import SwiftletCore
+import Testing
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// Paths of the checkout this test runs from.
+enum Repo {
+    static let root: String = {
+        var url = URL(fileURLWithPath: #filePath)
+        for _ in 0..<3 { url.deleteLastPathComponent() }
+        return url.path
+    }()
+
+    static var swiftletBinary: String { root + "/.build/debug/swiftlet" }
+}
+
+/// Builds the example unikernels once per test process (the real kit, real build script).
+enum Kernels {
+    private static let directory: String = {
+        let path = NSTemporaryDirectory() + "swiftlet-kernels-\(getpid())"
+        try? FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
+        return path
+    }()
+    private static let lock = NSLock()
+
+    static func path(_ example: String) throws -> String {
+        lock.lock()
+        defer { lock.unlock() }
+        let output = directory + "/\(example).elf"
+        if FileManager.default.fileExists(atPath: output) { return output }
+        let result = try Shell.run(Repo.root + "/guest/build.sh", [Repo.root + "/guest/examples/\(example)", "-o", output])
+        guard result.status == 0 else { throw TestFailure("guest build of \(example) failed: \(result.output)") }
+        return output
+    }
+}
+
+struct TestFailure: Error, CustomStringConvertible {
+    var description: String
+    init(_ description: String) { self.description = description }
+}
+
+enum Shell {
+    /// Runs a program to completion, stdout and stderr together.
+    static func run(_ program: String, _ arguments: [String]) throws -> (status: Int32, output: String) {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: program)
+        process.arguments = arguments
+        let pipe = Pipe()
+        process.standardOutput = pipe
+        process.standardError = pipe
+        try process.run()
+        let data = pipe.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        return (process.terminationStatus, String(decoding: data, as: UTF8.self))
+    }
+}
+
+/// PIDs of processes whose command line mentions `needle` (e.g. a data directory).
+func processes(mentioning needle: String) -> [Int32] {
+    let entries = (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []
+    return entries.compactMap { entry in
+        guard let pid = Int32(entry), pid != getpid(),
+            let data = FileManager.default.contents(atPath: "/proc/\(entry)/cmdline"),
+            String(decoding: data, as: UTF8.self).contains(needle),
+            let stat = try? String(contentsOfFile: "/proc/\(entry)/stat", encoding: .utf8),
+            !stat.contains(") Z ")
+        else { return nil }
+        return pid
+    }
+}
+
+/// Polls `condition` until it holds or `timeout` passes.
+func eventually(
+    _ what: String, timeout: Duration = .seconds(20), _ condition: () async throws -> Bool
+) async throws {
+    let deadline = ContinuousClock.now + timeout
+    while ContinuousClock.now < deadline {
+        if (try? await condition()) == true { return }
+        try await Task.sleep(for: .milliseconds(50))
+    }
+    throw TestFailure("timed out waiting for: \(what)")
+}
+
+/// A real `swiftlet server` process on a temporary data directory and a free port.
+final class ServerProcess: @unchecked Sendable {
+    // @unchecked: `process` is only touched from the test that owns this server, one call at a time.
+    let dataDirectory: String
+    let port: Int
+    private var process: Process?
+    private let logPath: String
+
+    init(config: [String: Any] = [:]) throws {
+        dataDirectory = NSTemporaryDirectory() + "swiftlet-test-\(UUID().uuidString.prefix(8))"
+        try FileManager.default.createDirectory(atPath: dataDirectory, withIntermediateDirectories: true)
+        port = try Self.freePort()
+        logPath = dataDirectory + ".log"
+        if !config.isEmpty {
+            let data = try JSONSerialization.data(withJSONObject: config)
+            FileManager.default.createFile(atPath: dataDirectory + "/config.json", contents: data)
+        }
+    }
+
+    var url: String { "http://127.0.0.1:\(port)" }
+
+    var adminToken: String {
+        (try? String(contentsOfFile: dataDirectory + "/admin.token", encoding: .utf8)) ?? ""
+    }
+
+    func start() async throws {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: Repo.swiftletBinary)
+        var arguments = ["server", "--data", dataDirectory, "--port", "\(port)", "--log-level", "debug"]
+        if FileManager.default.fileExists(atPath: dataDirectory + "/config.json") {
+            arguments += ["--config", dataDirectory + "/config.json"]
+        }
+        process.arguments = arguments
+        FileManager.default.createFile(atPath: logPath, contents: nil)
+        let log = FileHandle(forWritingAtPath: logPath)!
+        log.seekToEndOfFile()
+        process.standardOutput = log
+        process.standardError = log
+        try process.run()
+        self.process = process
+        let url = self.url
+        try await eventually("server health", timeout: .seconds(60)) {
+            try await SwiftletClient.withClient(baseURL: url, token: nil) { try await $0.health() }
+        }
+    }
+
+    /// SIGKILL: the crash case.
+    func crash() {
+        guard let process else { return }
+        kill(process.processIdentifier, SIGKILL)
+        process.waitUntilExit()
+        self.process = nil
+    }
+
+    func terminate() {
+        guard let process else { return }
+        process.terminate()
+        process.waitUntilExit()
+        self.process = nil
+    }
+
+    var log: String { (try? String(contentsOfFile: logPath, encoding: .utf8)) ?? "" }
+
+    /// Stops the server, kills anything left that mentions the data directory, removes it all.
+    func cleanUp() {
+        terminate()
+        for pid in processes(mentioning: dataDirectory) { kill(pid, SIGKILL) }
+        try? FileManager.default.removeItem(atPath: dataDirectory)
+        try? FileManager.default.removeItem(atPath: logPath)
+    }
+
+    func client(token: String? = nil) -> SwiftletClient {
+        SwiftletClient(baseURL: url, token: token ?? adminToken)
+    }
+
+    static func freePort() throws -> Int {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(fd) }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        address.sin_port = 0
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        let bound = withUnsafeMutablePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) == 0 && getsockname(fd, $0, &length) == 0 }
+        }
+        guard bound else { throw TestFailure("no free port") }
+        return Int(UInt16(bigEndian: address.sin_port))
+    }
+}
+
+/// Runs `body` against a fresh server and a client with the admin token; always cleans up.
+func withServer(
+    config: [String: Any] = [:], _ body: (ServerProcess, SwiftletClient) async throws -> Void
+) async throws {
+    let server = try ServerProcess(config: config)
+    defer { server.cleanUp() }
+    try await server.start()
+    let client = server.client()
+    do {
+        try await body(server, client)
+        try? await client.shutdown()
+    } catch {
+        try? await client.shutdown()
+        print("---- server log ----\n\(server.log.suffix(4000))")
+        throw error
+    }
+}
+
+func expectAPIError(_ status: Int, _ code: String? = nil, _ body: () async throws -> Void) async {
+    do {
+        try await body()
+        Issue.record("expected HTTP \(status)\(code.map { " \($0)" } ?? ""), got success")
+    } catch let error as ClientError {
+        if case .unauthorized = error.kind {
+            #expect(status == 401)
+            return
+        }
+        #expect(error.status == status, "\(error)")
+        if let code { #expect(error.code == code, "\(error)") }
+    } catch {
+        Issue.record("expected a ClientError, got \(error)")
+    }
+}

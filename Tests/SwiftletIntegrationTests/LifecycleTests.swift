@@ -1,0 +1,147 @@
+import Foundation
+import SwiftletClient
+import SwiftletCore
+import Testing
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// End to end through the HTTP API: real server process, real SQLite file, real QEMU, real kit unikernels.
+@Suite(.serialized) struct LifecycleTests {
+    @Test func instanceLifecycleEndToEnd() async throws {
+        let kernel = try Kernels.path("hello")
+        try await withServer { server, client in
+            let image = try await client.uploadImage(path: kernel, name: "hello")
+            #expect(image.kind == .pvh)
+            #expect(image.sha256.count == 64)
+            let hosts = try await client.hosts()
+            #expect(hosts.count == 1)
+            #expect(hosts[0].chosenAccelerator.isEmpty == false)
+
+            let created = try await client.createInstances(
+                CreateInstanceRequest(name: "h1", image: "hello", flavor: "tiny", wait: true))
+            let instance = try #require(created.first)
+            #expect(instance.state == .running, "\(instance.reason ?? "")")
+            #expect(instance.memoryMib == 16)
+            for phase in Phase.allCases { #expect(instance.timeline[phase] != nil, "phase \(phase) missing") }
+            let total = try #require(instance.timeline.total)
+            #expect(total > 0)
+
+            let console = try await collect(client.console(instance.id))
+            #expect(console.contains("SWIFTLET-READY hello"))
+            #expect(try await client.pause("h1").state == .paused)
+            #expect(try await client.resume("h1").state == .running)
+            _ = try await client.reboot("h1")
+            await expectAPIError(409, "instance.illegal_transition") { _ = try await client.resume("h1") }
+
+            let vmPids = processes(mentioning: server.dataDirectory + "/run/" + instance.id)
+            #expect(vmPids.count == 1)
+            #expect(try await client.stop("h1", timeout: 5).state == .stopped)
+            #expect(processes(mentioning: server.dataDirectory + "/run/" + instance.id).isEmpty)
+            let restarted = try await client.start("h1")
+            #expect(restarted.state == .building || restarted.state == .running)
+            try await eventually("h1 running again") { try await client.instance("h1").state == .running }
+            let events = try await client.events("h1").map(\.type)
+            #expect(events.contains("ready"))
+            #expect(events.contains("stopped"))
+
+            try await client.deleteInstance("h1")
+            await expectAPIError(404, "instance.not_found") { _ = try await client.instance("h1") }
+            #expect(processes(mentioning: server.dataDirectory + "/run/").isEmpty)
+            #expect(!FileManager.default.fileExists(atPath: server.dataDirectory + "/run/" + instance.id))
+            try await client.deleteImage("hello")
+            #expect(try FileManager.default.contentsOfDirectory(atPath: server.dataDirectory + "/blobs/sha256").isEmpty)
+        }
+    }
+
+    @Test func publishedPortReachesTheUnikernel() async throws {
+        let kernel = try Kernels.path("http")
+        try await withServer { server, client in
+            _ = try await client.uploadImage(path: kernel, name: "http")
+            let port = try ServerProcess.freePort()
+            let created = try await client.createInstances(
+                CreateInstanceRequest(name: "web", image: "http", args: ["name=web-one"], publish: ["\(port):80"], wait: true))
+            #expect(created.first?.state == .running, "\(created.first?.reason ?? "")")
+            let page = try await client.fetch("GET", url: "http://127.0.0.1:\(port)/")
+            #expect(page.status == 200)
+            #expect(page.body.contains("web-one"))
+            try await client.deleteInstance("web")
+        }
+    }
+
+    @Test func restartPolicyRestartsACrashedVM() async throws {
+        let kernel = try Kernels.path("hello")
+        try await withServer { server, client in
+            _ = try await client.uploadImage(path: kernel, name: "hello")
+            let created = try await client.createInstances(
+                CreateInstanceRequest(name: "phoenix", image: "hello", restartPolicy: .onFailure, wait: true))
+            let id = try #require(created.first?.id)
+            let pids = processes(mentioning: server.dataDirectory + "/run/" + id)
+            try #require(pids.count == 1)
+            kill(pids[0], SIGKILL)
+            try await eventually("restarted after a crash") {
+                let instance = try await client.instance(id)
+                return instance.state == .running && instance.restartCount == 1
+            }
+            let newPids = processes(mentioning: server.dataDirectory + "/run/" + id)
+            #expect(newPids.count == 1 && newPids != pids)
+
+            // Without a restart policy a crash ends in ERROR with a reason.
+            _ = try await client.createInstances(CreateInstanceRequest(name: "mortal", image: "hello", wait: true))
+            let mortal = try await client.instance("mortal")
+            for pid in processes(mentioning: server.dataDirectory + "/run/" + mortal.id) { kill(pid, SIGKILL) }
+            try await eventually("ERROR after a crash") { try await client.instance("mortal").state == .error }
+            #expect(try await client.instance("mortal").reason?.isEmpty == false)
+        }
+    }
+
+    @Test func serverCrashNeitherLosesNorDuplicatesVMs() async throws {
+        let kernel = try Kernels.path("hello")
+        let server = try ServerProcess()
+        defer { server.cleanUp() }
+        try await server.start()
+        var client = server.client()
+        _ = try await client.uploadImage(path: kernel, name: "hello")
+        let running = try await client.createInstances(CreateInstanceRequest(name: "keep", image: "hello", count: 2, wait: true))
+        #expect(running.allSatisfy { $0.state == .running })
+        let before = Set(processes(mentioning: server.dataDirectory + "/run/"))
+        #expect(before.count == 2)
+
+        // Creates in flight when the server dies.
+        _ = try await client.createInstances(CreateInstanceRequest(name: "inflight", image: "hello", count: 4))
+        server.crash()
+        try? await client.shutdown()
+        // VMs are not children of the dead server's session: they still run.
+        #expect(before.isSubset(of: Set(processes(mentioning: server.dataDirectory + "/run/"))))
+
+        try await server.start()
+        client = server.client()
+        defer { Task { [client] in try? await client.shutdown() } }
+        try await eventually("in-flight creates settle", timeout: .seconds(60)) {
+            try await client.instances().allSatisfy { $0.state == .running || $0.state == .error }
+        }
+        let instances = try await client.instances()
+        #expect(instances.count == 6)
+        for instance in instances where instance.state == .error { #expect(instance.reason?.isEmpty == false) }
+        // Re-attached, not duplicated: the first two kept their VMs, each instance has at most one VMM.
+        let after = processes(mentioning: server.dataDirectory + "/run/")
+        #expect(before.isSubset(of: Set(after)))
+        #expect(after.count == instances.filter { $0.state == .running }.count)
+        for instance in instances {
+            #expect(processes(mentioning: server.dataDirectory + "/run/" + instance.id + "/").count <= 1)
+        }
+        // Runtime directories only for live instances.
+        let dirs = Set(try FileManager.default.contentsOfDirectory(atPath: server.dataDirectory + "/run"))
+        #expect(dirs.isSubset(of: Set(instances.filter { $0.state == .running }.map(\.id))))
+        // And the re-attached VMs are still supervised: delete works and leaves nothing.
+        for instance in instances { try await client.deleteInstance(instance.id) }
+        #expect(processes(mentioning: server.dataDirectory + "/run/").isEmpty)
+    }
+}
+
+func collect(_ stream: AsyncThrowingStream<String, any Error>) async throws -> String {
+    var text = ""
+    for try await chunk in stream { text += chunk }
+    return text
+}
