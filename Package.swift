@@ -78,6 +78,8 @@ let package = Package(
             dependencies: ["SwiftletCore", "SwiftletImages", "SwiftletStore"],
             swiftSettings: strict),
         .testTarget(
+            name: "SwiftletCLITests", dependencies: ["SwiftletClient", "SwiftletCore"], swiftSettings: strict),
+        .testTarget(
             name: "SwiftletIntegrationTests",
             dependencies: [
                 "SwiftletCore", "SwiftletController", "SwiftletClient", "SwiftletHypervisor",

@@ -1,0 +1,388 @@
+import AsyncHTTPClient
+import Foundation
+import NIOCore
+import NIOHTTP1
+import SwiftletCore
+
+/// A typed client of the Swiftlet HTTP API (/v1, docs/api.md). Call `shutdown()` when done
+/// (or use `withClient`): the underlying HTTPClient must be shut down before it is released.
+public final class SwiftletClient: Sendable {
+    public let baseURL: String
+    public let token: String?
+    private let http: HTTPClient
+
+    /// Deadline for ordinary calls; creating with `wait` and uploads get `longTimeout`.
+    private static let shortTimeout: TimeAmount = .seconds(60)
+    private static let longTimeout: TimeAmount = .minutes(15)
+    /// Answers bigger than this are refused (lists of thousands of instances stay far below).
+    private static let maxBodyBytes = 64 << 20
+
+    public init(baseURL: String, token: String?) {
+        var trimmed = baseURL
+        while trimmed.hasSuffix("/") { trimmed.removeLast() }
+        self.baseURL = trimmed
+        self.token = token
+        var configuration = HTTPClient.Configuration()
+        // Fail at once when nothing listens instead of retrying until the deadline.
+        configuration.connectionPool.retryConnectionEstablishment = false
+        configuration.timeout.connect = .seconds(5)
+        http = HTTPClient(eventLoopGroup: HTTPClient.defaultEventLoopGroup, configuration: configuration)
+    }
+
+    public func shutdown() async throws {
+        try await http.shutdown()
+    }
+
+    /// Runs `body` with a client and shuts it down afterwards, also when `body` throws.
+    public static func withClient<T: Sendable>(
+        baseURL: String, token: String?, _ body: (SwiftletClient) async throws -> T
+    ) async throws -> T {
+        let client = SwiftletClient(baseURL: baseURL, token: token)
+        do {
+            let result = try await body(client)
+            try await client.shutdown()
+            return result
+        } catch {
+            try? await client.shutdown()
+            throw error
+        }
+    }
+
+    // MARK: health, projects, tokens
+
+    /// True when `GET /v1/health` answers `{"status":"ok"}`.
+    public func health() async throws -> Bool {
+        struct Health: Decodable { var status: String }
+        let health: Health = try await send("GET", "/v1/health")
+        return health.status == "ok"
+    }
+
+    public func createProject(_ request: CreateProjectRequest) async throws -> Project {
+        try await send("POST", "/v1/projects", body: request)
+    }
+
+    public func projects() async throws -> [Project] {
+        let list: ProjectList = try await send("GET", "/v1/projects")
+        return list.projects
+    }
+
+    /// Issues a token for a project; the secret is in `TokenInfo.token`, shown only once.
+    public func createToken(project: String) async throws -> TokenInfo {
+        try await send("POST", "/v1/projects/\(segment(project))/tokens")
+    }
+
+    // MARK: images
+
+    /// Uploads the file at `path`, streamed from disk in chunks.
+    public func uploadImage(path: String, name: String, properties: [String: String] = [:]) async throws -> Image {
+        let size: Int64
+        do {
+            let attributes = try FileManager.default.attributesOfItem(atPath: path)
+            guard (attributes[.type] as? FileAttributeType) == .typeRegular else {
+                throw ClientError(.local("'\(path)' is not a regular file"))
+            }
+            size = (attributes[.size] as? NSNumber)?.int64Value ?? 0
+        } catch let error as ClientError {
+            throw error
+        } catch {
+            throw ClientError(.local("cannot read '\(path)': no such file or no permission"))
+        }
+        var query = [("name", name)]
+        for key in properties.keys.sorted() { query.append(("property", "\(key)=\(properties[key]!)")) }
+        var request = try makeRequest("POST", "/v1/images", query: query)
+        request.headers.replaceOrAdd(name: "Content-Type", value: "application/octet-stream")
+        request.body = .stream(FileChunks(path: path), length: .known(size))
+        return try await decode(execute(request, timeout: Self.longTimeout))
+    }
+
+    public func images() async throws -> [Image] {
+        let list: ImageList = try await send("GET", "/v1/images")
+        return list.images
+    }
+
+    public func image(_ idOrName: String) async throws -> Image {
+        try await send("GET", "/v1/images/\(segment(idOrName))")
+    }
+
+    public func deleteImage(_ idOrName: String) async throws {
+        try await sendNoContent("DELETE", "/v1/images/\(segment(idOrName))")
+    }
+
+    // MARK: flavors
+
+    public func flavors() async throws -> [Flavor] {
+        let list: FlavorList = try await send("GET", "/v1/flavors")
+        return list.flavors
+    }
+
+    public func createFlavor(_ flavor: Flavor) async throws -> Flavor {
+        try await send("POST", "/v1/flavors", body: flavor)
+    }
+
+    // MARK: instances
+
+    /// Creates one or more instances; with `wait` the answer comes once all are RUNNING or ERROR.
+    public func createInstances(_ request: CreateInstanceRequest) async throws -> [Instance] {
+        let timeout = request.wait == true ? Self.longTimeout : Self.shortTimeout
+        let list: InstanceList = try await send("POST", "/v1/instances", body: request, timeout: timeout)
+        return list.instances
+    }
+
+    public func instances(state: InstanceState? = nil, name: String? = nil, image: String? = nil) async throws
+        -> [Instance]
+    {
+        var query: [(String, String)] = []
+        if let state { query.append(("state", state.rawValue)) }
+        if let name { query.append(("name", name)) }
+        if let image { query.append(("image", image)) }
+        let list: InstanceList = try await send("GET", "/v1/instances", query: query)
+        return list.instances
+    }
+
+    public func instance(_ idOrName: String) async throws -> Instance {
+        try await send("GET", "/v1/instances/\(segment(idOrName))")
+    }
+
+    public func start(_ id: String) async throws -> Instance { try await action("start", id) }
+    public func reboot(_ id: String) async throws -> Instance { try await action("reboot", id) }
+    public func pause(_ id: String) async throws -> Instance { try await action("pause", id) }
+    public func resume(_ id: String) async throws -> Instance { try await action("resume", id) }
+
+    private func action(_ verb: String, _ id: String) async throws -> Instance {
+        try await send("POST", "/v1/instances/\(segment(id))/\(verb)")
+    }
+
+    /// Stops gracefully, forcing after `timeout` seconds (the server's default when nil).
+    public func stop(_ id: String, timeout: Int? = nil) async throws -> Instance {
+        let query = timeout.map { [("timeout", String($0))] } ?? []
+        // The server may wait for the graceful stop before answering.
+        let deadline = TimeAmount.seconds(Int64(timeout ?? 0)) + Self.shortTimeout
+        return try await send("POST", "/v1/instances/\(segment(id))/stop", query: query, timeout: deadline)
+    }
+
+    public func deleteInstance(_ id: String) async throws {
+        try await sendNoContent("DELETE", "/v1/instances/\(segment(id))")
+    }
+
+    public func events(_ id: String) async throws -> [InstanceEvent] {
+        let list: EventList = try await send("GET", "/v1/instances/\(segment(id))/events")
+        return list.events
+    }
+
+    /// The instance's console as text chunks. With `follow` the stream lasts until the instance
+    /// stops (or the consumer stops iterating, which closes the connection).
+    public func console(_ id: String, follow: Bool = false) -> AsyncThrowingStream<String, Error> {
+        let (stream, continuation) = AsyncThrowingStream.makeStream(of: String.self)
+        let task = Task {
+            do {
+                let query = follow ? [("follow", "true")] : []
+                let request = try makeRequest("GET", "/v1/instances/\(segment(id))/console", query: query)
+                let response = try await execute(request, timeout: Self.shortTimeout)
+                guard response.status == .ok else { throw try await errorFrom(response) }
+                var decoder = UTF8Chunks()
+                for try await buffer in response.body {
+                    let text = decoder.append(Array(buffer.readableBytesView))
+                    if !text.isEmpty { continuation.yield(text) }
+                }
+                let rest = decoder.finish()
+                if !rest.isEmpty { continuation.yield(rest) }
+                continuation.finish()
+            } catch {
+                continuation.finish(throwing: error)
+            }
+        }
+        continuation.onTermination = { _ in task.cancel() }
+        return stream
+    }
+
+    // MARK: hosts
+
+    public func hosts() async throws -> [ComputeHost] {
+        let list: HostList = try await send("GET", "/v1/hosts")
+        return list.hosts
+    }
+
+    public func host(_ id: String) async throws -> ComputeHost {
+        try await send("GET", "/v1/hosts/\(segment(id))")
+    }
+
+    // MARK: plain HTTP to workloads
+
+    /// A plain request to any URL (no token), e.g. to check that a unikernel answers on its
+    /// published port. Returns the status and the body as text.
+    public func fetch(_ method: String, url: String, body: String? = nil, timeout: TimeAmount = .seconds(10))
+        async throws -> (status: Int, body: String)
+    {
+        var request = HTTPClientRequest(url: url)
+        request.method = HTTPMethod(rawValue: method)
+        if let body { request.body = .bytes(ByteBuffer(string: body)) }
+        let response = try await execute(request, timeout: timeout)
+        let bytes = try await response.body.collect(upTo: Self.maxBodyBytes)
+        return (Int(response.status.code), String(buffer: bytes))
+    }
+
+    // MARK: plumbing
+
+    private func send<Response: Decodable>(
+        _ method: String, _ path: String, query: [(String, String)] = [], timeout: TimeAmount = shortTimeout
+    ) async throws -> Response {
+        let request = try makeRequest(method, path, query: query)
+        return try await decode(execute(request, timeout: timeout))
+    }
+
+    private func send<Body: Encodable, Response: Decodable>(
+        _ method: String, _ path: String, body: Body, timeout: TimeAmount = shortTimeout
+    ) async throws -> Response {
+        var request = try makeRequest(method, path)
+        request.headers.replaceOrAdd(name: "Content-Type", value: "application/json")
+        request.body = .bytes(ByteBuffer(bytes: try SwiftletJSON.encoder().encode(body)))
+        return try await decode(execute(request, timeout: timeout))
+    }
+
+    private func sendNoContent(_ method: String, _ path: String) async throws {
+        let response = try await execute(try makeRequest(method, path), timeout: Self.shortTimeout)
+        guard (200..<300).contains(response.status.code) else { throw try await errorFrom(response) }
+        _ = try await response.body.collect(upTo: Self.maxBodyBytes)
+    }
+
+    private func makeRequest(_ method: String, _ path: String, query: [(String, String)] = []) throws
+        -> HTTPClientRequest
+    {
+        var url = baseURL + path
+        if !query.isEmpty {
+            url += "?" + query.map { "\(queryEscape($0.0))=\(queryEscape($0.1))" }.joined(separator: "&")
+        }
+        var request = HTTPClientRequest(url: url)
+        request.method = HTTPMethod(rawValue: method)
+        request.headers.add(name: "Accept", value: "application/json")
+        if let token, !token.isEmpty { request.headers.add(name: "Authorization", value: "Bearer \(token)") }
+        return request
+    }
+
+    /// Sends a request, turning transport failures into one-line `ClientError`s.
+    private func execute(_ request: HTTPClientRequest, timeout: TimeAmount) async throws -> HTTPClientResponse {
+        do {
+            return try await http.execute(request, timeout: timeout)
+        } catch let error as HTTPClientError {
+            if [.deadlineExceeded, .readTimeout, .writeTimeout].contains(error) {
+                throw ClientError(.timeout(url: baseURL))
+            }
+            if error == .cancelled { throw CancellationError() }
+            if [.invalidURL, .emptyHost, .emptyScheme].contains(error) {
+                throw ClientError(.local("invalid server URL '\(request.url)'"))
+            }
+            throw ClientError(.unreachable(url: hostPart(of: request.url)))
+        } catch is CancellationError {
+            throw CancellationError()
+        } catch let error as ClientError {
+            throw error
+        } catch {
+            // Connection refused, unknown host, connect timeout: NIO reports them as various types.
+            if Task.isCancelled { throw CancellationError() }
+            throw ClientError(.unreachable(url: hostPart(of: request.url)))
+        }
+    }
+
+    private func decode<Response: Decodable>(_ response: HTTPClientResponse) async throws -> Response {
+        guard (200..<300).contains(response.status.code) else { throw try await errorFrom(response) }
+        let bytes = try await response.body.collect(upTo: Self.maxBodyBytes)
+        do {
+            return try SwiftletJSON.decoder().decode(Response.self, from: Data(bytes.readableBytesView))
+        } catch {
+            throw ClientError(.invalidResponse("cannot decode \(Response.self): \(error)"))
+        }
+    }
+
+    private func errorFrom(_ response: HTTPClientResponse) async throws -> ClientError {
+        let status = Int(response.status.code)
+        if status == 401 { return ClientError(.unauthorized) }
+        let bytes = (try? await response.body.collect(upTo: 1 << 20)) ?? ByteBuffer()
+        if let body = try? SwiftletJSON.decoder().decode(ErrorBody.self, from: Data(bytes.readableBytesView)) {
+            return ClientError(.api(status: status, code: body.error.code, message: body.error.message))
+        }
+        let text = String(buffer: bytes).trimmingCharacters(in: .whitespacesAndNewlines)
+        let firstLine = text.split(separator: "\n").first.map(String.init) ?? ""
+        let message = firstLine.isEmpty ? response.status.reasonPhrase : firstLine
+        return ClientError(.api(status: status, code: "http.\(status)", message: message))
+    }
+
+    /// The scheme://host:port part of a URL, for messages.
+    private func hostPart(of url: String) -> String {
+        guard let components = URLComponents(string: url), let scheme = components.scheme,
+            let host = components.host
+        else { return url }
+        return components.port.map { "\(scheme)://\(host):\($0)" } ?? "\(scheme)://\(host)"
+    }
+
+    private func segment(_ text: String) -> String {
+        var allowed = CharacterSet.urlPathAllowed
+        allowed.remove(charactersIn: "/?#%")
+        return text.addingPercentEncoding(withAllowedCharacters: allowed) ?? text
+    }
+
+    private func queryEscape(_ text: String) -> String {
+        var allowed = CharacterSet.urlQueryAllowed
+        allowed.remove(charactersIn: "&=+#%")
+        return text.addingPercentEncoding(withAllowedCharacters: allowed) ?? text
+    }
+}
+
+/// A file read lazily in 1 MiB chunks: the upload never holds the whole image in memory.
+struct FileChunks: AsyncSequence, Sendable {
+    typealias Element = ByteBuffer
+    let path: String
+
+    struct AsyncIterator: AsyncIteratorProtocol {
+        let path: String
+        var handle: FileHandle?
+        var done = false
+
+        mutating func next() async throws -> ByteBuffer? {
+            if done { return nil }
+            if handle == nil {
+                guard let opened = FileHandle(forReadingAtPath: path) else {
+                    throw ClientError(.local("cannot open '\(path)'"))
+                }
+                handle = opened
+            }
+            let data = try handle!.read(upToCount: 1 << 20) ?? Data()
+            if data.isEmpty {
+                done = true
+                try handle?.close()
+                return nil
+            }
+            return ByteBuffer(bytes: data)
+        }
+    }
+
+    func makeAsyncIterator() -> AsyncIterator { AsyncIterator(path: path) }
+}
+
+/// Decodes UTF-8 arriving in arbitrary chunks, holding back a character split across chunks.
+struct UTF8Chunks {
+    private var pending: [UInt8] = []
+
+    mutating func append(_ bytes: [UInt8]) -> String {
+        pending += bytes
+        // Find the last lead byte; if its sequence is not complete yet, keep it for later.
+        var cut = pending.count
+        var index = pending.count - 1
+        while index >= 0, index >= pending.count - 4 {
+            let byte = pending[index]
+            if byte & 0xC0 != 0x80 {
+                let length = byte >= 0xF0 ? 4 : byte >= 0xE0 ? 3 : byte >= 0xC0 ? 2 : 1
+                if pending.count - index < length { cut = index }
+                break
+            }
+            index -= 1
+        }
+        let text = String(decoding: pending[..<cut], as: UTF8.self)
+        pending.removeFirst(cut)
+        return text
+    }
+
+    mutating func finish() -> String {
+        defer { pending = [] }
+        return String(decoding: pending, as: UTF8.self)
+    }
+}

@@ -1,0 +1,47 @@
+import ArgumentParser
+import Foundation
+import SwiftletClient
+
+/// Where the server is and how to authenticate; every client command takes these.
+struct Connection: ParsableArguments {
+    static let defaultURL = "http://127.0.0.1:7420"
+
+    @Option(help: ArgumentHelp("Server URL (env SWIFTLET_URL).", valueName: "url"))
+    var url: String?
+
+    @Option(help: ArgumentHelp("Bearer token (env SWIFTLET_TOKEN; default: the local admin token file).",
+        valueName: "token"))
+    var token: String?
+
+    var resolvedURL: String {
+        url ?? ProcessInfo.processInfo.environment["SWIFTLET_URL"] ?? Self.defaultURL
+    }
+
+    var resolvedToken: String? {
+        if let token { return token }
+        if let token = ProcessInfo.processInfo.environment["SWIFTLET_TOKEN"], !token.isEmpty { return token }
+        let file = DataDirectory.resolved() + "/admin.token"
+        guard let text = try? String(contentsOfFile: file, encoding: .utf8) else { return nil }
+        return text.trimmingCharacters(in: .whitespacesAndNewlines)
+    }
+
+    /// Runs `body` with a client that is shut down afterwards, whatever happens.
+    func withClient<T: Sendable>(_ body: (SwiftletClient) async throws -> T) async throws -> T {
+        try await SwiftletClient.withClient(baseURL: resolvedURL, token: resolvedToken, body)
+    }
+}
+
+/// The server's data directory: $SWIFTLET_DATA, /var/lib/swiftlet as root, else ~/.local/share/swiftlet.
+enum DataDirectory {
+    static func resolved() -> String {
+        if let data = ProcessInfo.processInfo.environment["SWIFTLET_DATA"], !data.isEmpty { return data }
+        if geteuid() == 0 { return "/var/lib/swiftlet" }
+        return NSHomeDirectory() + "/.local/share/swiftlet"
+    }
+}
+
+/// `--json` for read commands.
+struct JSONOption: ParsableArguments {
+    @Flag(help: "Print the API's JSON instead of a table.")
+    var json = false
+}

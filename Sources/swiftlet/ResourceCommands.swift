@@ -1,0 +1,243 @@
+import ArgumentParser
+import Foundation
+import SwiftletClient
+import SwiftletCore
+
+struct ImageCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "image", abstract: "Upload and manage unikernel images.",
+        subcommands: [Create.self, List.self, Show.self, Remove.self])
+
+    struct Create: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "create", abstract: "Upload a kernel image (PVH ELF, multiboot or bzImage).")
+        @OptionGroup var connection: Connection
+        @OptionGroup var output: JSONOption
+        @Argument(help: "The image file.") var file: String
+        @Option(help: "Image name (default: the file name without extension).") var name: String?
+        @Option(
+            help: "An image property key=value (repeatable), e.g. ready_pattern=<regex>.",
+            transform: checked { try ArgumentCheck.property($0) })
+        var property: [(key: String, value: String)] = []
+
+        func run() async throws {
+            let imageName = name ?? URL(fileURLWithPath: file).deletingPathExtension().lastPathComponent
+            let properties = Dictionary(property.map { ($0.key, $0.value) }, uniquingKeysWith: { _, last in last })
+            let image = try await connection.withClient {
+                try await $0.uploadImage(path: file, name: imageName, properties: properties)
+            }
+            if output.json { return try Output.json(image) }
+            print("\(image.name)  \(image.id)  \(image.kind.rawValue)  \(Format.bytes(image.sizeBytes))")
+        }
+    }
+
+    struct List: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(commandName: "list", abstract: "List images.")
+        @OptionGroup var connection: Connection
+        @OptionGroup var output: JSONOption
+
+        func run() async throws {
+            let images = try await connection.withClient { try await $0.images() }
+            if output.json { return try Output.json(ImageList(images)) }
+            var table = TextTable(["ID", "NAME", "KIND", "SIZE", "SHA256", "CREATED (UTC)"], rightAligned: [3])
+            for image in images {
+                table.add([
+                    image.id, image.name, image.kind.rawValue, Format.bytes(image.sizeBytes),
+                    String(image.sha256.prefix(12)), Format.date(image.createdAt),
+                ])
+            }
+            Output.table(table)
+        }
+    }
+
+    struct Show: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(commandName: "show", abstract: "Show an image.")
+        @OptionGroup var connection: Connection
+        @OptionGroup var output: JSONOption
+        @Argument(help: "Image id or name.") var image: String
+
+        func run() async throws {
+            let found = try await connection.withClient { try await $0.image(image) }
+            if output.json { return try Output.json(found) }
+            var fields = [
+                ("id", found.id), ("name", found.name), ("project", found.projectId), ("kind", found.kind.rawValue),
+                ("size", "\(Format.bytes(found.sizeBytes)) (\(found.sizeBytes) bytes)"), ("sha256", found.sha256),
+                ("created", Format.date(found.createdAt)),
+            ]
+            for key in found.properties.keys.sorted() { fields.append(("property \(key)", found.properties[key]!)) }
+            Output.fields(fields)
+        }
+    }
+
+    struct Remove: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(commandName: "rm", abstract: "Delete images.")
+        @OptionGroup var connection: Connection
+        @Argument(help: "Image ids or names.") var images: [String]
+
+        func validate() throws {
+            guard !images.isEmpty else { throw ValidationError("name at least one image") }
+        }
+
+        func run() async throws {
+            try await connection.withClient { client in
+                for image in images {
+                    try await client.deleteImage(image)
+                    print("\(image)  deleted")
+                }
+            }
+        }
+    }
+}
+
+struct FlavorCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "flavor", abstract: "Instance sizes.", subcommands: [List.self, Create.self])
+
+    struct List: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(commandName: "list", abstract: "List flavors.")
+        @OptionGroup var connection: Connection
+        @OptionGroup var output: JSONOption
+
+        func run() async throws {
+            let flavors = try await connection.withClient { try await $0.flavors() }
+            if output.json { return try Output.json(FlavorList(flavors)) }
+            var table = TextTable(["NAME", "VCPUS", "MEMORY (MiB)"], rightAligned: [1, 2])
+            for flavor in flavors { table.add([flavor.name, String(flavor.vcpus), String(flavor.memoryMib)]) }
+            Output.table(table)
+        }
+    }
+
+    struct Create: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(commandName: "create", abstract: "Create a flavor (admin).")
+        @OptionGroup var connection: Connection
+        @OptionGroup var output: JSONOption
+        @Argument(help: "Flavor name.") var name: String
+        @Option(help: "Virtual CPUs.") var vcpus: Int
+        @Option(help: "Memory in MiB.") var memory: Int
+
+        func validate() throws {
+            guard vcpus >= 1, memory >= 1 else { throw ValidationError("--vcpus and --memory must be positive") }
+        }
+
+        func run() async throws {
+            let flavor = try await connection.withClient {
+                try await $0.createFlavor(Flavor(name: name, vcpus: vcpus, memoryMib: memory))
+            }
+            if output.json { return try Output.json(flavor) }
+            print("\(flavor.name)  \(flavor.vcpus) vCPU  \(flavor.memoryMib) MiB")
+        }
+    }
+}
+
+struct HostCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "host", abstract: "Compute hosts and what they measured.", subcommands: [List.self, Show.self])
+
+    struct List: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(commandName: "list", abstract: "List hosts.")
+        @OptionGroup var connection: Connection
+        @OptionGroup var output: JSONOption
+
+        func run() async throws {
+            let hosts = try await connection.withClient { try await $0.hosts() }
+            if output.json { return try Output.json(HostList(hosts)) }
+            var table = TextTable(
+                ["ID", "NAME", "CPUS", "MEMORY (MiB)", "HYPERVISOR", "ACCEL", "INSTANCES"], rightAligned: [2, 3, 6])
+            for host in hosts {
+                table.add([
+                    host.id, host.name, String(host.cpus), String(host.memoryMib),
+                    (host.hypervisors.joined(separator: ",") + " " + host.hypervisorVersion)
+                        .trimmingCharacters(in: .whitespaces),
+                    host.chosenAccelerator, String(host.instances),
+                ])
+            }
+            Output.table(table)
+        }
+    }
+
+    struct Show: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(commandName: "show", abstract: "Show a host.")
+        @OptionGroup var connection: Connection
+        @OptionGroup var output: JSONOption
+        @Argument(help: "Host id.") var host: String
+
+        func run() async throws {
+            let found = try await connection.withClient { try await $0.host(host) }
+            if output.json { return try Output.json(found) }
+            let calibration = found.calibrationMs.keys.sorted()
+                .map { "\($0) \(String(format: "%.2f", found.calibrationMs[$0]!)) ms" }
+            Output.fields([
+                ("id", found.id), ("name", found.name), ("cpus", String(found.cpus)),
+                ("memory", "\(found.memoryMib) MiB"),
+                ("hypervisors", "\(found.hypervisors.joined(separator: ", ")) \(found.hypervisorVersion)"),
+                ("machine types", found.machineTypes.joined(separator: ", ")),
+                ("accelerators", found.accelerators.joined(separator: ", ")),
+                ("chosen", found.chosenAccelerator),
+                ("calibration", calibration.isEmpty ? "-" : calibration.joined(separator: ", ")),
+                ("instances", String(found.instances)), ("updated", Format.date(found.updatedAt)),
+            ])
+        }
+    }
+}
+
+struct ProjectCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "project", abstract: "Projects and their tokens (admin).",
+        subcommands: [Create.self, List.self, Token.self])
+
+    struct Create: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(commandName: "create", abstract: "Create a project.")
+        @OptionGroup var connection: Connection
+        @OptionGroup var output: JSONOption
+        @Argument(help: "Project name.") var name: String
+        @Flag(help: "Accept only signed images in this project.") var requireSignedImages = false
+
+        func run() async throws {
+            let request = CreateProjectRequest(name: name, requireSignedImages: requireSignedImages ? true : nil)
+            let project = try await connection.withClient { try await $0.createProject(request) }
+            if output.json { return try Output.json(project) }
+            print("\(project.name)  \(project.id)")
+        }
+    }
+
+    struct List: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(commandName: "list", abstract: "List projects.")
+        @OptionGroup var connection: Connection
+        @OptionGroup var output: JSONOption
+
+        func run() async throws {
+            let projects = try await connection.withClient { try await $0.projects() }
+            if output.json { return try Output.json(ProjectList(projects)) }
+            var table = TextTable(["ID", "NAME", "SIGNED IMAGES ONLY", "CREATED (UTC)"])
+            for project in projects {
+                table.add([
+                    project.id, project.name, project.requireSignedImages ? "yes" : "no", Format.date(project.createdAt),
+                ])
+            }
+            Output.table(table)
+        }
+    }
+
+    struct Token: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "token",
+            abstract: "Issue a token for a project; prints only the secret (it is shown once).",
+            discussion: "Example: export SWIFTLET_TOKEN=$(swiftlet project token team-a)")
+        @OptionGroup var connection: Connection
+        @OptionGroup var output: JSONOption
+        @Argument(help: "Project id or name.") var project: String
+
+        func run() async throws {
+            let info = try await connection.withClient { client in
+                let projects = try await client.projects()
+                guard let match = projects.first(where: { $0.id == project }) ?? projects.first(where: { $0.name == project })
+                else { throw ClientError(.local("project.not_found: project '\(project)' not found")) }
+                return try await client.createToken(project: match.id)
+            }
+            if output.json { return try Output.json(info) }
+            guard let secret = info.token else { throw ClientError(.invalidResponse("the new token has no secret")) }
+            Output.note("token \(info.id) for project \(info.projectId) (shown only once):")
+            print(secret)
+        }
+    }
+}
