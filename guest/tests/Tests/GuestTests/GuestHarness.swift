@@ -1,0 +1,237 @@
+// Shared test machinery: build guest kernels with guest/build.sh (once per
+// test run, into a temporary directory removed at exit) and run them in QEMU
+// (microvm, TCG) with the serial console on a pipe.
+
+import Foundation
+import Testing
+
+enum GuestPaths {
+    /// …/guest, found from this file's location.
+    static let guest: URL = URL(fileURLWithPath: #filePath)
+        .deletingLastPathComponent().deletingLastPathComponent()
+        .deletingLastPathComponent().deletingLastPathComponent()
+    static let buildScript = guest.appendingPathComponent("build.sh")
+    static let examples = guest.appendingPathComponent("examples")
+    static let fixtures = guest.appendingPathComponent("tests/Fixtures")
+
+    /// Every example directory that holds Swift sources, sorted.
+    static func exampleNames() -> [String] {
+        let names = (try? FileManager.default.contentsOfDirectory(atPath: examples.path)) ?? []
+        return names.filter { name in
+            let files = (try? FileManager.default.contentsOfDirectory(atPath: examples.appendingPathComponent(name).path)) ?? []
+            return files.contains { $0.hasSuffix(".swift") }
+        }.sorted()
+    }
+
+    static func example(_ name: String) -> URL { examples.appendingPathComponent(name) }
+    static func fixture(_ name: String) -> URL { fixtures.appendingPathComponent(name) }
+}
+
+struct GuestTestError: Error, CustomStringConvertible {
+    let description: String
+    init(_ description: String) { self.description = description }
+}
+
+/// Runs a command to completion; returns its exit status and combined output.
+@discardableResult
+func runCommand(_ executable: String, _ arguments: [String]) throws -> (status: Int32, output: String) {
+    let process = Process()
+    process.executableURL = URL(fileURLWithPath: executable)
+    process.arguments = arguments
+    let pipe = Pipe()
+    process.standardOutput = pipe
+    process.standardError = pipe
+    process.standardInput = FileHandle.nullDevice
+    try process.run()
+    let data = pipe.fileHandleForReading.readDataToEndOfFile()
+    process.waitUntilExit()
+    return (process.terminationStatus, String(decoding: data, as: UTF8.self))
+}
+
+/// Kernels built during this test run. Builds are serialised (two cores are
+/// shared with everything else) and each (source, flags) pair is built once.
+final class KernelBuilds: @unchecked Sendable {
+    static let shared = KernelBuilds()
+
+    let directory: URL
+    private let lock = NSLock()
+    private var built: [String: URL] = [:]
+    private var counter = 0
+
+    private init() {
+        directory = FileManager.default.temporaryDirectory
+            .appendingPathComponent("swiftlet-guest-tests-\(getpid())")
+        try? FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        KernelBuilds.directoryToRemove = directory.path
+        atexit { if let path = KernelBuilds.directoryToRemove { try? FileManager.default.removeItem(atPath: path) } }
+    }
+    nonisolated(unsafe) private static var directoryToRemove: String?
+
+    /// The kernel for an app directory (or the floor when `source` is nil), cached.
+    func kernel(_ source: URL?, noSSE: Bool = false) throws -> URL {
+        let key = "\(source?.path ?? "--floor") \(noSSE)"
+        return try lock.withLock {
+            if let kernel = built[key] { return kernel }
+            let kernel = try buildLocked(source, noSSE: noSSE)
+            built[key] = kernel
+            return kernel
+        }
+    }
+
+    /// A fresh, uncached build (for the reproducibility check).
+    func freshBuild(_ source: URL?, noSSE: Bool = false) throws -> URL {
+        try lock.withLock { try buildLocked(source, noSSE: noSSE) }
+    }
+
+    private func buildLocked(_ source: URL?, noSSE: Bool) throws -> URL {
+        counter += 1
+        let output = directory.appendingPathComponent("\(source?.lastPathComponent ?? "floor")-\(counter).elf")
+        var arguments = source.map { [$0.path] } ?? ["--floor"]
+        arguments += ["-o", output.path]
+        if noSSE { arguments.append("--no-sse") }
+        let result = try runCommand(GuestPaths.buildScript.path, arguments)
+        guard result.status == 0 else {
+            throw GuestTestError("build.sh \(arguments.joined(separator: " ")) failed (\(result.status)):\n\(result.output)")
+        }
+        return output
+    }
+}
+
+/// One QEMU process running a guest kernel. Always call `stop()` (use defer);
+/// deinit stops it too.
+final class QEMUGuest: @unchecked Sendable {
+    static let qemu = "/usr/bin/qemu-system-x86_64"
+
+    let process = Process()
+    private let input = Pipe()
+    private let output = Pipe()
+    private let lock = NSLock()
+    private var buffer = Data()
+
+    /// `network`: attach a virtio-net NIC on QEMU user networking (no root
+    /// needed); the kit's network examples refuse to start without a NIC.
+    init(kernel: URL, append: String = "", accelerator: String = "tcg", network: Bool = false, extraArguments: [String] = []) throws {
+        guard FileManager.default.isExecutableFile(atPath: Self.qemu) else {
+            throw GuestTestError("\(Self.qemu) is missing: apt-get install -y qemu-system-x86")
+        }
+        var arguments = [
+            "-M", "microvm,x-option-roms=off,rtc=off", "-nodefaults", "-no-user-config", "-nographic",
+            "-accel", accelerator, "-cpu", accelerator == "kvm" ? "host" : "max", "-m", "16M",
+            "-kernel", kernel.path, "-append", append,
+            "-device", "isa-debug-exit,iobase=0x501", "-serial", "stdio", "-no-reboot",
+        ]
+        if network {
+            arguments += ["-netdev", "user,id=n0", "-device", "virtio-net-device,netdev=n0"]
+        }
+        process.executableURL = URL(fileURLWithPath: Self.qemu)
+        process.arguments = arguments + extraArguments
+        process.standardInput = input
+        process.standardOutput = output
+        process.standardError = output
+        output.fileHandleForReading.readabilityHandler = { [weak self] handle in
+            let data = handle.availableData
+            if data.isEmpty {
+                handle.readabilityHandler = nil
+            } else if let self {
+                self.lock.withLock { self.buffer.append(data) }
+            }
+        }
+        try process.run()
+    }
+
+    deinit { stop() }
+
+    var pid: Int32 { process.processIdentifier }
+
+    /// Everything the guest (and QEMU) printed so far.
+    var console: String { lock.withLock { String(decoding: buffer, as: UTF8.self) } }
+
+    /// Waits until the console holds `count` complete lines starting with
+    /// `prefix` and returns them; nil on timeout or exit.
+    func waitForLines(startingWith prefix: String, count: Int = 1, timeout: TimeInterval) -> [String]? {
+        let deadline = Date().addingTimeInterval(timeout)
+        while true {
+            let text = console
+            let complete = text.hasSuffix("\n") ? text : String(text[..<(text.lastIndex(of: "\n") ?? text.startIndex)])
+            let lines = complete.split(separator: "\n").filter { $0.hasPrefix(prefix) }.map(String.init)
+            if lines.count >= count { return lines }
+            if Date() >= deadline { return nil }
+            if !process.isRunning {
+                Thread.sleep(forTimeInterval: 0.05) // let the last output arrive
+                if console == text { return nil }
+            }
+            Thread.sleep(forTimeInterval: 0.01)
+        }
+    }
+
+    /// Waits until the console contains `text`; false on timeout or exit.
+    func waitFor(_ text: String, timeout: TimeInterval) -> Bool {
+        let deadline = Date().addingTimeInterval(timeout)
+        while Date() < deadline {
+            if console.contains(text) { return true }
+            if !process.isRunning {
+                Thread.sleep(forTimeInterval: 0.05) // let the last output arrive
+                return console.contains(text)
+            }
+            Thread.sleep(forTimeInterval: 0.01)
+        }
+        return false
+    }
+
+    /// Waits for a complete `SWIFTLET-READY <app> <µs>` line and parses it.
+    func waitForReady(timeout: TimeInterval = 60) -> (app: String, micros: UInt64)? {
+        let deadline = Date().addingTimeInterval(timeout)
+        while Date() < deadline {
+            for line in console.split(separator: "\n", omittingEmptySubsequences: true) where line.hasPrefix("SWIFTLET-READY ") {
+                let fields = line.split(separator: " ")
+                guard fields.count == 3 else { continue }
+                let micros = String(fields[2]).trimmingCharacters(in: .whitespacesAndNewlines)
+                if let value = UInt64(micros), console.contains(line + "\n") || console.contains(line + "\r\n") {
+                    return (String(fields[1]), value)
+                }
+            }
+            if !process.isRunning { return nil }
+            Thread.sleep(forTimeInterval: 0.01)
+        }
+        return nil
+    }
+
+    /// Types a line on the guest's serial console.
+    func send(_ line: String) {
+        try? input.fileHandleForWriting.write(contentsOf: Data((line + "\n").utf8))
+    }
+
+    /// The QEMU exit status (isa-debug-exit: 2V+1), or nil if it is still
+    /// running after `timeout` or died from a signal.
+    func waitForExit(timeout: TimeInterval) -> Int32? {
+        let deadline = Date().addingTimeInterval(timeout)
+        while process.isRunning && Date() < deadline { Thread.sleep(forTimeInterval: 0.01) }
+        guard !process.isRunning else { return nil }
+        process.waitUntilExit()
+        return process.terminationReason == .exit ? process.terminationStatus : nil
+    }
+
+    /// CPU time (user + system) QEMU has used so far, in clock ticks.
+    func cpuTicks() throws -> Int {
+        let stat = try String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8)
+        // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
+        guard let close = stat.lastIndex(of: ")") else { throw GuestTestError("odd /proc stat: \(stat)") }
+        let fields = stat[stat.index(after: close)...].split(separator: " ")
+        guard fields.count > 13, let user = Int(fields[11]), let system = Int(fields[12]) else {
+            throw GuestTestError("odd /proc stat: \(stat)")
+        }
+        return user + system
+    }
+
+    /// Ends QEMU (SIGTERM, then SIGKILL) and reaps it. Safe to call twice.
+    func stop() {
+        if process.isRunning {
+            process.terminate()
+            let deadline = Date().addingTimeInterval(2)
+            while process.isRunning && Date() < deadline { Thread.sleep(forTimeInterval: 0.01) }
+            if process.isRunning { kill(pid, SIGKILL) }
+        }
+        if process.processIdentifier != 0 { process.waitUntilExit() }
+        try? input.fileHandleForWriting.close()
+    }
+}
