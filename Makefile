@@ -28,6 +28,8 @@ test: build lint
 	$(SWIFT) build --build-tests
 	$(SWIFT) test --skip-build
 	$(SWIFT) test --package-path guest/tests
+	guest/build.sh guest/examples/hello -o .build/contract-hello.elf
+	/usr/bin/python3 tests/contract/check_openapi.py .build/debug/swiftlet .build/contract-hello.elf
 
 bench: build
 	bench/run.sh

@@ -1,0 +1,202 @@
+#!/usr/bin/python3
+"""Checks a real `swiftlet server` against docs/openapi.yaml.
+
+Starts the server on a temporary data directory, drives every operation in the spec (successes
+and errors), and validates each response: its status must be declared for that operation and its
+body must match the declared schema. Fails if an operation in the spec was never exercised.
+Usage: check_openapi.py SWIFTLET_BINARY KERNEL_ELF
+"""
+import json, os, re, shutil, signal, socket, subprocess, sys, tempfile, time, urllib.request, urllib.error
+
+import jsonschema
+import yaml
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+SPEC = yaml.safe_load(open(os.path.join(ROOT, "docs/openapi.yaml")))
+binary, kernel = sys.argv[1], sys.argv[2]
+exercised, failures = set(), []
+
+
+def operation(method, path):
+    """The spec's path template and operation matching a concrete request path."""
+    for template, item in SPEC["paths"].items():
+        pattern = "^" + re.sub(r"\{[^}]+\}", "[^/]+", template) + "$"
+        if re.match(pattern, path) and method.lower() in item:
+            # Prefer the most literal template (/instances/{id}/console over /instances/{id}/{action}).
+            literal = [t for t, i in SPEC["paths"].items()
+                       if method.lower() in i and re.match("^" + re.sub(r"\{[^}]+\}", "[^/]+", t) + "$", path)]
+            best = max(literal, key=lambda t: len(re.sub(r"\{[^}]+\}", "", t)))
+            return best, SPEC["paths"][best][method.lower()]
+    return None, None
+
+
+def resolve(node):
+    while isinstance(node, dict) and "$ref" in node and len(node) == 1:
+        parts = node["$ref"].lstrip("#/").split("/")
+        node = SPEC
+        for part in parts:
+            node = node[part]
+    return node
+
+
+def check(method, path, status, content_type, body):
+    template, op = operation(method, path.split("?")[0])
+    label = f"{method} {path} -> {status}"
+    if op is None:
+        failures.append(f"{label}: no such operation in the spec")
+        return
+    exercised.add((template, method.lower(), str(status)))
+    responses = op["responses"]
+    if str(status) not in responses:
+        failures.append(f"{label}: status not declared (declared: {sorted(responses)})")
+        return
+    response = resolve(responses[str(status)])
+    content = response.get("content")
+    if not content:
+        if body:
+            failures.append(f"{label}: body not declared but got {body[:80]!r}")
+        return
+    media = content_type.split(";")[0].strip()
+    if media not in content:
+        failures.append(f"{label}: content type {media} not declared ({list(content)})")
+        return
+    schema = content[media]["schema"]
+    if media == "application/json":
+        instance = json.loads(body)
+        validator = jsonschema.Draft202012Validator({**schema, "components": SPEC["components"]},
+                                                    format_checker=jsonschema.FormatChecker())
+        errors = sorted(validator.iter_errors(instance), key=str)
+        for error in errors[:3]:
+            failures.append(f"{label}: {error.message} at {list(error.absolute_path)}")
+
+
+def request(method, path, token=None, body=None, content_type="application/json", expect=None):
+    data = body if isinstance(body, (bytes, type(None))) else json.dumps(body).encode()
+    req = urllib.request.Request(BASE + path, data=data, method=method)
+    if token:
+        req.add_header("Authorization", "Bearer " + token)
+    if data is not None:
+        req.add_header("Content-Type", content_type)
+    try:
+        with urllib.request.urlopen(req, timeout=120) as response:
+            status, ctype, payload = response.status, response.headers.get("Content-Type", ""), response.read()
+    except urllib.error.HTTPError as error:
+        status, ctype, payload = error.code, error.headers.get("Content-Type", ""), error.read()
+    text = payload.decode()
+    check(method, path, status, ctype, text)
+    if expect is not None and status != expect:
+        failures.append(f"{method} {path}: expected {expect}, got {status}: {text[:200]}")
+    return status, (json.loads(text) if ctype.startswith("application/json") and text else text)
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+data = tempfile.mkdtemp(prefix="swiftlet-contract-")
+port = free_port()
+BASE = f"http://127.0.0.1:{port}"
+log = open(data + ".log", "w")
+server = subprocess.Popen([binary, "server", "--data", data, "--port", str(port)], stdout=log, stderr=log,
+                          start_new_session=True)
+try:
+    for _ in range(600):
+        try:
+            urllib.request.urlopen(BASE + "/v1/health", timeout=1)
+            break
+        except Exception:
+            time.sleep(0.1)
+    admin = open(os.path.join(data, "admin.token")).read().strip()
+    request("GET", "/v1/health", expect=200)
+    request("GET", "/v1/instances", expect=401)
+    request("GET", "/v1/instances", token="swl_bad", expect=401)
+
+    _, project = request("POST", "/v1/projects", admin, {"name": "team"}, expect=201)
+    request("POST", "/v1/projects", admin, {"name": "team"}, expect=409)
+    request("POST", "/v1/projects", admin, {"name": "a/b"}, expect=400)
+    request("GET", "/v1/projects", admin, expect=200)
+    _, token = request("POST", f"/v1/projects/{project['id']}/tokens", admin, expect=201)
+    request("POST", "/v1/projects/prj-none/tokens", admin, expect=404)
+    team = token["token"]
+    request("GET", "/v1/projects", team, expect=403)
+    request("POST", "/v1/projects", team, {"name": "x"}, expect=403)
+    request("POST", f"/v1/projects/{project['id']}/tokens", team, expect=403)
+
+    elf = open(kernel, "rb").read()
+    request("POST", "/v1/images?name=hello&property=ready_pattern=SWIFTLET-READY", team, elf,
+            "application/octet-stream", expect=201)
+    request("POST", "/v1/images?name=hello", team, elf, "application/octet-stream", expect=409)
+    request("POST", "/v1/images?name=text", team, b"just text\n", "application/octet-stream", expect=422)
+    request("POST", "/v1/images", team, elf, "application/octet-stream", expect=400)
+    request("GET", "/v1/images", team, expect=200)
+    request("GET", "/v1/images/hello", team, expect=200)
+    request("GET", "/v1/images/hello", admin, expect=200)
+    request("GET", "/v1/images/nope", team, expect=404)
+
+    request("GET", "/v1/flavors", team, expect=200)
+    request("POST", "/v1/flavors", admin, {"name": "micro", "vcpus": 1, "memoryMib": 8}, expect=201)
+    request("POST", "/v1/flavors", admin, {"name": "micro", "vcpus": 1, "memoryMib": 8}, expect=409)
+    request("POST", "/v1/flavors", admin, {"name": "zero", "vcpus": 1, "memoryMib": 0}, expect=400)
+    request("POST", "/v1/flavors", team, {"name": "mine", "vcpus": 1, "memoryMib": 8}, expect=403)
+
+    _, created = request("POST", "/v1/instances", team,
+                         {"name": "h1", "image": "hello", "flavor": "tiny", "wait": True}, expect=201)
+    request("POST", "/v1/instances", team, {"name": "h1", "image": "hello"}, expect=409)
+    request("POST", "/v1/instances", team, {"image": "nope"}, expect=404)
+    request("POST", "/v1/instances", team, b"{oops", expect=400)
+    request("POST", "/v1/instances", team, b"x" * (2 << 20), expect=413)
+    request("GET", "/v1/instances", team, expect=200)
+    request("GET", "/v1/instances?state=running", team, expect=200)
+    request("GET", "/v1/instances?state=flying", team, expect=400)
+    request("GET", "/v1/instances/h1", team, expect=200)
+    request("GET", "/v1/instances/h1", admin, expect=200)
+    request("GET", "/v1/instances/nope", team, expect=404)
+    request("POST", "/v1/instances/h1/pause", team, expect=202)
+    request("POST", "/v1/instances/h1/pause", team, expect=409)
+    request("POST", "/v1/instances/h1/resume", team, expect=202)
+    request("POST", "/v1/instances/h1/reboot", team, expect=202)
+    request("POST", "/v1/instances/h1/stop?timeout=abc", team, expect=400)
+    request("POST", "/v1/instances/h1/stop?timeout=5", team, expect=202)
+    request("POST", "/v1/instances/h1/start", team, expect=202)
+    request("POST", "/v1/instances/nope/start", team, expect=404)
+    request("GET", "/v1/instances/h1/console", team, expect=200)
+    request("GET", "/v1/instances/nope/console", team, expect=404)
+    request("GET", "/v1/instances/h1/events", team, expect=200)
+    request("GET", "/v1/instances/nope/events", team, expect=404)
+    request("DELETE", "/v1/images/hello", team, expect=409)
+    request("DELETE", "/v1/instances/h1", team, expect=204)
+    request("DELETE", "/v1/instances/h1", team, expect=404)
+    request("DELETE", "/v1/images/hello", team, expect=204)
+    request("DELETE", "/v1/images/hello", team, expect=404)
+
+    _, hosts = request("GET", "/v1/hosts", admin, expect=200)
+    request("GET", "/v1/hosts/" + hosts["hosts"][0]["id"], admin, expect=200)
+    request("GET", "/v1/hosts/nope", admin, expect=404)
+finally:
+    server.send_signal(signal.SIGTERM)
+    try:
+        server.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        server.kill()
+    log.close()
+    leftover = subprocess.run(["pgrep", "-f", data + "/run/"], capture_output=True, text=True).stdout.split()
+    for pid in leftover:
+        os.kill(int(pid), signal.SIGKILL)
+    shutil.rmtree(data, ignore_errors=True)
+    os.remove(data + ".log")
+
+declared = {(t, m) for t, item in SPEC["paths"].items() for m in item if m in ("get", "post", "delete", "put", "patch")}
+covered = {(t, m) for t, m, _ in exercised}
+for template, method in sorted(declared - covered):
+    failures.append(f"{method.upper()} {template}: never exercised")
+if leftover:
+    failures.append(f"VMM processes left behind after every instance was deleted: {leftover}")
+print(f"contract: {len(exercised)} (operation, status) pairs checked against docs/openapi.yaml")
+if failures:
+    print("contract: FAILED")
+    for failure in failures:
+        print("  - " + failure)
+    sys.exit(1)
+print("contract: OK")
