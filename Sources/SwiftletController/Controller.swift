@@ -278,5 +278,14 @@ public final class Controller: Sendable {
         try store.events(instanceId: instance(idOrName, by: principal).id)
     }
 
-    public func hosts() throws(SwiftletError) -> [ComputeHost] { try store.hosts() }
+    /// Hosts, each with the number of instances placed on it that are not stopped.
+    public func hosts() throws(SwiftletError) -> [ComputeHost] {
+        let placed = try store.instances(projectId: nil, state: nil, name: nil, imageId: nil)
+            .filter { $0.state == .building || $0.state == .running || $0.state == .paused }
+        return try store.hosts().map { host in
+            var host = host
+            host.instances = placed.filter { $0.hostId == host.id }.count
+            return host
+        }
+    }
 }
