@@ -80,6 +80,9 @@ let package = Package(
         .testTarget(
             name: "SwiftletCLITests", dependencies: ["SwiftletClient", "SwiftletCore"], swiftSettings: strict),
         .testTarget(
+            name: "SwiftletHypervisorTests", dependencies: ["SwiftletHypervisor"],
+            swiftSettings: strict),
+        .testTarget(
             name: "SwiftletIntegrationTests",
             dependencies: [
                 "SwiftletCore", "SwiftletController", "SwiftletClient", "SwiftletHypervisor",

@@ -1,0 +1,205 @@
+import Foundation
+import Glibc
+
+/// How the VMM loads the guest: decides the machine type and the boot arguments.
+public enum BootKind: String, Codable, Sendable, CaseIterable {
+    /// ELF with a PVH note (XEN_ELFNOTE_PHYS32_ENTRY): `-M microvm -kernel`.
+    case pvh
+    /// ELF with a multiboot header: `-M pc -kernel`.
+    case multiboot
+    /// Linux bzImage: `-M microvm -kernel`.
+    case bzImage = "bzimage"
+}
+
+/// A published port, like `docker run -p 8080:80`.
+public struct PortMapping: Codable, Sendable, Hashable {
+    public enum Proto: String, Codable, Sendable { case tcp, udp }
+    public var hostPort: Int
+    public var guestPort: Int
+    public var proto: Proto
+    public init(hostPort: Int, guestPort: Int, proto: Proto = .tcp) {
+        self.hostPort = hostPort
+        self.guestPort = guestPort
+        self.proto = proto
+    }
+}
+
+/// Everything a driver needs to start one VM. Produced by the agent from the instance spec.
+public struct VMSpec: Codable, Sendable {
+    public var instanceID: String
+    public var kernelPath: String
+    public var bootKind: BootKind
+    public var memoryMiB: Int
+    public var vcpus: Int
+    public var commandLine: String
+    public var publishedPorts: [PortMapping]
+    /// Per-instance directory the driver owns (sockets, console log, pid file); removed by `destroy`.
+    public var runtimeDirectory: String
+    /// Regex searched on each console line; nil means the kit's `SWIFTLET-READY ` line.
+    public var readyPattern: String?
+    /// Attach a user-mode NIC even when no port is published (published ports always attach one).
+    public var userNetwork: Bool
+
+    public init(
+        instanceID: String, kernelPath: String, bootKind: BootKind, memoryMiB: Int, vcpus: Int,
+        commandLine: String, publishedPorts: [PortMapping], runtimeDirectory: String,
+        readyPattern: String? = nil, userNetwork: Bool = false
+    ) {
+        self.instanceID = instanceID
+        self.kernelPath = kernelPath
+        self.bootKind = bootKind
+        self.memoryMiB = memoryMiB
+        self.vcpus = vcpus
+        self.commandLine = commandLine
+        self.publishedPorts = publishedPorts
+        self.runtimeDirectory = runtimeDirectory
+        self.readyPattern = readyPattern
+        self.userNetwork = userNetwork
+    }
+}
+
+/// Opaque, versioned reference to a running VMM. The agent persists it so it can re-attach
+/// (`recover`) after its own restart; only the driver interprets the fields.
+public struct VMHandle: Codable, Sendable, Equatable {
+    public static let currentVersion = 1
+    public var version: Int
+    public var pid: Int32
+    /// `/proc/<pid>/stat` field 22: tells the VMM apart from a later process that reuses its pid.
+    public var processStartTime: UInt64
+    public var runtimeDirectory: String
+    public var qmpSocketPath: String
+    public var consoleSocketPath: String
+    public var consoleLogPath: String
+
+    public init(
+        version: Int = VMHandle.currentVersion, pid: Int32, processStartTime: UInt64,
+        runtimeDirectory: String, qmpSocketPath: String, consoleSocketPath: String,
+        consoleLogPath: String
+    ) {
+        self.version = version
+        self.pid = pid
+        self.processStartTime = processStartTime
+        self.runtimeDirectory = runtimeDirectory
+        self.qmpSocketPath = qmpSocketPath
+        self.consoleSocketPath = consoleSocketPath
+        self.consoleLogPath = consoleLogPath
+    }
+}
+
+public enum VMRunState: Sendable, Equatable {
+    case running, paused, shutdown, gone
+}
+
+/// How a VMM process ended.
+public struct VMExit: Sendable, Equatable {
+    /// Process exit status; nil when killed by a signal or when the process was not our child
+    /// (re-attached after an agent restart: the kernel gives the status only to the parent).
+    public var status: Int32?
+    /// The byte the guest wrote to isa-debug-exit: QEMU exits with 2V+1, so V = (status-1)/2 when odd.
+    public var guestStatus: Int32?
+    public var reason: String
+
+    public init(status: Int32?, guestStatus: Int32? = nil, reason: String) {
+        self.status = status
+        self.guestStatus = guestStatus ?? status.flatMap { $0 % 2 == 1 ? ($0 - 1) / 2 : nil }
+        self.reason = reason
+    }
+}
+
+/// Monotonic nanoseconds (CLOCK_MONOTONIC) of the boot phases the driver sees.
+public struct BootTimestamps: Sendable {
+    /// Right before posix_spawn.
+    public var spawned: UInt64
+    /// QMP greeting read and `qmp_capabilities` answered.
+    public var vmmUp: UInt64
+
+    public init(spawned: UInt64, vmmUp: UInt64) {
+        self.spawned = spawned
+        self.vmmUp = vmmUp
+    }
+}
+
+public struct HypervisorCapabilities: Codable, Sendable {
+    public var hypervisor: String
+    public var version: String
+    public var machineTypes: [String]
+    public var accelerators: [String]
+    public var chosenAccelerator: String
+    /// Accelerator → median ms from spawn to exit of the calibration guest.
+    public var calibration: [String: Double]
+
+    public init(
+        hypervisor: String, version: String, machineTypes: [String], accelerators: [String],
+        chosenAccelerator: String, calibration: [String: Double]
+    ) {
+        self.hypervisor = hypervisor
+        self.version = version
+        self.machineTypes = machineTypes
+        self.accelerators = accelerators
+        self.chosenAccelerator = chosenAccelerator
+        self.calibration = calibration
+    }
+}
+
+public enum HypervisorError: Error, CustomStringConvertible, Equatable {
+    case invalidSpec(String)
+    case spawnFailed(String)
+    case qmp(String)
+    case notRunning(String)
+    case console(String)
+
+    /// Stable code the API maps to an HTTP status.
+    public var code: String {
+        switch self {
+        case .invalidSpec: "hypervisor.invalid_spec"
+        case .spawnFailed: "hypervisor.spawn_failed"
+        case .qmp: "hypervisor.qmp"
+        case .notRunning: "hypervisor.not_running"
+        case .console: "hypervisor.console"
+        }
+    }
+
+    public var message: String {
+        switch self {
+        case .invalidSpec(let m), .spawnFailed(let m), .qmp(let m), .notRunning(let m),
+            .console(let m):
+            m
+        }
+    }
+
+    public var description: String { "\(code): \(message)" }
+}
+
+public protocol HypervisorDriver: Sendable {
+    func capabilities() async -> HypervisorCapabilities
+    /// Start the VMM for `spec`; returns once QMP answers (VMM up). Throws HypervisorError with a
+    /// clear message on failure and leaves no process/socket/dir behind.
+    func spawn(_ spec: VMSpec) async throws -> (VMHandle, BootTimestamps)
+    /// Re-attach after an agent restart: true if the process is still that VMM (pid + start
+    /// time match) and QMP answers.
+    func recover(_ handle: VMHandle) async -> Bool
+    func state(_ handle: VMHandle) async throws -> VMRunState
+    func pause(_ handle: VMHandle) async throws
+    func resume(_ handle: VMHandle) async throws
+    /// QMP system_reset.
+    func reboot(_ handle: VMHandle) async throws
+    /// Graceful: "poweroff" on the guest console and QMP system_powerdown; if still alive after
+    /// `timeout`, QMP quit, then SIGKILL. Returns the exit.
+    func stop(_ handle: VMHandle, timeout: Duration) async throws -> VMExit
+    /// Kill if alive (SIGKILL), reap, remove the runtime directory. Idempotent.
+    func destroy(_ handle: VMHandle) async
+    /// Suspends until the VMM process exits (spawned or re-attached), returns how it ended.
+    func waitForExit(_ handle: VMHandle) async -> VMExit
+    /// Console output lines, live from the console socket (recent lines are replayed first).
+    /// The full console is also kept in `consoleLogPath` by QEMU itself.
+    func consoleLines(_ handle: VMHandle) -> AsyncStream<String>
+    /// Write a line to the guest console input.
+    func sendConsole(_ handle: VMHandle, line: String) async throws
+}
+
+/// Monotonic clock in nanoseconds (CLOCK_MONOTONIC), the base of every boot timestamp.
+public func monotonicNanoseconds() -> UInt64 {
+    var ts = timespec()
+    clock_gettime(CLOCK_MONOTONIC, &ts)
+    return UInt64(ts.tv_sec) * 1_000_000_000 + UInt64(ts.tv_nsec)
+}

@@ -1,0 +1,139 @@
+import Foundation
+import Glibc
+import NIOCore
+import NIOPosix
+
+/// Longest console line kept whole; a guest printing a prompt without a newline still gets through.
+private let maximumLineLength = 8192
+
+/// Splits a byte stream into lines (without "\n" or a trailing "\r").
+private struct LineDecoder: ByteToMessageDecoder {
+    typealias InboundOut = ByteBuffer
+
+    mutating func decode(context: ChannelHandlerContext, buffer: inout ByteBuffer) throws
+        -> DecodingState
+    {
+        let view = buffer.readableBytesView
+        let length: Int
+        let skip: Int
+        if let newline = view.firstIndex(of: UInt8(ascii: "\n")) {
+            length = newline - view.startIndex
+            skip = 1
+        } else if view.count >= maximumLineLength {
+            length = maximumLineLength
+            skip = 0
+        } else {
+            return .needMoreData
+        }
+        var line = buffer.readSlice(length: length)!
+        buffer.moveReaderIndex(forwardBy: skip)
+        if line.readableBytesView.last == UInt8(ascii: "\r") {
+            line.moveWriterIndex(to: line.writerIndex - 1)
+        }
+        context.fireChannelRead(Self.wrapInboundOut(line))
+        return .continue
+    }
+
+    mutating func decodeLast(context: ChannelHandlerContext, buffer: inout ByteBuffer, seenEOF: Bool)
+        throws -> DecodingState
+    {
+        while try decode(context: context, buffer: &buffer) == .continue {}
+        if buffer.readableBytes > 0 {
+            context.fireChannelRead(Self.wrapInboundOut(buffer.readSlice(length: buffer.readableBytes)!))
+        }
+        return .needMoreData
+    }
+}
+
+/// Hands each line and the end of the connection to callbacks (run on the channel's event loop).
+private final class LineHandler: ChannelInboundHandler {
+    typealias InboundIn = ByteBuffer
+
+    private let onLine: @Sendable (String) -> Void
+    private let onClose: @Sendable () -> Void
+
+    init(onLine: @escaping @Sendable (String) -> Void, onClose: @escaping @Sendable () -> Void) {
+        self.onLine = onLine
+        self.onClose = onClose
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let line = Self.unwrapInboundIn(data)
+        onLine(String(decoding: line.readableBytesView, as: UTF8.self))
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        onClose()
+        context.fireChannelInactive()
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        context.close(promise: nil)
+    }
+}
+
+/// Connects a Unix stream socket without blocking; returns the errno on failure so callers can
+/// retry quickly while QEMU has not created the socket yet (ENOENT / ECONNREFUSED).
+func connectUnixSocket(path: String) -> Result<Int32, HypervisorError> {
+    var address = sockaddr_un()
+    address.sun_family = sa_family_t(AF_UNIX)
+    let capacity = MemoryLayout.size(ofValue: address.sun_path)
+    let bytes = Array(path.utf8)
+    guard bytes.count < capacity else {
+        return .failure(.invalidSpec("socket path longer than \(capacity - 1) bytes: \(path)"))
+    }
+    withUnsafeMutableBytes(of: &address.sun_path) { raw in
+        raw.copyBytes(from: bytes)
+        raw[bytes.count] = 0
+    }
+    let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+    guard fd >= 0 else { return .failure(.console("socket(): \(errnoMessage())")) }
+    let result = withUnsafePointer(to: &address) {
+        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+            connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size))
+        }
+    }
+    guard result == 0 else {
+        let code = errno
+        close(fd)
+        return .failure(.notRunning("connect \(path): \(errnoMessage(code))"))
+    }
+    return .success(fd)
+}
+
+/// A line-oriented connection to one of QEMU's Unix sockets (QMP or the serial console).
+struct LineConnection: Sendable {
+    let channel: any Channel
+
+    /// Wraps an already connected socket in a NIO channel.
+    static func attachFuture(
+        fd: Int32, onLine: @escaping @Sendable (String) -> Void,
+        onClose: @escaping @Sendable () -> Void
+    ) -> EventLoopFuture<LineConnection> {
+        ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+            .channelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(LineDecoder()))
+                    try channel.pipeline.syncOperations.addHandler(
+                        LineHandler(onLine: onLine, onClose: onClose))
+                }
+            }
+            .withConnectedSocket(fd)
+            .map { LineConnection(channel: $0) }
+    }
+
+    static func attach(
+        fd: Int32, onLine: @escaping @Sendable (String) -> Void,
+        onClose: @escaping @Sendable () -> Void
+    ) async throws -> LineConnection {
+        try await attachFuture(fd: fd, onLine: onLine, onClose: onClose).get()
+    }
+
+    func write(_ text: String) async throws {
+        try await channel.writeAndFlush(ByteBuffer(string: text))
+    }
+
+    func close() {
+        channel.close(promise: nil)
+    }
+}

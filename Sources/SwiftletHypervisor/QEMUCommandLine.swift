@@ -1,0 +1,73 @@
+import Foundation
+
+/// The files a VM keeps in its runtime directory.
+struct RuntimePaths: Sendable {
+    var directory: String
+    var qmpSocket: String { directory + "/qmp.sock" }
+    var consoleSocket: String { directory + "/console.sock" }
+    var consoleLog: String { directory + "/console.log" }
+    var stderrLog: String { directory + "/qemu.err" }
+}
+
+enum QEMUCommandLine {
+    /// CPU model per accelerator: `max` under TCG (emulates SSE etc.), the host's under KVM.
+    static func cpuModel(accelerator: String) -> String {
+        accelerator == "kvm" ? "host" : "max"
+    }
+
+    /// Machine and minimal devices per boot kind: microvm for PVH ELF and bzImage (no PCI, no
+    /// firmware option ROMs, no RTC), pc for multiboot (microvm cannot load multiboot images).
+    static func machineArguments(_ bootKind: BootKind) -> [String] {
+        switch bootKind {
+        case .pvh, .bzImage: ["-M", "microvm,x-option-roms=off,rtc=off"]
+        case .multiboot: ["-M", "pc"]
+        }
+    }
+
+    static func arguments(spec: VMSpec, accelerator: String, paths: RuntimePaths) -> [String] {
+        var arguments = ["-name", "guest=" + optionValue(spec.instanceID)]
+        arguments += machineArguments(spec.bootKind)
+        arguments += ["-nodefaults", "-no-user-config", "-display", "none"]
+        arguments += ["-accel", accelerator, "-cpu", cpuModel(accelerator: accelerator)]
+        arguments += ["-m", "\(spec.memoryMiB)M", "-smp", "\(spec.vcpus)"]
+        arguments += ["-kernel", spec.kernelPath, "-append", spec.commandLine]
+        arguments += ["-device", "isa-debug-exit,iobase=0x501"]
+        // wait=on: QEMU does not start the guest before the driver holds the console connection,
+        // so not a line of early output is lost to the live stream (the logfile gets it anyway).
+        arguments += [
+            "-chardev",
+            "socket,id=con0,path=\(optionValue(paths.consoleSocket)),server=on,wait=on,"
+                + "logfile=\(optionValue(paths.consoleLog))",
+            "-serial", "chardev:con0",
+        ]
+        arguments += ["-qmp", "unix:\(optionValue(paths.qmpSocket)),server=on,wait=off"]
+        // A guest reset (triple fault, crash) ends the VMM so the agent sees it; `reboot` switches
+        // this to reset for its own QMP system_reset only.
+        arguments += ["-no-reboot"]
+        if spec.userNetwork || !spec.publishedPorts.isEmpty {
+            let forwards = spec.publishedPorts.map {
+                ",hostfwd=\($0.proto.rawValue)::\($0.hostPort)-:\($0.guestPort)"
+            }
+            let nic = spec.bootKind == .multiboot ? "virtio-net-pci" : "virtio-net-device"
+            arguments += [
+                "-netdev", "user,id=n0" + forwards.joined(),
+                "-device", "\(nic),netdev=n0",
+            ]
+        }
+        return arguments
+    }
+
+    /// The minimal VM that runs the calibration guest: same machine as a PVH unikernel, no console.
+    static func calibrationArguments(kernelPath: String, accelerator: String) -> [String] {
+        machineArguments(.pvh) + [
+            "-nodefaults", "-no-user-config", "-display", "none",
+            "-accel", accelerator, "-cpu", cpuModel(accelerator: accelerator),
+            "-m", "16M", "-kernel", kernelPath, "-device", "isa-debug-exit,iobase=0x501",
+        ]
+    }
+
+    /// QEMU option values separate keys with commas; a literal comma is written twice.
+    static func optionValue(_ value: String) -> String {
+        value.replacingOccurrences(of: ",", with: ",,")
+    }
+}

@@ -1,0 +1,275 @@
+import Foundation
+import Glibc
+import Testing
+
+@testable import SwiftletHypervisor
+
+/// Boots real kernels in real QEMU (TCG). Serialized: the machine has two cores.
+@Suite(.serialized, .timeLimit(.minutes(3)))
+struct QEMUDriverTests {
+    static let needsKernels = Testing.ConditionTrait.enabled(
+        if: Kernels.available, "guest/build.sh is not in this checkout yet")
+
+    /// Runs `body` on a freshly spawned VM and always destroys it afterwards.
+    func withVM<T>(
+        _ driver: QEMUDriver, _ spec: VMSpec,
+        _ body: (VMHandle, BootTimestamps) async throws -> T
+    ) async throws -> T {
+        let (handle, times) = try await driver.spawn(spec)
+        do {
+            let result = try await body(handle, times)
+            await driver.destroy(handle)
+            return result
+        } catch {
+            await driver.destroy(handle)
+            throw error
+        }
+    }
+
+    @Test(needsKernels)
+    func helloLifecycle() async throws {
+        let kernel = try Kernels.path("hello")
+        let temporary = TemporaryDirectory()
+        let directory = temporary.sub("vm")
+        let driver = tcgDriver()
+        let handle = try await withVM(driver, pvhSpec(kernel: kernel, directory: directory)) {
+            handle, times in
+            let events = driver.consoleEvents(handle)
+            let ready = try #require(
+                await waitForReady(events: events, pattern: nil, timeout: .seconds(30)))
+            #expect(ready.1.hasPrefix("SWIFTLET-READY hello "))
+            print(
+                "hello: spawn→QMP up \(milliseconds(times.spawned, times.vmmUp)) ms, "
+                    + "spawn→READY \(milliseconds(times.spawned, ready.0)) ms")
+
+            // Detached from us: own session, no pipes to this process.
+            #expect(getsid(handle.pid) == handle.pid)
+            #expect(
+                try FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(handle.pid)/fd/0") == "/dev/null")
+            #expect(
+                try FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(handle.pid)/fd/2") == directory
+                    + "/qemu.err")
+            let log = try String(contentsOfFile: handle.consoleLogPath, encoding: .utf8)
+            #expect(log.contains("SWIFTLET-READY hello "))
+
+            #expect(try await driver.state(handle) == .running)
+            try await driver.pause(handle)
+            #expect(try await driver.state(handle) == .paused)
+            try await driver.resume(handle)
+            #expect(try await driver.state(handle) == .running)
+
+            // system_reset despite -no-reboot: same process, the guest boots again.
+            try await driver.reboot(handle)
+            let again = try #require(
+                await waitForReady(events: events, pattern: nil, timeout: .seconds(30)))
+            #expect(again.0 > ready.0)
+            #expect(try await driver.state(handle) == .running)
+
+            // The kit powers off on a console "poweroff": isa-debug-exit 0, QEMU status 1.
+            let stopStart = monotonicNanoseconds()
+            let exit = try await driver.stop(handle, timeout: .seconds(15))
+            print("hello: graceful stop \(milliseconds(stopStart, monotonicNanoseconds())) ms: \(exit.reason)")
+            #expect(exit.status == 1)
+            #expect(exit.guestStatus == 0)
+            #expect(try await driver.state(handle) == .gone)
+            #expect(await driver.waitForExit(handle) == exit)
+            return handle
+        }
+        #expect(!FileManager.default.fileExists(atPath: directory))
+        #expect(processes(mentioning: directory).isEmpty)
+        await driver.destroy(handle)  // idempotent
+        #expect(try await driver.state(handle) == .gone)
+    }
+
+    @Test(needsKernels)
+    func shortLivedFloorKernel() async throws {
+        let kernel = try Kernels.path("--floor")
+        let temporary = TemporaryDirectory()
+        let driver = tcgDriver()
+        try await withVM(driver, pvhSpec(kernel: kernel, directory: temporary.sub("vm"))) { handle, _ in
+            let exit = await driver.waitForExit(handle)
+            #expect(exit.guestStatus == 0)
+            // The line is replayed even though the VM is gone by the time we subscribe.
+            var lines: [String] = []
+            for await line in driver.consoleLines(handle) { lines.append(line) }
+            #expect(lines.contains("SWIFTLET-FLOOR"))
+            #expect(
+                await waitForReady(lines: driver.consoleLines(handle), pattern: "never", timeout: .seconds(5)) == nil)
+            await #expect(throws: HypervisorError.self) { try await driver.pause(handle) }
+        }
+    }
+
+    @Test
+    func stopFallsBackToQuitWhenTheGuestIgnoresPoweroff() async throws {
+        // The calibration guest with its isa-debug-exit write replaced by a NOP: it halts forever
+        // and has no console driver, so only QMP quit can end it.
+        var image = CalibrationKernel.image(loops: 1)
+        #expect(image[image.count - 5] == 0xEE)
+        image[image.count - 5] = 0x90
+        let temporary = TemporaryDirectory()
+        try FileManager.default.createDirectory(atPath: temporary.path, withIntermediateDirectories: true)
+        let kernel = temporary.sub("idle.elf")
+        try Data(image).write(to: URL(fileURLWithPath: kernel))
+        let directory = temporary.sub("vm")
+        let driver = tcgDriver()
+        try await withVM(driver, pvhSpec(kernel: kernel, directory: directory)) { handle, _ in
+            #expect(try await driver.state(handle) == .running)
+            let exit = try await driver.stop(handle, timeout: .milliseconds(300))
+            #expect(exit.reason.contains("timed out"))
+            #expect(exit.status == 0)
+            #expect(!isProcessAlive(pid: handle.pid, startTime: handle.processStartTime))
+        }
+        #expect(!FileManager.default.fileExists(atPath: directory))
+    }
+
+    @Test(needsKernels)
+    func recoverFromAFreshDriverAndNoticeAKill() async throws {
+        let kernel = try Kernels.path("hello")
+        let temporary = TemporaryDirectory()
+        let directory = temporary.sub("vm")
+        let firstRuntime = DriverRuntime(monitor: ExitMonitor())
+        let first = tcgDriver(runtime: firstRuntime)
+        let (handle, _) = try await first.spawn(pvhSpec(kernel: kernel, directory: directory))
+        // A fresh runtime knows nothing: it treats the VM as a process it did not spawn.
+        let second = tcgDriver()
+        do {
+            #expect(await waitForReady(lines: first.consoleLines(handle), pattern: nil, timeout: .seconds(30)) != nil)
+            // The handle survives a round trip through the agent's database.
+            let stored = try JSONDecoder().decode(VMHandle.self, from: JSONEncoder().encode(handle))
+            firstRuntime.closeAllHubs()  // the old agent's console connection goes away with it
+
+            var stale = stored
+            stale.processStartTime += 1
+            #expect(await second.recover(stale) == false)
+            var future = stored
+            future.version = 99
+            #expect(await second.recover(future) == false)
+            #expect(await second.recover(stored))
+            #expect(try await second.state(stored) == .running)
+
+            // The console reconnects: a command gets its answer on the live stream.
+            let lines = second.consoleLines(stored)
+            try await second.sendConsole(stored, line: "heap")
+            let answer = await waitForReady(lines: lines, pattern: "^swiftlet: heap used=", timeout: .seconds(15))
+            #expect(answer != nil)
+
+            async let exited = second.waitForExit(stored)
+            try await Task.sleep(for: .milliseconds(50))
+            kill(stored.pid, SIGKILL)
+            let exit = await exited
+            #expect(exit.status == nil)
+            #expect(exit.reason.contains("re-attached"))
+            // The spawning runtime reaped its child and knows the signal.
+            #expect(await first.waitForExit(handle).reason == "killed by signal 9")
+            #expect(await second.recover(stored) == false)
+            #expect(try await second.state(stored) == .gone)
+            await second.destroy(stored)
+        } catch {
+            await first.destroy(handle)
+            throw error
+        }
+        #expect(!FileManager.default.fileExists(atPath: directory))
+        #expect(processes(mentioning: directory).isEmpty)
+    }
+
+    @Test
+    func spawnFailuresAreClearAndLeaveNothingBehind() async throws {
+        let temporary = TemporaryDirectory()
+        try FileManager.default.createDirectory(atPath: temporary.path, withIntermediateDirectories: true)
+        let kernel = temporary.sub("cal.elf")
+        try Data(CalibrationKernel.image()).write(to: URL(fileURLWithPath: kernel))
+        let driver = tcgDriver()
+
+        func expectFailure(_ spec: VMSpec, driver: QEMUDriver, code: String, mentioning text: String)
+            async
+        {
+            do {
+                let (handle, _) = try await driver.spawn(spec)
+                await driver.destroy(handle)
+                Issue.record("spawn should have failed")
+            } catch let error as HypervisorError {
+                #expect(error.code == code)
+                #expect(error.message.contains(text), "\(error)")
+            } catch {
+                Issue.record("unexpected error \(error)")
+            }
+            #expect(!FileManager.default.fileExists(atPath: spec.runtimeDirectory))
+            #expect(processes(mentioning: spec.runtimeDirectory).isEmpty)
+        }
+
+        await expectFailure(
+            pvhSpec(kernel: temporary.sub("missing.elf"), directory: temporary.sub("a")),
+            driver: driver, code: "hypervisor.spawn_failed", mentioning: "missing.elf")
+        // QEMU itself refuses: its stderr is in the message.
+        await expectFailure(
+            pvhSpec(kernel: kernel, directory: temporary.sub("b"), vcpus: 100_000),
+            driver: driver, code: "hypervisor.spawn_failed", mentioning: "CPUs")
+        // A published port already taken on the host.
+        let listener = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(listener) }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        _ = withUnsafeMutablePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                bind(listener, $0, length)
+                return getsockname(listener, $0, &length)
+            }
+        }
+        listen(listener, 1)
+        let port = Int(UInt16(bigEndian: address.sin_port))
+        await expectFailure(
+            pvhSpec(kernel: kernel, directory: temporary.sub("c"), ports: [PortMapping(hostPort: port, guestPort: 80)]),
+            driver: driver, code: "hypervisor.spawn_failed", mentioning: "\(port)")
+        await expectFailure(
+            pvhSpec(kernel: kernel, directory: temporary.sub("d")),
+            driver: QEMUDriver(qemuBinary: "/nonexistent/qemu", accelerator: "tcg", logger: testLogger()),
+            code: "hypervisor.spawn_failed", mentioning: "cannot execute")
+        var zeroMemory = pvhSpec(kernel: kernel, directory: temporary.sub("e"))
+        zeroMemory.memoryMiB = 0
+        await expectFailure(zeroMemory, driver: driver, code: "hypervisor.invalid_spec", mentioning: "memory")
+    }
+
+    @Test
+    func calibrationChoosesAMeasuredAccelerator() async throws {
+        let driver = QEMUDriver(logger: testLogger())
+        let calibration = await driver.calibrate()
+        print("calibration: \(calibration)")
+        #expect(calibration.medianMilliseconds["tcg"] != nil)
+        #expect(calibration.medianMilliseconds[calibration.chosen] == calibration.medianMilliseconds.values.min())
+        #expect(calibration.totalMilliseconds < 2000)
+        let cached = QEMUDriver(calibration: calibration, logger: testLogger())
+        #expect(await cached.accelerator() == calibration.chosen)
+        let capabilities = await cached.capabilities()
+        #expect(capabilities.hypervisor == "qemu")
+        #expect(capabilities.version.first?.isNumber == true)
+        #expect(capabilities.machineTypes.contains("microvm"))
+        #expect(capabilities.accelerators.contains("tcg"))
+        #expect(capabilities.chosenAccelerator == calibration.chosen)
+        #expect(capabilities.calibration == calibration.medianMilliseconds)
+    }
+
+    @Test
+    func commandLine() {
+        let paths = RuntimePaths(directory: "/run/a,b")
+        var spec = pvhSpec(
+            kernel: "/k.elf", directory: paths.directory, ports: [PortMapping(hostPort: 8080, guestPort: 80)])
+        spec.commandLine = "ip=10.0.2.15/24"
+        let pvh = QEMUCommandLine.arguments(spec: spec, accelerator: "kvm", paths: paths)
+        #expect(pvh.contains("microvm,x-option-roms=off,rtc=off"))
+        #expect(pvh.contains("host") && pvh.contains("-no-reboot") && pvh.contains("-nodefaults"))
+        #expect(pvh.contains("user,id=n0,hostfwd=tcp::8080-:80"))
+        #expect(pvh.contains("virtio-net-device,netdev=n0"))
+        #expect(pvh.contains("unix:/run/a,,b/qmp.sock,server=on,wait=off"))
+        #expect(pvh.contains("ip=10.0.2.15/24"))
+        spec.bootKind = .multiboot
+        spec.publishedPorts = []
+        let multiboot = QEMUCommandLine.arguments(spec: spec, accelerator: "tcg", paths: paths)
+        #expect(multiboot.contains("pc") && multiboot.contains("max"))
+        #expect(!multiboot.contains("-netdev"))
+        spec.userNetwork = true
+        #expect(
+            QEMUCommandLine.arguments(spec: spec, accelerator: "tcg", paths: paths).contains("virtio-net-pci,netdev=n0")
+        )
+    }
+}
