@@ -30,8 +30,8 @@ public enum Interrupts {
         Port.write8(0xA1, 0xFF)
         LocalAPIC.enable()
         let destination = LocalAPIC.id
+        // IOAPIC pins come out of reset masked; only the kit's pins are unmasked.
         let firstPins = IOAPIC.pinCount(firstIOAPIC)
-        for pin in 0..<firstPins { IOAPIC.mask(firstIOAPIC, pin: pin) }
         IOAPIC.route(firstIOAPIC, pin: 4, vector: serialVector, levelTriggered: false, destination: destination)
         if IOAPIC.isPresent(secondIOAPIC) {
             for pin in 0..<IOAPIC.pinCount(secondIOAPIC) {
@@ -152,9 +152,6 @@ enum IOAPIC {
     }
     static func pinCount(_ base: UInt) -> Int { Int((read(base, 1) >> 16) & 0xFF) + 1 }
 
-    static func mask(_ base: UInt, pin: Int) {
-        write(base, 0x10 + 2 * UInt32(pin), 1 << 16)
-    }
     /// Fixed delivery, physical destination, active high.
     static func route(_ base: UInt, pin: Int, vector: Int, levelTriggered: Bool, destination: UInt8) {
         write(base, 0x11 + 2 * UInt32(pin), UInt32(destination) << 24)

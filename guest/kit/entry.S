@@ -394,13 +394,15 @@ kit_pml4:       .skip 4096
 kit_pdpt:       .skip 4096
 kit_pd:         .skip 4 * 4096
 kit_idt:        .skip 256 * 16
-        .p2align 4
-kit_stack:      .skip KIT_STACK_SIZE
-kit_stack_top:
-kit_irq_stack:  .skip KIT_IRQ_STACK_SIZE
-kit_irq_stack_top:
 kit_tss:        .skip 104
         .p2align 3
 kit_boot_tsc:   .skip 8
 kit_start_info: .skip 8
 kit_irq_counter: .skip 4
+
+        .section .stack, "aw", @nobits
+        .p2align 4
+kit_stack:      .skip KIT_STACK_SIZE
+kit_stack_top:
+kit_irq_stack:  .skip KIT_IRQ_STACK_SIZE
+kit_irq_stack_top:
