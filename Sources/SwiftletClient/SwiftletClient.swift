@@ -216,9 +216,19 @@ public final class SwiftletClient: Sendable {
         var request = HTTPClientRequest(url: url)
         request.method = HTTPMethod(rawValue: method)
         if let body { request.body = .bytes(ByteBuffer(string: body)) }
-        let response = try await execute(request, timeout: timeout)
-        let bytes = try await response.body.collect(upTo: Self.maxBodyBytes)
-        return (Int(response.status.code), String(buffer: bytes))
+        do {
+            let response = try await http.execute(request, timeout: timeout)
+            let bytes = try await response.body.collect(upTo: Self.maxBodyBytes)
+            return (Int(response.status.code), String(buffer: bytes))
+        } catch let error as HTTPClientError where error == .deadlineExceeded {
+            throw ClientError(.local("no answer from \(url) within \(timeout.nanoseconds / 1_000_000) ms"))
+        } catch is CancellationError {
+            throw CancellationError()
+        } catch let error as HTTPClientError where error == .cancelled {
+            throw CancellationError()
+        } catch {
+            throw ClientError(.local("cannot connect to \(url): \(error)"))
+        }
     }
 
     // MARK: plumbing

@@ -60,19 +60,20 @@ struct RunCommand: AsyncParsableCommand {
 }
 
 struct PsCommand: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "ps", abstract: "List instances.")
+    static let configuration = CommandConfiguration(
+        commandName: "ps", abstract: "List instances (without stopped ones unless --all or --state).")
 
     @OptionGroup var connection: Connection
     @OptionGroup var output: JSONOption
     @Option(help: "Only instances in this state (running, stopped, error, …).", transform: parseState)
     var state: InstanceState?
-    @Flag(help: "Include deleted instances.") var all = false
+    @Flag(help: "Include stopped (and deleted) instances.") var all = false
 
     func run() async throws {
         let (instances, images) = try await connection.withClient { client in
             (try await client.instances(state: state), output.json ? [] : try await client.images())
         }
-        let shown = all || state == .deleted ? instances : instances.filter { $0.state != .deleted }
+        let shown = all || state != nil ? instances : instances.filter { $0.state != .stopped && $0.state != .deleted }
         if output.json { return try Output.json(InstanceList(instances: shown)) }
         let imageNames = Dictionary(images.map { ($0.id, $0.name) }, uniquingKeysWith: { first, _ in first })
         var table = TextTable(

@@ -186,3 +186,41 @@ import Testing
         #expect(server.requests.first?.target == "/v1/images/a%2Fb%20c")
     }
 }
+
+@Suite struct FetchTests {
+    @Test func fetchReturnsStatusAndBody() async throws {
+        let server = try FakeServer { _ in
+            [Array("HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: close\r\n\r\nweb-1".utf8)]
+        }
+        defer { server.stop() }
+        let answer = try await SwiftletClient.withClient(baseURL: "http://unused", token: nil) {
+            try await $0.fetch("PUT", url: "http://127.0.0.1:\(server.port)/kv/a", body: "value")
+        }
+        #expect(answer.status == 200 && answer.body == "web-1")
+        #expect(server.requests.first?.method == "PUT" && server.requests.first?.body == Array("value".utf8))
+    }
+
+    @Test func fetchErrorsNameTheWorkloadNotTheServer() async throws {
+        let (fd, port) = try ClientErrorTests.closedPort()
+        defer { close(fd) }
+        let url = "http://127.0.0.1:\(port)/"
+        do {
+            _ = try await SwiftletClient.withClient(baseURL: "http://127.0.0.1:1", token: nil) {
+                try await $0.fetch("GET", url: url)
+            }
+            Issue.record("fetching from a closed port succeeded")
+        } catch let error as ClientError {
+            #expect(error.description.hasPrefix("cannot connect to \(url)"))
+        }
+        let silent = try FakeServer { _ in
+            usleep(1_500_000)
+            return []
+        }
+        defer { silent.stop() }
+        await #expect(throws: ClientError(.local("no answer from http://127.0.0.1:\(silent.port)/ within 300 ms"))) {
+            _ = try await SwiftletClient.withClient(baseURL: "http://127.0.0.1:1", token: nil) {
+                try await $0.fetch("GET", url: "http://127.0.0.1:\(silent.port)/", timeout: .milliseconds(300))
+            }
+        }
+    }
+}
