@@ -23,10 +23,10 @@ func errnoMessage(_ code: Int32 = errno) -> String { String(cString: strerror(co
 /// Starts `executable` (searched in PATH) detached from the caller: its own session (so a SIGINT
 /// to the agent's process group or the agent's death does not reach it), default signal
 /// dispositions, an empty signal mask, stdin/stdout on /dev/null, stderr to `stderrPath`, and no
-/// inherited descriptors beyond those three.
-func spawnDetached(executable: String, arguments: [String], stderrPath: String) throws(HypervisorError)
-    -> pid_t
-{
+/// inherited descriptors beyond those three. `extraEnvironment` is added to this process's.
+func spawnDetached(
+    executable: String, arguments: [String], stderrPath: String, extraEnvironment: [String: String] = [:]
+) throws(HypervisorError) -> pid_t {
     var attributes = posix_spawnattr_t()
     posix_spawnattr_init(&attributes)
     defer { posix_spawnattr_destroy(&attributes) }
@@ -52,8 +52,12 @@ func spawnDetached(executable: String, arguments: [String], stderrPath: String) 
 
     let argv: [UnsafeMutablePointer<CChar>?] = ([executable] + arguments).map { strdup($0) } + [nil]
     defer { argv.forEach { free($0) } }
+    var environment = ProcessInfo.processInfo.environment
+    environment.merge(extraEnvironment) { $1 }
+    let envp: [UnsafeMutablePointer<CChar>?] = environment.map { strdup("\($0.key)=\($0.value)") } + [nil]
+    defer { envp.forEach { free($0) } }
     var pid: pid_t = 0
-    let result = posix_spawnp(&pid, executable, &actions, &attributes, argv, environ)
+    let result = posix_spawnp(&pid, executable, &actions, &attributes, argv, envp)
     guard result == 0 else {
         throw .spawnFailed("cannot execute \(executable): \(errnoMessage(result))")
     }

@@ -32,8 +32,8 @@ enum QEMUCommandLine {
         arguments += ["-m", "\(spec.memoryMiB)M", "-smp", "\(spec.vcpus)"]
         arguments += ["-kernel", spec.kernelPath, "-append", spec.commandLine]
         arguments += ["-device", "isa-debug-exit,iobase=0x501"]
-        // wait=on: QEMU does not start the guest before the driver holds the console connection,
-        // so not a line of early output is lost to the live stream (the logfile gets it anyway).
+        // wait=on: QEMU goes on only once the driver holds the console connection, so the live
+        // stream is attached before the guest runs (the logfile gets every line regardless).
         arguments += [
             "-chardev",
             "socket,id=con0,path=\(optionValue(paths.consoleSocket)),server=on,wait=on,"
@@ -44,6 +44,9 @@ enum QEMUCommandLine {
         // A guest reset (triple fault, crash) ends the VMM so the agent sees it; `reboot` switches
         // this to reset for its own QMP system_reset only.
         arguments += ["-no-reboot"]
+        // Start paused; spawn sends `cont` once QMP is up, so "VMM up" always precedes any guest
+        // output and a guest that exits at once cannot race the QMP handshake.
+        arguments += ["-S"]
         if spec.userNetwork || !spec.publishedPorts.isEmpty {
             let forwards = spec.publishedPorts.map {
                 ",hostfwd=\($0.proto.rawValue)::\($0.hostPort)-:\($0.guestPort)"

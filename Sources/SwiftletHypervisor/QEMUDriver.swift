@@ -262,19 +262,21 @@ public struct QEMUDriver: HypervisorDriver {
             pid: pid, processStartTime: key.startTime, runtimeDirectory: paths.directory,
             qmpSocketPath: paths.qmpSocket, consoleSocketPath: paths.consoleSocket,
             consoleLogPath: paths.consoleLog)
+        var vmmUp: UInt64 = 0
         do {
-            // Console first: QEMU holds the guest until it has this client (chardev wait=on).
+            // Console first: QEMU does not go on before it has this client (chardev wait=on).
             let consoleFD = try await connectWhileStarting(paths.consoleSocket, key)
             try await runtime.hub(socketPath: paths.consoleSocket).adopt(fd: consoleFD)
             let qmpFD = try await connectWhileStarting(paths.qmpSocket, key)
             let session = try await QMPSession.open(fd: qmpFD)
-            session.close()
+            defer { session.close() }
+            vmmUp = monotonicNanoseconds()
+            try await session.execute("cont")
         } catch {
             let message = await abandonSpawn(handle, key: key, error: error)
             log.error("qemu failed to start", metadata: ["error": "\(message)"])
             throw HypervisorError.spawnFailed(message)
         }
-        let vmmUp = monotonicNanoseconds()
         log.info(
             "qemu up",
             metadata: [

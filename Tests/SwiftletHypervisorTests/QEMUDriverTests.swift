@@ -28,7 +28,7 @@ struct QEMUDriverTests {
 
     @Test(needsKernels)
     func helloLifecycle() async throws {
-        let kernel = try Kernels.path("hello")
+        let kernel = try await Kernels.path("hello")
         let temporary = TemporaryDirectory()
         let directory = temporary.sub("vm")
         let driver = tcgDriver()
@@ -83,7 +83,7 @@ struct QEMUDriverTests {
 
     @Test(needsKernels)
     func shortLivedFloorKernel() async throws {
-        let kernel = try Kernels.path("--floor")
+        let kernel = try await Kernels.path("--floor")
         let temporary = TemporaryDirectory()
         let driver = tcgDriver()
         try await withVM(driver, pvhSpec(kernel: kernel, directory: temporary.sub("vm"))) { handle, _ in
@@ -124,7 +124,7 @@ struct QEMUDriverTests {
 
     @Test(needsKernels)
     func recoverFromAFreshDriverAndNoticeAKill() async throws {
-        let kernel = try Kernels.path("hello")
+        let kernel = try await Kernels.path("hello")
         let temporary = TemporaryDirectory()
         let directory = temporary.sub("vm")
         let firstRuntime = DriverRuntime(monitor: ExitMonitor())
@@ -271,5 +271,82 @@ struct QEMUDriverTests {
         #expect(
             QEMUCommandLine.arguments(spec: spec, accelerator: "tcg", paths: paths).contains("virtio-net-pci,netdev=n0")
         )
+    }
+}
+
+/// The VMM must outlive the agent. The agent here is a second copy of this test binary running
+/// only `agentHelper` (enabled by an environment variable): it spawns a VM, publishes the handle,
+/// and is then interrupted (SIGINT to its process group, as Ctrl-C does) or killed (SIGKILL).
+@Suite(.serialized, .timeLimit(.minutes(3)))
+struct AgentDeathTests {
+    static let helperDirectoryVariable = "SWIFTLET_HV_HELPER_DIR"
+    static let helperKernelVariable = "SWIFTLET_HV_HELPER_KERNEL"
+
+    @Test(.enabled(if: ProcessInfo.processInfo.environment[helperDirectoryVariable] != nil))
+    func agentHelper() async throws {
+        let environment = ProcessInfo.processInfo.environment
+        let directory = try #require(environment[Self.helperDirectoryVariable])
+        let kernel = try #require(environment[Self.helperKernelVariable])
+        let driver = tcgDriver()
+        let (handle, _) = try await driver.spawn(pvhSpec(kernel: kernel, directory: directory + "/vm"))
+        _ = await waitForReady(lines: driver.consoleLines(handle), pattern: nil, timeout: .seconds(30))
+        let data = try JSONEncoder().encode(handle)
+        try data.write(to: URL(fileURLWithPath: directory + "/handle.json.tmp"))
+        rename(directory + "/handle.json.tmp", directory + "/handle.json")
+        try await Task.sleep(for: .seconds(120))  // until the parent test interrupts or kills us
+    }
+
+    @Test(
+        QEMUDriverTests.needsKernels,
+        arguments: [("SIGINT to the process group", SIGINT), ("SIGKILL", SIGKILL)])
+    func vmSurvivesTheAgent(_ how: String, _ signal: Int32) async throws {
+        let kernel = try await Kernels.path("hello")
+        let temporary = TemporaryDirectory()
+        try FileManager.default.createDirectory(atPath: temporary.path, withIntermediateDirectories: true)
+        let monitor = ExitMonitor()
+        let helper = try spawnDetached(
+            executable: CommandLine.arguments[0],
+            arguments: ["--filter", "agentHelper", "--testing-library", "swift-testing"],
+            stderrPath: temporary.sub("helper.err"),
+            extraEnvironment: [Self.helperDirectoryVariable: temporary.path, Self.helperKernelVariable: kernel])
+        let helperKey = ProcessKey(pid: helper, startTime: ProcessStat(pid: helper)?.startTime ?? 0)
+        monitor.watch(helperKey, isChild: true)
+        let driver = tcgDriver(runtime: DriverRuntime(monitor: monitor))
+        var handle: VMHandle?
+        do {
+            let handlePath = temporary.sub("handle.json")
+            let deadline = ContinuousClock.now + .seconds(60)
+            while !FileManager.default.fileExists(atPath: handlePath), ContinuousClock.now < deadline,
+                monitor.finishedExit(helperKey) == nil
+            {
+                try await Task.sleep(for: .milliseconds(10))
+            }
+            let data = try #require(FileManager.default.contents(atPath: handlePath), "helper published no handle")
+            let vm = try JSONDecoder().decode(VMHandle.self, from: data)
+            handle = vm
+
+            // setsid made the helper a group leader; -pid reaches its whole group, as Ctrl-C would.
+            kill(signal == SIGINT ? -helper : helper, signal)
+            let helperExit = await monitor.wait(helperKey, timeout: .seconds(20))
+            #expect(helperExit != nil, "the helper did not end on \(how)")
+            try await Task.sleep(for: .milliseconds(100))
+
+            #expect(isProcessAlive(pid: vm.pid, startTime: vm.processStartTime), "QEMU died with the agent")
+            #expect(await driver.recover(vm))
+            #expect(try await driver.state(vm) == .running)
+            let lines = driver.consoleLines(vm)
+            try await driver.sendConsole(vm, line: "heap")
+            #expect(await waitForReady(lines: lines, pattern: "^swiftlet: heap used=", timeout: .seconds(15)) != nil)
+            let log = try String(contentsOfFile: vm.consoleLogPath, encoding: .utf8)
+            #expect(log.contains("SWIFTLET-READY hello "))
+            await driver.destroy(vm)
+            #expect(processes(mentioning: vm.runtimeDirectory).isEmpty)
+        } catch {
+            if let handle { await driver.destroy(handle) }
+            kill(helper, SIGKILL)
+            throw error
+        }
+        if isProcessAlive(pid: helper, startTime: helperKey.startTime) { kill(helper, SIGKILL) }
+        _ = await monitor.wait(helperKey, timeout: .seconds(10))
     }
 }

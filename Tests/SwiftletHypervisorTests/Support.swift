@@ -5,35 +5,53 @@ import Testing
 
 @testable import SwiftletHypervisor
 
-/// Guest kernels built with the kit's guest/build.sh, once per test process.
+/// Guest kernels built with the kit's guest/build.sh, once per test process, into a directory
+/// removed at exit. Builds run as child processes awaited without blocking a thread.
 enum Kernels {
     static let repositoryRoot = URL(fileURLWithPath: #filePath)
         .deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent().path
     static let buildScript = repositoryRoot + "/guest/build.sh"
     static var available: Bool { FileManager.default.isExecutableFile(atPath: buildScript) }
 
-    private static let directory = FileManager.default.temporaryDirectory
+    static let directory = FileManager.default.temporaryDirectory
         .appendingPathComponent("swiftlet-hv-kernels-\(getpid())").path
-    private static let built = Mutex<[String: String]>([:])
+    private static let builder = KernelBuilder()
 
     /// Builds `guest/examples/<name>` (or the floor kernel for "--floor") and returns its path.
-    static func path(_ name: String) throws -> String {
-        if let path = built.withLock({ $0[name] }) { return path }
-        if !FileManager.default.fileExists(atPath: directory) {
-            try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+    static func path(_ name: String) async throws -> String {
+        try await builder.path(name)
+    }
+}
+
+private actor KernelBuilder {
+    private var builds: [String: Task<String, any Error>] = [:]
+
+    func path(_ name: String) async throws -> String {
+        if let build = builds[name] { return try await build.value }
+        let build = Task { try await Self.build(name) }
+        builds[name] = build
+        return try await build.value
+    }
+
+    private static func build(_ name: String) async throws -> String {
+        if !FileManager.default.fileExists(atPath: Kernels.directory) {
+            try FileManager.default.createDirectory(atPath: Kernels.directory, withIntermediateDirectories: true)
             atexit { try? FileManager.default.removeItem(atPath: Kernels.directory) }
         }
-        let output = directory + "/" + name.replacingOccurrences(of: "-", with: "") + ".elf"
-        let source = name == "--floor" ? name : repositoryRoot + "/guest/examples/" + name
+        let output = Kernels.directory + "/" + name.replacingOccurrences(of: "-", with: "") + ".elf"
+        let source = name == "--floor" ? name : Kernels.repositoryRoot + "/guest/examples/" + name
         let process = Process()
-        process.executableURL = URL(fileURLWithPath: buildScript)
+        process.executableURL = URL(fileURLWithPath: Kernels.buildScript)
         process.arguments = [source, "-o", output]
-        try process.run()
-        process.waitUntilExit()
-        guard process.terminationStatus == 0 else {
-            throw HypervisorError.spawnFailed("guest/build.sh \(name) failed")
+        let status = try await withCheckedThrowingContinuation { continuation in
+            process.terminationHandler = { continuation.resume(returning: $0.terminationStatus) }
+            do {
+                try process.run()
+            } catch {
+                continuation.resume(throwing: error)
+            }
         }
-        built.withLock { $0[name] = output }
+        guard status == 0 else { throw HypervisorError.spawnFailed("guest/build.sh \(name) failed") }
         return output
     }
 }
