@@ -301,15 +301,18 @@ actor Demo {
     /// any failure; reports what it could not do.
     func cleanUp() async {
         if let client {
-            for id in instanceIds {
+            // The server is ours alone: delete all it has, also what an interrupted request created.
+            let instances = (try? await client.instances().map(\.id)) ?? instanceIds
+            let images = (try? await client.images().map(\.id)) ?? imageIds
+            for id in instances {
                 do { try await client.deleteInstance(id) } catch { log("cleanup", "deleting \(id): \(error)") }
             }
-            for id in imageIds {
+            for id in images {
                 do { try await client.deleteImage(id) } catch { log("cleanup", "deleting image \(id): \(error)") }
             }
             try? await client.shutdown()
-            if !instanceIds.isEmpty || !imageIds.isEmpty {
-                log("cleanup", "deleted \(instanceIds.count) instances and \(imageIds.count) images")
+            if !instances.isEmpty || !images.isEmpty {
+                log("cleanup", "deleted \(instances.count) instances and \(images.count) images")
             }
         }
         if let server {
