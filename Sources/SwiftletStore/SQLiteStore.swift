@@ -5,7 +5,8 @@ import SwiftletCore
 /// The embedded default store: one SQLite file (WAL) through GRDB. Nested values (args, ports,
 /// timeline, properties) are JSON columns; everything queried or constrained is a real column.
 public final class SQLiteStore: SwiftletStore {
-    private let pool: DatabasePool
+    /// Internal so that other resources' stores (extensions in sibling files) share the pool.
+    let pool: DatabasePool
 
     public init(path: String) throws(SwiftletError) {
         do {
@@ -64,20 +65,21 @@ public final class SQLiteStore: SwiftletStore {
                 sql: "INSERT INTO project (id, name, require_signed, created_at) VALUES (?, 'admin', 0, ?)",
                 arguments: [Project.adminProjectId, Date()])
         }
+        // Later migrations register here, in order, one per feature (never edit a shipped one).
         return migrator
     }
 
     // MARK: - Plumbing
 
-    private func read<T>(_ body: (Database) throws -> T) throws(SwiftletError) -> T {
+    func read<T>(_ body: (Database) throws -> T) throws(SwiftletError) -> T {
         do { return try pool.read(body) } catch { throw Self.map(error) }
     }
 
-    private func write<T>(_ body: (Database) throws -> T) throws(SwiftletError) -> T {
+    func write<T>(_ body: (Database) throws -> T) throws(SwiftletError) -> T {
         do { return try pool.write(body) } catch { throw Self.map(error) }
     }
 
-    private static func map(_ error: any Error) -> SwiftletError {
+    static func map(_ error: any Error) -> SwiftletError {
         if let error = error as? SwiftletError { return error }
         if let error = error as? DatabaseError {
             switch error.extendedResultCode {
@@ -94,11 +96,11 @@ public final class SQLiteStore: SwiftletStore {
     private static let encoder = SwiftletJSON.encoder()
     private static let decoder = SwiftletJSON.decoder()
 
-    private static func json<T: Encodable>(_ value: T) throws -> String {
+    static func json<T: Encodable>(_ value: T) throws -> String {
         String(decoding: try encoder.encode(value), as: UTF8.self)
     }
 
-    private static func decode<T: Decodable>(_ type: T.Type, _ text: String) throws -> T {
+    static func decode<T: Decodable>(_ type: T.Type, _ text: String) throws -> T {
         try decoder.decode(type, from: Data(text.utf8))
     }
 
