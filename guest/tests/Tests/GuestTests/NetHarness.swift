@@ -321,6 +321,91 @@ enum NetScripts {
     print(got)
     """
 
+  /// Speaks TCP by hand from a made-up address on the TAP (the host stack
+  /// never sees the connection, so it cannot interfere): out-of-order data,
+  /// a withheld ACK, FIN, a segment after close. Prints `ok ...` lines and
+  /// PASS; exits 1 on the first failed check.
+  /// `tcpprobe.py IFACE GUEST_MAC GUEST_IP FAKE_IP`
+  static let tcpProbe = #"""
+    import socket, struct, sys, time
+    iface, gmac, gip, fip = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4]
+    GMAC = bytes.fromhex(gmac.replace(':', '')); FMAC = bytes.fromhex('020000000077')
+    GIP, FIP = socket.inet_aton(gip), socket.inet_aton(fip)
+    s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(3)); s.bind((iface, 0)); s.settimeout(0.2)
+    def csum(b):
+        if len(b) % 2: b += b'\0'
+        t = sum(struct.unpack('!%dH' % (len(b) // 2), b))
+        while t >> 16: t = (t & 0xffff) + (t >> 16)
+        return (~t) & 0xffff
+    SPORT = 40000 + int(time.time()) % 20000
+    def send_tcp(seq, ack, flags, data=b'', win=65535, opts=b''):
+        off = (20 + len(opts)) // 4
+        seg = struct.pack('!HHIIBBHHH', SPORT, 80, seq, ack, off << 4, flags, win, 0, 0) + opts + data
+        c = csum(FIP + GIP + struct.pack('!BBH', 0, 6, len(seg)) + seg)
+        seg = seg[:16] + struct.pack('!H', c) + seg[18:]
+        h = struct.pack('!BBHHHBBH4s4s', 0x45, 0, 20 + len(seg), 1, 0, 64, 6, 0, FIP, GIP)
+        h = h[:10] + struct.pack('!H', csum(h)) + h[12:]
+        s.send(GMAC + FMAC + b'\x08\x00' + h + seg)
+    def pump(until, deadline):
+        """Reads frames, answers ARP for the fake address, returns TCP segments until `until(seg)` or deadline."""
+        got = []
+        while time.time() < deadline:
+            try: f = s.recv(2048)
+            except socket.timeout: continue
+            if f[6:12] != GMAC: continue
+            et = struct.unpack('!H', f[12:14])[0]
+            if et == 0x0806 and f[20:22] == b'\x00\x01' and f[38:42] == FIP:
+                rep = f[6:12] + FMAC + b'\x08\x06' + struct.pack('!HHBBH', 1, 0x0800, 6, 4, 2) + FMAC + FIP + f[22:28] + f[28:32]
+                s.send(rep); continue
+            if et != 0x0800 or f[23] != 6 or f[30:34] != FIP: continue
+            ip = f[14:]; ihl = (ip[0] & 15) * 4; tot = struct.unpack('!H', ip[2:4])[0]; t = ip[ihl:tot]
+            sp, dp, seq, ack, off, fl, win = struct.unpack('!HHIIBBH', t[:16])
+            if dp != SPORT: continue
+            seg = dict(seq=seq, ack=ack, flags=fl, win=win, data=t[(off >> 4) * 4:], t=time.time())
+            got.append(seg)
+            if until(seg): return got
+        return got
+    def expect(cond, msg):
+        if not cond: print('FAIL', msg); sys.exit(1)
+        print('ok', msg)
+    ISS = 1000
+    send_tcp(ISS, 0, 0x02, opts=b'\x02\x04\x02\x00')  # SYN, MSS 512
+    segs = pump(lambda g: g['flags'] & 0x12 == 0x12, time.time() + 5)
+    expect(segs and segs[-1]['flags'] & 0x12 == 0x12 and segs[-1]['ack'] == ISS + 1, 'SYN-ACK acknowledges our SYN')
+    gseq = segs[-1]['seq'] + 1
+    send_tcp(ISS + 1, gseq, 0x10)
+    req = b'GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n'
+    a, b = req[:10], req[10:]
+    send_tcp(ISS + 1 + 10, gseq, 0x18, b)  # second half first: out of order
+    segs = pump(lambda g: True, time.time() + 3)
+    expect(segs and segs[0]['ack'] == ISS + 1 and not segs[0]['data'], 'out-of-order segment dropped with a duplicate ACK')
+    send_tcp(ISS + 1, gseq, 0x18, a)
+    segs = pump(lambda g: g['ack'] == ISS + 11, time.time() + 3)
+    expect(segs and segs[-1]['ack'] == ISS + 11 and not any(g['data'] for g in segs), 'in-order first half acknowledged, nothing answered yet')
+    send_tcp(ISS + 11, gseq, 0x18, b)
+    segs = pump(lambda g: len(g['data']) > 0, time.time() + 3)
+    first = segs[-1] if segs else None
+    expect(first and first['data'].startswith(b'HTTP/1.1 200') and first['data'].endswith(b'ok') and first['ack'] == ISS + 1 + len(req), 'response after the gap is filled')
+    # Do not acknowledge: the guest must retransmit the same bytes, with growing gaps.
+    segs = pump(lambda g: False, time.time() + 4)
+    again = [g for g in segs if g['seq'] == first['seq'] and g['data'] == first['data']]
+    expect(len(again) >= 2, 'response retransmitted %d times in 4 s' % len(again))
+    gaps = [round(again[i + 1]['t'] - again[i]['t'], 2) for i in range(len(again) - 1)]
+    times = [round(g['t'] - first['t'], 2) for g in again]
+    expect(times[0] >= 0.15 and all(gaps[i + 1] > gaps[i] * 1.5 for i in range(len(gaps) - 1)), 'backoff: retransmits at %s s' % times)
+    end = first['seq'] + len(first['data'])
+    send_tcp(ISS + 1 + len(req), end, 0x11)  # ACK + FIN
+    segs = pump(lambda g: g['flags'] & 0x01, time.time() + 3)
+    expect(any(g['ack'] == ISS + 2 + len(req) for g in segs), 'our FIN acknowledged')
+    fin = [g for g in segs if g['flags'] & 0x01]
+    expect(fin and fin[-1]['seq'] == end, 'guest closes after our FIN')
+    send_tcp(ISS + 2 + len(req), end + 1, 0x10)
+    send_tcp(ISS + 2 + len(req), end + 1, 0x18, b'late')  # after close: RST expected
+    segs = pump(lambda g: g['flags'] & 0x04, time.time() + 3)
+    expect(any(g['flags'] & 0x04 for g in segs), 'segment to a closed connection gets RST')
+    print('PASS')
+    """#
+
   /// Sends COUNT malformed, truncated and random frames (seeded) to the
   /// guest's MAC on IFACE: `frames.py IFACE GUEST_MAC GUEST_IP HOST_IP COUNT SEED`.
   static let frames = """

@@ -78,6 +78,22 @@ struct NetworkTests {
     #expect(guest.waitForExit(timeout: 0) == nil, "guest exited: \(guest.console)")
   }
 
+  @Test(.enabled(if: NetTest.isRoot, "needs root for a bridge, a TAP device and raw sockets"))
+  func tcpDropsOutOfOrderDataRetransmitsWithBackoffAndCloses() throws {
+    let network = try TapNetwork()
+    defer { network.remove() }
+    let guest = try NetTest.boot(
+      "http", append: "ip=\(network.guestAddress)/24", netdev: network.netdev, modern: false)
+    defer { guest.stop() }
+    let mac = try #require(guestMAC(guest.console), "no MAC in console: \(guest.console)")
+    let probe = try NetTest.python(
+      NetScripts.tcpProbe, [network.tap, mac, network.guestAddress, "10.213.\(network.subnet).77"])
+    #expect(probe.status == 0 && probe.output.contains("PASS"), "\(probe.output)")
+    let stats = try NetTest.curl("http://\(network.guestAddress)/_netstats").body
+    #expect((NetTest.counter("tcp_out_of_order", in: stats) ?? 0) >= 1, "\(stats)")
+    #expect((NetTest.counter("tcp_retransmits", in: stats) ?? 0) >= 2, "\(stats)")
+  }
+
   @Test func malformedRequestsGet400AndPipelinedOnesAreAnsweredInOrder() throws {
     let port = try NetTest.freePort()
     let guest = try NetTest.boot(
