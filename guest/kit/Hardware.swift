@@ -60,3 +60,4 @@ func cpuid(_ leaf: UInt32, _ subleaf: UInt32 = 0) -> (eax: UInt32, ebx: UInt32, 
     return (regs.0, regs.1, regs.2, regs.3)
 }
 @_extern(c, "kit_kernel_end") func kit_kernel_end() -> UInt
+@_extern(c, "kit_stack_bottom") func kit_stack_bottom() -> UInt

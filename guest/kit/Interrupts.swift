@@ -90,6 +90,10 @@ private func isSwiftTrap(rip: UInt64) -> Bool {
 }
 
 private func reportException(_ frame: UnsafeMutablePointer<UInt64>, vector: Int) {
+    let guardPage = UInt64(kit_stack_bottom()) - 4096
+    if vector == 14 && kit_read_cr2() >= guardPage && kit_read_cr2() < guardPage + 4096 {
+        Console.writeStatic("\nswiftlet: stack overflow (hit the guard page under the 64 KiB stack)")
+    }
     Console.writeStatic("\nswiftlet: CPU exception vector=")
     Console.writeDecimal(UInt64(vector))
     Console.writeStatic(" error=")

@@ -3,9 +3,11 @@
  * handful of instructions Swift cannot express (port I/O, MSRs, CPUID, HLT).
  * Everything else lives in Swift.
  *
- * Memory: the first 4 GiB are identity-mapped with 2 MiB pages (virtual ==
- * physical), so device DMA addresses are plain pointer values. The top GiB
- * (MMIO: virtio-mmio, IOAPIC, LAPIC) is mapped uncached.
+ * Memory: the first 4 GiB are identity-mapped (virtual == physical), so
+ * device DMA addresses are plain pointer values: 2 MiB pages, except 4 KiB
+ * pages for the first 2 MiB, where page 0 (null) and the guard page under
+ * the stack stay unmapped. The top GiB (MMIO: virtio-mmio, IOAPIC, LAPIC) is
+ * mapped uncached.
  *
  * KIT_NO_SSE (set by build.sh --no-sse): the guest never touches x87/SSE
  * state, so the trap path skips FXSAVE/FXRSTOR and the entry skips FNINIT.
@@ -58,8 +60,26 @@ kit_start32:
         add $4096, %eax
         add $8, %edi
         loop 1b
-        mov $kit_pd, %edi
+        /* The first 2 MiB use 4 KiB pages so that page 0 (null pointers) and
+           the guard page under the stack (overflow) can be left unmapped. */
+        mov $kit_pt, %edi
         xor %ecx, %ecx
+8:      mov %ecx, %eax
+        shl $12, %eax
+        or $0x3, %eax
+        mov %eax, (%edi, %ecx, 8)
+        inc %ecx
+        cmp $512, %ecx
+        jb 8b
+        movl $0, (%edi)
+        mov $kit_stack_guard, %eax
+        shr $12, %eax
+        movl $0, (%edi, %eax, 8)
+        mov $kit_pd, %edi
+        mov $1, %ecx
+        mov $kit_pt, %eax
+        or $0x3, %eax
+        mov %eax, (%edi)
 2:      mov %ecx, %eax
         shl $21, %eax
         or $0x83, %eax                  /* present, writable, 2 MiB */
@@ -267,7 +287,7 @@ kit_trap_common:
         .globl kit_wrmsr, kit_cpuid, kit_read_cr2, kit_irq_count
         .globl kit_wait_for_interrupt, kit_interrupts_disable
         .globl kit_interrupts_restore, kit_interrupts_enable
-        .globl kit_halt_forever, kit_kernel_end, free
+        .globl kit_halt_forever, kit_kernel_end, kit_stack_bottom, free
 kit_outb:                               /* (port, value) */
         mov %edi, %edx
         mov %esi, %eax
@@ -322,6 +342,9 @@ kit_read_cr2:
         ret
 kit_kernel_end:
         lea _end(%rip), %rax
+        ret
+kit_stack_bottom:
+        lea kit_stack(%rip), %rax
         ret
 kit_irq_count:
         mov kit_irq_counter(%rip), %eax
@@ -393,6 +416,7 @@ kit_idt_pointer:
 kit_pml4:       .skip 4096
 kit_pdpt:       .skip 4096
 kit_pd:         .skip 4 * 4096
+kit_pt:         .skip 4096
 kit_idt:        .skip 256 * 16
 kit_tss:        .skip 104
         .p2align 3
@@ -401,7 +425,9 @@ kit_start_info: .skip 8
 kit_irq_counter: .skip 4
 
         .section .stack, "aw", @nobits
-        .p2align 4
+        .p2align 12
+        .globl kit_stack_guard
+kit_stack_guard: .skip 4096             /* unmapped: overflow faults */
 kit_stack:      .skip KIT_STACK_SIZE
 kit_stack_top:
 kit_irq_stack:  .skip KIT_IRQ_STACK_SIZE

@@ -5,6 +5,7 @@
 struct KitCheck {
     nonisolated(unsafe) static var sleepUntil: UInt64 = UInt64.max
     nonisolated(unsafe) static var sleepStart: UInt64 = 0
+    nonisolated(unsafe) static var deepestFrame: UInt = 0
 
     static func main() {
         Config.load(allowed: ["name", "ip", "gw", "port", "count"])
@@ -31,6 +32,11 @@ struct KitCheck {
         case "fault":
             // Above the 4 GiB identity map: a page fault.
             UnsafeMutablePointer<UInt64>(bitPattern: 0x10_0000_0000)!.pointee = 1
+        case "null":
+            let pointer = UnsafePointer<UInt64>(bitPattern: UInt(words.count - 1))
+            print("unreachable \(pointer.unsafelyUnwrapped.pointee)")
+        case "recurse":
+            print("unreachable \(recurse(UInt64(words.count)))")
         case "churn":
             churn()
         case "sleep":
@@ -42,6 +48,18 @@ struct KitCheck {
             print("kitcheck: ip=\(ip?.address ?? 0)/\(ip?.prefixLength ?? 0) gw=\(Config.ipv4Address("gw") ?? 0) port=\(Config.port(default: 80))")
         default:
             print("kitcheck: unknown \(line)")
+        }
+    }
+
+    /// Never returns: overflows the stack into its guard page.
+    @inline(never)
+    static func recurse(_ depth: UInt64) -> UInt64 {
+        var frame: (UInt64, UInt64, UInt64, UInt64) = (depth, depth, depth, depth)
+        return withUnsafeMutableBytes(of: &frame) { bytes in
+            // The frame's address escapes and the result is divided (not an
+            // associative accumulator), so the optimiser cannot make a loop.
+            deepestFrame = UInt(bitPattern: bytes.baseAddress)
+            return recurse(depth &+ 1) / (depth | 1) &+ bytes.load(as: UInt64.self)
         }
     }
 

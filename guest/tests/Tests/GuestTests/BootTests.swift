@@ -103,6 +103,18 @@ struct BootTests {
         for register in ["rip=", "rsp=", "rax=", "r15="] { #expect(console.contains(register)) }
     }
 
+    @Test func nullPointerReadIsAPageFault() throws {
+        let console = try expectCrash(command: "null", status: 9, message: "swiftlet: CPU exception vector=14")
+        #expect(console.contains("cr2=0x0000000000000000"))
+    }
+
+    /// The page under the stack is unmapped: overflow faults instead of
+    /// silently overwriting the kit's globals.
+    @Test func stackOverflowHitsTheGuardPage() throws {
+        let console = try expectCrash(command: "recurse", status: 9, message: "swiftlet: CPU exception vector=14")
+        #expect(console.contains("swiftlet: stack overflow"))
+    }
+
     @discardableResult
     private func expectCrash(command: String, status: Int32, message: String) throws -> String {
         let guest = try QEMUGuest(kernel: try KernelBuilds.shared.kernel(GuestPaths.fixture("kitcheck")))
