@@ -9,6 +9,8 @@ public enum BootKind: String, Codable, Sendable, CaseIterable {
     case multiboot
     /// Linux bzImage: `-M microvm -kernel`.
     case bzImage = "bzimage"
+    /// Disk image (raw or qcow2) booted by the firmware from a virtio-blk disk: `-M pc` or `q35`.
+    case disk
 }
 
 /// A published port, like `docker run -p 8080:80`.
@@ -39,6 +41,12 @@ public struct VMSpec: Codable, Sendable {
     public var readyPattern: String?
     /// Attach a user-mode NIC even when no port is published (published ports always attach one).
     public var userNetwork: Bool
+    /// Machine type overriding the boot kind's default (`pc`, `q35`; `microvm` for PVH/bzImage).
+    public var machineType: String?
+    /// Linux initrd for a bzImage.
+    public var initrdPath: String?
+    /// Block format of a `.disk` image (`raw`, `qcow2`); given explicitly so QEMU never probes it.
+    public var diskFormat: String?
 
     public init(
         instanceID: String, kernelPath: String, bootKind: BootKind, memoryMiB: Int, vcpus: Int,
@@ -193,6 +201,9 @@ public protocol HypervisorDriver: Sendable {
     /// Console output lines, live from the console socket (recent lines are replayed first).
     /// The full console is also kept in `consoleLogPath` by QEMU itself.
     func consoleLines(_ handle: VMHandle) -> AsyncStream<String>
+    /// Like `consoleLines`, with the monotonic time each line was read from the console: use it
+    /// with `waitForReady(events:)` for a READY time that does not include the reader's delay.
+    func consoleEvents(_ handle: VMHandle) -> AsyncStream<ConsoleLine>
     /// Write a line to the guest console input.
     func sendConsole(_ handle: VMHandle, line: String) async throws
 }

@@ -20,17 +20,27 @@ enum QEMUCommandLine {
     static func machineArguments(_ bootKind: BootKind) -> [String] {
         switch bootKind {
         case .pvh, .bzImage: ["-M", "microvm,x-option-roms=off,rtc=off"]
-        case .multiboot: ["-M", "pc"]
+        case .multiboot, .disk: ["-M", "pc"]
         }
     }
 
     static func arguments(spec: VMSpec, accelerator: String, paths: RuntimePaths) -> [String] {
         var arguments = ["-name", "guest=" + optionValue(spec.instanceID)]
-        arguments += machineArguments(spec.bootKind)
+        arguments += spec.machineType.map { ["-M", $0 == "microvm" ? "microvm,x-option-roms=off,rtc=off" : optionValue($0)] }
+            ?? machineArguments(spec.bootKind)
         arguments += ["-nodefaults", "-no-user-config", "-display", "none"]
         arguments += ["-accel", accelerator, "-cpu", cpuModel(accelerator: accelerator)]
         arguments += ["-m", "\(spec.memoryMiB)M", "-smp", "\(spec.vcpus)"]
-        arguments += ["-kernel", spec.kernelPath, "-append", spec.commandLine]
+        if spec.bootKind == .disk {
+            // snapshot=on: guest writes go to a temporary overlay, never into the shared cached image.
+            arguments += [
+                "-drive", "file=\(optionValue(spec.kernelPath)),if=none,id=disk0,format=\(spec.diskFormat ?? "raw"),snapshot=on",
+                "-device", "virtio-blk-pci,drive=disk0,bootindex=0",
+            ]
+        } else {
+            arguments += ["-kernel", spec.kernelPath, "-append", spec.commandLine]
+            if let initrd = spec.initrdPath { arguments += ["-initrd", initrd] }
+        }
         arguments += ["-device", "isa-debug-exit,iobase=0x501"]
         // wait=on: QEMU goes on only once the driver holds the console connection, so the live
         // stream is attached before the guest runs (the logfile gets every line regardless).
@@ -51,7 +61,8 @@ enum QEMUCommandLine {
             let forwards = spec.publishedPorts.map {
                 ",hostfwd=\($0.proto.rawValue)::\($0.hostPort)-:\($0.guestPort)"
             }
-            let nic = spec.bootKind == .multiboot ? "virtio-net-pci" : "virtio-net-device"
+            let nic = spec.bootKind == .multiboot || spec.bootKind == .disk || (spec.machineType ?? "microvm") != "microvm"
+                ? "virtio-net-pci" : "virtio-net-device"
             arguments += [
                 "-netdev", "user,id=n0" + forwards.joined(),
                 "-device", "\(nic),netdev=n0",

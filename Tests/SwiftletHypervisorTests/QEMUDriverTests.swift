@@ -65,7 +65,9 @@ struct QEMUDriverTests {
             #expect(again.0 > ready.0)
             #expect(try await driver.state(handle) == .running)
 
-            // The kit powers off on a console "poweroff": isa-debug-exit 0, QEMU status 1.
+            // The kit powers off on a console "poweroff": isa-debug-exit 0, QEMU status 1. Paused
+            // first: stop resumes the guest so it can act on the request.
+            try await driver.pause(handle)
             let stopStart = monotonicNanoseconds()
             let exit = try await driver.stop(handle, timeout: .seconds(15))
             print("hello: graceful stop \(milliseconds(stopStart, monotonicNanoseconds())) ms: \(exit.reason)")
