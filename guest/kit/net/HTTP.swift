@@ -293,6 +293,9 @@ private struct LineScanner {
 
 /// Serves HTTP on a TCP port with one handler for every request.
 final class HTTPServer {
+  /// Keep-alive connections quiet this long are closed, so idle clients
+  /// cannot hold every connection slot.
+  static let idleTimeout: UInt64 = 30_000_000
   let maxBodyBytes: Int
   let handler: (HTTPRequest) -> HTTPResponse
 
@@ -300,6 +303,7 @@ final class HTTPServer {
     self.maxBodyBytes = maxBodyBytes
     self.handler = handler
     stack.listenTCP(port: port) { [self] connection in
+      connection.idleTimeout = HTTPServer.idleTimeout
       connection.onReceive = { [self] connection in serve(connection) }
     }
   }

@@ -71,6 +71,9 @@ final class TCPConnection {
   /// How many unconsumed received bytes the window allows; an application
   /// may raise it to take a large body in one piece.
   var receiveLimit = TCPConnection.defaultReceiveLimit
+  /// Microseconds without a segment from the peer after which an
+  /// established connection is closed (0: never).
+  var idleTimeout: UInt64 = 0
   fileprivate(set) var peerClosed = false
 
   // Send side: sendBuffer[sendStart...] holds the bytes from sndUna on,
@@ -104,6 +107,7 @@ final class TCPConnection {
   fileprivate var retries = 0
   fileprivate var stateDeadline: UInt64 = 0
   fileprivate var openedAt: UInt64 = 0
+  fileprivate var lastHeard: UInt64 = 0
   fileprivate var acceptHandler: ((TCPConnection) -> Void)?
 
   fileprivate init(stack: NetStack, localPort: UInt16, remoteAddress: UInt32, remotePort: UInt16, iss: UInt32, irs: UInt32) {
@@ -228,6 +232,14 @@ extension NetStack {
     where connection.remotePort == segment.sourcePort && connection.localPort == segment.destinationPort
       && connection.remoteAddress == source
     {
+      // A new SYN past a TIME-WAIT connection's sequence space reopens it (RFC 6191).
+      if connection.state == .timeWait && segment.has(TCPFlag.syn) && !segment.has(TCPFlag.ack)
+        && seqGreater(segment.seq, connection.rcvNxt)
+      {
+        removeConnection(connection)
+        break
+      }
+      connection.lastHeard = now
       segmentArrived(connection, segment)
       return
     }
@@ -273,6 +285,7 @@ extension NetStack {
     connection.sndWnd = UInt32(segment.window)
     connection.acceptHandler = listener.onAccept
     connection.openedAt = now
+    connection.lastHeard = now
     connections.append(connection)
     sendSynAck(connection)
     connection.sndNxt = connection.iss &+ 1
@@ -634,6 +647,14 @@ extension NetStack {
       }
       if connection.retransmitDeadline != 0 && connection.retransmitDeadline <= now {
         retransmitTimeout(connection)
+      }
+      if connection.idleTimeout != 0 && connection.state == .established {
+        let idleDeadline = connection.lastHeard + connection.idleTimeout
+        if idleDeadline <= now {
+          connection.close()
+        } else {
+          next = min(next, idleDeadline)
+        }
       }
       if connection.state != .closed && connection.retransmitDeadline != 0 {
         next = min(next, connection.retransmitDeadline)
