@@ -9,8 +9,10 @@ struct Connection: ParsableArguments {
     @Option(help: ArgumentHelp("Server URL (env SWIFTLET_URL).", valueName: "url"))
     var url: String?
 
-    @Option(help: ArgumentHelp("Bearer token (env SWIFTLET_TOKEN; default: the local admin token file).",
-        valueName: "token"))
+    @Option(
+        help: ArgumentHelp(
+            "Bearer token (env SWIFTLET_TOKEN; default: the local admin token file).",
+            valueName: "token"))
     var token: String?
 
     var resolvedURL: String {

@@ -86,7 +86,9 @@ actor Demo {
     private func log(_ step: String, _ message: String) {
         let seconds = Double(monotonicNanos() - started) / 1e9
         // Unbuffered, so the progress shows at once also when piped.
-        Output.raw(String(format: "[%6.1fs] ", seconds) + step.padding(toLength: 8, withPad: " ", startingAt: 0) + message + "\n")
+        Output.raw(
+            String(format: "[%6.1fs] ", seconds) + step.padding(toLength: 8, withPad: " ", startingAt: 0) + message
+                + "\n")
     }
 
     /// Runs every step; returns whether all checks passed. Throws when the demo cannot go on.
@@ -99,8 +101,11 @@ actor Demo {
         for index in 1...webCount {
             let name = "web-\(index)"
             let port = try freePort()
-            if try await boot(client, image: images.http, name: name, port: port) { web.append((name, port)) }
-            else { failures.append("\(name) did not boot") }
+            if try await boot(client, image: images.http, name: name, port: port) {
+                web.append((name, port))
+            } else {
+                failures.append("\(name) did not boot")
+            }
         }
         let kvPort = try freePort()
         let kvBooted = try await boot(client, image: images.kv, name: "kv", port: kvPort)
@@ -178,7 +183,8 @@ actor Demo {
             let status = try await build.wait()
             guard status == 0 else {
                 throw ClientError(
-                    .local("building \(example) failed (exit \(status)): \(tail(of: "\(workDir)/build-\(example).log"))"))
+                    .local(
+                        "building \(example) failed (exit \(status)): \(tail(of: "\(workDir)/build-\(example).log"))"))
             }
             let seconds = Double(monotonicNanos() - began) / 1e9
             let image = try await client.uploadImage(path: output, name: example)
@@ -186,7 +192,8 @@ actor Demo {
             ids.append(image.id)
             log(
                 "image",
-                String(format: "%@: built in %.1f s, uploaded as %@ (%@, %@)", example, seconds, image.id,
+                String(
+                    format: "%@: built in %.1f s, uploaded as %@ (%@, %@)", example, seconds, image.id,
                     image.kind.rawValue, Format.bytes(image.sizeBytes)))
         }
         return (ids[0], ids[1])

@@ -211,7 +211,8 @@ struct ProjectCommand: AsyncParsableCommand {
             var table = TextTable(["ID", "NAME", "SIGNED IMAGES ONLY", "CREATED (UTC)"])
             for project in projects {
                 table.add([
-                    project.id, project.name, project.requireSignedImages ? "yes" : "no", Format.date(project.createdAt),
+                    project.id, project.name, project.requireSignedImages ? "yes" : "no",
+                    Format.date(project.createdAt),
                 ])
             }
             Output.table(table)
@@ -230,7 +231,9 @@ struct ProjectCommand: AsyncParsableCommand {
         func run() async throws {
             let info = try await connection.withClient { client in
                 let projects = try await client.projects()
-                guard let match = projects.first(where: { $0.id == project }) ?? projects.first(where: { $0.name == project })
+                guard
+                    let match = projects.first(where: { $0.id == project })
+                        ?? projects.first(where: { $0.name == project })
                 else { throw ClientError(.local("project.not_found: project '\(project)' not found")) }
                 return try await client.createToken(project: match.id)
             }

@@ -59,7 +59,9 @@ import Testing
                 404, "Not Found", json: #"{"error":{"code":"instance.not_found","message":"instance 'x' not found"}}"#)
         }
         defer { server.stop() }
-        await #expect(throws: ClientError(.api(status: 404, code: "instance.not_found", message: "instance 'x' not found"))) {
+        await #expect(
+            throws: ClientError(.api(status: 404, code: "instance.not_found", message: "instance 'x' not found"))
+        ) {
             _ = try await SwiftletClient.withClient(baseURL: "http://127.0.0.1:\(server.port)", token: "secret") {
                 try await $0.instance("x")
             }
@@ -90,7 +92,11 @@ import Testing
     @Test func nonJSONErrorStillGivesOneLine() async throws {
         let server = try FakeServer { _ in
             let body = "upstream exploded\nsecond line\n"
-            return [Array("HTTP/1.1 502 Bad Gateway\r\nContent-Length: \(body.utf8.count)\r\nConnection: close\r\n\r\n\(body)".utf8)]
+            return [
+                Array(
+                    "HTTP/1.1 502 Bad Gateway\r\nContent-Length: \(body.utf8.count)\r\nConnection: close\r\n\r\n\(body)"
+                        .utf8)
+            ]
         }
         defer { server.stop() }
         await #expect(throws: ClientError(.api(status: 502, code: "http.502", message: "upstream exploded"))) {
@@ -158,8 +164,12 @@ import Testing
         let text = Array("héllo ✓\nbye\n".utf8)
         let pieces = [Array(text[0..<2]), Array(text[2..<9]), Array(text[9...])]
         let server = try FakeServer { _ in
-            var parts = [Array("HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nTransfer-Encoding: chunked\r\n\r\n".utf8)]
-            for piece in pieces { parts.append(Array(String(piece.count, radix: 16).utf8) + [13, 10] + piece + [13, 10]) }
+            var parts = [
+                Array("HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nTransfer-Encoding: chunked\r\n\r\n".utf8)
+            ]
+            for piece in pieces {
+                parts.append(Array(String(piece.count, radix: 16).utf8) + [13, 10] + piece + [13, 10])
+            }
             parts.append(Array("0\r\n\r\n".utf8))
             return parts
         }

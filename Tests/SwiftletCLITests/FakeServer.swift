@@ -75,7 +75,8 @@ final class FakeServer: Sendable {
         var headers: [String: String] = [:]
         for line in lines {
             guard let colon = line.firstIndex(of: ":") else { continue }
-            headers[line[..<colon].lowercased()] = line[line.index(after: colon)...].trimmingCharacters(in: .whitespaces)
+            headers[line[..<colon].lowercased()] = line[line.index(after: colon)...].trimmingCharacters(
+                in: .whitespaces)
         }
         var body = Array(data[headerEnd!...])
         let expected = Int(headers["content-length"] ?? "0") ?? 0
@@ -90,7 +91,8 @@ final class FakeServer: Sendable {
     /// A complete response with a body and `Connection: close`.
     static func response(_ status: Int, _ reason: String, json: String) -> [[UInt8]] {
         let body = Array(json.utf8)
-        let head = "HTTP/1.1 \(status) \(reason)\r\nContent-Type: application/json\r\n"
+        let head =
+            "HTTP/1.1 \(status) \(reason)\r\nContent-Type: application/json\r\n"
             + "Content-Length: \(body.count)\r\nConnection: close\r\n\r\n"
         return [Array(head.utf8) + body]
     }

@@ -82,7 +82,9 @@ import Testing
     @Test func portsReadLikeDocker() {
         #expect(Format.ports([]) == "-")
         #expect(
-            Format.ports([PublishedPort(hostPort: 8080, guestPort: 80), PublishedPort(hostPort: 53, guestPort: 53, proto: "udp")])
+            Format.ports([
+                PublishedPort(hostPort: 8080, guestPort: 80), PublishedPort(hostPort: 53, guestPort: 53, proto: "udp"),
+            ])
                 == "8080->80/tcp,53->53/udp")
     }
 
