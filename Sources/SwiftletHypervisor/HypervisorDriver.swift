@@ -26,6 +26,16 @@ public struct PortMapping: Codable, Sendable, Hashable {
     }
 }
 
+/// A NIC backed by an existing host TAP device (`-netdev tap,ifname=…`).
+public struct TapAttachment: Codable, Sendable, Equatable {
+    public var name: String
+    public var mac: String
+    public init(name: String, mac: String) {
+        self.name = name
+        self.mac = mac
+    }
+}
+
 /// Everything a driver needs to start one VM. Produced by the agent from the instance spec.
 public struct VMSpec: Codable, Sendable {
     public var instanceID: String
@@ -41,6 +51,8 @@ public struct VMSpec: Codable, Sendable {
     public var readyPattern: String?
     /// Attach a user-mode NIC even when no port is published (published ports always attach one).
     public var userNetwork: Bool
+    /// NICs on host TAP devices (made by the network layer before spawn), in guest order.
+    public var taps: [TapAttachment] = []
     /// Machine type overriding the boot kind's default (`pc`, `q35`; `microvm` for PVH/bzImage).
     public var machineType: String?
     /// Linux initrd for a bzImage.
@@ -51,7 +63,8 @@ public struct VMSpec: Codable, Sendable {
     public init(
         instanceID: String, kernelPath: String, bootKind: BootKind, memoryMiB: Int, vcpus: Int,
         commandLine: String, publishedPorts: [PortMapping], runtimeDirectory: String,
-        readyPattern: String? = nil, userNetwork: Bool = false
+        readyPattern: String? = nil, userNetwork: Bool = false, machineType: String? = nil, initrdPath: String? = nil,
+        diskFormat: String? = nil
     ) {
         self.instanceID = instanceID
         self.kernelPath = kernelPath
@@ -63,6 +76,9 @@ public struct VMSpec: Codable, Sendable {
         self.runtimeDirectory = runtimeDirectory
         self.readyPattern = readyPattern
         self.userNetwork = userNetwork
+        self.machineType = machineType
+        self.initrdPath = initrdPath
+        self.diskFormat = diskFormat
     }
 }
 

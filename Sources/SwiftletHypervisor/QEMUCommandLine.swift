@@ -68,6 +68,14 @@ enum QEMUCommandLine {
                 "-device", "\(nic),netdev=n0",
             ]
         }
+        for (index, tap) in spec.taps.enumerated() {
+            let nic = spec.bootKind == .multiboot || spec.bootKind == .disk || (spec.machineType ?? "microvm") != "microvm"
+                ? "virtio-net-pci" : "virtio-net-device"
+            arguments += [
+                "-netdev", "tap,id=t\(index),ifname=\(optionValue(tap.name)),script=no,downscript=no",
+                "-device", "\(nic),netdev=t\(index),mac=\(tap.mac)",
+            ]
+        }
         return arguments
     }
 

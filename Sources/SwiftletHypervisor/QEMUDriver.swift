@@ -222,11 +222,11 @@ public struct QEMUDriver: HypervisorDriver {
         else { return nil }
         let key = ProcessKey(pid: pid, startTime: startTime)
         runtime.monitor.watch(key, isChild: true)
-        guard let exit = await runtime.monitor.wait(key, timeout: .seconds(1)) else {
+        guard let exit = await runtime.monitor.wait(key, timeout: .seconds(3)) else {
             kill(pid, SIGKILL)
             _ = await runtime.monitor.wait(key)
             runtime.monitor.forget(key)
-            logger.warning("calibration: \(accelerator) run exceeded 1 s")
+            logger.warning("calibration: \(accelerator) run exceeded 3 s")
             return nil
         }
         runtime.monitor.forget(key)
