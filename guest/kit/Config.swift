@@ -8,6 +8,11 @@
 public enum Config {
     nonisolated(unsafe) static var words: [(key: String, value: String)] = []
 
+    /// QEMU microvm without ACPI appends `virtio_mmio.device=512@0x…:irq`
+    /// words for Linux; they describe the VMM's devices, not the app's
+    /// config, so they are skipped.
+    static let vmmDevicePrefix: [UInt8] = Array("virtio_mmio.".utf8)
+
     /// Value kinds the kit checks for well-known keys as soon as they are loaded.
     static let addressKeys = ["gw", "dns", "netmask"]
 
@@ -24,7 +29,7 @@ public enum Config {
             }
         }
         if !current.isEmpty { collected.append(current) }
-        for word in collected {
+        for word in collected where !word.starts(with: vmmDevicePrefix) {
             guard let equals = word.firstIndex(of: 0x3D) else {
                 fail(key: String(decoding: word, as: UTF8.self), reason: "expected key=value")
             }

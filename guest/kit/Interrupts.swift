@@ -5,9 +5,11 @@
 // (level-triggered, through Interrupts.deviceHandler), 34 COM1 receive,
 // 47 LAPIC spurious.
 //
-// microvm wiring: COM1 is GSI 4. Virtio-mmio slot n (0xfeb00000 + 512 n) is
-// GSI 5 + n on the first IOAPIC when there is one IOAPIC (8 slots), and pin n
-// of the second IOAPIC (GSI 24 + n, 24 slots) when microvm adds one.
+// microvm wiring (QEMU hw/i386/microvm.c): COM1 is GSI 4. Virtio-mmio slot n
+// (0xfeb00000 + 512 n) is pin n of the second IOAPIC (GSI 24 + n, 24 slots)
+// when microvm has one (the default with ACPI); otherwise GSI 16 + n with
+// ACPI, GSI 5 + n without (8 slots). Only slots holding a device are routed,
+// so no unrelated level-triggered line can storm the device vector.
 
 public enum Interrupts {
     static let timerVector = 32
@@ -24,25 +26,35 @@ public enum Interrupts {
     static let firstIOAPIC: UInt = 0xFEC0_0000
     static let secondIOAPIC: UInt = 0xFEC1_0000
 
-    static func initialize() {
+    static let virtioBase: UInt = 0xFEB0_0000
+    static let virtioSlotSize: UInt = 512
+
+    /// `hasACPI`: the loader passed an RSDP (microvm's acpi=on).
+    static func initialize(hasACPI: Bool) {
         // The legacy 8259s would deliver their own vectors: mask them all.
         Port.write8(0x21, 0xFF)
         Port.write8(0xA1, 0xFF)
         LocalAPIC.enable()
         let destination = LocalAPIC.id
         // IOAPIC pins come out of reset masked; only the kit's pins are unmasked.
-        let firstPins = IOAPIC.pinCount(firstIOAPIC)
         IOAPIC.route(firstIOAPIC, pin: 4, vector: serialVector, levelTriggered: false, destination: destination)
-        if IOAPIC.isPresent(secondIOAPIC) {
-            for pin in 0..<IOAPIC.pinCount(secondIOAPIC) {
-                IOAPIC.route(secondIOAPIC, pin: pin, vector: deviceVector, levelTriggered: true, destination: destination)
-            }
-        } else {
-            for pin in 5..<min(13, firstPins) {
-                IOAPIC.route(firstIOAPIC, pin: pin, vector: deviceVector, levelTriggered: true, destination: destination)
+        let secondPresent = IOAPIC.isPresent(secondIOAPIC)
+        let slots = secondPresent ? IOAPIC.pinCount(secondIOAPIC) : 8
+        for slot in 0..<slots where hasVirtioDevice(slot: slot) {
+            if secondPresent {
+                IOAPIC.route(secondIOAPIC, pin: slot, vector: deviceVector, levelTriggered: true, destination: destination)
+            } else {
+                IOAPIC.route(firstIOAPIC, pin: (hasACPI ? 16 : 5) + slot, vector: deviceVector,
+                             levelTriggered: true, destination: destination)
             }
         }
         kit_interrupts_enable()
+    }
+
+    /// A transport with magic "virt" and a non-zero device ID.
+    static func hasVirtioDevice(slot: Int) -> Bool {
+        let base = virtioBase + UInt(slot) * virtioSlotSize
+        return MMIO.read32(address: base) == 0x7472_6976 && MMIO.read32(address: base + 8) != 0
     }
 }
 

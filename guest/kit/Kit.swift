@@ -113,7 +113,7 @@ func kitMain(startInfo: UInt, bootTSC: UInt64) {
     keep(memoryMap, memoryMapEntries * 24)
     Heap.initialize(start: heapStart, end: min(heapEnd, 0x1_0000_0000))
 
-    Interrupts.initialize()
+    Interrupts.initialize(hasACPI: StartInfo.u64(startInfo + 32) != 0)
     Clock.calibrate(bootTSC: bootTSC)
     Console.enableInput()
     if commandLineLength > 0 {

@@ -20,6 +20,21 @@ struct BootTests {
         #expect(guest.waitForExit(timeout: 20) == 1, "console:\n\(guest.console)")
     }
 
+    /// Virtio-mmio interrupts reach the network stack on each microvm
+    /// wiring: second IOAPIC (default), GSI 16+ (ioapic2=off), GSI 5+
+    /// (acpi=off, where QEMU also appends virtio_mmio.device= words).
+    @Test(arguments: ["", "ioapic2=off", "acpi=off"])
+    func deviceInterruptsArriveOnEveryMicrovmWiring(machineOptions: String) throws {
+        try #require(GuestPaths.exampleNames().contains("http"), "needs guest/examples/http")
+        let port = try freeLocalPort()
+        let guest = try QEMUGuest(kernel: try KernelBuilds.shared.kernel(GuestPaths.example("http")), append: "name=irq",
+                                  network: true, machineOptions: machineOptions, forwardTCPPort: port)
+        defer { guest.stop() }
+        _ = try #require(guest.waitForReady(), "console:\n\(guest.console)")
+        let response = tcpExchange(port: port, request: "GET / HTTP/1.0\r\nHost: irq\r\n\r\n", timeout: 20)
+        #expect(response?.hasPrefix("HTTP/1.") == true, "response: \(response ?? "none"); console:\n\(guest.console)")
+    }
+
     @Test func floorKernelPrintsItsLineAndExits() throws {
         let guest = try QEMUGuest(kernel: try KernelBuilds.shared.kernel(nil))
         defer { guest.stop() }

@@ -107,21 +107,26 @@ final class QEMUGuest: @unchecked Sendable {
     private let output = Pipe()
     private let lock = NSLock()
     private var buffer = Data()
+    private var outputClosed = false
 
     /// `network`: attach a virtio-net NIC on QEMU user networking (no root
     /// needed); the kit's network examples refuse to start without a NIC.
-    init(kernel: URL, append: String = "", accelerator: String = "tcg", network: Bool = false, extraArguments: [String] = []) throws {
+    /// `machineOptions`: extra microvm options, e.g. "ioapic2=off".
+    /// `forwardTCPPort`: with `network`, host 127.0.0.1:<that port> → guest port 80.
+    init(kernel: URL, append: String = "", accelerator: String = "tcg", network: Bool = false,
+         machineOptions: String = "", forwardTCPPort: UInt16? = nil, extraArguments: [String] = []) throws {
         guard FileManager.default.isExecutableFile(atPath: Self.qemu) else {
             throw GuestTestError("\(Self.qemu) is missing: apt-get install -y qemu-system-x86")
         }
         var arguments = [
-            "-M", "microvm,x-option-roms=off,rtc=off", "-nodefaults", "-no-user-config", "-nographic",
+            "-M", "microvm,x-option-roms=off,rtc=off" + (machineOptions.isEmpty ? "" : "," + machineOptions), "-nodefaults", "-no-user-config", "-nographic",
             "-accel", accelerator, "-cpu", accelerator == "kvm" ? "host" : "max", "-m", "16M",
             "-kernel", kernel.path, "-append", append,
             "-device", "isa-debug-exit,iobase=0x501", "-serial", "stdio", "-no-reboot",
         ]
         if network {
-            arguments += ["-netdev", "user,id=n0", "-device", "virtio-net-device,netdev=n0"]
+            let forward = forwardTCPPort.map { ",hostfwd=tcp:127.0.0.1:\($0)-:80" } ?? ""
+            arguments += ["-netdev", "user,id=n0" + forward, "-device", "virtio-net-device,netdev=n0"]
         }
         process.executableURL = URL(fileURLWithPath: Self.qemu)
         process.arguments = arguments + extraArguments
@@ -132,6 +137,7 @@ final class QEMUGuest: @unchecked Sendable {
             let data = handle.availableData
             if data.isEmpty {
                 handle.readabilityHandler = nil
+                if let self { self.lock.withLock { self.outputClosed = true } }
             } else if let self {
                 self.lock.withLock { self.buffer.append(data) }
             }
@@ -208,6 +214,9 @@ final class QEMUGuest: @unchecked Sendable {
         while process.isRunning && Date() < deadline { Thread.sleep(forTimeInterval: 0.01) }
         guard !process.isRunning else { return nil }
         process.waitUntilExit()
+        // Let the reader drain what QEMU wrote just before it exited.
+        let drainDeadline = Date().addingTimeInterval(2)
+        while !lock.withLock({ outputClosed }) && Date() < drainDeadline { Thread.sleep(forTimeInterval: 0.005) }
         return process.terminationReason == .exit ? process.terminationStatus : nil
     }
 
@@ -234,4 +243,60 @@ final class QEMUGuest: @unchecked Sendable {
         if process.processIdentifier != 0 { process.waitUntilExit() }
         try? input.fileHandleForWriting.close()
     }
+}
+
+/// A TCP port on 127.0.0.1 that was free a moment ago.
+func freeLocalPort() throws -> UInt16 {
+    let socketFD = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+    guard socketFD >= 0 else { throw GuestTestError("socket failed") }
+    defer { close(socketFD) }
+    var address = sockaddr_in()
+    address.sin_family = sa_family_t(AF_INET)
+    address.sin_addr.s_addr = inet_addr("127.0.0.1")
+    address.sin_port = 0
+    var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+    let bound = withUnsafeMutablePointer(to: &address) { pointer in
+        pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { generic in
+            bind(socketFD, generic, length) == 0 && getsockname(socketFD, generic, &length) == 0
+        }
+    }
+    guard bound else { throw GuestTestError("bind failed") }
+    return UInt16(bigEndian: address.sin_port)
+}
+
+/// Sends `request` to 127.0.0.1:`port` and returns everything the peer
+/// sends back before closing (or nil if nothing came within `timeout`).
+func tcpExchange(port: UInt16, request: String, timeout: TimeInterval) -> String? {
+    let deadline = Date().addingTimeInterval(timeout)
+    while Date() < deadline {
+        let socketFD = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        guard socketFD >= 0 else { return nil }
+        defer { close(socketFD) }
+        var receiveTimeout = timeval(tv_sec: 2, tv_usec: 0)
+        setsockopt(socketFD, SOL_SOCKET, SO_RCVTIMEO, &receiveTimeout, socklen_t(MemoryLayout<timeval>.size))
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        address.sin_port = port.bigEndian
+        let connected = withUnsafePointer(to: &address) { pointer in
+            pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                connect(socketFD, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) == 0
+            }
+        }
+        if connected {
+            _ = request.withCString { send(socketFD, $0, strlen($0), 0) }
+            var response = [UInt8]()
+            var chunk = [UInt8](repeating: 0, count: 4096)
+            while true {
+                let count = recv(socketFD, &chunk, chunk.count, 0)
+                if count <= 0 { break }
+                response += chunk[0..<count]
+            }
+            // QEMU's forwarder accepts before the guest answers: an empty
+            // reply means the guest was not reached yet, so try again.
+            if !response.isEmpty { return String(decoding: response, as: UTF8.self) }
+        }
+        Thread.sleep(forTimeInterval: 0.2)
+    }
+    return nil
 }
