@@ -158,10 +158,12 @@ final class Virtqueue {
 
   func buffer(_ slot: Int) -> UnsafeMutableRawPointer { buffers + slot * bufferSize }
 
-  /// Asks the device not to interrupt when it consumes buffers (used for tx,
-  /// which is reclaimed by polling).
-  func suppressInterrupts() {
-    VolatileMappedRegister<UInt16>(unsafeBitPattern: UInt(bitPattern: availRing)).store(1)
+  /// Whether the device interrupts when it has used buffers
+  /// (VIRTQ_AVAIL_F_NO_INTERRUPT cleared). Tx runs without them, reclaimed
+  /// by polling, except while waiting for room.
+  func setInterrupts(enabled: Bool) {
+    VolatileMappedRegister<UInt16>(unsafeBitPattern: UInt(bitPattern: availRing)).store(enabled ? 0 : 1)
+    atomicMemoryFence(ordering: .sequentiallyConsistent)
   }
 
   /// Offers buffer `slot` to the device: `length` bytes, device-writable for rx.

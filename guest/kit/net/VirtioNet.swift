@@ -20,6 +20,10 @@ final class VirtioNet {
   static let featureVersion1: UInt32 = 1  // VIRTIO_F_VERSION_1 = bit 32, word 1
   static let bufferSize = 2048
   static let maxFrame = 1514
+  /// Transmit slots that must be free before another received frame is
+  /// handled: the most one frame can trigger (a 64 KiB window of TCP
+  /// segments and an ACK), so replies are not dropped for want of a slot.
+  static let txReserve = 48
 
   let device: VirtioMMIO
   let slot: Int
@@ -31,6 +35,7 @@ final class VirtioNet {
   private let tx: Virtqueue
   private var txFreeSlots: [Int]
   private var txPosted = false
+  private var txInterruptsOn = false
 
   private init(
     device: VirtioMMIO, slot: Int, mac: MACAddress, isLegacy: Bool, rx: Virtqueue, tx: Virtqueue
@@ -96,7 +101,7 @@ final class VirtioNet {
 
     for slot in 0..<rx.size { rx.post(slot: slot, length: bufferSize, deviceWritable: true) }
     rx.publish()
-    tx.suppressInterrupts()
+    tx.setInterrupts(enabled: false)
 
     interruptDeviceBase = device.base
     Interrupts.deviceHandler = virtioNetInterruptHandler
@@ -105,11 +110,12 @@ final class VirtioNet {
     return .success(nic)
   }
 
-  /// Hands every received frame (without the virtio header) to `handle`, then
-  /// gives the buffers back to the device.
+  /// Hands received frames (without the virtio header) to `handle` and gives
+  /// the buffers back to the device. Stops early while the transmit ring is
+  /// nearly full; a tx-completion interrupt then wakes the next poll.
   func receive(_ handle: (PacketView) -> Void) {
     var reposted = false
-    while let used = rx.nextUsed() {
+    while hasTransmitRoom(), let used = rx.nextUsed() {
       let slot = used.slot
       let frameLength = min(used.length, Self.bufferSize) - headerSize
       if frameLength > 0 {
@@ -154,6 +160,22 @@ final class VirtioNet {
 
   private func reclaim() {
     while let used = tx.nextUsed() { txFreeSlots.append(used.slot) }
+    if txInterruptsOn && txFreeSlots.count >= Self.txReserve {
+      tx.setInterrupts(enabled: false)
+      txInterruptsOn = false
+    }
+  }
+
+  private func hasTransmitRoom() -> Bool {
+    if txFreeSlots.count >= Self.txReserve { return true }
+    flush()
+    if txFreeSlots.count >= Self.txReserve { return true }
+    // Ask for an interrupt, then look again: a completion that happened
+    // before the request is seen now, one after it raises the interrupt.
+    tx.setInterrupts(enabled: true)
+    txInterruptsOn = true
+    reclaim()
+    return txFreeSlots.count >= Self.txReserve
   }
 }
 
