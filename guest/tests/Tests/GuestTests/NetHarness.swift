@@ -266,6 +266,28 @@ func udpRoundTrip(host: String, port: UInt16, payload: [UInt8], timeout: Int = 5
   return Array(reply[..<count])
 }
 
+/// Holds threads until `count` have arrived (or 30 s passed), so that
+/// connections opened before it are all open at the same time.
+final class ThreadBarrier: @unchecked Sendable {  // state guarded by `condition`
+  private let condition = NSCondition()
+  private let count: Int
+  private var arrived = 0
+
+  init(count: Int) { self.count = count }
+
+  func arriveAndWait() {
+    condition.lock()
+    defer { condition.unlock() }
+    arrived += 1
+    if arrived >= count {
+      condition.broadcast()
+      return
+    }
+    let deadline = Date().addingTimeInterval(30)
+    while arrived < count && condition.wait(until: deadline) {}
+  }
+}
+
 /// Runs `body(i)` for i in 0..<count on `count` threads at once; returns the
 /// errors raised.
 func runConcurrently(_ count: Int, _ body: @escaping @Sendable (Int) throws -> Void) -> [String] {

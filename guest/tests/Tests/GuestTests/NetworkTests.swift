@@ -72,7 +72,7 @@ struct NetworkTests {
       #expect((NetTest.counter(name, in: after) ?? 0) > 0, "\(name) not counted: \(after)")
     }
     try checkHTTPBasics(host: network.guestAddress, port: 80, name: "tap-web")
-    try checkSequentialAndConcurrent(host: network.guestAddress, port: 80)
+    try checkSequentialAndConcurrent(host: network.guestAddress, port: 80, connections: 64)
     let pingAgain = try NetTest.python(NetScripts.ping, [network.guestAddress, "2"])
     #expect(pingAgain.output.trimmingCharacters(in: .whitespacesAndNewlines) == "2")
     #expect(guest.waitForExit(timeout: 0) == nil, "guest exited: \(guest.console)")
@@ -180,7 +180,7 @@ struct NetworkTests {
   }
 
   /// 200 sequential requests on fresh connections, then `connections`
-  /// keep-alive connections at once, 10 requests each.
+  /// keep-alive connections open at once, 10 requests each.
   private func checkSequentialAndConcurrent(
     host: String, port: UInt16, connections: Int = 32, timeout: Int = 10
   ) throws {
@@ -189,8 +189,16 @@ struct NetworkTests {
       let response = try connection.request("GET", index % 2 == 0 ? "/healthz" : "/", close: true)
       #expect(response.status == 200, "sequential request \(index)")
     }
+    let barrier = ThreadBarrier(count: connections)
     let errors = runConcurrently(connections) { worker in
-      let connection = try HTTPTestConnection(host: host, port: port, timeout: timeout)
+      let connection: HTTPTestConnection
+      do {
+        connection = try HTTPTestConnection(host: host, port: port, timeout: timeout)
+      } catch {
+        barrier.arriveAndWait()
+        throw error
+      }
+      barrier.arriveAndWait()  // every connection is open before any request
       for request in 0..<10 {
         let response = try connection.request("GET", "/healthz")
         guard response.status == 200, response.text == "ok" else {
