@@ -36,7 +36,7 @@ public enum Config {
             let key = String(decoding: word[..<equals], as: UTF8.self)
             let value = String(decoding: word[(equals + 1)...], as: UTF8.self)
             if key.isEmpty { fail(key: String(decoding: word, as: UTF8.self), reason: "empty key") }
-            if words.contains(where: { $0.key == key }) { fail(key: key, reason: "given twice") }
+            if words.contains(where: { same($0.key, key) }) { fail(key: key, reason: "given twice") }
             words.append((key, value))
         }
     }
@@ -45,17 +45,17 @@ public enum Config {
     /// values of well-known keys (`ip`, `gw`, `dns`, `netmask`, `port`, `name`).
     public static func load(allowed: [String]) {
         for (key, value) in words {
-            guard allowed.contains(key) else { fail(key: key, reason: "unknown key") }
+            guard allowed.contains(where: { same($0, key) }) else { fail(key: key, reason: "unknown key") }
             guard !value.isEmpty else { fail(key: key, reason: "empty value") }
-            if key == "ip" { _ = ipv4(key) }
-            if addressKeys.contains(key) { _ = ipv4Address(key) }
-            if key == "port" { _ = port(key, default: 0) }
+            if same(key, "ip") { _ = ipv4(key) }
+            if addressKeys.contains(where: { same($0, key) }) { _ = ipv4Address(key) }
+            if same(key, "port") { _ = port(key, default: 0) }
         }
     }
 
     /// The raw value of `key`, or nil when it was not given.
     public static func string(_ key: String) -> String? {
-        words.first(where: { $0.key == key })?.value
+        words.first(where: { same($0.key, key) })?.value
     }
 
     public static func string(_ key: String, default fallback: String) -> String {
@@ -105,6 +105,12 @@ public enum Config {
     public static func fail(key: String, reason: String) -> Never {
         print("swiftlet: bad config: \(key): \(reason)")
         Kit.exit(status: .badConfig)
+    }
+
+    /// Byte-wise equality. String's == compares canonical equivalence, which
+    /// links ~30 KiB of Unicode normalisation tables into every kernel.
+    static func same(_ left: String, _ right: String) -> Bool {
+        left.utf8.elementsEqual(right.utf8)
     }
 
     static func parseAddress(_ text: Substring.UTF8View) -> UInt32? {

@@ -123,18 +123,15 @@ public enum Console {
     }
 
     static func handle(line text: String) {
-        switch text {
-        case "poweroff":
+        if Config.same(text, "poweroff") {
             print("swiftlet: poweroff")
             Kit.powerOff()
-        case "heap":
+        } else if Config.same(text, "heap") {
             print("swiftlet: heap used=\(HeapStatistics.usedBytes) peak=\(HeapStatistics.peakUsedBytes) live=\(HeapStatistics.liveAllocations) largest-free=\(HeapStatistics.largestFreeBlock) total=\(HeapStatistics.totalBytes)")
-        default:
-            if let lineHandler {
-                lineHandler(text)
-            } else {
-                print("swiftlet: unknown command: \(text)")
-            }
+        } else if let lineHandler {
+            lineHandler(text)
+        } else {
+            print("swiftlet: unknown command: \(text)")
         }
     }
 }
