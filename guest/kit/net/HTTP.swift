@@ -296,6 +296,10 @@ final class HTTPServer {
   /// Keep-alive connections quiet this long are closed, so idle clients
   /// cannot hold every connection slot.
   static let idleTimeout: UInt64 = 30_000_000
+  /// A client that pipelines requests without reading the answers is not
+  /// served past this much unacknowledged output; its requests wait in the
+  /// receive buffer, whose window then closes (backpressure, bounded memory).
+  static let maxQueuedOutput = 256 * 1024
   let maxBodyBytes: Int
   let handler: (HTTPRequest) -> HTTPResponse
 
@@ -316,6 +320,7 @@ final class HTTPServer {
         connection.consume(connection.receivedCount)
         return
       }
+      if connection.queuedSendCount > HTTPServer.maxQueuedOutput { return }
       let result = connection.withReceivedBytes { bytes in
         HTTPParser.parse(bytes, maxBodyBytes: maxBodyBytes)
       }

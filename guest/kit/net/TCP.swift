@@ -123,6 +123,9 @@ final class TCPConnection {
 
   var receivedCount: Int { receiveBuffer.count - receiveStart }
 
+  /// Bytes given to `send` that the peer has not acknowledged yet.
+  var queuedSendCount: Int { sendBuffer.count - sendStart }
+
   func withReceivedBytes<Result>(_ body: (UnsafeRawBufferPointer) -> Result) -> Result {
     receiveBuffer.withUnsafeBytes { bytes in
       body(UnsafeRawBufferPointer(rebasing: bytes[receiveStart...]))
@@ -167,7 +170,7 @@ final class TCPConnection {
     !closeRequested && (state == .established || state == .closeWait || state == .synReceived)
   }
 
-  fileprivate var bufferedSendCount: Int { sendBuffer.count - sendStart }
+  fileprivate var bufferedSendCount: Int { queuedSendCount }
 
   fileprivate var advertisedWindow: Int {
     min(max(receiveLimit - receivedCount, 0), 65535)
@@ -367,6 +370,7 @@ extension NetStack {
       tcpOutput(connection)
       return
     }
+    let previousUna = connection.sndUna
     if seqGreater(segment.ack, connection.sndUna) {
       let acked = Int(segment.ack &- connection.sndUna)
       let dataAcked = min(acked, connection.bufferedSendCount)
@@ -406,10 +410,12 @@ extension NetStack {
       }
     }
 
-    var delivered = false
+    // Acknowledged data may unblock an application that stopped reading
+    // until its output drained: let it look at what it has again.
+    var delivered = connection.sndUna != previousUna && connection.receivedCount > 0
     switch connection.state {
     case .established, .finWait1, .finWait2:
-      delivered = receiveData(connection, segment)
+      if receiveData(connection, segment) { delivered = true }
     case .closeWait, .closing, .lastAck, .timeWait:
       // Only a retransmitted FIN (or stray data) can arrive now: re-ACK it.
       if segment.payload.count > 0 || segment.has(TCPFlag.fin) {
