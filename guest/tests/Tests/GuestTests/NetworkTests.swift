@@ -117,6 +117,18 @@ struct NetworkTests {
     #expect(try connection.readResponse().text == "ok")
     #expect(try connection.readResponse().status == 404)
     #expect(try connection.readResponse().text.contains("<h1>strict</h1>"))
+    // Thousands pipelined before reading any answer: all answered, in order.
+    let eager = try HTTPTestConnection(host: "127.0.0.1", port: port, timeout: 30)
+    let pipelined = 3000
+    try eager.write(Array(String(repeating: "GET /healthz HTTP/1.1\r\n\r\nGET /missing HTTP/1.1\r\n\r\n", count: pipelined / 2).utf8))
+    Thread.sleep(forTimeInterval: 1)
+    var answered = 0
+    for index in 0..<pipelined {
+      let response = try eager.readResponse()
+      guard response.status == (index % 2 == 0 ? 200 : 404) else { break }
+      answered += 1
+    }
+    #expect(answered == pipelined)
     // HTTP/1.0 without keep-alive: answered, then closed.
     let old = try HTTPTestConnection(host: "127.0.0.1", port: port)
     try old.write(Array("GET /healthz HTTP/1.0\r\n\r\n".utf8))
