@@ -25,6 +25,10 @@ struct NetworkTests {
       let payload = (0..<size).map { UInt8(truncatingIfNeeded: $0 &* 7 &+ size) }
       #expect(try udpRoundTrip(host: "127.0.0.1", port: port, payload: payload) == payload)
     }
+    // The counters are printable on the console.
+    guest.send("netstats")
+    #expect(guest.waitFor("net: rx_frames=", timeout: 10), "console: \(guest.console)")
+    #expect(guest.console.contains("udp_no_listener=0"))
   }
 
   @Test(arguments: virtioModes)
