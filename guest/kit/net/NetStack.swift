@@ -78,7 +78,7 @@ final class NetStack {
   /// Makes the console line `netstats` print the counters.
   func installConsoleCommands() {
     Console.lineHandler = { [self] line in
-      if line == "netstats" {
+      if Config.same(line, "netstats") {
         print(countersText())
       } else {
         print("swiftlet: unknown command: \(line)")
