@@ -409,12 +409,13 @@ enum NetScripts {
     first = segs[-1] if segs else None
     expect(first and first['data'].startswith(b'HTTP/1.1 200') and first['data'].endswith(b'ok') and first['ack'] == ISS + 1 + len(req), 'response after the gap is filled')
     # Do not acknowledge: the guest must retransmit the same bytes, with growing gaps.
-    segs = pump(lambda g: False, time.time() + 4)
+    segs = pump(lambda g: False, time.time() + 5)
     again = [g for g in segs if g['seq'] == first['seq'] and g['data'] == first['data']]
-    expect(len(again) >= 2, 'response retransmitted %d times in 4 s' % len(again))
-    gaps = [round(again[i + 1]['t'] - again[i]['t'], 2) for i in range(len(again) - 1)]
     times = [round(g['t'] - first['t'], 2) for g in again]
-    expect(times[0] >= 0.15 and all(gaps[i + 1] > gaps[i] * 1.5 for i in range(len(gaps) - 1)), 'backoff: retransmits at %s s' % times)
+    expect(len(again) >= 3, 'response retransmitted %d times in 5 s (at %s s)' % (len(again), times))
+    gaps = [again[i + 1]['t'] - again[i]['t'] for i in range(len(again) - 1)]
+    # RTO >= 200 ms, doubling each time (checked loosely: the host may be busy).
+    expect(times[0] >= 0.15 and gaps[-1] >= 1.5 * gaps[0], 'backoff: retransmits at %s s' % times)
     end = first['seq'] + len(first['data'])
     send_tcp(ISS + 1 + len(req), end, 0x11)  # ACK + FIN
     segs = pump(lambda g: g['flags'] & 0x01, time.time() + 3)
