@@ -3,18 +3,18 @@
 
 @main
 struct Echo {
-  static func main() {
-    Config.load(allowed: ["name", "ip", "gw", "port"])
-    let port = Config.port("port", default: 7)
-    let stack = NetStack.start()
-    stack.bindUDP(port: port) { stack, datagram in
-      stack.sendUDP(
-        from: datagram.destinationPort, to: datagram.source, port: datagram.sourcePort,
-        payload: datagram.payload)
+    static func main() {
+        Config.load(allowed: ["name", "ip", "gw", "port"])
+        let port = Config.port("port", default: 7)
+        let stack = NetStack.start()
+        stack.bindUDP(port: port) { stack, datagram in
+            stack.sendUDP(
+                from: datagram.destinationPort, to: datagram.source, port: datagram.sourcePort,
+                payload: datagram.payload)
+        }
+        stack.installConsoleCommands()
+        Kit.ready(app: "echo")
+        print(stack.summary)
+        Kit.run { now in stack.poll(now: now) }
     }
-    stack.installConsoleCommands()
-    Kit.ready(app: "echo")
-    print(stack.summary)
-    Kit.run { now in stack.poll(now: now) }
-  }
 }

@@ -9,178 +9,178 @@ nonisolated(unsafe) private var interruptDeviceBase: UInt = 0
 /// Acknowledges the (level-triggered) virtio interrupt so the line drops; the
 /// run loop then polls, which drains the rings.
 private let virtioNetInterruptHandler: @convention(c) () -> Void = {
-  if interruptDeviceBase == 0 { return }
-  let device = VirtioMMIO(base: interruptDeviceBase)
-  let status = device.read32(VirtioRegister.interruptStatus)
-  if status != 0 { device.write32(VirtioRegister.interruptAck, status) }
+    if interruptDeviceBase == 0 { return }
+    let device = VirtioMMIO(base: interruptDeviceBase)
+    let status = device.read32(VirtioRegister.interruptStatus)
+    if status != 0 { device.write32(VirtioRegister.interruptAck, status) }
 }
 
 final class VirtioNet {
-  static let featureMAC: UInt32 = 1 << 5  // VIRTIO_NET_F_MAC, word 0
-  static let featureVersion1: UInt32 = 1  // VIRTIO_F_VERSION_1 = bit 32, word 1
-  static let bufferSize = 2048
-  static let maxFrame = 1514
-  /// Transmit slots that must be free before another received frame is
-  /// handled: the most one frame can trigger (a 64 KiB window of TCP
-  /// segments and an ACK), so replies are not dropped for want of a slot.
-  static let txReserve = 48
+    static let featureMAC: UInt32 = 1 << 5  // VIRTIO_NET_F_MAC, word 0
+    static let featureVersion1: UInt32 = 1  // VIRTIO_F_VERSION_1 = bit 32, word 1
+    static let bufferSize = 2048
+    static let maxFrame = 1514
+    /// Transmit slots that must be free before another received frame is
+    /// handled: the most one frame can trigger (a 64 KiB window of TCP
+    /// segments and an ACK), so replies are not dropped for want of a slot.
+    static let txReserve = 48
 
-  let device: VirtioMMIO
-  let slot: Int
-  let mac: MACAddress
-  let isLegacy: Bool
-  /// virtio_net_hdr: 10 bytes legacy, 12 with VIRTIO_F_VERSION_1.
-  let headerSize: Int
-  private let rx: Virtqueue
-  private let tx: Virtqueue
-  private var txFreeSlots: [Int]
-  private var txPosted = false
-  private var txInterruptsOn = false
+    let device: VirtioMMIO
+    let slot: Int
+    let mac: MACAddress
+    let isLegacy: Bool
+    /// virtio_net_hdr: 10 bytes legacy, 12 with VIRTIO_F_VERSION_1.
+    let headerSize: Int
+    private let rx: Virtqueue
+    private let tx: Virtqueue
+    private var txFreeSlots: [Int]
+    private var txPosted = false
+    private var txInterruptsOn = false
 
-  private init(
-    device: VirtioMMIO, slot: Int, mac: MACAddress, isLegacy: Bool, rx: Virtqueue, tx: Virtqueue
-  ) {
-    self.device = device
-    self.slot = slot
-    self.mac = mac
-    self.isLegacy = isLegacy
-    self.headerSize = isLegacy ? 10 : 12
-    self.rx = rx
-    self.tx = tx
-    self.txFreeSlots = Array(0..<tx.size)
-  }
-
-  /// Finds and initialises the first virtio-net device (spec §3.1.1).
-  /// Returns a reason on failure.
-  static func start() -> Result<VirtioNet, NetError> {
-    guard let found = VirtioMMIO.find(deviceID: 1) else {
-      return .failure(NetError("no virtio-net device on the virtio-mmio slots"))
-    }
-    let device = found.device
-    let version = device.version
-    if version != 1 && version != 2 {
-      return .failure(NetError("virtio-mmio version \(version) not supported"))
-    }
-    let isLegacy = version == 1
-    device.write32(VirtioRegister.status, 0)
-    device.addStatus(VirtioStatus.acknowledge)
-    device.addStatus(VirtioStatus.driver)
-
-    let offered = device.deviceFeatures(word: 0)
-    let wanted = offered & featureMAC
-    device.setDriverFeatures(word: 0, wanted)
-    if isLegacy {
-      device.write32(VirtioRegister.legacyGuestPageSize, 4096)
-    } else {
-      guard device.deviceFeatures(word: 1) & featureVersion1 != 0 else {
-        device.addStatus(VirtioStatus.failed)
-        return .failure(NetError("modern device without VIRTIO_F_VERSION_1"))
-      }
-      device.setDriverFeatures(word: 1, featureVersion1)
-      device.addStatus(VirtioStatus.featuresOK)
-      guard device.read32(VirtioRegister.status) & VirtioStatus.featuresOK != 0 else {
-        device.addStatus(VirtioStatus.failed)
-        return .failure(NetError("device refused our features"))
-      }
+    private init(
+        device: VirtioMMIO, slot: Int, mac: MACAddress, isLegacy: Bool, rx: Virtqueue, tx: Virtqueue
+    ) {
+        self.device = device
+        self.slot = slot
+        self.mac = mac
+        self.isLegacy = isLegacy
+        self.headerSize = isLegacy ? 10 : 12
+        self.rx = rx
+        self.tx = tx
+        self.txFreeSlots = Array(0..<tx.size)
     }
 
-    guard let rx = Virtqueue(device: device, index: 0, maxSize: 128, bufferSize: bufferSize),
-      let tx = Virtqueue(device: device, index: 1, maxSize: 128, bufferSize: bufferSize)
-    else {
-      device.addStatus(VirtioStatus.failed)
-      return .failure(NetError("virtio-net queues unavailable"))
+    /// Finds and initialises the first virtio-net device (spec §3.1.1).
+    /// Returns a reason on failure.
+    static func start() -> Result<VirtioNet, NetError> {
+        guard let found = VirtioMMIO.find(deviceID: 1) else {
+            return .failure(NetError("no virtio-net device on the virtio-mmio slots"))
+        }
+        let device = found.device
+        let version = device.version
+        if version != 1 && version != 2 {
+            return .failure(NetError("virtio-mmio version \(version) not supported"))
+        }
+        let isLegacy = version == 1
+        device.write32(VirtioRegister.status, 0)
+        device.addStatus(VirtioStatus.acknowledge)
+        device.addStatus(VirtioStatus.driver)
+
+        let offered = device.deviceFeatures(word: 0)
+        let wanted = offered & featureMAC
+        device.setDriverFeatures(word: 0, wanted)
+        if isLegacy {
+            device.write32(VirtioRegister.legacyGuestPageSize, 4096)
+        } else {
+            guard device.deviceFeatures(word: 1) & featureVersion1 != 0 else {
+                device.addStatus(VirtioStatus.failed)
+                return .failure(NetError("modern device without VIRTIO_F_VERSION_1"))
+            }
+            device.setDriverFeatures(word: 1, featureVersion1)
+            device.addStatus(VirtioStatus.featuresOK)
+            guard device.read32(VirtioRegister.status) & VirtioStatus.featuresOK != 0 else {
+                device.addStatus(VirtioStatus.failed)
+                return .failure(NetError("device refused our features"))
+            }
+        }
+
+        guard let rx = Virtqueue(device: device, index: 0, maxSize: 128, bufferSize: bufferSize),
+            let tx = Virtqueue(device: device, index: 1, maxSize: 128, bufferSize: bufferSize)
+        else {
+            device.addStatus(VirtioStatus.failed)
+            return .failure(NetError("virtio-net queues unavailable"))
+        }
+
+        var macBits: UInt64 = 0x5254_0012_3456  // used only if the device has no MAC
+        if wanted & featureMAC != 0 {
+            macBits = 0
+            for index in 0..<6 { macBits = macBits << 8 | UInt64(device.readConfig8(index)) }
+        }
+        let nic = VirtioNet(
+            device: device, slot: found.slot, mac: MACAddress(macBits), isLegacy: isLegacy, rx: rx, tx: tx)
+
+        for slot in 0..<rx.size { rx.post(slot: slot, length: bufferSize, deviceWritable: true) }
+        rx.publish()
+        tx.setInterrupts(enabled: false)
+
+        interruptDeviceBase = device.base
+        Interrupts.deviceHandler = virtioNetInterruptHandler
+        device.addStatus(VirtioStatus.driverOK)
+        device.write32(VirtioRegister.queueNotify, 0)
+        return .success(nic)
     }
 
-    var macBits: UInt64 = 0x5254_0012_3456  // used only if the device has no MAC
-    if wanted & featureMAC != 0 {
-      macBits = 0
-      for index in 0..<6 { macBits = macBits << 8 | UInt64(device.readConfig8(index)) }
+    /// Hands received frames (without the virtio header) to `handle` and gives
+    /// the buffers back to the device. Stops early while the transmit ring is
+    /// nearly full; a tx-completion interrupt then wakes the next poll.
+    func receive(_ handle: (PacketView) -> Void) {
+        var reposted = false
+        while hasTransmitRoom(), let used = rx.nextUsed() {
+            let slot = used.slot
+            let frameLength = min(used.length, Self.bufferSize) - headerSize
+            if frameLength > 0 {
+                handle(PacketView(base: UnsafeRawPointer(rx.buffer(slot) + headerSize), count: frameLength))
+            }
+            rx.post(slot: slot, length: Self.bufferSize, deviceWritable: true)
+            reposted = true
+        }
+        if reposted {
+            rx.publish()
+            if rx.deviceWantsNotify { device.write32(VirtioRegister.queueNotify, 0) }
+        }
     }
-    let nic = VirtioNet(
-      device: device, slot: found.slot, mac: MACAddress(macBits), isLegacy: isLegacy, rx: rx, tx: tx)
 
-    for slot in 0..<rx.size { rx.post(slot: slot, length: bufferSize, deviceWritable: true) }
-    rx.publish()
-    tx.setInterrupts(enabled: false)
-
-    interruptDeviceBase = device.base
-    Interrupts.deviceHandler = virtioNetInterruptHandler
-    device.addStatus(VirtioStatus.driverOK)
-    device.write32(VirtioRegister.queueNotify, 0)
-    return .success(nic)
-  }
-
-  /// Hands received frames (without the virtio header) to `handle` and gives
-  /// the buffers back to the device. Stops early while the transmit ring is
-  /// nearly full; a tx-completion interrupt then wakes the next poll.
-  func receive(_ handle: (PacketView) -> Void) {
-    var reposted = false
-    while hasTransmitRoom(), let used = rx.nextUsed() {
-      let slot = used.slot
-      let frameLength = min(used.length, Self.bufferSize) - headerSize
-      if frameLength > 0 {
-        handle(PacketView(base: UnsafeRawPointer(rx.buffer(slot) + headerSize), count: frameLength))
-      }
-      rx.post(slot: slot, length: Self.bufferSize, deviceWritable: true)
-      reposted = true
+    /// Builds one frame in a transmit buffer: `fill` writes the Ethernet frame
+    /// and returns its length (0 cancels). False when the ring is full.
+    func transmit(_ fill: (PacketWriter) -> Int) -> Bool {
+        if txFreeSlots.isEmpty { flush() }
+        guard let slot = txFreeSlots.popLast() else { return false }
+        let buffer = tx.buffer(slot)
+        buffer.initializeMemory(as: UInt8.self, repeating: 0, count: headerSize)
+        let length = fill(PacketWriter(base: buffer + headerSize))
+        if length <= 0 || length > Self.maxFrame {
+            txFreeSlots.append(slot)
+            return false
+        }
+        tx.post(slot: slot, length: headerSize + length, deviceWritable: false)
+        txPosted = true
+        return true
     }
-    if reposted {
-      rx.publish()
-      if rx.deviceWantsNotify { device.write32(VirtioRegister.queueNotify, 0) }
-    }
-  }
 
-  /// Builds one frame in a transmit buffer: `fill` writes the Ethernet frame
-  /// and returns its length (0 cancels). False when the ring is full.
-  func transmit(_ fill: (PacketWriter) -> Int) -> Bool {
-    if txFreeSlots.isEmpty { flush() }
-    guard let slot = txFreeSlots.popLast() else { return false }
-    let buffer = tx.buffer(slot)
-    buffer.initializeMemory(as: UInt8.self, repeating: 0, count: headerSize)
-    let length = fill(PacketWriter(base: buffer + headerSize))
-    if length <= 0 || length > Self.maxFrame {
-      txFreeSlots.append(slot)
-      return false
+    /// Notifies the device of frames posted since the last flush (one MMIO exit
+    /// per batch, not per frame) and takes back sent buffers.
+    func flush() {
+        if txPosted {
+            tx.publish()
+            if tx.deviceWantsNotify { device.write32(VirtioRegister.queueNotify, 1) }
+            txPosted = false
+        }
+        reclaim()
     }
-    tx.post(slot: slot, length: headerSize + length, deviceWritable: false)
-    txPosted = true
-    return true
-  }
 
-  /// Notifies the device of frames posted since the last flush (one MMIO exit
-  /// per batch, not per frame) and takes back sent buffers.
-  func flush() {
-    if txPosted {
-      tx.publish()
-      if tx.deviceWantsNotify { device.write32(VirtioRegister.queueNotify, 1) }
-      txPosted = false
+    private func reclaim() {
+        while let used = tx.nextUsed() { txFreeSlots.append(used.slot) }
+        if txInterruptsOn && txFreeSlots.count >= Self.txReserve {
+            tx.setInterrupts(enabled: false)
+            txInterruptsOn = false
+        }
     }
-    reclaim()
-  }
 
-  private func reclaim() {
-    while let used = tx.nextUsed() { txFreeSlots.append(used.slot) }
-    if txInterruptsOn && txFreeSlots.count >= Self.txReserve {
-      tx.setInterrupts(enabled: false)
-      txInterruptsOn = false
+    private func hasTransmitRoom() -> Bool {
+        if txFreeSlots.count >= Self.txReserve { return true }
+        flush()
+        if txFreeSlots.count >= Self.txReserve { return true }
+        // Ask for an interrupt, then look again: a completion that happened
+        // before the request is seen now, one after it raises the interrupt.
+        tx.setInterrupts(enabled: true)
+        txInterruptsOn = true
+        reclaim()
+        return txFreeSlots.count >= Self.txReserve
     }
-  }
-
-  private func hasTransmitRoom() -> Bool {
-    if txFreeSlots.count >= Self.txReserve { return true }
-    flush()
-    if txFreeSlots.count >= Self.txReserve { return true }
-    // Ask for an interrupt, then look again: a completion that happened
-    // before the request is seen now, one after it raises the interrupt.
-    tx.setInterrupts(enabled: true)
-    txInterruptsOn = true
-    reclaim()
-    return txFreeSlots.count >= Self.txReserve
-  }
 }
 
 /// A failure reason for bring-up.
 struct NetError: Error {
-  let message: String
-  init(_ message: String) { self.message = message }
+    let message: String
+    init(_ message: String) { self.message = message }
 }
