@@ -89,6 +89,12 @@ struct QEMUDriverTests {
         let temporary = TemporaryDirectory()
         let driver = tcgDriver()
         try await withVM(driver, pvhSpec(kernel: kernel, directory: temporary.sub("vm"))) { handle, _ in
+            // Reaped by the exit monitor though nobody waits for it: no zombie is left.
+            let deadline = ContinuousClock.now + .seconds(20)
+            while FileManager.default.fileExists(atPath: "/proc/\(handle.pid)"), ContinuousClock.now < deadline {
+                try await Task.sleep(for: .milliseconds(5))
+            }
+            #expect(!FileManager.default.fileExists(atPath: "/proc/\(handle.pid)"))
             let exit = await driver.waitForExit(handle)
             #expect(exit.guestStatus == 0)
             // The line is replayed even though the VM is gone by the time we subscribe.
@@ -149,11 +155,14 @@ struct QEMUDriverTests {
             #expect(await second.recover(stored))
             #expect(try await second.state(stored) == .running)
 
-            // The console reconnects: a command gets its answer on the live stream.
+            // The console reconnects: a command gets its answer on every live stream.
             let lines = second.consoleLines(stored)
+            let events = second.consoleEvents(stored)
             try await second.sendConsole(stored, line: "heap")
             let answer = await waitForReady(lines: lines, pattern: "^swiftlet: heap used=", timeout: .seconds(15))
             #expect(answer != nil)
+            let timed = await waitForReady(events: events, pattern: "^swiftlet: heap used=", timeout: .seconds(15))
+            #expect(timed?.1 == answer?.1)
 
             async let exited = second.waitForExit(stored)
             try await Task.sleep(for: .milliseconds(50))
