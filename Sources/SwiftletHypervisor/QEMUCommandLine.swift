@@ -26,7 +26,8 @@ enum QEMUCommandLine {
 
     static func arguments(spec: VMSpec, accelerator: String, paths: RuntimePaths) -> [String] {
         var arguments = ["-name", "guest=" + optionValue(spec.instanceID)]
-        arguments += spec.machineType.map { ["-M", $0 == "microvm" ? "microvm,x-option-roms=off,rtc=off" : optionValue($0)] }
+        arguments +=
+            spec.machineType.map { ["-M", $0 == "microvm" ? "microvm,x-option-roms=off,rtc=off" : optionValue($0)] }
             ?? machineArguments(spec.bootKind)
         arguments += ["-nodefaults", "-no-user-config", "-display", "none"]
         arguments += ["-accel", accelerator, "-cpu", cpuModel(accelerator: accelerator)]
@@ -34,7 +35,8 @@ enum QEMUCommandLine {
         if spec.bootKind == .disk {
             // snapshot=on: guest writes go to a temporary overlay, never into the shared cached image.
             arguments += [
-                "-drive", "file=\(optionValue(spec.kernelPath)),if=none,id=disk0,format=\(spec.diskFormat ?? "raw"),snapshot=on",
+                "-drive",
+                "file=\(optionValue(spec.kernelPath)),if=none,id=disk0,format=\(spec.diskFormat ?? "raw"),snapshot=on",
                 "-device", "virtio-blk-pci,drive=disk0,bootindex=0",
             ]
         } else {
@@ -57,26 +59,30 @@ enum QEMUCommandLine {
         // Start paused; spawn sends `cont` once QMP is up, so "VMM up" always precedes any guest
         // output and a guest that exits at once cannot race the QMP handshake.
         arguments += ["-S"]
+        let nic = nicModel(spec)
         if spec.userNetwork || !spec.publishedPorts.isEmpty {
             let forwards = spec.publishedPorts.map {
                 ",hostfwd=\($0.proto.rawValue)::\($0.hostPort)-:\($0.guestPort)"
             }
-            let nic = spec.bootKind == .multiboot || spec.bootKind == .disk || (spec.machineType ?? "microvm") != "microvm"
-                ? "virtio-net-pci" : "virtio-net-device"
             arguments += [
                 "-netdev", "user,id=n0" + forwards.joined(),
                 "-device", "\(nic),netdev=n0",
             ]
         }
         for (index, tap) in spec.taps.enumerated() {
-            let nic = spec.bootKind == .multiboot || spec.bootKind == .disk || (spec.machineType ?? "microvm") != "microvm"
-                ? "virtio-net-pci" : "virtio-net-device"
             arguments += [
                 "-netdev", "tap,id=t\(index),ifname=\(optionValue(tap.name)),script=no,downscript=no",
                 "-device", "\(nic),netdev=t\(index),mac=\(tap.mac)",
             ]
         }
         return arguments
+    }
+
+    /// virtio over MMIO on microvm (no PCI bus there), over PCI on pc/q35.
+    static func nicModel(_ spec: VMSpec) -> String {
+        let machine =
+            spec.machineType ?? (spec.bootKind == .multiboot || spec.bootKind == .disk ? "pc" : "microvm")
+        return machine == "microvm" ? "virtio-net-device" : "virtio-net-pci"
     }
 
     /// The minimal VM that runs the calibration guest: same machine as a PVH unikernel, no console.

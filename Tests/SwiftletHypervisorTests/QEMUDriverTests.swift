@@ -278,6 +278,11 @@ struct QEMUDriverTests {
         let multiboot = QEMUCommandLine.arguments(spec: spec, accelerator: "tcg", paths: paths)
         #expect(multiboot.contains("pc") && multiboot.contains("max"))
         #expect(!multiboot.contains("-netdev"))
+        spec.taps = [TapAttachment(name: "tap0", mac: "52:54:00:00:00:01")]
+        let tapped = QEMUCommandLine.arguments(spec: spec, accelerator: "tcg", paths: paths)
+        #expect(tapped.contains("tap,id=t0,ifname=tap0,script=no,downscript=no"))
+        #expect(tapped.contains("virtio-net-pci,netdev=t0,mac=52:54:00:00:00:01"))
+        spec.taps = []
         spec.userNetwork = true
         #expect(
             QEMUCommandLine.arguments(spec: spec, accelerator: "tcg", paths: paths).contains("virtio-net-pci,netdev=n0")
