@@ -97,10 +97,11 @@ final class TapNetwork: @unchecked Sendable {
     private var removed = false
 
     init() throws {
-        let id = Int(getpid()) % 100_000
+        Self.removeLeftovers()
+        let id = Int(getpid())
         bridge = "swnbr\(id)"
         tap = "swntap\(id)"
-        subnet = 100 + Int(getpid()) % 150
+        subnet = 100 + id % 150
         do {
             try Self.ip(["link", "add", bridge, "type", "bridge"])
             try Self.ip(["addr", "add", "\(hostAddress)/24", "dev", bridge])
@@ -123,6 +124,17 @@ final class TapNetwork: @unchecked Sendable {
         removed = true
         _ = try? runCommand("/usr/sbin/ip", ["link", "del", tap])
         _ = try? runCommand("/usr/sbin/ip", ["link", "del", bridge])
+    }
+
+    /// Deletes devices left by test runs that were killed before cleaning
+    /// up (their pid, in the name, is gone).
+    private static func removeLeftovers() {
+        let names = (try? FileManager.default.contentsOfDirectory(atPath: "/sys/class/net")) ?? []
+        for name in names {
+            let digits = name.hasPrefix("swnbr") ? name.dropFirst(5) : name.hasPrefix("swntap") ? name.dropFirst(6) : ""
+            guard let pid = Int32(digits), pid != getpid(), kill(pid, 0) != 0, errno == ESRCH else { continue }
+            _ = try? runCommand("/usr/sbin/ip", ["link", "del", name])
+        }
     }
 
     private static func ip(_ arguments: [String]) throws {
