@@ -39,9 +39,10 @@ struct NetworkTests {
             netdev: "user,id=n0,hostfwd=tcp:127.0.0.1:\(port)-:80", modern: modern)
         defer { guest.stop() }
         try checkHTTPBasics(host: "127.0.0.1", port: port, name: "user-net-web")
-        // slirp hands forwarded connections to the guest one at a time, some a
-        // second or more late: fewer connections and a longer timeout here; the
-        // TAP test runs the full 32.
+        // slirp's hostfwd socket listens with a backlog of 1 (see `ss -ltn`):
+        // concurrent connects beyond it wait for the host's 1 s SYN
+        // retransmission. Fewer connections and a longer timeout here; the TAP
+        // test runs 32 and 64.
         try checkSequentialAndConcurrent(host: "127.0.0.1", port: port, connections: 8, timeout: 30)
         #expect(guest.waitForExit(timeout: 0) == nil, "guest exited: \(guest.console)")
     }
