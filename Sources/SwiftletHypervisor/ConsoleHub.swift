@@ -71,7 +71,8 @@ final class ConsoleHub: Sendable {
             return state.nextID
         }
         let future = LineConnection.attachFuture(
-            fd: fd, onLine: { [self] in received($0) }, onClose: { [self] in disconnected(id) }
+            fd: fd, maximumLineLength: LineConnection.consoleLineLimit, onLine: { [self] in received($0) },
+            onClose: { [self] in disconnected(id) }
         ).map { [self] connection in
             // Two callers may race to connect; the first connection wins, the other is dropped.
             let (current, duplicate) = state.withLock { state in

@@ -3,12 +3,12 @@ import Glibc
 import NIOCore
 import NIOPosix
 
-/// Longest console line kept whole; a guest printing a prompt without a newline still gets through.
-private let maximumLineLength = 8192
-
-/// Splits a byte stream into lines (without "\n" or a trailing "\r").
+/// Splits a byte stream into lines (without "\n" or a trailing "\r"); a line longer than
+/// `maximumLength` is passed on in pieces.
 private struct LineDecoder: ByteToMessageDecoder {
     typealias InboundOut = ByteBuffer
+
+    let maximumLength: Int
 
     mutating func decode(context: ChannelHandlerContext, buffer: inout ByteBuffer) throws
         -> DecodingState
@@ -19,8 +19,8 @@ private struct LineDecoder: ByteToMessageDecoder {
         if let newline = view.firstIndex(of: UInt8(ascii: "\n")) {
             length = newline - view.startIndex
             skip = 1
-        } else if view.count >= maximumLineLength {
-            length = maximumLineLength
+        } else if view.count >= maximumLength {
+            length = maximumLength
             skip = 0
         } else {
             return .needMoreData
@@ -105,15 +105,22 @@ func connectUnixSocket(path: String) -> Result<Int32, HypervisorError> {
 struct LineConnection: Sendable {
     let channel: any Channel
 
+    /// Longest console line kept whole; a guest printing a prompt without a newline still gets
+    /// through.
+    static let consoleLineLimit = 8192
+    /// QMP replies are single-line JSON documents that must never be split.
+    static let qmpLineLimit = 64 << 20
+
     /// Wraps an already connected socket in a NIO channel.
     static func attachFuture(
-        fd: Int32, onLine: @escaping @Sendable (String) -> Void,
+        fd: Int32, maximumLineLength: Int, onLine: @escaping @Sendable (String) -> Void,
         onClose: @escaping @Sendable () -> Void
     ) -> EventLoopFuture<LineConnection> {
         ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(LineDecoder()))
+                    try channel.pipeline.syncOperations.addHandler(
+                        ByteToMessageHandler(LineDecoder(maximumLength: maximumLineLength)))
                     try channel.pipeline.syncOperations.addHandler(
                         LineHandler(onLine: onLine, onClose: onClose))
                 }
@@ -123,10 +130,10 @@ struct LineConnection: Sendable {
     }
 
     static func attach(
-        fd: Int32, onLine: @escaping @Sendable (String) -> Void,
+        fd: Int32, maximumLineLength: Int, onLine: @escaping @Sendable (String) -> Void,
         onClose: @escaping @Sendable () -> Void
     ) async throws -> LineConnection {
-        try await attachFuture(fd: fd, onLine: onLine, onClose: onClose).get()
+        try await attachFuture(fd: fd, maximumLineLength: maximumLineLength, onLine: onLine, onClose: onClose).get()
     }
 
     func write(_ text: String) async throws {

@@ -22,7 +22,8 @@ final class QMPSession {
         let connection: LineConnection
         do {
             connection = try await LineConnection.attach(
-                fd: fd, onLine: { continuation.yield($0) }, onClose: { continuation.finish() })
+                fd: fd, maximumLineLength: LineConnection.qmpLineLimit, onLine: { continuation.yield($0) },
+                onClose: { continuation.finish() })
         } catch {
             throw HypervisorError.qmp("cannot attach QMP socket: \(error)")
         }
