@@ -5,12 +5,9 @@ import _Volatile
 
 @_extern(c, "kit_outb") func kit_outb(_ port: UInt16, _ value: UInt8)
 @_extern(c, "kit_inb") func kit_inb(_ port: UInt16) -> UInt8
-@_extern(c, "kit_outl") func kit_outl(_ port: UInt16, _ value: UInt32)
-@_extern(c, "kit_inl") func kit_inl(_ port: UInt16) -> UInt32
 @_extern(c, "kit_rdtsc") func kit_rdtsc() -> UInt64
 @_extern(c, "kit_rdmsr") func kit_rdmsr(_ msr: UInt32) -> UInt64
 @_extern(c, "kit_wrmsr") func kit_wrmsr(_ msr: UInt32, _ value: UInt64)
-@_extern(c, "kit_cpuid") func kit_cpuid(_ leaf: UInt32, _ subleaf: UInt32, _ out: UnsafeMutablePointer<UInt32>)
 @_extern(c, "kit_read_cr2") func kit_read_cr2() -> UInt64
 @_extern(c, "kit_irq_count") func kit_irq_count() -> UInt32
 @_extern(c, "kit_wait_for_interrupt") func kit_wait_for_interrupt(_ seen: UInt32)
@@ -23,8 +20,6 @@ import _Volatile
 public enum Port {
     @inline(__always) public static func write8(_ port: UInt16, _ value: UInt8) { kit_outb(port, value) }
     @inline(__always) public static func read8(_ port: UInt16) -> UInt8 { kit_inb(port) }
-    @inline(__always) public static func write32(_ port: UInt16, _ value: UInt32) { kit_outl(port, value) }
-    @inline(__always) public static func read32(_ port: UInt16) -> UInt32 { kit_inl(port) }
 }
 
 /// Memory-mapped device registers (identity-mapped, uncached above 3 GiB).
@@ -34,12 +29,6 @@ public enum MMIO {
     }
     @inline(__always) public static func write32(address: UInt, _ value: UInt32) {
         VolatileMappedRegister<UInt32>(unsafeBitPattern: address).store(value)
-    }
-    @inline(__always) public static func read8(address: UInt) -> UInt8 {
-        VolatileMappedRegister<UInt8>(unsafeBitPattern: address).load()
-    }
-    @inline(__always) public static func write8(address: UInt, _ value: UInt8) {
-        VolatileMappedRegister<UInt8>(unsafeBitPattern: address).store(value)
     }
 }
 
@@ -51,13 +40,5 @@ func withInterruptsDisabled<T>(_ body: () -> T) -> T {
     return body()
 }
 
-/// CPUID registers eax, ebx, ecx, edx for `leaf`/`subleaf`.
-func cpuid(_ leaf: UInt32, _ subleaf: UInt32 = 0) -> (eax: UInt32, ebx: UInt32, ecx: UInt32, edx: UInt32) {
-    var regs: (UInt32, UInt32, UInt32, UInt32) = (0, 0, 0, 0)
-    withUnsafeMutablePointer(to: &regs) { pointer in
-        pointer.withMemoryRebound(to: UInt32.self, capacity: 4) { kit_cpuid(leaf, subleaf, $0) }
-    }
-    return (regs.0, regs.1, regs.2, regs.3)
-}
 @_extern(c, "kit_kernel_end") func kit_kernel_end() -> UInt
 @_extern(c, "kit_stack_bottom") func kit_stack_bottom() -> UInt

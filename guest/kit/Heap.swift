@@ -121,11 +121,6 @@ enum Heap {
         }
     }
 
-    /// Usable bytes of an allocated block (for realloc).
-    static func usableSize(_ pointer: UnsafeMutableRawPointer) -> Int {
-        size(of: UInt(bitPattern: pointer) - UInt(headerSize)) - headerSize
-    }
-
     @inline(__always) static func alignUp(_ value: UInt, _ alignment: UInt) -> UInt {
         (value + alignment - 1) & ~(alignment - 1)
     }

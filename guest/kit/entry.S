@@ -1,6 +1,6 @@
 /*
  * Swiftlet kit entry: PVH note, 32-bit -> 64-bit long mode, trap stubs and the
- * handful of instructions Swift cannot express (port I/O, MSRs, CPUID, HLT).
+ * handful of instructions Swift cannot express (port I/O, MSRs, HLT).
  * Everything else lives in Swift.
  *
  * Memory: the first 4 GiB are identity-mapped (virtual == physical), so
@@ -283,8 +283,8 @@ kit_trap_common:
         iretq
 
 /* -------------------------------------------- helpers called from Swift */
-        .globl kit_outb, kit_inb, kit_outl, kit_inl, kit_rdtsc, kit_rdmsr
-        .globl kit_wrmsr, kit_cpuid, kit_read_cr2, kit_irq_count
+        .globl kit_outb, kit_inb, kit_rdtsc, kit_rdmsr
+        .globl kit_wrmsr, kit_read_cr2, kit_irq_count
         .globl kit_wait_for_interrupt, kit_interrupts_disable
         .globl kit_interrupts_restore, kit_interrupts_enable
         .globl kit_halt_forever, kit_kernel_end, kit_stack_bottom, free
@@ -297,15 +297,6 @@ kit_inb:                                /* (port) -> UInt8 */
         mov %edi, %edx
         xor %eax, %eax
         in %dx, %al
-        ret
-kit_outl:
-        mov %edi, %edx
-        mov %esi, %eax
-        out %eax, %dx
-        ret
-kit_inl:
-        mov %edi, %edx
-        in %dx, %eax
         ret
 kit_rdtsc:
         rdtsc
@@ -324,18 +315,6 @@ kit_wrmsr:                              /* (msr, value) */
         mov %rsi, %rdx
         shr $32, %rdx
         wrmsr
-        ret
-kit_cpuid:                              /* (leaf, subleaf, out: *UInt32[4]) */
-        push %rbx
-        mov %rdx, %r8
-        mov %edi, %eax
-        mov %esi, %ecx
-        cpuid
-        mov %eax, (%r8)
-        mov %ebx, 4(%r8)
-        mov %ecx, 8(%r8)
-        mov %edx, 12(%r8)
-        pop %rbx
         ret
 kit_read_cr2:
         mov %cr2, %rax

@@ -6,9 +6,11 @@ struct KitCheck {
     nonisolated(unsafe) static var sleepUntil: UInt64 = UInt64.max
     nonisolated(unsafe) static var sleepStart: UInt64 = 0
     nonisolated(unsafe) static var deepestFrame: UInt = 0
+    nonisolated(unsafe) static var count = 0
 
     static func main() {
         Config.load(allowed: ["name", "ip", "gw", "port", "count"])
+        count = Config.integer("count", default: 1, range: 1...100) // app keys are checked when read
         Console.lineHandler = handle
         Kit.ready(app: "kitcheck")
         Kit.run { now in
@@ -45,7 +47,7 @@ struct KitCheck {
             sleepUntil = sleepStart + micros
         case "config":
             let ip = Config.ipv4("ip")
-            print("kitcheck: ip=\(ip?.address ?? 0)/\(ip?.prefixLength ?? 0) gw=\(Config.ipv4Address("gw") ?? 0) port=\(Config.port(default: 80))")
+            print("kitcheck: ip=\(ip?.address ?? 0)/\(ip?.prefixLength ?? 0) gw=\(Config.ipv4Address("gw") ?? 0) port=\(Config.port(default: 80)) count=\(count)")
         default:
             print("kitcheck: unknown \(line)")
         }

@@ -51,6 +51,7 @@ struct BootTests {
         ("kitcheck", "gw=10.1.2", "swiftlet: bad config: gw: expected a.b.c.d"),
         ("kitcheck", "port=70000", "swiftlet: bad config: port: not a port"),
         ("kitcheck", "port=", "swiftlet: bad config: port: empty value"),
+        ("kitcheck", "count=101", "swiftlet: bad config: count: not an integer in 1...100"),
     ]
 
     /// Bad config prints one clear line and exits with status 5 at once.
@@ -69,12 +70,12 @@ struct BootTests {
 
     @Test func validConfigIsParsed() throws {
         let kernel = try KernelBuilds.shared.kernel(GuestPaths.fixture("kitcheck"))
-        let guest = try QEMUGuest(kernel: kernel, append: "ip=10.1.2.3/24 gw=10.1.2.1 port=8080")
+        let guest = try QEMUGuest(kernel: kernel, append: "ip=10.1.2.3/24 gw=10.1.2.1 port=8080 count=42")
         defer { guest.stop() }
         _ = try #require(guest.waitForReady(), "console:\n\(guest.console)")
         guest.send("config")
         // 10.1.2.3 = 0x0a010203, 10.1.2.1 = 0x0a010201
-        #expect(guest.waitFor("kitcheck: ip=167838211/24 gw=167838209 port=8080\n", timeout: 20), "console:\n\(guest.console)")
+        #expect(guest.waitFor("kitcheck: ip=167838211/24 gw=167838209 port=8080 count=42\n", timeout: 20), "console:\n\(guest.console)")
     }
 
     @Test func poweroffOnTheConsoleExitsWithStatusOne() throws {
