@@ -50,6 +50,7 @@ let package = Package(
             name: "SwiftletController",
             dependencies: [
                 "SwiftletCore", "SwiftletStore", "SwiftletImages", "SwiftletAgent", "SwiftletHypervisor",
+                "SwiftletScheduler",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -57,6 +58,11 @@ let package = Package(
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
             swiftSettings: strict),
+        .target(name: "SwiftletScheduler", dependencies: ["SwiftletCore"], swiftSettings: strict),
+        .executableTarget(
+            name: "swiftlet-bench-scheduler", dependencies: ["SwiftletScheduler"], swiftSettings: strict),
+        .testTarget(
+            name: "SwiftletSchedulerTests", dependencies: ["SwiftletScheduler", "SwiftletCore"], swiftSettings: strict),
         .target(
             name: "SwiftletClient",
             dependencies: [

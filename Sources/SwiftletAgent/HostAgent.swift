@@ -212,7 +212,8 @@ public actor HostAgent {
         booting.insert(instance.id)
         defer { booting.remove(instance.id) }
         let instanceId = instance.id
-        mark(instanceId, .scheduled) { $0.hostId = self.hostId }
+        // The scheduler chose the host at create time; older records have none.
+        mark(instanceId, .scheduled) { $0.hostId = $0.hostId ?? self.hostId }
         let image: Image
         do {
             guard let found = try store.image(idOrName: instance.imageId, projectId: nil) else {

@@ -183,7 +183,7 @@ public final class Controller: Sendable {
         let baseName = request.name ?? image.name
         try ResourceID.validateName(baseName)
         let now = Date()
-        let instances = (1...count).map { index in
+        var instances = (1...count).map { index in
             let id = ResourceID.make("i")
             let name = count == 1 ? (request.name ?? "\(image.name)-\(id.suffix(6))") : "\(baseName)-\(index)"
             return Instance(
@@ -192,6 +192,8 @@ public final class Controller: Sendable {
                 publishedPorts: ports, state: .building, timeline: .starting(at: accepted), createdAt: now, updatedAt: now)
         }
         for instance in instances { try ResourceID.validateName(instance.name) }
+        let hostIds = try placeInstances(count: count, memoryMib: memoryMib ?? 16, vcpus: vcpus ?? 1, image: image)
+        for index in instances.indices { instances[index].hostId = hostIds[index] }
         do { try store.createInstances(instances) } catch where error.kind == .conflict {
             throw SwiftletError(.conflict, "instance.duplicate_name", "an instance with that name already exists in the project")
         }

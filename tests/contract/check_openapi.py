@@ -144,6 +144,9 @@ try:
     _, created = request("POST", "/v1/instances", team,
                          {"name": "h1", "image": "hello", "flavor": "tiny", "wait": True}, expect=201)
     request("POST", "/v1/instances", team, {"name": "h1", "image": "hello"}, expect=409)
+    _, placed_on = request("GET", "/v1/hosts", admin, expect=200)
+    request("POST", "/v1/instances", team, {"name": "too-big", "image": "hello",
+                                            "memoryMib": placed_on["hosts"][0]["memoryMib"]}, expect=409)
     request("POST", "/v1/instances", team, {"image": "nope"}, expect=404)
     request("POST", "/v1/instances", team, b"{oops", expect=400)
     request("POST", "/v1/instances", team, b"x" * (2 << 20), expect=413)
