@@ -221,16 +221,20 @@ struct BootTests {
         #expect(guest.waitForExit(timeout: 30) == 1, "console:\n\(guest.console)")
     }
 
-    /// The --no-sse build has no SSE/MMX/x87 instructions and boots under TCG.
-    @Test func noSSEBuildBootsHello() throws {
-        let kernel = try KernelBuilds.shared.kernel(GuestPaths.example("hello"), noSSE: true)
+    /// Every example's --no-sse build has no SSE/MMX/x87 instruction, boots
+    /// under TCG and powers off.
+    @Test(arguments: GuestPaths.exampleNames())
+    func noSSEBuildBoots(example: String) throws {
+        let kernel = try KernelBuilds.shared.kernel(GuestPaths.example(example), noSSE: true)
         let disassembly = try runCommand("/opt/swift/usr/bin/llvm-objdump", ["-d", kernel.path]).output
         let vectorLines = disassembly.split(separator: "\n").filter { line in
             ["%xmm", "%ymm", "%mm", "fxsave", "fxrstor", "fninit"].contains { line.contains($0) }
         }
         #expect(vectorLines.isEmpty, "\(vectorLines.prefix(5))")
-        let guest = try QEMUGuest(kernel: kernel, append: "name=nosse")
+        let guest = try QEMUGuest(kernel: kernel, append: "name=nosse", network: true)
         defer { guest.stop() }
-        #expect(guest.waitForReady()?.app == "hello", "console:\n\(guest.console)")
+        #expect(guest.waitForReady()?.app == example, "console:\n\(guest.console)")
+        guest.send("poweroff")
+        #expect(guest.waitForExit(timeout: 20) == 1, "console:\n\(guest.console)")
     }
 }
