@@ -47,9 +47,19 @@ let package = Package(
             ],
             swiftSettings: strict),
         .target(
+            name: "SwiftletNetwork",
+            dependencies: [
+                "SwiftletCore", "SwiftletStore", "SwiftletHypervisor", .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strict),
+        .testTarget(
+            name: "SwiftletNetworkTests", dependencies: ["SwiftletNetwork", "SwiftletCore", "SwiftletStore"],
+            swiftSettings: strict),
+        .target(
             name: "SwiftletController",
             dependencies: [
                 "SwiftletCore", "SwiftletStore", "SwiftletImages", "SwiftletAgent", "SwiftletHypervisor",
+                "SwiftletNetwork",
                 "SwiftletScheduler",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "Logging", package: "swift-log"),

@@ -12,6 +12,11 @@ public enum CommandLineRenderer {
             if !keys.contains("ip") { words.append("ip=10.0.2.15/24") }
             if !keys.contains("gw") { words.append("gw=10.0.2.2") }
         }
+        // The address of the first network port, so that a new address needs no rebuild.
+        if let port = instance.ports?.first {
+            if !keys.contains("ip") { words.append("ip=\(port.address)/\(port.prefixLength)") }
+            if !keys.contains("gw") { words.append("gw=\(port.gateway)") }
+        }
         return (words + instance.args).joined(separator: " ")
     }
 }

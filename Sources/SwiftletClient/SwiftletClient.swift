@@ -12,7 +12,7 @@ public final class SwiftletClient: Sendable {
     private let http: HTTPClient
 
     /// Deadline for ordinary calls; creating with `wait` and uploads get `longTimeout`.
-    private static let shortTimeout: TimeAmount = .seconds(60)
+    static let shortTimeout: TimeAmount = .seconds(60)
     private static let longTimeout: TimeAmount = .minutes(15)
     /// Answers bigger than this are refused (lists of thousands of instances stay far below).
     private static let maxBodyBytes = 64 << 20
@@ -233,14 +233,14 @@ public final class SwiftletClient: Sendable {
 
     // MARK: plumbing
 
-    private func send<Response: Decodable>(
+    func send<Response: Decodable>(
         _ method: String, _ path: String, query: [(String, String)] = [], timeout: TimeAmount = shortTimeout
     ) async throws -> Response {
         let request = try makeRequest(method, path, query: query)
         return try await decode(execute(request, timeout: timeout))
     }
 
-    private func send<Body: Encodable, Response: Decodable>(
+    func send<Body: Encodable, Response: Decodable>(
         _ method: String, _ path: String, body: Body, timeout: TimeAmount = shortTimeout
     ) async throws -> Response {
         var request = try makeRequest(method, path)
@@ -249,7 +249,7 @@ public final class SwiftletClient: Sendable {
         return try await decode(execute(request, timeout: timeout))
     }
 
-    private func sendNoContent(_ method: String, _ path: String) async throws {
+    func sendNoContent(_ method: String, _ path: String) async throws {
         let response = try await execute(try makeRequest(method, path), timeout: Self.shortTimeout)
         guard (200..<300).contains(response.status.code) else { throw try await errorFrom(response) }
         _ = try await response.body.collect(upTo: Self.maxBodyBytes)
@@ -324,7 +324,7 @@ public final class SwiftletClient: Sendable {
         return components.port.map { "\(scheme)://\(host):\($0)" } ?? "\(scheme)://\(host)"
     }
 
-    private func segment(_ text: String) -> String {
+    func segment(_ text: String) -> String {
         var allowed = CharacterSet.urlPathAllowed
         allowed.remove(charactersIn: "/?#%")
         return text.addingPercentEncoding(withAllowedCharacters: allowed) ?? text

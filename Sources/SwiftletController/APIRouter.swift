@@ -186,6 +186,8 @@ public enum APIRouter {
             return try await ConsoleStream.response(instanceId: instance.id, agent: controller.agent, follow: follow)
         }
 
+        NetworkRoutes.register(on: v1, controller: controller)
+
         // Hosts
         v1.get("hosts") { _, _ in json(HostList(try controller.hosts())) }
         v1.get("hosts/:id") { _, context in

@@ -4,6 +4,7 @@ import Logging
 import SwiftletAgent
 import SwiftletCore
 import SwiftletImages
+import SwiftletNetwork
 import SwiftletStore
 
 /// The API's behaviour, independent of HTTP: validation, persistence, hand-off to the agent.
@@ -14,11 +15,14 @@ public final class Controller: Sendable {
     public let uploadLimit: Int64
     private let hostMemoryMib: Int
     private let logger: Logger
+    /// Networks, ports and security groups on this host (nil: networking disabled).
+    public let network: NetworkService?
 
     public init(
         store: any SwiftletStore, blobs: BlobStore, agent: HostAgent, uploadLimit: Int64, hostMemoryMib: Int,
-        logger: Logger
+        logger: Logger, network: NetworkService? = nil
     ) {
+        self.network = network
         self.store = store
         self.blobs = blobs
         self.agent = agent
@@ -194,9 +198,11 @@ public final class Controller: Sendable {
         for instance in instances { try ResourceID.validateName(instance.name) }
         let hostIds = try placeInstances(count: count, memoryMib: memoryMib ?? 16, vcpus: vcpus ?? 1, image: image)
         for index in instances.indices { instances[index].hostId = hostIds[index] }
+        let networkPlan = try planNetworks(request, by: principal, count: count)
         do { try store.createInstances(instances) } catch where error.kind == .conflict {
             throw SwiftletError(.conflict, "instance.duplicate_name", "an instance with that name already exists in the project")
         }
+        try attachNetworks(networkPlan, to: instances)
         let persisted = monotonicNanos()
         for instance in instances {
             try? store.updateInstance(id: instance.id) { $0.timeline.persisted = persisted }

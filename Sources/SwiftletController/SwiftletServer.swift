@@ -6,6 +6,7 @@ import SwiftletAgent
 import SwiftletCore
 import SwiftletHypervisor
 import SwiftletImages
+import SwiftletNetwork
 import SwiftletStore
 
 #if canImport(Glibc)
@@ -22,6 +23,8 @@ public struct ServerConfiguration: Codable, Sendable {
     public var stopInstancesOnExit: Bool = false
     /// Force an accelerator (`tcg`, `kvm`) instead of the calibrated choice.
     public var accelerator: String?
+    /// Names of this server's bridges, TAPs and nftables tables start with it (1-5 of a-z0-9).
+    public var networkPrefix: String = "swl"
 
     public init() {}
 
@@ -35,6 +38,7 @@ public struct ServerConfiguration: Codable, Sendable {
         uploadLimitBytes = try container.decodeIfPresent(Int64.self, forKey: .uploadLimitBytes) ?? uploadLimitBytes
         stopInstancesOnExit = try container.decodeIfPresent(Bool.self, forKey: .stopInstancesOnExit) ?? stopInstancesOnExit
         accelerator = try container.decodeIfPresent(String.self, forKey: .accelerator)
+        networkPrefix = try container.decodeIfPresent(String.self, forKey: .networkPrefix) ?? networkPrefix
     }
 
     /// `/var/lib/swiftlet` as root, else `~/.local/share/swiftlet`; `SWIFTLET_DATA` overrides.
@@ -67,11 +71,18 @@ public struct SwiftletServer: Sendable {
         let driver = QEMUDriver(accelerator: capabilities.chosenAccelerator, logger: logger)
         let hostName = ProcessInfo.processInfo.hostName
         let hostId = "host-" + hostName
+        // Bridges, TAPs and nftables need root; without it the network API answers 503.
+        try LinuxNetworkDriver.validatePrefix(configuration.networkPrefix)
+        let network =
+            getuid() == 0
+            ? NetworkService(driver: LinuxNetworkDriver(prefix: configuration.networkPrefix), store: store, logger: logger)
+            : nil
+        let vmDriver: any HypervisorDriver = network.map { NetworkedHypervisorDriver(base: driver, network: $0) } ?? driver
         let agent = HostAgent(
-            hostId: hostId, store: store, blobs: blobs, driver: driver, runRoot: data + "/run", logger: logger)
+            hostId: hostId, store: store, blobs: blobs, driver: vmDriver, runRoot: data + "/run", logger: logger)
         controller = Controller(
             store: store, blobs: blobs, agent: agent, uploadLimit: configuration.uploadLimitBytes,
-            hostMemoryMib: HostFacts.memoryMib, logger: logger)
+            hostMemoryMib: HostFacts.memoryMib, logger: logger, network: network)
         try store.upsertHost(
             ComputeHost(
                 id: hostId, name: hostName, cpus: HostFacts.cpus, memoryMib: HostFacts.memoryMib,
@@ -80,6 +91,7 @@ public struct SwiftletServer: Sendable {
                 chosenAccelerator: capabilities.chosenAccelerator, calibrationMs: capabilities.calibration,
                 instances: 0, updatedAt: Date()))
         try ensureAdminToken()
+        await network?.recover()
         await agent.recoverAll()
     }
 

@@ -35,6 +35,10 @@ public struct CreateInstanceRequest: Codable, Sendable {
     public var publish: [String]?
     /// Answer only when every instance is RUNNING (READY) or ERROR.
     public var wait: Bool?
+    /// NICs on networks, each with an optional fixed address (docs/networking.md).
+    public var networks: [NetworkAttachment]? = nil
+    /// Security group ids or names; without any, inbound traffic is not filtered.
+    public var securityGroups: [String]? = nil
 
     public init(
         name: String? = nil, image: String, flavor: String? = nil, memoryMib: Int? = nil, vcpus: Int? = nil,

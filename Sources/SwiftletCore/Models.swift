@@ -164,6 +164,10 @@ public struct Instance: Codable, Sendable, Equatable {
     public var timeline: Timeline
     public var createdAt: Date
     public var updatedAt: Date
+    /// Addresses on networks (docs/networking.md), fixed when the instance is created.
+    public var ports: [NetworkPort]? = nil
+    /// Names of the security groups the instance is in.
+    public var securityGroups: [String]? = nil
 
     public init(
         id: String, projectId: String, name: String, imageId: String, flavor: String?, vcpus: Int,

@@ -66,6 +66,7 @@ public final class SQLiteStore: SwiftletStore {
                 arguments: [Project.adminProjectId, Date()])
         }
         // Later migrations register here, in order, one per feature (never edit a shipped one).
+        registerNetworkMigration(&migrator)
         return migrator
     }
 

@@ -28,8 +28,12 @@ struct RunCommand: AsyncParsableCommand {
     @Option(help: "How many instances to create.") var count: Int = 1
     @Option(help: "Restart policy: no, on-failure or always.") var restart: RestartPolicy?
     @Flag(help: "Answer only when every instance is RUNNING (guest READY) or ERROR.") var wait = false
+    @Option(help: "Attach to this network (see `swiftlet network list`).") var network: String?
+    @Option(help: "Fixed address on --network (default: the next free one).") var ip: String?
+    @Option(help: "Put the instance in this security group (repeatable).") var sg: [String] = []
 
     func validate() throws {
+        if ip != nil, network == nil { throw ValidationError("--ip needs --network") }
         if flavor != nil, memory != nil || vcpus != nil {
             throw ValidationError("use either --flavor or --memory/--vcpus")
         }
@@ -39,10 +43,12 @@ struct RunCommand: AsyncParsableCommand {
     }
 
     func run() async throws {
-        let request = CreateInstanceRequest(
+        var request = CreateInstanceRequest(
             name: name, image: image, flavor: flavor, memoryMib: memory, vcpus: vcpus,
             args: args.isEmpty ? nil : args, count: count, restartPolicy: restart,
             publish: publish.isEmpty ? nil : publish, wait: wait)
+        request.networks = network.map { [NetworkAttachment(network: $0, ip: ip)] }
+        request.securityGroups = sg.isEmpty ? nil : sg
         let instances = try await connection.withClient { try await $0.createInstances(request) }
         if output.json { return try Output.json(InstanceList(instances: instances)) }
         var table = TextTable(["ID", "NAME", "STATE", "PORTS", "READY (ms)"], rightAligned: [4])
@@ -112,6 +118,8 @@ struct ShowCommand: AsyncParsableCommand {
             ("state", state), ("size", found.flavor.map { "\($0): \(size)" } ?? size),
             ("args", found.args.isEmpty ? "-" : found.args.joined(separator: " ")),
             ("ports", Format.ports(found.publishedPorts)),
+            ("networks", NetworkCommand.describe(found.ports ?? [])),
+            ("security groups", (found.securityGroups ?? []).isEmpty ? "-" : (found.securityGroups ?? []).joined(separator: ", ")),
             ("restart", "\(found.restartPolicy.rawValue) (restarted \(found.restartCount) times)"),
             ("host", found.hostId ?? "-"), ("created", Format.date(found.createdAt)),
             ("updated", Format.date(found.updatedAt)),

@@ -1,0 +1,44 @@
+import Foundation
+import SwiftletHypervisor
+
+/// Wraps a hypervisor driver so that every VM gets its instance's TAPs before it starts and
+/// loses them when it goes, whichever path ends it (delete, stop, crash, restart, recovery).
+/// The agent names each VM's runtime directory after its instance id; that is how `destroy`
+/// finds the instance.
+public struct NetworkedHypervisorDriver: HypervisorDriver {
+    public let base: any HypervisorDriver
+    public let network: NetworkService
+
+    public init(base: any HypervisorDriver, network: NetworkService) {
+        self.base = base
+        self.network = network
+    }
+
+    public func spawn(_ spec: VMSpec) async throws -> (VMHandle, BootTimestamps) {
+        var spec = spec
+        spec.taps = try await network.plug(instanceId: spec.instanceID)
+        do {
+            return try await base.spawn(spec)
+        } catch {
+            await network.unplug(instanceId: spec.instanceID)
+            throw error
+        }
+    }
+
+    public func destroy(_ handle: VMHandle) async {
+        await base.destroy(handle)
+        await network.unplug(instanceId: URL(fileURLWithPath: handle.runtimeDirectory).lastPathComponent)
+    }
+
+    public func capabilities() async -> HypervisorCapabilities { await base.capabilities() }
+    public func recover(_ handle: VMHandle) async -> Bool { await base.recover(handle) }
+    public func state(_ handle: VMHandle) async throws -> VMRunState { try await base.state(handle) }
+    public func pause(_ handle: VMHandle) async throws { try await base.pause(handle) }
+    public func resume(_ handle: VMHandle) async throws { try await base.resume(handle) }
+    public func reboot(_ handle: VMHandle) async throws { try await base.reboot(handle) }
+    public func stop(_ handle: VMHandle, timeout: Duration) async throws -> VMExit { try await base.stop(handle, timeout: timeout) }
+    public func waitForExit(_ handle: VMHandle) async -> VMExit { await base.waitForExit(handle) }
+    public func consoleLines(_ handle: VMHandle) -> AsyncStream<String> { base.consoleLines(handle) }
+    public func consoleEvents(_ handle: VMHandle) -> AsyncStream<ConsoleLine> { base.consoleEvents(handle) }
+    public func sendConsole(_ handle: VMHandle, line: String) async throws { try await base.sendConsole(handle, line: line) }
+}
