@@ -19,6 +19,8 @@ public actor HostAgent {
     public let hostId: String
     private let store: any SwiftletStore
     private let blobs: BlobStore
+    /// This host's copies of image bytes, by digest (next to `runRoot`).
+    private let imageCache: ImageCache
     private let driver: any HypervisorDriver
     private let runRoot: String
     private let logger: Logger
@@ -45,6 +47,7 @@ public actor HostAgent {
         self.hostId = hostId
         self.store = store
         self.blobs = blobs
+        imageCache = ImageCache(root: (runRoot as NSString).deletingLastPathComponent + "/image-cache", blobs: blobs)
         self.driver = driver
         self.runRoot = runRoot
         self.readyTimeout = readyTimeout
@@ -70,8 +73,7 @@ public actor HostAgent {
                 vms[instanceId] = RunningVM(handle: handle, supervisor: nil)
                 vms[instanceId]?.supervisor = supervise(instanceId: instanceId, handle: handle)
             } else {
-                await driver.destroy(handle)
-                try? store.removeHandle(instanceId: instanceId)
+                await release(handle, instanceId: instanceId)
                 record(instanceId, .exited(clean: false, reason: "the VM exited while the agent was down"))
             }
         }
@@ -100,7 +102,8 @@ public actor HostAgent {
     // MARK: - Reconcile
 
     /// Makes the host match the instance record. Safe to call any number of times.
-    public func reconcile(instanceId: String) async {
+    /// `persistedAt`: when the controller's insert committed, recorded with the first timeline mark.
+    public func reconcile(instanceId: String, persistedAt: UInt64? = nil) async {
         let instance: Instance?
         do { instance = try store.instance(idOrName: instanceId, projectId: nil) } catch {
             logger.error("reconcile: store read failed", metadata: ["instance.id": "\(instanceId)", "error": "\(error)"])
@@ -112,7 +115,7 @@ public actor HostAgent {
         }
         switch instance.state {
         case .building:
-            if vms[instanceId] == nil && !booting.contains(instanceId) { await boot(instance) }
+            if vms[instanceId] == nil && !booting.contains(instanceId) { await boot(instance, persistedAt: persistedAt) }
         case .running, .paused:
             if vms[instanceId] == nil && !booting.contains(instanceId) {
                 // Desired running but nothing here (e.g. the VM died while we were down and it was
@@ -123,8 +126,7 @@ public actor HostAgent {
         case .stopped, .error:
             if let vm = vms.removeValue(forKey: instanceId) {
                 vm.supervisor?.cancel()
-                await driver.destroy(vm.handle)
-                try? store.removeHandle(instanceId: instanceId)
+                await release(vm.handle, instanceId: instanceId)
             }
         case .deleted:
             break
@@ -143,8 +145,7 @@ public actor HostAgent {
             guard let vm = vms.removeValue(forKey: instanceId) else { return }
             vm.supervisor?.cancel()
             let exit = try? await driver.stop(vm.handle, timeout: stopTimeout)
-            await driver.destroy(vm.handle)
-            try? store.removeHandle(instanceId: instanceId)
+            await release(vm.handle, instanceId: instanceId)
             event(instanceId, "stopped", exit.map { "VM stopped: \($0.reason)" } ?? "VM stopped")
         case .pause, .resume, .reset:
             guard let vm = vms[instanceId] else {
@@ -188,11 +189,38 @@ public actor HostAgent {
         for waiter in settleWaiters.removeValue(forKey: instanceId) ?? [] { waiter.resume() }
     }
 
-    /// The console log file of an instance's current VM, if any.
+    /// The console log of an instance: its current VM's, else the one kept from its last VM.
     public func consoleLogPath(instanceId: String) -> String? {
         if let vm = vms[instanceId] { return vm.handle.consoleLogPath }
-        let path = runRoot + "/" + instanceId + "/console.log"
-        return FileManager.default.fileExists(atPath: path) ? path : nil
+        let kept = keptConsolePath(instanceId)
+        return FileManager.default.fileExists(atPath: kept) ? kept : nil
+    }
+
+    /// Where the console of a VM that went away is kept, until the instance is deleted.
+    private func keptConsolePath(_ instanceId: String) -> String {
+        (runRoot as NSString).deletingLastPathComponent + "/consoles/" + instanceId + ".log"
+    }
+
+    /// Ends a VM the instance keeps existing without: keeps its console for `logs`, then
+    /// destroys it (process, runtime directory) and forgets its handle.
+    private func release(_ handle: VMHandle, instanceId: String) async {
+        let kept = keptConsolePath(instanceId)
+        try? FileManager.default.createDirectory(
+            atPath: (kept as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
+        try? FileManager.default.removeItem(atPath: kept)
+        try? FileManager.default.moveItem(atPath: handle.consoleLogPath, toPath: kept)
+        await driver.destroy(handle)
+        try? store.removeHandle(instanceId: instanceId)
+    }
+
+    /// Types a line on the instance's console (the kit reads commands there).
+    public func sendConsole(instanceId: String, line: String) async throws(SwiftletError) {
+        guard let vm = vms[instanceId] else {
+            throw SwiftletError(.conflict, "instance.not_running", "instance '\(instanceId)' has no running VM")
+        }
+        do { try await driver.sendConsole(vm.handle, line: line) } catch {
+            throw SwiftletError(.conflict, "instance.console_failed", "cannot write to the console: \(error)")
+        }
     }
 
     public func isRunning(instanceId: String) -> Bool { vms[instanceId] != nil || booting.contains(instanceId) }
@@ -208,12 +236,15 @@ public actor HostAgent {
 
     // MARK: - Boot
 
-    private func boot(_ instance: Instance) async {
+    private func boot(_ instance: Instance, persistedAt: UInt64? = nil) async {
         booting.insert(instance.id)
         defer { booting.remove(instance.id) }
         let instanceId = instance.id
-        // The scheduler chose the host at create time; older records have none.
-        mark(instanceId, .scheduled) { $0.hostId = $0.hostId ?? self.hostId }
+        mark(instanceId, .scheduled) { instance in
+            // The scheduler chose the host at create time; older records have none.
+            instance.hostId = instance.hostId ?? self.hostId
+            if let persistedAt { instance.timeline.persisted = persistedAt }
+        }
         let image: Image
         do {
             guard let found = try store.image(idOrName: instance.imageId, projectId: nil) else {
@@ -224,21 +255,28 @@ public actor HostAgent {
             record(instanceId, .failed(reason: "image unavailable: \(error)"))
             return
         }
-        let kernelPath = blobs.path(sha256: image.sha256)
-        guard FileManager.default.fileExists(atPath: kernelPath) else {
-            record(instanceId, .failed(reason: "image blob \(image.sha256) is missing on this host"))
+        let prepared: ImageCache.Prepared
+        do { prepared = try imageCache.prepare(image, instance: instance, store: store) } catch {
+            record(instanceId, .failed(reason: "image not ready: \(error.message)"))
             return
         }
+        let kernelPath = prepared.kernelPath
         mark(instanceId, .imageReady)
+        event(instanceId, "image", prepared.cacheHit ? "image \(image.sha256.prefix(12)) cached on host" : "image \(image.sha256.prefix(12)) fetched into host cache")
         let runtimeDirectory = runRoot + "/" + instanceId
         try? FileManager.default.removeItem(atPath: runtimeDirectory)
         let spec = VMSpec(
             instanceID: instanceId, kernelPath: kernelPath, bootKind: BootKind(image.kind),
-            memoryMiB: instance.memoryMib, vcpus: instance.vcpus, commandLine: CommandLineRenderer.render(instance),
+            memoryMiB: instance.memoryMib, vcpus: instance.vcpus,
+            commandLine: CommandLineRenderer.render(instance, template: prepared.profile.commandLine),
             publishedPorts: instance.publishedPorts.map {
                 PortMapping(hostPort: $0.hostPort, guestPort: $0.guestPort, proto: $0.proto == "udp" ? .udp : .tcp)
             },
-            runtimeDirectory: runtimeDirectory, readyPattern: image.properties[Image.readyPatternProperty])
+            runtimeDirectory: runtimeDirectory, readyPattern: image.properties[Image.readyPatternProperty],
+            // A guest configured with an address gets a NIC even without published ports.
+            userNetwork: instance.args.contains { $0.hasPrefix("ip=") },
+            machineType: prepared.profile.machineType, initrdPath: prepared.initrdPath,
+            diskFormat: image.kind == .qcow2 ? "qcow2" : image.kind == .raw ? "raw" : nil)
         let handle: VMHandle
         let times: BootTimestamps
         do {
@@ -265,14 +303,14 @@ public actor HostAgent {
             $0.timeline.vmmUp = times.vmmUp
         }
         vms[instanceId] = RunningVM(handle: handle, supervisor: nil)
-        let lines = driver.consoleLines(handle)
+        let events = driver.consoleEvents(handle)
         let pattern = spec.readyPattern
         let readyTimeout = self.readyTimeout
         let driver = self.driver
         vms[instanceId]?.supervisor = supervise(instanceId: instanceId, handle: handle)
         // Wait for READY outside the actor's critical path: other instances boot meanwhile.
         Task {
-            if let (time, _) = await waitForReady(lines: lines, pattern: pattern, timeout: readyTimeout) {
+            if let (time, _) = await waitForReady(events: events, pattern: pattern, timeout: readyTimeout) {
                 await self.guestReady(instanceId: instanceId, handle: handle, at: time)
             } else if await self.isCurrent(instanceId: instanceId, handle: handle) {
                 // Not READY in time and still running: the guest is wedged.
@@ -302,8 +340,7 @@ public actor HostAgent {
     private func vmExited(instanceId: String, handle: VMHandle, exit: VMExit) async {
         guard isCurrent(instanceId: instanceId, handle: handle) else { return }
         vms[instanceId] = nil
-        await driver.destroy(handle)
-        try? store.removeHandle(instanceId: instanceId)
+        await release(handle, instanceId: instanceId)
         let clean = exit.guestStatus == 0
         let restart = record(instanceId, .exited(clean: clean, reason: "VM exited: \(exit.reason)"))
         if restart { await reconcile(instanceId: instanceId) }
@@ -320,6 +357,7 @@ public actor HostAgent {
         }
         try? store.removeHandle(instanceId: instanceId)
         try? FileManager.default.removeItem(atPath: runRoot + "/" + instanceId)
+        try? FileManager.default.removeItem(atPath: keptConsolePath(instanceId))
         releaseWaiters(instanceId)
     }
 
@@ -375,6 +413,9 @@ extension BootKind {
         case .pvh: self = .pvh
         case .multiboot: self = .multiboot
         case .bzImage: self = .bzImage
+        case .raw, .qcow2: self = .disk
+        // Never booted: ImageCache.prepare refuses an initrd before a spec is made.
+        case .initrd: self = .bzImage
         }
     }
 }

@@ -107,7 +107,11 @@ public enum APIRouter {
                     .payloadTooLarge, "image.too_large",
                     "declared size \(declared) bytes is over the limit of \(controller.uploadLimit) bytes")
             }
-            let image = try await controller.uploadImage(name: name, properties: properties, by: principal) { upload in
+            let options = try ImageRoutes.uploadOptions(request)
+            let image = try await controller.uploadImage(
+                name: name, properties: properties, by: principal, signature: options.signature,
+                visibility: options.visibility, tags: options.tags
+            ) { upload in
                 for try await buffer in request.body {
                     try buffer.withUnsafeReadableBytes { bytes throws(SwiftletError) in try upload.append(bytes) }
                 }
@@ -180,6 +184,18 @@ public enum APIRouter {
         v1.get("instances/:id/events") { _, context in
             json(EventList(try controller.events(try context.parameters.require("id"), by: try context.requirePrincipal())))
         }
+        v1.post("instances/:id/console") { request, context in
+            let instance = try controller.instance(try context.parameters.require("id"), by: try context.requirePrincipal())
+            let buffer = try await request.body.collect(upTo: 4096)
+            let text = String(decoding: buffer.readableBytesView, as: UTF8.self)
+            let lines = text.split(whereSeparator: \.isNewline).map(String.init)
+            guard !lines.isEmpty, lines.allSatisfy({ line in line.unicodeScalars.allSatisfy { $0.value >= 32 && $0.value < 127 } })
+            else {
+                throw SwiftletError.badRequest("console.bad_input", "send one or more lines of printable ASCII text")
+            }
+            for line in lines { try await controller.agent.sendConsole(instanceId: instance.id, line: line) }
+            return Response(status: .noContent)
+        }
         v1.get("instances/:id/console") { request, context in
             let instance = try controller.instance(try context.parameters.require("id"), by: try context.requirePrincipal())
             let follow = request.uri.queryParameters.get("follow") == "true"
@@ -187,6 +203,7 @@ public enum APIRouter {
         }
 
         NetworkRoutes.register(on: v1, controller: controller)
+        ImageRoutes.register(on: v1, controller: controller)
 
         // Hosts
         v1.get("hosts") { _, _ in json(HostList(try controller.hosts())) }

@@ -80,10 +80,12 @@ public final class Controller: Sendable {
 
     /// Streams an upload into the blob store and registers it. Nothing remains if it fails.
     public func uploadImage(
-        name: String, properties: [String: String], by principal: Principal,
+        name: String, properties: [String: String], by principal: Principal, signature: String? = nil,
+        visibility: ImageVisibility? = nil, tags: [String]? = nil,
         body: (BlobUpload) async throws -> Void
     ) async throws -> Image {
         try ResourceID.validateName(name)
+        let tags = try tags.map(Self.normalizeTags)
         if let pattern = properties[Image.readyPatternProperty] {
             do { _ = try Regex(pattern) } catch {
                 throw SwiftletError.badRequest("image.bad_ready_pattern", "ready_pattern is not a valid regex: \(pattern)")
@@ -99,12 +101,20 @@ public final class Controller: Sendable {
             upload.abort()
             throw SwiftletError.badRequest("image.empty", "the upload is empty")
         }
-        let (sha256, kind) = try upload.commit { path in try KernelFormat.detect(path: path) }
-        let image = Image(
+        // Kind, launch properties and signature are checked before the bytes become a blob.
+        let (sha256, (kind, launchProperties, keyId)) = try upload.commit { path in
+            let kind = try KernelFormat.detect(path: path)
+            let launchProperties = try normalizeImageProperties(properties, kind: kind, by: principal)
+            return (kind, launchProperties, try verifyUploadSignature(signature, sha256: upload.sha256, by: principal))
+        }
+        var image = Image(
             id: ResourceID.make("img"), projectId: principal.projectId, name: name, kind: kind, sha256: sha256,
-            sizeBytes: size, properties: properties, createdAt: Date())
+            sizeBytes: size, properties: launchProperties, createdAt: Date())
+        (image.signature, image.signingKeyId) = keyId == nil ? (nil, nil) : (signature, keyId)
+        (image.visibility, image.tags) = (visibility ?? .private, tags ?? [])
         do {
             try store.createImage(image)
+            if keyId != nil || visibility != nil || tags != nil { try catalog.updateImageCatalog(image) }
         } catch {
             if (try? store.images(projectId: nil).contains { $0.sha256 == sha256 }) != true { blobs.remove(sha256: sha256) }
             if error.kind == .conflict {
@@ -129,6 +139,7 @@ public final class Controller: Sendable {
 
     public func deleteImage(_ idOrName: String, by principal: Principal) throws(SwiftletError) {
         let image = try image(idOrName, by: principal)
+        try requireOwner(image, principal)
         let shared = try store.deleteImage(id: image.id)
         if !shared { blobs.remove(sha256: image.sha256) }
     }
@@ -173,6 +184,7 @@ public final class Controller: Sendable {
             (memoryMib, vcpus) = (tiny.memoryMib, tiny.vcpus)
         }
         try validateResources(memoryMib: memoryMib ?? 16, vcpus: vcpus ?? 1)
+        try checkLaunch(of: image, memoryMib: memoryMib ?? 16)
         let count = request.count ?? 1
         guard (1...Self.maxCount).contains(count) else {
             throw .badRequest("instance.bad_count", "count must be between 1 and \(Self.maxCount), got \(count)")
@@ -203,24 +215,21 @@ public final class Controller: Sendable {
             throw SwiftletError(.conflict, "instance.duplicate_name", "an instance with that name already exists in the project")
         }
         try attachNetworks(networkPlan, to: instances)
+        // Recorded by the agent with its first write, so persisting costs one commit, not two.
         let persisted = monotonicNanos()
-        for instance in instances {
-            try? store.updateInstance(id: instance.id) { $0.timeline.persisted = persisted }
-            try? store.addEvent(instanceId: instance.id, type: "created", message: "instance accepted")
-        }
         let agent = self.agent
         let ids = instances.map(\.id)
         if request.wait == true {
             await withTaskGroup(of: Void.self) { group in
                 for id in ids {
                     group.addTask {
-                        await agent.reconcile(instanceId: id)
+                        await agent.reconcile(instanceId: id, persistedAt: persisted)
                         await agent.waitUntilSettled(instanceId: id, timeout: .seconds(60))
                     }
                 }
             }
         } else {
-            for id in ids { Task { await agent.reconcile(instanceId: id) } }
+            for id in ids { Task { await agent.reconcile(instanceId: id, persistedAt: persisted) } }
         }
         var created: [Instance] = []
         for id in ids {

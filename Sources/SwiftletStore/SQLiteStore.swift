@@ -13,6 +13,9 @@ public final class SQLiteStore: SwiftletStore {
             var configuration = Configuration()
             configuration.foreignKeysEnabled = true
             configuration.busyMode = .timeout(5)
+            // WAL + NORMAL: a commit survives a crash of this process (what restart safety needs);
+            // only an OS crash can lose the last commits. FULL would fsync every timeline mark.
+            configuration.prepareDatabase { db in try db.execute(sql: "PRAGMA synchronous = NORMAL") }
             pool = try DatabasePool(path: path, configuration: configuration)
             try Self.migrator.migrate(pool)
         } catch {
@@ -66,6 +69,7 @@ public final class SQLiteStore: SwiftletStore {
                 arguments: [Project.adminProjectId, Date()])
         }
         // Later migrations register here, in order, one per feature (never edit a shipped one).
+        registerImageCatalogMigration(&migrator)
         registerNetworkMigration(&migrator)
         return migrator
     }
@@ -163,7 +167,7 @@ public final class SQLiteStore: SwiftletStore {
     public func images(projectId: String?) throws(SwiftletError) -> [Image] {
         try read { db in
             if let projectId {
-                return try Row.fetchAll(db, sql: "SELECT * FROM image WHERE project_id = ? ORDER BY created_at", arguments: [projectId]).map(Self.image)
+                return try Row.fetchAll(db, sql: "SELECT * FROM image WHERE project_id = ? OR visibility = 'public' ORDER BY created_at", arguments: [projectId]).map(Self.image)
             }
             return try Row.fetchAll(db, sql: "SELECT * FROM image ORDER BY created_at").map(Self.image)
         }
@@ -172,8 +176,8 @@ public final class SQLiteStore: SwiftletStore {
     public func image(idOrName: String, projectId: String?) throws(SwiftletError) -> Image? {
         try read { db in
             let rows = try Row.fetchAll(
-                db, sql: "SELECT * FROM image WHERE (id = ? OR name = ?) AND (? IS NULL OR project_id = ?) ORDER BY id = ? DESC",
-                arguments: [idOrName, idOrName, projectId, projectId, idOrName])
+                db, sql: "SELECT * FROM image WHERE (id = ? OR name = ?) AND (? IS NULL OR project_id = ? OR visibility = 'public') ORDER BY id = ? DESC, project_id = ? DESC",
+                arguments: [idOrName, idOrName, projectId, projectId, idOrName, projectId])
             return try rows.first.map(Self.image)
         }
     }
@@ -192,10 +196,11 @@ public final class SQLiteStore: SwiftletStore {
     }
 
     private static func image(_ row: Row) throws -> Image {
-        Image(
+        try Image(
             id: row["id"], projectId: row["project_id"], name: row["name"],
             kind: ImageKind(rawValue: row["kind"]) ?? .pvh, sha256: row["sha256"], sizeBytes: row["size_bytes"],
             properties: try decode([String: String].self, row["properties"]), createdAt: row["created_at"])
+            .withCatalog(row)
     }
 
     // MARK: - Flavors
@@ -230,6 +235,9 @@ public final class SQLiteStore: SwiftletStore {
                         instance.id, instance.projectId, instance.name, instance.imageId, instance.state.rawValue,
                         try Self.json(instance), instance.createdAt,
                     ])
+                try db.execute(
+                    sql: "INSERT INTO event (instance_id, time, type, message) VALUES (?, ?, 'created', 'instance accepted')",
+                    arguments: [instance.id, instance.createdAt])
             }
         }
     }

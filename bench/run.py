@@ -1,0 +1,339 @@
+#!/usr/bin/python3
+"""Swiftlet benchmarks: side by side in one run, reported as ratios (these machines are noisy).
+
+  bench/run.py [--quick] [--only NAME,...]
+
+Prints a Markdown table and writes bench/results/latest.json (plus a dated copy). Each result
+names what was timed (start and end events), its samples, p50/p90/p99 and its ratio against
+the baseline measured in the same run. See bench/README.md.
+"""
+import argparse, datetime, json, os, platform, re, select, shutil, signal, socket, statistics, subprocess
+import sys, tempfile, threading, time, urllib.error, urllib.request
+from concurrent.futures import ThreadPoolExecutor
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SWIFTLET = os.environ.get("SWIFTLET_BIN", os.path.join(ROOT, ".build/release/swiftlet"))
+QEMU = shutil.which("qemu-system-x86_64") or "qemu-system-x86_64"
+READY = b"SWIFTLET-READY"
+
+
+def now():
+    return time.monotonic_ns()
+
+
+def pct(samples, p):
+    if not samples:
+        return None
+    ordered = sorted(samples)
+    rank = max(1, min(len(ordered), -(-len(ordered) * p // 100)))
+    return ordered[int(rank) - 1]
+
+
+def ms(ns):
+    return None if ns is None else round(ns / 1e6, 3)
+
+
+def result(name, timed, samples_ns, baseline=None, goal=None, unit="ms", note=""):
+    entry = {"name": name, "timed": timed, "samples": len(samples_ns), "unit": unit,
+             "p50": ms(pct(samples_ns, 50)), "p90": ms(pct(samples_ns, 90)), "p99": ms(pct(samples_ns, 99)),
+             "raw_ms": [ms(s) for s in samples_ns], "note": note}
+    if baseline:
+        entry["baseline"] = baseline["name"]
+        entry["ratio"] = round(pct(samples_ns, 50) / pct(baseline["raw_ns"], 50), 3)
+    if goal:
+        entry["goal"] = goal
+    entry["raw_ns"] = samples_ns
+    return entry
+
+
+# ---------------------------------------------------------------- server
+
+class Server:
+    def __init__(self, accelerator=None):
+        self.data = tempfile.mkdtemp(prefix="swiftlet-bench-")
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self.base = f"http://127.0.0.1:{self.port}"
+        args = [SWIFTLET, "server", "--data", self.data, "--port", str(self.port), "--log-level", "warning"]
+        if accelerator:
+            args += ["--accelerator", accelerator]
+        self.log = open(self.data + ".log", "w")
+        self.proc = subprocess.Popen(args, stdout=self.log, stderr=self.log, start_new_session=True)
+        for _ in range(600):
+            try:
+                urllib.request.urlopen(self.base + "/v1/health", timeout=1)
+                break
+            except Exception:
+                time.sleep(0.1)
+        self.token = open(os.path.join(self.data, "admin.token")).read().strip()
+
+    def call(self, method, path, body=None, raw=None, ctype="application/json"):
+        data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
+        req = urllib.request.Request(self.base + path, data=data, method=method)
+        req.add_header("Authorization", "Bearer " + self.token)
+        if data is not None:
+            req.add_header("Content-Type", ctype)
+        try:
+            with urllib.request.urlopen(req, timeout=600) as r:
+                text = r.read()
+                return r.status, json.loads(text) if text else None
+        except urllib.error.HTTPError as e:
+            return e.code, json.loads(e.read() or b"{}")
+
+    def host(self):
+        return self.call("GET", "/v1/hosts")[1]["hosts"][0]
+
+    def stop(self):
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+        out = subprocess.run(["pgrep", "-f", self.data + "/run/"], capture_output=True, text=True).stdout.split()
+        for pid in out:
+            os.kill(int(pid), signal.SIGKILL)
+        shutil.rmtree(self.data, ignore_errors=True)
+        self.log.close()
+
+
+# ---------------------------------------------------------------- baselines
+
+def hand_qemu_ready(kernel, accelerator, cmdline="name=hand"):
+    """QEMU started by hand with the driver's machine and devices, serial on stdout: spawn -> READY line."""
+    cpu = "host" if accelerator == "kvm" else "max"
+    args = [QEMU, "-M", "microvm,x-option-roms=off,rtc=off", "-nodefaults", "-no-user-config", "-display", "none",
+            "-accel", accelerator, "-cpu", cpu, "-m", "16M", "-smp", "1", "-kernel", kernel, "-append", cmdline,
+            "-device", "isa-debug-exit,iobase=0x501", "-serial", "stdio", "-no-reboot"]
+    start = now()
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
+    buffer, ready = b"", None
+    deadline = time.time() + 30
+    while ready is None and time.time() < deadline:
+        r, _, _ = select.select([proc.stdout], [], [], 1)
+        if r:
+            chunk = os.read(proc.stdout.fileno(), 4096)
+            if not chunk:
+                break
+            buffer += chunk
+            if READY in buffer:
+                ready = now()
+    proc.kill()
+    proc.wait()
+    if ready is None:
+        raise RuntimeError("hand-started QEMU never printed READY: " + buffer.decode(errors="replace")[-300:])
+    return ready - start
+
+
+class Libvirt:
+    """libvirt from Debian, the path Nova and OpenVIM take: `virsh create` -> READY on the serial file."""
+
+    def __init__(self):
+        for d in ["/var/log/libvirt", "/var/run/libvirt", "/var/lib/libvirt/qemu"]:
+            os.makedirs(d, exist_ok=True)
+        conf = "/etc/libvirt/qemu.conf"
+        # No systemd and no libvirt-qemu user here: run domains as root, without a security driver.
+        if not os.path.exists(conf) or "swiftlet-bench" not in open(conf).read():
+            with open(conf, "a") as f:
+                f.write('\n# swiftlet-bench\nuser = "root"\ngroup = "root"\nsecurity_driver = "none"\n')
+        # libvirt's QEMU driver wants its user and group to exist even when told to run as root.
+        if subprocess.run(["getent", "group", "libvirt-qemu"], capture_output=True).returncode != 0:
+            subprocess.run(["groupadd", "-r", "libvirt-qemu"], check=True)
+        if subprocess.run(["id", "libvirt-qemu"], capture_output=True).returncode != 0:
+            subprocess.run(["useradd", "--system", "--no-create-home", "-g", "libvirt-qemu", "-s",
+                            "/usr/sbin/nologin", "libvirt-qemu"], check=True)
+        if subprocess.run(["pgrep", "-x", "virtlogd"], capture_output=True).returncode != 0:
+            subprocess.run(["virtlogd", "-d"], check=True)
+        if subprocess.run(["pgrep", "-x", "libvirtd"], capture_output=True).returncode != 0:
+            subprocess.run(["libvirtd", "-d"], check=True)
+        for _ in range(100):
+            if subprocess.run(["virsh", "-c", "qemu:///system", "version"], capture_output=True).returncode == 0:
+                return
+            time.sleep(0.1)
+        raise RuntimeError("libvirtd did not come up")
+
+    def ready(self, kernel, index):
+        name = f"swiftlet-bench-{os.getpid()}-{index}"
+        serial = f"/tmp/{name}.serial"
+        xml = f"""<domain type='qemu'><name>{name}</name><memory unit='MiB'>16</memory><vcpu>1</vcpu>
+<os><type arch='x86_64' machine='pc'>hvm</type><kernel>{kernel}</kernel><cmdline>name=virsh</cmdline></os>
+<cpu mode='custom'><model>qemu64</model></cpu>
+<devices><serial type='file'><source path='{serial}'/></serial><memballoon model='none'/></devices>
+<features><acpi/></features><on_poweroff>destroy</on_poweroff></domain>"""
+        path = f"/tmp/{name}.xml"
+        open(path, "w").write(xml)
+        start = now()
+        subprocess.run(["virsh", "-c", "qemu:///system", "create", path], check=True, capture_output=True)
+        ready = None
+        deadline = time.time() + 60
+        while ready is None and time.time() < deadline:
+            try:
+                if READY in open(serial, "rb").read():
+                    ready = now()
+                    break
+            except FileNotFoundError:
+                pass
+            time.sleep(0.001)
+        subprocess.run(["virsh", "-c", "qemu:///system", "destroy", name], capture_output=True)
+        console = open(serial, "rb").read().decode(errors="replace") if os.path.exists(serial) else ""
+        for f in (path, serial):
+            try:
+                os.remove(f)
+            except FileNotFoundError:
+                pass
+        if ready is None:
+            raise RuntimeError("the libvirt domain (machine pc) never printed READY; its console: "
+                               + console.strip()[:160])
+        return ready - start
+
+
+# ---------------------------------------------------------------- benchmarks
+
+def instantiation_cold(server, kernel, samples, use_libvirt):
+    """API request -> guest READY for `hello` (tiny), beside hand-started QEMU and libvirt, interleaved."""
+    accelerator = server.host()["chosenAccelerator"]
+    api, hand, virsh, overhead, client_total = [], [], [], [], []
+    phases = {}
+    libvirt, libvirt_error = None, None
+    if use_libvirt:
+        try:
+            libvirt = Libvirt()
+        except Exception as error:  # reported in the table, not hidden
+            libvirt_error = str(error)
+    for i in range(samples + 1):  # the first round warms caches and is dropped
+        t0 = now()
+        status, body = server.call("POST", "/v1/instances", {"image": "hello", "flavor": "tiny", "wait": True,
+                                                               "name": f"cold-{i}"})
+        t1 = now()
+        inst = body["instances"][0]
+        assert inst["state"] == "RUNNING", inst
+        tl = inst["timeline"]
+        server.call("DELETE", f"/v1/instances/{inst['id']}")
+        h = hand_qemu_ready(kernel, accelerator)
+        v = None
+        if libvirt:
+            try:
+                v = libvirt.ready(kernel, i)
+            except Exception as error:  # reported in the table, not hidden
+                libvirt_error = str(error)
+                libvirt = None
+        if i == 0:
+            continue
+        api.append(tl["ready"] - tl["accepted"])
+        client_total.append(t1 - t0)
+        hand.append(h)
+        if v is not None:
+            virsh.append(v)
+        overhead.append((tl["ready"] - tl["accepted"]) - (tl["ready"] - tl["vmmSpawned"]))
+        order = ["accepted", "persisted", "scheduled", "imageReady", "vmmSpawned", "vmmUp", "ready"]
+        for a, b in zip(order, order[1:]):
+            phases.setdefault(f"{a}->{b}", []).append(tl[b] - tl[a])
+    base = result("qemu_by_hand_cold", "qemu-system-x86_64 spawn -> READY line on its stdout (same kernel, machine, accel)", hand)
+    out = [base,
+           result("swiftlet_api_cold", "API handler accepted -> guest READY (instance timeline)", api, base, "p50 <= 1.10x qemu_by_hand_cold"),
+           result("swiftlet_api_cold_client", "client sends POST ?wait=true -> response received", client_total, base),
+           result("control_plane_overhead", "accepted -> VMM spawned (total minus VMM-spawn-to-READY)", overhead, None, "p50 <= 3 ms")]
+    if libvirt_error:
+        out.append({"name": "libvirt_virsh_create_cold", "samples": 0, "note": "NOT MEASURED: " + libvirt_error})
+    elif virsh:
+        lv = result("libvirt_virsh_create_cold", "virsh create -> READY in the serial file (pc machine, TCG)", virsh)
+        out.append(lv)
+        ratio = pct(api, 50) / pct(virsh, 50)
+        out[1]["ratio_vs_libvirt"] = round(ratio, 3)
+        out[1]["goal"] += "; p50 <= 0.2x libvirt"
+    for name, values in phases.items():
+        out.append(result(f"phase:{name}", f"instance timeline {name}", values))
+    return out
+
+
+def creation_rate(server, count, concurrency=8):
+    """Instances/s while creating `count` hello instances: first POST sent -> last instance RUNNING."""
+    start = now()
+
+    def create(i):
+        return server.call("POST", "/v1/instances", {"image": "hello", "name": f"rate-{i}", "wait": True})
+
+    with ThreadPoolExecutor(concurrency) as pool:
+        results = list(pool.map(create, range(count)))
+    elapsed = now() - start
+    running = sum(1 for s, b in results if s == 201 and b["instances"][0]["state"] == "RUNNING")
+    per_instance = [b["instances"][0]["timeline"]["ready"] - b["instances"][0]["timeline"]["accepted"]
+                    for s, b in results if s == 201 and b["instances"][0]["timeline"].get("ready")]
+    rate = running / (elapsed / 1e9)
+    r = result("creation_rate", f"{count} creates ({concurrency} concurrent clients): first POST -> last READY",
+               per_instance, goal=">= 25 instances/s", note=f"{running}/{count} RUNNING")
+    r["instances_per_second"] = round(rate, 2)
+    return [r]
+
+
+def api_list(server, instances, duration, connections=64):
+    """GET /v1/instances with `instances` instances, wrk at `connections` connections."""
+    wrk = shutil.which("wrk")
+    if not wrk:
+        return [{"name": "api_list_instances", "note": "wrk not installed", "samples": 0}]
+    out = subprocess.run([wrk, "-t2", f"-c{connections}", f"-d{duration}s", "--latency",
+                          "-H", f"Authorization: Bearer {server.token}", server.base + "/v1/instances"],
+                         capture_output=True, text=True).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    lat = {m.group(1): m.group(2) for m in re.finditer(r"\s+(50|90|99)%\s+([\d.]+\w+)", out)}
+    return [{"name": "api_list_instances", "timed": f"wrk -c{connections} {duration}s GET /v1/instances ({instances} instances)",
+             "requests_per_second": rps, "latency": lat, "goal": ">= 10000 req/s, p99 <= 10 ms",
+             "samples": int(re.search(r"(\d+) requests in", out).group(1))}]
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--quick", action="store_true", help="a run under 2 minutes")
+    parser.add_argument("--only", default="", help="comma-separated: cold,rate,api")
+    parser.add_argument("--no-libvirt", action="store_true")
+    args = parser.parse_args()
+    only = set(filter(None, args.only.split(",")))
+    want = lambda name: not only or name in only
+    kernel = os.path.join(tempfile.mkdtemp(prefix="swiftlet-bench-k-"), "hello.elf")
+    subprocess.run([os.path.join(ROOT, "guest/build.sh"), os.path.join(ROOT, "guest/examples/hello"), "-o", kernel],
+                   check=True, capture_output=True)
+    server = Server()
+    results = []
+    try:
+        status, _ = server.call("POST", "/v1/images?name=hello", raw=open(kernel, "rb").read(),
+                                ctype="application/octet-stream")
+        assert status == 201
+        if want("cold"):
+            results += instantiation_cold(server, kernel, 5 if args.quick else 20, not args.no_libvirt)
+        if want("rate"):
+            count = 40 if args.quick else 200
+            results += creation_rate(server, count)
+            if want("api"):
+                results += api_list(server, count, 3 if args.quick else 10)
+        elif want("api"):
+            results += api_list(server, 0, 3 if args.quick else 10)
+        host = server.host()
+    finally:
+        server.stop()
+    rev = subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    report = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"), "git": rev,
+              "machine": {"cpus": os.cpu_count(), "kernel": platform.release(), "accelerator": host["chosenAccelerator"],
+                          "calibration_ms": host["calibrationMs"], "memory_mib": host["memoryMib"]},
+              "quick": args.quick, "results": [{k: v for k, v in r.items() if k != "raw_ns"} for r in results]}
+    os.makedirs(os.path.join(ROOT, "bench/results"), exist_ok=True)
+    with open(os.path.join(ROOT, "bench/results/latest.json"), "w") as f:
+        json.dump(report, f, indent=1)
+    print(f"\nSwiftlet bench {report['date']} rev {rev}, {report['machine']}\n")
+    print("| name | timed | n | p50 ms | p90 ms | p99 ms | ratio | goal |")
+    print("|---|---|---|---|---|---|---|---|")
+    for r in report["results"]:
+        extra = ""
+        if "ratio" in r:
+            extra = f"{r['ratio']}x {r['baseline']}"
+            if "ratio_vs_libvirt" in r:
+                extra += f"; {r['ratio_vs_libvirt']}x libvirt"
+        if "instances_per_second" in r:
+            extra = f"{r['instances_per_second']} inst/s"
+        if "requests_per_second" in r:
+            extra = f"{r['requests_per_second']} req/s, latency {r['latency']}"
+        print(f"| {r['name']} | {r.get('timed', r.get('note', ''))} | {r.get('samples', '')} | {r.get('p50', '')} | {r.get('p90', '')} "
+              f"| {r.get('p99', '')} | {extra} | {r.get('goal', '')} |")
+
+
+if __name__ == "__main__":
+    main()
