@@ -266,6 +266,72 @@ def creation_rate(server, count, concurrency=8):
     return [r]
 
 
+def pss_kib(pids):
+    total = 0
+    for pid in pids:
+        try:
+            for line in open(f"/proc/{pid}/smaps_rollup"):
+                if line.startswith("Pss:"):
+                    total += int(line.split()[1])
+        except FileNotFoundError:
+            pass
+    return total
+
+
+def density(server, target, batch=25):
+    """Most concurrent idle `hello` instances, each still answering its console; PSS per instance; API p99."""
+    alive, failed_reason = 0, ""
+    mem_limit_kib = int(open("/proc/meminfo").read().split("MemAvailable:")[1].split()[0])
+    while alive < target:
+        n = min(batch, target - alive)
+        status, body = server.call("POST", "/v1/instances", {"image": "hello", "name": f"dense-{alive}", "count": n,
+                                                               "wait": True})
+        if status != 201:
+            failed_reason = f"create refused: {body}"
+            break
+        states = [i["state"] for i in body["instances"]]
+        alive += states.count("RUNNING")
+        if states.count("RUNNING") < n:
+            failed_reason = f"{n - states.count('RUNNING')} of a batch did not reach RUNNING"
+            break
+        avail = int(open("/proc/meminfo").read().split("MemAvailable:")[1].split()[0])
+        if avail < 1_000_000:  # keep 1 GiB for the host
+            failed_reason = "stopped with under 1 GiB of host memory available"
+            break
+    # Every instance must still answer its console: type `heap`, expect the kit's answer.
+    instances = server.call("GET", "/v1/instances?state=RUNNING")[1]["instances"]
+    answering = 0
+    for inst in instances:
+        server.call("POST", f"/v1/instances/{inst['id']}/console", raw=b"heap\n", ctype="text/plain")
+    deadline = time.time() + 30
+    pending = {i["id"] for i in instances}
+    while pending and time.time() < deadline:
+        for iid in list(pending):
+            req = urllib.request.Request(server.base + f"/v1/instances/{iid}/console")
+            req.add_header("Authorization", "Bearer " + server.token)
+            if b"swiftlet: heap" in urllib.request.urlopen(req, timeout=30).read():
+                pending.discard(iid)
+                answering += 1
+        time.sleep(0.2)
+    pids = subprocess.run(["pgrep", "-f", server.data + "/run/"], capture_output=True, text=True).stdout.split()
+    pss = pss_kib(pids)
+    latencies = []
+    for _ in range(200):
+        t0 = now()
+        server.call("GET", "/v1/hosts")
+        latencies.append(now() - t0)
+    r = result("density_idle_hello", f"concurrent idle hello instances, each answering `heap` on its console",
+               [], goal=">= 1000 on 24 GiB", note=failed_reason or f"target {target} reached")
+    r.update({"instances": alive, "answering": answering, "vmm_processes": len(pids),
+              "pss_mib_per_instance": round(pss / 1024 / max(1, len(pids)), 2),
+              "host_mem_available_mib_before": mem_limit_kib // 1024})
+    api = result("api_p99_under_density", f"GET /v1/hosts x200 with {alive} instances alive", latencies,
+                 goal="host stays responsive")
+    for inst in instances:
+        server.call("DELETE", f"/v1/instances/{inst['id']}")
+    return [r, api]
+
+
 def api_list(server, instances, duration, connections=64):
     """GET /v1/instances with `instances` instances, wrk at `connections` connections."""
     wrk = shutil.which("wrk")
@@ -284,7 +350,7 @@ def api_list(server, instances, duration, connections=64):
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true", help="a run under 2 minutes")
-    parser.add_argument("--only", default="", help="comma-separated: cold,rate,api")
+    parser.add_argument("--only", default="", help="comma-separated: cold,rate,api,density")
     parser.add_argument("--no-libvirt", action="store_true")
     args = parser.parse_args()
     only = set(filter(None, args.only.split(",")))
@@ -307,6 +373,8 @@ def main():
                 results += api_list(server, count, 3 if args.quick else 10)
         elif want("api"):
             results += api_list(server, 0, 3 if args.quick else 10)
+        if want("density"):
+            results += density(server, 50 if args.quick else 1000)
         host = server.host()
     finally:
         server.stop()
@@ -329,6 +397,8 @@ def main():
                 extra += f"; {r['ratio_vs_libvirt']}x libvirt"
         if "instances_per_second" in r:
             extra = f"{r['instances_per_second']} inst/s"
+        if "pss_mib_per_instance" in r:
+            extra = f"{r['instances']} alive, {r['answering']} answering, {r['pss_mib_per_instance']} MiB PSS each"
         if "requests_per_second" in r:
             extra = f"{r['requests_per_second']} req/s, latency {r['latency']}"
         print(f"| {r['name']} | {r.get('timed', r.get('note', ''))} | {r.get('samples', '')} | {r.get('p50', '')} | {r.get('p90', '')} "

@@ -6,7 +6,7 @@ and errors), and validates each response: its status must be declared for that o
 body must match the declared schema. Fails if an operation in the spec was never exercised.
 Usage: check_openapi.py SWIFTLET_BINARY KERNEL_ELF
 """
-import json, os, re, shutil, signal, socket, subprocess, sys, tempfile, time, urllib.request, urllib.error
+import json, os, random, re, shutil, signal, socket, subprocess, sys, tempfile, time, urllib.request, urllib.error
 
 import jsonschema
 import yaml
@@ -99,8 +99,12 @@ data = tempfile.mkdtemp(prefix="swiftlet-contract-")
 port = free_port()
 BASE = f"http://127.0.0.1:{port}"
 log = open(data + ".log", "w")
-server = subprocess.Popen([binary, "server", "--data", data, "--port", str(port)], stdout=log, stderr=log,
-                          start_new_session=True)
+# Its own device prefix, so that its bridges, TAPs and nftables tables are its own (networking).
+net_prefix = "c" + os.urandom(2).hex()
+with open(data + "/config.json", "w") as config:
+    json.dump({"networkPrefix": net_prefix}, config)
+server = subprocess.Popen([binary, "server", "--data", data, "--port", str(port), "--config", data + "/config.json"],
+                          stdout=log, stderr=log, start_new_session=True)
 try:
     for _ in range(600):
         try:
@@ -164,6 +168,9 @@ try:
     request("POST", "/v1/instances/h1/stop?timeout=5", team, expect=202)
     request("POST", "/v1/instances/h1/start", team, expect=202)
     request("POST", "/v1/instances/nope/start", team, expect=404)
+    request("POST", "/v1/instances/h1/console", team, b"heap\n", "text/plain", expect=204)
+    request("POST", "/v1/instances/h1/console", team, b"\x01\x02", "text/plain", expect=400)
+    request("POST", "/v1/instances/nope/console", team, b"heap\n", "text/plain", expect=404)
     request("GET", "/v1/instances/h1/console", team, expect=200)
     request("GET", "/v1/instances/nope/console", team, expect=404)
     request("GET", "/v1/instances/h1/events", team, expect=200)
@@ -173,6 +180,42 @@ try:
     request("DELETE", "/v1/instances/h1", team, expect=404)
     request("DELETE", "/v1/images/hello", team, expect=204)
     request("DELETE", "/v1/images/hello", team, expect=404)
+
+    # Networks and security groups (docs/networking.md): real bridge and TAP, as root.
+    request("POST", "/v1/images?name=hello-net", team, elf, "application/octet-stream", expect=201)
+    block = f"10.{random.randint(160, 250)}.{random.randint(0, 255)}"
+    request("POST", "/v1/networks", team, {"name": "lan", "cidr": block + ".0/24", "mode": "isolated"}, expect=201)
+    request("POST", "/v1/networks", team, {"name": "lan2", "cidr": block + ".128/25"}, expect=409)
+    request("POST", "/v1/networks", team, {"name": "tiny", "cidr": "10.1.2.0/31"}, expect=400)
+    request("GET", "/v1/networks", team, expect=200)
+    request("GET", "/v1/networks/lan", team, expect=200)
+    request("GET", "/v1/networks/nope", team, expect=404)
+    request("POST", "/v1/security-groups", team, {"name": "web"}, expect=201)
+    request("POST", "/v1/security-groups", team, {"name": "web"}, expect=409)
+    request("POST", "/v1/security-groups", team, {"name": "a/b"}, expect=400)
+    request("GET", "/v1/security-groups", team, expect=200)
+    request("GET", "/v1/security-groups/nope", team, expect=404)
+    _, group = request("POST", "/v1/security-groups/web/rules", team, {"proto": "tcp", "portMin": 80}, expect=201)
+    request("POST", "/v1/security-groups/web/rules", team, {"proto": "icmp", "portMin": 80}, expect=400)
+    request("POST", "/v1/security-groups/nope/rules", team, {"proto": "any"}, expect=404)
+    request("GET", "/v1/security-groups/web", team, expect=200)
+    request("DELETE", f"/v1/security-groups/web/rules/{group['rules'][-1]['id']}", team, expect=204)
+    request("DELETE", "/v1/security-groups/web/rules/rule-none", team, expect=404)
+    request("POST", "/v1/instances", team, {"name": "n1", "image": "hello-net", "networks": [{"network": "lan"}],
+                                            "securityGroups": ["web"], "wait": True}, expect=201)
+    request("POST", "/v1/instances", team, {"name": "n2", "image": "hello-net",
+                                            "networks": [{"network": "lan", "ip": "10.0.0.1"}]}, expect=400)
+    request("GET", "/v1/instances/n1", team, expect=200)
+    request("GET", "/v1/networks/lan/ports", team, expect=200)
+    request("GET", "/v1/networks/nope/ports", team, expect=404)
+    request("DELETE", "/v1/networks/lan", team, expect=409)
+    request("DELETE", "/v1/security-groups/web", team, expect=409)
+    request("DELETE", "/v1/instances/n1", team, expect=204)
+    request("DELETE", "/v1/security-groups/web", team, expect=204)
+    request("DELETE", "/v1/security-groups/web", team, expect=404)
+    request("DELETE", "/v1/networks/lan", team, expect=204)
+    request("DELETE", "/v1/networks/lan", team, expect=404)
+    request("DELETE", "/v1/images/hello-net", team, expect=204)
 
     _, hosts = request("GET", "/v1/hosts", admin, expect=200)
     request("GET", "/v1/hosts/" + hosts["hosts"][0]["id"], admin, expect=200)
@@ -187,6 +230,13 @@ finally:
     leftover = subprocess.run(["pgrep", "-f", data + "/run/"], capture_output=True, text=True).stdout.split()
     for pid in leftover:
         os.kill(int(pid), signal.SIGKILL)
+    for line in subprocess.run(["ip", "-o", "link", "show"], capture_output=True, text=True).stdout.splitlines():
+        name = line.split(":")[1].strip().split("@")[0]
+        if name.startswith(net_prefix):
+            failures.append(f"network device left behind: {name}")
+            subprocess.run(["ip", "link", "del", name], capture_output=True)
+    for family in ("inet", "bridge"):
+        subprocess.run(["nft", "delete", "table", family, "swiftlet_" + net_prefix], capture_output=True)
     shutil.rmtree(data, ignore_errors=True)
     os.remove(data + ".log")
 
