@@ -8,8 +8,8 @@
 
 public enum Clock {
     static let pitHz: UInt64 = 1_193_182
-    static let calibrationPITTicks: UInt64 = 597 // ~0.5 ms
-    static let settlePITTicks: UInt64 = 120 // ~0.1 ms
+    static let calibrationPITTicks: UInt64 = 597  // ~0.5 ms
+    static let settlePITTicks: UInt64 = 120  // ~0.1 ms
 
     nonisolated(unsafe) static var bootTSC: UInt64 = 0
     nonisolated(unsafe) static var tscHz: UInt64 = 0
@@ -26,11 +26,11 @@ public enum Clock {
 
     static func calibrate(bootTSC boot: UInt64) {
         bootTSC = boot
-        LocalAPIC.write(LocalAPIC.timerDivide, 0x0B) // divide by 1
-        LocalAPIC.write(LocalAPIC.timerLVT, 1 << 16 | UInt32(Interrupts.timerVector)) // masked
+        LocalAPIC.write(LocalAPIC.timerDivide, 0x0B)  // divide by 1
+        LocalAPIC.write(LocalAPIC.timerLVT, 1 << 16 | UInt32(Interrupts.timerVector))  // masked
         LocalAPIC.write(LocalAPIC.timerInitialCount, 0xFFFF_FFFF)
 
-        Port.write8(0x43, 0x30) // channel 0, lo/hi byte, mode 0, binary
+        Port.write8(0x43, 0x30)  // channel 0, lo/hi byte, mode 0, binary
         Port.write8(0x40, 0xFF)
         Port.write8(0x40, 0xFF)
         // Start and end are taken by the same loop body, each right after the
@@ -41,7 +41,7 @@ public enum Clock {
         let first = last
         var start: Sample? = nil
         var end = last
-        let giveUp = last.tsc &+ 4_000_000_000 // no PIT: stop after ~1 s at 4 GHz
+        let giveUp = last.tsc &+ 4_000_000_000  // no PIT: stop after ~1 s at 4 GHz
         while end.tsc < giveUp {
             let current = sample()
             if current.pit != last.pit {
@@ -82,7 +82,7 @@ public enum Clock {
     }
 
     static func sample() -> Sample {
-        Port.write8(0x43, 0x00) // latch channel 0
+        Port.write8(0x43, 0x00)  // latch channel 0
         let low = UInt16(Port.read8(0x40))
         let high = UInt16(Port.read8(0x40))
         return Sample(pit: high << 8 | low, tsc: kit_rdtsc(), lapic: LocalAPIC.read(LocalAPIC.timerCurrentCount))
@@ -99,7 +99,7 @@ public enum Clock {
         let delta = deadline > now ? deadline - now : 1
         let product = delta.multipliedFullWidth(by: lapicTimerHz)
         let count: UInt64 = product.high != 0 ? UInt64.max : product.low / 1_000_000
-        LocalAPIC.write(LocalAPIC.timerLVT, UInt32(Interrupts.timerVector)) // one-shot, unmasked
+        LocalAPIC.write(LocalAPIC.timerLVT, UInt32(Interrupts.timerVector))  // one-shot, unmasked
         LocalAPIC.write(LocalAPIC.timerInitialCount, UInt32(clamping: max(count, 1)))
     }
 }

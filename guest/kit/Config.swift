@@ -74,7 +74,8 @@ public enum Config {
     /// A decimal integer within `range`.
     public static func integer(_ key: String, default fallback: Int, range: ClosedRange<Int>) -> Int {
         guard let value = string(key) else { return fallback }
-        guard let number = parseDecimal(value.utf8), number <= UInt64(range.upperBound), Int(number) >= range.lowerBound else {
+        guard let number = parseDecimal(value.utf8), number <= UInt64(range.upperBound), Int(number) >= range.lowerBound
+        else {
             fail(key: key, reason: "not an integer in \(range.lowerBound)...\(range.upperBound): \(value)")
         }
         return Int(number)
@@ -86,7 +87,8 @@ public enum Config {
         guard let value = string(key) else { return nil }
         let parts = value.utf8.split(separator: 0x2F, omittingEmptySubsequences: false)
         guard parts.count == 2, let address = parseAddress(parts[0]),
-              let prefix = parseDecimal(parts[1]), prefix <= 32 else {
+            let prefix = parseDecimal(parts[1]), prefix <= 32
+        else {
             fail(key: key, reason: "expected a.b.c.d/prefix: \(value)")
         }
         return (address, Int(prefix))

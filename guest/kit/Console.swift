@@ -10,8 +10,8 @@ public enum Console {
     static let maximumLineLength = 512
 
     nonisolated(unsafe) static var ring: UnsafeMutablePointer<UInt8>? = nil
-    nonisolated(unsafe) static var ringHead = 0 // written by the interrupt handler
-    nonisolated(unsafe) static var ringTail = 0 // read by the run loop
+    nonisolated(unsafe) static var ringHead = 0  // written by the interrupt handler
+    nonisolated(unsafe) static var ringTail = 0  // read by the run loop
     nonisolated(unsafe) static var line: [UInt8] = []
 
     /// Lines typed on the console that the kit does not handle itself.
@@ -34,7 +34,7 @@ public enum Console {
         ring = UnsafeMutablePointer<UInt8>.allocate(capacity: ringCapacity)
         line.reserveCapacity(maximumLineLength)
         Port.write8(base + 1, 0x01)
-        withInterruptsDisabled { handleInterrupt() } // input that came before the IRQ was on
+        withInterruptsDisabled { handleInterrupt() }  // input that came before the IRQ was on
     }
 
     @inline(__always)
@@ -67,7 +67,7 @@ public enum Console {
 
     /// Writes `value` in decimal without allocating.
     public static func writeDecimal(_ value: UInt64) {
-        var digits: (UInt64, UInt64, UInt64, UInt64, UInt64) = (0, 0, 0, 0, 0) // 40 bytes >= 20 digits
+        var digits: (UInt64, UInt64, UInt64, UInt64, UInt64) = (0, 0, 0, 0, 0)  // 40 bytes >= 20 digits
         var count = 0
         var remaining = value
         withUnsafeMutableBytes(of: &digits) { buffer in
@@ -127,7 +127,9 @@ public enum Console {
             print("swiftlet: poweroff")
             Kit.powerOff()
         } else if Config.same(text, "heap") {
-            print("swiftlet: heap used=\(HeapStatistics.usedBytes) peak=\(HeapStatistics.peakUsedBytes) live=\(HeapStatistics.liveAllocations) largest-free=\(HeapStatistics.largestFreeBlock) total=\(HeapStatistics.totalBytes)")
+            print(
+                "swiftlet: heap used=\(HeapStatistics.usedBytes) peak=\(HeapStatistics.peakUsedBytes) live=\(HeapStatistics.liveAllocations) largest-free=\(HeapStatistics.largestFreeBlock) total=\(HeapStatistics.totalBytes)"
+            )
         } else if let lineHandler {
             lineHandler(text)
         } else {

@@ -14,7 +14,7 @@ import _Volatile
 @_extern(c, "kit_interrupts_disable") func kit_interrupts_disable() -> UInt64
 @_extern(c, "kit_interrupts_restore") func kit_interrupts_restore(_ flags: UInt64)
 @_extern(c, "kit_interrupts_enable") func kit_interrupts_enable()
-@_extern(c, "kit_halt_forever") func kit_halt() // never returns
+@_extern(c, "kit_halt_forever") func kit_halt()  // never returns
 
 /// x86 I/O ports.
 public enum Port {

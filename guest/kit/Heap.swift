@@ -11,7 +11,7 @@
 enum Heap {
     static let headerSize = 16
     static let minimumBlock = 32
-    static let usedMark: UInt = 0x5357_4946_544C_4554 // "SWIFTLET"
+    static let usedMark: UInt = 0x5357_4946_544C_4554  // "SWIFTLET"
 
     nonisolated(unsafe) static var freeList: UInt = 0
     nonisolated(unsafe) static var start: UInt = 0

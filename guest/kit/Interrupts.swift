@@ -42,10 +42,12 @@ public enum Interrupts {
         let slots = secondPresent ? IOAPIC.pinCount(secondIOAPIC) : 8
         for slot in 0..<slots where hasVirtioDevice(slot: slot) {
             if secondPresent {
-                IOAPIC.route(secondIOAPIC, pin: slot, vector: deviceVector, levelTriggered: true, destination: destination)
+                IOAPIC.route(
+                    secondIOAPIC, pin: slot, vector: deviceVector, levelTriggered: true, destination: destination)
             } else {
-                IOAPIC.route(firstIOAPIC, pin: (hasACPI ? 16 : 5) + slot, vector: deviceVector,
-                             levelTriggered: true, destination: destination)
+                IOAPIC.route(
+                    firstIOAPIC, pin: (hasACPI ? 16 : 5) + slot, vector: deviceVector,
+                    levelTriggered: true, destination: destination)
             }
         }
         kit_interrupts_enable()
@@ -77,7 +79,7 @@ func kitTrap(_ frame: UnsafeMutablePointer<UInt64>) {
         Console.handleInterrupt()
         LocalAPIC.endOfInterrupt()
     case Interrupts.spuriousVector:
-        break // no EOI for spurious interrupts
+        break  // no EOI for spurious interrupts
     case 6 where isSwiftTrap(rip: frame[Frame.rip]):
         // ud2: what Swift emits for fatalError, overflow, bounds and nil checks.
         Console.writeStatic("\nswiftlet: panic: Swift runtime trap (fatalError, overflow, bounds or nil check) at rip=")

@@ -8,10 +8,10 @@ public struct ExitStatus: ExpressibleByIntegerLiteral, Sendable {
     public let value: UInt8
     public init(integerLiteral value: UInt8) { self.value = value }
 
-    public static let poweredOff: ExitStatus = 0 // QEMU exit 1
-    public static let badConfig: ExitStatus = 2 // QEMU exit 5
-    public static let panic: ExitStatus = 3 // QEMU exit 7
-    public static let cpuException: ExitStatus = 4 // QEMU exit 9
+    public static let poweredOff: ExitStatus = 0  // QEMU exit 1
+    public static let badConfig: ExitStatus = 2  // QEMU exit 5
+    public static let panic: ExitStatus = 3  // QEMU exit 7
+    public static let cpuException: ExitStatus = 4  // QEMU exit 9
 }
 
 public enum Kit {
@@ -87,7 +87,8 @@ func kitMain(startInfo: UInt, bootTSC: UInt64) {
     }
     let version = StartInfo.u32(startInfo + 4)
     let commandLineAddress = UInt(StartInfo.u64(startInfo + 24))
-    let commandLineLength = commandLineAddress == 0 ? 0 : strlen(UnsafePointer<CChar>(bitPattern: commandLineAddress).unsafelyUnwrapped)
+    let commandLineLength =
+        commandLineAddress == 0 ? 0 : strlen(UnsafePointer<CChar>(bitPattern: commandLineAddress).unsafelyUnwrapped)
     let memoryMap = version >= 1 ? UInt(StartInfo.u64(startInfo + 40)) : 0
     let memoryMapEntries = version >= 1 ? UInt(StartInfo.u32(startInfo + 48)) : 0
 
@@ -105,7 +106,7 @@ func kitMain(startInfo: UInt, bootTSC: UInt64) {
         }
     }
     guard heapEnd != 0 else { Kit.panic(staticMessage: "no RAM above the kernel in the PVH memory map") }
-    func keep(_ start: UInt, _ length: UInt) { // no arrays: there is no heap yet
+    func keep(_ start: UInt, _ length: UInt) {  // no arrays: there is no heap yet
         if start >= kernelEnd && start < heapEnd { heapStart = max(heapStart, start + length) }
     }
     keep(startInfo, 56)
@@ -117,8 +118,9 @@ func kitMain(startInfo: UInt, bootTSC: UInt64) {
     Clock.calibrate(bootTSC: bootTSC)
     Console.enableInput()
     if commandLineLength > 0 {
-        Config.parse(commandLine: UnsafeBufferPointer(
-            start: UnsafePointer<UInt8>(bitPattern: commandLineAddress), count: commandLineLength))
+        Config.parse(
+            commandLine: UnsafeBufferPointer(
+                start: UnsafePointer<UInt8>(bitPattern: commandLineAddress), count: commandLineLength))
     }
 }
 

@@ -1,9 +1,11 @@
 // The C functions the Embedded Swift runtime links against, implemented here.
 
 @_cdecl("posix_memalign")
-public func posix_memalign(_ result: UnsafeMutablePointer<UnsafeMutableRawPointer?>, _ alignment: Int, _ size: Int) -> Int32 {
-    guard alignment > 0, alignment & (alignment - 1) == 0 else { return 22 } // EINVAL
-    guard let pointer = Heap.allocate(size: size, alignment: alignment) else { return 12 } // ENOMEM
+public func posix_memalign(_ result: UnsafeMutablePointer<UnsafeMutableRawPointer?>, _ alignment: Int, _ size: Int)
+    -> Int32
+{
+    guard alignment > 0, alignment & (alignment - 1) == 0 else { return 22 }  // EINVAL
+    guard let pointer = Heap.allocate(size: size, alignment: alignment) else { return 12 }  // ENOMEM
     result.pointee = pointer
     return 0
 }
@@ -20,33 +22,44 @@ public func kitFree(_ pointer: UnsafeMutableRawPointer?) {
 // turned back into calls to themselves.)
 
 @_cdecl("memcpy")
-public func memcpy(_ destination: UnsafeMutableRawPointer, _ source: UnsafeRawPointer, _ count: Int) -> UnsafeMutableRawPointer {
+public func memcpy(_ destination: UnsafeMutableRawPointer, _ source: UnsafeRawPointer, _ count: Int)
+    -> UnsafeMutableRawPointer
+{
     var offset = 0
     while offset + 8 <= count {
-        destination.storeBytes(of: source.loadUnaligned(fromByteOffset: offset, as: UInt64.self), toByteOffset: offset, as: UInt64.self)
+        destination.storeBytes(
+            of: source.loadUnaligned(fromByteOffset: offset, as: UInt64.self), toByteOffset: offset, as: UInt64.self)
         offset += 8
     }
     while offset < count {
-        destination.storeBytes(of: source.load(fromByteOffset: offset, as: UInt8.self), toByteOffset: offset, as: UInt8.self)
+        destination.storeBytes(
+            of: source.load(fromByteOffset: offset, as: UInt8.self), toByteOffset: offset, as: UInt8.self)
         offset += 1
     }
     return destination
 }
 
 @_cdecl("memmove")
-public func memmove(_ destination: UnsafeMutableRawPointer, _ source: UnsafeRawPointer, _ count: Int) -> UnsafeMutableRawPointer {
-    if UInt(bitPattern: destination) <= UInt(bitPattern: source) || UInt(bitPattern: destination) >= UInt(bitPattern: source) + UInt(count) {
+public func memmove(_ destination: UnsafeMutableRawPointer, _ source: UnsafeRawPointer, _ count: Int)
+    -> UnsafeMutableRawPointer
+{
+    if UInt(bitPattern: destination) <= UInt(bitPattern: source)
+        || UInt(bitPattern: destination) >= UInt(bitPattern: source) + UInt(count)
+    {
         return memcpy(destination, source, count)
     }
     // Overlapping with destination above source: copy backwards.
     var remaining = count
     while remaining >= 8 {
         remaining -= 8
-        destination.storeBytes(of: source.loadUnaligned(fromByteOffset: remaining, as: UInt64.self), toByteOffset: remaining, as: UInt64.self)
+        destination.storeBytes(
+            of: source.loadUnaligned(fromByteOffset: remaining, as: UInt64.self), toByteOffset: remaining,
+            as: UInt64.self)
     }
     while remaining > 0 {
         remaining -= 1
-        destination.storeBytes(of: source.load(fromByteOffset: remaining, as: UInt8.self), toByteOffset: remaining, as: UInt8.self)
+        destination.storeBytes(
+            of: source.load(fromByteOffset: remaining, as: UInt8.self), toByteOffset: remaining, as: UInt8.self)
     }
     return destination
 }

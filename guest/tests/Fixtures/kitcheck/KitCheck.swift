@@ -10,7 +10,7 @@ struct KitCheck {
 
     static func main() {
         Config.load(allowed: ["name", "ip", "gw", "port", "count"])
-        count = Config.integer("count", default: 1, range: 1...100) // app keys are checked when read
+        count = Config.integer("count", default: 1, range: 1...100)  // app keys are checked when read
         Console.lineHandler = handle
         Kit.ready(app: "kitcheck")
         Kit.run { now in
@@ -47,7 +47,9 @@ struct KitCheck {
             sleepUntil = sleepStart + micros
         case "config":
             let ip = Config.ipv4("ip")
-            print("kitcheck: ip=\(ip?.address ?? 0)/\(ip?.prefixLength ?? 0) gw=\(Config.ipv4Address("gw") ?? 0) port=\(Config.port(default: 80)) count=\(count)")
+            print(
+                "kitcheck: ip=\(ip?.address ?? 0)/\(ip?.prefixLength ?? 0) gw=\(Config.ipv4Address("gw") ?? 0) port=\(Config.port(default: 80)) count=\(count)"
+            )
         default:
             print("kitcheck: unknown \(line)")
         }
@@ -82,6 +84,8 @@ struct KitCheck {
             if text.isEmpty { print(text) }
         }
         keep.removeAll()
-        print("kitcheck: churn before=\(before) after=\(HeapStatistics.usedBytes) peak=\(HeapStatistics.peakUsedBytes) largest-free=\(HeapStatistics.largestFreeBlock) total=\(HeapStatistics.totalBytes)")
+        print(
+            "kitcheck: churn before=\(before) after=\(HeapStatistics.usedBytes) peak=\(HeapStatistics.peakUsedBytes) largest-free=\(HeapStatistics.largestFreeBlock) total=\(HeapStatistics.totalBytes)"
+        )
     }
 }

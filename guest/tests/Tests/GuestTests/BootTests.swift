@@ -27,8 +27,9 @@ struct BootTests {
     func deviceInterruptsArriveOnEveryMicrovmWiring(machineOptions: String) throws {
         try #require(GuestPaths.exampleNames().contains("http"), "needs guest/examples/http")
         let port = try freeLocalPort()
-        let guest = try QEMUGuest(kernel: try KernelBuilds.shared.kernel(GuestPaths.example("http")), append: "name=irq",
-                                  network: true, machineOptions: machineOptions, forwardTCPPort: port)
+        let guest = try QEMUGuest(
+            kernel: try KernelBuilds.shared.kernel(GuestPaths.example("http")), append: "name=irq",
+            network: true, machineOptions: machineOptions, forwardTCPPort: port)
         defer { guest.stop() }
         _ = try #require(guest.waitForReady(), "console:\n\(guest.console)")
         let response = tcpExchange(port: port, request: "GET / HTTP/1.0\r\nHost: irq\r\n\r\n", timeout: 20)
@@ -75,11 +76,14 @@ struct BootTests {
         _ = try #require(guest.waitForReady(), "console:\n\(guest.console)")
         guest.send("config")
         // 10.1.2.3 = 0x0a010203, 10.1.2.1 = 0x0a010201
-        #expect(guest.waitFor("kitcheck: ip=167838211/24 gw=167838209 port=8080 count=42\n", timeout: 20), "console:\n\(guest.console)")
+        #expect(
+            guest.waitFor("kitcheck: ip=167838211/24 gw=167838209 port=8080 count=42\n", timeout: 20),
+            "console:\n\(guest.console)")
     }
 
     @Test func poweroffOnTheConsoleExitsWithStatusOne() throws {
-        let guest = try QEMUGuest(kernel: try KernelBuilds.shared.kernel(GuestPaths.example("hello")), append: "name=stop")
+        let guest = try QEMUGuest(
+            kernel: try KernelBuilds.shared.kernel(GuestPaths.example("hello")), append: "name=stop")
         defer { guest.stop() }
         _ = try #require(guest.waitForReady(), "console:\n\(guest.console)")
         guest.send("poweroff")
@@ -89,10 +93,11 @@ struct BootTests {
 
     /// An idle guest sleeps in HLT: QEMU uses < 0.1 % of a core over 10 s.
     @Test func idleHelloUsesAlmostNoCPU() throws {
-        let guest = try QEMUGuest(kernel: try KernelBuilds.shared.kernel(GuestPaths.example("hello")), append: "name=idle")
+        let guest = try QEMUGuest(
+            kernel: try KernelBuilds.shared.kernel(GuestPaths.example("hello")), append: "name=idle")
         defer { guest.stop() }
         _ = try #require(guest.waitForReady(), "console:\n\(guest.console)")
-        Thread.sleep(forTimeInterval: 0.5) // let QEMU finish its own start-up work
+        Thread.sleep(forTimeInterval: 0.5)  // let QEMU finish its own start-up work
         let before = try guest.cpuTicks()
         let started = Date()
         Thread.sleep(forTimeInterval: 10)
@@ -100,7 +105,9 @@ struct BootTests {
         let seconds = Date().timeIntervalSince(started)
         let ticksPerSecond = Double(sysconf(Int32(_SC_CLK_TCK)))
         let share = Double(ticks) / ticksPerSecond / seconds
-        print("idle hello: \(ticks) ticks of CPU in \(String(format: "%.1f", seconds)) s = \(String(format: "%.3f", share * 100)) % of a core")
+        print(
+            "idle hello: \(ticks) ticks of CPU in \(String(format: "%.1f", seconds)) s = \(String(format: "%.3f", share * 100)) % of a core"
+        )
         #expect(share < 0.001)
         #expect(guest.process.isRunning)
     }
@@ -164,8 +171,9 @@ struct BootTests {
         var lines: [String] = []
         for round in 1...3 {
             guest.send("churn")
-            lines = try #require(guest.waitForLines(startingWith: "kitcheck: churn ", count: round, timeout: 60),
-                                 "console:\n\(guest.console)")
+            lines = try #require(
+                guest.waitForLines(startingWith: "kitcheck: churn ", count: round, timeout: 60),
+                "console:\n\(guest.console)")
         }
         let results = lines.map { line in
             var values: [String: Int] = [:]
@@ -173,8 +181,10 @@ struct BootTests {
                 let pair = field.split(separator: "=")
                 if pair.count == 2 { values[String(pair[0])] = Int(pair[1]) }
             }
-            return (before: values["before"] ?? -1, after: values["after"] ?? -1,
-                    largest: values["largest-free"] ?? -1, total: values["total"] ?? -1)
+            return (
+                before: values["before"] ?? -1, after: values["after"] ?? -1,
+                largest: values["largest-free"] ?? -1, total: values["total"] ?? -1
+            )
         }
         try #require(results.count == 3)
         #expect(results[0].after == results[2].after, "\(results)")
@@ -192,14 +202,17 @@ struct BootTests {
         #expect(firstBytes == (try Data(contentsOf: second)))
 
         let copy = KernelBuilds.shared.directory.appendingPathComponent("elsewhere/src/guest")
-        try FileManager.default.createDirectory(at: copy.appendingPathComponent("examples"), withIntermediateDirectories: true)
+        try FileManager.default.createDirectory(
+            at: copy.appendingPathComponent("examples"), withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(at: copy.deletingLastPathComponent().deletingLastPathComponent()) }
         for item in ["build.sh", "kit", "examples/hello"] {
-            try FileManager.default.copyItem(at: GuestPaths.guest.appendingPathComponent(item), to: copy.appendingPathComponent(item))
+            try FileManager.default.copyItem(
+                at: GuestPaths.guest.appendingPathComponent(item), to: copy.appendingPathComponent(item))
         }
         let copied = copy.appendingPathComponent("hello.elf")
-        let build = try runCommand(copy.appendingPathComponent("build.sh").path,
-                                   [copy.appendingPathComponent("examples/hello").path, "-o", copied.path])
+        let build = try runCommand(
+            copy.appendingPathComponent("build.sh").path,
+            [copy.appendingPathComponent("examples/hello").path, "-o", copied.path])
         try #require(build.status == 0, "\(build.output)")
         #expect(firstBytes == (try Data(contentsOf: copied)), "a build from another path differs")
         for example in GuestPaths.exampleNames() {

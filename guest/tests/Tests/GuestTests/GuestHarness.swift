@@ -18,7 +18,8 @@ enum GuestPaths {
     static func exampleNames() -> [String] {
         let names = (try? FileManager.default.contentsOfDirectory(atPath: examples.path)) ?? []
         return names.filter { name in
-            let files = (try? FileManager.default.contentsOfDirectory(atPath: examples.appendingPathComponent(name).path)) ?? []
+            let files =
+                (try? FileManager.default.contentsOfDirectory(atPath: examples.appendingPathComponent(name).path)) ?? []
             return files.contains { $0.hasSuffix(".swift") }
         }.sorted()
     }
@@ -91,7 +92,8 @@ final class KernelBuilds: @unchecked Sendable {
         if noSSE { arguments.append("--no-sse") }
         let result = try runCommand(GuestPaths.buildScript.path, arguments)
         guard result.status == 0 else {
-            throw GuestTestError("build.sh \(arguments.joined(separator: " ")) failed (\(result.status)):\n\(result.output)")
+            throw GuestTestError(
+                "build.sh \(arguments.joined(separator: " ")) failed (\(result.status)):\n\(result.output)")
         }
         return output
     }
@@ -113,13 +115,16 @@ final class QEMUGuest: @unchecked Sendable {
     /// needed); the kit's network examples refuse to start without a NIC.
     /// `machineOptions`: extra microvm options, e.g. "ioapic2=off".
     /// `forwardTCPPort`: with `network`, host 127.0.0.1:<that port> → guest port 80.
-    init(kernel: URL, append: String = "", accelerator: String = "tcg", network: Bool = false,
-         machineOptions: String = "", forwardTCPPort: UInt16? = nil, extraArguments: [String] = []) throws {
+    init(
+        kernel: URL, append: String = "", accelerator: String = "tcg", network: Bool = false,
+        machineOptions: String = "", forwardTCPPort: UInt16? = nil, extraArguments: [String] = []
+    ) throws {
         guard FileManager.default.isExecutableFile(atPath: Self.qemu) else {
             throw GuestTestError("\(Self.qemu) is missing: apt-get install -y qemu-system-x86")
         }
         var arguments = [
-            "-M", "microvm,x-option-roms=off,rtc=off" + (machineOptions.isEmpty ? "" : "," + machineOptions), "-nodefaults", "-no-user-config", "-nographic",
+            "-M", "microvm,x-option-roms=off,rtc=off" + (machineOptions.isEmpty ? "" : "," + machineOptions),
+            "-nodefaults", "-no-user-config", "-nographic",
             "-accel", accelerator, "-cpu", accelerator == "kvm" ? "host" : "max", "-m", "16M",
             "-kernel", kernel.path, "-append", append,
             "-device", "isa-debug-exit,iobase=0x501", "-serial", "stdio", "-no-reboot",
@@ -163,7 +168,7 @@ final class QEMUGuest: @unchecked Sendable {
             if lines.count >= count { return lines }
             if Date() >= deadline { return nil }
             if !process.isRunning {
-                Thread.sleep(forTimeInterval: 0.05) // let the last output arrive
+                Thread.sleep(forTimeInterval: 0.05)  // let the last output arrive
                 if console == text { return nil }
             }
             Thread.sleep(forTimeInterval: 0.01)
@@ -176,7 +181,7 @@ final class QEMUGuest: @unchecked Sendable {
         while Date() < deadline {
             if console.contains(text) { return true }
             if !process.isRunning {
-                Thread.sleep(forTimeInterval: 0.05) // let the last output arrive
+                Thread.sleep(forTimeInterval: 0.05)  // let the last output arrive
                 return console.contains(text)
             }
             Thread.sleep(forTimeInterval: 0.01)
@@ -188,7 +193,8 @@ final class QEMUGuest: @unchecked Sendable {
     func waitForReady(timeout: TimeInterval = 60) -> (app: String, micros: UInt64)? {
         let deadline = Date().addingTimeInterval(timeout)
         while Date() < deadline {
-            for line in console.split(separator: "\n", omittingEmptySubsequences: true) where line.hasPrefix("SWIFTLET-READY ") {
+            for line in console.split(separator: "\n", omittingEmptySubsequences: true)
+            where line.hasPrefix("SWIFTLET-READY ") {
                 let fields = line.split(separator: " ")
                 guard fields.count == 3 else { continue }
                 let micros = String(fields[2]).trimmingCharacters(in: .whitespacesAndNewlines)
