@@ -182,7 +182,9 @@ public actor NetworkService {
         let membership = try store.securityGroupMembership()
         guard !membership.isEmpty, !plugged.isEmpty else { return Ruleset(segments: segments, filteredPorts: []) }
         let groups = Dictionary(try store.securityGroups(projectId: nil).map { ($0.id, $0) }, uniquingKeysWith: { a, _ in a })
-        let ports = try store.ports(networkId: nil, instanceId: nil)
+        // Peers are the members whose VM runs now: a stopped or deleted member's address may be
+        // handed to someone else.
+        let ports = try store.ports(networkId: nil, instanceId: nil).filter { plugged[$0.instanceId] != nil }
         let addresses = Dictionary(grouping: ports, by: \.instanceId).mapValues { $0.map(\.address) }
         var members: [String: Set<String>] = [:]
         for (instanceId, groupIds) in membership {

@@ -39,6 +39,13 @@ import Testing
             await expectAPIError(404, "instance.not_found") { _ = try await client.instance("w3") }
             await expectAPIError(409, "network.in_use") { try await client.deleteNetwork("web") }
 
+            // The TAP lives with the VM: gone on stop, back on start.
+            _ = try await client.stop("w2", timeout: 1)
+            #expect(HostNet.links(prefix: prefix + "t").count == 1)
+            _ = try await client.start("w2")
+            try await eventually("w2 serving again") { HostNet.curl("http://\(fixed)/", seconds: 1).output.contains("<h1>w2</h1>") }
+            #expect(HostNet.links(prefix: prefix + "t").count == 2)
+
             try await client.deleteInstance("w1")
             try await client.deleteInstance("w2")
             #expect(HostNet.links(prefix: prefix + "t").isEmpty, "TAPs left: \(HostNet.links(prefix: prefix + "t"))")
