@@ -74,7 +74,11 @@ public final class SwiftletClient: Sendable {
     // MARK: images
 
     /// Uploads the file at `path`, streamed from disk in chunks.
-    public func uploadImage(path: String, name: String, properties: [String: String] = [:]) async throws -> Image {
+    /// `signature`: base64 Ed25519 over the file's sha256 (sent as `X-Swiftlet-Signature`).
+    public func uploadImage(
+        path: String, name: String, properties: [String: String] = [:], signature: String? = nil,
+        visibility: ImageVisibility? = nil, tags: [String] = []
+    ) async throws -> Image {
         let size: Int64
         do {
             let attributes = try FileManager.default.attributesOfItem(atPath: path)
@@ -89,7 +93,10 @@ public final class SwiftletClient: Sendable {
         }
         var query = [("name", name)]
         for key in properties.keys.sorted() { query.append(("property", "\(key)=\(properties[key]!)")) }
+        if let visibility { query.append(("visibility", visibility.rawValue)) }
+        for tag in tags { query.append(("tag", tag)) }
         var request = try makeRequest("POST", "/v1/images", query: query)
+        if let signature { request.headers.replaceOrAdd(name: Image.signatureHeader, value: signature) }
         request.headers.replaceOrAdd(name: "Content-Type", value: "application/octet-stream")
         request.body = .stream(FileChunks(path: path), length: .known(size))
         return try await decode(execute(request, timeout: Self.longTimeout))

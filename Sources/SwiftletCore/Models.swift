@@ -58,6 +58,11 @@ public enum ImageKind: String, Codable, Sendable, CaseIterable {
     case pvh
     case multiboot
     case bzImage = "bzimage"
+    /// An initramfs (cpio or compressed): not bootable alone, referenced by a bzImage's `initrd` property.
+    case initrd
+    /// Disk images booted by firmware from a virtio-blk disk.
+    case raw
+    case qcow2
 }
 
 public struct Image: Codable, Sendable, Equatable {
@@ -71,6 +76,12 @@ public struct Image: Codable, Sendable, Equatable {
     /// the agent for unikernels that don't print the kit's READY line.
     public var properties: [String: String]
     public var createdAt: Date
+    /// nil means private (older records and clients omit it).
+    public var visibility: ImageVisibility?
+    public var tags: [String]?
+    /// Base64 Ed25519 signature over the sha256 digest, and the id of the trusted key it verified with.
+    public var signature: String?
+    public var signingKeyId: String?
 
     public init(
         id: String, projectId: String, name: String, kind: ImageKind, sha256: String,

@@ -46,6 +46,8 @@ public final class BlobUpload {
     private var descriptor: Int32
     private var hasher = SHA256()
     public private(set) var size: Int64 = 0
+    /// The sha256 (hex) of the bytes appended so far: what a signature covers, known before commit.
+    public var sha256: String { hasher.finalize().map { String(format: "%02x", $0) }.joined() }
 
     init(directory: String, limit: Int64) throws(SwiftletError) {
         self.directory = directory
@@ -116,9 +118,11 @@ extension KernelFormat {
         }
         defer { try? handle.close() }
         let size = Int64(try handle.seekToEnd())
-        return try detect(size: size) { offset, count in
+        let kind = try detect(size: size) { offset, count in
             try handle.seek(toOffset: UInt64(offset))
             return [UInt8](try handle.read(upToCount: count) ?? Data())
         }
+        if kind == .raw || kind == .qcow2 { _ = try DiskImage.validate(path: path, kind: kind) }
+        return kind
     }
 }

@@ -6,11 +6,14 @@ import SwiftletCore
 struct ImageCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "image", abstract: "Upload and manage unikernel images.",
-        subcommands: [Create.self, List.self, Show.self, Remove.self])
+        subcommands: [
+            Create.self, List.self, Show.self, Remove.self, Update.self, Keygen.self, Sign.self, Trust.self, Keys.self,
+            Untrust.self,
+        ])
 
     struct Create: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
-            commandName: "create", abstract: "Upload a kernel image (PVH ELF, multiboot or bzImage).")
+            commandName: "create", abstract: "Upload an image (PVH ELF, multiboot, bzImage, initrd, raw or qcow2 disk).")
         @OptionGroup var connection: Connection
         @OptionGroup var output: JSONOption
         @Argument(help: "The image file.") var file: String
@@ -19,12 +22,16 @@ struct ImageCommand: AsyncParsableCommand {
             help: "An image property key=value (repeatable), e.g. ready_pattern=<regex>.",
             transform: checked { try ArgumentCheck.property($0) })
         var property: [(key: String, value: String)] = []
+        @OptionGroup var upload: UploadOptions
 
         func run() async throws {
+            let signature = try upload.signature(for: file)
             let imageName = name ?? URL(fileURLWithPath: file).deletingPathExtension().lastPathComponent
             let properties = Dictionary(property.map { ($0.key, $0.value) }, uniquingKeysWith: { _, last in last })
             let image = try await connection.withClient {
-                try await $0.uploadImage(path: file, name: imageName, properties: properties)
+                try await $0.uploadImage(
+                    path: file, name: imageName, properties: properties, signature: signature,
+                    visibility: upload.public ? .public : nil, tags: upload.tag)
             }
             if output.json { return try Output.json(image) }
             print("\(image.name)  \(image.id)  \(image.kind.rawValue)  \(Format.bytes(image.sizeBytes))")
@@ -63,6 +70,8 @@ struct ImageCommand: AsyncParsableCommand {
                 ("id", found.id), ("name", found.name), ("project", found.projectId), ("kind", found.kind.rawValue),
                 ("size", "\(Format.bytes(found.sizeBytes)) (\(found.sizeBytes) bytes)"), ("sha256", found.sha256),
                 ("created", Format.date(found.createdAt)),
+                ("visibility", (found.visibility ?? .private).rawValue), ("tags", (found.tags ?? []).joined(separator: ", ")),
+                ("signed", found.signingKeyId.map { "yes (key \($0))" } ?? "no"),
             ]
             for key in found.properties.keys.sorted() { fields.append(("property \(key)", found.properties[key]!)) }
             Output.fields(fields)

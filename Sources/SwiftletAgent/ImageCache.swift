@@ -1,0 +1,93 @@
+import Foundation
+import SwiftletCore
+import SwiftletImages
+import SwiftletStore
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// The host's copy of image bytes, by digest: `<root>/<sha256>`. Filled once from the blob store
+/// (hard link when on the same filesystem, else a verified copy); a boot with the bytes cached
+/// never touches the blob store.
+struct ImageCache: Sendable {
+    let root: String
+    let blobs: BlobStore
+
+    /// What a boot needs from its image: the local paths, and whether they were already cached.
+    struct Prepared: Sendable {
+        var kernelPath: String
+        var initrdPath: String?
+        var profile: LaunchProfile
+        var cacheHit: Bool
+    }
+
+    func path(sha256: String) -> String { root + "/" + sha256 }
+
+    /// The local path of `image`'s bytes, fetching them from the blob store on a miss.
+    func fetch(_ image: Image) throws(SwiftletError) -> (path: String, hit: Bool) {
+        let target = path(sha256: image.sha256)
+        if access(target, R_OK) == 0 { return (target, true) }
+        let source = blobs.path(sha256: image.sha256)
+        guard access(source, R_OK) == 0 else {
+            throw SwiftletError(
+                .internal, "image.blob_missing", "image blob \(image.sha256) is missing from the blob store")
+        }
+        try? FileManager.default.createDirectory(atPath: root, withIntermediateDirectories: true)
+        let temp = root + "/.tmp-" + ResourceID.make("fetch")
+        defer { unlink(temp) }
+        if link(source, temp) != 0 {
+            do { try FileManager.default.copyItem(atPath: source, toPath: temp) } catch {
+                throw SwiftletError(
+                    .internal, "image.cache_failed", "cannot copy image \(image.sha256) into the host cache: \(error)")
+            }
+            // A copy crossed a filesystem: check it before it becomes the cached truth.
+            guard (try? ImageSignature.sha256(path: temp)) == image.sha256 else {
+                throw SwiftletError(
+                    .internal, "image.cache_failed", "copy of image \(image.sha256) does not match its digest")
+            }
+        }
+        guard rename(temp, target) == 0 else {
+            throw SwiftletError(
+                .internal, "image.cache_failed", "cannot place image \(image.sha256) in the host cache: errno \(errno)")
+        }
+        return (target, false)
+    }
+
+    /// Everything a boot needs, checked: the image's launch profile, its initrd, and for a project
+    /// that requires signed images, the cached bytes re-hashed and the signature re-verified.
+    func prepare(_ image: Image, instance: Instance, store: any SwiftletStore) throws(SwiftletError) -> Prepared {
+        guard image.kind != .initrd else {
+            throw .badRequest(
+                "image.not_bootable", "image '\(image.name)' is an initrd: boot a bzImage that references it")
+        }
+        let profile = try LaunchProfile(kind: image.kind, properties: image.properties)
+        let kernel = try fetch(image)
+        var initrdPath: String?
+        var hit = kernel.hit
+        if let initrdId = profile.initrdImageId {
+            guard let initrd = try store.image(idOrName: initrdId, projectId: nil), initrd.kind == .initrd else {
+                throw .notFound("initrd image", initrdId)
+            }
+            let fetched = try fetch(initrd)
+            initrdPath = fetched.path
+            hit = hit && fetched.hit
+        }
+        if let catalog = store as? any ImageCatalogStore,
+            let project = try store.project(id: instance.projectId), project.requireSignedImages
+        {
+            let keys = try catalog.signingKeys(projectId: project.id)
+            let digest: String
+            do { digest = try ImageSignature.sha256(path: kernel.path) } catch {
+                throw SwiftletError(.internal, "image.read_failed", "cannot re-hash image \(image.sha256): \(error)")
+            }
+            guard digest == image.sha256 else {
+                throw SwiftletError(
+                    .unprocessable, "image.tampered",
+                    "image bytes on this host hash to \(digest), not the registered \(image.sha256): refusing to boot")
+            }
+            try ImageSignature.verify(image.signature, sha256: digest, keys: keys, projectName: project.name)
+        }
+        return Prepared(kernelPath: kernel.path, initrdPath: initrdPath, profile: profile, cacheHit: hit)
+    }
+}

@@ -1,0 +1,156 @@
+import Foundation
+import SwiftletCore
+import SwiftletImages
+import SwiftletStore
+
+/// The image service beyond upload: launch properties, signatures, visibility, tags, trusted keys.
+extension Controller {
+    var catalog: any ImageCatalogStore {
+        get throws(SwiftletError) {
+            guard let catalog = store as? any ImageCatalogStore else {
+                throw SwiftletError(.unavailable, "image.catalog_unavailable", "this store keeps no image catalog")
+            }
+            return catalog
+        }
+    }
+
+    /// Checks the launch properties against the detected kind, resolves `initrd` (a name or id of
+    /// an initrd image the caller can see) to an id, and records the boot protocol.
+    func normalizeImageProperties(_ properties: [String: String], kind: ImageKind, by principal: Principal)
+        throws(SwiftletError)
+        -> [String: String]
+    {
+        var properties = properties
+        if let reference = properties[LaunchProfile.initrdProperty] {
+            let initrd = try image(reference, by: principal)
+            guard initrd.kind == .initrd else {
+                throw .badRequest(
+                    "image.bad_initrd", "initrd '\(reference)' is a \(initrd.kind.rawValue) image, not an initrd")
+            }
+            properties[LaunchProfile.initrdProperty] = initrd.id
+        }
+        _ = try LaunchProfile(kind: kind, properties: properties)
+        properties[LaunchProfile.bootProtocolProperty] = LaunchProfile.bootProtocol(of: kind)
+        return properties
+    }
+
+    /// At upload: a given signature must verify with a key the project trusts; a project that
+    /// requires signed images refuses an upload without one. Returns the verifying key's id.
+    func verifyUploadSignature(_ signature: String?, sha256: String, by principal: Principal) throws(SwiftletError)
+        -> String?
+    {
+        guard let project = try store.project(id: principal.projectId) else {
+            throw .notFound("project", principal.projectId)
+        }
+        guard signature != nil || project.requireSignedImages else { return nil }
+        return try ImageSignature.verify(
+            signature, sha256: sha256, keys: try catalog.signingKeys(projectId: project.id), projectName: project.name)
+    }
+
+    /// Instance creation: the image must be bootable and get at least its minimum memory.
+    func checkLaunch(of image: Image, memoryMib: Int) throws(SwiftletError) {
+        guard image.kind != .initrd else {
+            throw .badRequest(
+                "image.not_bootable", "image '\(image.name)' is an initrd: boot a bzImage that references it")
+        }
+        let profile = try LaunchProfile(kind: image.kind, properties: image.properties)
+        if let minimum = profile.minMemoryMib, memoryMib < minimum {
+            throw .badRequest(
+                "instance.below_min_memory",
+                "image '\(image.name)' needs at least \(minimum) MiB of memory, got \(memoryMib) MiB")
+        }
+    }
+
+    /// Tags are short words, kept sorted and unique.
+    static func normalizeTags(_ tags: [String]) throws(SwiftletError) -> [String] {
+        for tag in tags {
+            guard !tag.isEmpty, tag.count <= 64, tag.allSatisfy({ $0.isLetter || $0.isNumber || "-_.:".contains($0) })
+            else {
+                throw .badRequest("image.bad_tag", "tag '\(tag)' must be 1-64 letters, digits, '-', '_', '.' or ':'")
+            }
+        }
+        return Array(Set(tags)).sorted()
+    }
+
+    /// Only the owning project (or an admin) changes or deletes an image, public or not.
+    func requireOwner(_ image: Image, _ principal: Principal) throws(SwiftletError) {
+        guard principal.isAdmin || image.projectId == principal.projectId else {
+            throw SwiftletError(.forbidden, "image.not_owner", "image '\(image.name)' belongs to another project")
+        }
+    }
+
+    public func updateImage(_ idOrName: String, _ request: UpdateImageRequest, by principal: Principal)
+        throws(SwiftletError) -> Image
+    {
+        var image = try image(idOrName, by: principal)
+        try requireOwner(image, principal)
+        if let visibility = request.visibility { image.visibility = visibility }
+        if let tags = request.tags { image.tags = try Self.normalizeTags(tags) }
+        if let changes = request.properties {
+            var properties = image.properties
+            for (key, value) in changes { properties[key] = value.isEmpty ? nil : value }
+            if let pattern = properties[Image.readyPatternProperty] {
+                do { _ = try Regex(pattern) } catch {
+                    throw SwiftletError.badRequest(
+                        "image.bad_ready_pattern", "ready_pattern is not a valid regex: \(pattern)")
+                }
+            }
+            image.properties = try normalizeImageProperties(properties, kind: image.kind, by: principal)
+        }
+        try catalog.updateImageCatalog(image)
+        return image
+    }
+
+    // MARK: - Trusted signing keys
+
+    /// The project a key request acts on: a project token acts on its own project only.
+    private func keyProject(_ projectId: String, _ principal: Principal) throws(SwiftletError) -> Project {
+        guard principal.isAdmin || principal.projectId == projectId else {
+            throw SwiftletError(.forbidden, "project.other", "a project token manages only its own project")
+        }
+        let byName = try store.projects().first { $0.name == projectId }
+        guard let project = try store.project(id: projectId) ?? byName else {
+            throw .notFound("project", projectId)
+        }
+        return project
+    }
+
+    public func addSigningKey(projectId: String, _ request: AddSigningKeyRequest, by principal: Principal)
+        throws(SwiftletError)
+        -> SigningKey
+    {
+        let project = try keyProject(projectId, principal)
+        try ResourceID.validateName(request.name)
+        _ = try ImageSignature.publicKey(base64: request.publicKey)
+        let key = SigningKey(
+            id: ResourceID.make("key"), projectId: project.id, name: request.name, publicKey: request.publicKey,
+            createdAt: Date())
+        do { try catalog.addSigningKey(key) } catch  where error.kind == .conflict {
+            throw SwiftletError(
+                .conflict, "signing_key.duplicate", "the project already trusts a key with that name or value")
+        }
+        return key
+    }
+
+    public func signingKeys(projectId: String, by principal: Principal) throws(SwiftletError) -> [SigningKey] {
+        try catalog.signingKeys(projectId: try keyProject(projectId, principal).id)
+    }
+
+    public func deleteSigningKey(projectId: String, key: String, by principal: Principal) throws(SwiftletError) {
+        guard try catalog.deleteSigningKey(idOrName: key, projectId: try keyProject(projectId, principal).id) else {
+            throw .notFound("signing key", key)
+        }
+    }
+
+    public func updateProject(_ projectId: String, _ request: UpdateProjectRequest, by principal: Principal)
+        throws(SwiftletError)
+        -> Project
+    {
+        try requireAdmin(principal)
+        let project = try keyProject(projectId, principal)
+        if let required = request.requireSignedImages {
+            try catalog.setRequireSignedImages(projectId: project.id, required)
+        }
+        return try store.project(id: project.id) ?? project
+    }
+}
