@@ -31,7 +31,9 @@ extension Controller {
     public static let minimumPrefix = 8
     public static let maximumPrefix = 30
 
-    public func createNetwork(_ request: CreateNetworkRequest, by principal: Principal) async throws(SwiftletError) -> Network {
+    public func createNetwork(_ request: CreateNetworkRequest, by principal: Principal) async throws(SwiftletError)
+        -> Network
+    {
         let service = try networking()
         try ResourceID.validateName(request.name)
         let block = try Self.parseCIDR(request.cidr)
@@ -47,12 +49,15 @@ extension Controller {
             gateway = parsed
         }
         let mtu = request.mtu ?? 1500
-        guard (576...9000).contains(mtu) else { throw .badRequest("network.bad_mtu", "mtu must be 576-9000, got \(mtu)") }
+        guard (576...9000).contains(mtu) else {
+            throw .badRequest("network.bad_mtu", "mtu must be 576-9000, got \(mtu)")
+        }
         try await service.checkHostRoutes(block)
         let id = ResourceID.make("net")
         let network = Network(
             id: id, projectId: principal.projectId, name: request.name, cidr: block.description,
-            gateway: IPv4.format(gateway), mtu: mtu, mode: request.mode ?? .nat, bridge: service.segmentName(networkId: id),
+            gateway: IPv4.format(gateway), mtu: mtu, mode: request.mode ?? .nat,
+            bridge: service.segmentName(networkId: id),
             createdAt: Date())
         try service.store.createNetwork(network)
         do { try await service.networkCreated(network) } catch {
@@ -64,11 +69,13 @@ extension Controller {
 
     static func parseCIDR(_ text: String) throws(SwiftletError) -> CIDRBlock {
         let parts = text.split(separator: "/", omittingEmptySubsequences: false)
-        guard parts.count == 2, let address = IPv4.parse(String(parts[0])), let prefix = Int(parts[1]), (0...32).contains(prefix)
+        guard parts.count == 2, let address = IPv4.parse(String(parts[0])), let prefix = Int(parts[1]),
+            (0...32).contains(prefix)
         else { throw .badRequest("network.bad_cidr", "cidr '\(text)' must be a.b.c.d/prefix") }
         guard prefix <= maximumPrefix else {
             throw .badRequest(
-                "network.prefix_too_long", "prefix /\(prefix) is longer than /\(maximumPrefix): no room for a gateway and an instance")
+                "network.prefix_too_long",
+                "prefix /\(prefix) is longer than /\(maximumPrefix): no room for a gateway and an instance")
         }
         guard prefix >= minimumPrefix else {
             throw .badRequest("network.prefix_too_short", "prefix /\(prefix) is shorter than /\(minimumPrefix)")
@@ -76,7 +83,8 @@ extension Controller {
         let masked = CIDRBlock(network: address, prefixLength: prefix)
         let block = CIDRBlock(network: address & masked.mask, prefixLength: prefix)
         guard block.network == address else {
-            throw .badRequest("network.bad_cidr", "cidr '\(text)' has host bits set; did you mean \(block.description)?")
+            throw .badRequest(
+                "network.bad_cidr", "cidr '\(text)' has host bits set; did you mean \(block.description)?")
         }
         return block
     }
@@ -105,7 +113,8 @@ extension Controller {
 
     // MARK: - Security groups
 
-    public func createSecurityGroup(_ request: CreateSecurityGroupRequest, by principal: Principal) throws(SwiftletError)
+    public func createSecurityGroup(_ request: CreateSecurityGroupRequest, by principal: Principal)
+        throws(SwiftletError)
         -> SecurityGroup
     {
         try ResourceID.validateName(request.name)
@@ -131,7 +140,8 @@ extension Controller {
         try networkStore.deleteSecurityGroup(id: securityGroup(idOrName, by: principal).id)
     }
 
-    public func addRule(_ request: CreateSecurityGroupRuleRequest, to idOrName: String, by principal: Principal) async throws(SwiftletError)
+    public func addRule(_ request: CreateSecurityGroupRuleRequest, to idOrName: String, by principal: Principal)
+        async throws(SwiftletError)
         -> SecurityGroup
     {
         let group = try securityGroup(idOrName, by: principal)
@@ -157,7 +167,8 @@ extension Controller {
         return try securityGroup(group.id, by: principal)
     }
 
-    public func deleteRule(_ ruleId: String, from idOrName: String, by principal: Principal) async throws(SwiftletError) {
+    public func deleteRule(_ ruleId: String, from idOrName: String, by principal: Principal) async throws(SwiftletError)
+    {
         let group = try securityGroup(idOrName, by: principal)
         try networkStore.deleteRule(id: ruleId, groupId: group.id)
         try await applyRules()
@@ -177,7 +188,8 @@ extension Controller {
         let groupNames = request.securityGroups ?? []
         if attachments.isEmpty && groupNames.isEmpty { return NetworkPlan(network: nil, address: nil, groups: []) }
         guard attachments.count <= 1 else {
-            throw .badRequest("instance.too_many_networks", "an instance has one network for now (the kit drives one NIC)")
+            throw .badRequest(
+                "instance.too_many_networks", "an instance has one network for now (the kit drives one NIC)")
         }
         guard let attachment = attachments.first else {
             throw .badRequest("instance.groups_without_network", "security groups need a network (--network)")
@@ -195,11 +207,16 @@ extension Controller {
             guard count == 1 else {
                 throw .badRequest("port.address_with_count", "a fixed address cannot be shared by \(count) instances")
             }
-            guard let parsed = IPv4.parse(text) else { throw .badRequest("port.bad_address", "'\(text)' is not an IPv4 address") }
-            guard let block = CIDRBlock.parse(network.cidr), block.isHost(parsed), IPv4.format(parsed) != network.gateway else {
+            guard let parsed = IPv4.parse(text) else {
+                throw .badRequest("port.bad_address", "'\(text)' is not an IPv4 address")
+            }
+            guard let block = CIDRBlock.parse(network.cidr), block.isHost(parsed),
+                IPv4.format(parsed) != network.gateway
+            else {
                 throw .badRequest(
                     "port.address_outside",
-                    "\(text) is not a free host address of network '\(network.name)' (\(network.cidr), gateway \(network.gateway))")
+                    "\(text) is not a free host address of network '\(network.name)' (\(network.cidr), gateway \(network.gateway))"
+                )
             }
             address = parsed
         }
@@ -217,7 +234,8 @@ extension Controller {
             PortRequest(instanceId: $0.id, network: network, address: plan.address, tapPrefix: service.tapPrefix)
         }
         do {
-            _ = try service.store.attach(ports: requests, groupIds: plan.groups.map(\.id), toInstances: instances.map(\.id))
+            _ = try service.store.attach(
+                ports: requests, groupIds: plan.groups.map(\.id), toInstances: instances.map(\.id))
         } catch {
             for instance in instances { try? store.deleteInstance(id: instance.id) }
             throw error

@@ -6,17 +6,21 @@ enum NetworkRoutes {
     static func register(on v1: RouterGroup<APIContext>, controller: Controller) {
         v1.post("networks") { request, context in
             let body = try await APIRouter.decode(CreateNetworkRequest.self, request, context)
-            return APIRouter.json(try await controller.createNetwork(body, by: try context.requirePrincipal()), status: .created)
+            return APIRouter.json(
+                try await controller.createNetwork(body, by: try context.requirePrincipal()), status: .created)
         }
         v1.get("networks") { _, context in
             APIRouter.json(NetworkList(try controller.networks(by: try context.requirePrincipal())))
         }
         v1.get("networks/:id") { _, context in
-            APIRouter.json(try controller.network(try context.parameters.require("id"), by: try context.requirePrincipal()))
+            APIRouter.json(
+                try controller.network(try context.parameters.require("id"), by: try context.requirePrincipal()))
         }
         v1.get("networks/:id/ports") { _, context in
             APIRouter.json(
-                NetworkPortList(try controller.networkPorts(try context.parameters.require("id"), by: try context.requirePrincipal())))
+                NetworkPortList(
+                    try controller.networkPorts(
+                        try context.parameters.require("id"), by: try context.requirePrincipal())))
         }
         v1.delete("networks/:id") { _, context in
             try await controller.deleteNetwork(try context.parameters.require("id"), by: try context.requirePrincipal())
@@ -25,13 +29,15 @@ enum NetworkRoutes {
 
         v1.post("security-groups") { request, context in
             let body = try await APIRouter.decode(CreateSecurityGroupRequest.self, request, context)
-            return APIRouter.json(try controller.createSecurityGroup(body, by: try context.requirePrincipal()), status: .created)
+            return APIRouter.json(
+                try controller.createSecurityGroup(body, by: try context.requirePrincipal()), status: .created)
         }
         v1.get("security-groups") { _, context in
             APIRouter.json(SecurityGroupList(try controller.securityGroups(by: try context.requirePrincipal())))
         }
         v1.get("security-groups/:id") { _, context in
-            APIRouter.json(try controller.securityGroup(try context.parameters.require("id"), by: try context.requirePrincipal()))
+            APIRouter.json(
+                try controller.securityGroup(try context.parameters.require("id"), by: try context.requirePrincipal()))
         }
         v1.delete("security-groups/:id") { _, context in
             try controller.deleteSecurityGroup(try context.parameters.require("id"), by: try context.requirePrincipal())

@@ -75,9 +75,11 @@ public struct SwiftletServer: Sendable {
         try LinuxNetworkDriver.validatePrefix(configuration.networkPrefix)
         let network =
             getuid() == 0
-            ? NetworkService(driver: LinuxNetworkDriver(prefix: configuration.networkPrefix), store: store, logger: logger)
+            ? NetworkService(
+                driver: LinuxNetworkDriver(prefix: configuration.networkPrefix), store: store, logger: logger)
             : nil
-        let vmDriver: any HypervisorDriver = network.map { NetworkedHypervisorDriver(base: driver, network: $0) } ?? driver
+        let vmDriver: any HypervisorDriver =
+            network.map { NetworkedHypervisorDriver(base: driver, network: $0) } ?? driver
         let agent = HostAgent(
             hostId: hostId, store: store, blobs: blobs, driver: vmDriver, runRoot: data + "/run", logger: logger)
         controller = Controller(

@@ -9,7 +9,9 @@ enum Command {
         var output: String
     }
 
-    static func run(_ program: String, _ arguments: [String], input: String? = nil) async throws(SwiftletError) -> Result {
+    static func run(_ program: String, _ arguments: [String], input: String? = nil) async throws(SwiftletError)
+        -> Result
+    {
         let outcome: Result? = await withCheckedContinuation { continuation in
             DispatchQueue.global().async {
                 let process = Process()
@@ -39,13 +41,16 @@ enum Command {
 
     /// Runs and throws with the command's own message unless it exits 0.
     @discardableResult
-    static func check(_ program: String, _ arguments: [String], input: String? = nil) async throws(SwiftletError) -> String {
+    static func check(_ program: String, _ arguments: [String], input: String? = nil) async throws(SwiftletError)
+        -> String
+    {
         let result = try await run(program, arguments, input: input)
         guard result.status == 0 else {
             let command = ([program] + arguments).joined(separator: " ")
             throw SwiftletError(
                 .internal, "network.host_failed",
-                "'\(command)' failed (\(result.status)): \(result.output.trimmingCharacters(in: .whitespacesAndNewlines))")
+                "'\(command)' failed (\(result.status)): \(result.output.trimmingCharacters(in: .whitespacesAndNewlines))"
+            )
         }
         return result.output
     }

@@ -38,7 +38,8 @@ public struct LinuxNetworkDriver: NetworkDriver {
             if made { try await Command.check(ip, ["link", "add", segment.name, "type", "bridge"]) }
             try await Command.check(ip, ["link", "set", segment.name, "mtu", "\(segment.mtu)"])
             // Only the connected route of the CIDR comes with it: never a default route.
-            try await Command.check(ip, ["addr", "replace", "\(segment.gateway)/\(segment.prefixLength)", "dev", segment.name])
+            try await Command.check(
+                ip, ["addr", "replace", "\(segment.gateway)/\(segment.prefixLength)", "dev", segment.name])
             try await Command.check(ip, ["link", "set", segment.name, "up"])
         } catch {
             if made { await removeSegment(name: segment.name) }
@@ -78,8 +79,12 @@ public struct LinuxNetworkDriver: NetworkDriver {
         }
         var devices = HostDevices(segments: [], taps: [])
         for link in links {
-            if link.linkinfo?.info_kind == "bridge" && link.ifname.hasPrefix(segmentPrefix) { devices.segments.insert(link.ifname) }
-            if link.linkinfo?.info_kind == "tun" && link.ifname.hasPrefix(tapPrefix) { devices.taps.insert(link.ifname) }
+            if link.linkinfo?.info_kind == "bridge" && link.ifname.hasPrefix(segmentPrefix) {
+                devices.segments.insert(link.ifname)
+            }
+            if link.linkinfo?.info_kind == "tun" && link.ifname.hasPrefix(tapPrefix) {
+                devices.taps.insert(link.ifname)
+            }
         }
         return devices
     }
@@ -89,7 +94,8 @@ public struct LinuxNetworkDriver: NetworkDriver {
             // Routing must be on for NAT; Swiftlet never turns it off again (others may rely on it).
             try? "1\n".write(toFile: "/proc/sys/net/ipv4/ip_forward", atomically: false, encoding: .utf8)
         }
-        try await Command.check(nft, ["-f", "-"], input: NFTablesRuleset.render(ruleset, table: table, segmentPrefix: segmentPrefix))
+        try await Command.check(
+            nft, ["-f", "-"], input: NFTablesRuleset.render(ruleset, table: table, segmentPrefix: segmentPrefix))
     }
 
     public func conflictingRoutes(_ block: CIDRBlock) async -> [String] {

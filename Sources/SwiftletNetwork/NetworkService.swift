@@ -63,7 +63,8 @@ public actor NetworkService {
 
     private func spec(_ network: Network) -> SegmentSpec {
         SegmentSpec(
-            name: network.bridge, gateway: network.gateway, prefixLength: CIDRBlock.parse(network.cidr)?.prefixLength ?? 24,
+            name: network.bridge, gateway: network.gateway,
+            prefixLength: CIDRBlock.parse(network.cidr)?.prefixLength ?? 24,
             mtu: network.mtu)
     }
 
@@ -74,11 +75,14 @@ public actor NetworkService {
     public func plug(instanceId: String) async throws(SwiftletError) -> [TapAttachment] {
         let ports = try store.ports(networkId: nil, instanceId: instanceId)
         guard !ports.isEmpty else { return [] }
-        let networks = Dictionary(try store.networks(projectId: nil).map { ($0.id, $0) }, uniquingKeysWith: { a, _ in a })
+        let networks = Dictionary(
+            try store.networks(projectId: nil).map { ($0.id, $0) }, uniquingKeysWith: { a, _ in a })
         var made: [String] = []
         do throws(SwiftletError) {
             for port in ports {
-                guard let network = networks[port.networkId] else { throw SwiftletError.notFound("network", port.networkId) }
+                guard let network = networks[port.networkId] else {
+                    throw SwiftletError.notFound("network", port.networkId)
+                }
                 // The segment may be gone if the host was rebooted: bring it back first.
                 try await driver.ensureSegment(spec(network))
                 try await driver.ensureTap(name: port.tap, segment: network.bridge, mtu: network.mtu)
@@ -118,7 +122,8 @@ public actor NetworkService {
             let devices = try await driver.devices()
             for network in networks {
                 do { try await driver.ensureSegment(spec(network)) } catch {
-                    logger.error("cannot restore network", metadata: ["network.id": "\(network.id)", "error": "\(error)"])
+                    logger.error(
+                        "cannot restore network", metadata: ["network.id": "\(network.id)", "error": "\(error)"])
                 }
             }
             for segment in devices.segments.subtracting(networks.map(\.bridge)) {
@@ -181,7 +186,8 @@ public actor NetworkService {
         let segments = networks.map { Ruleset.Segment(device: $0.bridge, cidr: $0.cidr, mode: $0.mode) }
         let membership = try store.securityGroupMembership()
         guard !membership.isEmpty, !plugged.isEmpty else { return Ruleset(segments: segments, filteredPorts: []) }
-        let groups = Dictionary(try store.securityGroups(projectId: nil).map { ($0.id, $0) }, uniquingKeysWith: { a, _ in a })
+        let groups = Dictionary(
+            try store.securityGroups(projectId: nil).map { ($0.id, $0) }, uniquingKeysWith: { a, _ in a })
         // Peers are the members whose VM runs now: a stopped or deleted member's address may be
         // handed to someone else.
         let ports = try store.ports(networkId: nil, instanceId: nil).filter { plugged[$0.instanceId] != nil }

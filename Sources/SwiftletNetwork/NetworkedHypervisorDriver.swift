@@ -36,9 +36,16 @@ public struct NetworkedHypervisorDriver: HypervisorDriver {
     public func pause(_ handle: VMHandle) async throws { try await base.pause(handle) }
     public func resume(_ handle: VMHandle) async throws { try await base.resume(handle) }
     public func reboot(_ handle: VMHandle) async throws { try await base.reboot(handle) }
-    public func stop(_ handle: VMHandle, timeout: Duration) async throws -> VMExit { try await base.stop(handle, timeout: timeout) }
+    public func stop(_ handle: VMHandle, timeout: Duration) async throws -> VMExit {
+        try await base.stop(handle, timeout: timeout)
+    }
     public func waitForExit(_ handle: VMHandle) async -> VMExit { await base.waitForExit(handle) }
     public func consoleLines(_ handle: VMHandle) -> AsyncStream<String> { base.consoleLines(handle) }
     public func consoleEvents(_ handle: VMHandle) -> AsyncStream<ConsoleLine> { base.consoleEvents(handle) }
-    public func sendConsole(_ handle: VMHandle, line: String) async throws { try await base.sendConsole(handle, line: line) }
+    public func sendConsole(_ handle: VMHandle, line: String) async throws {
+        try await base.sendConsole(handle, line: line)
+    }
+    public func publishPort(_ handle: VMHandle, _ port: PortMapping) async throws {
+        try await base.publishPort(handle, port)
+    }
 }

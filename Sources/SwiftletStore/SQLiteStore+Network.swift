@@ -48,7 +48,8 @@ extension SQLiteStore: NetworkStore {
         }
         try write { db in
             for row in try Row.fetchAll(db, sql: "SELECT name, first_address, prefix_length FROM network") {
-                let other = CIDRBlock(network: UInt32(row["first_address"] as Int64), prefixLength: row["prefix_length"])
+                let other = CIDRBlock(
+                    network: UInt32(row["first_address"] as Int64), prefixLength: row["prefix_length"])
                 if other.overlaps(block) {
                     throw SwiftletError(
                         .conflict, "network.overlap",
@@ -66,7 +67,8 @@ extension SQLiteStore: NetworkStore {
                         Int64(gateway), network.mtu, network.mode.rawValue, network.bridge, network.createdAt,
                     ])
             } catch let error as DatabaseError where error.extendedResultCode == .SQLITE_CONSTRAINT_UNIQUE {
-                throw SwiftletError(.conflict, "network.duplicate_name", "a network named '\(network.name)' already exists")
+                throw SwiftletError(
+                    .conflict, "network.duplicate_name", "a network named '\(network.name)' already exists")
             }
         }
     }
@@ -95,7 +97,8 @@ extension SQLiteStore: NetworkStore {
 
     public func deleteNetwork(id: String) throws(SwiftletError) {
         try write { db in
-            let ports = try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM port WHERE network_id = ?", arguments: [id]) ?? 0
+            let ports =
+                try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM port WHERE network_id = ?", arguments: [id]) ?? 0
             if ports > 0 {
                 let name = try String.fetchOne(db, sql: "SELECT name FROM network WHERE id = ?", arguments: [id]) ?? id
                 throw SwiftletError(
@@ -132,12 +135,15 @@ extension SQLiteStore: NetworkStore {
                 let groupNames = try groupIds.map { id in
                     try String.fetchOne(db, sql: "SELECT name FROM security_group WHERE id = ?", arguments: [id]) ?? id
                 }
-                guard let body = try String.fetchOne(db, sql: "SELECT body FROM instance WHERE id = ?", arguments: [instanceId])
+                guard
+                    let body = try String.fetchOne(
+                        db, sql: "SELECT body FROM instance WHERE id = ?", arguments: [instanceId])
                 else { throw SwiftletError.notFound("instance", instanceId) }
                 var instance = try Self.decode(Instance.self, body)
                 instance.ports = made.filter { $0.instanceId == instanceId }
                 instance.securityGroups = groupNames
-                try db.execute(sql: "UPDATE instance SET body = ? WHERE id = ?", arguments: [try Self.json(instance), instanceId])
+                try db.execute(
+                    sql: "UPDATE instance SET body = ? WHERE id = ?", arguments: [try Self.json(instance), instanceId])
             }
             return made
         }
@@ -176,7 +182,8 @@ extension SQLiteStore: NetworkStore {
             let tap = request.tapPrefix + id.suffix(8)
             var generator = SystemRandomNumberGenerator()
             // Locally administered, unicast: 02:xx:xx:xx:xx:xx.
-            let mac = (["02"] + (0..<5).map { _ in String(format: "%02x", UInt8.random(in: 0...255, using: &generator)) })
+            let mac =
+                (["02"] + (0..<5).map { _ in String(format: "%02x", UInt8.random(in: 0...255, using: &generator)) })
                 .joined(separator: ":")
             do {
                 try db.execute(
@@ -190,7 +197,8 @@ extension SQLiteStore: NetworkStore {
                 address: IPv4.format(address), prefixLength: block.prefixLength, gateway: network.gateway, mac: mac,
                 tap: tap)
         }
-        throw SwiftletError(.conflict, "port.allocation_failed", "could not allocate a port on '\(network.name)'; retry")
+        throw SwiftletError(
+            .conflict, "port.allocation_failed", "could not allocate a port on '\(network.name)'; retry")
     }
 
     public func ports(networkId: String?, instanceId: String?) throws(SwiftletError) -> [NetworkPort] {
@@ -220,10 +228,12 @@ extension SQLiteStore: NetworkStore {
         try write { db in
             do {
                 try db.execute(
-                    sql: "INSERT INTO security_group (id, project_id, name, description, created_at) VALUES (?, ?, ?, ?, ?)",
+                    sql:
+                        "INSERT INTO security_group (id, project_id, name, description, created_at) VALUES (?, ?, ?, ?, ?)",
                     arguments: [group.id, group.projectId, group.name, group.description, group.createdAt])
             } catch let error as DatabaseError where error.extendedResultCode == .SQLITE_CONSTRAINT_UNIQUE {
-                throw SwiftletError(.conflict, "security_group.duplicate_name", "a security group named '\(group.name)' already exists")
+                throw SwiftletError(
+                    .conflict, "security_group.duplicate_name", "a security group named '\(group.name)' already exists")
             }
         }
     }
@@ -252,8 +262,9 @@ extension SQLiteStore: NetworkStore {
 
     public func deleteSecurityGroup(id: String) throws(SwiftletError) {
         try write { db in
-            let members = try Int.fetchOne(
-                db, sql: "SELECT COUNT(*) FROM instance_security_group WHERE group_id = ?", arguments: [id]) ?? 0
+            let members =
+                try Int.fetchOne(
+                    db, sql: "SELECT COUNT(*) FROM instance_security_group WHERE group_id = ?", arguments: [id]) ?? 0
             if members > 0 {
                 throw SwiftletError(
                     .conflict, "security_group.in_use", "security group '\(id)' has \(members) instance(s) in it")
@@ -264,7 +275,10 @@ extension SQLiteStore: NetworkStore {
 
     public func addRule(_ rule: SecurityGroupRule, groupId: String) throws(SwiftletError) {
         try write { db in
-            let position = (try Int.fetchOne(db, sql: "SELECT MAX(position) FROM security_group_rule WHERE group_id = ?", arguments: [groupId]) ?? 0) + 1
+            let position =
+                (try Int.fetchOne(
+                    db, sql: "SELECT MAX(position) FROM security_group_rule WHERE group_id = ?", arguments: [groupId])
+                    ?? 0) + 1
             try db.execute(
                 sql: """
                     INSERT INTO security_group_rule (id, group_id, protocol, port_min, port_max, source, position)
@@ -276,7 +290,8 @@ extension SQLiteStore: NetworkStore {
 
     public func deleteRule(id: String, groupId: String) throws(SwiftletError) {
         try write { db in
-            try db.execute(sql: "DELETE FROM security_group_rule WHERE id = ? AND group_id = ?", arguments: [id, groupId])
+            try db.execute(
+                sql: "DELETE FROM security_group_rule WHERE id = ? AND group_id = ?", arguments: [id, groupId])
             if db.changesCount == 0 { throw SwiftletError.notFound("rule", id) }
         }
     }
@@ -284,7 +299,9 @@ extension SQLiteStore: NetworkStore {
     public func securityGroupMembership() throws(SwiftletError) -> [String: [String]] {
         try read { db in
             var membership: [String: [String]] = [:]
-            for row in try Row.fetchAll(db, sql: "SELECT instance_id, group_id FROM instance_security_group ORDER BY group_id") {
+            for row in try Row.fetchAll(
+                db, sql: "SELECT instance_id, group_id FROM instance_security_group ORDER BY group_id")
+            {
                 membership[row["instance_id"], default: []].append(row["group_id"])
             }
             return membership

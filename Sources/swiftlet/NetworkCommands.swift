@@ -13,7 +13,8 @@ struct NetworkCommand: AsyncParsableCommand {
 
     struct Create: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
-            commandName: "create", abstract: "Create a network, e.g. `swiftlet network create web --cidr 10.20.0.0/24`.")
+            commandName: "create", abstract: "Create a network, e.g. `swiftlet network create web --cidr 10.20.0.0/24`."
+        )
         @OptionGroup var connection: Connection
         @OptionGroup var output: JSONOption
         @Argument(help: "Network name.") var name: String
@@ -24,10 +25,12 @@ struct NetworkCommand: AsyncParsableCommand {
 
         func run() async throws {
             let network = try await connection.withClient {
-                try await $0.createNetwork(CreateNetworkRequest(name: name, cidr: cidr, gateway: gateway, mtu: mtu, mode: mode))
+                try await $0.createNetwork(
+                    CreateNetworkRequest(name: name, cidr: cidr, gateway: gateway, mtu: mtu, mode: mode))
             }
             if output.json { return try Output.json(network) }
-            print("\(network.name)  \(network.id)  \(network.cidr)  gateway \(network.gateway)  \(network.mode.rawValue)")
+            print(
+                "\(network.name)  \(network.id)  \(network.cidr)  gateway \(network.gateway)  \(network.mode.rawValue)")
         }
     }
 
@@ -142,7 +145,9 @@ struct SecurityGroupCommand: AsyncParsableCommand {
             Output.fields([("id", found.id), ("name", found.name), ("description", found.description)])
             print("")
             var table = TextTable(["RULE", "PROTOCOL", "PORTS", "SOURCE"])
-            for rule in found.rules { table.add([rule.id, rule.proto.rawValue, SecurityGroupCommand.ports(rule), rule.source]) }
+            for rule in found.rules {
+                table.add([rule.id, rule.proto.rawValue, SecurityGroupCommand.ports(rule), rule.source])
+            }
             Output.table(table)
         }
     }
@@ -154,7 +159,8 @@ struct SecurityGroupCommand: AsyncParsableCommand {
     }
 
     struct Remove: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(commandName: "rm", abstract: "Delete security groups (without members).")
+        static let configuration = CommandConfiguration(
+            commandName: "rm", abstract: "Delete security groups (without members).")
         @OptionGroup var connection: Connection
         @Argument(help: "Group ids or names.") var groups: [String]
 
@@ -190,7 +196,8 @@ struct SecurityGroupCommand: AsyncParsableCommand {
             }
             let updated = try await connection.withClient {
                 try await $0.addRule(
-                    CreateSecurityGroupRuleRequest(proto: proto, portMin: low, portMax: high, source: source), to: group)
+                    CreateSecurityGroupRuleRequest(proto: proto, portMin: low, portMax: high, source: source), to: group
+                )
             }
             if output.json { return try Output.json(updated) }
             if let rule = updated.rules.last { print(rule.id) }
@@ -212,6 +219,8 @@ struct SecurityGroupCommand: AsyncParsableCommand {
 extension NetworkCommand {
     /// `web 10.20.0.2/24 (02:…)` per port, for `swiftlet show`.
     static func describe(_ ports: [NetworkPort]) -> String {
-        ports.isEmpty ? "-" : ports.map { "\($0.networkName) \($0.address)/\($0.prefixLength) (\($0.mac))" }.joined(separator: ", ")
+        ports.isEmpty
+            ? "-"
+            : ports.map { "\($0.networkName) \($0.address)/\($0.prefixLength) (\($0.mac))" }.joined(separator: ", ")
     }
 }

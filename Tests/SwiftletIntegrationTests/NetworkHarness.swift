@@ -88,7 +88,9 @@ struct Namespace {
 
     /// Sends one UDP datagram with a forged source address (raw socket), so that the receiver
     /// answers to `source` — another instance — and not to this namespace.
-    func sendUDP(from source: String, sourcePort: Int, to destination: String, port: Int) -> (status: Int32, output: String) {
+    func sendUDP(from source: String, sourcePort: Int, to destination: String, port: Int) -> (
+        status: Int32, output: String
+    ) {
         run("/usr/bin/python3", ["-c", Self.forgeUDP, source, destination, "\(sourcePort)", "\(port)"])
     }
 

@@ -43,7 +43,9 @@ import Testing
             _ = try await client.stop("w2", timeout: 1)
             #expect(HostNet.links(prefix: prefix + "t").count == 1)
             _ = try await client.start("w2")
-            try await eventually("w2 serving again") { HostNet.curl("http://\(fixed)/", seconds: 1).output.contains("<h1>w2</h1>") }
+            try await eventually("w2 serving again") {
+                HostNet.curl("http://\(fixed)/", seconds: 1).output.contains("<h1>w2</h1>")
+            }
             #expect(HostNet.links(prefix: prefix + "t").count == 2)
 
             try await client.deleteInstance("w1")
@@ -159,7 +161,8 @@ import Testing
         let kernel = try Kernels.path("hello")
         try await withNetworkServer { _, client, prefix in
             // hello accepts only `name=`: the image's command-line template drops the address.
-            _ = try await client.uploadImage(path: kernel, name: "hello", properties: ["cmdline_template": "name={name}"])
+            _ = try await client.uploadImage(
+                path: kernel, name: "hello", properties: ["cmdline_template": "name={name}"])
             _ = try await client.createNetwork(CreateNetworkRequest(name: "many", cidr: randomCIDRs(1)[0]))
             let started = ContinuousClock.now
             let instances = try await withThrowingTaskGroup(of: Instance.self) { group in
@@ -210,7 +213,8 @@ import Testing
                 _ = try await client.createNetwork(CreateNetworkRequest(name: "n2", cidr: base + ".128/25"))
             }
             await expectAPIError(400, "network.gateway_outside") {
-                _ = try await client.createNetwork(CreateNetworkRequest(name: "n3", cidr: "10.1.2.0/24", gateway: "10.1.3.1"))
+                _ = try await client.createNetwork(
+                    CreateNetworkRequest(name: "n3", cidr: "10.1.2.0/24", gateway: "10.1.3.1"))
             }
             await expectAPIError(400, "network.prefix_too_long") {
                 _ = try await client.createNetwork(CreateNetworkRequest(name: "n4", cidr: "10.1.2.0/31"))

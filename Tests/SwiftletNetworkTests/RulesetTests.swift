@@ -5,8 +5,12 @@ import Testing
 
 @Suite struct RulesetTests {
     @Test func emptyRulesetOnlyDeletesTheTables() {
-        let text = NFTablesRuleset.render(Ruleset(segments: [], filteredPorts: []), table: "swiftlet", segmentPrefix: "swl-")
-        #expect(text == "table inet swiftlet {}\ndelete table inet swiftlet\ntable bridge swiftlet {}\ndelete table bridge swiftlet\n")
+        let text = NFTablesRuleset.render(
+            Ruleset(segments: [], filteredPorts: []), table: "swiftlet", segmentPrefix: "swl-")
+        #expect(
+            text
+                == "table inet swiftlet {}\ndelete table inet swiftlet\ntable bridge swiftlet {}\ndelete table bridge swiftlet\n"
+        )
     }
 
     @Test func natIsolatedAndSecurityGroups() {
