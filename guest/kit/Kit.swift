@@ -115,13 +115,15 @@ func kitMain(startInfo: UInt, bootTSC: UInt64) {
     Heap.initialize(start: heapStart, end: min(heapEnd, 0x1_0000_0000))
 
     Interrupts.initialize(hasACPI: StartInfo.u64(startInfo + 32) != 0)
-    Clock.calibrate(bootTSC: bootTSC)
+    Clock.beginCalibration(bootTSC: bootTSC)
     Console.enableInput()
     if commandLineLength > 0 {
         Config.parse(
             commandLine: UnsafeBufferPointer(
                 start: UnsafePointer<UInt8>(bitPattern: commandLineAddress), count: commandLineLength))
     }
+    Clock.finishCalibration()
+    Pool.waitForConfigIfPooled()
 }
 
 @_cdecl("kit_app_returned")
