@@ -28,6 +28,8 @@ done
 
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
+# swiftc leaves a TemporaryDirectory.* behind in $TMPDIR: keep it in ours.
+export TMPDIR="$work"
 
 if [ "$floor" = 1 ]; then
     "$TOOLS/clang" --target=x86_64-unknown-none-elf -c "$GUEST/floor/floor.S" -o "$work/floor.o"
