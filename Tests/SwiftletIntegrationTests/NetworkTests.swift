@@ -127,6 +127,44 @@ import Testing
         }
     }
 
+    /// A namespace plugged into each network stands in for an instance (same bridge, same
+    /// forward and postrouting hooks). The "uplink" is another namespace behind a veth with no
+    /// route back to the networks: its answers arrive only if the host masqueraded the sender.
+    @Test func natNetworkReachesTheUplinkMasqueradedAndIsolatedDoesNot() async throws {
+        try await withNetworkServer { _, client, prefix in
+            let cidrs = randomCIDRs(3)
+            let nat = try await client.createNetwork(CreateNetworkRequest(name: "out", cidr: cidrs[0], mode: .nat))
+            let isolated = try await client.createNetwork(
+                CreateNetworkRequest(name: "in", cidr: cidrs[1], mode: .isolated))
+            let uplink = cidrs[2].replacingOccurrences(of: ".0/24", with: "")
+            let uplinkNamespace = "\(prefix)up"
+            for step in [
+                ["netns", "add", uplinkNamespace],
+                ["link", "add", "\(prefix)u0", "type", "veth", "peer", "name", "\(prefix)u1"],
+                ["link", "set", "\(prefix)u1", "netns", uplinkNamespace],
+                ["addr", "add", uplink + ".1/24", "dev", "\(prefix)u0"],
+                ["link", "set", "\(prefix)u0", "up"],
+                ["-n", uplinkNamespace, "addr", "add", uplink + ".2/24", "dev", "\(prefix)u1"],
+                ["-n", uplinkNamespace, "link", "set", "\(prefix)u1", "up"],
+            ] {
+                let result = HostNet.ip(step)
+                #expect(result.status == 0, "ip \(step): \(result.output)")
+            }
+            let behindNAT = try Namespace(
+                prefix: prefix, index: 1, bridge: nat.bridge,
+                address: cidrs[0].replacingOccurrences(of: ".0/24", with: ".250"), prefixLength: 24,
+                gateway: nat.gateway)
+            let behindIsolation = try Namespace(
+                prefix: prefix, index: 2, bridge: isolated.bridge,
+                address: cidrs[1].replacingOccurrences(of: ".0/24", with: ".250"), prefixLength: 24,
+                gateway: isolated.gateway)
+            let out = behindNAT.run("/usr/bin/ping", ["-c", "1", "-W", "2", uplink + ".2"])
+            #expect(out.status == 0, "nat network did not reach the uplink: \(out.output)")
+            let blocked = behindIsolation.run("/usr/bin/ping", ["-c", "1", "-W", "2", uplink + ".2"])
+            #expect(blocked.status != 0, "isolated network reached the uplink: \(blocked.output)")
+        }
+    }
+
     @Test func securityGroupRuleOpensAndClosesAPortWhileRunning() async throws {
         let kernel = try Kernels.path("http")
         try await withNetworkServer { _, client, prefix in
