@@ -83,9 +83,14 @@ public actor NetworkService {
                 guard let network = networks[port.networkId] else {
                     throw SwiftletError.notFound("network", port.networkId)
                 }
-                // The segment may be gone if the host was rebooted: bring it back first.
-                try await driver.ensureSegment(spec(network))
-                try await driver.ensureTap(name: port.tap, segment: network.bridge, mtu: network.mtu)
+                do {
+                    try await driver.ensureTap(name: port.tap, segment: network.bridge, mtu: network.mtu)
+                } catch {
+                    // The bridge is made with the network and on every start; if something removed
+                    // it since, bring it back once instead of failing the boot.
+                    try await driver.ensureSegment(spec(network))
+                    try await driver.ensureTap(name: port.tap, segment: network.bridge, mtu: network.mtu)
+                }
                 made.append(port.tap)
             }
             plugged[instanceId] = made
