@@ -17,18 +17,20 @@ import SwiftletStore
 /// `recoverAll()` runs it for everything after a restart.
 public actor HostAgent {
     public let hostId: String
-    private let store: any SwiftletStore
+    let store: any SwiftletStore
     private let blobs: BlobStore
     /// This host's copies of image bytes, by digest (next to `runRoot`).
-    private let imageCache: ImageCache
-    private let driver: any HypervisorDriver
-    private let runRoot: String
-    private let logger: Logger
+    let imageCache: ImageCache
+    let driver: any HypervisorDriver
+    let runRoot: String
+    let logger: Logger
     private let readyTimeout: Duration
     /// VMs this agent runs now, by instance id.
     private var vms: [String: RunningVM] = [:]
     /// Instances with a boot in progress (so a reconcile does not start a second VM).
     private var booting: Set<String> = []
+    /// Pre-booted VMs waiting for an instance (WarmPools.swift).
+    var warm = WarmPoolState()
     /// Waiters for an instance to leave BUILDING (create with `wait`).
     private var settleWaiters: [String: [CheckedContinuation<Void, Never>]] = [:]
 
@@ -279,11 +281,16 @@ public actor HostAgent {
             diskFormat: image.kind == .qcow2 ? "qcow2" : image.kind == .raw ? "raw" : nil)
         let handle: VMHandle
         let times: BootTimestamps
-        do {
-            (handle, times) = try await driver.spawn(spec)
-        } catch {
-            record(instanceId, .failed(reason: "VMM failed to start: \(error)"))
-            return
+        var bootPath = "cold"
+        if instance.ports?.isEmpty ?? true, let pooled = await startPooled(instance: instance, imageId: image.id, spec: spec) {
+            (handle, times, bootPath) = (pooled.handle, BootTimestamps(spawned: pooled.taken, vmmUp: pooled.taken), "warm-pool")
+        } else {
+            do {
+                (handle, times) = try await driver.spawn(spec)
+            } catch {
+                record(instanceId, .failed(reason: "VMM failed to start: \(error)"))
+                return
+            }
         }
         do {
             try store.saveHandle(instanceId: instanceId, handle: try JSONEncoder().encode(handle))
@@ -298,9 +305,11 @@ public actor HostAgent {
             try? store.removeHandle(instanceId: instanceId)
             return
         }
+        let path = bootPath
         mark(instanceId, nil) {
             $0.timeline.vmmSpawned = times.spawned
             $0.timeline.vmmUp = times.vmmUp
+            $0.timeline.bootPath = path
         }
         vms[instanceId] = RunningVM(handle: handle, supervisor: nil)
         let events = driver.consoleEvents(handle)

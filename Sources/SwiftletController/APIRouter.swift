@@ -204,6 +204,8 @@ public enum APIRouter {
 
         NetworkRoutes.register(on: v1, controller: controller)
         ImageRoutes.register(on: v1, controller: controller)
+        BuildRoutes.register(on: v1, controller: controller)
+        PoolRoutes.register(on: v1, controller: controller)
 
         // Hosts
         v1.get("hosts") { _, _ in json(HostList(try controller.hosts())) }

@@ -74,7 +74,7 @@ public final class Controller: Sendable {
     }
 
     /// The project filter for reads: admins see every project.
-    private func scope(_ principal: Principal) -> String? { principal.isAdmin ? nil : principal.projectId }
+    func scope(_ principal: Principal) -> String? { principal.isAdmin ? nil : principal.projectId }
 
     // MARK: - Images
 
@@ -156,7 +156,7 @@ public final class Controller: Sendable {
         return flavor
     }
 
-    private func validateResources(memoryMib: Int, vcpus: Int) throws(SwiftletError) {
+    func validateResources(memoryMib: Int, vcpus: Int) throws(SwiftletError) {
         guard memoryMib >= 2, memoryMib <= hostMemoryMib else {
             throw .badRequest("instance.bad_memory", "memoryMib must be between 2 and the host's \(hostMemoryMib) MiB, got \(memoryMib)")
         }

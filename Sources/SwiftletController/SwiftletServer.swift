@@ -95,6 +95,7 @@ public struct SwiftletServer: Sendable {
         try ensureAdminToken()
         await network?.recover()
         await agent.recoverAll()
+        await agent.loadPools()
     }
 
     /// The first start writes an admin token to `<data>/admin.token` (mode 0600).

@@ -38,6 +38,8 @@ public struct Timeline: Codable, Sendable, Equatable {
     public var vmmSpawned: UInt64?
     public var vmmUp: UInt64?
     public var ready: UInt64?
+    /// `cold` (a new VMM) or `warm-pool` (a pre-booted VM given its config late).
+    public var bootPath: String?
 
     public init() {}
 

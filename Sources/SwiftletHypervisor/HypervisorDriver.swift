@@ -222,6 +222,8 @@ public protocol HypervisorDriver: Sendable {
     func consoleEvents(_ handle: VMHandle) -> AsyncStream<ConsoleLine>
     /// Write a line to the guest console input.
     func sendConsole(_ handle: VMHandle, line: String) async throws
+    /// Forwards a host port to a running VM's user-mode NIC (a warm-pool VM learns its ports late).
+    func publishPort(_ handle: VMHandle, _ port: PortMapping) async throws
 }
 
 /// Monotonic clock in nanoseconds (CLOCK_MONOTONIC), the base of every boot timestamp.

@@ -399,6 +399,18 @@ public struct QEMUDriver: HypervisorDriver {
         runtime.hub(socketPath: handle.consoleSocketPath).subscribe { $0 }
     }
 
+    /// QEMU's `hostfwd_add` through QMP's human-monitor passthrough (no QMP command exists for it).
+    public func publishPort(_ handle: VMHandle, _ port: PortMapping) async throws {
+        let rule = "\(port.proto.rawValue)::\(port.hostPort)-:\(port.guestPort)"
+        let output = try await withQMP(handle) {
+            try await $0.execute("human-monitor-command", arguments: ["command-line": "hostfwd_add n0 \(rule)"])
+        }
+        // The monitor answers an empty string on success and the reason otherwise.
+        if let text = output as? String, !text.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty {
+            throw HypervisorError.qmp("hostfwd_add \(rule) failed: \(text)")
+        }
+    }
+
     public func sendConsole(_ handle: VMHandle, line: String) async throws {
         let key = handle.processKey
         guard isProcessAlive(pid: key.pid, startTime: key.startTime) else {

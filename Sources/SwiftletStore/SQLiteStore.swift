@@ -70,7 +70,9 @@ public final class SQLiteStore: SwiftletStore {
         }
         // Later migrations register here, in order, one per feature (never edit a shipped one).
         registerImageCatalogMigration(&migrator)
+        registerBuildMigration(&migrator)
         registerNetworkMigration(&migrator)
+        registerPoolMigration(&migrator)
         return migrator
     }
 
