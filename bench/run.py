@@ -246,6 +246,42 @@ def instantiation_cold(server, kernel, samples, use_libvirt):
     return out
 
 
+def instantiation_warm(server, kernel, samples, cold_baseline):
+    """API request -> READY for `hello` taken from a warm pool, beside cold QEMU by hand."""
+    accelerator = server.host()["chosenAccelerator"]
+    status, pool = server.call("POST", "/v1/pools", {"image": "hello", "flavor": "tiny", "size": 2})
+    assert status == 201, pool
+
+    def pool_ready():
+        return server.call("GET", "/v1/pools")[1]["pools"][0].get("ready", 0)
+
+    warm, hand, paths, phases = [], [], [], {}
+    for i in range(samples + 1):
+        deadline = time.time() + 60
+        while pool_ready() < 2 and time.time() < deadline:
+            time.sleep(0.05)
+        status, body = server.call("POST", "/v1/instances", {"image": "hello", "flavor": "tiny", "wait": True,
+                                                               "name": f"warm-{i}"})
+        inst = body["instances"][0]
+        assert inst["state"] == "RUNNING", inst
+        tl = inst["timeline"]
+        server.call("DELETE", f"/v1/instances/{inst['id']}")
+        h = hand_qemu_ready(kernel, accelerator)
+        if i == 0:
+            continue
+        paths.append(tl.get("bootPath"))
+        order = ["accepted", "persisted", "scheduled", "imageReady", "vmmSpawned", "ready"]
+        for a, b in zip(order, order[1:]):
+            phases.setdefault(f"warm:{a}->{b}", []).append(tl[b] - tl[a])
+        warm.append(tl["ready"] - tl["accepted"])
+        hand.append(h)
+    server.call("DELETE", f"/v1/pools/{pool['id']}")
+    base = result("qemu_by_hand_cold_2", "qemu-system-x86_64 spawn -> READY (same run as the warm samples)", hand)
+    r = result("swiftlet_api_warm_pool", "API handler accepted -> guest READY, VM taken from a warm pool", warm, base,
+               "p50 <= 0.25x qemu_by_hand_cold", note=f"boot paths: {sorted(set(map(str, paths)))}")
+    return [base, r] + [result(f"phase:{name}", f"instance timeline {name}", v) for name, v in phases.items()]
+
+
 def creation_rate(server, count, concurrency=8):
     """Instances/s while creating `count` hello instances: first POST sent -> last instance RUNNING."""
     start = now()
@@ -350,7 +386,7 @@ def api_list(server, instances, duration, connections=64):
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true", help="a run under 2 minutes")
-    parser.add_argument("--only", default="", help="comma-separated: cold,rate,api,density")
+    parser.add_argument("--only", default="", help="comma-separated: cold,warm,rate,api,density")
     parser.add_argument("--no-libvirt", action="store_true")
     args = parser.parse_args()
     only = set(filter(None, args.only.split(",")))
@@ -366,6 +402,8 @@ def main():
         assert status == 201
         if want("cold"):
             results += instantiation_cold(server, kernel, 5 if args.quick else 20, not args.no_libvirt)
+        if want("warm"):
+            results += instantiation_warm(server, kernel, 5 if args.quick else 20, None)
         if want("rate"):
             count = 40 if args.quick else 200
             results += creation_rate(server, count)

@@ -48,6 +48,16 @@ extension HostAgent {
         }
     }
 
+    /// On shutdown: pooled VMs hold no instance, so none outlives the server (boots in flight
+    /// are waited for, bounded by the pool boot timeout, and destroyed when they finish).
+    public func drainPools() async {
+        for id in Array(warm.policies.keys) { await removePool(id: id) }
+        let deadline = ContinuousClock.now + Self.poolBootTimeout
+        while warm.filling.values.contains(where: { $0 > 0 }) && ContinuousClock.now < deadline {
+            try? await Task.sleep(for: .milliseconds(10))
+        }
+    }
+
     /// Idle pre-booted VMs per policy id.
     public func poolReadyCounts() -> [String: Int] { warm.idle.mapValues(\.count) }
 

@@ -139,6 +139,7 @@ public struct SwiftletServer: Sendable {
             configuration: .init(
                 services: [.init(service: app)], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
         try await group.run()
+        await controller.agent.drainPools()
         if configuration.stopInstancesOnExit { await controller.agent.stopAll(timeout: .seconds(5)) }
         logger.info("server stopped")
     }

@@ -18,8 +18,8 @@ struct Swiftlet: AsyncParsableCommand {
             ServerCommand.self, DemoCommand.self, RunCommand.self, PsCommand.self, ShowCommand.self,
             StopCommand.self, StartCommand.self, RebootCommand.self, PauseCommand.self, ResumeCommand.self,
             RmCommand.self, LogsCommand.self, EventsCommand.self, TimelineCommand.self, ImageCommand.self,
-            FlavorCommand.self, HostCommand.self, ProjectCommand.self,
-            NetworkCommand.self, SecurityGroupCommand.self,
+            FlavorCommand.self, HostCommand.self, ProjectCommand.self, BuildCommand.self,
+            NetworkCommand.self, SecurityGroupCommand.self, PoolCommand.self,
         ]
     )
 

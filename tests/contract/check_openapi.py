@@ -220,6 +220,15 @@ try:
     _, hosts = request("GET", "/v1/hosts", admin, expect=200)
     request("GET", "/v1/hosts/" + hosts["hosts"][0]["id"], admin, expect=200)
     request("GET", "/v1/hosts/nope", admin, expect=404)
+
+    status, _ = request("POST", "/v1/images?name=hello", admin, elf, "application/octet-stream", expect=201)
+    _, pool = request("POST", "/v1/pools", admin, {"image": "hello", "size": 1}, expect=201)
+    request("POST", "/v1/pools", admin, {"image": "hello", "size": 1}, expect=409)
+    request("POST", "/v1/pools", admin, {"image": "hello", "size": 0}, expect=400)
+    request("POST", "/v1/pools", admin, {"image": "nope", "size": 1}, expect=404)
+    request("GET", "/v1/pools", admin, expect=200)
+    request("DELETE", "/v1/pools/" + pool["id"], admin, expect=204)
+    request("DELETE", "/v1/pools/" + pool["id"], admin, expect=404)
 finally:
     server.send_signal(signal.SIGTERM)
     try:
