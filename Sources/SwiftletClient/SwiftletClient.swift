@@ -13,7 +13,7 @@ public final class SwiftletClient: Sendable {
 
     /// Deadline for ordinary calls; creating with `wait` and uploads get `longTimeout`.
     static let shortTimeout: TimeAmount = .seconds(60)
-    private static let longTimeout: TimeAmount = .minutes(15)
+    static let longTimeout: TimeAmount = .minutes(15)
     /// Answers bigger than this are refused (lists of thousands of instances stay far below).
     private static let maxBodyBytes = 64 << 20
 
@@ -262,7 +262,7 @@ public final class SwiftletClient: Sendable {
         _ = try await response.body.collect(upTo: Self.maxBodyBytes)
     }
 
-    private func makeRequest(_ method: String, _ path: String, query: [(String, String)] = []) throws
+    func makeRequest(_ method: String, _ path: String, query: [(String, String)] = []) throws
         -> HTTPClientRequest
     {
         var url = baseURL + path
@@ -277,7 +277,7 @@ public final class SwiftletClient: Sendable {
     }
 
     /// Sends a request, turning transport failures into one-line `ClientError`s.
-    private func execute(_ request: HTTPClientRequest, timeout: TimeAmount) async throws -> HTTPClientResponse {
+    func execute(_ request: HTTPClientRequest, timeout: TimeAmount) async throws -> HTTPClientResponse {
         do {
             return try await http.execute(request, timeout: timeout)
         } catch let error as HTTPClientError {
@@ -300,7 +300,7 @@ public final class SwiftletClient: Sendable {
         }
     }
 
-    private func decode<Response: Decodable>(_ response: HTTPClientResponse) async throws -> Response {
+    func decode<Response: Decodable>(_ response: HTTPClientResponse) async throws -> Response {
         guard (200..<300).contains(response.status.code) else { throw try await errorFrom(response) }
         let bytes = try await response.body.collect(upTo: Self.maxBodyBytes)
         do {
@@ -310,7 +310,7 @@ public final class SwiftletClient: Sendable {
         }
     }
 
-    private func errorFrom(_ response: HTTPClientResponse) async throws -> ClientError {
+    func errorFrom(_ response: HTTPClientResponse) async throws -> ClientError {
         let status = Int(response.status.code)
         if status == 401 { return ClientError(.unauthorized) }
         let bytes = (try? await response.body.collect(upTo: 1 << 20)) ?? ByteBuffer()

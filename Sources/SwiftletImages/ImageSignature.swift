@@ -94,3 +94,8 @@ public enum ImageSignature {
         return data
     }
 }
+
+extension ImageSignature {
+    /// Hex sha256 of a string's UTF-8 bytes.
+    public static func sha256(text: String) -> String { digestHex(Data(text.utf8)) }
+}

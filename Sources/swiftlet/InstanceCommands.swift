@@ -273,6 +273,10 @@ struct TimelineCommand: AsyncParsableCommand {
 
     @OptionGroup var connection: Connection
     @OptionGroup var output: JSONOption
+    @Flag(help: "Show the deployment workflow (compile / package / upload / schedule / boot / READY) of one instance.")
+    var workflow = false
+    @Argument(help: "With --workflow: the instance (default: the latest one booted from a built image).")
+    var instance: String?
 
     /// The summary as JSON; times in milliseconds.
     struct Row: Encodable {
@@ -283,6 +287,9 @@ struct TimelineCommand: AsyncParsableCommand {
     }
 
     func run() async throws {
+        if workflow {
+            return try await connection.withClient { try await Workflow.show(instance: instance, client: $0, json: output.json) }
+        }
         let instances = try await connection.withClient { try await $0.instances() }
         let summary = TimelineSummary(instances.map(\.timeline))
         if output.json {
