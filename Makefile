@@ -31,8 +31,10 @@ test: build lint
 	guest/build.sh guest/examples/hello -o .build/contract-hello.elf
 	/usr/bin/python3 tests/contract/check_openapi.py .build/debug/swiftlet .build/contract-hello.elf
 
-bench: build
-	bench/run.sh
+# BENCH_ARGS=--quick for a run under 2 minutes; see bench/README.md.
+bench: setup
+	$(SWIFT) build -c release --product swiftlet
+	/usr/bin/python3 bench/run.py $(BENCH_ARGS)
 
 clean:
 	rm -rf .build guest/out guest/tests/.build

@@ -422,8 +422,10 @@ def main():
                           "calibration_ms": host["calibrationMs"], "memory_mib": host["memoryMib"]},
               "quick": args.quick, "results": [{k: v for k, v in r.items() if k != "raw_ns"} for r in results]}
     os.makedirs(os.path.join(ROOT, "bench/results"), exist_ok=True)
-    with open(os.path.join(ROOT, "bench/results/latest.json"), "w") as f:
-        json.dump(report, f, indent=1)
+    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%d-%H%M")
+    for name in ("latest.json", f"{stamp}-{rev or 'norev'}{'-quick' if args.quick else ''}.json"):
+        with open(os.path.join(ROOT, "bench/results", name), "w") as f:
+            json.dump(report, f, indent=1)
     print(f"\nSwiftlet bench {report['date']} rev {rev}, {report['machine']}\n")
     print("| name | timed | n | p50 ms | p90 ms | p99 ms | ratio | goal |")
     print("|---|---|---|---|---|---|---|---|")
