@@ -152,10 +152,14 @@ public enum APIRouter {
                 }
                 state = parsed
             }
-            return json(
-                InstanceList(
-                    instances: try controller.instances(
-                        by: try context.requirePrincipal(), state: state, name: query.get("name"), image: query.get("image"))))
+            let principal = try context.requirePrincipal()
+            let key = "instances|\(principal)|\(state?.rawValue ?? "")|\(query.get("name") ?? "")|\(query.get("image") ?? "")"
+            let body = try controller.responses.body(for: key, generation: controller.store.generation) {
+                let instances = try controller.instances(
+                    by: principal, state: state, name: query.get("name"), image: query.get("image"))
+                return ByteBuffer(bytes: try encoder.encode(InstanceList(instances: instances)))
+            }
+            return Response(status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: body))
         }
         v1.get("instances/:id") { _, context in
             json(try controller.instance(try context.parameters.require("id"), by: try context.requirePrincipal()))

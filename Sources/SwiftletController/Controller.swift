@@ -6,6 +6,7 @@ import SwiftletCore
 import SwiftletImages
 import SwiftletNetwork
 import SwiftletStore
+import Synchronization
 
 /// The API's behaviour, independent of HTTP: validation, persistence, hand-off to the agent.
 public final class Controller: Sendable {
@@ -13,6 +14,10 @@ public final class Controller: Sendable {
     public let blobs: BlobStore
     public let agent: HostAgent
     public let uploadLimit: Int64
+    /// Encoded list answers, reused until the store changes.
+    let responses = ResponseCache()
+    /// Principals by token hash: tokens are never revoked yet, so an entry never goes stale.
+    private let principals = Mutex<[String: Principal]>([:])
     private let hostMemoryMib: Int
     private let logger: Logger
     /// Networks, ports and security groups on this host (nil: networking disabled).
@@ -42,9 +47,12 @@ public final class Controller: Sendable {
             throw SwiftletError(.unauthorized, "auth.missing_token", "missing 'Authorization: Bearer <token>' header")
         }
         let secret = String(authorization.dropFirst("Bearer ".count)).trimmingCharacters(in: .whitespaces)
-        guard !secret.isEmpty, let principal = try store.principal(forSecretHash: Self.hash(secret: secret)) else {
+        let hash = Self.hash(secret: secret)
+        if let known = principals.withLock({ $0[hash] }) { return known }
+        guard !secret.isEmpty, let principal = try store.principal(forSecretHash: hash) else {
             throw SwiftletError(.unauthorized, "auth.invalid_token", "the token is not valid")
         }
+        principals.withLock { $0[hash] = principal }
         return principal
     }
 

@@ -1,12 +1,16 @@
 import Foundation
 import GRDB
 import SwiftletCore
+import Synchronization
 
 /// The embedded default store: one SQLite file (WAL) through GRDB. Nested values (args, ports,
 /// timeline, properties) are JSON columns; everything queried or constrained is a real column.
 public final class SQLiteStore: SwiftletStore {
     /// Internal so that other resources' stores (extensions in sibling files) share the pool.
     let pool: DatabasePool
+    private let writes = Atomic<UInt64>(0)
+
+    public var generation: UInt64 { writes.load(ordering: .acquiring) }
 
     public init(path: String) throws(SwiftletError) {
         do {
@@ -83,7 +87,11 @@ public final class SQLiteStore: SwiftletStore {
     }
 
     func write<T>(_ body: (Database) throws -> T) throws(SwiftletError) -> T {
-        do { return try pool.write(body) } catch { throw Self.map(error) }
+        do {
+            let result = try pool.write(body)
+            writes.add(1, ordering: .releasing)
+            return result
+        } catch { throw Self.map(error) }
     }
 
     static func map(_ error: any Error) -> SwiftletError {

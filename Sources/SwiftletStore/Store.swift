@@ -4,6 +4,10 @@ import SwiftletCore
 /// What the controller and agent need from persistent state. The SQLite implementation is the
 /// embedded default; a PostgreSQL one will implement the same protocol.
 public protocol SwiftletStore: Sendable {
+    /// Grows with every committed write: a reader that saw the same value saw the same data
+    /// (the API caches encoded list responses on it).
+    var generation: UInt64 { get }
+
     // Projects and tokens
     func createProject(_ project: Project) throws(SwiftletError)
     func projects() throws(SwiftletError) -> [Project]
