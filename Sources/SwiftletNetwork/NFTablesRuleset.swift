@@ -60,7 +60,8 @@ public enum NFTablesRuleset {
             for rule in port.rules { lines.append("    " + render(rule)) }
             lines.append("    tcp flags & (syn | ack) != syn accept")
             lines.append("    icmp type { echo-reply, destination-unreachable, time-exceeded } accept")
-            lines.append("    drop")
+            // Counted, so that what a group keeps out can be seen (`nft list chain bridge …`).
+            lines.append("    counter drop")
             lines.append("  }")
         }
         lines.append("}")

@@ -43,6 +43,16 @@ enum HostNet {
         for family in ["inet", "bridge"] { _ = nft(["delete", "table", family, "swiftlet_" + prefix]) }
     }
 
+    /// Packets the security groups kept out of `tap` (the counted drop ending its chain).
+    static func dropped(prefix: String, tap: String) -> Int? {
+        let chain = nft(["list", "chain", "bridge", "swiftlet_" + prefix, "port_" + tap]).output
+        for line in chain.split(separator: "\n") where line.hasSuffix(" drop") && line.contains("counter packets") {
+            let words = line.split(separator: " ")
+            if let index = words.firstIndex(of: "packets"), index + 1 < words.count { return Int(words[index + 1]) }
+        }
+        return nil
+    }
+
     /// The guest's network counters, from the kit's `/_netstats` page.
     static func counter(_ name: String, at address: String) -> Int? {
         let page = curl("http://\(address)/_netstats").output

@@ -93,6 +93,54 @@ import Testing
         }
     }
 
+    /// Same forged-echo probe with groups: A (http) and E (echo) are in group "g", F (echo) is in
+    /// none. E's echo reaches A (a member), F's does not (A's group has no rule for it).
+    @Test func onlyMembersOfTheGroupGetIn() async throws {
+        let http = try Kernels.path("http")
+        let echo = try Kernels.path("echo")
+        try await withNetworkServer { _, client, prefix in
+            _ = try await client.uploadImage(path: http, name: "http")
+            _ = try await client.uploadImage(path: echo, name: "echo")
+            let cidr = randomCIDRs(1)[0]
+            let network = try await client.createNetwork(CreateNetworkRequest(name: "lan", cidr: cidr))
+            _ = try await client.createSecurityGroup(CreateSecurityGroupRequest(name: "g"))
+            // The host reads A's counters over HTTP.
+            _ = try await client.addRule(
+                CreateSecurityGroupRuleRequest(proto: .tcp, portMin: 80, source: network.gateway + "/32"), to: "g")
+            func make(_ name: String, _ image: String, groups: [String]?) async throws -> NetworkPort {
+                var request = CreateInstanceRequest(name: name, image: image, wait: true)
+                request.networks = [NetworkAttachment(network: "lan")]
+                request.securityGroups = groups
+                return try #require(try await client.createInstances(request).first?.ports?.first)
+            }
+            let aPort = try await make("a", "http", groups: ["g"])
+            let a = aPort.address
+            let e = try await make("e", "echo", groups: ["g"]).address
+            let f = try await make("f", "echo", groups: nil).address
+            let probe = try Namespace(
+                prefix: prefix, index: 1, bridge: network.bridge,
+                address: cidr.replacingOccurrences(of: ".0/24", with: ".250"), prefixLength: 24,
+                gateway: network.gateway)
+            // The namespace itself is no member: A is closed to it.
+            #expect(probe.curl("http://\(a)/", seconds: 2).status != 0)
+
+            let start = try #require(HostNet.counter("udp_no_listener", at: a))
+            #expect(probe.sendUDP(from: a, sourcePort: 40001, to: e, port: 7).status == 0)
+            try await eventually("A counts E's echo", timeout: .seconds(10)) {
+                (HostNet.counter("udp_no_listener", at: a) ?? start) > start
+            }
+            let afterMember = try #require(HostNet.counter("udp_no_listener", at: a))
+            let droppedBefore = try #require(HostNet.dropped(prefix: prefix, tap: aPort.tap))
+            for port in 40002...40004 {
+                #expect(probe.sendUDP(from: a, sourcePort: port, to: f, port: 7).status == 0)
+            }
+            try await Task.sleep(for: .seconds(2))
+            #expect(HostNet.counter("udp_no_listener", at: a) == afterMember, "a non-member's echo got in")
+            // F did answer: A's group dropped the three echoes on A's port.
+            #expect((HostNet.dropped(prefix: prefix, tap: aPort.tap) ?? 0) >= droppedBefore + 3)
+        }
+    }
+
     @Test func isolatedNetworksDoNotReachEachOther() async throws {
         let kernel = try Kernels.path("http")
         try await withNetworkServer { _, client, prefix in

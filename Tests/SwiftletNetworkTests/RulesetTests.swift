@@ -39,7 +39,7 @@ import Testing
         #expect(text.contains("ip saddr 0.0.0.0/0 tcp dport 80 accept"))
         #expect(text.contains("ip saddr 10.0.0.0/8 udp dport 5000-5010 accept"))
         #expect(text.contains("ip saddr 10.9.0.0/24 ip protocol icmp accept"))
-        #expect(text.hasSuffix("    drop\n  }\n}\n"))
+        #expect(text.hasSuffix("    counter drop\n  }\n}\n"))
     }
 
     @Test func cidrArithmetic() {
