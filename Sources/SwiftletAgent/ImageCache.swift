@@ -67,7 +67,7 @@ struct ImageCache: Sendable {
         var hit = kernel.hit
         if let initrdId = profile.initrdImageId {
             guard let initrd = try store.image(idOrName: initrdId, projectId: nil), initrd.kind == .initrd else {
-                throw .notFound("initrd image", initrdId)
+                throw .notFound("image", initrdId)
             }
             let fetched = try fetch(initrd)
             initrdPath = fetched.path

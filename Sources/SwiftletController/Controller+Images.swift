@@ -138,7 +138,7 @@ extension Controller {
 
     public func deleteSigningKey(projectId: String, key: String, by principal: Principal) throws(SwiftletError) {
         guard try catalog.deleteSigningKey(idOrName: key, projectId: try keyProject(projectId, principal).id) else {
-            throw .notFound("signing key", key)
+            throw .notFound("signing_key", key)
         }
     }
 

@@ -181,6 +181,62 @@ try:
     request("DELETE", "/v1/images/hello", team, expect=204)
     request("DELETE", "/v1/images/hello", team, expect=404)
 
+    # Image service (docs/images.md): catalog, signing keys, signed-image policy, builds.
+    request("PATCH", "/v1/images/nope", team, {"tags": ["x"]}, expect=404)
+    request("POST", "/v1/images?name=hello-cat&visibility=public&tag=v1", team, elf, "application/octet-stream",
+            expect=201)
+    request("PATCH", "/v1/images/hello-cat", team, {"tags": ["a b"]}, expect=400)
+    request("PATCH", "/v1/images/hello-cat", team, {"visibility": "private", "properties": {"min_memory_mib": "8"}},
+            expect=200)
+    request("PATCH", "/v1/images/hello-cat", admin, {"tags": ["lts"]}, expect=200)
+    _, other = request("POST", "/v1/projects", admin, {"name": "other"}, expect=201)
+    _, other_token = request("POST", f"/v1/projects/{other['id']}/tokens", admin, expect=201)
+    request("PATCH", "/v1/images/hello-cat", team, {"visibility": "public"}, expect=200)
+    request("PATCH", "/v1/images/hello-cat", other_token["token"], {"visibility": "private"}, expect=403)
+    request("DELETE", "/v1/images/hello-cat", other_token["token"], expect=403)
+    request("DELETE", "/v1/images/hello-cat", team, expect=204)
+    request("POST", "/v1/images?name=x&visibility=secret", team, elf, "application/octet-stream", expect=400)
+    request("GET", f"/v1/projects/{project['id']}/signing-keys", team, expect=200)
+    request("GET", "/v1/projects/prj-none/signing-keys", admin, expect=404)
+    request("GET", f"/v1/projects/{other['id']}/signing-keys", team, expect=403)
+    request("GET", f"/v1/projects/{project['id']}/signing-keys", expect=401)
+    key = "11qYAYKxCrfVS/7TyWQHOg7hcvPapiMlrwIaaPcHURo="
+    request("POST", f"/v1/projects/{project['id']}/signing-keys", team, {"name": "ci", "publicKey": key}, expect=201)
+    request("POST", f"/v1/projects/{project['id']}/signing-keys", team, {"name": "ci", "publicKey": key}, expect=409)
+    request("POST", f"/v1/projects/{project['id']}/signing-keys", team, {"name": "bad", "publicKey": "AAAA"},
+            expect=400)
+    request("POST", "/v1/projects/prj-none/signing-keys", admin, {"name": "k", "publicKey": key}, expect=404)
+    request("POST", f"/v1/projects/{other['id']}/signing-keys", team, {"name": "k", "publicKey": key}, expect=403)
+    request("POST", f"/v1/projects/{project['id']}/signing-keys", expect=401)
+    request("PATCH", f"/v1/projects/{other['id']}", admin, {"requireSignedImages": True}, expect=200)
+    request("PATCH", f"/v1/projects/{other['id']}", admin, {"requireSignedImages": "yes"}, expect=400)
+    request("PATCH", f"/v1/projects/{other['id']}", team, {"requireSignedImages": False}, expect=403)
+    request("PATCH", "/v1/projects/prj-none", admin, {"requireSignedImages": False}, expect=404)
+    request("PATCH", f"/v1/projects/{other['id']}", None, {"requireSignedImages": False}, expect=401)
+    request("POST", "/v1/images?name=unsigned", other_token["token"], elf, "application/octet-stream", expect=403)
+    request("DELETE", f"/v1/projects/{project['id']}/signing-keys/ci", team, expect=204)
+    request("DELETE", f"/v1/projects/{project['id']}/signing-keys/ci", team, expect=404)
+    request("DELETE", f"/v1/projects/{other['id']}/signing-keys/ci", team, expect=403)
+    request("DELETE", f"/v1/projects/{project['id']}/signing-keys/ci", expect=401)
+
+    bundle = subprocess.run(["tar", "-C", os.path.join(ROOT, "guest/examples/hello"), "-cf", "-", "."],
+                            capture_output=True, check=True).stdout
+    _, build = request("POST", "/v1/builds?name=hello-built", team, bundle, "application/x-tar", expect=202)
+    request("GET", f"/v1/builds/{build['id']}/log?follow=true", team, expect=200)
+    request("GET", f"/v1/builds/{build['id']}", team, expect=200)
+    request("POST", "/v1/builds?name=hello-built", team, bundle, "application/x-tar", expect=201)
+    request("GET", "/v1/builds", team, expect=200)
+    request("GET", "/v1/builds", expect=401)
+    request("GET", "/v1/builds/bld-none", team, expect=404)
+    request("GET", "/v1/builds/bld-none", expect=401)
+    request("GET", "/v1/builds/bld-none/log", team, expect=404)
+    request("GET", "/v1/builds/bld-none/log", expect=401)
+    request("POST", "/v1/builds?name=evil", team, b"A" * 1024, "application/x-tar", expect=400)
+    request("POST", "/v1/builds?name=host&path=/tmp", team, expect=403)
+    request("POST", "/v1/builds?name=x", expect=401)
+    request("DELETE", "/v1/images/" + request("GET", f"/v1/builds/{build['id']}", team)[1]["imageId"], team,
+            expect=204)
+
     # Networks and security groups (docs/networking.md): real bridge and TAP, as root.
     request("POST", "/v1/images?name=hello-net", team, elf, "application/octet-stream", expect=201)
     block = f"10.{random.randint(160, 250)}.{random.randint(0, 255)}"
