@@ -42,3 +42,4 @@ func withInterruptsDisabled<T>(_ body: () -> T) -> T {
 
 @_extern(c, "kit_kernel_end") func kit_kernel_end() -> UInt
 @_extern(c, "kit_stack_bottom") func kit_stack_bottom() -> UInt
+@_extern(c, "kit_unmap_page_zero") func kit_unmap_page_zero()

@@ -136,7 +136,7 @@ private func reportException(_ frame: UnsafeMutablePointer<UInt64>, vector: Int)
 /// The local APIC (xAPIC, memory-mapped at its architectural address).
 enum LocalAPIC {
     static let base: UInt = 0xFEE0_0000
-    static let idRegister = 0x20, eoi = 0xB0, spurious = 0xF0, taskPriority = 0x80
+    static let idRegister = 0x20, eoi = 0xB0, spurious = 0xF0, taskPriority = 0x80, lint0LVT = 0x350
     static let timerLVT = 0x320, timerInitialCount = 0x380, timerCurrentCount = 0x390, timerDivide = 0x3E0
 
     static func read(_ register: Int) -> UInt32 { MMIO.read32(address: base + UInt(register)) }
@@ -147,6 +147,10 @@ enum LocalAPIC {
         kit_wrmsr(apicBaseMSR, kit_rdmsr(apicBaseMSR) | 1 << 11)
         write(taskPriority, 0)
         write(spurious, 1 << 8 | UInt32(Interrupts.spuriousVector))
+        // QEMU starts the boot CPU's LINT0 as ExtINT (the 8259s' virtual
+        // wire): a stray PIC interrupt would arrive at a vector the BIOS chose
+        // (-M pc runs SeaBIOS first: IRQ0 at 8, the double-fault vector).
+        write(lint0LVT, 1 << 16)
     }
 
     static var id: UInt8 { UInt8(truncatingIfNeeded: read(idRegister) >> 24) }

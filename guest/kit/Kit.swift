@@ -91,6 +91,7 @@ func kitMain(startInfo: UInt, bootTSC: UInt64) {
         commandLineAddress == 0 ? 0 : strlen(UnsafePointer<CChar>(bitPattern: commandLineAddress).unsafelyUnwrapped)
     let memoryMap = version >= 1 ? UInt(StartInfo.u64(startInfo + 40)) : 0
     let memoryMapEntries = version >= 1 ? UInt(StartInfo.u32(startInfo + 48)) : 0
+    let hasACPI = StartInfo.u64(startInfo + 32) != 0  // the loader passed an RSDP
 
     // The heap gets the RAM region holding the kernel, above everything the
     // loader left there that is still needed (start info, command line, map).
@@ -114,14 +115,16 @@ func kitMain(startInfo: UInt, bootTSC: UInt64) {
     keep(memoryMap, memoryMapEntries * 24)
     Heap.initialize(start: heapStart, end: min(heapEnd, 0x1_0000_0000))
 
-    Interrupts.initialize(hasACPI: StartInfo.u64(startInfo + 32) != 0)
+    // Under -M pc the boot information lies partly in page 0 (the PVH option
+    // ROM's memory map at 0x5a8): copy what is still needed, then unmap it.
+    let commandLine = Array(
+        UnsafeBufferPointer(start: UnsafePointer<UInt8>(bitPattern: commandLineAddress), count: commandLineLength))
+    kit_unmap_page_zero()
+
+    Interrupts.initialize(hasACPI: hasACPI)
     Clock.beginCalibration(bootTSC: bootTSC)
     Console.enableInput()
-    if commandLineLength > 0 {
-        Config.parse(
-            commandLine: UnsafeBufferPointer(
-                start: UnsafePointer<UInt8>(bitPattern: commandLineAddress), count: commandLineLength))
-    }
+    commandLine.withUnsafeBufferPointer { Config.parse(commandLine: $0) }
     Clock.finishCalibration()
     Pool.waitForConfigIfPooled()
 }

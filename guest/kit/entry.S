@@ -5,9 +5,9 @@
  *
  * Memory: the first 4 GiB are identity-mapped (virtual == physical), so
  * device DMA addresses are plain pointer values: 2 MiB pages, except 4 KiB
- * pages for the first 2 MiB, where page 0 (null) and the guard page under
- * the stack stay unmapped. The top GiB (MMIO: virtio-mmio, IOAPIC, LAPIC) is
- * mapped uncached.
+ * pages for the first 2 MiB, where page 0 (null, once kit_main has read the
+ * boot information) and the guard page under the stack are unmapped. The
+ * top GiB (MMIO: virtio-mmio, IOAPIC, LAPIC) is mapped uncached.
  *
  * KIT_NO_SSE (set by build.sh --no-sse): the guest never touches x87/SSE
  * state, so the trap path skips FXSAVE/FXRSTOR and the entry skips FNINIT.
@@ -61,7 +61,10 @@ kit_start32:
         add $8, %edi
         loop 1b
         /* The first 2 MiB use 4 KiB pages so that page 0 (null pointers) and
-           the guard page under the stack (overflow) can be left unmapped. */
+           the guard page under the stack (overflow) can be left unmapped.
+           Page 0 stays mapped until kit_main has read the boot information:
+           under -M pc the PVH option ROM puts the memory map (and may put the
+           command line) there; kit_main then calls kit_unmap_page_zero. */
         mov $kit_pt, %edi
         xor %ecx, %ecx
 8:      mov %ecx, %eax
@@ -71,7 +74,6 @@ kit_start32:
         inc %ecx
         cmp $512, %ecx
         jb 8b
-        movl $0, (%edi)
         mov $kit_stack_guard, %eax
         shr $12, %eax
         movl $0, (%edi, %eax, 8)
@@ -288,6 +290,7 @@ kit_trap_common:
         .globl kit_wait_for_interrupt, kit_interrupts_disable
         .globl kit_interrupts_restore, kit_interrupts_enable
         .globl kit_halt_forever, kit_kernel_end, kit_stack_bottom, free
+        .globl kit_unmap_page_zero
 kit_outb:                               /* (port, value) */
         mov %edi, %edx
         mov %esi, %eax
@@ -327,6 +330,11 @@ kit_stack_bottom:
         ret
 kit_irq_count:
         mov kit_irq_counter(%rip), %eax
+        ret
+kit_unmap_page_zero:                    /* null pointers fault from now on */
+        movq $0, kit_pt(%rip)
+        xor %eax, %eax
+        invlpg (%rax)
         ret
 /* Sleep until the next interrupt unless one arrived after `seen` was read.
    "sti; hlt" is atomic: an IRQ pending at the sti still wakes the hlt. */

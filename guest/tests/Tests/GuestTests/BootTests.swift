@@ -36,6 +36,30 @@ struct BootTests {
         #expect(response?.hasPrefix("HTTP/1.") == true, "response: \(response ?? "none"); console:\n\(guest.console)")
     }
 
+    /// The same PVH ELF boots on `-M pc` — SeaBIOS then QEMU's PVH option
+    /// ROM, which leaves the memory map in page 0 — as libvirt (which cannot
+    /// describe microvm) boots it: READY, then a clean poweroff (status 1).
+    @Test(arguments: ["qemu64", "max"])
+    func helloBootsOnThePCMachine(cpu: String) throws {
+        let guest = try PCGuest(kernel: try KernelBuilds.shared.kernel(GuestPaths.example("hello")), cpu: cpu)
+        defer { guest.stop() }
+        #expect(guest.waitFor("SWIFTLET-READY hello ", timeout: 60), "console:\n\(guest.console)")
+        guest.send("poweroff")
+        #expect(guest.waitForExit(timeout: 20) == 1, "console:\n\(guest.console)")
+        #expect(guest.console.contains("swiftlet: poweroff\n"))
+    }
+
+    /// On pc too, page 0 is unmapped once the kit has copied the boot
+    /// information out of it: a null read is a page fault (status 9).
+    @Test func nullPointerReadFaultsOnThePCMachine() throws {
+        let guest = try PCGuest(kernel: try KernelBuilds.shared.kernel(GuestPaths.fixture("kitcheck")), cpu: "qemu64")
+        defer { guest.stop() }
+        #expect(guest.waitFor("SWIFTLET-READY kitcheck ", timeout: 60), "console:\n\(guest.console)")
+        guest.send("null")
+        #expect(guest.waitForExit(timeout: 20) == 9, "console:\n\(guest.console)")
+        #expect(guest.console.contains("cr2=0x0000000000000000"), "console:\n\(guest.console)")
+    }
+
     @Test func floorKernelPrintsItsLineAndExits() throws {
         let guest = try QEMUGuest(kernel: try KernelBuilds.shared.kernel(nil))
         defer { guest.stop() }
@@ -249,5 +273,67 @@ struct BootTests {
         #expect(guest.waitForReady()?.app == example, "console:\n\(guest.console)")
         guest.send("poweroff")
         #expect(guest.waitForExit(timeout: 20) == 1, "console:\n\(guest.console)")
+    }
+}
+
+/// QEMU `-M pc` (the harness's QEMUGuest runs microvm only) with the serial
+/// console in a temporary file; stop() ends QEMU and removes the file.
+private final class PCGuest {
+    let process = Process()
+    private let input = Pipe()
+    private let consoleFile: URL
+
+    init(kernel: URL, cpu: String) throws {
+        consoleFile = FileManager.default.temporaryDirectory.appendingPathComponent("swiftlet-pc-\(UUID().uuidString)")
+        FileManager.default.createFile(atPath: consoleFile.path, contents: nil)
+        process.executableURL = URL(fileURLWithPath: QEMUGuest.qemu)
+        process.arguments = [
+            "-M", "pc", "-nodefaults", "-no-user-config", "-display", "none", "-accel", "tcg", "-cpu", cpu,
+            "-m", "16M", "-kernel", kernel.path, "-append", "name=pc", "-serial", "stdio",
+            "-device", "isa-debug-exit,iobase=0x501", "-no-reboot",
+        ]
+        process.standardInput = input
+        process.standardOutput = try FileHandle(forWritingTo: consoleFile)
+        process.standardError = process.standardOutput
+        do { try process.run() } catch {
+            try? FileManager.default.removeItem(at: consoleFile)
+            throw error
+        }
+    }
+
+    var console: String { (try? String(contentsOf: consoleFile, encoding: .utf8)) ?? "" }
+
+    func waitFor(_ text: String, timeout: TimeInterval) -> Bool {
+        let deadline = Date().addingTimeInterval(timeout)
+        while Date() < deadline && process.isRunning {
+            if console.contains(text) { return true }
+            Thread.sleep(forTimeInterval: 0.01)
+        }
+        return console.contains(text)
+    }
+
+    func send(_ line: String) {
+        try? input.fileHandleForWriting.write(contentsOf: Data((line + "\n").utf8))
+    }
+
+    /// QEMU's exit status, or nil if it is still running after `timeout`.
+    func waitForExit(timeout: TimeInterval) -> Int32? {
+        let deadline = Date().addingTimeInterval(timeout)
+        while process.isRunning && Date() < deadline { Thread.sleep(forTimeInterval: 0.01) }
+        guard !process.isRunning else { return nil }
+        process.waitUntilExit()
+        return process.terminationReason == .exit ? process.terminationStatus : nil
+    }
+
+    func stop() {
+        if process.isRunning {
+            process.terminate()
+            let deadline = Date().addingTimeInterval(2)
+            while process.isRunning && Date() < deadline { Thread.sleep(forTimeInterval: 0.01) }
+            if process.isRunning { kill(process.processIdentifier, SIGKILL) }
+        }
+        process.waitUntilExit()
+        try? input.fileHandleForWriting.close()
+        try? FileManager.default.removeItem(at: consoleFile)
     }
 }
