@@ -46,7 +46,8 @@ final class NetStack {
         switch VirtioNet.start() {
         case .success(let started): nic = started
         case .failure(let error):
-            Kit.panic("net: \(error.message)")
+            // No NIC (or one the kit cannot drive) is a deployment mistake, not a guest bug.
+            Config.fail(key: "net", reason: error.message)
         }
         let stack = NetStack(nic: nic, address: address, prefixLength: prefixLength, gateway: gateway)
         stack.now = Clock.nowMicros()
