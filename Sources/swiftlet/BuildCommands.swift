@@ -59,22 +59,23 @@ struct BuildCommand: AsyncParsableCommand {
                 return (build, instance, uploadTime)
             }
             let total = ContinuousClock.now - started
+            var stages: [Workflow.Stage] = [
+                Workflow.Stage("package sources (tar)", serverPath ? nil : tarTime.milliseconds),
+                Workflow.Stage("upload", uploadTime.milliseconds - (build.stages.unpack ?? 0)),
+            ]
+            stages += Workflow.buildStages(build)
+            if let instance { stages += Workflow.instanceStages(instance) }
             if output.json {
-                return try Output.json(WorkflowReport(build: build, instance: instance, totalMs: total.milliseconds))
+                return try Output.json(
+                    WorkflowReport(build: build, instance: instance, stages: stages, totalMs: total.milliseconds))
             }
-            var table = TextTable(["STAGE", "MS"], rightAligned: [1])
-            table.add(["package sources (tar)", serverPath ? "-" : Format.ms(tarTime.milliseconds)])
-            table.add(["upload", Format.ms(uploadTime.milliseconds - (build.stages.unpack ?? 0))])
-            for row in Workflow.buildRows(build) { table.add(row) }
-            if let instance { for row in Workflow.instanceRows(instance) { table.add(row) } }
-            table.add(["total (this command)", Format.ms(total.milliseconds)])
             print("build \(build.id)  image \(build.imageId ?? "-")\(build.cacheHit ? "  (cache hit)" : "")")
             if let instance {
                 print(
                     "instance \(instance.name)  \(instance.id)  \(instance.state.rawValue)\(instance.reason.map { "  \($0)" } ?? "")"
                 )
             }
-            Output.table(table)
+            Output.table(Workflow.table(stages, total: total.milliseconds, cacheHit: build.cacheHit))
             if let instance, instance.state != .running { throw ExitCode(1) }
         }
 
@@ -127,7 +128,9 @@ struct BuildCommand: AsyncParsableCommand {
                 ("inputs sha256", found.inputsDigest ?? "-"), ("image", found.imageId ?? "-"),
             ]
             if let reason = found.reason { fields.append(("reason", reason)) }
-            for row in Workflow.buildRows(found) { fields.append((row[0], row[1] + " ms")) }
+            for stage in Workflow.buildStages(found) {
+                fields.append((stage.stage, stage.ms.map { Format.ms($0) + " ms" } ?? "-"))
+            }
             Output.fields(fields)
         }
     }
@@ -148,29 +151,46 @@ struct BuildCommand: AsyncParsableCommand {
 
 /// The stages of the deployment workflow, from a build and the instance booted from its image.
 enum Workflow {
-    static func buildRows(_ build: Build) -> [[String]] {
+    struct Stage: Encodable {
+        var stage: String
+        /// nil: the stage did not run (a cache hit skips compile and package).
+        var ms: Double?
+        init(_ stage: String, _ ms: Double?) {
+            self.stage = stage
+            self.ms = ms
+        }
+    }
+
+    static func buildStages(_ build: Build) -> [Stage] {
         [
-            ["unpack + hash (server)", build.stages.unpack.map(Format.ms) ?? "-"],
-            ["compile", build.cacheHit ? "0 (cache hit)" : build.stages.compile.map(Format.ms) ?? "-"],
-            [
-                "package (check + store image)",
-                build.cacheHit ? "0 (cache hit)" : build.stages.package.map(Format.ms) ?? "-",
-            ],
+            Stage("unpack + hash (server)", build.stages.unpack),
+            Stage("compile", build.stages.compile),
+            Stage("package (check + store image)", build.stages.package),
         ]
     }
 
-    static func instanceRows(_ instance: Instance) -> [[String]] {
+    static func instanceStages(_ instance: Instance) -> [Stage] {
         let timeline = instance.timeline
-        func span(_ from: UInt64?, _ to: UInt64?) -> String {
-            guard let from, let to, to >= from else { return "-" }
-            return Format.ms(Double(to - from) / 1e6)
+        func span(_ from: UInt64?, _ to: UInt64?) -> Double? {
+            guard let from, let to, to >= from else { return nil }
+            return Double(to - from) / 1e6
         }
         return [
-            ["schedule (accepted → placed)", span(timeline.accepted, timeline.scheduled)],
-            ["image ready (host cache)", span(timeline.scheduled, timeline.imageReady)],
-            ["boot (VMM spawned → up)", span(timeline.imageReady, timeline.vmmUp)],
-            ["READY (guest)", span(timeline.vmmUp, timeline.ready)],
+            Stage("schedule (accepted → placed)", span(timeline.accepted, timeline.scheduled)),
+            Stage("image ready (host cache)", span(timeline.scheduled, timeline.imageReady)),
+            Stage("boot (VMM spawned → up)", span(timeline.imageReady, timeline.vmmUp)),
+            Stage("READY (guest)", span(timeline.vmmUp, timeline.ready)),
         ]
+    }
+
+    static func table(_ stages: [Stage], total: Double?, cacheHit: Bool) -> TextTable {
+        var table = TextTable(["STAGE", "MS"], rightAligned: [1])
+        for stage in stages {
+            let skipped = cacheHit && (stage.stage == "compile" || stage.stage.hasPrefix("package (check"))
+            table.add([stage.stage, stage.ms.map(Format.ms) ?? (skipped ? "0 (cache hit)" : "-")])
+        }
+        if let total { table.add(["total (this command)", Format.ms(total)]) }
+        return table
     }
 
     /// `swiftlet timeline --workflow`: the latest build of the instance's image and its boot.
@@ -187,21 +207,21 @@ enum Workflow {
             instance = latest
         }
         let build = builds.last { $0.imageId == instance.imageId }
-        if json { return try Output.json(WorkflowReport(build: build, instance: instance, totalMs: nil)) }
-        var table = TextTable(["STAGE", "MS"], rightAligned: [1])
-        if let build {
-            table.add(["upload (server receive)", build.stages.upload.map(Format.ms) ?? "-"])
-            for row in buildRows(build) { table.add(row) }
+        var stages: [Stage] = []
+        if let build { stages = [Stage("upload (server receive)", build.stages.upload)] + buildStages(build) }
+        stages += instanceStages(instance)
+        if json {
+            return try Output.json(WorkflowReport(build: build, instance: instance, stages: stages, totalMs: nil))
         }
-        for row in instanceRows(instance) { table.add(row) }
         print("instance \(instance.name)  \(instance.id)  build \(build?.id ?? "-")")
-        Output.table(table)
+        Output.table(table(stages, total: nil, cacheHit: build?.cacheHit ?? false))
     }
 }
 
 struct WorkflowReport: Encodable {
     var build: Build?
     var instance: Instance?
+    var stages: [Workflow.Stage]
     var totalMs: Double?
 }
 
