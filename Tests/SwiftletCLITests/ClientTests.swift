@@ -34,7 +34,7 @@ import Testing
             #expect(error.description == "cannot reach the Swiftlet server at \(url) (is `swiftlet server` running?)")
         }
         // No retrying until the deadline: a closed port fails at once.
-        #expect(ContinuousClock.now - started < .seconds(3))
+        #expect(ContinuousClock.now - started < .seconds(10))  // fails fast, not after a long retry; generous for busy hosts
     }
 
     @Test func everyCallReportsUnreachable() async throws {
