@@ -264,7 +264,8 @@ public actor HostAgent {
         }
         let kernelPath = prepared.kernelPath
         mark(instanceId, .imageReady)
-        event(instanceId, "image", prepared.cacheHit ? "image \(image.sha256.prefix(12)) cached on host" : "image \(image.sha256.prefix(12)) fetched into host cache")
+        let digest = image.sha256.prefix(12)
+        event(instanceId, "image", prepared.cacheHit ? "image \(digest) cached on host" : "image \(digest) fetched into host cache")
         let runtimeDirectory = runRoot + "/" + instanceId
         try? FileManager.default.removeItem(atPath: runtimeDirectory)
         let spec = VMSpec(

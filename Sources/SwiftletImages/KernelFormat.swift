@@ -59,7 +59,10 @@ public enum KernelFormat {
         guard loadable else { throw refuse("ELF has no loadable segment") }
         if let header = multibootHeaderOffset(head), le32(head, header + 4) & aoutKludgeFlag == 0 {
             guard entry != 0 else { throw refuse("multiboot ELF has no entry point (e_entry is 0)") }
-            guard !is64 else { throw refuse("a 64-bit multiboot ELF needs a.out-kludge addresses (flag bit 16): multiboot loaders only load 32-bit ELF") }
+            guard !is64 else {
+                throw refuse(
+                    "a 64-bit multiboot ELF needs a.out-kludge addresses (flag bit 16): multiboot loaders load 32-bit ELF")
+            }
         }
         if hasMultibootHeader(head) { return .multiboot }
         guard entry != 0 else { throw refuse("ELF has no entry point and no PVH note") }
@@ -103,12 +106,14 @@ public enum KernelFormat {
     private static func describeUnknown(_ head: [UInt8]) -> String {
         if head.isEmpty { return "the file is empty" }
         if hasMultibootHeader(head) {
-            return "a multiboot header was found, but the file is not an ELF and the header has no a.out-kludge load addresses (flag bit 16)"
+            return "a multiboot header was found, but the file is not an ELF and the header has no a.out-kludge "
+                + "load addresses (flag bit 16)"
         }
         let printable = head.prefix(512).allSatisfy { $0 == 9 || $0 == 10 || $0 == 13 || (32..<127).contains($0) }
         if printable { return "the file looks like text, not a kernel (no ELF magic, no bzImage header)" }
         let magic = head.prefix(4).map { String($0, radix: 16) }.joined(separator: " ")
-        return "unknown format (first bytes: \(magic)): expected a PVH ELF, a multiboot kernel, a Linux bzImage, an initrd or a raw/qcow2 disk"
+        return "unknown format (first bytes: \(magic)): expected a PVH ELF, a multiboot kernel, a Linux bzImage, "
+            + "an initrd or a raw/qcow2 disk"
     }
 
     static func refuse(_ reason: String) -> SwiftletError {
