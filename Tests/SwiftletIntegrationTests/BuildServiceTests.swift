@@ -41,6 +41,21 @@ import Testing
         }
     }
 
+    /// Runs the swiftlet CLI with extra environment; its stdout.
+    static func cli(_ arguments: [String], environment: [String: String]) throws -> (status: Int32, output: String) {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: Repo.swiftletBinary)
+        process.arguments = arguments
+        process.environment = ProcessInfo.processInfo.environment.merging(environment) { _, new in new }
+        let pipe = Pipe()
+        process.standardOutput = pipe
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+        let data = pipe.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        return (process.terminationStatus, String(decoding: data, as: UTF8.self))
+    }
+
     static func tar(_ directory: String) throws -> String {
         let output = NSTemporaryDirectory() + "swiftlet-test-\(UUID().uuidString.prefix(8)).tar"
         let result = try Shell.run("/bin/tar", ["-C", directory, "-cf", output, "."])
@@ -76,6 +91,23 @@ import Testing
             #expect(again.imageId == imageId)
             #expect(again.stages.compile == nil)
             #expect(againLog.contains("cache hit"))
+
+            // The CLI's one-command workflow on the same sources: cache hit → boot → READY, then the
+            // workflow timeline of that instance.
+            let environment = ["SWIFTLET_URL": server.url, "SWIFTLET_TOKEN": server.adminToken]
+            let run = try Self.cli(["build", app, "--name", "hello", "--run", "--json"], environment: environment)
+            #expect(run.status == 0, "\(run.output)")
+            let report = try #require(try JSONSerialization.jsonObject(with: Data(run.output.utf8)) as? [String: Any])
+            let stageList = try #require(report["stages"] as? [[String: Any]])
+            let stages = stageList.compactMap { $0["stage"] as? String }
+            #expect(stages.contains("compile") && stages.contains("READY (guest)"), "\(stages)")
+            let ranInstance = try #require((report["instance"] as? [String: Any])?["id"] as? String)
+            #expect(try await client.instance(ranInstance).timeline.ready != nil)
+            let timeline = try Self.cli(["timeline", "--workflow", ranInstance], environment: environment)
+            #expect(timeline.status == 0, "\(timeline.output)")
+            #expect(
+                timeline.output.contains("compile") && timeline.output.contains("READY (guest)"), "\(timeline.output)")
+            try await client.deleteInstance(ranInstance)
 
             let source = try #require(
                 try FileManager.default.contentsOfDirectory(atPath: app).first { $0.hasSuffix(".swift") })
