@@ -9,6 +9,10 @@ enum TestImages {
     private static let directory: String = {
         let path = NSTemporaryDirectory() + "swiftlet-testimages-\(getpid())"
         try? FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
+        // Removed when the test process ends, whatever the outcome.
+        atexit {
+            try? FileManager.default.removeItem(atPath: NSTemporaryDirectory() + "swiftlet-testimages-\(getpid())")
+        }
         return path
     }()
     private static let lock = NSLock()
