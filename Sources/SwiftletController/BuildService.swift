@@ -15,6 +15,8 @@ final class BuildService: Sendable {
     let root: String
     let recipe: (any BuildRecipe)?
     private let logger: Logger
+    /// Compiles at a time: a compiler run takes a core or more, and instances need CPU too.
+    private let slots = JobSlots(count: max(1, ProcessInfo.processInfo.activeProcessorCount / 2))
 
     init(controller: Controller) {
         self.controller = controller
@@ -133,8 +135,13 @@ final class BuildService: Sendable {
         }
         let (executable, arguments) = recipe.command(source: source, output: output, flags: build.flags)
         appendLog(build.id, "$ \(([executable] + arguments).joined(separator: " "))\n")
+        if await !slots.tryAcquire() {
+            appendLog(build.id, "waiting for a free build slot\n")
+            await slots.acquire()
+        }
         var started = monotonicNanos()
         let status = await Self.runProcess(executable, arguments, logPath: logPath(build.id))
+        await slots.release()
         build.stages.compile = Self.millis(since: started)
         guard status == 0 else {
             build.state = .failed
@@ -245,5 +252,28 @@ final class BlobUploadSink {
     func finish() throws(SwiftletError) {
         try? handle.close()
         guard size > 0 else { throw SwiftletError.badRequest("build.empty", "the source bundle is empty") }
+    }
+}
+
+/// A counting semaphore for build jobs (FIFO).
+actor JobSlots {
+    private var free: Int
+    private var waiters: [CheckedContinuation<Void, Never>] = []
+
+    init(count: Int) { free = count }
+
+    func tryAcquire() -> Bool {
+        guard free > 0 else { return false }
+        free -= 1
+        return true
+    }
+
+    func acquire() async {
+        if tryAcquire() { return }
+        await withCheckedContinuation { waiters.append($0) }
+    }
+
+    func release() {
+        if waiters.isEmpty { free += 1 } else { waiters.removeFirst().resume() }
     }
 }
