@@ -268,9 +268,11 @@ public struct QEMUDriver: HypervisorDriver {
             qmpSocketPath: paths.qmpSocket, consoleSocketPath: paths.consoleSocket,
             consoleLogPath: paths.consoleLog)
         var vmmUp: UInt64 = 0
+        var consoleUp: UInt64 = 0
         do {
             // Console first: QEMU does not go on before it has this client (chardev wait=on).
             let consoleFD = try await connectWhileStarting(paths.consoleSocket, key)
+            consoleUp = monotonicNanoseconds()
             try await runtime.hub(socketPath: paths.consoleSocket).adopt(fd: consoleFD)
             let qmpFD = try await connectWhileStarting(paths.qmpSocket, key)
             let session = try await QMPSession.open(fd: qmpFD)
@@ -286,6 +288,7 @@ public struct QEMUDriver: HypervisorDriver {
             "qemu up",
             metadata: [
                 "vm.pid": "\(pid)", "vm.accelerator": "\(accelerator)",
+                "vm.spawn_to_console_ms": "\(Double(consoleUp - spawned) / 1e6)",
                 "vm.spawn_to_qmp_ms": "\(Double(vmmUp - spawned) / 1e6)",
             ])
         return (handle, BootTimestamps(spawned: spawned, vmmUp: vmmUp))
