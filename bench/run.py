@@ -282,7 +282,7 @@ def instantiation_warm(server, kernel, samples, cold_baseline):
     return [base, r] + [result(f"phase:{name}", f"instance timeline {name}", v) for name, v in phases.items()]
 
 
-def creation_rate(server, count, concurrency=8):
+def creation_rate(server, count, concurrency=16):
     """Instances/s while creating `count` hello instances: first POST sent -> last instance RUNNING."""
     start = now()
 
