@@ -60,7 +60,7 @@ public enum KernelFormat {
         if let header = multibootHeaderOffset(head), le32(head, header + 4) & aoutKludgeFlag == 0 {
             guard entry != 0 else { throw refuse("multiboot ELF has no entry point (e_entry is 0)") }
             guard !is64 else {
-                throw refuse("a 64-bit multiboot ELF needs a.out-kludge addresses (flag bit 16): loaders take 32-bit ELF")
+                throw refuse("a 64-bit multiboot ELF needs a.out-kludge addresses (flag bit 16)")
             }
         }
         if hasMultibootHeader(head) { return .multiboot }
