@@ -78,6 +78,8 @@ let package = Package(
             dependencies: [
                 "SwiftletCore",
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
             ],
             swiftSettings: strict),
         .executableTarget(
@@ -94,10 +96,10 @@ let package = Package(
             dependencies: ["SwiftletCore", "SwiftletImages", "SwiftletStore"],
             swiftSettings: strict),
         .testTarget(
-            name: "SwiftletCLITests", dependencies: ["SwiftletClient", "SwiftletCore"], swiftSettings: strict),
-        .testTarget(
             name: "SwiftletHypervisorTests", dependencies: ["SwiftletHypervisor"],
             swiftSettings: strict),
+        .testTarget(
+            name: "SwiftletCLITests", dependencies: ["SwiftletClient", "SwiftletCore"], swiftSettings: strict),
         .testTarget(
             name: "SwiftletIntegrationTests",
             dependencies: [

@@ -1,6 +1,7 @@
 import SwiftletCore
 import SwiftletImages
 import SwiftletScheduler
+import SwiftletStore
 
 extension Controller {
     /// Unikernel vCPUs are mostly idle threads, so vCPUs are overcommitted far beyond Nova's 16 per
@@ -11,19 +12,11 @@ extension Controller {
     /// before the next. A host's usage is what its building, running and paused instances hold.
     /// Throws 409 `scheduler.no_host` with the filter summary when one of them fits nowhere.
     func placeInstances(count: Int, memoryMib: Int, vcpus: Int, image: Image) throws(SwiftletError) -> [String] {
-        let active = try store.instances(projectId: nil, state: nil, name: nil, imageId: nil)
-            .filter { $0.state == .building || $0.state == .running || $0.state == .paused }
-        var usage: [String: (memory: Int, vcpus: Int, instances: Int)] = [:]
-        for instance in active {
-            guard let hostId = instance.hostId else { continue }
-            usage[hostId, default: (0, 0, 0)].memory += instance.memoryMib
-            usage[hostId, default: (0, 0, 0)].vcpus += instance.vcpus
-            usage[hostId, default: (0, 0, 0)].instances += 1
-        }
+        let usage = try store.hostUsage()
         let hosts = try store.hosts().map { host in
-            let used = usage[host.id] ?? (0, 0, 0)
+            let used = usage[host.id] ?? HostUsage(memoryMib: 0, vcpus: 0, instances: 0)
             return HostState(
-                id: host.id, cpus: host.cpus, memoryMib: host.memoryMib, usedMemoryMib: used.memory,
+                id: host.id, cpus: host.cpus, memoryMib: host.memoryMib, usedMemoryMib: used.memoryMib,
                 usedVcpus: used.vcpus, instances: used.instances, hypervisors: host.hypervisors,
                 machineTypes: host.machineTypes, accelerators: host.accelerators)
         }

@@ -305,11 +305,10 @@ public final class Controller: Sendable {
 
     /// Hosts, each with the number of instances placed on it that are not stopped.
     public func hosts() throws(SwiftletError) -> [ComputeHost] {
-        let placed = try store.instances(projectId: nil, state: nil, name: nil, imageId: nil)
-            .filter { $0.state == .building || $0.state == .running || $0.state == .paused }
+        let usage = try store.hostUsage()
         return try store.hosts().map { host in
             var host = host
-            host.instances = placed.filter { $0.hostId == host.id }.count
+            host.instances = usage[host.id]?.instances ?? 0
             return host
         }
     }

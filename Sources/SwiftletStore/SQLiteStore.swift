@@ -305,6 +305,23 @@ public final class SQLiteStore: SwiftletStore {
         }
     }
 
+    public func hostUsage() throws(SwiftletError) -> [String: HostUsage] {
+        try read { db in
+            let rows = try Row.fetchAll(
+                db,
+                sql: """
+                    SELECT json_extract(body, '$.hostId') AS host, SUM(json_extract(body, '$.memoryMib')) AS memory,
+                    SUM(json_extract(body, '$.vcpus')) AS vcpus, COUNT(*) AS count FROM instance
+                    WHERE state IN ('BUILDING', 'RUNNING', 'PAUSED') AND host IS NOT NULL GROUP BY host
+                    """)
+            var usage: [String: HostUsage] = [:]
+            for row in rows {
+                usage[row["host"]] = HostUsage(memoryMib: row["memory"], vcpus: row["vcpus"], instances: row["count"])
+            }
+            return usage
+        }
+    }
+
     // MARK: - Handles
 
     public func saveHandle(instanceId: String, handle: Data) throws(SwiftletError) {

@@ -3,6 +3,19 @@ import SwiftletCore
 
 /// What the controller and agent need from persistent state. The SQLite implementation is the
 /// embedded default; a PostgreSQL one will implement the same protocol.
+/// Resources held on one host by its live instances (an aggregate, not a record).
+public struct HostUsage: Sendable, Equatable {
+    public var memoryMib: Int
+    public var vcpus: Int
+    public var instances: Int
+
+    public init(memoryMib: Int, vcpus: Int, instances: Int) {
+        self.memoryMib = memoryMib
+        self.vcpus = vcpus
+        self.instances = instances
+    }
+}
+
 public protocol SwiftletStore: Sendable {
     /// Grows with every committed write: a reader that saw the same value saw the same data
     /// (the API caches encoded list responses on it).
@@ -40,6 +53,8 @@ public protocol SwiftletStore: Sendable {
     func updateInstance(id: String, _ change: @Sendable (inout Instance) throws(SwiftletError) -> Void)
         throws(SwiftletError) -> Instance
     func deleteInstance(id: String) throws(SwiftletError)
+    /// What the BUILDING, RUNNING and PAUSED instances on each host hold, by host id.
+    func hostUsage() throws(SwiftletError) -> [String: HostUsage]
 
     // VMM handles (opaque to the store), so the agent can re-attach after a restart
     func saveHandle(instanceId: String, handle: Data) throws(SwiftletError)
