@@ -108,7 +108,8 @@ public actor HostAgent {
     public func reconcile(instanceId: String, persistedAt: UInt64? = nil) async {
         let instance: Instance?
         do { instance = try store.instance(idOrName: instanceId, projectId: nil) } catch {
-            logger.error("reconcile: store read failed", metadata: ["instance.id": "\(instanceId)", "error": "\(error)"])
+            logger.error(
+                "reconcile: store read failed", metadata: ["instance.id": "\(instanceId)", "error": "\(error)"])
             return
         }
         guard let instance, instance.state != .deleted else {
@@ -117,7 +118,9 @@ public actor HostAgent {
         }
         switch instance.state {
         case .building:
-            if vms[instanceId] == nil && !booting.contains(instanceId) { await boot(instance, persistedAt: persistedAt) }
+            if vms[instanceId] == nil && !booting.contains(instanceId) {
+                await boot(instance, persistedAt: persistedAt)
+            }
         case .running, .paused:
             if vms[instanceId] == nil && !booting.contains(instanceId) {
                 // Desired running but nothing here (e.g. the VM died while we were down and it was
@@ -137,7 +140,9 @@ public actor HostAgent {
 
     // MARK: - Commands that act on a running VM
 
-    public func perform(_ action: InstanceAction, instanceId: String, stopTimeout: Duration = .seconds(5)) async throws(SwiftletError) {
+    public func perform(_ action: InstanceAction, instanceId: String, stopTimeout: Duration = .seconds(5))
+        async throws(SwiftletError)
+    {
         switch action {
         case .boot, .none:
             await reconcile(instanceId: instanceId)
@@ -151,7 +156,8 @@ public actor HostAgent {
             event(instanceId, "stopped", exit.map { "VM stopped: \($0.reason)" } ?? "VM stopped")
         case .pause, .resume, .reset:
             guard let vm = vms[instanceId] else {
-                throw SwiftletError(.conflict, "instance.not_running", "instance '\(instanceId)' has no running VM on this host")
+                throw SwiftletError(
+                    .conflict, "instance.not_running", "instance '\(instanceId)' has no running VM on this host")
             }
             do {
                 switch action {
@@ -167,7 +173,9 @@ public actor HostAgent {
 
     /// Suspends until the instance is no longer BUILDING, or `timeout` passes.
     public func waitUntilSettled(instanceId: String, timeout: Duration) async {
-        if let instance = try? store.instance(idOrName: instanceId, projectId: nil), instance.state != .building { return }
+        if let instance = try? store.instance(idOrName: instanceId, projectId: nil), instance.state != .building {
+            return
+        }
         await withTaskGroup(of: Void.self) { group in
             group.addTask { await self.addSettleWaiter(instanceId) }
             group.addTask { try? await Task.sleep(for: timeout) }
@@ -265,7 +273,9 @@ public actor HostAgent {
         let kernelPath = prepared.kernelPath
         mark(instanceId, .imageReady)
         let digest = image.sha256.prefix(12)
-        event(instanceId, "image", prepared.cacheHit ? "image \(digest) cached on host" : "image \(digest) fetched into host cache")
+        event(
+            instanceId, "image",
+            prepared.cacheHit ? "image \(digest) cached on host" : "image \(digest) fetched into host cache")
         let runtimeDirectory = runRoot + "/" + instanceId
         try? FileManager.default.removeItem(atPath: runtimeDirectory)
         let spec = VMSpec(
@@ -283,8 +293,12 @@ public actor HostAgent {
         let handle: VMHandle
         let times: BootTimestamps
         var bootPath = "cold"
-        if instance.ports?.isEmpty ?? true, let pooled = await startPooled(instance: instance, imageId: image.id, spec: spec) {
-            (handle, times, bootPath) = (pooled.handle, BootTimestamps(spawned: pooled.taken, vmmUp: pooled.taken), "warm-pool")
+        if instance.ports?.isEmpty ?? true,
+            let pooled = await startPooled(instance: instance, imageId: image.id, spec: spec)
+        {
+            (handle, times, bootPath) = (
+                pooled.handle, BootTimestamps(spawned: pooled.taken, vmmUp: pooled.taken), "warm-pool"
+            )
         } else {
             do {
                 (handle, times) = try await driver.spawn(spec)
@@ -377,7 +391,8 @@ public actor HostAgent {
     @discardableResult
     private func record(_ instanceId: String, _ observation: InstanceObservation) -> Bool {
         let result = try? store.updateInstance(id: instanceId) { instance in
-            var (next, again) = InstanceLifecycle.observe(observation, in: instance.state, policy: instance.restartPolicy)
+            var (next, again) = InstanceLifecycle.observe(
+                observation, in: instance.state, policy: instance.restartPolicy)
             if again {
                 if instance.restartCount >= Self.maxRestarts {
                     (next, again) = (.error, false)
@@ -389,14 +404,16 @@ public actor HostAgent {
             switch observation {
             case .ready: instance.reason = nil
             case .exited(_, let reason), .failed(let reason):
-                instance.reason = again ? "restarting (\(instance.restartCount)/\(Self.maxRestarts)): \(reason)" : reason
+                instance.reason =
+                    again ? "restarting (\(instance.restartCount)/\(Self.maxRestarts)): \(reason)" : reason
             }
             instance.state = next
         }
         if let result {
             switch observation {
             case .ready: event(instanceId, "ready", "guest READY")
-            case .exited, .failed: event(instanceId, result.state == .building ? "restarting" : "exited", result.reason ?? "")
+            case .exited, .failed:
+                event(instanceId, result.state == .building ? "restarting" : "exited", result.reason ?? "")
             }
             if result.state != .building { releaseWaiters(instanceId) }
         }

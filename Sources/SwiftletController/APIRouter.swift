@@ -21,7 +21,8 @@ public struct APIContext: RequestContext {
 
 /// Turns every error into `{"error": {"code", "message"}}` with the right status.
 struct ErrorMiddleware: RouterMiddleware {
-    func handle(_ request: Request, context: APIContext, next: (Request, APIContext) async throws -> Response) async throws
+    func handle(_ request: Request, context: APIContext, next: (Request, APIContext) async throws -> Response)
+        async throws
         -> Response
     {
         do {
@@ -49,7 +50,8 @@ struct ErrorMiddleware: RouterMiddleware {
 struct AuthMiddleware: RouterMiddleware {
     let controller: Controller
 
-    func handle(_ request: Request, context: APIContext, next: (Request, APIContext) async throws -> Response) async throws
+    func handle(_ request: Request, context: APIContext, next: (Request, APIContext) async throws -> Response)
+        async throws
         -> Response
     {
         if request.uri.path == "/v1/health" { return try await next(request, context) }
@@ -140,7 +142,8 @@ public enum APIRouter {
         v1.post("instances") { request, context in
             let accepted = monotonicNanos()
             let body = try await decode(CreateInstanceRequest.self, request, context)
-            let instances = try await controller.createInstances(body, by: try context.requirePrincipal(), accepted: accepted)
+            let instances = try await controller.createInstances(
+                body, by: try context.requirePrincipal(), accepted: accepted)
             return json(InstanceList(instances: instances), status: .created)
         }
         v1.get("instances") { request, context in
@@ -153,7 +156,8 @@ public enum APIRouter {
                 state = parsed
             }
             let principal = try context.requirePrincipal()
-            let key = "instances|\(principal)|\(state?.rawValue ?? "")|\(query.get("name") ?? "")|\(query.get("image") ?? "")"
+            let key =
+                "instances|\(principal)|\(state?.rawValue ?? "")|\(query.get("name") ?? "")|\(query.get("image") ?? "")"
             let body = try controller.responses.body(for: key, generation: controller.store.generation) {
                 let instances = try controller.instances(
                     by: principal, state: state, name: query.get("name"), image: query.get("image"))
@@ -166,7 +170,8 @@ public enum APIRouter {
         }
         v1.delete("instances/:id") { _, context in
             _ = try await controller.act(
-                .delete, on: try context.parameters.require("id"), by: try context.requirePrincipal(), stopTimeout: .zero)
+                .delete, on: try context.parameters.require("id"), by: try context.requirePrincipal(),
+                stopTimeout: .zero)
             return Response(status: .noContent)
         }
         v1.post("instances/:id/:action") { request, context in
@@ -182,18 +187,23 @@ public enum APIRouter {
                 timeout = .milliseconds(Int(seconds * 1000))
             }
             let instance = try await controller.act(
-                command, on: try context.parameters.require("id"), by: try context.requirePrincipal(), stopTimeout: timeout)
+                command, on: try context.parameters.require("id"), by: try context.requirePrincipal(),
+                stopTimeout: timeout)
             return json(instance, status: .accepted)
         }
         v1.get("instances/:id/events") { _, context in
-            json(EventList(try controller.events(try context.parameters.require("id"), by: try context.requirePrincipal())))
+            json(
+                EventList(
+                    try controller.events(try context.parameters.require("id"), by: try context.requirePrincipal())))
         }
         v1.post("instances/:id/console") { request, context in
-            let instance = try controller.instance(try context.parameters.require("id"), by: try context.requirePrincipal())
+            let instance = try controller.instance(
+                try context.parameters.require("id"), by: try context.requirePrincipal())
             let buffer = try await request.body.collect(upTo: 4096)
             let text = String(decoding: buffer.readableBytesView, as: UTF8.self)
             let lines = text.split(whereSeparator: \.isNewline).map(String.init)
-            guard !lines.isEmpty, lines.allSatisfy({ line in line.unicodeScalars.allSatisfy { $0.value >= 32 && $0.value < 127 } })
+            guard !lines.isEmpty,
+                lines.allSatisfy({ line in line.unicodeScalars.allSatisfy { $0.value >= 32 && $0.value < 127 } })
             else {
                 throw SwiftletError.badRequest("console.bad_input", "send one or more lines of printable ASCII text")
             }
@@ -201,7 +211,8 @@ public enum APIRouter {
             return Response(status: .noContent)
         }
         v1.get("instances/:id/console") { request, context in
-            let instance = try controller.instance(try context.parameters.require("id"), by: try context.requirePrincipal())
+            let instance = try controller.instance(
+                try context.parameters.require("id"), by: try context.requirePrincipal())
             let follow = request.uri.queryParameters.get("follow") == "true"
             return try await ConsoleStream.response(instanceId: instance.id, agent: controller.agent, follow: follow)
         }
@@ -233,12 +244,14 @@ public enum APIRouter {
         } catch let DecodingError.keyNotFound(key, _) {
             throw SwiftletError.badRequest("request.missing_field", "missing field '\(key.stringValue)'")
         } catch let DecodingError.typeMismatch(_, context) {
-            throw SwiftletError.badRequest("request.wrong_type", "wrong type for '\(path(context))': \(context.debugDescription)")
+            throw SwiftletError.badRequest(
+                "request.wrong_type", "wrong type for '\(path(context))': \(context.debugDescription)")
         } catch let DecodingError.valueNotFound(_, context) {
             throw SwiftletError.badRequest("request.null_value", "'\(path(context))' must not be null")
         } catch let DecodingError.dataCorrupted(context) {
             let where_ = context.codingPath.isEmpty ? "" : " at '\(path(context))'"
-            throw SwiftletError.badRequest("request.malformed_json", "malformed JSON\(where_): \(context.debugDescription)")
+            throw SwiftletError.badRequest(
+                "request.malformed_json", "malformed JSON\(where_): \(context.debugDescription)")
         } catch {
             throw SwiftletError.badRequest("request.malformed_json", "malformed JSON body")
         }
@@ -251,7 +264,8 @@ public enum APIRouter {
     static func json<T: Encodable>(_ value: T, status: HTTPResponse.Status = .ok) -> Response {
         let data = (try? encoder.encode(value)) ?? Data("{}".utf8)
         return Response(
-            status: status, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(bytes: data)))
+            status: status, headers: [.contentType: "application/json"],
+            body: .init(byteBuffer: ByteBuffer(bytes: data)))
     }
 
     static func error(_ error: SwiftletError) -> Response {

@@ -61,13 +61,15 @@ public final class Controller: Sendable {
         guard try store.project(id: projectId) != nil else { throw .notFound("project", projectId) }
         var generator = SystemRandomNumberGenerator()
         let secret = "swl_" + (0..<4).map { _ in String(format: "%016llx", generator.next() as UInt64) }.joined()
-        var info = TokenInfo(id: ResourceID.make("tok"), projectId: projectId, admin: admin, token: nil, createdAt: Date())
+        var info = TokenInfo(
+            id: ResourceID.make("tok"), projectId: projectId, admin: admin, token: nil, createdAt: Date())
         try store.createToken(info, secretHash: Self.hash(secret: secret))
         info.token = secret
         return info
     }
 
-    public func createProject(_ request: CreateProjectRequest, by principal: Principal) throws(SwiftletError) -> Project {
+    public func createProject(_ request: CreateProjectRequest, by principal: Principal) throws(SwiftletError) -> Project
+    {
         try requireAdmin(principal)
         try ResourceID.validateName(request.name)
         let project = Project(
@@ -78,7 +80,9 @@ public final class Controller: Sendable {
     }
 
     public func requireAdmin(_ principal: Principal) throws(SwiftletError) {
-        guard principal.isAdmin else { throw SwiftletError(.forbidden, "auth.admin_only", "this request needs the admin token") }
+        guard principal.isAdmin else {
+            throw SwiftletError(.forbidden, "auth.admin_only", "this request needs the admin token")
+        }
     }
 
     /// The project filter for reads: admins see every project.
@@ -96,7 +100,8 @@ public final class Controller: Sendable {
         let tags = try tags.map(Self.normalizeTags)
         if let pattern = properties[Image.readyPatternProperty] {
             do { _ = try Regex(pattern) } catch {
-                throw SwiftletError.badRequest("image.bad_ready_pattern", "ready_pattern is not a valid regex: \(pattern)")
+                throw SwiftletError.badRequest(
+                    "image.bad_ready_pattern", "ready_pattern is not a valid regex: \(pattern)")
             }
         }
         let upload = try blobs.beginUpload(limit: uploadLimit)
@@ -124,13 +129,17 @@ public final class Controller: Sendable {
             try store.createImage(image)
             if keyId != nil || visibility != nil || tags != nil { try catalog.updateImageCatalog(image) }
         } catch {
-            if (try? store.images(projectId: nil).contains { $0.sha256 == sha256 }) != true { blobs.remove(sha256: sha256) }
+            if (try? store.images(projectId: nil).contains { $0.sha256 == sha256 }) != true {
+                blobs.remove(sha256: sha256)
+            }
             if error.kind == .conflict {
                 throw SwiftletError(.conflict, "image.duplicate_name", "an image named '\(name)' already exists")
             }
             throw error
         }
-        logger.info("image registered", metadata: ["image.id": "\(image.id)", "image.kind": "\(kind)", "image.sha256": "\(sha256)"])
+        logger.info(
+            "image registered",
+            metadata: ["image.id": "\(image.id)", "image.kind": "\(kind)", "image.sha256": "\(sha256)"])
         return image
     }
 
@@ -158,7 +167,7 @@ public final class Controller: Sendable {
         try requireAdmin(principal)
         try ResourceID.validateName(flavor.name)
         try validateResources(memoryMib: flavor.memoryMib, vcpus: flavor.vcpus)
-        do { try store.createFlavor(flavor) } catch where error.kind == .conflict {
+        do { try store.createFlavor(flavor) } catch  where error.kind == .conflict {
             throw SwiftletError(.conflict, "flavor.duplicate", "flavor '\(flavor.name)' already exists")
         }
         return flavor
@@ -166,16 +175,21 @@ public final class Controller: Sendable {
 
     func validateResources(memoryMib: Int, vcpus: Int) throws(SwiftletError) {
         guard memoryMib >= 2, memoryMib <= hostMemoryMib else {
-            throw .badRequest("instance.bad_memory", "memoryMib must be between 2 and the host's \(hostMemoryMib) MiB, got \(memoryMib)")
+            throw .badRequest(
+                "instance.bad_memory",
+                "memoryMib must be between 2 and the host's \(hostMemoryMib) MiB, got \(memoryMib)")
         }
-        guard (1...64).contains(vcpus) else { throw .badRequest("instance.bad_vcpus", "vcpus must be between 1 and 64, got \(vcpus)") }
+        guard (1...64).contains(vcpus) else {
+            throw .badRequest("instance.bad_vcpus", "vcpus must be between 1 and 64, got \(vcpus)")
+        }
     }
 
     // MARK: - Instances
 
     public static let maxCount = 1000
 
-    public func createInstances(_ request: CreateInstanceRequest, by principal: Principal, accepted: UInt64) async throws(SwiftletError)
+    public func createInstances(_ request: CreateInstanceRequest, by principal: Principal, accepted: UInt64)
+        async throws(SwiftletError)
         -> [Instance]
     {
         let image = try image(request.image, by: principal)
@@ -213,14 +227,16 @@ public final class Controller: Sendable {
             return Instance(
                 id: id, projectId: principal.projectId, name: name, imageId: image.id, flavor: request.flavor,
                 vcpus: vcpus ?? 1, memoryMib: memoryMib ?? 16, args: args, restartPolicy: request.restartPolicy ?? .no,
-                publishedPorts: ports, state: .building, timeline: .starting(at: accepted), createdAt: now, updatedAt: now)
+                publishedPorts: ports, state: .building, timeline: .starting(at: accepted), createdAt: now,
+                updatedAt: now)
         }
         for instance in instances { try ResourceID.validateName(instance.name) }
         let hostIds = try placeInstances(count: count, memoryMib: memoryMib ?? 16, vcpus: vcpus ?? 1, image: image)
         for index in instances.indices { instances[index].hostId = hostIds[index] }
         let networkPlan = try planNetworks(request, by: principal, count: count)
-        do { try store.createInstances(instances) } catch where error.kind == .conflict {
-            throw SwiftletError(.conflict, "instance.duplicate_name", "an instance with that name already exists in the project")
+        do { try store.createInstances(instances) } catch  where error.kind == .conflict {
+            throw SwiftletError(
+                .conflict, "instance.duplicate_name", "an instance with that name already exists in the project")
         }
         try attachNetworks(networkPlan, to: instances)
         // Recorded by the agent with its first write, so persisting costs one commit, not two.
@@ -251,14 +267,17 @@ public final class Controller: Sendable {
         let parts = arg.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
         let keyOK =
             parts.count == 2 && !parts[0].isEmpty
-            && parts[0].unicodeScalars.allSatisfy { $0.properties.isAlphabetic || ("0"..."9").contains($0) || "_-.".unicodeScalars.contains($0) }
+            && parts[0].unicodeScalars.allSatisfy {
+                $0.properties.isAlphabetic || ("0"..."9").contains($0) || "_-.".unicodeScalars.contains($0)
+            }
         let valueOK = parts.count == 2 && parts[1].unicodeScalars.allSatisfy { $0.value > 32 && $0.value < 127 }
         guard keyOK, valueOK, arg.utf8.count <= 256 else {
             throw .badRequest("instance.bad_arg", "config argument '\(arg)' must be key=value with no spaces")
         }
     }
 
-    public func instances(by principal: Principal, state: InstanceState?, name: String?, image: String?) throws(SwiftletError)
+    public func instances(by principal: Principal, state: InstanceState?, name: String?, image: String?)
+        throws(SwiftletError)
         -> [Instance]
     {
         var imageId: String?

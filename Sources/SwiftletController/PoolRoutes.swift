@@ -14,7 +14,9 @@ extension Controller {
     }
 
     /// Creates a warm pool for an image and shape; the agent fills it in the background.
-    public func createPool(_ request: CreatePoolRequest, by principal: Principal) async throws(SwiftletError) -> WarmPool {
+    public func createPool(_ request: CreatePoolRequest, by principal: Principal) async throws(SwiftletError)
+        -> WarmPool
+    {
         let image = try image(request.image, by: principal)
         var memoryMib = request.memoryMib
         var vcpus = request.vcpus
@@ -32,7 +34,7 @@ extension Controller {
         let pool = WarmPool(
             id: ResourceID.make("pool"), projectId: principal.projectId, imageId: image.id, memoryMib: memoryMib ?? 16,
             vcpus: vcpus ?? 1, size: request.size, createdAt: Date())
-        do { try poolStore.createPool(pool) } catch where error.kind == .conflict {
+        do { try poolStore.createPool(pool) } catch  where error.kind == .conflict {
             throw SwiftletError(.conflict, "pool.duplicate", "a pool for that image and shape already exists")
         }
         await agent.applyPool(pool)
@@ -62,7 +64,8 @@ enum PoolRoutes {
     static func register(on v1: RouterGroup<APIContext>, controller: Controller) {
         v1.post("pools") { request, context in
             let body = try await APIRouter.decode(CreatePoolRequest.self, request, context)
-            return APIRouter.json(try await controller.createPool(body, by: try context.requirePrincipal()), status: .created)
+            return APIRouter.json(
+                try await controller.createPool(body, by: try context.requirePrincipal()), status: .created)
         }
         v1.get("pools") { _, context in
             APIRouter.json(PoolList(try await controller.pools(by: try context.requirePrincipal())))

@@ -36,7 +36,8 @@ public struct ServerConfiguration: Codable, Sendable {
         port = try container.decodeIfPresent(Int.self, forKey: .port) ?? port
         dataDirectory = try container.decodeIfPresent(String.self, forKey: .dataDirectory) ?? dataDirectory
         uploadLimitBytes = try container.decodeIfPresent(Int64.self, forKey: .uploadLimitBytes) ?? uploadLimitBytes
-        stopInstancesOnExit = try container.decodeIfPresent(Bool.self, forKey: .stopInstancesOnExit) ?? stopInstancesOnExit
+        stopInstancesOnExit =
+            try container.decodeIfPresent(Bool.self, forKey: .stopInstancesOnExit) ?? stopInstancesOnExit
         accelerator = try container.decodeIfPresent(String.self, forKey: .accelerator)
         networkPrefix = try container.decodeIfPresent(String.self, forKey: .networkPrefix) ?? networkPrefix
     }
@@ -103,15 +104,18 @@ public struct SwiftletServer: Sendable {
         if FileManager.default.fileExists(atPath: adminTokenPath) { return }
         let info = try controller.createToken(projectId: Project.adminProjectId, admin: true)
         let temporary = adminTokenPath + ".tmp"
-        guard FileManager.default.createFile(
-            atPath: temporary, contents: Data((info.token ?? "").utf8), attributes: [.posixPermissions: 0o600])
+        guard
+            FileManager.default.createFile(
+                atPath: temporary, contents: Data((info.token ?? "").utf8), attributes: [.posixPermissions: 0o600])
         else { throw SwiftletError(.internal, "server.token_write", "cannot write \(adminTokenPath)") }
         _ = rename(temporary, adminTokenPath)
         logger.info("created admin token", metadata: ["path": "\(adminTokenPath)"])
     }
 
     /// Calibrates the accelerators once per host and caches the result in the data directory.
-    static func hostCapabilities(configuration: ServerConfiguration, logger: Logger) async throws -> HypervisorCapabilities {
+    static func hostCapabilities(configuration: ServerConfiguration, logger: Logger) async throws
+        -> HypervisorCapabilities
+    {
         let cachePath = configuration.dataDirectory + "/host-calibration.json"
         var capabilities: HypervisorCapabilities
         if let data = FileManager.default.contents(atPath: cachePath),
@@ -133,7 +137,8 @@ public struct SwiftletServer: Sendable {
         let router = APIRouter.build(controller: controller)
         let app = Application(
             router: router,
-            configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: "swiftlet"),
+            configuration: .init(
+                address: .hostname(configuration.host, port: configuration.port), serverName: "swiftlet"),
             logger: logger)
         let group = ServiceGroup(
             configuration: .init(

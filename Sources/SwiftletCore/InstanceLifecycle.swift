@@ -46,7 +46,8 @@ public enum InstanceAction: Sendable, Equatable {
 
 public enum InstanceLifecycle {
     /// Applies a user command: the next state, or 409. The agent then carries out `command.action`.
-    public static func apply(_ command: InstanceCommand, to state: InstanceState) throws(SwiftletError) -> InstanceState {
+    public static func apply(_ command: InstanceCommand, to state: InstanceState) throws(SwiftletError) -> InstanceState
+    {
         switch (command, state) {
         case (.delete, .deleted): throw illegal(command, state)
         case (.delete, _): return .deleted

@@ -20,7 +20,9 @@ public enum KernelFormat {
         throw refuse(describeUnknown(head))
     }
 
-    private static func detectELF(head: [UInt8], size: Int64, readAt: (Int64, Int) throws -> [UInt8]) throws -> ImageKind {
+    private static func detectELF(head: [UInt8], size: Int64, readAt: (Int64, Int) throws -> [UInt8]) throws
+        -> ImageKind
+    {
         guard head.count >= 52 else { throw refuse("truncated ELF: the header is incomplete") }
         let is64: Bool
         switch head[4] {
@@ -36,7 +38,9 @@ public enum KernelFormat {
         let phoff = is64 ? Int64(le64(head, 32)) : Int64(le32(head, 28))
         let phentsize = Int(le16(head, is64 ? 54 : 42))
         let phnum = Int(le16(head, is64 ? 56 : 44))
-        guard phnum > 0, phentsize >= (is64 ? 56 : 32) else { throw refuse("ELF has no program headers: nothing to load") }
+        guard phnum > 0, phentsize >= (is64 ? 56 : 32) else {
+            throw refuse("ELF has no program headers: nothing to load")
+        }
         guard phoff > 0, phoff + Int64(phnum * phentsize) <= size else {
             throw refuse("truncated ELF: program headers end past the end of the file")
         }

@@ -32,7 +32,9 @@ extension SQLiteStore: PoolStore {
                     INSERT INTO pool (id, project_id, image_id, memory_mib, vcpus, size, created_at)
                     VALUES (?, ?, ?, ?, ?, ?, ?)
                     """,
-                arguments: [pool.id, pool.projectId, pool.imageId, pool.memoryMib, pool.vcpus, pool.size, pool.createdAt])
+                arguments: [
+                    pool.id, pool.projectId, pool.imageId, pool.memoryMib, pool.vcpus, pool.size, pool.createdAt,
+                ])
         }
     }
 

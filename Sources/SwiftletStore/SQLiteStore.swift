@@ -134,11 +134,14 @@ public final class SQLiteStore: SwiftletStore {
     }
 
     public func project(id: String) throws(SwiftletError) -> Project? {
-        try read { db in try Row.fetchOne(db, sql: "SELECT * FROM project WHERE id = ?", arguments: [id]).map(Self.project) }
+        try read { db in
+            try Row.fetchOne(db, sql: "SELECT * FROM project WHERE id = ?", arguments: [id]).map(Self.project)
+        }
     }
 
     private static func project(_ row: Row) -> Project {
-        Project(id: row["id"], name: row["name"], requireSignedImages: row["require_signed"], createdAt: row["created_at"])
+        Project(
+            id: row["id"], name: row["name"], requireSignedImages: row["require_signed"], createdAt: row["created_at"])
     }
 
     public func createToken(_ info: TokenInfo, secretHash: String) throws(SwiftletError) {
@@ -151,7 +154,9 @@ public final class SQLiteStore: SwiftletStore {
 
     public func principal(forSecretHash hash: String) throws(SwiftletError) -> Principal? {
         try read { db in
-            guard let row = try Row.fetchOne(db, sql: "SELECT project_id, admin FROM token WHERE secret_hash = ?", arguments: [hash])
+            guard
+                let row = try Row.fetchOne(
+                    db, sql: "SELECT project_id, admin FROM token WHERE secret_hash = ?", arguments: [hash])
             else { return nil }
             let admin: Bool = row["admin"]
             return admin ? .admin : .project(row["project_id"])
@@ -177,7 +182,10 @@ public final class SQLiteStore: SwiftletStore {
     public func images(projectId: String?) throws(SwiftletError) -> [Image] {
         try read { db in
             if let projectId {
-                return try Row.fetchAll(db, sql: "SELECT * FROM image WHERE project_id = ? OR visibility = 'public' ORDER BY created_at", arguments: [projectId]).map(Self.image)
+                return try Row.fetchAll(
+                    db, sql: "SELECT * FROM image WHERE project_id = ? OR visibility = 'public' ORDER BY created_at",
+                    arguments: [projectId]
+                ).map(Self.image)
             }
             return try Row.fetchAll(db, sql: "SELECT * FROM image ORDER BY created_at").map(Self.image)
         }
@@ -186,7 +194,9 @@ public final class SQLiteStore: SwiftletStore {
     public func image(idOrName: String, projectId: String?) throws(SwiftletError) -> Image? {
         try read { db in
             let rows = try Row.fetchAll(
-                db, sql: "SELECT * FROM image WHERE (id = ? OR name = ?) AND (? IS NULL OR project_id = ? OR visibility = 'public') ORDER BY id = ? DESC, project_id = ? DESC",
+                db,
+                sql:
+                    "SELECT * FROM image WHERE (id = ? OR name = ?) AND (? IS NULL OR project_id = ? OR visibility = 'public') ORDER BY id = ? DESC, project_id = ? DESC",
                 arguments: [idOrName, idOrName, projectId, projectId, idOrName, projectId])
             return try rows.first.map(Self.image)
         }
@@ -194,7 +204,8 @@ public final class SQLiteStore: SwiftletStore {
 
     public func deleteImage(id: String) throws(SwiftletError) -> Bool {
         try write { db in
-            let inUse = try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM instance WHERE image_id = ?", arguments: [id]) ?? 0
+            let inUse =
+                try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM instance WHERE image_id = ?", arguments: [id]) ?? 0
             if inUse > 0 {
                 throw SwiftletError(.conflict, "image.in_use", "image '\(id)' is used by \(inUse) instance(s)")
             }
@@ -209,8 +220,9 @@ public final class SQLiteStore: SwiftletStore {
         try Image(
             id: row["id"], projectId: row["project_id"], name: row["name"],
             kind: ImageKind(rawValue: row["kind"]) ?? .pvh, sha256: row["sha256"], sizeBytes: row["size_bytes"],
-            properties: try decode([String: String].self, row["properties"]), createdAt: row["created_at"])
-            .withCatalog(row)
+            properties: try decode([String: String].self, row["properties"]), createdAt: row["created_at"]
+        )
+        .withCatalog(row)
     }
 
     // MARK: - Flavors
@@ -246,7 +258,8 @@ public final class SQLiteStore: SwiftletStore {
                         try Self.json(instance), instance.createdAt,
                     ])
                 try db.execute(
-                    sql: "INSERT INTO event (instance_id, time, type, message) VALUES (?, ?, 'created', 'instance accepted')",
+                    sql:
+                        "INSERT INTO event (instance_id, time, type, message) VALUES (?, ?, 'created', 'instance accepted')",
                     arguments: [instance.id, instance.createdAt])
             }
         }
@@ -285,7 +298,8 @@ public final class SQLiteStore: SwiftletStore {
         throws(SwiftletError) -> Instance
     {
         try write { db in
-            guard let body = try String.fetchOne(db, sql: "SELECT body FROM instance WHERE id = ?", arguments: [id]) else {
+            guard let body = try String.fetchOne(db, sql: "SELECT body FROM instance WHERE id = ?", arguments: [id])
+            else {
                 throw SwiftletError.notFound("instance", id)
             }
             var instance = try Self.decode(Instance.self, body)
@@ -333,7 +347,9 @@ public final class SQLiteStore: SwiftletStore {
     }
 
     public func handle(instanceId: String) throws(SwiftletError) -> Data? {
-        try read { db in try Data.fetchOne(db, sql: "SELECT handle FROM vm_handle WHERE instance_id = ?", arguments: [instanceId]) }
+        try read { db in
+            try Data.fetchOne(db, sql: "SELECT handle FROM vm_handle WHERE instance_id = ?", arguments: [instanceId])
+        }
     }
 
     public func removeHandle(instanceId: String) throws(SwiftletError) {
@@ -342,7 +358,9 @@ public final class SQLiteStore: SwiftletStore {
 
     public func allHandles() throws(SwiftletError) -> [(instanceId: String, handle: Data)] {
         try read { db in
-            try Row.fetchAll(db, sql: "SELECT instance_id, handle FROM vm_handle").map { ($0["instance_id"], $0["handle"]) }
+            try Row.fetchAll(db, sql: "SELECT instance_id, handle FROM vm_handle").map {
+                ($0["instance_id"], $0["handle"])
+            }
         }
     }
 
@@ -358,9 +376,12 @@ public final class SQLiteStore: SwiftletStore {
 
     public func events(instanceId: String) throws(SwiftletError) -> [InstanceEvent] {
         try read { db in
-            try Row.fetchAll(db, sql: "SELECT * FROM event WHERE instance_id = ? ORDER BY id", arguments: [instanceId]).map {
-                InstanceEvent(id: $0["id"], instanceId: $0["instance_id"], time: $0["time"], type: $0["type"], message: $0["message"])
-            }
+            try Row.fetchAll(db, sql: "SELECT * FROM event WHERE instance_id = ? ORDER BY id", arguments: [instanceId])
+                .map {
+                    InstanceEvent(
+                        id: $0["id"], instanceId: $0["instance_id"], time: $0["time"], type: $0["type"],
+                        message: $0["message"])
+                }
         }
     }
 
@@ -368,11 +389,16 @@ public final class SQLiteStore: SwiftletStore {
 
     public func upsertHost(_ host: ComputeHost) throws(SwiftletError) {
         try write { db in
-            try db.execute(sql: "INSERT OR REPLACE INTO host (id, body) VALUES (?, ?)", arguments: [host.id, try Self.json(host)])
+            try db.execute(
+                sql: "INSERT OR REPLACE INTO host (id, body) VALUES (?, ?)", arguments: [host.id, try Self.json(host)])
         }
     }
 
     public func hosts() throws(SwiftletError) -> [ComputeHost] {
-        try read { db in try String.fetchAll(db, sql: "SELECT body FROM host ORDER BY id").map { try Self.decode(ComputeHost.self, $0) } }
+        try read { db in
+            try String.fetchAll(db, sql: "SELECT body FROM host ORDER BY id").map {
+                try Self.decode(ComputeHost.self, $0)
+            }
+        }
     }
 }

@@ -119,7 +119,10 @@ struct ShowCommand: AsyncParsableCommand {
             ("args", found.args.isEmpty ? "-" : found.args.joined(separator: " ")),
             ("ports", Format.ports(found.publishedPorts)),
             ("networks", NetworkCommand.describe(found.ports ?? [])),
-            ("security groups", (found.securityGroups ?? []).isEmpty ? "-" : (found.securityGroups ?? []).joined(separator: ", ")),
+            (
+                "security groups",
+                (found.securityGroups ?? []).isEmpty ? "-" : (found.securityGroups ?? []).joined(separator: ", ")
+            ),
             ("restart", "\(found.restartPolicy.rawValue) (restarted \(found.restartCount) times)"),
             ("host", found.hostId ?? "-"), ("created", Format.date(found.createdAt)),
             ("updated", Format.date(found.updatedAt)),
@@ -288,7 +291,9 @@ struct TimelineCommand: AsyncParsableCommand {
 
     func run() async throws {
         if workflow {
-            return try await connection.withClient { try await Workflow.show(instance: instance, client: $0, json: output.json) }
+            return try await connection.withClient {
+                try await Workflow.show(instance: instance, client: $0, json: output.json)
+            }
         }
         let instances = try await connection.withClient { try await $0.instances() }
         let summary = TimelineSummary(instances.map(\.timeline))

@@ -42,7 +42,8 @@ struct PoolCommand: AsyncParsableCommand {
             var table = TextTable(["ID", "IMAGE", "MEMORY", "VCPUS", "READY", "SIZE"], rightAligned: [2, 3, 4, 5])
             for pool in pools {
                 table.add([
-                    pool.id, pool.imageId, "\(pool.memoryMib) MiB", "\(pool.vcpus)", "\(pool.ready ?? 0)", "\(pool.size)",
+                    pool.id, pool.imageId, "\(pool.memoryMib) MiB", "\(pool.vcpus)", "\(pool.ready ?? 0)",
+                    "\(pool.size)",
                 ])
             }
             Output.table(table)

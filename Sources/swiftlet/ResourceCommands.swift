@@ -13,7 +13,8 @@ struct ImageCommand: AsyncParsableCommand {
 
     struct Create: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
-            commandName: "create", abstract: "Upload an image (PVH ELF, multiboot, bzImage, initrd, raw or qcow2 disk).")
+            commandName: "create", abstract: "Upload an image (PVH ELF, multiboot, bzImage, initrd, raw or qcow2 disk)."
+        )
         @OptionGroup var connection: Connection
         @OptionGroup var output: JSONOption
         @Argument(help: "The image file.") var file: String
@@ -70,7 +71,8 @@ struct ImageCommand: AsyncParsableCommand {
                 ("id", found.id), ("name", found.name), ("project", found.projectId), ("kind", found.kind.rawValue),
                 ("size", "\(Format.bytes(found.sizeBytes)) (\(found.sizeBytes) bytes)"), ("sha256", found.sha256),
                 ("created", Format.date(found.createdAt)),
-                ("visibility", (found.visibility ?? .private).rawValue), ("tags", (found.tags ?? []).joined(separator: ", ")),
+                ("visibility", (found.visibility ?? .private).rawValue),
+                ("tags", (found.tags ?? []).joined(separator: ", ")),
                 ("signed", found.signingKeyId.map { "yes (key \($0))" } ?? "no"),
             ]
             for key in found.properties.keys.sorted() { fields.append(("property \(key)", found.properties[key]!)) }

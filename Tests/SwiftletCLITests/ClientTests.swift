@@ -33,8 +33,8 @@ import Testing
             #expect(error.kind == .unreachable(url: url))
             #expect(error.description == "cannot reach the Swiftlet server at \(url) (is `swiftlet server` running?)")
         }
-        // No retrying until the deadline: a closed port fails at once.
-        #expect(ContinuousClock.now - started < .seconds(10))  // fails fast, not after a long retry; generous for busy hosts
+        // No retrying until the deadline: a closed port fails at once (the bound is generous for busy hosts).
+        #expect(ContinuousClock.now - started < .seconds(10))
     }
 
     @Test func everyCallReportsUnreachable() async throws {

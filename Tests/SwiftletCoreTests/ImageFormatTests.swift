@@ -42,9 +42,15 @@ import Testing
         return bytes
     }
 
-    static func put16(_ b: inout [UInt8], _ at: Int, _ v: UInt16) { for i in 0..<2 { b[at + i] = UInt8(truncatingIfNeeded: v >> (8 * i)) } }
-    static func put32(_ b: inout [UInt8], _ at: Int, _ v: UInt32) { for i in 0..<4 { b[at + i] = UInt8(truncatingIfNeeded: v >> (8 * i)) } }
-    static func put64(_ b: inout [UInt8], _ at: Int, _ v: UInt64) { for i in 0..<8 { b[at + i] = UInt8(truncatingIfNeeded: v >> (8 * i)) } }
+    static func put16(_ b: inout [UInt8], _ at: Int, _ v: UInt16) {
+        for i in 0..<2 { b[at + i] = UInt8(truncatingIfNeeded: v >> (8 * i)) }
+    }
+    static func put32(_ b: inout [UInt8], _ at: Int, _ v: UInt32) {
+        for i in 0..<4 { b[at + i] = UInt8(truncatingIfNeeded: v >> (8 * i)) }
+    }
+    static func put64(_ b: inout [UInt8], _ at: Int, _ v: UInt64) {
+        for i in 0..<8 { b[at + i] = UInt8(truncatingIfNeeded: v >> (8 * i)) }
+    }
 
     static func detect(_ bytes: [UInt8]) throws -> ImageKind {
         try KernelFormat.detect(size: Int64(bytes.count)) { offset, count in

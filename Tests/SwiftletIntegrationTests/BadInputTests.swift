@@ -38,9 +38,15 @@ import Testing
             let token = server.adminToken
             let base = server.url + "/v1"
 
-            Self.expectError(try Self.raw("POST", base + "/instances", token: token, body: Data("{not json".utf8)), 400, "request.malformed_json")
-            Self.expectError(try Self.raw("POST", base + "/instances", token: token, body: Data(#"{"image": 42}"#.utf8)), 400, "request.wrong_type")
-            Self.expectError(try Self.raw("POST", base + "/instances", token: token, body: Data("{}".utf8)), 400, "request.missing_field")
+            Self.expectError(
+                try Self.raw("POST", base + "/instances", token: token, body: Data("{not json".utf8)), 400,
+                "request.malformed_json")
+            Self.expectError(
+                try Self.raw("POST", base + "/instances", token: token, body: Data(#"{"image": 42}"#.utf8)), 400,
+                "request.wrong_type")
+            Self.expectError(
+                try Self.raw("POST", base + "/instances", token: token, body: Data("{}".utf8)), 400,
+                "request.missing_field")
             await expectAPIError(404, "image.not_found") {
                 _ = try await client.createInstances(CreateInstanceRequest(image: "nope"))
             }
@@ -70,12 +76,20 @@ import Testing
             let text = NSTemporaryDirectory() + "swiftlet-text-\(UUID()).txt"
             FileManager.default.createFile(atPath: text, contents: Data("hello, I am not a kernel\n".utf8))
             defer { try? FileManager.default.removeItem(atPath: text) }
-            await expectAPIError(422, "image.unsupported_format") { _ = try await client.uploadImage(path: text, name: "text") }
+            await expectAPIError(422, "image.unsupported_format") {
+                _ = try await client.uploadImage(path: text, name: "text")
+            }
             let big = Data(repeating: 0x7F, count: 400_000)
-            Self.expectError(try Self.raw("POST", base + "/images?name=big", token: token, body: big, contentType: "application/octet-stream"), 413, "image.too_large")
-            await expectAPIError(400, "name.invalid") { _ = try await client.uploadImage(path: kernel, name: "../evil") }
+            Self.expectError(
+                try Self.raw(
+                    "POST", base + "/images?name=big", token: token, body: big, contentType: "application/octet-stream"),
+                413, "image.too_large")
+            await expectAPIError(400, "name.invalid") {
+                _ = try await client.uploadImage(path: kernel, name: "../evil")
+            }
             #expect(try await client.images().map(\.name) == ["hello"])
-            #expect(try FileManager.default.contentsOfDirectory(atPath: server.dataDirectory + "/blobs/sha256").count == 1)
+            #expect(
+                try FileManager.default.contentsOfDirectory(atPath: server.dataDirectory + "/blobs/sha256").count == 1)
             #expect(try FileManager.default.contentsOfDirectory(atPath: server.dataDirectory + "/blobs/tmp").isEmpty)
 
             // Tokens.
@@ -89,7 +103,8 @@ import Testing
         let kernel = try Kernels.path("hello")
         try await withServer { server, admin in
             _ = try await admin.uploadImage(path: kernel, name: "hello")
-            let running = try await admin.createInstances(CreateInstanceRequest(name: "admins", image: "hello", wait: true))
+            let running = try await admin.createInstances(
+                CreateInstanceRequest(name: "admins", image: "hello", wait: true))
             let project = try await admin.createProject(CreateProjectRequest(name: "team"))
             let token = try #require(try await admin.createToken(project: project.id).token)
             let team = server.client(token: token)

@@ -32,7 +32,8 @@ enum Kernels {
         defer { lock.unlock() }
         let output = directory + "/\(example).elf"
         if FileManager.default.fileExists(atPath: output) { return output }
-        let result = try Shell.run(Repo.root + "/guest/build.sh", [Repo.root + "/guest/examples/\(example)", "-o", output])
+        let result = try Shell.run(
+            Repo.root + "/guest/build.sh", [Repo.root + "/guest/examples/\(example)", "-o", output])
         guard result.status == 0 else { throw TestFailure("guest build of \(example) failed: \(result.output)") }
         return output
     }
@@ -169,7 +170,9 @@ final class ServerProcess: @unchecked Sendable {
         address.sin_port = 0
         var length = socklen_t(MemoryLayout<sockaddr_in>.size)
         let bound = withUnsafeMutablePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) == 0 && getsockname(fd, $0, &length) == 0 }
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                bind(fd, $0, length) == 0 && getsockname(fd, $0, &length) == 0
+            }
         }
         guard bound else { throw TestFailure("no free port") }
         return Int(UInt16(bigEndian: address.sin_port))

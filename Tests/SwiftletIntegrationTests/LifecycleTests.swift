@@ -61,7 +61,8 @@ import Testing
             _ = try await client.uploadImage(path: kernel, name: "http")
             let port = try ServerProcess.freePort()
             let created = try await client.createInstances(
-                CreateInstanceRequest(name: "web", image: "http", args: ["name=web-one"], publish: ["\(port):80"], wait: true))
+                CreateInstanceRequest(
+                    name: "web", image: "http", args: ["name=web-one"], publish: ["\(port):80"], wait: true))
             #expect(created.first?.state == .running, "\(created.first?.reason ?? "")")
             let page = try await client.fetch("GET", url: "http://127.0.0.1:\(port)/")
             #expect(page.status == 200)
@@ -103,7 +104,8 @@ import Testing
         try await server.start()
         var client = server.client()
         _ = try await client.uploadImage(path: kernel, name: "hello")
-        let running = try await client.createInstances(CreateInstanceRequest(name: "keep", image: "hello", count: 2, wait: true))
+        let running = try await client.createInstances(
+            CreateInstanceRequest(name: "keep", image: "hello", count: 2, wait: true))
         #expect(running.allSatisfy { $0.state == .running })
         let before = Set(processes(mentioning: server.dataDirectory + "/run/"))
         #expect(before.count == 2)

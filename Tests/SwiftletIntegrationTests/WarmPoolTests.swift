@@ -41,7 +41,8 @@ import Testing
             // Refilled in the background, then an instance of another shape boots cold.
             try await eventually("pool refilled", timeout: .seconds(60)) { try await client.pools().first?.ready == 2 }
             let cold = try await client.createInstances(
-                CreateInstanceRequest(name: "cold", image: "http", memoryMib: 32, args: ["ip=10.0.2.15/24"], wait: true))
+                CreateInstanceRequest(name: "cold", image: "http", memoryMib: 32, args: ["ip=10.0.2.15/24"], wait: true)
+            )
             #expect(cold.first?.timeline.bootPath == "cold")
 
             // Deleting the pool removes its idle VMs; instances taken from it keep running.
