@@ -33,8 +33,9 @@ import Testing
             #expect(error.kind == .unreachable(url: url))
             #expect(error.description == "cannot reach the Swiftlet server at \(url) (is `swiftlet server` running?)")
         }
-        // No retrying until the deadline: a closed port fails at once (the bound is generous for busy hosts).
-        #expect(ContinuousClock.now - started < .seconds(10))
+        // No retrying until the 60 s request deadline: a closed port fails at once. The bound is far
+        // under the deadline but loose, because `make test` runs this beside suites booting VMs.
+        #expect(ContinuousClock.now - started < .seconds(45))
     }
 
     @Test func everyCallReportsUnreachable() async throws {
