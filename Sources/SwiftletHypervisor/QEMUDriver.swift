@@ -278,7 +278,13 @@ public struct QEMUDriver: HypervisorDriver {
             let session = try await QMPSession.open(fd: qmpFD)
             defer { session.close() }
             vmmUp = monotonicNanoseconds()
-            try await session.execute("cont")
+            do {
+                try await session.execute("cont")
+            } catch {
+                // A guest that powers off at once can end QEMU before `cont` is answered: the VM
+                // did start, and its exit is reported by `waitForExit`, not as a failed spawn.
+                guard await runtime.monitor.wait(key, timeout: .milliseconds(500)) != nil else { throw error }
+            }
         } catch {
             let message = await abandonSpawn(handle, key: key, error: error)
             log.error("qemu failed to start", metadata: ["error": "\(message)"])
