@@ -5,6 +5,15 @@
 /// (name "Xen", type 18 = XEN_ELFNOTE_PHYS32_ENTRY, desc = entry address) · code. Everything is
 /// loaded at 1 MiB. The code, entered in 32-bit protected mode, is:
 ///
+///     mov eax, cr0          ; 0F 20 C0
+///     and al, 0xFB          ; 24 FB       clear CR0.EM
+///     or al, 2              ; 0C 02       set CR0.MP
+///     mov cr0, eax          ; 0F 22 C0
+///     mov eax, cr4          ; 0F 20 E0
+///     or ax, 0x600          ; 66 0D 00 06 CR4.OSFXSR | OSXMMEXCPT
+///     mov cr4, eax          ; 0F 22 E0
+///     xorps xmm0, xmm0      ; 0F 57 C0
+///     addps xmm0, xmm0      ; 0F 58 C0
 ///     mov ecx, loops        ; B9 imm32
 ///  1: dec ecx               ; 49
 ///     jnz 1b                ; 75 FD
@@ -15,11 +24,19 @@
 ///
 /// The spin loop makes the guest execute some instructions, so an accelerator that traps or
 /// emulates them (a nested KVM without hardware help) measures slow, as it would for real guests.
+/// The SSE instructions are there because the kit's default code uses SSE: an accelerator that
+/// cannot run them (this nested KVM stops with "emulation failure") must fail calibration, not win
+/// it on a loaded host and then hang every guest.
 enum CalibrationKernel {
     static let loadAddress: UInt32 = 0x10_0000
 
     static func image(loops: UInt32 = 50_000) -> [UInt8] {
-        var code: [UInt8] = [0xB9]
+        var code: [UInt8] = [
+            0x0F, 0x20, 0xC0, 0x24, 0xFB, 0x0C, 0x02, 0x0F, 0x22, 0xC0,
+            0x0F, 0x20, 0xE0, 0x66, 0x0D, 0x00, 0x06, 0x0F, 0x22, 0xE0,
+            0x0F, 0x57, 0xC0, 0x0F, 0x58, 0xC0,
+            0xB9,
+        ]
         code += littleEndian(loops)
         code += [0x49, 0x75, 0xFD, 0xB0, 0x00, 0x66, 0xBA, 0x01, 0x05, 0xEE, 0xFA, 0xF4, 0xEB, 0xFD]
 

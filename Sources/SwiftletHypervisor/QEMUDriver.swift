@@ -222,11 +222,21 @@ public struct QEMUDriver: HypervisorDriver {
         else { return nil }
         let key = ProcessKey(pid: pid, startTime: startTime)
         runtime.monitor.watch(key, isChild: true)
-        guard let exit = await runtime.monitor.wait(key, timeout: .seconds(3)) else {
+        // A KVM that cannot run the guest's code stops the VM with "KVM internal error" on stderr
+        // and QEMU stays up: look for that instead of waiting the whole timeout.
+        var exit: VMExit?
+        for _ in 0..<60 {
+            exit = await runtime.monitor.wait(key, timeout: .milliseconds(50))
+            if exit != nil { break }
+            if let text = try? String(contentsOfFile: stderrPath, encoding: .utf8), text.contains("internal error") {
+                break
+            }
+        }
+        guard let exit else {
             kill(pid, SIGKILL)
             _ = await runtime.monitor.wait(key)
             runtime.monitor.forget(key)
-            logger.warning("calibration: \(accelerator) run exceeded 3 s")
+            logger.warning("calibration: \(accelerator) cannot run the calibration guest (stopped or over 3 s)")
             return nil
         }
         runtime.monitor.forget(key)
