@@ -32,26 +32,6 @@ extension SwiftletClient {
 
     /// The build's log as text chunks; with `follow` until the build finishes.
     public func buildLog(_ id: String, follow: Bool = false) -> AsyncThrowingStream<String, Error> {
-        let (stream, continuation) = AsyncThrowingStream.makeStream(of: String.self)
-        let task = Task {
-            do {
-                let request = try makeRequest(
-                    "GET", "/v1/builds/\(segment(id))/log", query: follow ? [("follow", "true")] : [])
-                let response = try await execute(request, timeout: Self.longTimeout)
-                guard response.status == .ok else { throw try await errorFrom(response) }
-                var decoder = UTF8Chunks()
-                for try await buffer in response.body {
-                    let text = decoder.append(Array(buffer.readableBytesView))
-                    if !text.isEmpty { continuation.yield(text) }
-                }
-                let rest = decoder.finish()
-                if !rest.isEmpty { continuation.yield(rest) }
-                continuation.finish()
-            } catch {
-                continuation.finish(throwing: error)
-            }
-        }
-        continuation.onTermination = { _ in task.cancel() }
-        return stream
+        textStream("/v1/builds/\(segment(id))/log", follow: follow, timeout: Self.longTimeout)
     }
 }

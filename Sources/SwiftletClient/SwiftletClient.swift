@@ -179,12 +179,17 @@ public final class SwiftletClient: Sendable {
     /// The instance's console as text chunks. With `follow` the stream lasts until the instance
     /// stops (or the consumer stops iterating, which closes the connection).
     public func console(_ id: String, follow: Bool = false) -> AsyncThrowingStream<String, Error> {
+        textStream("/v1/instances/\(segment(id))/console", follow: follow, timeout: Self.shortTimeout)
+    }
+
+    /// Streams a text resource (console, build log) as UTF-8 text chunks, never splitting a
+    /// character; with `follow` the server keeps the answer open while the source grows.
+    func textStream(_ path: String, follow: Bool, timeout: TimeAmount) -> AsyncThrowingStream<String, Error> {
         let (stream, continuation) = AsyncThrowingStream.makeStream(of: String.self)
         let task = Task {
             do {
-                let query = follow ? [("follow", "true")] : []
-                let request = try makeRequest("GET", "/v1/instances/\(segment(id))/console", query: query)
-                let response = try await execute(request, timeout: Self.shortTimeout)
+                let request = try makeRequest("GET", path, query: follow ? [("follow", "true")] : [])
+                let response = try await execute(request, timeout: timeout)
                 guard response.status == .ok else { throw try await errorFrom(response) }
                 var decoder = UTF8Chunks()
                 for try await buffer in response.body {
