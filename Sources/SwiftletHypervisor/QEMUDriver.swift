@@ -285,7 +285,9 @@ public struct QEMUDriver: HypervisorDriver {
             consoleUp = monotonicNanoseconds()
             try await runtime.hub(socketPath: paths.consoleSocket).adopt(fd: consoleFD)
             let qmpFD = try await connectWhileStarting(paths.qmpSocket, key)
-            let session = try await QMPSession.open(fd: qmpFD)
+            // The session's deadline only guards against a wedged QEMU: a loaded host (a CI run
+            // booting many VMs at once) was seen taking over 10 s from spawn to `cont`.
+            let session = try await QMPSession.open(fd: qmpFD, timeout: .seconds(60))
             defer { session.close() }
             vmmUp = monotonicNanoseconds()
             do {
