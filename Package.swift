@@ -18,6 +18,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-nio.git", exact: "2.101.3"),
         .package(url: "https://github.com/swift-server/async-http-client.git", exact: "1.37.0"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", exact: "2.13.0"),
+        .package(url: "https://github.com/adam-fowler/compress-nio.git", exact: "1.5.0"),
     ],
     targets: [
         .target(name: "SwiftletCore", swiftSettings: strict),
@@ -66,6 +67,7 @@ let package = Package(
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "CompressNIO", package: "compress-nio"),
             ],
             swiftSettings: strict),
         .target(name: "SwiftletScheduler", dependencies: ["SwiftletCore"], swiftSettings: strict),
@@ -93,7 +95,9 @@ let package = Package(
             swiftSettings: strict),
         .testTarget(
             name: "SwiftletCoreTests",
-            dependencies: ["SwiftletCore", "SwiftletImages", "SwiftletStore"],
+            dependencies: [
+                "SwiftletCore", "SwiftletImages", "SwiftletStore", .product(name: "GRDB", package: "GRDB.swift"),
+            ],
             swiftSettings: strict),
         .testTarget(
             name: "SwiftletHypervisorTests", dependencies: ["SwiftletHypervisor"],
@@ -104,7 +108,7 @@ let package = Package(
             name: "SwiftletIntegrationTests",
             dependencies: [
                 "SwiftletCore", "SwiftletController", "SwiftletClient", "SwiftletHypervisor",
-                "SwiftletStore", "SwiftletImages",
+                "SwiftletStore", "SwiftletImages", .product(name: "CompressNIO", package: "compress-nio"),
             ],
             swiftSettings: strict),
     ]

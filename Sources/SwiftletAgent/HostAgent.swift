@@ -105,9 +105,11 @@ public actor HostAgent {
 
     /// Makes the host match the instance record. Safe to call any number of times.
     /// `persistedAt`: when the controller's insert committed, recorded with the first timeline mark.
-    public func reconcile(instanceId: String, persistedAt: UInt64? = nil) async {
+    /// `created`: the record the controller has just committed, which saves reading it back on
+    /// the create path (the boot's own commit re-checks the state).
+    public func reconcile(instanceId: String, persistedAt: UInt64? = nil, created: Instance? = nil) async {
         let instance: Instance?
-        do { instance = try store.instance(idOrName: instanceId, projectId: nil) } catch {
+        do { instance = try created ?? store.instance(idOrName: instanceId, projectId: nil) } catch {
             logger.error(
                 "reconcile: store read failed", metadata: ["instance.id": "\(instanceId)", "error": "\(error)"])
             return
@@ -250,11 +252,14 @@ public actor HostAgent {
         booting.insert(instance.id)
         defer { booting.remove(instance.id) }
         let instanceId = instance.id
-        mark(instanceId, .scheduled) { instance in
-            // The scheduler chose the host at create time; older records have none.
-            instance.hostId = instance.hostId ?? self.hostId
-            if let persistedAt { instance.timeline.persisted = persistedAt }
-        }
+        // Phase times stay here until the VMM is up and are written with it in one commit: no
+        // one reads a BUILDING instance's timeline before then, and each commit on this critical
+        // path costs a few hundred microseconds. A failure records the phases reached.
+        var timeline = instance.timeline
+        if let persistedAt { timeline.persisted = persistedAt }
+        timeline.scheduled = monotonicNanos()
+        // The scheduler chose the host at create time; older records have none.
+        let hostId = instance.hostId ?? self.hostId
         let image: Image
         do {
             guard let found = try store.image(idOrName: instance.imageId, projectId: nil) else {
@@ -262,20 +267,21 @@ public actor HostAgent {
             }
             image = found
         } catch {
-            record(instanceId, .failed(reason: "image unavailable: \(error)"))
+            record(instanceId, .failed(reason: "image unavailable: \(error)"), timeline: timeline)
             return
         }
         let prepared: ImageCache.Prepared
         do { prepared = try imageCache.prepare(image, instance: instance, store: store) } catch {
-            record(instanceId, .failed(reason: "image not ready: \(error.message)"))
+            record(instanceId, .failed(reason: "image not ready: \(error.message)"), timeline: timeline)
             return
         }
         let kernelPath = prepared.kernelPath
-        mark(instanceId, .imageReady)
+        timeline.imageReady = monotonicNanos()
         let digest = image.sha256.prefix(12)
-        event(
-            instanceId, "image",
-            prepared.cacheHit ? "image \(digest) cached on host" : "image \(digest) fetched into host cache")
+        let imageEvent = (
+            type: "image",
+            message: prepared.cacheHit ? "image \(digest) cached on host" : "image \(digest) fetched into host cache"
+        )
         let runtimeDirectory = runRoot + "/" + instanceId
         try? FileManager.default.removeItem(atPath: runtimeDirectory)
         let spec = VMSpec(
@@ -303,28 +309,35 @@ public actor HostAgent {
             do {
                 (handle, times) = try await driver.spawn(spec)
             } catch {
-                record(instanceId, .failed(reason: "VMM failed to start: \(error)"))
+                record(instanceId, .failed(reason: "VMM failed to start: \(error)"), timeline: timeline)
                 return
             }
         }
+        timeline.vmmSpawned = times.spawned
+        timeline.vmmUp = times.vmmUp
+        timeline.bootPath = bootPath
+        let reached = timeline
+        guard let encodedHandle = try? JSONEncoder().encode(handle) else {
+            await driver.destroy(handle)
+            record(instanceId, .failed(reason: "cannot encode the VM handle"), timeline: reached)
+            return
+        }
         do {
-            try store.saveHandle(instanceId: instanceId, handle: try JSONEncoder().encode(handle))
+            try store.updateInstance(id: instanceId, events: [imageEvent], handle: encodedHandle) {
+                instance throws(SwiftletError) in
+                // The instance may have been deleted or stopped while the VMM started.
+                guard instance.state == .building else {
+                    throw SwiftletError(.conflict, "instance.not_building", "the instance left BUILDING")
+                }
+                instance.hostId = hostId
+                instance.timeline = reached
+            }
         } catch {
             await driver.destroy(handle)
-            record(instanceId, .failed(reason: "cannot persist the VM handle: \(error)"))
+            if error.kind != .conflict && error.kind != .notFound {
+                record(instanceId, .failed(reason: "cannot persist the VM handle: \(error)"), timeline: reached)
+            }
             return
-        }
-        // The instance may have been deleted or stopped while the VMM started.
-        guard let current = try? store.instance(idOrName: instanceId, projectId: nil), current.state == .building else {
-            await driver.destroy(handle)
-            try? store.removeHandle(instanceId: instanceId)
-            return
-        }
-        let path = bootPath
-        mark(instanceId, nil) {
-            $0.timeline.vmmSpawned = times.spawned
-            $0.timeline.vmmUp = times.vmmUp
-            $0.timeline.bootPath = path
         }
         vms[instanceId] = RunningVM(handle: handle, supervisor: nil)
         let events = driver.consoleEvents(handle)
@@ -347,8 +360,7 @@ public actor HostAgent {
 
     private func guestReady(instanceId: String, handle: VMHandle, at time: UInt64) {
         guard isCurrent(instanceId: instanceId, handle: handle) else { return }
-        mark(instanceId, nil) { $0.timeline.ready = time }
-        record(instanceId, .ready)
+        record(instanceId, .ready) { $0.timeline.ready = time }
     }
 
     /// Watches the VMM process; on exit, applies the state machine and the restart policy.
@@ -389,8 +401,15 @@ public actor HostAgent {
 
     /// Applies an observation through the state machine; returns whether to boot again.
     @discardableResult
-    private func record(_ instanceId: String, _ observation: InstanceObservation) -> Bool {
-        let result = try? store.updateInstance(id: instanceId) { instance in
+    private func record(
+        _ instanceId: String, _ observation: InstanceObservation, timeline: Timeline? = nil,
+        _ extra: (@Sendable (inout Instance) -> Void)? = nil
+    ) -> Bool {
+        // READY's event goes in the same commit; the others depend on the state reached.
+        let readyEvents = observation == .ready ? [(type: "ready", message: "guest READY")] : []
+        let result = try? store.updateInstance(id: instanceId, events: readyEvents, handle: nil) { instance in
+            if let timeline { instance.timeline = timeline }
+            extra?(&instance)
             var (next, again) = InstanceLifecycle.observe(
                 observation, in: instance.state, policy: instance.restartPolicy)
             if again {
@@ -411,7 +430,7 @@ public actor HostAgent {
         }
         if let result {
             switch observation {
-            case .ready: event(instanceId, "ready", "guest READY")
+            case .ready: break
             case .exited, .failed:
                 event(instanceId, result.state == .building ? "restarting" : "exited", result.reason ?? "")
             }
@@ -419,14 +438,6 @@ public actor HostAgent {
         }
         // Only a restart leaves a settled observation in BUILDING.
         return result?.state == .building
-    }
-
-    private func mark(_ instanceId: String, _ phase: Phase?, _ extra: (@Sendable (inout Instance) -> Void)? = nil) {
-        let now = monotonicNanos()
-        _ = try? store.updateInstance(id: instanceId) { instance in
-            if let phase { instance.timeline[phase] = now }
-            extra?(&instance)
-        }
     }
 
     private func event(_ instanceId: String, _ type: String, _ message: String) {

@@ -163,7 +163,12 @@ public enum APIRouter {
                     by: principal, state: state, name: query.get("name"), image: query.get("image"))
                 return ByteBuffer(bytes: try encoder.encode(InstanceList(instances: instances)))
             }
-            return Response(status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: body))
+            var headers: HTTPFields = [.contentType: "application/json", .vary: "Accept-Encoding"]
+            if let gzip = body.gzip, ResponseCache.acceptsGzip(request.headers[.acceptEncoding]) {
+                headers[.contentEncoding] = "gzip"
+                return Response(status: .ok, headers: headers, body: .init(byteBuffer: gzip))
+            }
+            return Response(status: .ok, headers: headers, body: .init(byteBuffer: body.identity))
         }
         v1.get("instances/:id") { _, context in
             json(try controller.instance(try context.parameters.require("id"), by: try context.requirePrincipal()))

@@ -243,17 +243,25 @@ public final class Controller: Sendable {
         let persisted = monotonicNanos()
         let agent = self.agent
         let ids = instances.map(\.id)
+        // Attaching networks rewrites the records (ports, groups): then the agent reads them back.
+        let committed: [(id: String, record: Instance?)] = instances.map {
+            ($0.id, networkPlan.network == nil ? $0 : nil)
+        }
         if request.wait == true {
             await withTaskGroup(of: Void.self) { group in
-                for id in ids {
+                for instance in committed {
                     group.addTask {
-                        await agent.reconcile(instanceId: id, persistedAt: persisted)
-                        await agent.waitUntilSettled(instanceId: id, timeout: .seconds(60))
+                        await agent.reconcile(instanceId: instance.id, persistedAt: persisted, created: instance.record)
+                        await agent.waitUntilSettled(instanceId: instance.id, timeout: .seconds(60))
                     }
                 }
             }
         } else {
-            for id in ids { Task { await agent.reconcile(instanceId: id, persistedAt: persisted) } }
+            for instance in committed {
+                Task {
+                    await agent.reconcile(instanceId: instance.id, persistedAt: persisted, created: instance.record)
+                }
+            }
         }
         var created: [Instance] = []
         for id in ids {

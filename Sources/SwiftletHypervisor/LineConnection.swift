@@ -75,6 +75,21 @@ private final class LineHandler: ChannelInboundHandler {
 /// Connects a Unix stream socket without blocking; returns the errno on failure so callers can
 /// retry quickly while QEMU has not created the socket yet (ENOENT / ECONNREFUSED).
 func connectUnixSocket(path: String) -> Result<Int32, HypervisorError> {
+    unixSocket(path: path, action: "connect") { fd, address, length in connect(fd, address, length) }
+}
+
+/// Binds and listens on a Unix stream socket at `path` (replacing nothing: the path must be
+/// free). The driver hands the listening descriptor to QEMU, so a client can connect the moment
+/// QEMU is spawned, with no polling for QEMU to create the socket.
+func listenUnixSocket(path: String) -> Result<Int32, HypervisorError> {
+    unixSocket(path: path, action: "listen on") { fd, address, length in
+        bind(fd, address, length) == 0 ? listen(fd, 16) : -1
+    }
+}
+
+private func unixSocket(
+    path: String, action: String, _ body: (Int32, UnsafePointer<sockaddr>, socklen_t) -> Int32
+) -> Result<Int32, HypervisorError> {
     var address = sockaddr_un()
     address.sun_family = sa_family_t(AF_UNIX)
     let capacity = MemoryLayout.size(ofValue: address.sun_path)
@@ -90,13 +105,13 @@ func connectUnixSocket(path: String) -> Result<Int32, HypervisorError> {
     guard fd >= 0 else { return .failure(.console("socket(): \(errnoMessage())")) }
     let result = withUnsafePointer(to: &address) {
         $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-            connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size))
+            body(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size))
         }
     }
     guard result == 0 else {
         let code = errno
         close(fd)
-        return .failure(.notRunning("connect \(path): \(errnoMessage(code))"))
+        return .failure(.notRunning("\(action) \(path): \(errnoMessage(code))"))
     }
     return .success(fd)
 }

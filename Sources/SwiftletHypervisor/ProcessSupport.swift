@@ -23,9 +23,11 @@ func errnoMessage(_ code: Int32 = errno) -> String { String(cString: strerror(co
 /// Starts `executable` (searched in PATH) detached from the caller: its own session (so a SIGINT
 /// to the agent's process group or the agent's death does not reach it), default signal
 /// dispositions, an empty signal mask, stdin/stdout on /dev/null, stderr to `stderrPath`, and no
-/// inherited descriptors beyond those three. `extraEnvironment` is added to this process's.
+/// inherited descriptors beyond those three and `inheriting`, which the child gets as 3, 4, ...
+/// in order. `extraEnvironment` is added to this process's.
 func spawnDetached(
-    executable: String, arguments: [String], stderrPath: String, extraEnvironment: [String: String] = [:]
+    executable: String, arguments: [String], stderrPath: String, inheriting descriptors: [Int32] = [],
+    extraEnvironment: [String: String] = [:]
 ) throws(HypervisorError) -> pid_t {
     var attributes = posix_spawnattr_t()
     posix_spawnattr_init(&attributes)
@@ -48,7 +50,18 @@ func spawnDetached(
     posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
     posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0)
     posix_spawn_file_actions_addopen(&actions, 2, stderrPath, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
-    _ = addClosefromFunction?(&actions, 3)
+    // Copies numbered above every target first, so moving one into place never overwrites
+    // another still to be moved (a descriptor may already be 3 or 4 in this process).
+    let firstFree = 3 + Int32(descriptors.count)
+    let staged = descriptors.map { fcntl($0, F_DUPFD_CLOEXEC, firstFree) }
+    defer { for fd in staged where fd >= 0 { close(fd) } }
+    guard !staged.contains(where: { $0 < 0 }) else {
+        throw .spawnFailed("cannot pass descriptors to \(executable): \(errnoMessage())")
+    }
+    for (index, fd) in staged.enumerated() {
+        posix_spawn_file_actions_adddup2(&actions, fd, 3 + Int32(index))
+    }
+    _ = addClosefromFunction?(&actions, firstFree)
 
     let argv: [UnsafeMutablePointer<CChar>?] = ([executable] + arguments).map { strdup($0) } + [nil]
     defer { argv.forEach { free($0) } }

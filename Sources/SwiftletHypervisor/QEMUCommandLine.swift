@@ -24,6 +24,11 @@ enum QEMUCommandLine {
         }
     }
 
+    /// The descriptor numbers QEMU gets the console and QMP listening sockets as: the driver
+    /// passes `[console, qmp]` in this order, which the child sees as 3 and 4.
+    static let consoleDescriptor = 3
+    static let qmpDescriptor = 4
+
     static func arguments(spec: VMSpec, accelerator: String, paths: RuntimePaths) -> [String] {
         var arguments = ["-name", "guest=" + optionValue(spec.instanceID)]
         arguments +=
@@ -44,15 +49,17 @@ enum QEMUCommandLine {
             if let initrd = spec.initrdPath { arguments += ["-initrd", initrd] }
         }
         arguments += ["-device", "isa-debug-exit,iobase=0x501"]
-        // wait=on: QEMU goes on only once the driver holds the console connection, so the live
-        // stream is attached before the guest runs (the logfile gets every line regardless).
+        // Both sockets are bound by the driver and inherited (see `inheritedSockets`), so the
+        // driver connects the moment QEMU exists. wait=on: QEMU goes on only once it has accepted
+        // the console client (already queued), so the live stream is attached before the guest
+        // runs; the logfile gets every line regardless.
         arguments += [
             "-chardev",
-            "socket,id=con0,path=\(optionValue(paths.consoleSocket)),server=on,wait=on,"
-                + "logfile=\(optionValue(paths.consoleLog))",
+            "socket,id=con0,fd=\(consoleDescriptor),server=on,wait=on,logfile=\(optionValue(paths.consoleLog))",
             "-serial", "chardev:con0",
+            "-chardev", "socket,id=qmp0,fd=\(qmpDescriptor),server=on,wait=off",
+            "-mon", "chardev=qmp0,mode=control",
         ]
-        arguments += ["-qmp", "unix:\(optionValue(paths.qmpSocket)),server=on,wait=off"]
         // A guest reset (triple fault, crash) ends the VMM so the agent sees it; `reboot` switches
         // this to reset for its own QMP system_reset only.
         arguments += ["-no-reboot"]

@@ -78,12 +78,11 @@ public struct QEMUDriver: HypervisorDriver {
     private let logger: Logger
     let runtime: DriverRuntime
 
-    /// How long spawn waits for QEMU's sockets before it gives up.
-    static let startupTimeout: Duration = .seconds(20)
+    /// How long spawn waits for QEMU's QMP greeting. It only guards against a wedged QEMU: a
+    /// loaded host (a CI run booting many VMs at once) was seen taking over 10 s to get there.
+    static let startupTimeout: Duration = .seconds(60)
     /// Calibration starts no further run of an accelerator it has timed once after this.
     static let calibrationSoftLimitNanoseconds: UInt64 = 750_000_000
-    /// How often spawn retries connecting while QEMU has not created its sockets yet.
-    static let connectRetryInterval: Duration = .milliseconds(1)
 
     /// - Parameters:
     ///   - accelerator: "tcg" or "kvm"; nil chooses by calibration (measured on first use, or
@@ -261,15 +260,30 @@ public struct QEMUDriver: HypervisorDriver {
         log[metadataKey: "instance.id"] = "\(spec.instanceID)"
         log.debug("spawning qemu", metadata: ["qemu.args": "\(arguments.joined(separator: " "))"])
 
-        let spawned = monotonicNanoseconds()
-        let pid: pid_t
+        // The driver binds both sockets and QEMU inherits them listening: the driver's clients
+        // queue at once instead of polling for QEMU to create the sockets.
+        var listening: [Int32] = []
+        defer { for fd in listening { close(fd) } }
         do {
-            pid = try spawnDetached(
-                executable: qemuBinary, arguments: arguments, stderrPath: paths.stderrLog)
+            for path in [paths.consoleSocket, paths.qmpSocket] {
+                listening.append(try listenUnixSocket(path: path).get())
+            }
         } catch {
             try? FileManager.default.removeItem(atPath: paths.directory)
             throw error
         }
+        let spawned = monotonicNanoseconds()
+        let pid: pid_t
+        do {
+            pid = try spawnDetached(
+                executable: qemuBinary, arguments: arguments, stderrPath: paths.stderrLog, inheriting: listening)
+        } catch {
+            try? FileManager.default.removeItem(atPath: paths.directory)
+            throw error
+        }
+        // Only QEMU holds the listeners now, so a QEMU that dies resets the queued connections.
+        for fd in listening { close(fd) }
+        listening = []
         // The child exists until reaped (the monitor does it), so its stat is readable here.
         let key = ProcessKey(pid: pid, startTime: ProcessStat(pid: pid)?.startTime ?? 0)
         runtime.monitor.watch(key, isChild: true)
@@ -280,23 +294,24 @@ public struct QEMUDriver: HypervisorDriver {
         var vmmUp: UInt64 = 0
         var consoleUp: UInt64 = 0
         do {
-            // Console first: QEMU does not go on before it has this client (chardev wait=on).
-            let consoleFD = try await connectWhileStarting(paths.consoleSocket, key)
+            // Console first: QEMU does not go on before it has accepted this client (wait=on).
+            let consoleFD = try connectUnixSocket(path: paths.consoleSocket).get()
             consoleUp = monotonicNanoseconds()
             try await runtime.hub(socketPath: paths.consoleSocket).adopt(fd: consoleFD)
-            let qmpFD = try await connectWhileStarting(paths.qmpSocket, key)
-            // The session's deadline only guards against a wedged QEMU: a loaded host (a CI run
-            // booting many VMs at once) was seen taking over 10 s from spawn to `cont`.
-            let session = try await QMPSession.open(fd: qmpFD, timeout: .seconds(60))
-            defer { session.close() }
-            vmmUp = monotonicNanoseconds()
+            let qmpFD = try connectUnixSocket(path: paths.qmpSocket).get()
             do {
-                try await session.execute("cont")
-            } catch {
+                // `cont` rides with the handshake: the guest resumes as soon as QEMU's main loop runs.
+                let session = try await QMPSession.open(
+                    fd: qmpFD, timeout: Self.startupTimeout, pipelining: ["cont"])
+                session.close()
+            } catch let error as QMPReadyThenFailed {
                 // A guest that powers off at once can end QEMU before `cont` is answered: the VM
                 // did start, and its exit is reported by `waitForExit`, not as a failed spawn.
-                guard await runtime.monitor.wait(key, timeout: .milliseconds(500)) != nil else { throw error }
+                guard await runtime.monitor.wait(key, timeout: .milliseconds(500)) != nil else {
+                    throw error.underlying
+                }
             }
+            vmmUp = monotonicNanoseconds()
         } catch {
             let message = await abandonSpawn(handle, key: key, error: error)
             log.error("qemu failed to start", metadata: ["error": "\(message)"])
@@ -466,28 +481,6 @@ public struct QEMUDriver: HypervisorDriver {
         }
         defer { session.close() }
         return try await body(session)
-    }
-
-    /// Retries connecting every millisecond until QEMU listens, it exits, or the startup timeout.
-    private func connectWhileStarting(_ path: String, _ key: ProcessKey) async throws -> Int32 {
-        let deadline = monotonicNanoseconds() + UInt64(Self.startupTimeout.nanoseconds)
-        while true {
-            switch connectUnixSocket(path: path) {
-            case .success(let fd):
-                return fd
-            case .failure(.invalidSpec(let message)):
-                throw HypervisorError.invalidSpec(message)
-            case .failure:
-                if runtime.monitor.finishedExit(key) != nil {
-                    throw HypervisorError.spawnFailed("QEMU exited during startup")
-                }
-                guard monotonicNanoseconds() < deadline else {
-                    throw HypervisorError.spawnFailed(
-                        "QEMU did not open \(path) within \(Self.startupTimeout)")
-                }
-                try await Task.sleep(for: Self.connectRetryInterval)
-            }
-        }
     }
 
     /// Kills and reaps a VMM that failed to come up, removes its directory, and returns a message

@@ -17,7 +17,13 @@ final class QMPSession {
 
     /// Takes over a connected socket and negotiates capabilities. The whole session is bounded by
     /// `timeout`: a hung QEMU closes the connection instead of hanging the caller.
-    static func open(fd: Int32, timeout: Duration = .seconds(10)) async throws -> QMPSession {
+    ///
+    /// `pipelining` commands (no arguments) are sent with `qmp_capabilities` before the greeting
+    /// arrives, and their answers awaited in order: QEMU reads them once its main loop runs, so a
+    /// VM started paused resumes with no round trip in between (QMP runs commands in order).
+    static func open(fd: Int32, timeout: Duration = .seconds(10), pipelining commands: [String] = [])
+        async throws -> QMPSession
+    {
         let (stream, continuation) = AsyncStream<String>.makeStream()
         let connection: LineConnection
         do {
@@ -33,10 +39,17 @@ final class QMPSession {
         }
         let session = QMPSession(connection: connection, lines: stream, deadline: deadline)
         do {
+            let pipeline = ["qmp_capabilities"] + commands
+            try await session.write(pipeline.map { #"{"execute":"\#($0)"}"# + "\n" }.joined())
             guard let greeting = try await session.nextMessage(), greeting["QMP"] != nil else {
                 throw HypervisorError.qmp("no QMP greeting")
             }
-            _ = try await session.execute("qmp_capabilities")
+            _ = try await session.reply(to: "qmp_capabilities")
+            do {
+                for command in commands { _ = try await session.reply(to: command) }
+            } catch {
+                throw QMPReadyThenFailed(underlying: error)
+            }
         } catch {
             session.close()
             throw error
@@ -56,11 +69,20 @@ final class QMPSession {
         var message: [String: Any] = ["execute": command]
         if let arguments { message["arguments"] = arguments }
         let data = try JSONSerialization.data(withJSONObject: message)
+        try await write(String(decoding: data, as: UTF8.self) + "\n", command: command)
+        return try await reply(to: command)
+    }
+
+    private func write(_ text: String, command: String = "qmp_capabilities") async throws {
         do {
-            try await connection.write(String(decoding: data, as: UTF8.self) + "\n")
+            try await connection.write(text)
         } catch {
             throw HypervisorError.qmp("\(command): write failed: \(error)")
         }
+    }
+
+    /// The next answer, skipping asynchronous events; throws `.qmp` with QEMU's message on `error`.
+    private func reply(to command: String) async throws -> Any? {
         while let reply = try await nextMessage() {
             if let value = reply["return"] { return value }
             if let error = reply["error"] as? [String: Any] {
@@ -85,6 +107,13 @@ final class QMPSession {
         deadline.cancel()
         connection.close()
     }
+}
+
+/// QEMU answered `qmp_capabilities`, so its main loop ran and the machine was built, but the
+/// session failed before the pipelined commands were answered (a guest that powers off at once
+/// ends QEMU this way). QEMU greets before it builds the machine, so a greeting alone proves less.
+struct QMPReadyThenFailed: Error {
+    var underlying: any Error
 }
 
 extension Duration {

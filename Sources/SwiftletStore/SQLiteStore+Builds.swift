@@ -24,7 +24,10 @@ extension SQLiteStore: BuildStore {
         try write { db in
             try db.execute(
                 sql: "INSERT INTO build (id, project_id, state, body, created_at) VALUES (?, ?, ?, ?, ?)",
-                arguments: [build.id, build.projectId, build.state.rawValue, try Self.json(build), build.createdAt])
+                arguments: [
+                    build.id, build.projectId, build.state.rawValue, try Self.json(build),
+                    DatabaseDate.text(build.createdAt),
+                ])
         }
     }
 

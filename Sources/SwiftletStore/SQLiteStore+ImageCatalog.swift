@@ -33,7 +33,7 @@ extension SQLiteStore: ImageCatalogStore {
         try write { db in
             try db.execute(
                 sql: "INSERT INTO signing_key (id, project_id, name, public_key, created_at) VALUES (?, ?, ?, ?, ?)",
-                arguments: [key.id, key.projectId, key.name, key.publicKey, key.createdAt])
+                arguments: [key.id, key.projectId, key.name, key.publicKey, DatabaseDate.text(key.createdAt)])
         }
     }
 

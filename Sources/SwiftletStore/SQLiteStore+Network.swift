@@ -230,7 +230,9 @@ extension SQLiteStore: NetworkStore {
                 try db.execute(
                     sql:
                         "INSERT INTO security_group (id, project_id, name, description, created_at) VALUES (?, ?, ?, ?, ?)",
-                    arguments: [group.id, group.projectId, group.name, group.description, group.createdAt])
+                    arguments: [
+                        group.id, group.projectId, group.name, group.description, DatabaseDate.text(group.createdAt),
+                    ])
             } catch let error as DatabaseError where error.extendedResultCode == .SQLITE_CONSTRAINT_UNIQUE {
                 throw SwiftletError(
                     .conflict, "security_group.duplicate_name", "a security group named '\(group.name)' already exists")

@@ -70,7 +70,7 @@ public final class SQLiteStore: SwiftletStore {
             }
             try db.execute(
                 sql: "INSERT INTO project (id, name, require_signed, created_at) VALUES (?, 'admin', 0, ?)",
-                arguments: [Project.adminProjectId, Date()])
+                arguments: [Project.adminProjectId, DatabaseDate.text(Date())])
         }
         // Later migrations register here, in order, one per feature (never edit a shipped one).
         registerImageCatalogMigration(&migrator)
@@ -125,7 +125,9 @@ public final class SQLiteStore: SwiftletStore {
         try write { db in
             try db.execute(
                 sql: "INSERT INTO project (id, name, require_signed, created_at) VALUES (?, ?, ?, ?)",
-                arguments: [project.id, project.name, project.requireSignedImages, project.createdAt])
+                arguments: [
+                    project.id, project.name, project.requireSignedImages, DatabaseDate.text(project.createdAt),
+                ])
         }
     }
 
@@ -148,7 +150,7 @@ public final class SQLiteStore: SwiftletStore {
         try write { db in
             try db.execute(
                 sql: "INSERT INTO token (id, project_id, admin, secret_hash, created_at) VALUES (?, ?, ?, ?, ?)",
-                arguments: [info.id, info.projectId, info.admin, secretHash, info.createdAt])
+                arguments: [info.id, info.projectId, info.admin, secretHash, DatabaseDate.text(info.createdAt)])
         }
     }
 
@@ -255,12 +257,12 @@ public final class SQLiteStore: SwiftletStore {
                         """,
                     arguments: [
                         instance.id, instance.projectId, instance.name, instance.imageId, instance.state.rawValue,
-                        try Self.json(instance), instance.createdAt,
+                        try Self.json(instance), DatabaseDate.text(instance.createdAt),
                     ])
                 try db.execute(
                     sql:
                         "INSERT INTO event (instance_id, time, type, message) VALUES (?, ?, 'created', 'instance accepted')",
-                    arguments: [instance.id, instance.createdAt])
+                    arguments: [instance.id, DatabaseDate.text(instance.createdAt)])
             }
         }
     }
@@ -297,6 +299,13 @@ public final class SQLiteStore: SwiftletStore {
     public func updateInstance(id: String, _ change: @Sendable (inout Instance) throws(SwiftletError) -> Void)
         throws(SwiftletError) -> Instance
     {
+        try updateInstance(id: id, events: [], handle: nil, change)
+    }
+
+    public func updateInstance(
+        id: String, events: [(type: String, message: String)], handle: Data?,
+        _ change: @Sendable (inout Instance) throws(SwiftletError) -> Void
+    ) throws(SwiftletError) -> Instance {
         try write { db in
             guard let body = try String.fetchOne(db, sql: "SELECT body FROM instance WHERE id = ?", arguments: [id])
             else {
@@ -308,6 +317,16 @@ public final class SQLiteStore: SwiftletStore {
             try db.execute(
                 sql: "UPDATE instance SET state = ?, body = ? WHERE id = ?",
                 arguments: [instance.state.rawValue, try Self.json(instance), id])
+            for event in events {
+                try db.execute(
+                    sql: "INSERT INTO event (instance_id, time, type, message) VALUES (?, ?, ?, ?)",
+                    arguments: [id, DatabaseDate.text(instance.updatedAt), event.type, event.message])
+            }
+            if let handle {
+                try db.execute(
+                    sql: "INSERT OR REPLACE INTO vm_handle (instance_id, handle) VALUES (?, ?)",
+                    arguments: [id, handle])
+            }
             return instance
         }
     }
@@ -370,7 +389,7 @@ public final class SQLiteStore: SwiftletStore {
         try write { db in
             try db.execute(
                 sql: "INSERT INTO event (instance_id, time, type, message) VALUES (?, ?, ?, ?)",
-                arguments: [instanceId, Date(), type, message])
+                arguments: [instanceId, DatabaseDate.text(Date()), type, message])
         }
     }
 

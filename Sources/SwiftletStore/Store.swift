@@ -52,6 +52,13 @@ public protocol SwiftletStore: Sendable {
     @discardableResult
     func updateInstance(id: String, _ change: @Sendable (inout Instance) throws(SwiftletError) -> Void)
         throws(SwiftletError) -> Instance
+    /// `updateInstance`, and in the same transaction appends `events` (type, message) and, when
+    /// given, saves the instance's VM handle: what the agent learns at once costs one commit.
+    @discardableResult
+    func updateInstance(
+        id: String, events: [(type: String, message: String)], handle: Data?,
+        _ change: @Sendable (inout Instance) throws(SwiftletError) -> Void
+    ) throws(SwiftletError) -> Instance
     func deleteInstance(id: String) throws(SwiftletError)
     /// What the BUILDING, RUNNING and PAUSED instances on each host hold, by host id.
     func hostUsage() throws(SwiftletError) -> [String: HostUsage]

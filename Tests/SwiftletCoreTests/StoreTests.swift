@@ -1,4 +1,5 @@
 import Foundation
+import GRDB
 import Testing
 
 @testable import SwiftletCore
@@ -78,5 +79,41 @@ import Testing
             }
         }
         #expect(try store.instance(idOrName: one.id, projectId: nil)?.restartCount == 50)
+    }
+
+    @Test func updateWithEventsAndHandleIsOneTransaction() throws {
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let img = image("hello")
+        try store.createImage(img)
+        let one = instance("vm", image: img.id)
+        try store.createInstances([one])
+        let handle = Data("{\"pid\":1}".utf8)
+        try store.updateInstance(id: one.id, events: [("image", "cached"), ("ready", "up")], handle: handle) {
+            $0.state = .running
+        }
+        #expect(try store.handle(instanceId: one.id) == handle)
+        #expect(try store.events(instanceId: one.id).map(\.type) == ["created", "image", "ready"])
+        // A change that throws writes nothing: no state, no event, no handle.
+        let other = instance("other", image: img.id)
+        try store.createInstances([other])
+        #expect(throws: SwiftletError.self) {
+            try store.updateInstance(id: other.id, events: [("image", "cached")], handle: handle) {
+                instance throws(SwiftletError) in
+                instance.state = .running
+                throw SwiftletError(.conflict, "test.abort", "abort")
+            }
+        }
+        #expect(try store.instance(idOrName: other.id, projectId: nil)?.state == .building)
+        #expect(try store.handle(instanceId: other.id) == nil)
+        #expect(try store.events(instanceId: other.id).map(\.type) == ["created"])
+    }
+
+    @Test(arguments: [0.0, 1_700_000_000.123, 951_782_400.999, 4_102_444_799.5, -1.5])
+    func databaseDateTextMatchesGRDBFormat(seconds: Double) throws {
+        let date = Date(timeIntervalSince1970: seconds)
+        // GRDB's own storage text for the same date, and it reads ours back to the millisecond.
+        #expect(DatabaseDate.text(date) == date.databaseValue.storage.value as? String)
+        let parsed = try #require(Date.fromDatabaseValue(DatabaseDate.text(date).databaseValue))
+        #expect(abs(parsed.timeIntervalSince(date)) < 0.001)
     }
 }

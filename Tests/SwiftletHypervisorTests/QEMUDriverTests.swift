@@ -271,7 +271,8 @@ struct QEMUDriverTests {
         #expect(pvh.contains("host") && pvh.contains("-no-reboot") && pvh.contains("-nodefaults"))
         #expect(pvh.contains("user,id=n0,hostfwd=tcp::8080-:80"))
         #expect(pvh.contains("virtio-net-device,netdev=n0"))
-        #expect(pvh.contains("unix:/run/a,,b/qmp.sock,server=on,wait=off"))
+        #expect(pvh.contains("socket,id=qmp0,fd=4,server=on,wait=off"))
+        #expect(pvh.contains("socket,id=con0,fd=3,server=on,wait=on,logfile=/run/a,,b/console.log"))
         #expect(pvh.contains("ip=10.0.2.15/24"))
         spec.bootKind = .multiboot
         spec.publishedPorts = []
