@@ -100,7 +100,7 @@ public struct QEMUDriver: HypervisorDriver {
         qemuBinary: String, accelerator: String?, calibration: AcceleratorCalibration?,
         logger: Logger, runtime: DriverRuntime
     ) {
-        self.qemuBinary = qemuBinary
+        self.qemuBinary = Self.resolveInPath(qemuBinary)
         self.fixedAccelerator = accelerator
         self.choice = AcceleratorChoice(calibration)
         self.logger = logger
@@ -529,6 +529,18 @@ public struct QEMUDriver: HypervisorDriver {
             throw .invalidSpec(
                 "runtimeDirectory too long for Unix socket paths (\(longest) ≥ 108 bytes)")
         }
+    }
+
+    /// The absolute path of `name` from PATH, found once: `posix_spawnp` would otherwise try every
+    /// PATH entry (a failed exec each) on every spawn. A name not found is kept as it is.
+    static func resolveInPath(_ name: String) -> String {
+        guard !name.contains("/") else { return name }
+        let path = ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin"
+        for directory in path.split(separator: ":") where !directory.isEmpty {
+            let candidate = "\(directory)/\(name)"
+            if access(candidate, X_OK) == 0 { return candidate }
+        }
+        return name
     }
 
     /// Creates the directory and clears sockets/logs a previous VM left in it.

@@ -123,7 +123,7 @@ public final class SQLiteStore: SwiftletStore {
 
     public func createProject(_ project: Project) throws(SwiftletError) {
         try write { db in
-            try db.execute(
+            try db.cachedExecute(
                 sql: "INSERT INTO project (id, name, require_signed, created_at) VALUES (?, ?, ?, ?)",
                 arguments: [
                     project.id, project.name, project.requireSignedImages, DatabaseDate.text(project.createdAt),
@@ -132,12 +132,12 @@ public final class SQLiteStore: SwiftletStore {
     }
 
     public func projects() throws(SwiftletError) -> [Project] {
-        try read { db in try Row.fetchAll(db, sql: "SELECT * FROM project ORDER BY created_at").map(Self.project) }
+        try read { db in try db.cachedRows(sql: "SELECT * FROM project ORDER BY created_at").map(Self.project) }
     }
 
     public func project(id: String) throws(SwiftletError) -> Project? {
         try read { db in
-            try Row.fetchOne(db, sql: "SELECT * FROM project WHERE id = ?", arguments: [id]).map(Self.project)
+            try db.cachedRow(sql: "SELECT * FROM project WHERE id = ?", arguments: [id]).map(Self.project)
         }
     }
 
@@ -148,7 +148,7 @@ public final class SQLiteStore: SwiftletStore {
 
     public func createToken(_ info: TokenInfo, secretHash: String) throws(SwiftletError) {
         try write { db in
-            try db.execute(
+            try db.cachedExecute(
                 sql: "INSERT INTO token (id, project_id, admin, secret_hash, created_at) VALUES (?, ?, ?, ?, ?)",
                 arguments: [info.id, info.projectId, info.admin, secretHash, DatabaseDate.text(info.createdAt)])
         }
@@ -157,8 +157,8 @@ public final class SQLiteStore: SwiftletStore {
     public func principal(forSecretHash hash: String) throws(SwiftletError) -> Principal? {
         try read { db in
             guard
-                let row = try Row.fetchOne(
-                    db, sql: "SELECT project_id, admin FROM token WHERE secret_hash = ?", arguments: [hash])
+                let row = try db.cachedRow(
+                    sql: "SELECT project_id, admin FROM token WHERE secret_hash = ?", arguments: [hash])
             else { return nil }
             let admin: Bool = row["admin"]
             return admin ? .admin : .project(row["project_id"])
@@ -169,7 +169,7 @@ public final class SQLiteStore: SwiftletStore {
 
     public func createImage(_ image: Image) throws(SwiftletError) {
         try write { db in
-            try db.execute(
+            try db.cachedExecute(
                 sql: """
                     INSERT INTO image (id, project_id, name, kind, sha256, size_bytes, properties, created_at)
                     VALUES (?, ?, ?, ?, ?, ?, ?, ?)
@@ -184,19 +184,18 @@ public final class SQLiteStore: SwiftletStore {
     public func images(projectId: String?) throws(SwiftletError) -> [Image] {
         try read { db in
             if let projectId {
-                return try Row.fetchAll(
-                    db, sql: "SELECT * FROM image WHERE project_id = ? OR visibility = 'public' ORDER BY created_at",
+                return try db.cachedRows(
+                    sql: "SELECT * FROM image WHERE project_id = ? OR visibility = 'public' ORDER BY created_at",
                     arguments: [projectId]
                 ).map(Self.image)
             }
-            return try Row.fetchAll(db, sql: "SELECT * FROM image ORDER BY created_at").map(Self.image)
+            return try db.cachedRows(sql: "SELECT * FROM image ORDER BY created_at").map(Self.image)
         }
     }
 
     public func image(idOrName: String, projectId: String?) throws(SwiftletError) -> Image? {
         try read { db in
-            let rows = try Row.fetchAll(
-                db,
+            let rows = try db.cachedRows(
                 sql:
                     "SELECT * FROM image WHERE (id = ? OR name = ?) AND (? IS NULL OR project_id = ? OR visibility = 'public') ORDER BY id = ? DESC, project_id = ? DESC",
                 arguments: [idOrName, idOrName, projectId, projectId, idOrName, projectId])
@@ -207,14 +206,17 @@ public final class SQLiteStore: SwiftletStore {
     public func deleteImage(id: String) throws(SwiftletError) -> Bool {
         try write { db in
             let inUse =
-                try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM instance WHERE image_id = ?", arguments: [id]) ?? 0
+                try db.cachedValue(Int.self, sql: "SELECT COUNT(*) FROM instance WHERE image_id = ?", arguments: [id])
+                ?? 0
             if inUse > 0 {
                 throw SwiftletError(.conflict, "image.in_use", "image '\(id)' is used by \(inUse) instance(s)")
             }
-            let sha = try String.fetchOne(db, sql: "SELECT sha256 FROM image WHERE id = ?", arguments: [id])
-            try db.execute(sql: "DELETE FROM image WHERE id = ?", arguments: [id])
+            let sha = try db.cachedValue(String.self, sql: "SELECT sha256 FROM image WHERE id = ?", arguments: [id])
+            try db.cachedExecute(sql: "DELETE FROM image WHERE id = ?", arguments: [id])
             guard let sha else { return false }
-            return (try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM image WHERE sha256 = ?", arguments: [sha]) ?? 0) > 0
+            return
+                (try db.cachedValue(Int.self, sql: "SELECT COUNT(*) FROM image WHERE sha256 = ?", arguments: [sha]) ?? 0)
+                > 0
         }
     }
 
@@ -231,7 +233,7 @@ public final class SQLiteStore: SwiftletStore {
 
     public func flavors() throws(SwiftletError) -> [Flavor] {
         try read { db in
-            try Row.fetchAll(db, sql: "SELECT * FROM flavor ORDER BY memory_mib, name").map {
+            try db.cachedRows(sql: "SELECT * FROM flavor ORDER BY memory_mib, name").map {
                 Flavor(name: $0["name"], vcpus: $0["vcpus"], memoryMib: $0["memory_mib"])
             }
         }
@@ -239,7 +241,7 @@ public final class SQLiteStore: SwiftletStore {
 
     public func createFlavor(_ flavor: Flavor) throws(SwiftletError) {
         try write { db in
-            try db.execute(
+            try db.cachedExecute(
                 sql: "INSERT INTO flavor (name, vcpus, memory_mib) VALUES (?, ?, ?)",
                 arguments: [flavor.name, flavor.vcpus, flavor.memoryMib])
         }
@@ -250,7 +252,7 @@ public final class SQLiteStore: SwiftletStore {
     public func createInstances(_ instances: [Instance]) throws(SwiftletError) {
         try write { db in
             for instance in instances {
-                try db.execute(
+                try db.cachedExecute(
                     sql: """
                         INSERT INTO instance (id, project_id, name, image_id, state, body, created_at)
                         VALUES (?, ?, ?, ?, ?, ?, ?)
@@ -259,7 +261,7 @@ public final class SQLiteStore: SwiftletStore {
                         instance.id, instance.projectId, instance.name, instance.imageId, instance.state.rawValue,
                         try Self.json(instance), DatabaseDate.text(instance.createdAt),
                     ])
-                try db.execute(
+                try db.cachedExecute(
                     sql:
                         "INSERT INTO event (instance_id, time, type, message) VALUES (?, ?, 'created', 'instance accepted')",
                     arguments: [instance.id, DatabaseDate.text(instance.createdAt)])
@@ -271,8 +273,8 @@ public final class SQLiteStore: SwiftletStore {
         throws(SwiftletError) -> [Instance]
     {
         try read { db in
-            try String.fetchAll(
-                db,
+            try db.cachedValues(
+                String.self,
                 sql: """
                     SELECT body FROM instance WHERE (?1 IS NULL OR project_id = ?1) AND (?2 IS NULL OR state = ?2)
                     AND (?3 IS NULL OR name = ?3) AND (?4 IS NULL OR image_id = ?4) ORDER BY created_at, id
@@ -284,8 +286,8 @@ public final class SQLiteStore: SwiftletStore {
 
     public func instance(idOrName: String, projectId: String?) throws(SwiftletError) -> Instance? {
         try read { db in
-            try String.fetchOne(
-                db,
+            try db.cachedValue(
+                String.self,
                 sql: """
                     SELECT body FROM instance WHERE (id = ?1 OR name = ?1) AND (?2 IS NULL OR project_id = ?2)
                     ORDER BY id = ?1 DESC LIMIT 1
@@ -307,23 +309,25 @@ public final class SQLiteStore: SwiftletStore {
         _ change: @Sendable (inout Instance) throws(SwiftletError) -> Void
     ) throws(SwiftletError) -> Instance {
         try write { db in
-            guard let body = try String.fetchOne(db, sql: "SELECT body FROM instance WHERE id = ?", arguments: [id])
+            guard
+                let body = try db.cachedValue(
+                    String.self, sql: "SELECT body FROM instance WHERE id = ?", arguments: [id])
             else {
                 throw SwiftletError.notFound("instance", id)
             }
             var instance = try Self.decode(Instance.self, body)
             try change(&instance)
             instance.updatedAt = Date()
-            try db.execute(
+            try db.cachedExecute(
                 sql: "UPDATE instance SET state = ?, body = ? WHERE id = ?",
                 arguments: [instance.state.rawValue, try Self.json(instance), id])
             for event in events {
-                try db.execute(
+                try db.cachedExecute(
                     sql: "INSERT INTO event (instance_id, time, type, message) VALUES (?, ?, ?, ?)",
                     arguments: [id, DatabaseDate.text(instance.updatedAt), event.type, event.message])
             }
             if let handle {
-                try db.execute(
+                try db.cachedExecute(
                     sql: "INSERT OR REPLACE INTO vm_handle (instance_id, handle) VALUES (?, ?)",
                     arguments: [id, handle])
             }
@@ -333,15 +337,14 @@ public final class SQLiteStore: SwiftletStore {
 
     public func deleteInstance(id: String) throws(SwiftletError) {
         try write { db in
-            try db.execute(sql: "DELETE FROM instance WHERE id = ?", arguments: [id])
-            try db.execute(sql: "DELETE FROM event WHERE instance_id = ?", arguments: [id])
+            try db.cachedExecute(sql: "DELETE FROM instance WHERE id = ?", arguments: [id])
+            try db.cachedExecute(sql: "DELETE FROM event WHERE instance_id = ?", arguments: [id])
         }
     }
 
     public func hostUsage() throws(SwiftletError) -> [String: HostUsage] {
         try read { db in
-            let rows = try Row.fetchAll(
-                db,
+            let rows = try db.cachedRows(
                 sql: """
                     SELECT json_extract(body, '$.hostId') AS host, SUM(json_extract(body, '$.memoryMib')) AS memory,
                     SUM(json_extract(body, '$.vcpus')) AS vcpus, COUNT(*) AS count FROM instance
@@ -359,7 +362,7 @@ public final class SQLiteStore: SwiftletStore {
 
     public func saveHandle(instanceId: String, handle: Data) throws(SwiftletError) {
         try write { db in
-            try db.execute(
+            try db.cachedExecute(
                 sql: "INSERT OR REPLACE INTO vm_handle (instance_id, handle) VALUES (?, ?)",
                 arguments: [instanceId, handle])
         }
@@ -367,17 +370,20 @@ public final class SQLiteStore: SwiftletStore {
 
     public func handle(instanceId: String) throws(SwiftletError) -> Data? {
         try read { db in
-            try Data.fetchOne(db, sql: "SELECT handle FROM vm_handle WHERE instance_id = ?", arguments: [instanceId])
+            try db.cachedValue(
+                Data.self, sql: "SELECT handle FROM vm_handle WHERE instance_id = ?", arguments: [instanceId])
         }
     }
 
     public func removeHandle(instanceId: String) throws(SwiftletError) {
-        try write { db in try db.execute(sql: "DELETE FROM vm_handle WHERE instance_id = ?", arguments: [instanceId]) }
+        try write { db in
+            try db.cachedExecute(sql: "DELETE FROM vm_handle WHERE instance_id = ?", arguments: [instanceId])
+        }
     }
 
     public func allHandles() throws(SwiftletError) -> [(instanceId: String, handle: Data)] {
         try read { db in
-            try Row.fetchAll(db, sql: "SELECT instance_id, handle FROM vm_handle").map {
+            try db.cachedRows(sql: "SELECT instance_id, handle FROM vm_handle").map {
                 ($0["instance_id"], $0["handle"])
             }
         }
@@ -387,7 +393,7 @@ public final class SQLiteStore: SwiftletStore {
 
     public func addEvent(instanceId: String, type: String, message: String) throws(SwiftletError) {
         try write { db in
-            try db.execute(
+            try db.cachedExecute(
                 sql: "INSERT INTO event (instance_id, time, type, message) VALUES (?, ?, ?, ?)",
                 arguments: [instanceId, DatabaseDate.text(Date()), type, message])
         }
@@ -395,7 +401,7 @@ public final class SQLiteStore: SwiftletStore {
 
     public func events(instanceId: String) throws(SwiftletError) -> [InstanceEvent] {
         try read { db in
-            try Row.fetchAll(db, sql: "SELECT * FROM event WHERE instance_id = ? ORDER BY id", arguments: [instanceId])
+            try db.cachedRows(sql: "SELECT * FROM event WHERE instance_id = ? ORDER BY id", arguments: [instanceId])
                 .map {
                     InstanceEvent(
                         id: $0["id"], instanceId: $0["instance_id"], time: $0["time"], type: $0["type"],
@@ -408,16 +414,44 @@ public final class SQLiteStore: SwiftletStore {
 
     public func upsertHost(_ host: ComputeHost) throws(SwiftletError) {
         try write { db in
-            try db.execute(
+            try db.cachedExecute(
                 sql: "INSERT OR REPLACE INTO host (id, body) VALUES (?, ?)", arguments: [host.id, try Self.json(host)])
         }
     }
 
     public func hosts() throws(SwiftletError) -> [ComputeHost] {
         try read { db in
-            try String.fetchAll(db, sql: "SELECT body FROM host ORDER BY id").map {
+            try db.cachedValues(String.self, sql: "SELECT body FROM host ORDER BY id").map {
                 try Self.decode(ComputeHost.self, $0)
             }
         }
+    }
+}
+
+extension Database {
+    // Statements prepared once per connection and reused: SQLite compiles SQL text on every
+    // uncached call, a good part of a short query's cost on the create path.
+    fileprivate func cachedRows(sql: String, arguments: StatementArguments = StatementArguments()) throws -> [Row] {
+        try Row.fetchAll(cachedStatement(sql: sql), arguments: arguments)
+    }
+
+    fileprivate func cachedRow(sql: String, arguments: StatementArguments = StatementArguments()) throws -> Row? {
+        try Row.fetchOne(cachedStatement(sql: sql), arguments: arguments)
+    }
+
+    fileprivate func cachedValue<Value: DatabaseValueConvertible & StatementColumnConvertible>(
+        _ type: Value.Type, sql: String, arguments: StatementArguments = StatementArguments()
+    ) throws -> Value? {
+        try Value.fetchOne(cachedStatement(sql: sql), arguments: arguments)
+    }
+
+    fileprivate func cachedValues<Value: DatabaseValueConvertible & StatementColumnConvertible>(
+        _ type: Value.Type, sql: String, arguments: StatementArguments = StatementArguments()
+    ) throws -> [Value] {
+        try Value.fetchAll(cachedStatement(sql: sql), arguments: arguments)
+    }
+
+    fileprivate func cachedExecute(sql: String, arguments: StatementArguments = StatementArguments()) throws {
+        try cachedStatement(sql: sql).execute(arguments: arguments)
     }
 }
