@@ -32,7 +32,8 @@ test: build lint
 	/usr/bin/python3 tests/contract/check_openapi.py .build/debug/swiftlet .build/contract-hello.elf
 
 # BENCH_ARGS=--quick for a run under 2 minutes; see bench/README.md.
-bench: setup
+bench:
+	@scripts/setup.sh --bench
 	$(SWIFT) build -c release --product swiftlet
 	/usr/bin/python3 bench/run.py $(BENCH_ARGS)
 

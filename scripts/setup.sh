@@ -2,7 +2,9 @@
 # Installs what Swiftlet needs on a Debian machine, idempotently: QEMU, qemu-img, and the tools
 # the tests and benchmarks use. Swift itself must already be on PATH (/opt/swift/usr/bin).
 set -euo pipefail
+# --bench adds libvirt, the baseline `make bench` compares against.
 packages=(qemu-system-x86 qemu-utils zlib1g-dev iputils-ping python3 python3-yaml python3-jsonschema curl iproute2 nftables wrk procps)
+if [ "${1:-}" = "--bench" ]; then packages+=(libvirt-daemon-system libvirt-clients); fi
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

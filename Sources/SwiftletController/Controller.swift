@@ -39,7 +39,7 @@ public final class Controller: Sendable {
     // MARK: - Auth
 
     public static func hash(secret: String) -> String {
-        SHA256.hash(data: Data(secret.utf8)).map { String(format: "%02x", $0) }.joined()
+        SHA256.hash(data: Data(secret.utf8)).hexString
     }
 
     public func authenticate(authorization: String?) throws(SwiftletError) -> Principal {

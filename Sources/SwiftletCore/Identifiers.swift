@@ -22,3 +22,18 @@ public enum ResourceID {
         }
     }
 }
+
+extension Sequence where Element == UInt8 {
+    /// Lowercase hex, two digits per byte (digests, token hashes). `String(format:)` costs a
+    /// Foundation format parse per byte: 32 of them were most of an authenticated request's CPU.
+    public var hexString: String {
+        let digits = Array("0123456789abcdef".utf8)
+        var bytes: [UInt8] = []
+        bytes.reserveCapacity(underestimatedCount * 2)
+        for byte in self {
+            bytes.append(digits[Int(byte >> 4)])
+            bytes.append(digits[Int(byte & 0x0f)])
+        }
+        return String(decoding: bytes, as: UTF8.self)
+    }
+}

@@ -101,6 +101,7 @@ public struct QEMUDriver: HypervisorDriver {
         logger: Logger, runtime: DriverRuntime
     ) {
         self.qemuBinary = Self.resolveInPath(qemuBinary)
+        _ = transparentHugePagesDisabled
         self.fixedAccelerator = accelerator
         self.choice = AcceleratorChoice(calibration)
         self.logger = logger

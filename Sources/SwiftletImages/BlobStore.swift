@@ -47,7 +47,7 @@ public final class BlobUpload {
     private var hasher = SHA256()
     public private(set) var size: Int64 = 0
     /// The sha256 (hex) of the bytes appended so far: what a signature covers, known before commit.
-    public var sha256: String { hasher.finalize().map { String(format: "%02x", $0) }.joined() }
+    public var sha256: String { hasher.finalize().hexString }
 
     init(directory: String, limit: Int64) throws(SwiftletError) {
         self.directory = directory
@@ -88,7 +88,7 @@ public final class BlobUpload {
             throw SwiftletError(.internal, "blob.write_failed", "cannot sync upload: errno \(errno)")
         }
         let result = try inspect(tempPath)
-        let digest = hasher.finalize().map { String(format: "%02x", $0) }.joined()
+        let digest = hasher.finalize().hexString
         let target = directory + "/sha256/" + digest
         if FileManager.default.fileExists(atPath: target) {
             unlink(tempPath)  // Same bytes already stored once.
