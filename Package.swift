@@ -108,7 +108,8 @@ let package = Package(
             name: "SwiftletIntegrationTests",
             dependencies: [
                 "SwiftletCore", "SwiftletController", "SwiftletClient", "SwiftletHypervisor",
-                "SwiftletStore", "SwiftletImages", .product(name: "CompressNIO", package: "compress-nio"),
+                "SwiftletStore", "SwiftletImages", "SwiftletAgent",
+                .product(name: "CompressNIO", package: "compress-nio"),
             ],
             swiftSettings: strict),
     ]

@@ -42,10 +42,15 @@ public actor HostAgent {
     /// How many times an instance is restarted in a row before the agent gives up (ERROR).
     static let maxRestarts = 5
 
+    /// VMMs starting at once (spawn until QMP answers `cont`): twice the CPUs, at least 2.
+    public static let defaultConcurrentBoots = max(2, 2 * ProcessInfo.processInfo.activeProcessorCount)
+    private let bootGate: BootGate
+
     public init(
         hostId: String, store: any SwiftletStore, blobs: BlobStore, driver: any HypervisorDriver, runRoot: String,
-        readyTimeout: Duration = .seconds(30), logger: Logger
+        readyTimeout: Duration = .seconds(30), maxConcurrentBoots: Int? = nil, logger: Logger
     ) {
+        bootGate = BootGate(limit: maxConcurrentBoots ?? Self.defaultConcurrentBoots)
         self.hostId = hostId
         self.store = store
         self.blobs = blobs
@@ -307,7 +312,8 @@ public actor HostAgent {
             )
         } else {
             do {
-                (handle, times) = try await driver.spawn(spec)
+                let driver = self.driver
+                (handle, times) = try await bootGate.run { try await driver.spawn(spec) }
             } catch {
                 record(instanceId, .failed(reason: "VMM failed to start: \(error)"), timeline: timeline)
                 return

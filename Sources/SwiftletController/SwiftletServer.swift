@@ -25,6 +25,8 @@ public struct ServerConfiguration: Codable, Sendable {
     public var accelerator: String?
     /// Names of this server's bridges, TAPs and nftables tables start with it (1-5 of a-z0-9).
     public var networkPrefix: String = "swl"
+    /// VMMs this host starts at once; more creates wait their turn (default: 2 per CPU).
+    public var maxConcurrentBoots: Int = HostAgent.defaultConcurrentBoots
 
     public init() {}
 
@@ -40,6 +42,12 @@ public struct ServerConfiguration: Codable, Sendable {
             try container.decodeIfPresent(Bool.self, forKey: .stopInstancesOnExit) ?? stopInstancesOnExit
         accelerator = try container.decodeIfPresent(String.self, forKey: .accelerator)
         networkPrefix = try container.decodeIfPresent(String.self, forKey: .networkPrefix) ?? networkPrefix
+        maxConcurrentBoots =
+            try container.decodeIfPresent(Int.self, forKey: .maxConcurrentBoots) ?? maxConcurrentBoots
+        guard maxConcurrentBoots > 0 else {
+            throw DecodingError.dataCorruptedError(
+                forKey: .maxConcurrentBoots, in: container, debugDescription: "maxConcurrentBoots must be at least 1")
+        }
     }
 
     /// `/var/lib/swiftlet` as root, else `~/.local/share/swiftlet`; `SWIFTLET_DATA` overrides.
@@ -82,7 +90,8 @@ public struct SwiftletServer: Sendable {
         let vmDriver: any HypervisorDriver =
             network.map { NetworkedHypervisorDriver(base: driver, network: $0) } ?? driver
         let agent = HostAgent(
-            hostId: hostId, store: store, blobs: blobs, driver: vmDriver, runRoot: data + "/run", logger: logger)
+            hostId: hostId, store: store, blobs: blobs, driver: vmDriver, runRoot: data + "/run",
+            maxConcurrentBoots: configuration.maxConcurrentBoots, logger: logger)
         controller = Controller(
             store: store, blobs: blobs, agent: agent, uploadLimit: configuration.uploadLimitBytes,
             hostMemoryMib: HostFacts.memoryMib, logger: logger, network: network)

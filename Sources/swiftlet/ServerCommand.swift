@@ -11,7 +11,7 @@ struct ServerCommand: AsyncParsableCommand {
         discussion: """
             Settings come from, in order of precedence: flags, environment (SWIFTLET_LISTEN=HOST:PORT, \
             SWIFTLET_DATA), a JSON config file (--config; keys: host, port, dataDirectory, uploadLimitBytes, \
-            stopInstancesOnExit, accelerator), then defaults (127.0.0.1:7420).
+            stopInstancesOnExit, accelerator, networkPrefix, maxConcurrentBoots), then defaults (127.0.0.1:7420).
             """)
 
     @Option(help: "Data directory (default: /var/lib/swiftlet as root, else ~/.local/share/swiftlet).")
@@ -28,6 +28,9 @@ struct ServerCommand: AsyncParsableCommand {
 
     @Option(help: "Force the accelerator (tcg or kvm) instead of the calibrated choice.")
     var accelerator: String?
+
+    @Option(help: "VMMs this host starts at once; more creates wait their turn (default: 2 per CPU).")
+    var maxConcurrentBoots: Int?
 
     @Flag(help: "Stop all instances when the server shuts down (default: they keep running).")
     var stopInstancesOnExit = false
@@ -58,6 +61,10 @@ struct ServerCommand: AsyncParsableCommand {
         if let port { settings.port = port }
         if let accelerator { settings.accelerator = accelerator }
         if stopInstancesOnExit { settings.stopInstancesOnExit = true }
+        if let maxConcurrentBoots {
+            guard maxConcurrentBoots > 0 else { throw ValidationError("--max-concurrent-boots must be at least 1") }
+            settings.maxConcurrentBoots = maxConcurrentBoots
+        }
         let level = Logger.Level(rawValue: logLevel) ?? .info
         LoggingSystem.bootstrap { label in
             var handler = StreamLogHandler.standardError(label: label)
