@@ -16,8 +16,10 @@ public final class Controller: Sendable {
     public let uploadLimit: Int64
     /// Encoded list answers, reused until the store changes.
     let responses = ResponseCache()
-    /// Principals by token hash: tokens are never revoked yet, so an entry never goes stale.
+    /// Principals by `Authorization` header value: tokens are never revoked yet, so an entry
+    /// never goes stale.
     private let principals = Mutex<[String: Principal]>([:])
+    static let principalCacheLimit = 4096
     private let hostMemoryMib: Int
     private let logger: Logger
     /// Networks, ports and security groups on this host (nil: networking disabled).
@@ -46,13 +48,18 @@ public final class Controller: Sendable {
         guard let authorization, authorization.hasPrefix("Bearer ") else {
             throw SwiftletError(.unauthorized, "auth.missing_token", "missing 'Authorization: Bearer <token>' header")
         }
+        // Known headers skip hashing: this runs on every request.
+        if let known = principals.withLock({ $0[authorization] }) { return known }
         let secret = String(authorization.dropFirst("Bearer ".count)).trimmingCharacters(in: .whitespaces)
         let hash = Self.hash(secret: secret)
-        if let known = principals.withLock({ $0[hash] }) { return known }
         guard !secret.isEmpty, let principal = try store.principal(forSecretHash: hash) else {
             throw SwiftletError(.unauthorized, "auth.invalid_token", "the token is not valid")
         }
-        principals.withLock { $0[hash] = principal }
+        principals.withLock { principals in
+            // Only valid tokens get here, so this bounds memory against many distinct valid ones.
+            if principals.count >= Self.principalCacheLimit { principals.removeAll(keepingCapacity: true) }
+            principals[authorization] = principal
+        }
         return principal
     }
 

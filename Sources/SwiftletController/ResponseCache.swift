@@ -46,16 +46,62 @@ final class ResponseCache: Sendable {
     }
 
     /// Whether an `Accept-Encoding` header value admits gzip (RFC 9110 §12.5.3: a q of 0 refuses).
+    /// Runs on every list request, so it walks the bytes without allocating.
     static func acceptsGzip(_ header: String?) -> Bool {
-        guard let header else { return false }
-        for item in header.split(separator: ",") {
-            let parts = item.split(separator: ";").map { $0.trimmingCharacters(in: .whitespaces).lowercased() }
-            guard let coding = parts.first, coding == "gzip" || coding == "x-gzip" || coding == "*" else { continue }
-            let refused = parts.dropFirst().contains { parameter in
-                guard parameter.hasPrefix("q=") else { return false }
-                return (Double(parameter.dropFirst(2)) ?? 1) == 0
+        guard var header else { return false }
+        header.makeContiguousUTF8()  // a no-op for native strings
+        return header.utf8.withContiguousStorageIfAvailable { acceptsGzip($0) } ?? false
+    }
+
+    private static func acceptsGzip(_ bytes: UnsafeBufferPointer<UInt8>) -> Bool {
+        var start = 0
+        while start <= bytes.count {
+            var end = start
+            while end < bytes.count && bytes[end] != UInt8(ascii: ",") { end += 1 }
+            let item = UnsafeBufferPointer(rebasing: bytes[start..<end])
+            let coding = trimmed(item, upTo: item.firstIndex(of: UInt8(ascii: ";")) ?? item.count)
+            if matches(coding, "gzip") || matches(coding, "x-gzip") || matches(coding, "*") {
+                return !refusesByQuality(item)
             }
-            return !refused
+            start = end + 1
+        }
+        return false
+    }
+
+    /// The bytes of `item[..<end]` without surrounding spaces and tabs.
+    private static func trimmed(_ item: UnsafeBufferPointer<UInt8>, upTo end: Int) -> UnsafeBufferPointer<UInt8> {
+        var low = 0
+        var high = end
+        while low < high && (item[low] == 0x20 || item[low] == 0x09) { low += 1 }
+        while high > low && (item[high - 1] == 0x20 || item[high - 1] == 0x09) { high -= 1 }
+        return UnsafeBufferPointer(rebasing: item[low..<high])
+    }
+
+    /// ASCII case-insensitive equality with a lowercase literal.
+    private static func matches(_ bytes: UnsafeBufferPointer<UInt8>, _ literal: StaticString) -> Bool {
+        guard bytes.count == literal.utf8CodeUnitCount else { return false }
+        let expected = UnsafeBufferPointer(start: literal.utf8Start, count: literal.utf8CodeUnitCount)
+        for index in 0..<bytes.count {
+            let byte = bytes[index]
+            let lower = (0x41...0x5A).contains(byte) ? byte | 0x20 : byte
+            if lower != expected[index] { return false }
+        }
+        return true
+    }
+
+    /// Whether a coding's parameters include `q=0` (or 0.0, 0.00, 0.000).
+    private static func refusesByQuality(_ item: UnsafeBufferPointer<UInt8>) -> Bool {
+        var index = item.firstIndex(of: UInt8(ascii: ";")) ?? item.count
+        while index < item.count {
+            var end = index + 1
+            while end < item.count && item[end] != UInt8(ascii: ";") { end += 1 }
+            let parameter = trimmed(UnsafeBufferPointer(rebasing: item[(index + 1)..<end]), upTo: end - index - 1)
+            if parameter.count >= 2 && (parameter[0] | 0x20) == UInt8(ascii: "q") && parameter[1] == UInt8(ascii: "=") {
+                let value = parameter.dropFirst(2)
+                return !value.isEmpty && value.allSatisfy { $0 == UInt8(ascii: "0") || $0 == UInt8(ascii: ".") }
+                    && value.first == UInt8(ascii: "0")
+            }
+            index = end
         }
         return false
     }
