@@ -78,8 +78,8 @@ public struct QEMUDriver: HypervisorDriver {
     private let logger: Logger
     let runtime: DriverRuntime
 
-    /// How long spawn waits for QEMU's QMP greeting. It only guards against a wedged QEMU: a
-    /// loaded host (a CI run booting many VMs at once) was seen taking over 10 s to get there.
+    /// How long spawn waits for QEMU to answer the QMP handshake and `cont`. It only guards against
+    /// a wedged QEMU: a loaded host (a CI run booting many VMs at once) took over 10 s.
     static let startupTimeout: Duration = .seconds(60)
     /// Calibration starts no further run of an accelerator it has timed once after this.
     static let calibrationSoftLimitNanoseconds: UInt64 = 750_000_000
