@@ -13,7 +13,10 @@ extension Controller {
     /// Throws 409 `scheduler.no_host` with the filter summary when one of them fits nowhere.
     func placeInstances(count: Int, memoryMib: Int, vcpus: Int, image: Image) throws(SwiftletError) -> [String] {
         let usage = try store.hostUsage()
-        let hosts = try store.hosts().map { host in
+        let known = try launchCatalog.value("hosts", generation: store.catalogGeneration) {
+            () throws(SwiftletError) in try store.hosts()
+        }
+        let hosts = known.map { host in
             let used = usage[host.id] ?? HostUsage(memoryMib: 0, vcpus: 0, instances: 0)
             return HostState(
                 id: host.id, cpus: host.cpus, memoryMib: host.memoryMib, usedMemoryMib: used.memoryMib,

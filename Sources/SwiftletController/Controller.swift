@@ -16,6 +16,8 @@ public final class Controller: Sendable {
     public let uploadLimit: Int64
     /// Encoded list answers, reused until the store changes.
     let responses = ResponseCache()
+    /// Images, flavors and hosts as creates read them, reused until the catalog changes.
+    let launchCatalog = CatalogCache()
     /// Principals by `Authorization` header value: tokens are never revoked yet, so an entry
     /// never goes stale.
     private let principals = Mutex<[String: Principal]>([:])
@@ -199,11 +201,17 @@ public final class Controller: Sendable {
         async throws(SwiftletError)
         -> [Instance]
     {
-        let image = try image(request.image, by: principal)
+        let catalog = store.catalogGeneration
+        let image = try launchCatalog.value("image|\(scope(principal) ?? "")|\(request.image)", generation: catalog) {
+            () throws(SwiftletError) in try self.image(request.image, by: principal)
+        }
         var memoryMib = request.memoryMib
         var vcpus = request.vcpus
         if let flavorName = request.flavor {
-            guard let flavor = try store.flavors().first(where: { $0.name == flavorName }) else {
+            let flavors = try launchCatalog.value("flavors", generation: catalog) {
+                () throws(SwiftletError) in try store.flavors()
+            }
+            guard let flavor = flavors.first(where: { $0.name == flavorName }) else {
                 throw .notFound("flavor", flavorName)
             }
             memoryMib = memoryMib ?? flavor.memoryMib

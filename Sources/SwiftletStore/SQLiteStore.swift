@@ -11,6 +11,8 @@ public final class SQLiteStore: SwiftletStore {
     private let writes = Atomic<UInt64>(0)
 
     public var generation: UInt64 { writes.load(ordering: .acquiring) }
+    private let catalogChanges = CatalogChangeCounter()
+    public var catalogGeneration: UInt64 { catalogChanges.generation }
 
     public init(path: String) throws(SwiftletError) {
         do {
@@ -21,6 +23,7 @@ public final class SQLiteStore: SwiftletStore {
             // only an OS crash can lose the last commits. FULL would fsync every timeline mark.
             configuration.prepareDatabase { db in try db.execute(sql: "PRAGMA synchronous = NORMAL") }
             pool = try DatabasePool(path: path, configuration: configuration)
+            pool.add(transactionObserver: catalogChanges, extent: .databaseLifetime)
             try Self.migrator.migrate(pool)
         } catch {
             throw SwiftletError(.internal, "store.open_failed", "cannot open database \(path): \(error)")

@@ -20,6 +20,9 @@ public protocol SwiftletStore: Sendable {
     /// Grows with every committed write: a reader that saw the same value saw the same data
     /// (the API caches encoded list responses on it).
     var generation: UInt64 { get }
+    /// Grows with every committed change to images, flavors, hosts, projects or signing keys,
+    /// however made: what a create reads before placing, so the controller can keep it meanwhile.
+    var catalogGeneration: UInt64 { get }
 
     // Projects and tokens
     func createProject(_ project: Project) throws(SwiftletError)

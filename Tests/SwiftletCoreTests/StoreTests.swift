@@ -116,4 +116,27 @@ import Testing
         let parsed = try #require(Date.fromDatabaseValue(DatabaseDate.text(date).databaseValue))
         #expect(abs(parsed.timeIntervalSince(date)) < 0.001)
     }
+
+    @Test func catalogGenerationMovesWithCatalogChangesOnly() throws {
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let start = store.catalogGeneration
+        let img = image("hello")
+        try store.createImage(img)
+        let afterImage = store.catalogGeneration
+        #expect(afterImage > start)
+        // Instance writes are not catalog changes.
+        let one = instance("vm", image: img.id)
+        try store.createInstances([one])
+        try store.updateInstance(id: one.id) { $0.state = .running }
+        #expect(store.catalogGeneration == afterImage)
+        // A rolled-back catalog write is not one either.
+        #expect(throws: SwiftletError.self) { try store.createImage(image("hello")) }
+        #expect(store.catalogGeneration == afterImage)
+        try store.createFlavor(Flavor(name: "huge", vcpus: 4, memoryMib: 4096))
+        #expect(store.catalogGeneration > afterImage)
+        let afterFlavor = store.catalogGeneration
+        try store.deleteInstance(id: one.id)
+        _ = try store.deleteImage(id: img.id)
+        #expect(store.catalogGeneration > afterFlavor)
+    }
 }

@@ -52,6 +52,10 @@ import Testing
             #expect(!FileManager.default.fileExists(atPath: server.dataDirectory + "/run/" + instance.id))
             try await client.deleteImage("hello")
             #expect(try FileManager.default.contentsOfDirectory(atPath: server.dataDirectory + "/blobs/sha256").isEmpty)
+            // Creates keep the image they read until the catalog changes: a deleted one is gone.
+            await expectAPIError(404, "image.not_found") {
+                _ = try await client.createInstances(CreateInstanceRequest(name: "h2", image: "hello"))
+            }
         }
     }
 
