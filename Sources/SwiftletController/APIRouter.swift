@@ -158,17 +158,17 @@ public enum APIRouter {
             let principal = try context.requirePrincipal()
             let key =
                 "instances|\(principal)|\(state?.rawValue ?? "")|\(query.get("name") ?? "")|\(query.get("image") ?? "")"
-            let body = try controller.responses.body(for: key, generation: controller.store.generation) {
+            let answer = try controller.responses.body(
+                for: key, generation: controller.store.generation,
+                gzip: ResponseCache.acceptsGzip(request.headers[.acceptEncoding])
+            ) {
                 let instances = try controller.instances(
                     by: principal, state: state, name: query.get("name"), image: query.get("image"))
                 return ByteBuffer(bytes: try encoder.encode(InstanceList(instances: instances)))
             }
             var headers: HTTPFields = [.contentType: "application/json", .vary: "Accept-Encoding"]
-            if let gzip = body.gzip, ResponseCache.acceptsGzip(request.headers[.acceptEncoding]) {
-                headers[.contentEncoding] = "gzip"
-                return Response(status: .ok, headers: headers, body: .init(byteBuffer: gzip))
-            }
-            return Response(status: .ok, headers: headers, body: .init(byteBuffer: body.identity))
+            if answer.gzipped { headers[.contentEncoding] = "gzip" }
+            return Response(status: .ok, headers: headers, body: .init(byteBuffer: answer.body))
         }
         v1.get("instances/:id") { _, context in
             json(try controller.instance(try context.parameters.require("id"), by: try context.requirePrincipal()))
