@@ -49,7 +49,7 @@ enum QEMUCommandLine {
             if let initrd = spec.initrdPath { arguments += ["-initrd", initrd] }
         }
         arguments += ["-device", "isa-debug-exit,iobase=0x501"]
-        // Both sockets are bound by the driver and inherited (see `inheritedSockets`), so the
+        // Both sockets are bound by the driver and inherited as fds 3 and 4 (see `spawn`), so the
         // driver connects the moment QEMU exists. wait=on: QEMU goes on only once it has accepted
         // the console client (already queued), so the live stream is attached before the guest
         // runs; the logfile gets every line regardless.

@@ -325,9 +325,8 @@ public final class SQLiteStore: SwiftletStore {
                 sql: "UPDATE instance SET state = ?, body = ? WHERE id = ?",
                 arguments: [instance.state.rawValue, try Self.json(instance), id])
             for event in events {
-                try db.cachedExecute(
-                    sql: "INSERT INTO event (instance_id, time, type, message) VALUES (?, ?, ?, ?)",
-                    arguments: [id, DatabaseDate.text(instance.updatedAt), event.type, event.message])
+                try Self.insertEvent(
+                    db, instanceId: id, time: instance.updatedAt, type: event.type, message: event.message)
             }
             if let handle {
                 try db.cachedExecute(
@@ -363,14 +362,6 @@ public final class SQLiteStore: SwiftletStore {
 
     // MARK: - Handles
 
-    public func saveHandle(instanceId: String, handle: Data) throws(SwiftletError) {
-        try write { db in
-            try db.cachedExecute(
-                sql: "INSERT OR REPLACE INTO vm_handle (instance_id, handle) VALUES (?, ?)",
-                arguments: [instanceId, handle])
-        }
-    }
-
     public func handle(instanceId: String) throws(SwiftletError) -> Data? {
         try read { db in
             try db.cachedValue(
@@ -396,10 +387,16 @@ public final class SQLiteStore: SwiftletStore {
 
     public func addEvent(instanceId: String, type: String, message: String) throws(SwiftletError) {
         try write { db in
-            try db.cachedExecute(
-                sql: "INSERT INTO event (instance_id, time, type, message) VALUES (?, ?, ?, ?)",
-                arguments: [instanceId, DatabaseDate.text(Date()), type, message])
+            try Self.insertEvent(db, instanceId: instanceId, time: Date(), type: type, message: message)
         }
+    }
+
+    private static func insertEvent(_ db: Database, instanceId: String, time: Date, type: String, message: String)
+        throws
+    {
+        try db.cachedExecute(
+            sql: "INSERT INTO event (instance_id, time, type, message) VALUES (?, ?, ?, ?)",
+            arguments: [instanceId, DatabaseDate.text(time), type, message])
     }
 
     public func events(instanceId: String) throws(SwiftletError) -> [InstanceEvent] {

@@ -66,8 +66,8 @@ public protocol SwiftletStore: Sendable {
     /// What the BUILDING, RUNNING and PAUSED instances on each host hold, by host id.
     func hostUsage() throws(SwiftletError) -> [String: HostUsage]
 
-    // VMM handles (opaque to the store), so the agent can re-attach after a restart
-    func saveHandle(instanceId: String, handle: Data) throws(SwiftletError)
+    // VMM handles (opaque to the store), so the agent can re-attach after a restart; saved with
+    // the instance by `updateInstance(id:events:handle:_:)`
     func handle(instanceId: String) throws(SwiftletError) -> Data?
     func removeHandle(instanceId: String) throws(SwiftletError)
     func allHandles() throws(SwiftletError) -> [(instanceId: String, handle: Data)]
