@@ -87,7 +87,7 @@ let package = Package(
         .executableTarget(
             name: "swiftlet",
             dependencies: [
-                "SwiftletCore", "SwiftletController", "SwiftletClient", "SwiftletImages",
+                "SwiftletCore", "SwiftletController", "SwiftletClient", "SwiftletImages", "SwiftletAgent",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),

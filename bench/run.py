@@ -15,6 +15,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SWIFTLET = os.environ.get("SWIFTLET_BIN", os.path.join(ROOT, ".build/release/swiftlet"))
 QEMU = shutil.which("qemu-system-x86_64") or "qemu-system-x86_64"
 READY = b"SWIFTLET-READY"
+# Pause before each interleaved sample, so the teardown of the one before does not land in it.
+SETTLE_SECONDS = 0.1
 
 
 def now():
@@ -100,15 +102,15 @@ class Server:
 # ---------------------------------------------------------------- baselines
 
 def disable_thp():
-    """What the agent does for its VMMs (prctl PR_SET_THP_DISABLE, kept across exec)."""
+    """What the agent does for VMMs started in a burst (prctl PR_SET_THP_DISABLE, kept across exec)."""
     import ctypes
     ctypes.CDLL(None).prctl(41, 1, 0, 0, 0)
 
 
 def hand_qemu_ready(kernel, accelerator, cmdline="name=hand", thp_off=False):
     """QEMU started by hand with the driver's machine and devices, serial on stdout: spawn -> READY line.
-    thp_off: with transparent huge pages off, as the agent starts its VMMs."""
-    cpu = "host" if accelerator == "kvm" else "max"
+    thp_off: with transparent huge pages off, as the agent starts VMMs in a burst."""
+    cpu = "host,-arch-capabilities" if accelerator == "kvm" else "max"  # as the driver (QEMUCommandLine)
     args = [QEMU, "-M", "microvm,x-option-roms=off,rtc=off", "-nodefaults", "-no-user-config", "-display", "none",
             "-accel", accelerator, "-cpu", cpu, "-m", "16M", "-smp", "1", "-kernel", kernel, "-append", cmdline,
             "-device", "isa-debug-exit,iobase=0x501", "-serial", "stdio", "-no-reboot"]
@@ -210,32 +212,45 @@ def instantiation_cold(server, kernel, samples, use_libvirt):
             libvirt = Libvirt()
         except Exception as error:  # reported in the table, not hidden
             libvirt_error = str(error)
-    for i in range(samples + 1):  # the first round warms caches and is dropped
+    def api_sample(i):
         t0 = now()
         status, body = server.call("POST", "/v1/instances", {"image": "hello", "flavor": "tiny", "wait": True,
                                                                "name": f"cold-{i}"})
         t1 = now()
         inst = body["instances"][0]
         assert inst["state"] == "RUNNING", inst
-        tl = inst["timeline"]
         server.call("DELETE", f"/v1/instances/{inst['id']}")
-        h = hand_qemu_ready(kernel, accelerator)
-        h_thp_off = hand_qemu_ready(kernel, accelerator, thp_off=True)
-        v = None
-        if libvirt:
-            try:
-                v = libvirt.ready(kernel, i)
-            except Exception as error:  # reported in the table, not hidden
-                libvirt_error = str(error)
-                libvirt = None
+        return inst["timeline"], t1 - t0
+
+    def virsh_sample(i):
+        nonlocal libvirt, libvirt_error
+        if not libvirt:
+            return None
+        try:
+            return libvirt.ready(kernel, i)
+        except Exception as error:  # reported in the table, not hidden
+            libvirt_error = str(error)
+            libvirt = None
+
+    contenders = [("api", api_sample), ("hand", lambda i: hand_qemu_ready(kernel, accelerator)),
+                  ("hand_thp_off", lambda i: hand_qemu_ready(kernel, accelerator, thp_off=True)),
+                  ("virsh", virsh_sample)]
+    for i in range(samples + 1):  # the first round warms caches and is dropped
+        # Each round starts with the next contender, so none always follows the teardown of the same
+        # other one (libvirt's is the heaviest); each sample starts after a pause that lets it settle.
+        sample = {}
+        for name, run in contenders[i % 4:] + contenders[:i % 4]:
+            time.sleep(SETTLE_SECONDS)
+            sample[name] = run(i)
         if i == 0:
             continue
+        tl, client = sample["api"]
         api.append(tl["ready"] - tl["accepted"])
-        client_total.append(t1 - t0)
-        hand.append(h)
-        hand_thp_off.append(h_thp_off)
-        if v is not None:
-            virsh.append(v)
+        client_total.append(client)
+        hand.append(sample["hand"])
+        hand_thp_off.append(sample["hand_thp_off"])
+        if sample["virsh"] is not None:
+            virsh.append(sample["virsh"])
         overhead.append((tl["ready"] - tl["accepted"]) - (tl["ready"] - tl["vmmSpawned"]))
         order = ["accepted", "persisted", "scheduled", "imageReady", "vmmSpawned", "vmmUp", "ready"]
         for a, b in zip(order, order[1:]):
@@ -245,7 +260,7 @@ def instantiation_cold(server, kernel, samples, use_libvirt):
            result("swiftlet_api_cold", "API handler accepted -> guest READY (instance timeline)", api, base, "p50 <= 1.10x qemu_by_hand_cold"),
            result("swiftlet_api_cold_client", "client sends POST ?wait=true -> response received", client_total, base),
            result("qemu_by_hand_cold_thp_off", "as qemu_by_hand_cold, with transparent huge pages off as the agent "
-                  "starts its VMMs (context: the same VMM setting on both sides)", hand_thp_off)]
+                  "starts VMMs in a burst (context: what huge pages are worth to one boot)", hand_thp_off)]
     out[1]["ratio_vs_hand_thp_off"] = round(pct(api, 50) / pct(hand_thp_off, 50), 3)
     out.append(result("control_plane_overhead", "accepted -> VMM spawned (total minus VMM-spawn-to-READY)", overhead,
                       None, "p50 <= 3 ms"))
@@ -486,7 +501,7 @@ def main():
                                 ctype="application/octet-stream")
         assert status == 201
         if want("cold"):
-            results += instantiation_cold(server, kernel, 5 if args.quick else 20, not args.no_libvirt)
+            results += instantiation_cold(server, kernel, 5 if args.quick else 30, not args.no_libvirt)
         if want("warm"):
             results += instantiation_warm(server, kernel, 5 if args.quick else 20, None)
         if want("rate"):
@@ -499,7 +514,8 @@ def main():
         host = server.host()
     finally:
         server.stop()
-    rev = subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    rev = subprocess.run(["git", "-C", ROOT, "describe", "--always", "--dirty", "--abbrev=7"], capture_output=True,
+                         text=True).stdout.strip()  # "-dirty": uncommitted changes were measured
     report = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"), "git": rev,
               "machine": {"cpus": os.cpu_count(), "kernel": platform.release(), "accelerator": host["chosenAccelerator"],
                           "calibration_ms": host["calibrationMs"], "memory_mib": host["memoryMib"]},

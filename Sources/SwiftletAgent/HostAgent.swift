@@ -45,12 +45,15 @@ public actor HostAgent {
     /// VMMs starting at once (spawn until QMP answers `cont`): twice the CPUs, at least 2.
     public static let defaultConcurrentBoots = max(2, 2 * ProcessInfo.processInfo.activeProcessorCount)
     private let bootGate: BootGate
+    private let hugePages: VMMHugePages
 
     public init(
         hostId: String, store: any SwiftletStore, blobs: BlobStore, driver: any HypervisorDriver, runRoot: String,
-        readyTimeout: Duration = .seconds(30), maxConcurrentBoots: Int? = nil, logger: Logger
+        readyTimeout: Duration = .seconds(30), maxConcurrentBoots: Int? = nil, hugePages: VMMHugePages = .auto,
+        logger: Logger
     ) {
         bootGate = BootGate(limit: maxConcurrentBoots ?? Self.defaultConcurrentBoots)
+        self.hugePages = hugePages
         self.hostId = hostId
         self.store = store
         self.blobs = blobs
@@ -312,8 +315,12 @@ public actor HostAgent {
             )
         } else {
             do {
-                let driver = self.driver
-                (handle, times) = try await bootGate.run { try await driver.spawn(spec) }
+                let (driver, hugePages) = (self.driver, self.hugePages)
+                (handle, times) = try await bootGate.run { alone in
+                    var spec = spec
+                    spec.transparentHugePages = hugePages == .always || (hugePages == .auto && alone)
+                    return try await driver.spawn(spec)
+                }
             } catch {
                 record(instanceId, .failed(reason: "VMM failed to start: \(error)"), timeline: timeline)
                 return

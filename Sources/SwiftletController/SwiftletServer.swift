@@ -27,6 +27,8 @@ public struct ServerConfiguration: Codable, Sendable {
     public var networkPrefix: String = "swl"
     /// VMMs this host starts at once; more creates wait their turn (default: 2 per CPU).
     public var maxConcurrentBoots: Int = HostAgent.defaultConcurrentBoots
+    /// Transparent huge pages for cold VMMs: `auto` (only a boot alone on the host), `always`, `never`.
+    public var hugePages: VMMHugePages = .auto
 
     public init() {}
 
@@ -48,6 +50,7 @@ public struct ServerConfiguration: Codable, Sendable {
             throw DecodingError.dataCorruptedError(
                 forKey: .maxConcurrentBoots, in: container, debugDescription: "maxConcurrentBoots must be at least 1")
         }
+        hugePages = try container.decodeIfPresent(VMMHugePages.self, forKey: .hugePages) ?? hugePages
     }
 
     /// `/var/lib/swiftlet` as root, else `~/.local/share/swiftlet`; `SWIFTLET_DATA` overrides.
@@ -91,7 +94,7 @@ public struct SwiftletServer: Sendable {
             network.map { NetworkedHypervisorDriver(base: driver, network: $0) } ?? driver
         let agent = HostAgent(
             hostId: hostId, store: store, blobs: blobs, driver: vmDriver, runRoot: data + "/run",
-            maxConcurrentBoots: configuration.maxConcurrentBoots, logger: logger)
+            maxConcurrentBoots: configuration.maxConcurrentBoots, hugePages: configuration.hugePages, logger: logger)
         controller = Controller(
             store: store, blobs: blobs, agent: agent, uploadLimit: configuration.uploadLimitBytes,
             hostMemoryMib: HostFacts.memoryMib, logger: logger, network: network)

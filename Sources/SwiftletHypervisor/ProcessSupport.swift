@@ -23,11 +23,23 @@ private typealias PrctlFunction = @convention(c) (Int32, UInt, UInt, UInt, UInt)
 private let prctlFunction: PrctlFunction? = dlsym(nil, "prctl").map { unsafeBitCast($0, to: PrctlFunction.self) }
 private let setTransparentHugePagesDisable: Int32 = 41  // PR_SET_THP_DISABLE
 
-/// Turns transparent huge pages off for this process and so for every VMM it starts (the setting
-/// is inherited through spawn and kept across exec). QEMU asks for huge pages on guest RAM and
-/// its code buffer (MADV_HUGEPAGE), so the first touch of each 2 MiB zeroes all of it: with many
-/// small VMs starting at once, zeroing huge pages was 22% of all CPU. Evaluated once.
-let transparentHugePagesDisabled: Bool = prctlFunction?(setTransparentHugePagesDisable, 1, 0, 0, 0) == 0
+/// The value of this process's THP-disable flag (`PR_SET_THP_DISABLE`), nil until first set. The
+/// flag is process-wide and a spawned child keeps the value it had at exec, so every spawn sets it
+/// and execs under this lock.
+private let transparentHugePagesFlag = Mutex<Bool?>(nil)
+
+/// Runs `spawn` with transparent huge pages allowed or not for the child. QEMU asks for huge
+/// pages on guest RAM and its code buffer (MADV_HUGEPAGE), so the first touch of each 2 MiB
+/// zeroes all of it: fewer page faults for one boot, but more CPU and memory when many small VMs
+/// start at once (see docs/qemu-driver.md).
+private func withTransparentHugePages(_ allowed: Bool, _ spawn: () -> Int32) -> Int32 {
+    transparentHugePagesFlag.withLock { disabled in
+        if disabled != !allowed, prctlFunction?(setTransparentHugePagesDisable, allowed ? 0 : 1, 0, 0, 0) == 0 {
+            disabled = !allowed
+        }
+        return spawn()
+    }
+}
 
 func errnoMessage(_ code: Int32 = errno) -> String { String(cString: strerror(code)) }
 
@@ -35,10 +47,11 @@ func errnoMessage(_ code: Int32 = errno) -> String { String(cString: strerror(co
 /// to the agent's process group or the agent's death does not reach it), default signal
 /// dispositions, an empty signal mask, stdin/stdout on /dev/null, stderr to `stderrPath`, and no
 /// inherited descriptors beyond those three and `inheriting`, which the child gets as 3, 4, ...
-/// in order. `extraEnvironment` is added to this process's.
+/// in order. `extraEnvironment` is added to this process's. The child may use transparent huge
+/// pages only if `transparentHugePages`.
 func spawnDetached(
     executable: String, arguments: [String], stderrPath: String, inheriting descriptors: [Int32] = [],
-    extraEnvironment: [String: String] = [:]
+    extraEnvironment: [String: String] = [:], transparentHugePages: Bool = false
 ) throws(HypervisorError) -> pid_t {
     var attributes = posix_spawnattr_t()
     posix_spawnattr_init(&attributes)
@@ -81,7 +94,9 @@ func spawnDetached(
     let envp: [UnsafeMutablePointer<CChar>?] = environment.map { strdup("\($0.key)=\($0.value)") } + [nil]
     defer { envp.forEach { free($0) } }
     var pid: pid_t = 0
-    let result = posix_spawnp(&pid, executable, &actions, &attributes, argv, envp)
+    let result = withTransparentHugePages(transparentHugePages) {
+        posix_spawnp(&pid, executable, &actions, &attributes, argv, envp)
+    }
     guard result == 0 else {
         throw .spawnFailed("cannot execute \(executable): \(errnoMessage(result))")
     }

@@ -10,9 +10,12 @@ struct RuntimePaths: Sendable {
 }
 
 enum QEMUCommandLine {
-    /// CPU model per accelerator: `max` under TCG (emulates SSE etc.), the host's under KVM.
+    /// CPU model per accelerator: `max` under TCG (emulates SSE etc.), the host's under KVM
+    /// without the ARCH_CAPABILITIES MSR: a nested KVM here refuses QEMU 7.2's write of MSR 0x10a
+    /// and QEMU aborts (`kvm_buf_set_msrs` assertion). Unikernels do not read it; a Linux guest
+    /// without it assumes the CPU is affected by the issues it would report, the safe side.
     static func cpuModel(accelerator: String) -> String {
-        accelerator == "kvm" ? "host" : "max"
+        accelerator == "kvm" ? "host,-arch-capabilities" : "max"
     }
 
     /// Machine and minimal devices per boot kind: microvm for PVH ELF and bzImage (no PCI, no

@@ -101,7 +101,6 @@ public struct QEMUDriver: HypervisorDriver {
         logger: Logger, runtime: DriverRuntime
     ) {
         self.qemuBinary = Self.resolveInPath(qemuBinary)
-        _ = transparentHugePagesDisabled
         self.fixedAccelerator = accelerator
         self.choice = AcceleratorChoice(calibration)
         self.logger = logger
@@ -277,7 +276,8 @@ public struct QEMUDriver: HypervisorDriver {
         let pid: pid_t
         do {
             pid = try spawnDetached(
-                executable: qemuBinary, arguments: arguments, stderrPath: paths.stderrLog, inheriting: listening)
+                executable: qemuBinary, arguments: arguments, stderrPath: paths.stderrLog, inheriting: listening,
+                transparentHugePages: spec.transparentHugePages)
         } catch {
             try? FileManager.default.removeItem(atPath: paths.directory)
             throw error

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import Logging
+import SwiftletAgent
 import SwiftletController
 
 /// `swiftlet server`: the controller with an in-process agent for this host.
@@ -11,7 +12,7 @@ struct ServerCommand: AsyncParsableCommand {
         discussion: """
             Settings come from, in order of precedence: flags, environment (SWIFTLET_LISTEN=HOST:PORT, \
             SWIFTLET_DATA), a JSON config file (--config; keys: host, port, dataDirectory, uploadLimitBytes, \
-            stopInstancesOnExit, accelerator, networkPrefix, maxConcurrentBoots), then defaults (127.0.0.1:7420).
+            stopInstancesOnExit, accelerator, networkPrefix, maxConcurrentBoots, hugePages), then defaults (127.0.0.1:7420).
             """)
 
     @Option(help: "Data directory (default: /var/lib/swiftlet as root, else ~/.local/share/swiftlet).")
@@ -31,6 +32,13 @@ struct ServerCommand: AsyncParsableCommand {
 
     @Option(help: "VMMs this host starts at once; more creates wait their turn (default: 2 per CPU).")
     var maxConcurrentBoots: Int?
+
+    @Option(
+        help: """
+            Transparent huge pages for cold VMMs: auto (only a boot alone on the host: faster), always, \
+            never (least memory per VM).
+            """)
+    var hugePages: VMMHugePages?
 
     @Flag(help: "Stop all instances when the server shuts down (default: they keep running).")
     var stopInstancesOnExit = false
@@ -65,6 +73,7 @@ struct ServerCommand: AsyncParsableCommand {
             guard maxConcurrentBoots > 0 else { throw ValidationError("--max-concurrent-boots must be at least 1") }
             settings.maxConcurrentBoots = maxConcurrentBoots
         }
+        if let hugePages { settings.hugePages = hugePages }
         let level = Logger.Level(rawValue: logLevel) ?? .info
         LoggingSystem.bootstrap { label in
             var handler = StreamLogHandler.standardError(label: label)
@@ -82,3 +91,5 @@ struct ServerCommand: AsyncParsableCommand {
         try await server.run()
     }
 }
+
+extension VMMHugePages: ExpressibleByArgument {}

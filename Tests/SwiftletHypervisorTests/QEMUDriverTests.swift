@@ -268,7 +268,7 @@ struct QEMUDriverTests {
         spec.commandLine = "ip=10.0.2.15/24"
         let pvh = QEMUCommandLine.arguments(spec: spec, accelerator: "kvm", paths: paths)
         #expect(pvh.contains("microvm,x-option-roms=off,rtc=off"))
-        #expect(pvh.contains("host") && pvh.contains("-no-reboot") && pvh.contains("-nodefaults"))
+        #expect(pvh.contains("host,-arch-capabilities") && pvh.contains("-no-reboot") && pvh.contains("-nodefaults"))
         #expect(pvh.contains("user,id=n0,hostfwd=tcp::8080-:80"))
         #expect(pvh.contains("virtio-net-device,netdev=n0"))
         #expect(pvh.contains("socket,id=qmp0,fd=4,server=on,wait=off"))
@@ -365,5 +365,26 @@ struct AgentDeathTests {
         }
         if isProcessAlive(pid: helper, startTime: helperKey.startTime) { kill(helper, SIGKILL) }
         _ = await monitor.wait(helperKey, timeout: .seconds(10))
+    }
+}
+
+/// A VMM may use transparent huge pages only when its spec asks: the flag is process-wide in the
+/// agent and each spawn sets it, so alternating spawns must each get their own value.
+@Suite struct TransparentHugePagesTests {
+    @Test func eachSpawnGetsTheSettingItAskedFor() throws {
+        let temporary = TemporaryDirectory()
+        try FileManager.default.createDirectory(atPath: temporary.path, withIntermediateDirectories: true)
+        for allowed in [true, false, true, false] {
+            let pid = try spawnDetached(
+                executable: "sleep", arguments: ["30"], stderrPath: temporary.sub("sleep.err"),
+                transparentHugePages: allowed)
+            defer {
+                kill(pid, SIGKILL)
+                waitpid(pid, nil, 0)
+            }
+            let status = try String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8)
+            let line = status.split(separator: "\n").first { $0.hasPrefix("THP_enabled:") }
+            #expect(line?.split(separator: "\t").last == (allowed ? "1" : "0"), "allowed=\(allowed): \(line ?? "none")")
+        }
     }
 }

@@ -125,7 +125,8 @@ final class QEMUGuest: @unchecked Sendable {
         var arguments = [
             "-M", "microvm,x-option-roms=off,rtc=off" + (machineOptions.isEmpty ? "" : "," + machineOptions),
             "-nodefaults", "-no-user-config", "-nographic",
-            "-accel", accelerator, "-cpu", accelerator == "kvm" ? "host" : "max", "-m", "16M",
+            // As the driver: a nested KVM here aborts QEMU on the ARCH_CAPABILITIES MSR.
+            "-accel", accelerator, "-cpu", accelerator == "kvm" ? "host,-arch-capabilities" : "max", "-m", "16M",
             "-kernel", kernel.path, "-append", append,
             "-device", "isa-debug-exit,iobase=0x501", "-serial", "stdio", "-no-reboot",
         ]
