@@ -88,6 +88,7 @@ let package = Package(
             name: "swiftlet",
             dependencies: [
                 "SwiftletCore", "SwiftletController", "SwiftletClient", "SwiftletImages", "SwiftletAgent",
+                .product(name: "NIOPosix", package: "swift-nio"), .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
