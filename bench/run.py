@@ -101,10 +101,12 @@ class Server:
 
 # ---------------------------------------------------------------- baselines
 
-def disable_thp():
-    """What the agent does for VMMs started in a burst (prctl PR_SET_THP_DISABLE, kept across exec)."""
+def set_thp_disabled(disabled):
+    """What the agent does around a VMM spawn in a burst: prctl(PR_SET_THP_DISABLE) on itself, kept by
+    the child through exec. Set in this process, not in a preexec_fn, which would make Popen fork
+    instead of vfork and slow this one spawn down."""
     import ctypes
-    ctypes.CDLL(None).prctl(41, 1, 0, 0, 0)
+    ctypes.CDLL(None).prctl(41, 1 if disabled else 0, 0, 0, 0)
 
 
 def hand_qemu_ready(kernel, accelerator, cmdline="name=hand", thp_off=False):
@@ -114,9 +116,12 @@ def hand_qemu_ready(kernel, accelerator, cmdline="name=hand", thp_off=False):
     args = [QEMU, "-M", "microvm,x-option-roms=off,rtc=off", "-nodefaults", "-no-user-config", "-display", "none",
             "-accel", accelerator, "-cpu", cpu, "-m", "16M", "-smp", "1", "-kernel", kernel, "-append", cmdline,
             "-device", "isa-debug-exit,iobase=0x501", "-serial", "stdio", "-no-reboot"]
+    if thp_off:
+        set_thp_disabled(True)
     start = now()
-    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL,
-                            preexec_fn=disable_thp if thp_off else None)
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
+    if thp_off:
+        set_thp_disabled(False)
     buffer, ready = b"", None
     deadline = time.time() + 30
     while ready is None and time.time() < deadline:
@@ -422,9 +427,12 @@ def api_list(server, instances, duration, connections=64):
     out = []
     for name, headers, size in (("api_list_instances", ["-H", "Accept-Encoding: gzip"], len(packed)),
                                 ("api_list_instances_identity", [], len(plain))):
-        text = subprocess.run([wrk, "-t2", f"-c{connections}", f"-d{duration}s", "--latency",
-                               "-H", f"Authorization: Bearer {server.token}", *headers, server.base + "/v1/instances"],
-                              capture_output=True, text=True).stdout
+        def load(seconds):
+            return subprocess.run([wrk, "-t2", f"-c{connections}", f"-d{seconds}s", "--latency",
+                                   "-H", f"Authorization: Bearer {server.token}", *headers,
+                                   server.base + "/v1/instances"], capture_output=True, text=True).stdout
+        load(2)  # warm-up, not counted: connections opened, server and kernel buffers in use
+        text = load(duration)
         rps = float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1))
         lat = {m.group(1): m.group(2) for m in re.finditer(r"\s+(50|90|99)%\s+([\d.]+\w+)", text)}
         encoding = "gzip" if headers else "identity"
@@ -501,7 +509,7 @@ def main():
                                 ctype="application/octet-stream")
         assert status == 201
         if want("cold"):
-            results += instantiation_cold(server, kernel, 5 if args.quick else 30, not args.no_libvirt)
+            results += instantiation_cold(server, kernel, 5 if args.quick else 60, not args.no_libvirt)
         if want("warm"):
             results += instantiation_warm(server, kernel, 5 if args.quick else 20, None)
         if want("rate"):
