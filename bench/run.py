@@ -238,12 +238,13 @@ def instantiation_cold(server, kernel, samples, use_libvirt):
             libvirt = None
 
     contenders = [("api", api_sample), ("hand", lambda i: hand_qemu_ready(kernel, accelerator)),
-                  ("hand_thp_off", lambda i: hand_qemu_ready(kernel, accelerator, thp_off=True))]
+                  ("hand_thp_off", lambda i: hand_qemu_ready(kernel, accelerator, thp_off=True)),
+                  ("virsh", virsh_sample)]
     for i in range(samples + 1):  # the first round warms caches and is dropped
-        # Each round starts with the next contender, so none always follows the same other one;
-        # each sample starts after a pause that lets the teardown of the one before settle.
+        # Each round starts with the next contender, so none always follows the teardown of the same
+        # other one (libvirt's is the heaviest); each sample starts after a pause that lets it settle.
         sample = {}
-        for name, run in contenders[i % 3:] + contenders[:i % 3]:
+        for name, run in contenders[i % 4:] + contenders[:i % 4]:
             time.sleep(SETTLE_SECONDS)
             sample[name] = run(i)
         if i == 0:
@@ -253,18 +254,12 @@ def instantiation_cold(server, kernel, samples, use_libvirt):
         client_total.append(client)
         hand.append(sample["hand"])
         hand_thp_off.append(sample["hand_thp_off"])
+        if sample["virsh"] is not None:
+            virsh.append(sample["virsh"])
         overhead.append((tl["ready"] - tl["accepted"]) - (tl["ready"] - tl["vmmSpawned"]))
         order = ["accepted", "persisted", "scheduled", "imageReady", "vmmSpawned", "vmmUp", "ready"]
         for a, b in zip(order, order[1:]):
             phases.setdefault(f"{a}->{b}", []).append(tl[b] - tl[a])
-    # libvirt in a block of its own, after: libvirtd and virtlogd keep working for a while after
-    # `virsh destroy`, and interleaved that work landed in the samples next to it (one run: our
-    # cold boot at 1.116x by hand with libvirt interleaved, 1.006x without it).
-    for i in range(samples + 1 if libvirt else 0):
-        time.sleep(SETTLE_SECONDS)
-        v = virsh_sample(i)
-        if v is not None and i > 0:
-            virsh.append(v)
     base = result("qemu_by_hand_cold", "qemu-system-x86_64 spawn -> READY line on its stdout (same kernel, machine, accel)", hand)
     out = [base,
            result("swiftlet_api_cold", "API handler accepted -> guest READY (instance timeline)", api, base, "p50 <= 1.10x qemu_by_hand_cold"),
