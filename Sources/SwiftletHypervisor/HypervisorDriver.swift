@@ -60,7 +60,8 @@ public struct VMSpec: Codable, Sendable {
     /// Block format of a `.disk` image (`raw`, `qcow2`); given explicitly so QEMU never probes it.
     public var diskFormat: String?
     /// Let QEMU back guest RAM and its code buffer with transparent huge pages: a boot alone on the
-    /// host is faster (fewer page faults), many at once cost more CPU, and each VM keeps ~3 MiB more.
+    /// host takes fewer page faults and less CPU, many at once cost more CPU, and each VM keeps
+    /// ~3 MiB more.
     public var transparentHugePages = false
 
     public init(

@@ -35,8 +35,8 @@ struct ServerCommand: AsyncParsableCommand {
 
     @Option(
         help: """
-            Transparent huge pages for cold VMMs: auto (only a boot alone on the host: faster), always, \
-            never (least memory per VM).
+            Transparent huge pages for cold VMMs: auto (only a boot alone on the host: fewer page faults, \
+            less CPU), always, never (least memory per VM).
             """)
     var hugePages: VMMHugePages?
 
