@@ -206,6 +206,18 @@ class Libvirt:
 
 # ---------------------------------------------------------------- benchmarks
 
+# The marks on the path to READY, in order. `persisted` (the insert's commit) is reported apart: a
+# single instance's VMM starts while its record commits, the guest held until it has.
+COLD_PATH = ["accepted", "scheduled", "imageReady", "vmmSpawned", "vmmUp", "ready"]
+WARM_PATH = ["accepted", "scheduled", "imageReady", "vmmSpawned", "ready"]
+
+
+def timeline_phases(tl, path, prefix=""):
+    phases = {f"{prefix}{a}->{b}": tl[b] - tl[a] for a, b in zip(path, path[1:])}
+    phases[f"{prefix}accepted->persisted"] = tl["persisted"] - tl["accepted"]
+    return phases
+
+
 def instantiation_cold(server, kernel, samples, use_libvirt):
     """API request -> guest READY for `hello` (tiny), beside hand-started QEMU and libvirt, interleaved."""
     accelerator = server.host()["chosenAccelerator"]
@@ -257,9 +269,8 @@ def instantiation_cold(server, kernel, samples, use_libvirt):
         if sample["virsh"] is not None:
             virsh.append(sample["virsh"])
         overhead.append((tl["ready"] - tl["accepted"]) - (tl["ready"] - tl["vmmSpawned"]))
-        order = ["accepted", "persisted", "scheduled", "imageReady", "vmmSpawned", "vmmUp", "ready"]
-        for a, b in zip(order, order[1:]):
-            phases.setdefault(f"{a}->{b}", []).append(tl[b] - tl[a])
+        for name, value in timeline_phases(tl, COLD_PATH).items():
+            phases.setdefault(name, []).append(value)
     base = result("qemu_by_hand_cold", "qemu-system-x86_64 spawn -> READY line on its stdout (same kernel, machine, accel)", hand)
     out = [base,
            result("swiftlet_api_cold", "API handler accepted -> guest READY (instance timeline)", api, base, "p50 <= 1.10x qemu_by_hand_cold"),
@@ -306,9 +317,8 @@ def instantiation_warm(server, kernel, samples, cold_baseline):
         if i == 0:
             continue
         paths.append(tl.get("bootPath"))
-        order = ["accepted", "persisted", "scheduled", "imageReady", "vmmSpawned", "ready"]
-        for a, b in zip(order, order[1:]):
-            phases.setdefault(f"warm:{a}->{b}", []).append(tl[b] - tl[a])
+        for name, value in timeline_phases(tl, WARM_PATH, "warm:").items():
+            phases.setdefault(name, []).append(value)
         warm.append(tl["ready"] - tl["accepted"])
         hand.append(h)
     server.call("DELETE", f"/v1/pools/{pool['id']}")
@@ -425,10 +435,15 @@ def api_list(server, instances, duration, connections=64):
     assert plain_encoding is None and gzip_encoding == "gzip", (plain_encoding, gzip_encoding)
     assert gz.decompress(packed) == plain and len(json.loads(plain)["instances"]) == instances
     out = []
-    for name, headers, size in (("api_list_instances", ["-H", "Accept-Encoding: gzip"], len(packed)),
-                                ("api_list_instances_identity", [], len(plain))):
+    gzip_header = ["-H", "Accept-Encoding: gzip"]
+    # One wrk thread for the goal: the machine has 2 cores, and a second wrk thread takes one of
+    # them from the server's 2 event loops (4 busy threads on 2 cores), which the tail shows. The
+    # two-thread run is kept as a reference.
+    for name, threads, headers, size in (("api_list_instances", 1, gzip_header, len(packed)),
+                                         ("api_list_instances_wrk_t2", 2, gzip_header, len(packed)),
+                                         ("api_list_instances_identity", 1, [], len(plain))):
         def load(seconds):
-            return subprocess.run([wrk, "-t2", f"-c{connections}", f"-d{seconds}s", "--latency",
+            return subprocess.run([wrk, f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--latency",
                                    "-H", f"Authorization: Bearer {server.token}", *headers,
                                    server.base + "/v1/instances"], capture_output=True, text=True).stdout
         load(2)  # warm-up, not counted: connections opened, server and kernel buffers in use
@@ -437,11 +452,12 @@ def api_list(server, instances, duration, connections=64):
         lat = {m.group(1): m.group(2) for m in re.finditer(r"\s+(50|90|99)%\s+([\d.]+\w+)", text)}
         encoding = "gzip" if headers else "identity"
         out.append({"name": name,
-                    "timed": f"wrk -c{connections} {duration}s GET /v1/instances ({instances} instances, "
+                    "timed": f"wrk -t{threads} -c{connections} {duration}s GET /v1/instances ({instances} instances, "
                              f"{encoding}, {size} bytes per answer)",
                     "requests_per_second": rps, "latency": lat, "goal": ">= 10000 req/s, p99 <= 10 ms",
                     "body_bytes": size, "samples": int(re.search(r"(\d+) requests in", text).group(1))})
-    out[1]["goal"] = "reference: the same list without compression"
+    out[1]["goal"] = "reference: as api_list_instances, with 2 wrk threads"
+    out[2]["goal"] = "reference: the same list without compression"
     return out
 
 
@@ -483,8 +499,11 @@ def verdict(r, results):
         p99 = lat_ms(r["latency"].get("99", "0ms"))
         ok = r["requests_per_second"] >= 10000 and p99 <= 10
         return "met" if ok else (f"MISSED: {r['requests_per_second']} req/s, p99 {p99} ms (goals 10,000, 10 ms); "
-                                 "wrk's 2 threads and the server's 2 event loops share 2 cores (the tail is "
+                                 "wrk and the server's 2 event loops share 2 cores (the tail is "
                                  "scheduling: p50 is " + r["latency"].get("50", "?") + ")")
+    if name == "api_list_instances_wrk_t2" and "requests_per_second" in r:
+        return ("reference, no goal: wrk's second thread takes a core from the server's 2 event loops (p99 " +
+                r["latency"].get("99", "?") + ")")
     if name == "api_list_instances_identity" and "requests_per_second" in r:
         return (f"reference, no goal: {r['body_bytes']} bytes per answer; "
                 "wrk and the server share the 2 cores and the loopback copies")

@@ -34,9 +34,21 @@ public actor HostAgent {
     /// Waiters for an instance to leave BUILDING (create with `wait`).
     private var settleWaiters: [String: [CheckedContinuation<Void, Never>]] = [:]
 
+    /// Boots deleted while their VMM was starting: the boot ends that VMM once it is up.
+    private var cancelledBoots: Set<String> = []
+
     private struct RunningVM {
         var handle: VMHandle
         var supervisor: Task<Void, Never>?
+        /// What the boot has yet to commit: written with READY, in one commit (see `boot`).
+        var unsaved: UnsavedBoot?
+    }
+
+    private struct UnsavedBoot {
+        var timeline: Timeline
+        var hostId: String
+        var handle: Data
+        var imageEvent: (type: String, message: String)
     }
 
     /// How many times an instance is restarted in a row before the agent gives up (ERROR).
@@ -113,9 +125,13 @@ public actor HostAgent {
 
     /// Makes the host match the instance record. Safe to call any number of times.
     /// `persistedAt`: when the controller's insert committed, recorded with the first timeline mark.
-    /// `created`: the record the controller has just committed, which saves reading it back on
-    /// the create path (the boot's own commit re-checks the state).
-    public func reconcile(instanceId: String, persistedAt: UInt64? = nil, created: Instance? = nil) async {
+    /// `created`: the record the controller has just committed (or, with `pendingCommit`, is
+    /// committing), which saves reading it back on the create path (the boot's own commit re-checks
+    /// the state); `image`: its image, as the controller resolved it.
+    public func reconcile(
+        instanceId: String, persistedAt: UInt64? = nil, created: Instance? = nil, image: Image? = nil,
+        pendingCommit: PendingCommit? = nil
+    ) async {
         let instance: Instance?
         do { instance = try created ?? store.instance(idOrName: instanceId, projectId: nil) } catch {
             logger.error(
@@ -129,7 +145,7 @@ public actor HostAgent {
         switch instance.state {
         case .building:
             if vms[instanceId] == nil && !booting.contains(instanceId) {
-                await boot(instance, persistedAt: persistedAt)
+                await boot(instance, persistedAt: persistedAt, image: image, pendingCommit: pendingCommit)
             }
         case .running, .paused:
             if vms[instanceId] == nil && !booting.contains(instanceId) {
@@ -256,13 +272,22 @@ public actor HostAgent {
 
     // MARK: - Boot
 
-    private func boot(_ instance: Instance, persistedAt: UInt64? = nil) async {
+    /// With `pendingCommit`, the boot starts before the record is committed: the VMM starts, and
+    /// the guest runs or a failure is recorded only once the commit is done; if it fails, the boot
+    /// ends its VMM and records nothing.
+    private func boot(
+        _ instance: Instance, persistedAt: UInt64? = nil, image knownImage: Image? = nil,
+        pendingCommit: PendingCommit? = nil
+    ) async {
         booting.insert(instance.id)
-        defer { booting.remove(instance.id) }
+        defer {
+            booting.remove(instance.id)
+            cancelledBoots.remove(instance.id)
+        }
         let instanceId = instance.id
-        // Phase times stay here until the VMM is up and are written with it in one commit: no
-        // one reads a BUILDING instance's timeline before then, and each commit on this critical
-        // path costs a few hundred microseconds. A failure records the phases reached.
+        // Phase times stay here until READY and are written with it in one commit: no one reads a
+        // BUILDING instance's timeline before then, and each commit on this critical path costs a
+        // few hundred microseconds of CPU. A failure records the phases reached.
         var timeline = instance.timeline
         if let persistedAt { timeline.persisted = persistedAt }
         timeline.scheduled = monotonicNanos()
@@ -270,17 +295,18 @@ public actor HostAgent {
         let hostId = instance.hostId ?? self.hostId
         let image: Image
         do {
-            guard let found = try store.image(idOrName: instance.imageId, projectId: nil) else {
+            guard let found = try knownImage ?? store.image(idOrName: instance.imageId, projectId: nil) else {
                 throw SwiftletError.notFound("image", instance.imageId)
             }
             image = found
         } catch {
-            record(instanceId, .failed(reason: "image unavailable: \(error)"), timeline: timeline)
+            await recordFailure(instanceId, "image unavailable: \(error)", timeline: timeline, after: pendingCommit)
             return
         }
         let prepared: ImageCache.Prepared
         do { prepared = try imageCache.prepare(image, instance: instance, store: store) } catch {
-            record(instanceId, .failed(reason: "image not ready: \(error.message)"), timeline: timeline)
+            await recordFailure(
+                instanceId, "image not ready: \(error.message)", timeline: timeline, after: pendingCommit)
             return
         }
         let kernelPath = prepared.kernelPath
@@ -291,7 +317,8 @@ public actor HostAgent {
             message: prepared.cacheHit ? "image \(digest) cached on host" : "image \(digest) fetched into host cache"
         )
         let runtimeDirectory = runRoot + "/" + instanceId
-        try? FileManager.default.removeItem(atPath: runtimeDirectory)
+        // Left by an earlier VM of this instance; checked first, as a throwing remove is costly.
+        if access(runtimeDirectory, F_OK) == 0 { try? FileManager.default.removeItem(atPath: runtimeDirectory) }
         let spec = VMSpec(
             instanceID: instanceId, kernelPath: kernelPath, bootKind: BootKind(image.kind),
             memoryMiB: instance.memoryMib, vcpus: instance.vcpus,
@@ -307,52 +334,58 @@ public actor HostAgent {
         let handle: VMHandle
         let times: BootTimestamps
         var bootPath = "cold"
-        if instance.ports?.isEmpty ?? true,
-            let pooled = await startPooled(instance: instance, imageId: image.id, spec: spec)
-        {
+        var pooled: (handle: VMHandle, taken: UInt64)?
+        if instance.ports?.isEmpty ?? true, hasIdlePooledVM(instance: instance, imageId: image.id) {
+            // A pooled guest runs its config at once: only for a committed record.
+            if let pendingCommit {
+                guard let persisted = await pendingCommit.wait() else { return }
+                timeline.persisted = persisted
+            }
+            pooled = await startPooled(instance: instance, imageId: image.id, spec: spec)
+        }
+        if let pooled {
             (handle, times, bootPath) = (
                 pooled.handle, BootTimestamps(spawned: pooled.taken, vmmUp: pooled.taken), "warm-pool"
             )
         } else {
+            // The insert failed already: no VMM to start for it.
+            if pendingCommit?.hasFailed == true { return }
             do {
                 let (driver, hugePages) = (self.driver, self.hugePages)
                 (handle, times) = try await bootGate.run { alone in
                     var spec = spec
                     spec.transparentHugePages = hugePages == .always || (hugePages == .auto && alone)
-                    return try await driver.spawn(spec)
+                    return try await driver.spawn(spec) {
+                        if let pendingCommit, await pendingCommit.wait() == nil { throw CancellationError() }
+                    }
                 }
             } catch {
-                record(instanceId, .failed(reason: "VMM failed to start: \(error)"), timeline: timeline)
+                await recordFailure(
+                    instanceId, "VMM failed to start: \(error)", timeline: timeline, after: pendingCommit)
                 return
             }
+            // Resolved by now: the guest was held until it was.
+            if let persisted = await pendingCommit?.wait() { timeline.persisted = persisted }
         }
         timeline.vmmSpawned = times.spawned
         timeline.vmmUp = times.vmmUp
         timeline.bootPath = bootPath
-        let reached = timeline
+        guard cancelledBoots.remove(instanceId) == nil else {
+            await driver.destroy(handle)
+            return
+        }
         guard let encodedHandle = try? JSONEncoder().encode(handle) else {
             await driver.destroy(handle)
-            record(instanceId, .failed(reason: "cannot encode the VM handle"), timeline: reached)
+            record(instanceId, .failed(reason: "cannot encode the VM handle"), timeline: timeline)
             return
         }
-        do {
-            try store.updateInstance(id: instanceId, events: [imageEvent], handle: encodedHandle) {
-                instance throws(SwiftletError) in
-                // The instance may have been deleted or stopped while the VMM started.
-                guard instance.state == .building else {
-                    throw SwiftletError(.conflict, "instance.not_building", "the instance left BUILDING")
-                }
-                instance.hostId = hostId
-                instance.timeline = reached
-            }
-        } catch {
-            await driver.destroy(handle)
-            if error.kind != .conflict && error.kind != .notFound {
-                record(instanceId, .failed(reason: "cannot persist the VM handle: \(error)"), timeline: reached)
-            }
-            return
-        }
-        vms[instanceId] = RunningVM(handle: handle, supervisor: nil)
+        // The handle, the phases and the image event are committed with READY, in one commit: a
+        // commit here would take CPU from the VMM while it boots. Until READY only this actor knows
+        // the VM; if the agent dies meanwhile, `recoverAll` kills it as an orphan (its directory has
+        // no stored handle) and boots the instance, still BUILDING, again.
+        vms[instanceId] = RunningVM(
+            handle: handle, supervisor: nil,
+            unsaved: UnsavedBoot(timeline: timeline, hostId: hostId, handle: encodedHandle, imageEvent: imageEvent))
         let events = driver.consoleEvents(handle)
         let pattern = spec.readyPattern
         let readyTimeout = self.readyTimeout
@@ -371,9 +404,39 @@ public actor HostAgent {
 
     private func isCurrent(instanceId: String, handle: VMHandle) -> Bool { vms[instanceId]?.handle == handle }
 
-    private func guestReady(instanceId: String, handle: VMHandle, at time: UInt64) {
+    private func guestReady(instanceId: String, handle: VMHandle, at time: UInt64) async {
         guard isCurrent(instanceId: instanceId, handle: handle) else { return }
-        record(instanceId, .ready) { $0.timeline.ready = time }
+        guard let unsaved = vms[instanceId]?.unsaved else {
+            record(instanceId, .ready) { $0.timeline.ready = time }
+            return
+        }
+        vms[instanceId]?.unsaved = nil
+        do {
+            let instance = try store.updateInstance(
+                id: instanceId, events: [unsaved.imageEvent, (type: "ready", message: "guest READY")],
+                handle: unsaved.handle
+            ) { instance throws(SwiftletError) in
+                // The instance may have been stopped while the VM booted.
+                guard instance.state == .building else {
+                    throw SwiftletError(.conflict, "instance.not_building", "the instance left BUILDING")
+                }
+                instance.hostId = unsaved.hostId
+                instance.timeline = unsaved.timeline
+                instance.timeline.ready = time
+                instance.reason = nil
+                instance.state = InstanceLifecycle.observe(.ready, in: .building, policy: instance.restartPolicy).0
+            }
+            if instance.state != .building { releaseWaiters(instanceId) }
+        } catch {
+            guard isCurrent(instanceId: instanceId, handle: handle), let vm = vms.removeValue(forKey: instanceId)
+            else { return }
+            vm.supervisor?.cancel()
+            await driver.destroy(handle)
+            if error.kind != .conflict && error.kind != .notFound {
+                record(
+                    instanceId, .failed(reason: "cannot persist the VM handle: \(error)"), timeline: unsaved.timeline)
+            }
+        }
     }
 
     /// Watches the VMM process; on exit, applies the state machine and the restart policy.
@@ -387,15 +450,19 @@ public actor HostAgent {
     }
 
     private func vmExited(instanceId: String, handle: VMHandle, exit: VMExit) async {
-        guard isCurrent(instanceId: instanceId, handle: handle) else { return }
-        vms[instanceId] = nil
+        guard isCurrent(instanceId: instanceId, handle: handle), let vm = vms.removeValue(forKey: instanceId) else {
+            return
+        }
         await release(handle, instanceId: instanceId)
         let clean = exit.guestStatus == 0
-        let restart = record(instanceId, .exited(clean: clean, reason: "VM exited: \(exit.reason)"))
+        // Exited before READY: the phases it reached are recorded with the exit.
+        let restart = record(
+            instanceId, .exited(clean: clean, reason: "VM exited: \(exit.reason)"), timeline: vm.unsaved?.timeline)
         if restart { await reconcile(instanceId: instanceId) }
     }
 
     private func teardown(instanceId: String) async {
+        if booting.contains(instanceId) { cancelledBoots.insert(instanceId) }
         if let vm = vms.removeValue(forKey: instanceId) {
             vm.supervisor?.cancel()
             await driver.destroy(vm.handle)
@@ -411,6 +478,18 @@ public actor HostAgent {
     }
 
     // MARK: - Recording
+
+    /// Records a boot's failure once its record is committed; nothing if the commit failed.
+    private func recordFailure(
+        _ instanceId: String, _ reason: String, timeline: Timeline, after pendingCommit: PendingCommit?
+    ) async {
+        var timeline = timeline
+        if let pendingCommit {
+            guard let persisted = await pendingCommit.wait() else { return }
+            timeline.persisted = persisted
+        }
+        record(instanceId, .failed(reason: reason), timeline: timeline)
+    }
 
     /// Applies an observation through the state machine; returns whether to boot again.
     @discardableResult

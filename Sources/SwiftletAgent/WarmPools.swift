@@ -123,14 +123,22 @@ extension HostAgent {
         refill(policyId: policyId)
     }
 
+    /// Whether a pool for the instance's image and shape has a pre-booted VM ready now.
+    func hasIdlePooledVM(instance: Instance, imageId: String) -> Bool {
+        guard let policy = pool(for: instance, imageId: imageId) else { return false }
+        return !(warm.idle[policy.id]?.isEmpty ?? true)
+    }
+
+    private func pool(for instance: Instance, imageId: String) -> WarmPool? {
+        warm.policies.values.first {
+            $0.imageId == imageId && $0.memoryMib == instance.memoryMib && $0.vcpus == instance.vcpus
+        }
+    }
+
     /// Takes a pooled VM matching the instance, gives it its ports and config, and returns it;
     /// nil when no pool matches or the hand-over failed (the caller then boots cold).
     func startPooled(instance: Instance, imageId: String, spec: VMSpec) async -> (handle: VMHandle, taken: UInt64)? {
-        guard
-            let policy = warm.policies.values.first(where: {
-                $0.imageId == imageId && $0.memoryMib == instance.memoryMib && $0.vcpus == instance.vcpus
-            }),
-            var queue = warm.idle[policy.id], !queue.isEmpty
+        guard let policy = pool(for: instance, imageId: imageId), var queue = warm.idle[policy.id], !queue.isEmpty
         else { return nil }
         let pooled = queue.removeFirst()
         warm.idle[policy.id] = queue

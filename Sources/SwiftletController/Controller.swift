@@ -249,9 +249,11 @@ public final class Controller: Sendable {
         let hostIds = try placeInstances(count: count, memoryMib: memoryMib ?? 16, vcpus: vcpus ?? 1, image: image)
         for index in instances.indices { instances[index].hostId = hostIds[index] }
         let networkPlan = try planNetworks(request, by: principal, count: count)
+        if count == 1 && networkPlan.network == nil {
+            return try await createWhileSpawning(instances[0], image: image, wait: request.wait == true)
+        }
         do { try store.createInstances(instances) } catch  where error.kind == .conflict {
-            throw SwiftletError(
-                .conflict, "instance.duplicate_name", "an instance with that name already exists in the project")
+            throw Self.duplicateName
         }
         try attachNetworks(networkPlan, to: instances)
         // Recorded by the agent with its first write, so persisting costs one commit, not two.
@@ -283,6 +285,44 @@ public final class Controller: Sendable {
             if let instance = try store.instance(idOrName: id, projectId: nil) { created.append(instance) }
         }
         return created
+    }
+
+    private static let duplicateName = SwiftletError(
+        .conflict, "instance.duplicate_name", "an instance with that name already exists in the project")
+
+    /// Creates one instance without networks with its VMM starting while its record commits: the
+    /// agent spawns QEMU paused and lets the guest run once the insert is done, so the commit is off
+    /// the path to READY. A failed insert ends that VMM (nothing is recorded) and is the answer.
+    private func createWhileSpawning(_ instance: Instance, image: Image, wait: Bool) async throws(SwiftletError)
+        -> [Instance]
+    {
+        let (store, agent) = (self.store, self.agent)
+        let pendingCommit = PendingCommit()
+        let commit = Task { () -> SwiftletError? in
+            do throws(SwiftletError) { try store.createInstances([instance]) } catch {
+                pendingCommit.failed()
+                return error.kind == .conflict ? Self.duplicateName : error
+            }
+            pendingCommit.committed(at: monotonicNanos())
+            return nil
+        }
+        if wait {
+            // The boot runs here up to the spawn, then waits for the commit task.
+            await agent.reconcile(
+                instanceId: instance.id, created: instance, image: image, pendingCommit: pendingCommit)
+            if let error = await commit.value { throw error }
+            await agent.waitUntilSettled(instanceId: instance.id, timeout: .seconds(60))
+        } else {
+            Task {
+                await agent.reconcile(
+                    instanceId: instance.id, created: instance, image: image, pendingCommit: pendingCommit)
+            }
+            if let error = await commit.value { throw error }
+        }
+        guard let created = try store.instance(idOrName: instance.id, projectId: nil) else {
+            throw .notFound("instance", instance.id)
+        }
+        return [created]
     }
 
     /// A config word: `key=value`, key of letters, digits, `_`, `-`, `.`; no spaces or control characters.

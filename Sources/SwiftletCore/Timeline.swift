@@ -74,16 +74,12 @@ public struct Timeline: Codable, Sendable, Equatable {
         }
     }
 
-    /// Duration of each phase: from the previous recorded phase to this one, in nanoseconds.
+    /// Duration of each phase: from the phase recorded just before it in time to this one, in
+    /// nanoseconds. Phases may overlap: a VMM can be spawned before the record is persisted.
     public var phaseDurations: [(Phase, UInt64)] {
-        var result: [(Phase, UInt64)] = []
-        var previous: UInt64?
-        for phase in Phase.allCases {
-            guard let time = self[phase] else { continue }
-            if let previous, phase != .accepted { result.append((phase, time &- previous)) }
-            previous = time
-        }
-        return result
+        let recorded = Phase.allCases.compactMap { phase in self[phase].map { (phase, $0) } }
+            .enumerated().sorted { ($0.element.1, $0.offset) < ($1.element.1, $1.offset) }.map(\.element)
+        return zip(recorded, recorded.dropFirst()).map { previous, next in (next.0, next.1 - previous.1) }
     }
 
     /// accepted → READY, when both are known.

@@ -203,6 +203,11 @@ public protocol HypervisorDriver: Sendable {
     /// Start the VMM for `spec`; returns once QMP answers (VMM up). Throws HypervisorError with a
     /// clear message on failure and leaves no process/socket/dir behind.
     func spawn(_ spec: VMSpec) async throws -> (VMHandle, BootTimestamps)
+    /// As `spawn`, with the guest held until `release` returns: the VMM starts while the caller
+    /// finishes what must precede any guest code (committing the instance record). If `release`
+    /// throws, the VMM is destroyed and that error rethrown.
+    func spawn(_ spec: VMSpec, holdingGuestUntil release: @Sendable () async throws -> Void) async throws
+        -> (VMHandle, BootTimestamps)
     /// Re-attach after an agent restart: true if the process is still that VMM (pid + start
     /// time match) and QMP answers.
     func recover(_ handle: VMHandle) async -> Bool
@@ -231,6 +236,16 @@ public protocol HypervisorDriver: Sendable {
 }
 
 /// Monotonic clock in nanoseconds (CLOCK_MONOTONIC), the base of every boot timestamp.
+extension HypervisorDriver {
+    /// Without a way to hold the guest: release first, then spawn.
+    public func spawn(_ spec: VMSpec, holdingGuestUntil release: @Sendable () async throws -> Void) async throws
+        -> (VMHandle, BootTimestamps)
+    {
+        try await release()
+        return try await spawn(spec)
+    }
+}
+
 public func monotonicNanoseconds() -> UInt64 {
     var ts = timespec()
     clock_gettime(CLOCK_MONOTONIC, &ts)

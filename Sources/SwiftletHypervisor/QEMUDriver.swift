@@ -251,6 +251,12 @@ public struct QEMUDriver: HypervisorDriver {
     // MARK: Lifecycle
 
     public func spawn(_ spec: VMSpec) async throws -> (VMHandle, BootTimestamps) {
+        try await spawn(spec, holdingGuestUntil: {})
+    }
+
+    public func spawn(_ spec: VMSpec, holdingGuestUntil release: @Sendable () async throws -> Void) async throws
+        -> (VMHandle, BootTimestamps)
+    {
         try Self.validate(spec)
         let accelerator = await accelerator()
         let paths = RuntimePaths(directory: spec.runtimeDirectory)
@@ -299,6 +305,11 @@ public struct QEMUDriver: HypervisorDriver {
             let consoleFD = try connectUnixSocket(path: paths.consoleSocket).get()
             consoleUp = monotonicNanoseconds()
             try await runtime.hub(socketPath: paths.consoleSocket).adopt(fd: consoleFD)
+            // QEMU builds its machine meanwhile and waits, paused (-S), for `cont` below.
+            do { try await release() } catch {
+                await destroy(handle)
+                throw SpawnReleaseFailed(underlying: error)
+            }
             let qmpFD = try connectUnixSocket(path: paths.qmpSocket).get()
             do {
                 // `cont` rides with the handshake: the guest resumes as soon as QEMU's main loop runs.
@@ -313,6 +324,8 @@ public struct QEMUDriver: HypervisorDriver {
                 }
             }
             vmmUp = monotonicNanoseconds()
+        } catch let error as SpawnReleaseFailed {
+            throw error.underlying
         } catch {
             let message = await abandonSpawn(handle, key: key, error: error)
             log.error("qemu failed to start", metadata: ["error": "\(message)"])
@@ -546,11 +559,16 @@ public struct QEMUDriver: HypervisorDriver {
 
     /// Creates the directory and clears sockets/logs a previous VM left in it.
     static func prepareRuntimeDirectory(_ paths: RuntimePaths) throws(HypervisorError) {
-        do {
-            try FileManager.default.createDirectory(
-                atPath: paths.directory, withIntermediateDirectories: true)
-        } catch {
-            throw .spawnFailed("cannot create runtime directory \(paths.directory): \(error)")
+        // One mkdir(2) on the usual path (a new directory, nothing stale in it); Foundation's
+        // recursive create costs a stat per path component on every boot.
+        if mkdir(paths.directory, 0o777) == 0 { return }
+        if errno != EEXIST {
+            do {
+                try FileManager.default.createDirectory(
+                    atPath: paths.directory, withIntermediateDirectories: true)
+            } catch {
+                throw .spawnFailed("cannot create runtime directory \(paths.directory): \(error)")
+            }
         }
         for path in [paths.qmpSocket, paths.consoleSocket, paths.consoleLog, paths.stderrLog] {
             unlink(path)

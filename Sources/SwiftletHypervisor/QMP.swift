@@ -122,3 +122,8 @@ extension Duration {
         return seconds * 1_000_000_000 + attoseconds / 1_000_000_000
     }
 }
+
+/// The caller's release of a held guest failed; the VMM is already destroyed.
+struct SpawnReleaseFailed: Error {
+    var underlying: any Error
+}

@@ -15,10 +15,16 @@ public struct NetworkedHypervisorDriver: HypervisorDriver {
     }
 
     public func spawn(_ spec: VMSpec) async throws -> (VMHandle, BootTimestamps) {
+        try await spawn(spec, holdingGuestUntil: {})
+    }
+
+    public func spawn(_ spec: VMSpec, holdingGuestUntil release: @Sendable () async throws -> Void) async throws
+        -> (VMHandle, BootTimestamps)
+    {
         var spec = spec
         spec.taps = try await network.plug(instanceId: spec.instanceID)
         do {
-            return try await base.spawn(spec)
+            return try await base.spawn(spec, holdingGuestUntil: release)
         } catch {
             await network.unplug(instanceId: spec.instanceID)
             throw error

@@ -59,6 +59,10 @@ import Testing
         timeline.ready = 10000
         #expect(timeline.total == 9000)
         #expect(timeline.phaseDurations.map(\.1) == [500, 1500, 7000])
+        // A VMM spawned before the record committed: phases follow time, not the enum's order.
+        timeline.persisted = 4000
+        #expect(timeline.phaseDurations.map(\.0) == [.vmmSpawned, .persisted, .ready])
+        #expect(timeline.phaseDurations.map(\.1) == [2000, 1000, 6000])
         #expect(Percentile.of([5, 1, 3, 2, 4], 50) == 3)
         #expect(Percentile.of([5, 1, 3, 2, 4], 90) == 5)
         #expect(Percentile.of([], 50) == nil)

@@ -99,6 +99,28 @@ import Testing
         }
     }
 
+    @Test func refusedDuplicateLeavesNoVMMBehind() async throws {
+        let kernel = try Kernels.path("hello")
+        try await withServer { server, client in
+            _ = try await client.uploadImage(path: kernel, name: "hello")
+            let first = try await client.createInstances(
+                CreateInstanceRequest(name: "twin", image: "hello", wait: true))
+            for wait in [true, false] {
+                await expectAPIError(409, "instance.duplicate_name") {
+                    _ = try await client.createInstances(
+                        CreateInstanceRequest(name: "twin", image: "hello", wait: wait))
+                }
+            }
+            // A refused create's VMM (started while its insert ran) is gone, with its directory.
+            let run = server.dataDirectory + "/run"
+            try await eventually("only the first instance's VMM is left") {
+                let directories = try FileManager.default.contentsOfDirectory(atPath: run)
+                return processes(mentioning: run + "/").count == 1 && directories == [first[0].id]
+            }
+            #expect(try await client.instances().map(\.name) == ["twin"])
+        }
+    }
+
     @Test func projectsAreIsolated() async throws {
         let kernel = try Kernels.path("hello")
         try await withServer { server, admin in

@@ -114,8 +114,12 @@ import Testing
         let before = Set(processes(mentioning: server.dataDirectory + "/run/"))
         #expect(before.count == 2)
 
-        // Creates in flight when the server dies.
+        // Creates in flight when the server dies: a batch, and single ones (their VMMs start while
+        // their records commit, and their handles are saved with READY).
         _ = try await client.createInstances(CreateInstanceRequest(name: "inflight", image: "hello", count: 4))
+        for index in 1...2 {
+            _ = try await client.createInstances(CreateInstanceRequest(name: "solo-\(index)", image: "hello"))
+        }
         server.crash()
         try? await client.shutdown()
         // VMs are not children of the dead server's session: they still run.
@@ -128,7 +132,7 @@ import Testing
             try await client.instances().allSatisfy { $0.state == .running || $0.state == .error }
         }
         let instances = try await client.instances()
-        #expect(instances.count == 6)
+        #expect(instances.count == 8)
         for instance in instances where instance.state == .error { #expect(instance.reason?.isEmpty == false) }
         // Re-attached, not duplicated: the first two kept their VMs, each instance has at most one VMM.
         let after = processes(mentioning: server.dataDirectory + "/run/")
