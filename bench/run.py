@@ -541,8 +541,12 @@ def main():
         host = server.host()
     finally:
         server.stop()
-    rev = subprocess.run(["git", "-C", ROOT, "describe", "--always", "--dirty", "--abbrev=7"], capture_output=True,
-                         text=True).stdout.strip()  # "-dirty": uncommitted changes were measured
+    rev = subprocess.run(["git", "-C", ROOT, "rev-parse", "--short=7", "HEAD"], capture_output=True,
+                         text=True).stdout.strip()
+    # "-dirty": uncommitted changes were measured (earlier result files do not count).
+    changed = subprocess.run(["git", "-C", ROOT, "status", "--porcelain", "--untracked-files=no", "--", ".",
+                              ":!bench/results"], capture_output=True, text=True).stdout.strip()
+    rev += "-dirty" if changed else ""
     report = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"), "git": rev,
               "machine": {"cpus": os.cpu_count(), "kernel": platform.release(), "accelerator": host["chosenAccelerator"],
                           "calibration_ms": host["calibrationMs"], "memory_mib": host["memoryMib"]},

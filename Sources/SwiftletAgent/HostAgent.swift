@@ -199,9 +199,7 @@ public actor HostAgent {
 
     /// Suspends until the instance is no longer BUILDING, or `timeout` passes.
     public func waitUntilSettled(instanceId: String, timeout: Duration) async {
-        if let instance = try? store.instance(idOrName: instanceId, projectId: nil), instance.state != .building {
-            return
-        }
+        if isSettled(instanceId) { return }
         await withTaskGroup(of: Void.self) { group in
             group.addTask { await self.addSettleWaiter(instanceId) }
             group.addTask { try? await Task.sleep(for: timeout) }
@@ -213,12 +211,18 @@ public actor HostAgent {
 
     private func addSettleWaiter(_ instanceId: String) async {
         await withCheckedContinuation { continuation in
-            if let instance = try? store.instance(idOrName: instanceId, projectId: nil), instance.state != .building {
+            if isSettled(instanceId) {
                 continuation.resume()
             } else {
                 settleWaiters[instanceId, default: []].append(continuation)
             }
         }
+    }
+
+    /// Reads only the state: this runs while the guest boots, beside it on the same CPUs.
+    private func isSettled(_ instanceId: String) -> Bool {
+        guard let state = try? store.instanceState(id: instanceId) else { return true }
+        return state != .building
     }
 
     private func releaseWaiters(_ instanceId: String) {

@@ -287,6 +287,13 @@ public final class SQLiteStore: SwiftletStore {
         }
     }
 
+    public func instanceState(id: String) throws(SwiftletError) -> InstanceState? {
+        try read { db in
+            try db.cachedValue(String.self, sql: "SELECT state FROM instance WHERE id = ?", arguments: [id])
+                .flatMap(InstanceState.init(rawValue:))
+        }
+    }
+
     public func instance(idOrName: String, projectId: String?) throws(SwiftletError) -> Instance? {
         try read { db in
             try db.cachedValue(

@@ -51,6 +51,8 @@ public protocol SwiftletStore: Sendable {
     func instances(projectId: String?, state: InstanceState?, name: String?, imageId: String?) throws(SwiftletError)
         -> [Instance]
     func instance(idOrName: String, projectId: String?) throws(SwiftletError) -> Instance?
+    /// Only the state of an instance, by id: no record to decode (polled while a create waits).
+    func instanceState(id: String) throws(SwiftletError) -> InstanceState?
     /// Read-modify-write in one transaction; returns the updated instance.
     @discardableResult
     func updateInstance(id: String, _ change: @Sendable (inout Instance) throws(SwiftletError) -> Void)
