@@ -329,15 +329,28 @@ def instantiation_warm(server, kernel, samples, cold_baseline):
 
 
 def creation_rate(server, count, concurrency=16):
-    """Instances/s while creating `count` hello instances: first POST sent -> last instance RUNNING."""
-    start = now()
+    """Instances/s while creating `count` hello instances: first POST sent -> last instance RUNNING;
+    and how the API answers meanwhile (one client, GET /v1/hosts every 50 ms)."""
+    done, latencies = threading.Event(), []
+
+    def probe():
+        while not done.is_set():
+            t0 = now()
+            server.call("GET", "/v1/hosts")
+            latencies.append(now() - t0)
+            done.wait(0.05)
 
     def create(i):
         return server.call("POST", "/v1/instances", {"image": "hello", "name": f"rate-{i}", "wait": True})
 
+    prober = threading.Thread(target=probe)
+    start = now()
+    prober.start()
     with ThreadPoolExecutor(concurrency) as pool:
         results = list(pool.map(create, range(count)))
     elapsed = now() - start
+    done.set()
+    prober.join()
     running = sum(1 for s, b in results if s == 201 and b["instances"][0]["state"] == "RUNNING")
     per_instance = [b["instances"][0]["timeline"]["ready"] - b["instances"][0]["timeline"]["accepted"]
                     for s, b in results if s == 201 and b["instances"][0]["timeline"].get("ready")]
@@ -345,7 +358,9 @@ def creation_rate(server, count, concurrency=16):
     r = result("creation_rate", f"{count} creates ({concurrency} concurrent clients): first POST -> last READY",
                per_instance, goal=">= 25 instances/s", note=f"{running}/{count} RUNNING")
     r["instances_per_second"] = round(rate, 2)
-    return [r]
+    api = result("api_p99_during_creates", f"GET /v1/hosts, one client every 50 ms, during the {count} creates",
+                 latencies, goal="host stays responsive")
+    return [r, api]
 
 
 def pss_kib(pids):
