@@ -398,8 +398,8 @@ public actor HostAgent {
         // Wait for READY outside the actor's critical path: other instances boot meanwhile.
         Task {
             if let (time, _) = await waitForReady(events: events, pattern: pattern, timeout: readyTimeout) {
-                await self.guestReady(instanceId: instanceId, handle: handle, at: time)
-            } else if await self.isCurrent(instanceId: instanceId, handle: handle) {
+                self.guestReady(instanceId: instanceId, handle: handle, at: time)
+            } else if self.isCurrent(instanceId: instanceId, handle: handle) {
                 // Not READY in time and still running: the guest is wedged.
                 _ = try? await driver.stop(handle, timeout: .milliseconds(10))
             }
@@ -408,38 +408,18 @@ public actor HostAgent {
 
     private func isCurrent(instanceId: String, handle: VMHandle) -> Bool { vms[instanceId]?.handle == handle }
 
-    private func guestReady(instanceId: String, handle: VMHandle, at time: UInt64) async {
+    /// READY, committed with what the boot kept unsaved until now (handle, phases, image event).
+    private func guestReady(instanceId: String, handle: VMHandle, at time: UInt64) {
         guard isCurrent(instanceId: instanceId, handle: handle) else { return }
-        guard let unsaved = vms[instanceId]?.unsaved else {
-            record(instanceId, .ready) { $0.timeline.ready = time }
-            return
-        }
+        let unsaved = vms[instanceId]?.unsaved
         vms[instanceId]?.unsaved = nil
-        do {
-            let instance = try store.updateInstance(
-                id: instanceId, events: [unsaved.imageEvent, (type: "ready", message: "guest READY")],
-                handle: unsaved.handle
-            ) { instance throws(SwiftletError) in
-                // The instance may have been stopped while the VM booted.
-                guard instance.state == .building else {
-                    throw SwiftletError(.conflict, "instance.not_building", "the instance left BUILDING")
-                }
-                instance.hostId = unsaved.hostId
-                instance.timeline = unsaved.timeline
-                instance.timeline.ready = time
-                instance.reason = nil
-                instance.state = InstanceLifecycle.observe(.ready, in: .building, policy: instance.restartPolicy).0
-            }
-            if instance.state != .building { releaseWaiters(instanceId) }
-        } catch {
-            guard isCurrent(instanceId: instanceId, handle: handle), let vm = vms.removeValue(forKey: instanceId)
-            else { return }
-            vm.supervisor?.cancel()
-            await driver.destroy(handle)
-            if error.kind != .conflict && error.kind != .notFound {
-                record(
-                    instanceId, .failed(reason: "cannot persist the VM handle: \(error)"), timeline: unsaved.timeline)
-            }
+        let hostId = unsaved?.hostId
+        record(
+            instanceId, .ready, timeline: unsaved?.timeline, events: unsaved.map { [$0.imageEvent] } ?? [],
+            handle: unsaved?.handle
+        ) {
+            $0.timeline.ready = time
+            if let hostId { $0.hostId = hostId }
         }
     }
 
@@ -499,11 +479,13 @@ public actor HostAgent {
     @discardableResult
     private func record(
         _ instanceId: String, _ observation: InstanceObservation, timeline: Timeline? = nil,
+        events: [(type: String, message: String)] = [], handle: Data? = nil,
         _ extra: (@Sendable (inout Instance) -> Void)? = nil
     ) -> Bool {
         // READY's event goes in the same commit; the others depend on the state reached.
         let readyEvents = observation == .ready ? [(type: "ready", message: "guest READY")] : []
-        let result = try? store.updateInstance(id: instanceId, events: readyEvents, handle: nil) { instance in
+        let result = try? store.updateInstance(id: instanceId, events: events + readyEvents, handle: handle) {
+            instance in
             if let timeline { instance.timeline = timeline }
             extra?(&instance)
             var (next, again) = InstanceLifecycle.observe(

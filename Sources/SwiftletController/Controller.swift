@@ -256,7 +256,7 @@ public final class Controller: Sendable {
             throw Self.duplicateName
         }
         try attachNetworks(networkPlan, to: instances)
-        // Recorded by the agent with its first write, so persisting costs one commit, not two.
+        // Recorded by the agent with READY, so persisting costs one commit, not two.
         let persisted = monotonicNanos()
         let agent = self.agent
         let ids = instances.map(\.id)

@@ -235,7 +235,6 @@ public protocol HypervisorDriver: Sendable {
     func publishPort(_ handle: VMHandle, _ port: PortMapping) async throws
 }
 
-/// Monotonic clock in nanoseconds (CLOCK_MONOTONIC), the base of every boot timestamp.
 extension HypervisorDriver {
     /// Without a way to hold the guest: release first, then spawn.
     public func spawn(_ spec: VMSpec, holdingGuestUntil release: @Sendable () async throws -> Void) async throws
@@ -246,6 +245,7 @@ extension HypervisorDriver {
     }
 }
 
+/// Monotonic clock in nanoseconds (CLOCK_MONOTONIC), the base of every boot timestamp.
 public func monotonicNanoseconds() -> UInt64 {
     var ts = timespec()
     clock_gettime(CLOCK_MONOTONIC, &ts)
