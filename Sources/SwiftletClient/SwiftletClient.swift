@@ -135,15 +135,36 @@ public final class SwiftletClient: Sendable {
         return list.instances
     }
 
-    public func instances(state: InstanceState? = nil, name: String? = nil, image: String? = nil) async throws
-        -> [Instance]
-    {
-        var query: [(String, String)] = []
-        if let state { query.append(("state", state.rawValue)) }
-        if let name { query.append(("name", name)) }
-        if let image { query.append(("image", image)) }
-        let list: InstanceList = try await send("GET", "/v1/instances", query: query)
-        return list.instances
+    /// Every instance that passes the filters, fetched a page of `pageSize` at a time (as
+    /// novaclient walks markers), so no single answer grows with the fleet.
+    public func instances(
+        state: InstanceState? = nil, name: String? = nil, image: String? = nil, pageSize: Int = 500
+    ) async throws -> [Instance] {
+        var filters: [(String, String)] = [("limit", String(pageSize))]
+        if let state { filters.append(("state", state.rawValue)) }
+        if let name { filters.append(("name", name)) }
+        if let image { filters.append(("image", image)) }
+        // A marker deleted between two pages has no place in the order any more: walk again.
+        var attempts = 1
+        while true {
+            do { return try await walkInstancePages(filters) } catch let error as ClientError
+                where error.code == "instance.bad_marker" && attempts < 3
+            {
+                attempts += 1
+            }
+        }
+    }
+
+    private func walkInstancePages(_ filters: [(String, String)]) async throws -> [Instance] {
+        var instances: [Instance] = []
+        var marker: String?
+        repeat {
+            let page: InstanceList = try await send(
+                "GET", "/v1/instances", query: filters + (marker.map { [("marker", $0)] } ?? []))
+            instances += page.instances
+            marker = page.next
+        } while marker != nil
+        return instances
     }
 
     public func instance(_ idOrName: String) async throws -> Instance {

@@ -155,16 +155,25 @@ public enum APIRouter {
                 }
                 state = parsed
             }
+            var limit: Int?
+            if let text = query.get("limit") {
+                // Checked before the cache is asked: an answer cached for another query must not hide it.
+                guard let parsed = Int(text), parsed > 0 else {
+                    throw SwiftletError.badRequest("instance.bad_limit", "limit must be a positive integer")
+                }
+                limit = parsed
+            }
+            let (name, image, marker) = (query.get("name"), query.get("image"), query.get("marker"))
             let principal = try context.requirePrincipal()
-            let key =
-                "instances|\(principal)|\(state?.rawValue ?? "")|\(query.get("name") ?? "")|\(query.get("image") ?? "")"
+            let key = ResponseCache.key(
+                "instances", "\(principal)", state?.rawValue, name, image, marker, limit.map(String.init))
             let answer = try controller.responses.body(
                 for: key, generation: controller.store.generation,
                 gzip: ResponseCache.acceptsGzip(request.headers[.acceptEncoding])
             ) {
-                let instances = try controller.instances(
-                    by: principal, state: state, name: query.get("name"), image: query.get("image"))
-                return ByteBuffer(bytes: try encoder.encode(InstanceList(instances: instances)))
+                let list = try controller.instances(
+                    by: principal, state: state, name: name, image: image, after: marker, limit: limit)
+                return ByteBuffer(bytes: try encoder.encode(list))
             }
             var headers: HTTPFields = [.contentType: "application/json", .vary: "Accept-Encoding"]
             if answer.gzipped { headers[.contentEncoding] = "gzip" }

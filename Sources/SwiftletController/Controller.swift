@@ -339,16 +339,39 @@ public final class Controller: Sendable {
         }
     }
 
-    public func instances(by principal: Principal, state: InstanceState?, name: String?, image: String?)
-        throws(SwiftletError)
-        -> [Instance]
-    {
+    /// The most instances one page holds, as Nova's `osapi_max_limit`: a larger `limit` is cut to it.
+    public static let maxPageSize = 1000
+
+    /// A principal's instances in creation order. With `limit`, one page of at most that many,
+    /// created after the `marker` instance, and the marker of the next page when more follow.
+    public func instances(
+        by principal: Principal, state: InstanceState?, name: String?, image: String?, after marker: String? = nil,
+        limit: Int? = nil
+    ) throws(SwiftletError) -> InstanceList {
         var imageId: String?
         if let image {
-            guard let found = try store.image(idOrName: image, projectId: scope(principal)) else { return [] }
+            guard let found = try store.image(idOrName: image, projectId: scope(principal)) else {
+                return InstanceList(instances: [])
+            }
             imageId = found.id
         }
-        return try store.instances(projectId: scope(principal), state: state, name: name, imageId: imageId)
+        if let marker, try store.instance(idOrName: marker, projectId: scope(principal))?.id != marker {
+            throw .badRequest("instance.bad_marker", "marker '\(marker)' is not the id of one of your instances")
+        }
+        guard let limit else {
+            return InstanceList(
+                instances: try store.instances(
+                    projectId: scope(principal), state: state, name: name, imageId: imageId, after: marker, limit: nil))
+        }
+        guard limit > 0 else { throw .badRequest("instance.bad_limit", "limit must be a positive integer") }
+        let pageSize = min(limit, Self.maxPageSize)
+        // One more than the page: whether another page follows, without a second query.
+        var page = try store.instances(
+            projectId: scope(principal), state: state, name: name, imageId: imageId, after: marker,
+            limit: pageSize + 1)
+        guard page.count > pageSize else { return InstanceList(instances: page) }
+        page.removeLast(page.count - pageSize)
+        return InstanceList(instances: page, next: page.last?.id)
     }
 
     public func instance(_ idOrName: String, by principal: Principal) throws(SwiftletError) -> Instance {

@@ -22,6 +22,16 @@ final class ResponseCache: Sendable {
     /// Distinct queries kept at most; the whole cache is dropped beyond (queries are few in practice).
     private let capacity = 256
 
+    /// A key naming one query: each part with its length, so that no two queries share one
+    /// (`name=a|b` against `name=a&image=b`), and an absent part apart from an empty one.
+    static func key(_ parts: String?...) -> String {
+        var key = ""
+        for part in parts {
+            if let part { key += "\(part.utf8.count):\(part)" } else { key += "-" }
+        }
+        return key
+    }
+
     /// The answer for `key` at `generation`, and whether it is gzip-compressed (only when
     /// `gzip` is allowed and the answer is large enough).
     func body(for key: String, generation: UInt64, gzip allowed: Bool = false, make: () throws -> ByteBuffer)

@@ -63,7 +63,12 @@ public struct ImageList: Codable, Sendable { public var images: [Image] }
 public struct FlavorList: Codable, Sendable { public var flavors: [Flavor] }
 public struct InstanceList: Codable, Sendable {
     public var instances: [Instance]
-    public init(instances: [Instance]) { self.instances = instances }
+    /// Set on a page that has a next one: pass it as `marker` to get it.
+    public var next: String?
+    public init(instances: [Instance], next: String? = nil) {
+        self.instances = instances
+        self.next = next
+    }
 }
 public struct EventList: Codable, Sendable { public var events: [InstanceEvent] }
 public struct HostList: Codable, Sendable { public var hosts: [ComputeHost] }

@@ -272,17 +272,21 @@ public final class SQLiteStore: SwiftletStore {
         }
     }
 
-    public func instances(projectId: String?, state: InstanceState?, name: String?, imageId: String?)
-        throws(SwiftletError) -> [Instance]
-    {
+    public func instances(
+        projectId: String?, state: InstanceState?, name: String?, imageId: String?, after marker: String?,
+        limit: Int?
+    ) throws(SwiftletError) -> [Instance] {
         try read { db in
+            // A marker that no longer exists compares as NULL: an empty page, not the first one.
             try db.cachedValues(
                 String.self,
                 sql: """
                     SELECT body FROM instance WHERE (?1 IS NULL OR project_id = ?1) AND (?2 IS NULL OR state = ?2)
-                    AND (?3 IS NULL OR name = ?3) AND (?4 IS NULL OR image_id = ?4) ORDER BY created_at, id
+                    AND (?3 IS NULL OR name = ?3) AND (?4 IS NULL OR image_id = ?4)
+                    AND (?5 IS NULL OR (created_at, id) > (SELECT created_at, id FROM instance WHERE id = ?5))
+                    ORDER BY created_at, id LIMIT ?6
                     """,
-                arguments: [projectId, state?.rawValue, name, imageId]
+                arguments: [projectId, state?.rawValue, name, imageId, marker, limit ?? -1]
             ).map { try Self.decode(Instance.self, $0) }
         }
     }

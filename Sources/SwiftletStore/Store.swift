@@ -1,8 +1,6 @@
 import Foundation
 import SwiftletCore
 
-/// What the controller and agent need from persistent state. The SQLite implementation is the
-/// embedded default; a PostgreSQL one will implement the same protocol.
 /// Resources held on one host by its live instances (an aggregate, not a record).
 public struct HostUsage: Sendable, Equatable {
     public var memoryMib: Int
@@ -16,6 +14,8 @@ public struct HostUsage: Sendable, Equatable {
     }
 }
 
+/// What the controller and agent need from persistent state. The SQLite implementation is the
+/// embedded default; a PostgreSQL one will implement the same protocol.
 public protocol SwiftletStore: Sendable {
     /// Grows with every committed write: a reader that saw the same value saw the same data
     /// (the API caches encoded list responses on it).
@@ -48,8 +48,12 @@ public protocol SwiftletStore: Sendable {
     // Instances
     /// Inserts all or none (names unique per project).
     func createInstances(_ instances: [Instance]) throws(SwiftletError)
-    func instances(projectId: String?, state: InstanceState?, name: String?, imageId: String?) throws(SwiftletError)
-        -> [Instance]
+    /// In creation order; with `marker`, only those created after that instance (keyset paging),
+    /// and at most `limit` of them.
+    func instances(
+        projectId: String?, state: InstanceState?, name: String?, imageId: String?, after marker: String?,
+        limit: Int?
+    ) throws(SwiftletError) -> [Instance]
     func instance(idOrName: String, projectId: String?) throws(SwiftletError) -> Instance?
     /// Only the state of an instance, by id: no record to decode (polled while a create waits).
     func instanceState(id: String) throws(SwiftletError) -> InstanceState?
@@ -81,4 +85,13 @@ public protocol SwiftletStore: Sendable {
     // Hosts
     func upsertHost(_ host: ComputeHost) throws(SwiftletError)
     func hosts() throws(SwiftletError) -> [ComputeHost]
+}
+
+extension SwiftletStore {
+    /// Every instance that passes the filters, in creation order.
+    public func instances(projectId: String?, state: InstanceState?, name: String?, imageId: String?)
+        throws(SwiftletError) -> [Instance]
+    {
+        try instances(projectId: projectId, state: state, name: name, imageId: imageId, after: nil, limit: nil)
+    }
 }

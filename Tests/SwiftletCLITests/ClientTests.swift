@@ -2,6 +2,7 @@ import Foundation
 import Glibc
 import SwiftletClient
 import SwiftletCore
+import Synchronization
 import Testing
 
 @Suite struct ClientErrorTests {
@@ -141,6 +142,33 @@ import Testing
                 try await $0.uploadImage(path: "/nonexistent/k.elf", name: "k")
             }
         }
+    }
+
+    @Test func listWalksPagesAndStartsOverWhenItsMarkerIsDeleted() async throws {
+        // The marker `i-1` is deleted after the first walk's first page; the second walk finds it again.
+        let markerRequests = Mutex(0)
+        let server = try FakeServer { request in
+            guard request.target.contains("marker=i-1") else {
+                return FakeServer.response(200, "OK", json: #"{"instances":[],"next":"i-1"}"#)
+            }
+            if markerRequests.withLock({
+                $0 += 1; return $0
+            }) == 1 {
+                return FakeServer.response(
+                    400, "Bad Request", json: #"{"error":{"code":"instance.bad_marker","message":"gone"}}"#)
+            }
+            return FakeServer.response(200, "OK", json: #"{"instances":[]}"#)
+        }
+        defer { server.stop() }
+        let listed = try await SwiftletClient.withClient(baseURL: "http://127.0.0.1:\(server.port)", token: "t") {
+            try await $0.instances(state: .running, pageSize: 7)
+        }
+        #expect(listed.isEmpty)
+        #expect(
+            server.requests.map(\.target) == [
+                "/v1/instances?limit=7&state=RUNNING", "/v1/instances?limit=7&state=RUNNING&marker=i-1",
+                "/v1/instances?limit=7&state=RUNNING", "/v1/instances?limit=7&state=RUNNING&marker=i-1",
+            ])
     }
 
     @Test func createSendsTheRequestBody() async throws {

@@ -46,6 +46,37 @@ import Testing
         #expect(try store.instances(projectId: nil, state: .running, name: nil, imageId: nil).map(\.id) == [one.id])
     }
 
+    @Test func pagesFollowCreationOrderAcrossEqualTimes() throws {
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let img = image("hello")
+        try store.createImage(img)
+        // One batch shares its creation time to the millisecond: the id breaks the tie.
+        let created = Date()
+        let batch = (0..<5).map { index in
+            var one = instance("n\(index)", image: img.id)
+            one.createdAt = created
+            return one
+        }
+        var later = instance("later", image: img.id)
+        later.createdAt = created.addingTimeInterval(1)
+        try store.createInstances([later] + batch)
+        let all = try store.instances(projectId: nil, state: nil, name: nil, imageId: nil)
+        #expect(all.map(\.id) == batch.map(\.id).sorted() + [later.id])
+        var walked: [String] = []
+        var marker: String?
+        repeat {
+            let page = try store.instances(
+                projectId: nil, state: nil, name: nil, imageId: nil, after: marker, limit: 2)
+            #expect(page.count <= 2)
+            walked += page.map(\.id)
+            marker = page.count == 2 ? page.last?.id : nil
+        } while marker != nil
+        #expect(walked == all.map(\.id))
+        // A marker that is gone has no place in the order: nothing after it, not the first page.
+        #expect(
+            try store.instances(projectId: nil, state: nil, name: nil, imageId: nil, after: "i-gone", limit: 2).isEmpty)
+    }
+
     @Test func constraintsKeepInvariants() throws {
         defer { try? FileManager.default.removeItem(atPath: directory) }
         let img = image("hello")

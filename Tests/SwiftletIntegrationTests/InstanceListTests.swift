@@ -29,6 +29,44 @@ import Testing
         }
     }
 
+    @Test func pagesWalkTheListInOrderAndRejectBadMarkers() async throws {
+        let kernel = try Kernels.path("hello")
+        try await withServer { server, client in
+            _ = try await client.uploadImage(path: kernel, name: "hello")
+            _ = try await client.createInstances(
+                CreateInstanceRequest(name: "paged", image: "hello", count: 5, wait: true))
+            let all = try await client.instances(pageSize: Controller.maxPageSize)
+            #expect(all.count == 5)
+            // Pages of 2: 2, 2 and a last one of 1 without `next`.
+            var pages: [InstanceList] = []
+            var marker: String?
+            repeat {
+                let page = try get(server, "/v1/instances?limit=2" + (marker.map { "&marker=\($0)" } ?? ""))
+                pages.append(try SwiftletJSON.decoder().decode(InstanceList.self, from: Data(page.body.utf8)))
+                marker = pages.last?.next
+            } while marker != nil && pages.count < 10
+            #expect(pages.map(\.instances.count) == [2, 2, 1])
+            #expect(pages.flatMap(\.instances).map(\.id) == all.map(\.id))
+            #expect(try await client.instances(pageSize: 2).map(\.id) == all.map(\.id))
+            // The unpaginated answer is cached now: it must not stand in for a bad query.
+            #expect(try get(server, "/v1/instances").status == 200)
+            for bad in ["limit=0", "limit=-1", "limit=two", "limit=2&marker=i-0000000000000000", "marker=paged-1"] {
+                let answer = try get(server, "/v1/instances?" + bad)
+                #expect(answer.status == 400, "\(bad): \(answer.body)")
+            }
+            for instance in all { try await client.deleteInstance(instance.id) }
+        }
+    }
+
+    /// Status and body of an authenticated GET through curl.
+    private func get(_ server: ServerProcess, _ path: String) throws -> (status: Int, body: String) {
+        let result = try Shell.run(
+            "/usr/bin/curl",
+            ["-sS", "-w", "\n%{http_code}", "-H", "Authorization: Bearer \(server.adminToken)", server.url + path])
+        let lines = result.output.split(separator: "\n", omittingEmptySubsequences: false)
+        return (Int(lines.last ?? "") ?? 0, lines.dropLast().joined(separator: "\n"))
+    }
+
     /// Lowercased headers and the body of `curl -D -` output.
     private func split(_ output: String) -> (head: String, body: String) {
         guard let end = output.range(of: "\r\n\r\n") else { return (output.lowercased(), "") }

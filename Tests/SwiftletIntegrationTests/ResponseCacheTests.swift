@@ -18,6 +18,16 @@ import Testing
         #expect(!ResponseCache.acceptsGzip(nil))
     }
 
+    @Test func keysOfDifferentQueriesDiffer() {
+        let keys = [
+            ResponseCache.key("instances", "a|b", nil), ResponseCache.key("instances", "a", "b"),
+            ResponseCache.key("instances", "a", ""), ResponseCache.key("instances", "a", nil),
+            ResponseCache.key("instances", "1:a", nil), ResponseCache.key("instances", "1", "a"),
+        ]
+        #expect(Set(keys).count == keys.count)
+        #expect(ResponseCache.key("instances", "a", nil) == ResponseCache.key("instances", "a", nil))
+    }
+
     @Test func largeAnswersAreCompressedOncePerGeneration() throws {
         let cache = ResponseCache()
         let made = Atomic(0)
