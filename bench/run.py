@@ -544,7 +544,19 @@ def verdict(r, results):
     return ""
 
 
+def revision():
+    """The measured revision, "-dirty" when the working tree has uncommitted changes (earlier result
+    files do not count). Taken at the start, just after `make bench` built the binary: edits made
+    while a run goes on do not change what it measures."""
+    rev = subprocess.run(["git", "-C", ROOT, "rev-parse", "--short=7", "HEAD"], capture_output=True,
+                         text=True).stdout.strip()
+    changed = subprocess.run(["git", "-C", ROOT, "status", "--porcelain", "--untracked-files=no", "--", ".",
+                              ":!bench/results"], capture_output=True, text=True).stdout.strip()
+    return rev + ("-dirty" if changed else "")
+
+
 def main():
+    rev = revision()
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true", help="a run under 2 minutes")
     parser.add_argument("--only", default="", help="comma-separated: cold,warm,rate,api,density")
@@ -575,12 +587,6 @@ def main():
         host = server.host()
     finally:
         server.stop()
-    rev = subprocess.run(["git", "-C", ROOT, "rev-parse", "--short=7", "HEAD"], capture_output=True,
-                         text=True).stdout.strip()
-    # "-dirty": uncommitted changes were measured (earlier result files do not count).
-    changed = subprocess.run(["git", "-C", ROOT, "status", "--porcelain", "--untracked-files=no", "--", ".",
-                              ":!bench/results"], capture_output=True, text=True).stdout.strip()
-    rev += "-dirty" if changed else ""
     report = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"), "git": rev,
               "machine": {"cpus": os.cpu_count(), "kernel": platform.release(), "accelerator": host["chosenAccelerator"],
                           "calibration_ms": host["calibrationMs"], "memory_mib": host["memoryMib"]},
