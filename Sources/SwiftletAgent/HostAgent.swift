@@ -100,10 +100,22 @@ public actor HostAgent {
             }
         }
         removeOrphans(keeping: known)
+        if let images = try? store.images(projectId: nil) {
+            let dropped = imageCache.prune(keeping: Set(images.map(\.sha256)))
+            if !dropped.isEmpty {
+                logger.info("dropped unused image cache entries", metadata: ["image.cache.dropped": "\(dropped)"])
+            }
+        }
         let instances = (try? store.instances(projectId: nil, state: nil, name: nil, imageId: nil)) ?? []
         for instance in instances where instance.hostId == nil || instance.hostId == hostId {
             await reconcile(instanceId: instance.id)
         }
+    }
+
+    /// Drops this host's cached copy of a digest that no image record names any more: the
+    /// controller calls it when it deletes the last image with those bytes.
+    public nonisolated func evictCachedImage(sha256: String) {
+        imageCache.evict(sha256: sha256)
     }
 
     /// Kills VMM processes and removes runtime directories under `runRoot` that no stored

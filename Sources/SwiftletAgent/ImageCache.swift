@@ -54,6 +54,22 @@ struct ImageCache: Sendable {
         return (target, false)
     }
 
+    /// Drops a digest's cached bytes. An entry is usually a hard link to the blob, so the bytes
+    /// stay on disk until both are gone. A VM that runs from them keeps its open file.
+    func evict(sha256: String) {
+        unlink(path(sha256: sha256))
+    }
+
+    /// Drops every entry whose digest no image record names any more (its image was deleted
+    /// while this host was down, or before eviction existed), and fetches a crash left half done.
+    /// The blob store is not consulted: a host keeps serving its cached images when it is absent.
+    func prune(keeping digests: Set<String>) -> [String] {
+        guard let entries = try? FileManager.default.contentsOfDirectory(atPath: root) else { return [] }
+        let dropped = entries.filter { !digests.contains($0) }
+        for entry in dropped { unlink(root + "/" + entry) }
+        return dropped
+    }
+
     /// Everything a boot needs, checked: the image's launch profile, its initrd, and for a project
     /// that requires signed images, the cached bytes re-hashed and the signature re-verified.
     func prepare(_ image: Image, instance: Instance, store: any SwiftletStore) throws(SwiftletError) -> Prepared {

@@ -167,7 +167,11 @@ public final class Controller: Sendable {
         let image = try image(idOrName, by: principal)
         try requireOwner(image, principal)
         let shared = try store.deleteImage(id: image.id)
-        if !shared { blobs.remove(sha256: image.sha256) }
+        if !shared {
+            blobs.remove(sha256: image.sha256)
+            // The host's copy is a hard link to the blob: without this the bytes never leave the disk.
+            agent.evictCachedImage(sha256: image.sha256)
+        }
     }
 
     // MARK: - Flavors

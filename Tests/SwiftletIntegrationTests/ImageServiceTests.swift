@@ -184,6 +184,38 @@ import Testing
         }
     }
 
+    @Test func deletingTheLastImageOfItsBytesEvictsTheHostCache() async throws {
+        let pvh = try Kernels.path("hello")
+        try await withServer { server, client in
+            let first = try await client.uploadImage(path: pvh, name: "a")
+            _ = try await client.uploadImage(path: pvh, name: "b")
+            let (booted, _) = try await Self.bootReady(client, image: "a")
+            try await client.deleteInstance(booted.id)
+            let cache = server.dataDirectory + "/image-cache/"
+            let cached = cache + first.sha256
+            #expect(FileManager.default.fileExists(atPath: cached))
+            // "b" still names the same bytes: both copies stay.
+            try await client.deleteImage("a")
+            #expect(FileManager.default.fileExists(atPath: cached) && Self.blobs(server) == [first.sha256])
+            try await client.deleteImage("b")
+            #expect(!FileManager.default.fileExists(atPath: cached))
+            #expect(Self.blobs(server).isEmpty)
+
+            // A restart drops entries no image names (deleted while the server was down, or a
+            // fetch cut short), and keeps the ones still named.
+            let kept = try await client.uploadImage(path: pvh, name: "c")
+            _ = try await Self.bootReady(client, image: "c")
+            server.crash()
+            for stray in ["0123abcd", ".tmp-fetch-1"] {
+                #expect(FileManager.default.createFile(atPath: cache + stray, contents: Data("x".utf8)))
+            }
+            try await server.start()
+            let entries = try FileManager.default.contentsOfDirectory(atPath: cache)
+            #expect(entries == [kept.sha256], "\(entries)")
+            for instance in try await client.instances() { try await client.deleteInstance(instance.id) }
+        }
+    }
+
     @Test func signedImagesBootAndTamperingIsRefused() async throws {
         let pvh = try Kernels.path("hello")
         try await withServer { server, admin in
