@@ -61,8 +61,9 @@ struct ImageCache: Sendable {
     }
 
     /// Drops every entry whose digest no image record names any more (its image was deleted
-    /// while this host was down, or before eviction existed), and fetches a crash left half done.
-    /// The blob store is not consulted: a host keeps serving its cached images when it is absent.
+    /// while this host was down, or before eviction existed), and the temp files of fetches a
+    /// crash cut short. The blob store is not consulted: a host keeps booting the images it has
+    /// cached when their blobs are gone.
     func prune(keeping digests: Set<String>) -> [String] {
         guard let entries = try? FileManager.default.contentsOfDirectory(atPath: root) else { return [] }
         let dropped = entries.filter { !digests.contains($0) }
