@@ -362,18 +362,13 @@ public final class Controller: Sendable {
         if let marker, try store.instance(idOrName: marker, projectId: scope(principal))?.id != marker {
             throw .badRequest("instance.bad_marker", "marker '\(marker)' is not the id of one of your instances")
         }
-        guard let limit else {
-            return InstanceList(
-                instances: try store.instances(
-                    projectId: scope(principal), state: state, name: name, imageId: imageId, after: marker, limit: nil))
-        }
-        guard limit > 0 else { throw .badRequest("instance.bad_limit", "limit must be a positive integer") }
-        let pageSize = min(limit, Self.maxPageSize)
-        // One more than the page: whether another page follows, without a second query.
+        // The router has refused a limit under 1. One more than the page is read: whether
+        // another page follows, without a second query.
+        let pageSize = limit.map { min($0, Self.maxPageSize) }
         var page = try store.instances(
             projectId: scope(principal), state: state, name: name, imageId: imageId, after: marker,
-            limit: pageSize + 1)
-        guard page.count > pageSize else { return InstanceList(instances: page) }
+            limit: pageSize.map { $0 + 1 })
+        guard let pageSize, page.count > pageSize else { return InstanceList(instances: page) }
         page.removeLast(page.count - pageSize)
         return InstanceList(instances: page, next: page.last?.id)
     }

@@ -151,9 +151,11 @@ import Testing
             guard request.target.contains("marker=i-1") else {
                 return FakeServer.response(200, "OK", json: #"{"instances":[],"next":"i-1"}"#)
             }
-            if markerRequests.withLock({
-                $0 += 1; return $0
-            }) == 1 {
+            let attempt = markerRequests.withLock { count in
+                count += 1
+                return count
+            }
+            if attempt == 1 {
                 return FakeServer.response(
                     400, "Bad Request", json: #"{"error":{"code":"instance.bad_marker","message":"gone"}}"#)
             }
