@@ -110,6 +110,7 @@ class Server:
             os.kill(int(pid), signal.SIGKILL)
         shutil.rmtree(self.data, ignore_errors=True)
         self.log.close()
+        os.remove(self.data + ".log")
 
 
 # ---------------------------------------------------------------- baselines
@@ -611,8 +612,13 @@ def main():
                 server.call("DELETE", f"/v1/instances/{inst['id']}")
             results += density(server, 50 if args.quick else 1000, api_seconds=(3 if args.quick else 10) if want("api") else 0)
         host = server.host()
+    except BaseException:
+        server.log.flush()
+        sys.stderr.write("the server's log ends:\n" + open(server.data + ".log").read()[-3000:])
+        raise
     finally:
         server.stop()
+        shutil.rmtree(os.path.dirname(kernel), ignore_errors=True)
     report = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"), "git": rev,
               "machine": {"cpus": os.cpu_count(), "kernel": platform.release(), "accelerator": host["chosenAccelerator"],
                           "calibration_ms": host["calibrationMs"], "memory_mib": host["memoryMib"]},
