@@ -573,12 +573,12 @@ def verdict(r, results):
 
 def revision():
     """The measured revision, "-dirty" when the working tree has uncommitted changes (earlier result
-    files do not count). Taken at the start, just after `make bench` built the binary: edits made
-    while a run goes on do not change what it measures."""
+    files and Markdown do not count). Taken at the start, just after `make bench` built the binary:
+    edits made while a run goes on do not change what it measures."""
     rev = subprocess.run(["git", "-C", ROOT, "rev-parse", "--short=7", "HEAD"], capture_output=True,
                          text=True).stdout.strip()
     changed = subprocess.run(["git", "-C", ROOT, "status", "--porcelain", "--untracked-files=no", "--", ".",
-                              ":!bench/results"], capture_output=True, text=True).stdout.strip()
+                              ":!bench/results", ":!*.md"], capture_output=True, text=True).stdout.strip()
     return rev + ("-dirty" if changed else "")
 
 
