@@ -5,8 +5,8 @@ import Testing
 @testable import SwiftletCore
 @testable import SwiftletStore
 
-/// Against a real SQLite file.
-@Suite struct StoreTests {
+/// Against a real SQLite file, in a directory each test removes when it ends (`deinit`).
+@Suite final class StoreTests {
     let directory: String
     let store: SQLiteStore
 
@@ -15,6 +15,8 @@ import Testing
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         store = try SQLiteStore(path: directory + "/test.sqlite")
     }
+
+    deinit { try? FileManager.default.removeItem(atPath: directory) }
 
     func image(_ name: String) -> Image {
         Image(
@@ -30,7 +32,6 @@ import Testing
     }
 
     @Test func defaultsAndRoundTrip() throws {
-        defer { try? FileManager.default.removeItem(atPath: directory) }
         #expect(try store.flavors().map(\.name) == ["tiny", "small", "medium"])
         let img = image("hello")
         try store.createImage(img)
@@ -47,7 +48,6 @@ import Testing
     }
 
     @Test func pagesFollowCreationOrderAcrossEqualTimes() throws {
-        defer { try? FileManager.default.removeItem(atPath: directory) }
         let img = image("hello")
         try store.createImage(img)
         // One batch shares its creation time to the millisecond: the id breaks the tie.
@@ -78,7 +78,6 @@ import Testing
     }
 
     @Test func constraintsKeepInvariants() throws {
-        defer { try? FileManager.default.removeItem(atPath: directory) }
         let img = image("hello")
         try store.createImage(img)
         #expect(throws: SwiftletError.self) { try store.createImage(image("hello")) }  // duplicate name
@@ -98,7 +97,6 @@ import Testing
     }
 
     @Test func concurrentWritersDoNotLoseUpdates() async throws {
-        defer { try? FileManager.default.removeItem(atPath: directory) }
         let img = image("hello")
         try store.createImage(img)
         let one = instance("counter", image: img.id)
@@ -113,7 +111,6 @@ import Testing
     }
 
     @Test func updateWithEventsAndHandleIsOneTransaction() throws {
-        defer { try? FileManager.default.removeItem(atPath: directory) }
         let img = image("hello")
         try store.createImage(img)
         let one = instance("vm", image: img.id)
@@ -149,7 +146,6 @@ import Testing
     }
 
     @Test func catalogGenerationMovesWithCatalogChangesOnly() throws {
-        defer { try? FileManager.default.removeItem(atPath: directory) }
         let start = store.catalogGeneration
         let img = image("hello")
         try store.createImage(img)

@@ -23,6 +23,8 @@ enum Kernels {
     private static let directory: String = {
         let path = NSTemporaryDirectory() + "swiftlet-kernels-\(getpid())"
         try? FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
+        // Removed when the test process ends, whatever the outcome.
+        atexit { try? FileManager.default.removeItem(atPath: NSTemporaryDirectory() + "swiftlet-kernels-\(getpid())") }
         return path
     }()
     private static let lock = NSLock()
