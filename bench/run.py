@@ -235,8 +235,7 @@ def by_predecessor(samples_ns, predecessors):
     """p50 (ms) and count of the samples taken right after each other contender."""
     groups = {}
     for value, before in zip(samples_ns, predecessors):
-        if value is not None:
-            groups.setdefault(before, []).append(value)
+        groups.setdefault(before, []).append(value)
     return {before: {"n": len(values), "p50": ms(pct(values, 50))} for before, values in sorted(groups.items())}
 
 
@@ -280,9 +279,10 @@ def instantiation_cold(server, kernel, samples, use_libvirt):
     contenders = [("api", api_sample), ("hand", lambda i: hand_qemu_ready(kernel, accelerator)),
                   ("hand_thp_off", lambda i: hand_qemu_ready(kernel, accelerator, thp_off=True)),
                   ("virsh", virsh_sample)]
-    # A boot right after a libvirt one is slower by 1.5-4 ms, and a longer pause does not help (see
-    # bench/README.md), so the order must not favour anyone: rounds take the rows of a balanced Latin
-    # square in turn, in which every contender comes right after each other one equally often.
+    # A boot right after a libvirt one is often slower, by up to ~4 ms, and a longer pause does not
+    # help (see bench/README.md), so the order must not favour anyone: rounds take the rows of a
+    # balanced Latin square in turn, in which every contender comes right after each other one
+    # equally often.
     predecessors = {name: [] for name, _ in contenders}
     previous = None
     for i in range(samples + 1):  # the first round warms caches and is dropped
