@@ -50,8 +50,8 @@ enum NetTest {
             guest.stop()
             throw GuestTestError("\(app) did not get ready; console:\n\(guest.console)")
         }
-        // The interface summary follows READY; wait for it so the NIC kind is known.
-        _ = guest.waitFor("net: virtio-net", timeout: 5)
+        // The interface summary follows READY; wait for its whole line so the NIC kind is known.
+        _ = guest.waitForLines(startingWith: "net: virtio-net", timeout: 5)
         return guest
     }
 

@@ -26,9 +26,11 @@ struct NetworkTests {
             #expect(try udpRoundTrip(host: "127.0.0.1", port: port, payload: payload) == payload)
         }
         // The counters are printable on the console.
+        // The line reaches the console in pieces: wait for all of it before reading a counter.
         guest.send("netstats")
-        #expect(guest.waitFor("net: rx_frames=", timeout: 10), "console: \(guest.console)")
-        #expect(guest.console.contains("udp_no_listener=0"))
+        let stats = try #require(
+            guest.waitForLines(startingWith: "net: rx_frames=", timeout: 10)?.first, "console: \(guest.console)")
+        #expect(stats.contains(" udp_no_listener=0 "), "\(stats)")
     }
 
     @Test(arguments: virtioModes)
