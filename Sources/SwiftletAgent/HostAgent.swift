@@ -62,14 +62,16 @@ public actor HostAgent {
     public init(
         hostId: String, store: any SwiftletStore, blobs: BlobStore, driver: any HypervisorDriver, runRoot: String,
         readyTimeout: Duration = .seconds(30), maxConcurrentBoots: Int? = nil, hugePages: VMMHugePages = .auto,
-        logger: Logger
+        imageCacheDirectory: String? = nil, imageCacheLimitBytes: Int64? = nil, logger: Logger
     ) {
         bootGate = BootGate(limit: maxConcurrentBoots ?? Self.defaultConcurrentBoots)
         self.hugePages = hugePages
         self.hostId = hostId
         self.store = store
         self.blobs = blobs
-        imageCache = ImageCache(root: (runRoot as NSString).deletingLastPathComponent + "/image-cache", blobs: blobs)
+        imageCache = ImageCache(
+            root: imageCacheDirectory ?? (runRoot as NSString).deletingLastPathComponent + "/image-cache", blobs: blobs,
+            limitBytes: imageCacheLimitBytes)
         self.driver = driver
         self.runRoot = runRoot
         self.readyTimeout = readyTimeout
@@ -104,6 +106,12 @@ public actor HostAgent {
             let dropped = imageCache.prune(keeping: Set(images.map(\.sha256)))
             if !dropped.isEmpty {
                 logger.info("dropped unused image cache entries", metadata: ["image.cache.dropped": "\(dropped)"])
+            }
+            // The limit may have been lowered while the server was down.
+            let evicted = imageCache.enforceLimit(protecting: [])
+            if !evicted.isEmpty {
+                logger.info(
+                    "evicted image cache copies over the limit", metadata: ["image.cache.evicted": "\(evicted)"])
             }
         }
         let instances = (try? store.instances(projectId: nil, state: nil, name: nil, imageId: nil)) ?? []
@@ -328,10 +336,15 @@ public actor HostAgent {
         let kernelPath = prepared.kernelPath
         timeline.imageReady = monotonicNanos()
         let digest = image.sha256.prefix(12)
-        let imageEvent = (
-            type: "image",
-            message: prepared.cacheHit ? "image \(digest) cached on host" : "image \(digest) fetched into host cache"
-        )
+        var imageMessage =
+            prepared.cacheHit ? "image \(digest) cached on host" : "image \(digest) fetched into host cache"
+        if !prepared.evicted.isEmpty {
+            imageMessage += "; evicted \(prepared.evicted.map { $0.prefix(12) }.joined(separator: ", ")) (cache limit)"
+            logger.info(
+                "evicted image cache copies over the limit",
+                metadata: ["instance.id": "\(instanceId)", "image.cache.evicted": "\(prepared.evicted)"])
+        }
+        let imageEvent = (type: "image", message: imageMessage)
         let runtimeDirectory = runRoot + "/" + instanceId
         // Left by an earlier VM of this instance; checked first, as a throwing remove is costly.
         if access(runtimeDirectory, F_OK) == 0 { try? FileManager.default.removeItem(atPath: runtimeDirectory) }

@@ -29,6 +29,11 @@ public struct ServerConfiguration: Codable, Sendable {
     public var maxConcurrentBoots: Int = HostAgent.defaultConcurrentBoots
     /// Transparent huge pages for cold VMMs: `auto` (only a boot alone on the host), `always`, `never`.
     public var hugePages: VMMHugePages = .auto
+    /// Where the host keeps its copies of image bytes (default: `<dataDirectory>/image-cache`).
+    /// On another filesystem than the blob store, entries are copies rather than hard links.
+    public var imageCacheDirectory: String?
+    /// Bytes the host's image copies may take; the least recently used go first (default: no limit).
+    public var imageCacheLimitBytes: Int64?
 
     public init() {}
 
@@ -51,6 +56,12 @@ public struct ServerConfiguration: Codable, Sendable {
                 forKey: .maxConcurrentBoots, in: container, debugDescription: "maxConcurrentBoots must be at least 1")
         }
         hugePages = try container.decodeIfPresent(VMMHugePages.self, forKey: .hugePages) ?? hugePages
+        imageCacheDirectory = try container.decodeIfPresent(String.self, forKey: .imageCacheDirectory)
+        imageCacheLimitBytes = try container.decodeIfPresent(Int64.self, forKey: .imageCacheLimitBytes)
+        if let imageCacheLimitBytes, imageCacheLimitBytes <= 0 {
+            throw DecodingError.dataCorruptedError(
+                forKey: .imageCacheLimitBytes, in: container, debugDescription: "imageCacheLimitBytes must be positive")
+        }
     }
 
     /// `/var/lib/swiftlet` as root, else `~/.local/share/swiftlet`; `SWIFTLET_DATA` overrides.
@@ -94,7 +105,10 @@ public struct SwiftletServer: Sendable {
             network.map { NetworkedHypervisorDriver(base: driver, network: $0) } ?? driver
         let agent = HostAgent(
             hostId: hostId, store: store, blobs: blobs, driver: vmDriver, runRoot: data + "/run",
-            maxConcurrentBoots: configuration.maxConcurrentBoots, hugePages: configuration.hugePages, logger: logger)
+            maxConcurrentBoots: configuration.maxConcurrentBoots, hugePages: configuration.hugePages,
+            imageCacheDirectory: configuration.imageCacheDirectory,
+            imageCacheLimitBytes: configuration.imageCacheLimitBytes,
+            logger: logger)
         controller = Controller(
             store: store, blobs: blobs, agent: agent, uploadLimit: configuration.uploadLimitBytes,
             hostMemoryMib: HostFacts.memoryMib, logger: logger, network: network)
@@ -137,7 +151,7 @@ public struct SwiftletServer: Sendable {
         } else {
             capabilities = try await QEMUDriver.calibrate(logger: logger)
             if let data = try? JSONEncoder().encode(capabilities) {
-                FileManager.default.createFile(atPath: cachePath, contents: data)
+                _ = FileManager.default.createFile(atPath: cachePath, contents: data)
             }
         }
         if let forced = configuration.accelerator { capabilities.chosenAccelerator = forced }

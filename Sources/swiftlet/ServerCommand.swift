@@ -12,7 +12,8 @@ struct ServerCommand: AsyncParsableCommand {
         discussion: """
             Settings come from, in order of precedence: flags, environment (SWIFTLET_LISTEN=HOST:PORT, \
             SWIFTLET_DATA), a JSON config file (--config; keys: host, port, dataDirectory, uploadLimitBytes, \
-            stopInstancesOnExit, accelerator, networkPrefix, maxConcurrentBoots, hugePages), then defaults (127.0.0.1:7420).
+            stopInstancesOnExit, accelerator, networkPrefix, maxConcurrentBoots, hugePages, imageCacheDirectory, \
+            imageCacheLimitBytes), then defaults (127.0.0.1:7420).
             """)
 
     @Option(help: "Data directory (default: /var/lib/swiftlet as root, else ~/.local/share/swiftlet).")
@@ -39,6 +40,16 @@ struct ServerCommand: AsyncParsableCommand {
             less CPU), always, never (least memory per VM).
             """)
     var hugePages: VMMHugePages?
+
+    @Option(help: "Where the host keeps its copies of image bytes (default: <data>/image-cache).")
+    var imageCacheDir: String?
+
+    @Option(
+        help: """
+            Bytes the host's image copies may take; the least recently used go first (default: no limit). \
+            Entries that are hard links to the blob store take no space of their own and do not count.
+            """)
+    var imageCacheLimitBytes: Int64?
 
     @Flag(help: "Stop all instances when the server shuts down (default: they keep running).")
     var stopInstancesOnExit = false
@@ -74,6 +85,11 @@ struct ServerCommand: AsyncParsableCommand {
             settings.maxConcurrentBoots = maxConcurrentBoots
         }
         if let hugePages { settings.hugePages = hugePages }
+        if let imageCacheDir { settings.imageCacheDirectory = imageCacheDir }
+        if let imageCacheLimitBytes {
+            guard imageCacheLimitBytes > 0 else { throw ValidationError("--image-cache-limit-bytes must be positive") }
+            settings.imageCacheLimitBytes = imageCacheLimitBytes
+        }
         let level = Logger.Level(rawValue: logLevel) ?? .info
         LoggingSystem.bootstrap { label in
             var handler = StreamLogHandler.standardError(label: label)

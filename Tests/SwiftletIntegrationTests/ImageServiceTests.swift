@@ -216,6 +216,70 @@ import Testing
         }
     }
 
+    /// A cache on another filesystem (tmpfs) than the blob store holds copies, not hard links:
+    /// past its limit, a fetch evicts the least recently used copy the blob store can give back.
+    @Test func aCacheOfCopiesStaysWithinItsLimit() async throws {
+        // Three images of distinct bytes and sizes: `hello` with 0, 40,000 and 80,000 bytes of
+        // padding after its ELF contents (the loader reads only what the program headers name).
+        let hello = try Data(contentsOf: URL(fileURLWithPath: try Kernels.path("hello")))
+        let cache = "/dev/shm/swiftlet-test-cache-\(UUID().uuidString.prefix(8))"
+        defer { try? FileManager.default.removeItem(atPath: cache) }
+        var sizes: [String: Int] = [:]
+        var paths: [String] = []
+        for (name, padding) in [("a", 0), ("b", 40_000), ("c", 80_000)] {
+            let path = NSTemporaryDirectory() + "swiftlet-padded-\(getpid())-\(name).elf"
+            try (hello + Data(count: padding)).write(to: URL(fileURLWithPath: path))
+            sizes[name] = hello.count + padding
+            paths.append(path)
+        }
+        defer { for path in paths { try? FileManager.default.removeItem(atPath: path) } }
+        let (a, b, c) = (sizes["a"]!, sizes["b"]!, sizes["c"]!)
+        // Room for a and c, or a and b, with half of b to spare; never for all three.
+        let limit = a + c + b / 2
+        try await withServer(config: ["imageCacheDirectory": cache, "imageCacheLimitBytes": limit]) { server, client in
+            var devices = (stat(), stat())
+            #expect(stat(server.dataDirectory, &devices.0) == 0 && stat("/dev/shm", &devices.1) == 0)
+            try #require(devices.0.st_dev != devices.1.st_dev, "the test needs /dev/shm on another filesystem")
+            var digest: [String: String] = [:]
+            for (index, name) in ["a", "b", "c"].enumerated() {
+                digest[name] = try await client.uploadImage(path: paths[index], name: name).sha256
+            }
+            func cached() -> Set<String> {
+                let names = (try? FileManager.default.contentsOfDirectory(atPath: cache)) ?? []
+                return Set(names.compactMap { name in digest.first { $0.value == name }?.key })
+            }
+            func imageEvent(_ image: String) async throws -> String {
+                let (instance, _) = try await Self.bootReady(client, image: image)
+                return try await client.events(instance.id).first { $0.type == "image" }?.message ?? ""
+            }
+
+            _ = try await imageEvent("a")
+            _ = try await imageEvent("b")
+            #expect(cached() == ["a", "b"])
+            #expect(try await imageEvent("a").contains("cached on host"))  // a is now used after b
+            let third = try await imageEvent("c")
+            #expect(third.contains("fetched into host cache; evicted \(digest["b"]!.prefix(12))"), "\(third)")
+            #expect(cached() == ["a", "c"])
+            // An evicted image is fetched again; a (used before c) makes room for it.
+            #expect(try await imageEvent("b").contains("fetched into host cache"))
+            #expect(cached() == ["b", "c"])
+            // A copy whose blob is gone is the only one left: it stays, and c goes instead.
+            try FileManager.default.removeItem(atPath: server.dataDirectory + "/blobs/sha256/" + digest["b"]!)
+            _ = try await imageEvent("a")
+            #expect(cached() == ["a", "b"], "limit \(limit), sizes \(sizes)")
+
+            // A limit lowered while the server was down applies at start, with the same rule.
+            server.crash()
+            let config = try JSONSerialization.data(withJSONObject: [
+                "imageCacheDirectory": cache, "imageCacheLimitBytes": a,
+            ])
+            #expect(FileManager.default.createFile(atPath: server.dataDirectory + "/config.json", contents: config))
+            try await server.start()
+            #expect(cached() == ["b"])
+            for instance in try await client.instances() { try await client.deleteInstance(instance.id) }
+        }
+    }
+
     @Test func signedImagesBootAndTamperingIsRefused() async throws {
         let pvh = try Kernels.path("hello")
         try await withServer { server, admin in
