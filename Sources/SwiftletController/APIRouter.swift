@@ -167,7 +167,7 @@ public enum APIRouter {
             let principal = try context.requirePrincipal()
             let key = ResponseCache.key(
                 "instances", "\(principal)", state?.rawValue, name, image, marker, limit.map(String.init))
-            let answer = try controller.responses.body(
+            let answer = try await controller.responses.body(
                 for: key, generation: controller.store.generation,
                 gzip: ResponseCache.acceptsGzip(request.headers[.acceptEncoding])
             ) {

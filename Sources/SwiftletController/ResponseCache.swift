@@ -6,7 +6,8 @@ import Synchronization
 /// generation is unchanged: a list of 1,000 instances is decoded and encoded once per change,
 /// not once per request. Large answers are also gzip-compressed once, the first time a client
 /// that accepts gzip asks (as kube-apiserver does for big lists): 1,000 instances are 513 KB of
-/// JSON and 57 KB compressed.
+/// JSON and 57 KB compressed. Concurrent requests for an answer that is being built wait for
+/// that build instead of building it again (single flight).
 final class ResponseCache: Sendable {
     private struct Entry {
         var generation: UInt64
@@ -15,11 +16,25 @@ final class ResponseCache: Sendable {
         var gzip: ByteBuffer?
     }
 
+    private struct Slot {
+        var entry: Entry?
+        /// The generation a request is building now, if any.
+        var building: UInt64?
+        /// Requests waiting for that build; woken when any build of this key ends, they look again.
+        var waiters: [CheckedContinuation<Void, Never>] = []
+    }
+
+    private enum Step {
+        case ready(Entry)
+        case wait
+        case build
+    }
+
     /// Answers smaller than this go out as they are: compression would save less than it costs.
     static let compressionThreshold = 16 * 1024
 
-    private let entries = Mutex<[String: Entry]>([:])
-    /// Distinct queries kept at most; the whole cache is dropped beyond (queries are few in practice).
+    private let slots = Mutex<[String: Slot]>([:])
+    /// Distinct queries kept at most; beyond, the idle ones are dropped (queries are few in practice).
     private let capacity = 256
 
     /// A key naming one query: each part with its length, so that no two queries share one
@@ -32,32 +47,91 @@ final class ResponseCache: Sendable {
         return key
     }
 
-    /// The answer for `key` at `generation`, and whether it is gzip-compressed (only when
-    /// `gzip` is allowed and the answer is large enough).
+    /// The answer for `key` at `generation` (or newer), and whether it is gzip-compressed (only
+    /// when `gzip` is allowed and the answer is large enough). `make` runs at most once at a time
+    /// per key and generation; if it throws, the error is this request's, and a waiting request
+    /// builds again.
     func body(for key: String, generation: UInt64, gzip allowed: Bool = false, make: () throws -> ByteBuffer)
-        rethrows -> (body: ByteBuffer, gzipped: Bool)
+        async rethrows -> (body: ByteBuffer, gzipped: Bool)
     {
-        var entry = entries.withLock { $0[key] }
-        if entry?.generation != generation {
-            entry = Entry(generation: generation, identity: try make())
+        while true {
+            switch claim(key, generation: generation) {
+            case .ready(let entry):
+                return answer(entry, key: key, gzip: allowed, built: false)
+            case .wait:
+                await waitForBuild(key, generation: generation)
+            case .build:
+                let identity: ByteBuffer
+                do { identity = try make() } catch {
+                    keep(nil, key: key, generation: generation, endingBuild: true)
+                    throw error
+                }
+                return answer(Entry(generation: generation, identity: identity), key: key, gzip: allowed, built: true)
+            }
         }
-        guard var current = entry else { preconditionFailure("an entry was just made") }
+    }
+
+    private func claim(_ key: String, generation: UInt64) -> Step {
+        slots.withLock { slots in
+            if let slot = slots[key] {
+                if let entry = slot.entry, entry.generation >= generation { return .ready(entry) }
+                if slot.building == generation { return .wait }
+            } else if slots.count >= capacity {
+                slots = slots.filter { $0.value.building != nil }
+            }
+            slots[key, default: Slot()].building = generation
+            return .build
+        }
+    }
+
+    private func waitForBuild(_ key: String, generation: UInt64) async {
+        await withCheckedContinuation { (waiter: CheckedContinuation<Void, Never>) in
+            let waiting = slots.withLock { slots in
+                guard slots[key]?.building == generation else { return false }
+                slots[key]?.waiters.append(waiter)
+                return true
+            }
+            if !waiting { waiter.resume() }
+        }
+    }
+
+    /// Compresses `entry` if this request wants it; keeps what is new (a build, or its gzip).
+    private func answer(_ entry: Entry, key: String, gzip allowed: Bool, built: Bool) -> (
+        body: ByteBuffer, gzipped: Bool
+    ) {
+        var current = entry
         let compress = allowed && current.identity.readableBytes >= Self.compressionThreshold
         if compress && current.gzip == nil { current.gzip = Self.gzip(current.identity) }
-        let kept = current
-        entries.withLock { entries in
-            // Concurrent requests may have kept a newer generation, or this one compressed.
-            if let other = entries[key] {
-                if other.generation > kept.generation || (other.generation == kept.generation && kept.gzip == nil) {
-                    return
-                }
-            } else if entries.count >= capacity {
-                entries.removeAll(keepingCapacity: true)
-            }
-            entries[key] = kept
+        if built || (current.gzip != nil && entry.gzip == nil) {
+            keep(current, key: key, generation: current.generation, endingBuild: built)
         }
         if compress, let gzip = current.gzip { return (gzip, true) }
         return (current.identity, false)
+    }
+
+    /// Keeps `entry` unless a newer one is kept (or the same one already compressed). The request
+    /// that built `generation` (with `entry` nil if the build failed) ends its build and wakes
+    /// every waiter of the key, which looks again.
+    private func keep(_ entry: Entry?, key: String, generation: UInt64, endingBuild: Bool) {
+        let waiters: [CheckedContinuation<Void, Never>] = slots.withLock { slots in
+            var slot = slots[key] ?? Slot()
+            if let entry {
+                let better =
+                    slot.entry.map { kept in
+                        entry.generation > kept.generation
+                            || (entry.generation == kept.generation && kept.gzip == nil && entry.gzip != nil)
+                    } ?? true
+                if better { slot.entry = entry }
+            }
+            var waiters: [CheckedContinuation<Void, Never>] = []
+            if endingBuild {
+                if slot.building == generation { slot.building = nil }
+                swap(&waiters, &slot.waiters)
+            }
+            slots[key] = slot
+            return waiters
+        }
+        for waiter in waiters { waiter.resume() }
     }
 
     private static func gzip(_ buffer: ByteBuffer) -> ByteBuffer? {

@@ -1,4 +1,5 @@
 import CompressNIO
+import Foundation
 import NIOCore
 import Synchronization
 import Testing
@@ -28,7 +29,7 @@ import Testing
         #expect(ResponseCache.key("instances", "a", nil) == ResponseCache.key("instances", "a", nil))
     }
 
-    @Test func largeAnswersAreCompressedOncePerGeneration() throws {
+    @Test func largeAnswersAreCompressedOncePerGeneration() async throws {
         let cache = ResponseCache()
         let made = Atomic(0)
         let json = "[" + (0..<2_000).map { #"{"id":"i-\#($0)","state":"RUNNING"}"# }.joined(separator: ",") + "]"
@@ -37,21 +38,73 @@ import Testing
             return ByteBuffer(string: json)
         }
         // A client without gzip gets the JSON as it is.
-        let plain = cache.body(for: "list", generation: 1, make: make)
+        let plain = await cache.body(for: "list", generation: 1, make: make)
         #expect(!plain.gzipped && String(buffer: plain.body) == json)
-        var first = cache.body(for: "list", generation: 1, gzip: true, make: make)
+        var first = await cache.body(for: "list", generation: 1, gzip: true, make: make)
         #expect(first.gzipped)
         #expect(first.body.readableBytes < json.utf8.count / 5)
         let restored = try first.body.decompress(with: .gzip())
         #expect(String(buffer: restored) == json)
-        _ = cache.body(for: "list", generation: 1, gzip: true, make: make)
+        _ = await cache.body(for: "list", generation: 1, gzip: true, make: make)
         #expect(made.load(ordering: .relaxed) == 1)
-        _ = cache.body(for: "list", generation: 2, gzip: true, make: make)
+        _ = await cache.body(for: "list", generation: 2, gzip: true, make: make)
         #expect(made.load(ordering: .relaxed) == 2)
     }
 
-    @Test func smallAnswersStayUncompressed() {
-        let answer = ResponseCache().body(for: "small", generation: 1, gzip: true) { ByteBuffer(string: "[]") }
+    @Test func smallAnswersStayUncompressed() async {
+        let answer = await ResponseCache().body(for: "small", generation: 1, gzip: true) { ByteBuffer(string: "[]") }
         #expect(!answer.gzipped && String(buffer: answer.body) == "[]")
     }
+
+    /// Requests that arrive while an answer is being built wait for it: one build, not one each.
+    /// A failed build is the builder's error; a waiter then builds again.
+    @Test func concurrentRequestsShareOneBuild() async throws {
+        let cache = ResponseCache()
+        let made = Counter()
+        let answers = await withTaskGroup(of: String.self) { group in
+            for _ in 0..<16 {
+                group.addTask {
+                    let answer = await cache.body(for: "list", generation: 7) {
+                        made.add()
+                        Thread.sleep(forTimeInterval: 0.2)  // a slow build: the others arrive meanwhile
+                        return ByteBuffer(string: "[1,2,3]")
+                    }
+                    return String(buffer: answer.body)
+                }
+            }
+            return await group.reduce(into: []) { $0.append($1) }
+        }
+        #expect(answers == Array(repeating: "[1,2,3]", count: 16))
+        #expect(made.value == 1)
+
+        struct BuildFailed: Error {}
+        let attempts = Counter()
+        let outcomes = await withTaskGroup(of: Bool.self) { group in
+            for _ in 0..<4 {
+                group.addTask {
+                    do {
+                        _ = try await cache.body(for: "list", generation: 8) {
+                            let attempt = attempts.add()
+                            Thread.sleep(forTimeInterval: 0.1)
+                            if attempt == 1 { throw BuildFailed() }
+                            return ByteBuffer(string: "[4]")
+                        }
+                        return true
+                    } catch { return false }
+                }
+            }
+            return await group.reduce(into: []) { $0.append($1) }
+        }
+        #expect(outcomes.filter { !$0 }.count == 1, "\(outcomes)")
+        #expect(attempts.value == 2)
+        #expect(String(buffer: await cache.body(for: "list", generation: 8) { ByteBuffer() }.body) == "[4]")
+    }
+}
+
+/// A count that concurrent tasks share.
+private final class Counter: Sendable {
+    private let count = Atomic(0)
+    var value: Int { count.load(ordering: .relaxed) }
+    /// Counts one more; returns the new count.
+    @discardableResult func add() -> Int { count.add(1, ordering: .relaxed).newValue }
 }
