@@ -285,8 +285,6 @@ public actor HostAgent {
 
     public func isRunning(instanceId: String) -> Bool { vms[instanceId] != nil || booting.contains(instanceId) }
 
-    public var runningCount: Int { vms.count }
-
     /// Graceful stop of every VM (only when the server is told to take its instances down).
     public func stopAll(timeout: Duration) async {
         for instanceId in Array(vms.keys) {

@@ -112,8 +112,6 @@ public actor NetworkService {
         logger.debug("unplugged", metadata: ["instance.id": "\(instanceId)", "taps": "\(taps)"])
     }
 
-    public func pluggedTaps() -> [String: [String]] { plugged }
-
     // MARK: - Restart
 
     /// After a start: brings back every network's segment, keeps the TAPs of instances whose VM
