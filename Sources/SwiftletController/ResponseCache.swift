@@ -6,8 +6,8 @@ import Synchronization
 /// generation is unchanged: a list of 1,000 instances is decoded and encoded once per change,
 /// not once per request. Large answers are also gzip-compressed once, the first time a client
 /// that accepts gzip asks (as kube-apiserver does for big lists): 1,000 instances are 513 KB of
-/// JSON and 57 KB compressed. Concurrent requests for an answer that is being built wait for
-/// that build instead of building it again (single flight).
+/// JSON and 57 KB compressed. Requests that arrive while an answer is being built or compressed
+/// wait for that work instead of doing it again (single flight).
 final class ResponseCache: Sendable {
     private struct Entry {
         var generation: UInt64
@@ -20,14 +20,19 @@ final class ResponseCache: Sendable {
         var entry: Entry?
         /// The generation a request is building now, if any.
         var building: UInt64?
-        /// Requests waiting for that build; woken when any build of this key ends, they look again.
+        /// The generation of the kept answer a request is compressing now, if any.
+        var compressing: UInt64?
+        /// Requests waiting for that work; woken when any work on this key ends, they look again.
         var waiters: [CheckedContinuation<Void, Never>] = []
+
+        var isIdle: Bool { building == nil && compressing == nil }
     }
 
     private enum Step {
         case ready(Entry)
         case wait
         case build
+        case compress(Entry)
     }
 
     /// Answers smaller than this go out as they are: compression would save less than it costs.
@@ -49,45 +54,70 @@ final class ResponseCache: Sendable {
 
     /// The answer for `key` at `generation` (or newer), and whether it is gzip-compressed (only
     /// when `gzip` is allowed and the answer is large enough). `make` runs at most once at a time
-    /// per key and generation; if it throws, the error is this request's, and a waiting request
-    /// builds again.
+    /// per key and generation, and an answer is compressed at most once; if `make` throws, the
+    /// error is this request's, and a waiting request builds again.
     func body(for key: String, generation: UInt64, gzip allowed: Bool = false, make: () throws -> ByteBuffer)
         async rethrows -> (body: ByteBuffer, gzipped: Bool)
     {
         while true {
-            switch claim(key, generation: generation) {
+            switch claim(key, generation: generation, gzip: allowed) {
             case .ready(let entry):
-                return answer(entry, key: key, gzip: allowed, built: false)
+                return Self.reply(entry, gzip: allowed)
             case .wait:
-                await waitForBuild(key, generation: generation)
+                await waitForWork(key, generation: generation, gzip: allowed)
+            case .compress(var entry):
+                entry.gzip = Self.gzip(entry.identity)
+                finish(key, keeping: entry, compressed: entry.generation)
+                return Self.reply(entry, gzip: allowed)
             case .build:
                 let identity: ByteBuffer
                 do { identity = try make() } catch {
-                    keep(nil, key: key, generation: generation, endingBuild: true)
+                    finish(key, keeping: nil, built: generation)
                     throw error
                 }
-                return answer(Entry(generation: generation, identity: identity), key: key, gzip: allowed, built: true)
+                var entry = Entry(generation: generation, identity: identity)
+                if Self.wantsCompression(entry, gzip: allowed) { entry.gzip = Self.gzip(identity) }
+                finish(key, keeping: entry, built: generation)
+                return Self.reply(entry, gzip: allowed)
             }
         }
     }
 
-    private func claim(_ key: String, generation: UInt64) -> Step {
+    private static func wantsCompression(_ entry: Entry, gzip allowed: Bool) -> Bool {
+        allowed && entry.gzip == nil && entry.identity.readableBytes >= compressionThreshold
+    }
+
+    private static func reply(_ entry: Entry, gzip allowed: Bool) -> (body: ByteBuffer, gzipped: Bool) {
+        if allowed, let gzip = entry.gzip { return (gzip, true) }
+        return (entry.identity, false)
+    }
+
+    /// What a request does next: use the kept answer, wait for work in progress, or do the work.
+    private static func step(_ slot: Slot?, generation: UInt64, gzip allowed: Bool) -> Step {
+        if let entry = slot?.entry, entry.generation >= generation {
+            guard wantsCompression(entry, gzip: allowed) else { return .ready(entry) }
+            return slot?.compressing == entry.generation ? .wait : .compress(entry)
+        }
+        return slot?.building == generation ? .wait : .build
+    }
+
+    private func claim(_ key: String, generation: UInt64, gzip allowed: Bool) -> Step {
         slots.withLock { slots in
-            if let slot = slots[key] {
-                if let entry = slot.entry, entry.generation >= generation { return .ready(entry) }
-                if slot.building == generation { return .wait }
-            } else if slots.count >= capacity {
-                slots = slots.filter { $0.value.building != nil }
+            if slots[key] == nil && slots.count >= capacity { slots = slots.filter { !$0.value.isIdle } }
+            let next = Self.step(slots[key], generation: generation, gzip: allowed)
+            switch next {
+            case .build: slots[key, default: Slot()].building = generation
+            case .compress(let entry): slots[key, default: Slot()].compressing = entry.generation
+            case .ready, .wait: break
             }
-            slots[key, default: Slot()].building = generation
-            return .build
+            return next
         }
     }
 
-    private func waitForBuild(_ key: String, generation: UInt64) async {
+    private func waitForWork(_ key: String, generation: UInt64, gzip allowed: Bool) async {
         await withCheckedContinuation { (waiter: CheckedContinuation<Void, Never>) in
             let waiting = slots.withLock { slots in
-                guard slots[key]?.building == generation else { return false }
+                guard case .wait = Self.step(slots[key], generation: generation, gzip: allowed) else { return false }
                 slots[key]?.waiters.append(waiter)
                 return true
             }
@@ -95,24 +125,10 @@ final class ResponseCache: Sendable {
         }
     }
 
-    /// Compresses `entry` if this request wants it; keeps what is new (a build, or its gzip).
-    private func answer(_ entry: Entry, key: String, gzip allowed: Bool, built: Bool) -> (
-        body: ByteBuffer, gzipped: Bool
-    ) {
-        var current = entry
-        let compress = allowed && current.identity.readableBytes >= Self.compressionThreshold
-        if compress && current.gzip == nil { current.gzip = Self.gzip(current.identity) }
-        if built || (current.gzip != nil && entry.gzip == nil) {
-            keep(current, key: key, generation: current.generation, endingBuild: built)
-        }
-        if compress, let gzip = current.gzip { return (gzip, true) }
-        return (current.identity, false)
-    }
-
-    /// Keeps `entry` unless a newer one is kept (or the same one already compressed). The request
-    /// that built `generation` (with `entry` nil if the build failed) ends its build and wakes
-    /// every waiter of the key, which looks again.
-    private func keep(_ entry: Entry?, key: String, generation: UInt64, endingBuild: Bool) {
+    /// Keeps `entry` unless a newer one is kept (or the same one already compressed), ends the
+    /// request's work (a build of `built`, with `entry` nil if it failed, or the compression of
+    /// `compressed`) and wakes every waiter of the key, which looks again.
+    private func finish(_ key: String, keeping entry: Entry?, built: UInt64? = nil, compressed: UInt64? = nil) {
         let waiters: [CheckedContinuation<Void, Never>] = slots.withLock { slots in
             var slot = slots[key] ?? Slot()
             if let entry {
@@ -123,11 +139,10 @@ final class ResponseCache: Sendable {
                     } ?? true
                 if better { slot.entry = entry }
             }
+            if let built, slot.building == built { slot.building = nil }
+            if let compressed, slot.compressing == compressed { slot.compressing = nil }
             var waiters: [CheckedContinuation<Void, Never>] = []
-            if endingBuild {
-                if slot.building == generation { slot.building = nil }
-                swap(&waiters, &slot.waiters)
-            }
+            swap(&waiters, &slot.waiters)
             slots[key] = slot
             return waiters
         }

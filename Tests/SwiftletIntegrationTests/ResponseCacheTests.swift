@@ -99,6 +99,29 @@ import Testing
         #expect(attempts.value == 2)
         #expect(String(buffer: await cache.body(for: "list", generation: 8) { ByteBuffer() }.body) == "[4]")
     }
+
+    /// A large answer kept uncompressed is compressed once for the gzip requests that arrive
+    /// together: all of them get the same buffer, not one compression each.
+    @Test func concurrentGzipRequestsShareOneCompression() async throws {
+        let cache = ResponseCache()
+        // About 6 MB of JSON: its compression takes long enough for the others to arrive meanwhile.
+        let json = "[" + (0..<120_000).map { #"{"id":"i-\#($0)","state":"RUNNING"}"# }.joined(separator: ",") + "]"
+        _ = await cache.body(for: "big", generation: 1) { ByteBuffer(string: json) }
+        let bodies = await withTaskGroup(of: ByteBuffer.self) { group in
+            for _ in 0..<8 {
+                group.addTask {
+                    let answer = await cache.body(for: "big", generation: 1, gzip: true) { ByteBuffer() }
+                    return answer.gzipped ? answer.body : ByteBuffer()
+                }
+            }
+            return await group.reduce(into: []) { $0.append($1) }
+        }
+        let storages = Set(bodies.map { $0.withUnsafeReadableBytes { Int(bitPattern: $0.baseAddress) } })
+        #expect(bodies.allSatisfy { $0.readableBytes > 0 && $0.readableBytes < json.utf8.count / 5 })
+        #expect(storages.count == 1, "\(storages.count) distinct compressed buffers")
+        var first = bodies[0]
+        #expect(String(buffer: try first.decompress(with: .gzip())) == json)
+    }
 }
 
 /// A count that concurrent tasks share.
