@@ -36,19 +36,10 @@ def main():
                     tl["vmmUp"] - tl["vmmSpawned"], tl["ready"] - tl["vmmUp"])
 
         def pc_by_hand(_):
-            args = [bench.QEMU, "-M", "pc", "-nodefaults", "-no-user-config", "-display", "none", "-accel",
-                    accelerator, "-cpu", "qemu64", "-m", "16M", "-kernel", kernel, "-append", "name=pc",
-                    "-serial", "stdio", "-device", "isa-debug-exit,iobase=0x501", "-no-reboot"]
-            process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                                       stdin=subprocess.DEVNULL)
-            output = b""
-            while bench.READY not in output:
-                chunk = os.read(process.stdout.fileno(), 4096)
-                if not chunk:
-                    break
-                output += chunk
-            process.kill()
-            process.wait()
+            bench.qemu_until_ready([bench.QEMU, "-M", "pc", "-nodefaults", "-no-user-config", "-display", "none",
+                                    "-accel", accelerator, "-cpu", "qemu64", "-m", "16M", "-kernel", kernel,
+                                    "-append", "name=pc", "-serial", "stdio", "-device", "isa-debug-exit,iobase=0x501",
+                                    "-no-reboot"])
 
         before = {"an API boot": lambda i: api(100_000 + i), "0.7 s idle": lambda i: time.sleep(0.7),
                   "a libvirt boot": lambda i: libvirt.ready(kernel, i), "the same pc boot by hand": pc_by_hand}

@@ -130,6 +130,11 @@ def hand_qemu_ready(kernel, accelerator, cmdline="name=hand", thp_off=False):
     args = [QEMU, "-M", "microvm,x-option-roms=off,rtc=off", "-nodefaults", "-no-user-config", "-display", "none",
             "-accel", accelerator, "-cpu", cpu, "-m", "16M", "-smp", "1", "-kernel", kernel, "-append", cmdline,
             "-device", "isa-debug-exit,iobase=0x501", "-serial", "stdio", "-no-reboot"]
+    return qemu_until_ready(args, thp_off)
+
+
+def qemu_until_ready(args, thp_off=False):
+    """Spawns QEMU with the serial console on stdout; ns from spawn to the READY line, then kills it."""
     if thp_off:
         set_thp_disabled(True)
     start = now()

@@ -152,9 +152,7 @@ struct ImageCache: Sendable {
             try ImageSignature.verify(image.signature, sha256: digest, keys: keys, projectName: project.name)
         }
         var prepared = Prepared(kernelPath: kernel.path, initrdPath: initrdPath, profile: profile, cacheHit: hit)
-        if !hit && limitBytes != nil {
-            prepared.evicted = enforceLimit(protecting: digests)
-        }
+        if !hit { prepared.evicted = enforceLimit(protecting: digests) }
         return prepared
     }
 }

@@ -64,9 +64,14 @@ public struct ServerConfiguration: Codable, Sendable {
         }
     }
 
+    /// `SWIFTLET_DATA`, when set and not empty.
+    public static var environmentDataDirectory: String? {
+        ProcessInfo.processInfo.environment["SWIFTLET_DATA"].flatMap { $0.isEmpty ? nil : $0 }
+    }
+
     /// `/var/lib/swiftlet` as root, else `~/.local/share/swiftlet`; `SWIFTLET_DATA` overrides.
     public static var defaultDataDirectory: String {
-        if let env = ProcessInfo.processInfo.environment["SWIFTLET_DATA"], !env.isEmpty { return env }
+        if let environment = environmentDataDirectory { return environment }
         if getuid() == 0 { return "/var/lib/swiftlet" }
         return NSHomeDirectory() + "/.local/share/swiftlet"
     }

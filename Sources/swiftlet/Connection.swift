@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import SwiftletClient
+import SwiftletController
 
 /// Where the server is and how to authenticate; every client command takes these.
 struct Connection: ParsableArguments {
@@ -22,7 +23,7 @@ struct Connection: ParsableArguments {
     var resolvedToken: String? {
         if let token { return token }
         if let token = ProcessInfo.processInfo.environment["SWIFTLET_TOKEN"], !token.isEmpty { return token }
-        let file = DataDirectory.resolved() + "/admin.token"
+        let file = ServerConfiguration.defaultDataDirectory + "/admin.token"
         guard let text = try? String(contentsOfFile: file, encoding: .utf8) else { return nil }
         return text.trimmingCharacters(in: .whitespacesAndNewlines)
     }
@@ -30,15 +31,6 @@ struct Connection: ParsableArguments {
     /// Runs `body` with a client that is shut down afterwards, whatever happens.
     func withClient<T: Sendable>(_ body: (SwiftletClient) async throws -> T) async throws -> T {
         try await SwiftletClient.withClient(baseURL: resolvedURL, token: resolvedToken, body)
-    }
-}
-
-/// The server's data directory: $SWIFTLET_DATA, /var/lib/swiftlet as root, else ~/.local/share/swiftlet.
-enum DataDirectory {
-    static func resolved() -> String {
-        if let data = ProcessInfo.processInfo.environment["SWIFTLET_DATA"], !data.isEmpty { return data }
-        if geteuid() == 0 { return "/var/lib/swiftlet" }
-        return NSHomeDirectory() + "/.local/share/swiftlet"
     }
 }
 

@@ -75,10 +75,8 @@ struct ServerCommand: AsyncParsableCommand {
             settings.host = String(parts[0])
             settings.port = port
         }
-        // The environment overrides the file, as the help says (it is also the default's source).
-        if let environment = ProcessInfo.processInfo.environment["SWIFTLET_DATA"], !environment.isEmpty {
-            settings.dataDirectory = environment
-        }
+        // The environment overrides the file, as the help says.
+        if let environment = ServerConfiguration.environmentDataDirectory { settings.dataDirectory = environment }
         if let data { settings.dataDirectory = data }
         if let host { settings.host = host }
         if let port { settings.port = port }
