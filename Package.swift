@@ -19,9 +19,20 @@ let package = Package(
         .package(url: "https://github.com/swift-server/async-http-client.git", exact: "1.37.0"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", exact: "2.13.0"),
         .package(url: "https://github.com/adam-fowler/compress-nio.git", exact: "1.5.0"),
+        .package(url: "https://github.com/apple/swift-nio-ssl.git", exact: "2.37.6"),
+        .package(url: "https://github.com/apple/swift-certificates.git", exact: "1.21.1"),
+        .package(url: "https://github.com/apple/swift-asn1.git", exact: "1.7.4"),
     ],
     targets: [
         .target(name: "SwiftletCore", swiftSettings: strict),
+        .target(name: "SwiftletAgentProtocol", dependencies: ["SwiftletCore"], swiftSettings: strict),
+        .target(
+            name: "SwiftletPKI",
+            dependencies: [
+                "SwiftletCore", .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "X509", package: "swift-certificates"), .product(name: "SwiftASN1", package: "swift-asn1"),
+            ],
+            swiftSettings: strict),
         .target(
             name: "SwiftletStore",
             dependencies: ["SwiftletCore", .product(name: "GRDB", package: "GRDB.swift")],
@@ -42,9 +53,8 @@ let package = Package(
         .target(
             name: "SwiftletAgent",
             dependencies: [
-                "SwiftletCore", "SwiftletStore", "SwiftletImages", "SwiftletHypervisor",
+                "SwiftletCore", "SwiftletAgentProtocol", "SwiftletImages", "SwiftletHypervisor",
                 .product(name: "Logging", package: "swift-log"),
-                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
             swiftSettings: strict),
         .target(
@@ -59,10 +69,12 @@ let package = Package(
         .target(
             name: "SwiftletController",
             dependencies: [
-                "SwiftletCore", "SwiftletStore", "SwiftletImages", "SwiftletAgent", "SwiftletHypervisor",
-                "SwiftletNetwork",
+                "SwiftletCore", "SwiftletStore", "SwiftletImages", "SwiftletAgent", "SwiftletAgentProtocol",
+                "SwiftletHypervisor", "SwiftletNetwork", "SwiftletPKI",
                 "SwiftletScheduler",
                 .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HummingbirdTLS", package: "hummingbird"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "Crypto", package: "swift-crypto"),
@@ -84,9 +96,23 @@ let package = Package(
                 .product(name: "NIOHTTP1", package: "swift-nio"),
             ],
             swiftSettings: strict),
+        .target(
+            name: "SwiftletHost",
+            dependencies: [
+                "SwiftletCore", "SwiftletAgent", "SwiftletAgentProtocol", "SwiftletHypervisor", "SwiftletPKI",
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOFoundationCompat", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            swiftSettings: strict),
         .executableTarget(
             name: "swiftlet",
             dependencies: [
+                "SwiftletHost",
                 "SwiftletCore", "SwiftletController", "SwiftletClient", "SwiftletImages", "SwiftletAgent",
                 .product(name: "NIOPosix", package: "swift-nio"), .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
@@ -109,7 +135,7 @@ let package = Package(
             name: "SwiftletIntegrationTests",
             dependencies: [
                 "SwiftletCore", "SwiftletController", "SwiftletClient", "SwiftletHypervisor",
-                "SwiftletStore", "SwiftletImages", "SwiftletAgent",
+                "SwiftletStore", "SwiftletImages", "SwiftletAgent", "SwiftletAgentProtocol",
                 .product(name: "CompressNIO", package: "compress-nio"),
             ],
             swiftSettings: strict),

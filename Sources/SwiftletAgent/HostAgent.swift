@@ -1,58 +1,68 @@
 import Foundation
 import Logging
+import SwiftletAgentProtocol
 import SwiftletCore
 import SwiftletHypervisor
 import SwiftletImages
-import SwiftletStore
 
 #if canImport(Glibc)
     import Glibc
 #endif
 
-/// The host side of Swiftlet: makes the VMs on this host match the instances the store says
-/// should run here, supervises them, and reports what it sees back into the store.
+/// The host side of Swiftlet: makes the VMs on this host match the assignments the controller
+/// sends, supervises them, and reports what it sees as observations. It never reads or writes the
+/// controller's store (docs/agent-protocol.md).
 ///
-/// Level-triggered: `reconcile(instanceId:)` compares desired state (the instance record) with
-/// the VM this agent knows, and acts; the controller calls it after every change, and
-/// `recoverAll()` runs it for everything after a restart.
+/// Level-triggered: each assignment carries the whole desired state of one instance, and
+/// applying it again is harmless; `sync` applies a host's every assignment after a (re)connect.
 public actor HostAgent {
-    public let hostId: String
-    let store: any SwiftletStore
-    private let blobs: BlobStore
+    public nonisolated let hostId: String
     /// This host's copies of image bytes, by digest (next to `runRoot`).
     let imageCache: ImageCache
     let driver: any HypervisorDriver
     let runRoot: String
     let logger: Logger
     private let readyTimeout: Duration
-    /// VMs this agent runs now, by instance id.
-    private var vms: [String: RunningVM] = [:]
-    /// Instances with a boot in progress (so a reconcile does not start a second VM).
-    private var booting: Set<String> = []
+    /// The VM of each assigned instance that has one, booting or running.
+    private var slots: [String: VMSlot] = [:]
     /// Pre-booted VMs waiting for an instance (WarmPools.swift).
     var warm = WarmPoolState()
-    /// Waiters for an instance to leave BUILDING (create with `wait`).
-    private var settleWaiters: [String: [CheckedContinuation<Void, Never>]] = [:]
+    /// Where observations go; set by `sync`, when the agent connects.
+    private var reports: (any ObservationSink)?
+    /// Whether a sync was applied: the first one (the agent's start) also removes orphans.
+    private var hasSynced = false
+    /// Instances the controller re-creates elsewhere when this host goes DOWN (restart policy
+    /// `always`): the ones a host that lost its lease must stop.
+    private var movable: Set<String> = []
 
-    /// Boots deleted while their VMM was starting: the boot ends that VMM once it is up.
-    private var cancelledBoots: Set<String> = []
+    /// One instance's VM on this host, under the assignment generation it was started for.
+    private enum VMSlot {
+        /// Image fetch and VMM spawn in progress; `cancelled` when a later assignment no longer
+        /// wants it: the boot ends its VMM once it is up.
+        case booting(generation: UInt64, cancelled: Bool)
+        case running(RunningVM)
+
+        var generation: UInt64 {
+            switch self {
+            case .booting(let generation, _): generation
+            case .running(let vm): vm.generation
+            }
+        }
+    }
 
     private struct RunningVM {
+        var generation: UInt64
         var handle: VMHandle
         var supervisor: Task<Void, Never>?
-        /// What the boot has yet to commit: written with READY, in one commit (see `boot`).
-        var unsaved: UnsavedBoot?
+        /// What the boot reports with READY, in one observation (see `boot`); nil once reported.
+        var unreported: UnreportedBoot?
     }
 
-    private struct UnsavedBoot {
+    private struct UnreportedBoot {
         var timeline: Timeline
-        var hostId: String
         var handle: Data
-        var imageEvent: (type: String, message: String)
+        var imageEvent: EventNote
     }
-
-    /// How many times an instance is restarted in a row before the agent gives up (ERROR).
-    static let maxRestarts = 5
 
     /// VMMs starting at once (spawn until QMP answers `cont`): twice the CPUs, at least 2.
     public static let defaultConcurrentBoots = max(2, 2 * ProcessInfo.processInfo.activeProcessorCount)
@@ -60,17 +70,16 @@ public actor HostAgent {
     private let hugePages: VMMHugePages
 
     public init(
-        hostId: String, store: any SwiftletStore, blobs: BlobStore, driver: any HypervisorDriver, runRoot: String,
+        hostId: String, images: any ImageSource, driver: any HypervisorDriver, runRoot: String,
         readyTimeout: Duration = .seconds(30), maxConcurrentBoots: Int? = nil, hugePages: VMMHugePages = .auto,
         imageCacheDirectory: String? = nil, imageCacheLimitBytes: Int64? = nil, logger: Logger
     ) {
         bootGate = BootGate(limit: maxConcurrentBoots ?? Self.defaultConcurrentBoots)
         self.hugePages = hugePages
         self.hostId = hostId
-        self.store = store
-        self.blobs = blobs
         imageCache = ImageCache(
-            root: imageCacheDirectory ?? (runRoot as NSString).deletingLastPathComponent + "/image-cache", blobs: blobs,
+            root: imageCacheDirectory ?? (runRoot as NSString).deletingLastPathComponent + "/image-cache",
+            source: images,
             limitBytes: imageCacheLimitBytes)
         self.driver = driver
         self.runRoot = runRoot
@@ -78,56 +87,68 @@ public actor HostAgent {
         self.logger = logger
     }
 
-    // MARK: - Restart safety
+    // MARK: - Connect and restart safety
 
-    /// After a (possibly unclean) restart: re-attach to VMs that still run, settle the ones
-    /// that died meanwhile, finish in-flight creates, and remove anything orphaned.
-    public func recoverAll() async {
+    /// On (re)connect: re-attaches to the VMs of `sync`'s assignments that still run, reports those
+    /// that died meanwhile, removes VMs and files no assignment owns (on the first sync, VMM
+    /// processes and directories under `runRoot`; on a later one, the VMs of instances assigned here
+    /// no more), drops cached images no image names, then applies every assignment and pool.
+    /// Observations go to `reports` from now on.
+    public func sync(_ sync: HostSync, reports: any ObservationSink) async {
+        self.reports = reports
         try? FileManager.default.createDirectory(atPath: runRoot, withIntermediateDirectories: true)
-        let handles = (try? store.allHandles()) ?? []
         var known = Set<String>()
-        for (instanceId, data) in handles {
-            guard let handle = try? JSONDecoder().decode(VMHandle.self, from: data) else {
-                try? store.removeHandle(instanceId: instanceId)
-                continue
-            }
+        var settled = Set<String>()
+        for assignment in sync.assignments {
+            let instanceId = assignment.instanceId
+            guard slots[instanceId] == nil, let data = assignment.handle,
+                let handle = try? JSONDecoder().decode(VMHandle.self, from: data)
+            else { continue }
             known.insert(handle.runtimeDirectory)
-            if await driver.recover(handle) {
+            if assignment.desired == .running, await driver.recover(handle) {
                 logger.info("re-attached VM", metadata: ["instance.id": "\(instanceId)", "vm.pid": "\(handle.pid)"])
-                vms[instanceId] = RunningVM(handle: handle, supervisor: nil)
-                vms[instanceId]?.supervisor = supervise(instanceId: instanceId, handle: handle)
+                slots[instanceId] = .running(
+                    RunningVM(
+                        generation: assignment.generation, handle: handle,
+                        supervisor: supervise(instanceId: instanceId, handle: handle)))
             } else {
                 await release(handle, instanceId: instanceId)
-                record(instanceId, .exited(clean: false, reason: "the VM exited while the agent was down"))
+                settled.insert(instanceId)
+                await report(
+                    instanceId, assignment.generation,
+                    .exited(clean: false, reason: "the VM exited while the agent was down", timeline: nil))
             }
         }
-        removeOrphans(keeping: known)
-        if let images = try? store.images(projectId: nil) {
-            let dropped = imageCache.prune(keeping: Set(images.map(\.sha256)))
-            if !dropped.isEmpty {
-                logger.info("dropped unused image cache entries", metadata: ["image.cache.dropped": "\(dropped)"])
+        if hasSynced {
+            // A reconnect: VMs of instances no longer assigned here (moved away or deleted while the
+            // link was down) go, so nothing old keeps serving.
+            let assigned = Set(sync.assignments.map(\.instanceId))
+            for instanceId in slots.keys where !assigned.contains(instanceId) {
+                logger.warning("removing a VM no longer assigned here", metadata: ["instance.id": "\(instanceId)"])
+                await teardown(instanceId: instanceId)
             }
-            // The limit may have been lowered while the server was down.
-            let evicted = imageCache.enforceLimit(protecting: [])
-            if !evicted.isEmpty {
-                logger.info(
-                    "evicted image cache copies over the limit", metadata: ["image.cache.evicted": "\(evicted)"])
-            }
+        } else {
+            removeOrphans(keeping: known)
         }
-        let instances = (try? store.instances(projectId: nil, state: nil, name: nil, imageId: nil)) ?? []
-        for instance in instances where instance.hostId == nil || instance.hostId == hostId {
-            await reconcile(instanceId: instance.id)
+        hasSynced = true
+        let dropped = imageCache.prune(keeping: sync.imageDigests)
+        if !dropped.isEmpty {
+            logger.info("dropped unused image cache entries", metadata: ["image.cache.dropped": "\(dropped)"])
         }
+        // The limit may have been lowered while the agent was down.
+        let evicted = imageCache.enforceLimit(protecting: [])
+        if !evicted.isEmpty {
+            logger.info("evicted image cache copies over the limit", metadata: ["image.cache.evicted": "\(evicted)"])
+        }
+        // An instance reported as exited gets a new assignment if its restart policy says so.
+        for assignment in sync.assignments where !settled.contains(assignment.instanceId) {
+            await assign(assignment, pendingCommit: nil)
+        }
+        for pool in sync.pools { applyPool(pool) }
     }
 
-    /// Drops this host's cached copy of a digest that no image record names any more: the
-    /// controller calls it when it deletes the last image with those bytes.
-    public nonisolated func evictCachedImage(sha256: String) {
-        imageCache.evict(sha256: sha256)
-    }
-
-    /// Kills VMM processes and removes runtime directories under `runRoot` that no stored
-    /// handle owns (e.g. a VM spawned just before a crash, before its handle was saved).
+    /// Kills VMM processes and removes runtime directories under `runRoot` that no assignment
+    /// owns (e.g. a VM spawned just before a crash, before READY was reported).
     private func removeOrphans(keeping known: Set<String>) {
         guard let entries = try? FileManager.default.contentsOfDirectory(atPath: runRoot) else { return }
         for entry in entries {
@@ -141,119 +162,135 @@ public actor HostAgent {
         }
     }
 
-    // MARK: - Reconcile
+    // MARK: - Desired state
 
-    /// Makes the host match the instance record. Safe to call any number of times.
-    /// `persistedAt`: when the controller's insert committed, recorded with the first timeline mark.
-    /// `created`: the record the controller has just committed (or, with `pendingCommit`, is
-    /// committing), which saves reading it back on the create path (the boot's own commit re-checks
-    /// the state); `image`: its image, as the controller resolved it.
-    public func reconcile(
-        instanceId: String, persistedAt: UInt64? = nil, created: Instance? = nil, image: Image? = nil,
-        pendingCommit: PendingCommit? = nil
-    ) async {
-        let instance: Instance?
-        do { instance = try created ?? store.instance(idOrName: instanceId, projectId: nil) } catch {
-            logger.error(
-                "reconcile: store read failed", metadata: ["instance.id": "\(instanceId)", "error": "\(error)"])
+    /// Applies one change of this host's desired state. With `pendingCommit` (in process only), an
+    /// assignment's boot starts before the instance's record is committed: the VMM starts, and the
+    /// guest runs or a failure is reported only once the commit is done; if it fails, the boot ends
+    /// its VMM and reports nothing. Returns once a boot's VMM is up, or a stop or removal is done.
+    public func apply(_ change: DesiredChange, pendingCommit: PendingCommit? = nil) async {
+        switch change {
+        case .assign(let assignment): await assign(assignment, pendingCommit: pendingCommit)
+        case .unassign(let instanceId, _): await teardown(instanceId: instanceId)
+        case .applyPool(let pool): applyPool(pool)
+        case .removePool(let id): await removePool(id: id)
+        case .evictImage(let sha256): imageCache.evict(sha256: sha256)
+        }
+    }
+
+    /// As `apply`, without waiting for a boot's VMM: the boot is started in order with the other
+    /// changes (its slot is taken at once) and goes on while the next change is applied. The
+    /// network transport uses it, so a burst of creates boots at the host's boot-gate pace.
+    public func apply(_ change: DesiredChange, startingBoots: Bool) async {
+        guard startingBoots, case .assign(let assignment) = change, assignment.desired == .running,
+            slots[assignment.instanceId] == nil
+        else {
+            await apply(change)
             return
         }
-        guard let instance, instance.state != .deleted else {
-            await teardown(instanceId: instanceId)
-            return
-        }
-        switch instance.state {
-        case .building:
-            if vms[instanceId] == nil && !booting.contains(instanceId) {
-                await boot(instance, persistedAt: persistedAt, image: image, pendingCommit: pendingCommit)
-            }
-        case .running, .paused:
-            if vms[instanceId] == nil && !booting.contains(instanceId) {
-                // Desired running but nothing here (e.g. the VM died while we were down and it was
-                // settled as an exit, or a lost handle): boot again.
-                _ = try? store.updateInstance(id: instanceId) { $0.state = .building }
-                if let fresh = try? store.instance(idOrName: instanceId, projectId: nil) { await boot(fresh) }
-            }
-        case .stopped, .error:
-            if let vm = vms.removeValue(forKey: instanceId) {
+        if assignment.instance.restartPolicy == .always { movable.insert(assignment.instanceId) }
+        slots[assignment.instanceId] = .booting(generation: assignment.generation, cancelled: false)
+        Task { await self.boot(assignment, pendingCommit: nil) }
+    }
+
+    /// What runs here: instance id → the generation its VM serves (for the controller, on reconnect).
+    public func runningGenerations() -> [String: UInt64] { slots.mapValues(\.generation) }
+
+    /// Stops the VMs of the instances the controller may move, without reporting (the host lost its
+    /// lease: they may be starting elsewhere). The next sync assigns again what should run here.
+    public func fence() async {
+        for (instanceId, slot) in slots where movable.contains(instanceId) {
+            switch slot {
+            case .booting(let generation, _): slots[instanceId] = .booting(generation: generation, cancelled: true)
+            case .running(let vm):
+                slots[instanceId] = nil
                 vm.supervisor?.cancel()
                 await release(vm.handle, instanceId: instanceId)
             }
-        case .deleted:
+        }
+    }
+
+    private func assign(_ assignment: Assignment, pendingCommit: PendingCommit?) async {
+        let instanceId = assignment.instanceId
+        if assignment.instance.restartPolicy == .always {
+            movable.insert(instanceId)
+        } else {
+            movable.remove(instanceId)
+        }
+        if let slot = slots[instanceId], slot.generation > assignment.generation {
+            logger.debug(
+                "ignoring an older assignment",
+                metadata: ["instance.id": "\(instanceId)", "generation": "\(assignment.generation)"])
+            return
+        }
+        switch (assignment.desired, slots[instanceId]) {
+        case (.running, nil):
+            await boot(assignment, pendingCommit: pendingCommit)
+        case (.running, .booting):
+            // A stop then a start while the VMM starts: the boot in progress serves the start.
+            slots[instanceId] = .booting(generation: assignment.generation, cancelled: false)
+        case (.running, .running(var vm)):
+            // A newer generation while a VM runs: either the controller restarts an exit this agent
+            // has not processed yet (the VM is gone: boot a new one), or the VM still serves.
+            if vm.generation < assignment.generation,
+                [.gone, .shutdown].contains((try? await driver.state(vm.handle)) ?? .running)
+            {
+                slots[instanceId] = nil
+                vm.supervisor?.cancel()
+                await release(vm.handle, instanceId: instanceId)
+                await boot(assignment, pendingCommit: pendingCommit)
+                return
+            }
+            vm.generation = assignment.generation
+            slots[instanceId] = .running(vm)
+        case (.stopped, nil):
             break
+        case (.stopped, .booting):
+            slots[instanceId] = .booting(generation: assignment.generation, cancelled: true)
+        case (.stopped, .running(let vm)):
+            slots[instanceId] = nil
+            vm.supervisor?.cancel()
+            let exit = try? await driver.stop(vm.handle, timeout: .milliseconds(assignment.stopTimeoutMs))
+            await release(vm.handle, instanceId: instanceId)
+            await report(
+                instanceId, assignment.generation,
+                .stopped(reason: exit.map { "VM stopped: \($0.reason)" } ?? "VM stopped"))
         }
     }
 
     // MARK: - Commands that act on a running VM
 
-    public func perform(_ action: InstanceAction, instanceId: String, stopTimeout: Duration = .seconds(5))
-        async throws(SwiftletError)
-    {
-        switch action {
-        case .boot, .none:
-            await reconcile(instanceId: instanceId)
-        case .destroy:
-            await teardown(instanceId: instanceId)
-        case .shutdown:
-            guard let vm = vms.removeValue(forKey: instanceId) else { return }
-            vm.supervisor?.cancel()
-            let exit = try? await driver.stop(vm.handle, timeout: stopTimeout)
-            await release(vm.handle, instanceId: instanceId)
-            event(instanceId, "stopped", exit.map { "VM stopped: \($0.reason)" } ?? "VM stopped")
-        case .pause, .resume, .reset:
-            guard let vm = vms[instanceId] else {
-                throw SwiftletError(
-                    .conflict, "instance.not_running", "instance '\(instanceId)' has no running VM on this host")
+    public func command(_ command: VMCommand, instanceId: String) async throws(SwiftletError) {
+        guard case .running(let vm) = slots[instanceId] else {
+            throw SwiftletError(
+                .conflict, "instance.not_running", "instance '\(instanceId)' has no running VM on this host")
+        }
+        do {
+            switch command {
+            case .pause: try await driver.pause(vm.handle)
+            case .resume: try await driver.resume(vm.handle)
+            case .reboot: try await driver.reboot(vm.handle)
             }
-            do {
-                switch action {
-                case .pause: try await driver.pause(vm.handle)
-                case .resume: try await driver.resume(vm.handle)
-                default: try await driver.reboot(vm.handle)
-                }
-            } catch {
-                throw SwiftletError(.internal, "hypervisor.failed", "\(action) failed: \(error)")
-            }
+        } catch {
+            throw SwiftletError(.internal, "hypervisor.failed", "\(command) failed: \(error)")
         }
     }
 
-    /// Suspends until the instance is no longer BUILDING, or `timeout` passes.
-    public func waitUntilSettled(instanceId: String, timeout: Duration) async {
-        if isSettled(instanceId) { return }
-        await withTaskGroup(of: Void.self) { group in
-            group.addTask { await self.addSettleWaiter(instanceId) }
-            group.addTask { try? await Task.sleep(for: timeout) }
-            await group.next()
-            group.cancelAll()
-            self.releaseWaiters(instanceId)
+    /// The console log from byte `offset`: the current VM's, else the one kept from its last VM.
+    public func readConsole(instanceId: String, from offset: UInt64) -> ConsoleChunk {
+        let running = slots[instanceId] != nil
+        let path: String
+        if case .running(let vm) = slots[instanceId] {
+            path = vm.handle.consoleLogPath
+        } else {
+            path = keptConsolePath(instanceId)
         }
-    }
-
-    private func addSettleWaiter(_ instanceId: String) async {
-        await withCheckedContinuation { continuation in
-            if isSettled(instanceId) {
-                continuation.resume()
-            } else {
-                settleWaiters[instanceId, default: []].append(continuation)
-            }
+        guard let file = FileHandle(forReadingAtPath: path) else {
+            return ConsoleChunk(data: Data(), vmRunning: running)
         }
-    }
-
-    /// Reads only the state: this runs while the guest boots, beside it on the same CPUs.
-    private func isSettled(_ instanceId: String) -> Bool {
-        guard let state = try? store.instanceState(id: instanceId) else { return true }
-        return state != .building
-    }
-
-    private func releaseWaiters(_ instanceId: String) {
-        for waiter in settleWaiters.removeValue(forKey: instanceId) ?? [] { waiter.resume() }
-    }
-
-    /// The console log of an instance: its current VM's, else the one kept from its last VM.
-    public func consoleLogPath(instanceId: String) -> String? {
-        if let vm = vms[instanceId] { return vm.handle.consoleLogPath }
-        let kept = keptConsolePath(instanceId)
-        return FileManager.default.fileExists(atPath: kept) ? kept : nil
+        defer { try? file.close() }
+        try? file.seek(toOffset: offset)
+        return ConsoleChunk(data: (try? file.readToEnd()) ?? Data(), vmRunning: running)
     }
 
     /// Where the console of a VM that went away is kept, until the instance is deleted.
@@ -261,8 +298,8 @@ public actor HostAgent {
         (runRoot as NSString).deletingLastPathComponent + "/consoles/" + instanceId + ".log"
     }
 
-    /// Ends a VM the instance keeps existing without: keeps its console for `logs`, then
-    /// destroys it (process, runtime directory) and forgets its handle.
+    /// Ends a VM the instance keeps existing without: keeps its console for `logs`, then destroys
+    /// it (process, runtime directory).
     private func release(_ handle: VMHandle, instanceId: String) async {
         let kept = keptConsolePath(instanceId)
         try? FileManager.default.createDirectory(
@@ -270,12 +307,11 @@ public actor HostAgent {
         try? FileManager.default.removeItem(atPath: kept)
         try? FileManager.default.moveItem(atPath: handle.consoleLogPath, toPath: kept)
         await driver.destroy(handle)
-        try? store.removeHandle(instanceId: instanceId)
     }
 
     /// Types a line on the instance's console (the kit reads commands there).
     public func sendConsole(instanceId: String, line: String) async throws(SwiftletError) {
-        guard let vm = vms[instanceId] else {
+        guard case .running(let vm) = slots[instanceId] else {
             throw SwiftletError(.conflict, "instance.not_running", "instance '\(instanceId)' has no running VM")
         }
         do { try await driver.sendConsole(vm.handle, line: line) } catch {
@@ -283,55 +319,40 @@ public actor HostAgent {
         }
     }
 
-    public func isRunning(instanceId: String) -> Bool { vms[instanceId] != nil || booting.contains(instanceId) }
-
-    /// Graceful stop of every VM (only when the server is told to take its instances down).
+    /// Graceful stop of every VM (only when the server is told to take its instances down). The
+    /// instances keep their assignments: nothing is reported.
     public func stopAll(timeout: Duration) async {
-        for instanceId in Array(vms.keys) {
-            try? await perform(.shutdown, instanceId: instanceId, stopTimeout: timeout)
+        for (instanceId, slot) in slots {
+            guard case .running(let vm) = slot else { continue }
+            slots[instanceId] = nil
+            vm.supervisor?.cancel()
+            _ = try? await driver.stop(vm.handle, timeout: timeout)
+            await release(vm.handle, instanceId: instanceId)
         }
     }
 
     // MARK: - Boot
 
-    /// With `pendingCommit`, the boot starts before the record is committed: the VMM starts, and
-    /// the guest runs or a failure is recorded only once the commit is done; if it fails, the boot
-    /// ends its VMM and records nothing.
-    private func boot(
-        _ instance: Instance, persistedAt: UInt64? = nil, image knownImage: Image? = nil,
-        pendingCommit: PendingCommit? = nil
-    ) async {
-        booting.insert(instance.id)
-        defer {
-            booting.remove(instance.id)
-            cancelledBoots.remove(instance.id)
-        }
+    private func boot(_ assignment: Assignment, pendingCommit: PendingCommit?) async {
+        let instance = assignment.instance
         let instanceId = instance.id
-        // Phase times stay here until READY and are written with it in one commit: no one reads a
-        // BUILDING instance's timeline before then, and each commit on this critical path costs a
-        // few hundred microseconds of CPU. A failure records the phases reached.
-        var timeline = instance.timeline
-        if let persistedAt { timeline.persisted = persistedAt }
-        timeline.scheduled = monotonicNanos()
-        // The scheduler chose the host at create time; older records have none.
-        let hostId = instance.hostId ?? self.hostId
-        let image: Image
-        do {
-            guard let found = try knownImage ?? store.image(idOrName: instance.imageId, projectId: nil) else {
-                throw SwiftletError.notFound("image", instance.imageId)
-            }
-            image = found
-        } catch {
-            await recordFailure(instanceId, "image unavailable: \(error)", timeline: timeline, after: pendingCommit)
-            return
+        // Taken already when the boot was started out of band (it may be cancelled meanwhile).
+        if case .booting = slots[instanceId] {
+        } else {
+            slots[instanceId] = .booting(generation: assignment.generation, cancelled: false)
         }
+        // Phase times stay here until READY and are reported with it: no one reads a BUILDING
+        // instance's timeline before then, and each commit on this critical path costs CPU. A
+        // failure reports the phases reached.
+        var timeline = instance.timeline
+        timeline.scheduled = monotonicNanos()
+        let image = assignment.boot.image
         let prepared: ImageCache.Prepared
-        do { prepared = try imageCache.prepare(image, instance: instance, store: store) } catch {
-            await recordFailure(
+        do { prepared = try await imageCache.prepare(assignment.boot) } catch {
+            await bootFailed(
                 instanceId, "image not ready: \(error.message)", timeline: timeline, after: pendingCommit)
             return
         }
-        let kernelPath = prepared.kernelPath
         timeline.imageReady = monotonicNanos()
         let digest = image.sha256.prefix(12)
         var imageMessage =
@@ -342,12 +363,12 @@ public actor HostAgent {
                 "evicted image cache copies over the limit",
                 metadata: ["instance.id": "\(instanceId)", "image.cache.evicted": "\(prepared.evicted)"])
         }
-        let imageEvent = (type: "image", message: imageMessage)
+        let imageEvent = EventNote(type: "image", message: imageMessage)
         let runtimeDirectory = runRoot + "/" + instanceId
         // Left by an earlier VM of this instance; checked first, as a throwing remove is costly.
         if access(runtimeDirectory, F_OK) == 0 { try? FileManager.default.removeItem(atPath: runtimeDirectory) }
         let spec = VMSpec(
-            instanceID: instanceId, kernelPath: kernelPath, bootKind: BootKind(image.kind),
+            instanceID: instanceId, kernelPath: prepared.kernelPath, bootKind: BootKind(image.kind),
             memoryMiB: instance.memoryMib, vcpus: instance.vcpus,
             commandLine: CommandLineRenderer.render(instance, template: prepared.profile.commandLine),
             publishedPorts: instance.publishedPorts.map {
@@ -365,7 +386,10 @@ public actor HostAgent {
         if instance.ports?.isEmpty ?? true, hasIdlePooledVM(instance: instance, imageId: image.id) {
             // A pooled guest runs its config at once: only for a committed record.
             if let pendingCommit {
-                guard let persisted = await pendingCommit.wait() else { return }
+                guard let persisted = await pendingCommit.wait() else {
+                    slots[instanceId] = nil
+                    return
+                }
                 timeline.persisted = persisted
             }
             pooled = await startPooled(instance: instance, imageId: image.id, spec: spec)
@@ -376,7 +400,10 @@ public actor HostAgent {
             )
         } else {
             // The insert failed already: no VMM to start for it.
-            if pendingCommit?.hasFailed == true { return }
+            if pendingCommit?.hasFailed == true {
+                slots[instanceId] = nil
+                return
+            }
             do {
                 let (driver, hugePages) = (self.driver, self.hugePages)
                 (handle, times) = try await bootGate.run { alone in
@@ -387,8 +414,7 @@ public actor HostAgent {
                     }
                 }
             } catch {
-                await recordFailure(
-                    instanceId, "VMM failed to start: \(error)", timeline: timeline, after: pendingCommit)
+                await bootFailed(instanceId, "VMM failed to start: \(error)", timeline: timeline, after: pendingCommit)
                 return
             }
             // Resolved by now: the guest was held until it was.
@@ -397,31 +423,34 @@ public actor HostAgent {
         timeline.vmmSpawned = times.spawned
         timeline.vmmUp = times.vmmUp
         timeline.bootPath = bootPath
-        guard cancelledBoots.remove(instanceId) == nil else {
+        guard case .booting(let generation, false) = slots[instanceId] else {
+            // Deleted or stopped while the VMM started.
+            if case .booting = slots[instanceId] { slots[instanceId] = nil }
             await driver.destroy(handle)
             return
         }
         guard let encodedHandle = try? JSONEncoder().encode(handle) else {
+            slots[instanceId] = nil
             await driver.destroy(handle)
-            record(instanceId, .failed(reason: "cannot encode the VM handle"), timeline: timeline)
+            await report(instanceId, generation, .failed(reason: "cannot encode the VM handle", timeline: timeline))
             return
         }
-        // The handle, the phases and the image event are committed with READY, in one commit: a
-        // commit here would take CPU from the VMM while it boots. Until READY only this actor knows
-        // the VM; if the agent dies meanwhile, `recoverAll` kills it as an orphan (its directory has
-        // no stored handle) and boots the instance, still BUILDING, again.
-        vms[instanceId] = RunningVM(
-            handle: handle, supervisor: nil,
-            unsaved: UnsavedBoot(timeline: timeline, hostId: hostId, handle: encodedHandle, imageEvent: imageEvent))
+        // The handle, the phases and the image event are reported with READY, in one observation
+        // (one commit): a commit here would take CPU from the VMM while it boots. Until READY only
+        // this actor knows the VM; if the agent dies meanwhile, `sync` kills it as an orphan (no
+        // assignment has its handle) and boots the instance, still BUILDING, again.
+        slots[instanceId] = .running(
+            RunningVM(
+                generation: generation, handle: handle, supervisor: supervise(instanceId: instanceId, handle: handle),
+                unreported: UnreportedBoot(timeline: timeline, handle: encodedHandle, imageEvent: imageEvent)))
         let events = driver.consoleEvents(handle)
         let pattern = spec.readyPattern
         let readyTimeout = self.readyTimeout
         let driver = self.driver
-        vms[instanceId]?.supervisor = supervise(instanceId: instanceId, handle: handle)
         // Wait for READY outside the actor's critical path: other instances boot meanwhile.
         Task {
             if let (time, _) = await waitForReady(events: events, pattern: pattern, timeout: readyTimeout) {
-                self.guestReady(instanceId: instanceId, handle: handle, at: time)
+                await self.guestReady(instanceId: instanceId, handle: handle, at: time)
             } else if self.isCurrent(instanceId: instanceId, handle: handle) {
                 // Not READY in time and still running: the guest is wedged.
                 _ = try? await driver.stop(handle, timeout: .milliseconds(10))
@@ -429,24 +458,26 @@ public actor HostAgent {
         }
     }
 
-    private func isCurrent(instanceId: String, handle: VMHandle) -> Bool { vms[instanceId]?.handle == handle }
-
-    /// READY, committed with what the boot kept unsaved until now (handle, phases, image event).
-    private func guestReady(instanceId: String, handle: VMHandle, at time: UInt64) {
-        guard isCurrent(instanceId: instanceId, handle: handle) else { return }
-        let unsaved = vms[instanceId]?.unsaved
-        vms[instanceId]?.unsaved = nil
-        let hostId = unsaved?.hostId
-        record(
-            instanceId, .ready, timeline: unsaved?.timeline, events: unsaved.map { [$0.imageEvent] } ?? [],
-            handle: unsaved?.handle
-        ) {
-            $0.timeline.ready = time
-            if let hostId { $0.hostId = hostId }
-        }
+    private func isCurrent(instanceId: String, handle: VMHandle) -> Bool {
+        guard case .running(let vm) = slots[instanceId] else { return false }
+        return vm.handle == handle
     }
 
-    /// Watches the VMM process; on exit, applies the state machine and the restart policy.
+    /// READY, reported with what the boot kept until now (handle, phases, image event).
+    private func guestReady(instanceId: String, handle: VMHandle, at time: UInt64) async {
+        guard case .running(var vm) = slots[instanceId], vm.handle == handle, let unreported = vm.unreported else {
+            return
+        }
+        vm.unreported = nil
+        slots[instanceId] = .running(vm)
+        var timeline = unreported.timeline
+        timeline.ready = time
+        await report(
+            instanceId, vm.generation,
+            .ready(timeline: timeline, handle: unreported.handle, events: [unreported.imageEvent]))
+    }
+
+    /// Watches the VMM process; on exit, reports it (the controller applies the restart policy).
     private func supervise(instanceId: String, handle: VMHandle) -> Task<Void, Never> {
         let driver = self.driver
         return Task {
@@ -457,93 +488,60 @@ public actor HostAgent {
     }
 
     private func vmExited(instanceId: String, handle: VMHandle, exit: VMExit) async {
-        guard isCurrent(instanceId: instanceId, handle: handle), let vm = vms.removeValue(forKey: instanceId) else {
-            return
-        }
+        guard case .running(let vm) = slots[instanceId], vm.handle == handle else { return }
+        slots[instanceId] = nil
         await release(handle, instanceId: instanceId)
-        let clean = exit.guestStatus == 0
-        // Exited before READY: the phases it reached are recorded with the exit.
-        let restart = record(
-            instanceId, .exited(clean: clean, reason: "VM exited: \(exit.reason)"), timeline: vm.unsaved?.timeline)
-        if restart { await reconcile(instanceId: instanceId) }
+        // Exited before READY: the phases it reached are reported with the exit.
+        await report(
+            instanceId, vm.generation,
+            .exited(
+                clean: exit.guestStatus == 0, reason: "VM exited: \(exit.reason)", timeline: vm.unreported?.timeline))
     }
 
     private func teardown(instanceId: String) async {
-        if booting.contains(instanceId) { cancelledBoots.insert(instanceId) }
-        if let vm = vms.removeValue(forKey: instanceId) {
+        movable.remove(instanceId)
+        switch slots.removeValue(forKey: instanceId) {
+        case .booting(let generation, _):
+            // The boot destroys its VMM once it is up.
+            slots[instanceId] = .booting(generation: generation, cancelled: true)
+        case .running(let vm):
             vm.supervisor?.cancel()
             await driver.destroy(vm.handle)
-        } else if let data = try? store.handle(instanceId: instanceId),
-            let handle = try? JSONDecoder().decode(VMHandle.self, from: data)
-        {
-            await driver.destroy(handle)
+        case nil:
+            break
         }
-        try? store.removeHandle(instanceId: instanceId)
         try? FileManager.default.removeItem(atPath: runRoot + "/" + instanceId)
         try? FileManager.default.removeItem(atPath: keptConsolePath(instanceId))
-        releaseWaiters(instanceId)
     }
 
-    // MARK: - Recording
+    // MARK: - Reporting
 
-    /// Records a boot's failure once its record is committed; nothing if the commit failed.
-    private func recordFailure(
+    /// Reports a boot's failure once its record is committed; nothing if the commit failed.
+    private func bootFailed(
         _ instanceId: String, _ reason: String, timeline: Timeline, after pendingCommit: PendingCommit?
-    ) async {
+    )
+        async
+    {
+        guard case .booting(let generation, _) = slots.removeValue(forKey: instanceId) else { return }
         var timeline = timeline
         if let pendingCommit {
             guard let persisted = await pendingCommit.wait() else { return }
             timeline.persisted = persisted
         }
-        record(instanceId, .failed(reason: reason), timeline: timeline)
+        await report(instanceId, generation, .failed(reason: reason, timeline: timeline))
     }
 
-    /// Applies an observation through the state machine; returns whether to boot again.
-    @discardableResult
-    private func record(
-        _ instanceId: String, _ observation: InstanceObservation, timeline: Timeline? = nil,
-        events: [(type: String, message: String)] = [], handle: Data? = nil,
-        _ extra: (@Sendable (inout Instance) -> Void)? = nil
-    ) -> Bool {
-        // READY's event goes in the same commit; the others depend on the state reached.
-        let readyEvents = observation == .ready ? [(type: "ready", message: "guest READY")] : []
-        let result = try? store.updateInstance(id: instanceId, events: events + readyEvents, handle: handle) {
-            instance in
-            if let timeline { instance.timeline = timeline }
-            extra?(&instance)
-            var (next, again) = InstanceLifecycle.observe(
-                observation, in: instance.state, policy: instance.restartPolicy)
-            if again {
-                if instance.restartCount >= Self.maxRestarts {
-                    (next, again) = (.error, false)
-                } else {
-                    instance.restartCount += 1
-                    instance.timeline = .starting(at: monotonicNanos())
-                }
-            }
-            switch observation {
-            case .ready: instance.reason = nil
-            case .exited(_, let reason), .failed(let reason):
-                instance.reason =
-                    again ? "restarting (\(instance.restartCount)/\(Self.maxRestarts)): \(reason)" : reason
-            }
-            instance.state = next
+    private func report(_ instanceId: String, _ generation: UInt64, _ report: Observation.Report) async {
+        guard let reports else {
+            logger.warning("observation before the agent connected", metadata: ["instance.id": "\(instanceId)"])
+            return
         }
-        if let result {
-            switch observation {
-            case .ready: break
-            case .exited, .failed:
-                event(instanceId, result.state == .building ? "restarting" : "exited", result.reason ?? "")
-            }
-            if result.state != .building { releaseWaiters(instanceId) }
-        }
-        // Only a restart leaves a settled observation in BUILDING.
-        return result?.state == .building
+        await reports.observe(
+            Observation(hostId: hostId, instanceId: instanceId, generation: generation, report: report))
     }
 
-    private func event(_ instanceId: String, _ type: String, _ message: String) {
-        try? store.addEvent(instanceId: instanceId, type: type, message: message)
-    }
+    /// Whether the instance has a VM here, booting or running.
+    public func hasVM(instanceId: String) -> Bool { slots[instanceId] != nil }
 }
 
 extension BootKind {

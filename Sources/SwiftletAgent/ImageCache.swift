@@ -1,26 +1,58 @@
 import Foundation
+import SwiftletAgentProtocol
 import SwiftletCore
 import SwiftletImages
-import SwiftletStore
+import Synchronization
 
 #if canImport(Glibc)
     import Glibc
 #endif
 
-/// The host's copy of image bytes, by digest: `<root>/<sha256>`. Filled once from the blob store
-/// (hard link when on the same filesystem, else a verified copy); a boot with the bytes cached
-/// never touches the blob store.
-struct ImageCache: Sendable {
-    let root: String
-    let blobs: BlobStore
-    /// Bytes the cache's copies may hold; nil for no limit. Only copies count: an entry that is a
-    /// hard link to its blob costs no space of its own. Past the limit, a fetch evicts the least
-    /// recently used copies that the blob store can give back.
-    let limitBytes: Int64?
+/// Where a host gets image bytes from, by digest.
+public protocol ImageSource: Sendable {
+    /// The bytes' path on this machine when the source is local (then a hard link costs nothing).
+    func localPath(sha256: String) -> String?
+    /// Writes the bytes to `path`, a new file; the cache verifies the digest before using them.
+    func download(sha256: String, to path: String) async throws(SwiftletError)
+    /// Whether the bytes could be fetched again if the cache dropped its copy.
+    func canFetchAgain(sha256: String) -> Bool
+}
 
-    init(root: String, blobs: BlobStore, limitBytes: Int64? = nil) {
+/// The controller's own blob store, for the agent in the same process (or on the same disk).
+public struct BlobStoreSource: ImageSource {
+    public let blobs: BlobStore
+
+    public init(blobs: BlobStore) { self.blobs = blobs }
+
+    public func localPath(sha256: String) -> String? { blobs.path(sha256: sha256) }
+
+    public func download(sha256: String, to path: String) async throws(SwiftletError) {
+        do { try FileManager.default.copyItem(atPath: blobs.path(sha256: sha256), toPath: path) } catch {
+            throw SwiftletError(
+                .internal, "image.cache_failed", "cannot copy image \(sha256) into the host cache: \(error)")
+        }
+    }
+
+    public func canFetchAgain(sha256: String) -> Bool { blobs.contains(sha256: sha256) }
+}
+
+/// The host's copy of image bytes, by digest: `<root>/<sha256>`. Filled once per digest from the
+/// image source (a hard link when the source's file is on the same filesystem, else a copy or a
+/// download whose sha256 is checked before it becomes the cached truth); concurrent boots of one
+/// digest share one fetch. A boot with the bytes cached never touches the source.
+final class ImageCache: Sendable {
+    let root: String
+    let source: any ImageSource
+    /// Bytes the cache's copies may hold; nil for no limit. Only copies count: an entry that is a
+    /// hard link to its source's file costs no space of its own. Past the limit, a fetch evicts
+    /// the least recently used copies that the source can give back.
+    let limitBytes: Int64?
+    /// Fetches in progress, by digest.
+    private let fetches = Mutex<[String: Task<Void, any Error>]>([:])
+
+    init(root: String, source: any ImageSource, limitBytes: Int64? = nil) {
         self.root = root
-        self.blobs = blobs
+        self.source = source
         self.limitBytes = limitBytes
     }
 
@@ -36,38 +68,55 @@ struct ImageCache: Sendable {
 
     func path(sha256: String) -> String { root + "/" + sha256 }
 
-    /// The local path of `image`'s bytes, fetching them from the blob store on a miss.
-    func fetch(_ image: Image) throws(SwiftletError) -> (path: String, hit: Bool) {
+    /// The local path of `image`'s bytes, fetching them from the source on a miss.
+    nonisolated(nonsending) func fetch(_ image: Image) async throws(SwiftletError) -> (path: String, hit: Bool) {
         let target = path(sha256: image.sha256)
         if access(target, R_OK) == 0 {
             // Its modification time is the entry's last use, for the eviction order.
             if limitBytes != nil { utimensat(AT_FDCWD, target, nil, 0) }
             return (target, true)
         }
-        let source = blobs.path(sha256: image.sha256)
-        guard access(source, R_OK) == 0 else {
-            throw SwiftletError(
-                .internal, "image.blob_missing", "image blob \(image.sha256) is missing from the blob store")
+        let sha256 = image.sha256
+        let fetch = fetches.withLock { fetches in
+            if let running = fetches[sha256] { return running }
+            let started = Task { try await self.fill(sha256: sha256) }
+            fetches[sha256] = started
+            return started
         }
+        defer { fetches.withLock { if $0[sha256] == fetch { $0[sha256] = nil } } }
+        do { try await fetch.value } catch {
+            throw error as? SwiftletError
+                ?? SwiftletError(.internal, "image.cache_failed", "cannot fetch image \(sha256): \(error)")
+        }
+        return (target, false)
+    }
+
+    /// Puts the digest's bytes at their cache path.
+    private func fill(sha256: String) async throws(SwiftletError) {
+        let target = path(sha256: sha256)
+        if access(target, R_OK) == 0 { return }
         try? FileManager.default.createDirectory(atPath: root, withIntermediateDirectories: true)
         let temp = root + "/.tmp-" + ResourceID.make("fetch")
         defer { unlink(temp) }
-        if link(source, temp) != 0 {
-            do { try FileManager.default.copyItem(atPath: source, toPath: temp) } catch {
+        let local = source.localPath(sha256: sha256)
+        if let local, access(local, R_OK) != 0 {
+            throw SwiftletError(
+                .internal, "image.blob_missing", "image blob \(sha256) is missing from the blob store")
+        }
+        if local.map({ link($0, temp) }) != 0 {
+            try await source.download(sha256: sha256, to: temp)
+            // A copy crossed a filesystem or a network: check it before it becomes the cached truth.
+            let digest = try? ImageSignature.sha256(path: temp)
+            guard digest == sha256 else {
                 throw SwiftletError(
-                    .internal, "image.cache_failed", "cannot copy image \(image.sha256) into the host cache: \(error)")
-            }
-            // A copy crossed a filesystem: check it before it becomes the cached truth.
-            guard (try? ImageSignature.sha256(path: temp)) == image.sha256 else {
-                throw SwiftletError(
-                    .internal, "image.cache_failed", "copy of image \(image.sha256) does not match its digest")
+                    .unprocessable, "image.digest_mismatch",
+                    "the bytes fetched for image \(sha256) hash to \(digest ?? "nothing"): refused")
             }
         }
         guard rename(temp, target) == 0 else {
             throw SwiftletError(
-                .internal, "image.cache_failed", "cannot place image \(image.sha256) in the host cache: errno \(errno)")
+                .internal, "image.cache_failed", "cannot place image \(sha256) in the host cache: errno \(errno)")
         }
-        return (target, false)
     }
 
     /// Drops a digest's cached bytes. An entry is usually a hard link to the blob, so the bytes
@@ -87,10 +136,13 @@ struct ImageCache: Sendable {
             var entry = stat()
             guard stat(path(sha256: name), &entry) == 0 else { continue }
             var blob = stat()
-            let blobExists = stat(blobs.path(sha256: name), &blob) == 0
-            if blobExists && blob.st_dev == entry.st_dev && blob.st_ino == entry.st_ino { continue }
+            if let local = source.localPath(sha256: name), stat(local, &blob) == 0, blob.st_dev == entry.st_dev,
+                blob.st_ino == entry.st_ino
+            {
+                continue
+            }
             total += Int64(entry.st_size)
-            if blobExists && !protected.contains(name) {
+            if source.canFetchAgain(sha256: name) && !protected.contains(name) {
                 copies.append(
                     (name, Int64(entry.st_size), entry.st_mtim.tv_sec * 1_000_000_000 + entry.st_mtim.tv_nsec))
             }
@@ -117,29 +169,27 @@ struct ImageCache: Sendable {
 
     /// Everything a boot needs, checked: the image's launch profile, its initrd, and for a project
     /// that requires signed images, the cached bytes re-hashed and the signature re-verified.
-    func prepare(_ image: Image, instance: Instance, store: any SwiftletStore) throws(SwiftletError) -> Prepared {
+    nonisolated(nonsending) func prepare(_ boot: BootImage) async throws(SwiftletError) -> Prepared {
+        let image = boot.image
         guard image.kind != .initrd else {
             throw .badRequest(
                 "image.not_bootable", "image '\(image.name)' is an initrd: boot a bzImage that references it")
         }
         let profile = try LaunchProfile(kind: image.kind, properties: image.properties)
-        let kernel = try fetch(image)
+        let kernel = try await fetch(image)
         var initrdPath: String?
         var hit = kernel.hit
         var digests: Set = [image.sha256]
         if let initrdId = profile.initrdImageId {
-            guard let initrd = try store.image(idOrName: initrdId, projectId: nil), initrd.kind == .initrd else {
+            guard let initrd = boot.initrd, initrd.id == initrdId, initrd.kind == .initrd else {
                 throw .notFound("image", initrdId)
             }
-            let fetched = try fetch(initrd)
+            let fetched = try await fetch(initrd)
             initrdPath = fetched.path
             digests.insert(initrd.sha256)
             hit = hit && fetched.hit
         }
-        if let catalog = store as? any ImageCatalogStore,
-            let project = try store.project(id: instance.projectId), project.requireSignedImages
-        {
-            let keys = try catalog.signingKeys(projectId: project.id)
+        if let check = boot.signature {
             let digest: String
             do { digest = try ImageSignature.sha256(path: kernel.path) } catch {
                 throw SwiftletError(.internal, "image.read_failed", "cannot re-hash image \(image.sha256): \(error)")
@@ -149,7 +199,7 @@ struct ImageCache: Sendable {
                     .unprocessable, "image.tampered",
                     "image bytes on this host hash to \(digest), not the registered \(image.sha256): refusing to boot")
             }
-            try ImageSignature.verify(image.signature, sha256: digest, keys: keys, projectName: project.name)
+            try ImageSignature.verify(image.signature, sha256: digest, keys: check.keys, projectName: check.projectName)
         }
         var prepared = Prepared(kernelPath: kernel.path, initrdPath: initrdPath, profile: profile, cacheHit: hit)
         if !hit { prepared.evicted = enforceLimit(protecting: digests) }

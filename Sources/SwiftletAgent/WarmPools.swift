@@ -1,7 +1,7 @@
 import Foundation
+import SwiftletAgentProtocol
 import SwiftletCore
 import SwiftletHypervisor
-import SwiftletStore
 
 /// The agent's warm pools: per policy, VMs booted with `swiftlet.pool=1` that have printed
 /// `SWIFTLET-POOLED` and wait for `swiftlet.config <words>` on their console (guest/kit/Pool.swift).
@@ -12,8 +12,8 @@ struct WarmPoolState {
         var policyId: String
     }
 
-    /// Policies this agent fills, by id (a copy of the store's).
-    var policies: [String: WarmPool] = [:]
+    /// Policies this agent fills, with the image each boots, by id.
+    var policies: [String: PoolAssignment] = [:]
     /// Booted and waiting, oldest first, by policy id.
     var idle: [String: [Pooled]] = [:]
     /// Boots in progress, by policy id.
@@ -26,21 +26,14 @@ extension HostAgent {
     /// How long a pool VM may take to print SWIFTLET-POOLED before it is discarded.
     static let poolBootTimeout: Duration = .seconds(20)
 
-    /// Starts filling every stored pool (after a start: pooled VMs of a previous run were orphans).
-    public func loadPools() async {
-        guard let poolStore = store as? any PoolStore, let pools = try? poolStore.pools(projectId: nil) else { return }
-        for pool in pools { warm.policies[pool.id] = pool }
-        for pool in pools { refill(policyId: pool.id) }
-    }
-
     /// Adds or replaces a policy and fills it in the background.
-    public func applyPool(_ pool: WarmPool) {
-        warm.policies[pool.id] = pool
-        refill(policyId: pool.id)
+    func applyPool(_ assignment: PoolAssignment) {
+        warm.policies[assignment.pool.id] = assignment
+        refill(policyId: assignment.pool.id)
     }
 
     /// Drops a policy and destroys its idle VMs.
-    public func removePool(id: String) async {
+    func removePool(id: String) async {
         warm.policies[id] = nil
         for pooled in warm.idle.removeValue(forKey: id) ?? [] {
             warm.watchers.removeValue(forKey: pooled.handle.runtimeDirectory)?.cancel()
@@ -63,29 +56,26 @@ extension HostAgent {
 
     /// Boots VMs until idle + booting reaches the policy's size.
     func refill(policyId: String) {
-        guard let policy = warm.policies[policyId] else { return }
+        guard let policy = warm.policies[policyId]?.pool else { return }
         let missing = policy.size - (warm.idle[policyId]?.count ?? 0) - (warm.filling[policyId] ?? 0)
         guard missing > 0 else { return }
         warm.filling[policyId, default: 0] += missing
+        guard let boot = warm.policies[policyId]?.boot else { return }
         for _ in 0..<missing {
-            Task { await self.bootPooled(policy: policy) }
+            Task { await self.bootPooled(policy: policy, boot: boot) }
         }
     }
 
-    private func bootPooled(policy: WarmPool) async {
+    private func bootPooled(policy: WarmPool, boot: BootImage) async {
         defer { warm.filling[policy.id, default: 1] -= 1 }
-        guard let image = try? store.image(idOrName: policy.imageId, projectId: nil) else { return }
-        // The pool's stand-in instance: only its project and shape matter to the image checks.
-        let standIn = Instance(
-            id: ResourceID.make("pool"), projectId: policy.projectId, name: "pool", imageId: image.id, flavor: nil,
-            vcpus: policy.vcpus, memoryMib: policy.memoryMib, args: [], restartPolicy: .no, publishedPorts: [],
-            state: .building, timeline: Timeline(), createdAt: Date(), updatedAt: Date())
+        let image = boot.image
+        let vmId = ResourceID.make("pool")
         do {
-            let prepared = try imageCache.prepare(image, instance: standIn, store: store)
+            let prepared = try await imageCache.prepare(boot)
             let spec = VMSpec(
-                instanceID: standIn.id, kernelPath: prepared.kernelPath, bootKind: BootKind(image.kind),
+                instanceID: vmId, kernelPath: prepared.kernelPath, bootKind: BootKind(image.kind),
                 memoryMiB: policy.memoryMib, vcpus: policy.vcpus, commandLine: "swiftlet.pool=1", publishedPorts: [],
-                runtimeDirectory: runRoot + "/" + standIn.id, userNetwork: true,
+                runtimeDirectory: runRoot + "/" + vmId, userNetwork: true,
                 machineType: prepared.profile.machineType)
             let (handle, _) = try await driver.spawn(spec)
             let events = driver.consoleEvents(handle)
@@ -130,7 +120,7 @@ extension HostAgent {
     }
 
     private func pool(for instance: Instance, imageId: String) -> WarmPool? {
-        warm.policies.values.first {
+        warm.policies.values.lazy.map(\.pool).first {
             $0.imageId == imageId && $0.memoryMib == instance.memoryMib && $0.vcpus == instance.vcpus
         }
     }

@@ -239,6 +239,21 @@ public final class SwiftletClient: Sendable {
         try await send("GET", "/v1/hosts/\(segment(id))")
     }
 
+    /// A single-use token for `swiftlet agent --join-token` (admin).
+    public func createJoinToken(ttlSeconds: Int?) async throws -> JoinTokenInfo {
+        try await send("POST", "/v1/hosts/join-tokens", body: CreateJoinTokenRequest(ttlSeconds: ttlSeconds))
+    }
+
+    /// Stops (`true`) or resumes new placements on a host (admin).
+    public func cordonHost(_ id: String, _ cordoned: Bool) async throws {
+        try await sendNoContent("POST", "/v1/hosts/\(segment(id))/\(cordoned ? "cordon" : "uncordon")")
+    }
+
+    /// Ends a host's access: its certificate is refused from now on (admin).
+    public func revokeHost(_ id: String) async throws {
+        try await sendNoContent("POST", "/v1/hosts/\(segment(id))/revoke")
+    }
+
     // MARK: plain HTTP to workloads
 
     /// A plain request to any URL (no token), e.g. to check that a unikernel answers on its

@@ -67,7 +67,7 @@ public enum APIRouter {
     /// JSON request bodies are small; image uploads stream separately.
     static let maxJSONBody = 1 << 20
 
-    public static func build(controller: Controller) -> Router<APIContext> {
+    public static func build(controller: Controller, cluster: ClusterService? = nil) -> Router<APIContext> {
         let router = Router(context: APIContext.self)
         router.add(middleware: ErrorMiddleware())
         router.add(middleware: AuthMiddleware(controller: controller))
@@ -127,7 +127,7 @@ public enum APIRouter {
             json(try controller.image(try context.parameters.require("id"), by: try context.requirePrincipal()))
         }
         v1.delete("images/:id") { _, context in
-            try controller.deleteImage(try context.parameters.require("id"), by: try context.requirePrincipal())
+            try await controller.deleteImage(try context.parameters.require("id"), by: try context.requirePrincipal())
             return Response(status: .noContent)
         }
 
@@ -221,14 +221,16 @@ public enum APIRouter {
             else {
                 throw SwiftletError.badRequest("console.bad_input", "send one or more lines of printable ASCII text")
             }
-            for line in lines { try await controller.agent.sendConsole(instanceId: instance.id, line: line) }
+            let link = try controller.link(for: instance)
+            for line in lines { try await link.sendConsole(instanceId: instance.id, line: line) }
             return Response(status: .noContent)
         }
         v1.get("instances/:id/console") { request, context in
             let instance = try controller.instance(
                 try context.parameters.require("id"), by: try context.requirePrincipal())
             let follow = request.uri.queryParameters.get("follow") == "true"
-            return try await ConsoleStream.response(instanceId: instance.id, agent: controller.agent, follow: follow)
+            return try await ConsoleStream.response(
+                instanceId: instance.id, link: try controller.link(for: instance), follow: follow)
         }
 
         NetworkRoutes.register(on: v1, controller: controller)
@@ -245,6 +247,7 @@ public enum APIRouter {
             }
             return json(host)
         }
+        HostRoutes.register(on: v1, controller: controller, cluster: cluster)
         return router
     }
 

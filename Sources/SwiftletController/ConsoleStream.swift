@@ -1,18 +1,16 @@
 import Foundation
 import Hummingbird
 import NIOCore
-import SwiftletAgent
 import SwiftletCore
 
 /// `GET /v1/instances/{id}/console`: the console log, and with `follow` the bytes written after,
-/// until the instance's VM is gone.
+/// until the instance's VM is gone. The bytes come from the instance's host, through its link.
 enum ConsoleStream {
-    static func response(instanceId: String, agent: HostAgent, follow: Bool) async throws -> Response {
-        let path = await agent.consoleLogPath(instanceId: instanceId)
+    static func response(instanceId: String, link: any AgentLink, follow: Bool) async throws -> Response {
         let headers: HTTPFields = [.contentType: "text/plain; charset=utf-8"]
         guard follow else {
-            let data = path.flatMap { FileManager.default.contents(atPath: $0) } ?? Data()
-            return Response(status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: data)))
+            let chunk = try await link.readConsole(instanceId: instanceId, from: 0)
+            return Response(status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: chunk.data)))
         }
         return Response(
             status: .ok, headers: headers,
@@ -20,17 +18,12 @@ enum ConsoleStream {
                 var offset: UInt64 = 0
                 var idleAfterExit = 0
                 while !Task.isCancelled {
-                    let currentPath = await agent.consoleLogPath(instanceId: instanceId)
-                    if let currentPath, let handle = FileHandle(forReadingAtPath: currentPath) {
-                        try handle.seek(toOffset: offset)
-                        let data = try handle.readToEnd() ?? Data()
-                        try? handle.close()
-                        if !data.isEmpty {
-                            offset += UInt64(data.count)
-                            try await writer.write(ByteBuffer(bytes: data))
-                        }
+                    let chunk = try await link.readConsole(instanceId: instanceId, from: offset)
+                    if !chunk.data.isEmpty {
+                        offset += UInt64(chunk.data.count)
+                        try await writer.write(ByteBuffer(bytes: chunk.data))
                     }
-                    if await agent.isRunning(instanceId: instanceId) {
+                    if chunk.vmRunning {
                         idleAfterExit = 0
                     } else {
                         idleAfterExit += 1

@@ -8,15 +8,43 @@ extension Controller {
     /// CPU (512 lets `maxCount` one-vCPU instances onto a 2-CPU host); memory is the real limit.
     static let schedulerPolicy = SchedulerPolicy(cpuAllocationRatio: 512)
 
-    /// Chooses a host for each of `count` instances from the stored hosts, charging each placement
+    /// Chooses a host for each of `count` instances from the hosts that are UP, charging each placement
     /// before the next. A host's usage is what its building, running and paused instances hold.
     /// Throws 409 `scheduler.no_host` with the filter summary when one of them fits nowhere.
-    func placeInstances(count: Int, memoryMib: Int, vcpus: Int, image: Image) throws(SwiftletError) -> [String] {
+    /// With `target` (an admin's `--host`), only that host, which must be UP and not cordoned (409
+    /// saying why otherwise).
+    /// With `localOnly`, only the controller's own host.
+    func placeInstances(
+        count: Int, memoryMib: Int, vcpus: Int, image: Image, target: String? = nil, localOnly: Bool = false
+    ) throws(SwiftletError) -> [String] {
         let usage = try store.hostUsage()
         let known = try launchCatalog.value("hosts", generation: store.catalogGeneration) {
             () throws(SwiftletError) in try store.hosts()
         }
-        let hosts = known.map { host in
+        var candidates = known.filter { isUp(hostId: $0.id) && $0.cordoned != true }
+        if let target {
+            guard let host = known.first(where: { $0.id == target || $0.name == target }) else {
+                throw .notFound("host", target)
+            }
+            guard host.cordoned != true else {
+                throw SwiftletError(
+                    .conflict, "host.cordoned", "host '\(host.id)' is cordoned: it takes no new instances")
+            }
+            guard isUp(hostId: host.id) else {
+                let seen = leases.status(hostId: host.id).lastSeen.map { " (last seen \($0))" } ?? ""
+                throw SwiftletError(.conflict, "host.down", "host '\(host.id)' is DOWN\(seen)")
+            }
+            candidates = [host]
+        }
+        if localOnly {
+            if let target, !candidates.contains(where: { $0.id == localHostId }) {
+                throw SwiftletError(
+                    .conflict, "host.no_networks",
+                    "host '\(target)' cannot attach networks yet: instances on networks run on the controller's host")
+            }
+            candidates = candidates.filter { $0.id == localHostId }
+        }
+        let hosts = candidates.map { host in
             let used = usage[host.id] ?? HostUsage(memoryMib: 0, vcpus: 0, instances: 0)
             return HostState(
                 id: host.id, cpus: host.cpus, memoryMib: host.memoryMib, usedMemoryMib: used.memoryMib,

@@ -1,23 +1,26 @@
 import Crypto
 import Foundation
 import Logging
-import SwiftletAgent
+import SwiftletAgentProtocol
 import SwiftletCore
 import SwiftletImages
 import SwiftletNetwork
 import SwiftletStore
 import Synchronization
 
-/// The API's behaviour, independent of HTTP: validation, persistence, hand-off to the agent.
+/// The API's behaviour, independent of HTTP: validation, persistence, hand-off to the hosts' agents.
 public final class Controller: Sendable {
     public let store: any SwiftletStore
     public let blobs: BlobStore
-    public let agent: HostAgent
+    /// The connected host agents, by host id.
+    public let agents: AgentRegistry
+    /// Instances' desired state down to their hosts, observations back into the store.
+    public let instanceSync: InstanceSync
     public let uploadLimit: Int64
     /// Encoded list answers, reused until the store changes.
     let responses = ResponseCache()
     /// Images, flavors and hosts as creates read them, reused until the catalog changes.
-    let launchCatalog = CatalogCache()
+    let launchCatalog: CatalogCache
     /// Principals by `Authorization` header value: tokens are never revoked yet, so an entry
     /// never goes stale.
     private let principals = Mutex<[String: Principal]>([:])
@@ -26,15 +29,32 @@ public final class Controller: Sendable {
     private let logger: Logger
     /// Networks, ports and security groups on this host (nil: networking disabled).
     public let network: NetworkService?
+    /// Remote hosts' leases: who is UP.
+    public let leases = HostLeases()
+    /// The host of the agent in this process, once connected.
+    private let localHost = Mutex<String?>(nil)
+
+    public var localHostId: String? { localHost.withLock { $0 } }
+
+    func setLocalHost(_ hostId: String) { localHost.withLock { $0 = hostId } }
+
+    /// Whether new instances may be placed on a host now: the local host, or a remote one whose
+    /// lease holds.
+    func isUp(hostId: String) -> Bool {
+        hostId == localHostId || leases.status(hostId: hostId).up
+    }
 
     public init(
-        store: any SwiftletStore, blobs: BlobStore, agent: HostAgent, uploadLimit: Int64, hostMemoryMib: Int,
-        logger: Logger, network: NetworkService? = nil
+        store: any SwiftletStore, blobs: BlobStore, agents: AgentRegistry = AgentRegistry(), uploadLimit: Int64,
+        hostMemoryMib: Int, logger: Logger, network: NetworkService? = nil
     ) {
         self.network = network
         self.store = store
         self.blobs = blobs
-        self.agent = agent
+        self.agents = agents
+        let catalog = CatalogCache()
+        launchCatalog = catalog
+        instanceSync = InstanceSync(store: store, agents: agents, catalog: catalog, logger: logger)
         self.uploadLimit = uploadLimit
         self.hostMemoryMib = hostMemoryMib
         self.logger = logger
@@ -163,14 +183,14 @@ public final class Controller: Sendable {
         return image
     }
 
-    public func deleteImage(_ idOrName: String, by principal: Principal) throws(SwiftletError) {
+    public func deleteImage(_ idOrName: String, by principal: Principal) async throws(SwiftletError) {
         let image = try image(idOrName, by: principal)
         try requireOwner(image, principal)
         let shared = try store.deleteImage(id: image.id)
         if !shared {
             blobs.remove(sha256: image.sha256)
-            // The host's copy is a hard link to the blob: without this the bytes never leave the disk.
-            agent.evictCachedImage(sha256: image.sha256)
+            // A host's copy may be a hard link to the blob: without this the bytes never leave the disk.
+            for link in agents.all { await link.apply(.evictImage(sha256: image.sha256), pendingCommit: nil) }
         }
     }
 
@@ -249,8 +269,14 @@ public final class Controller: Sendable {
                 publishedPorts: ports, state: .building, timeline: .starting(at: accepted), createdAt: now,
                 updatedAt: now)
         }
+        for index in instances.indices { instances[index].generation = 1 }
         for instance in instances { try ResourceID.validateName(instance.name) }
-        let hostIds = try placeInstances(count: count, memoryMib: memoryMib ?? 16, vcpus: vcpus ?? 1, image: image)
+        if request.host != nil { try requireAdmin(principal) }
+        // Networks do not span hosts yet: an instance with network ports stays on this host.
+        let networked = !(request.networks ?? []).isEmpty
+        let hostIds = try placeInstances(
+            count: count, memoryMib: memoryMib ?? 16, vcpus: vcpus ?? 1, image: image, target: request.host,
+            localOnly: networked)
         for index in instances.indices { instances[index].hostId = hostIds[index] }
         let networkPlan = try planNetworks(request, by: principal, count: count)
         if count == 1 && networkPlan.network == nil {
@@ -260,29 +286,32 @@ public final class Controller: Sendable {
             throw Self.duplicateName
         }
         try attachNetworks(networkPlan, to: instances)
-        // Recorded by the agent with READY, so persisting costs one commit, not two.
+        // Recorded with READY, so persisting costs one commit, not two.
         let persisted = monotonicNanos()
-        let agent = self.agent
+        let sync = self.instanceSync
         let ids = instances.map(\.id)
-        // Attaching networks rewrites the records (ports, groups): then the agent reads them back.
-        let committed: [(id: String, record: Instance?)] = instances.map {
-            ($0.id, networkPlan.network == nil ? $0 : nil)
+        // Attaching networks rewrites the records (ports, groups): then they are read back.
+        var committed: [Instance] = []
+        for var instance in instances {
+            if networkPlan.network != nil {
+                guard let stored = try store.instance(idOrName: instance.id, projectId: nil) else { continue }
+                instance = stored
+            }
+            instance.timeline.persisted = persisted
+            committed.append(instance)
         }
         if request.wait == true {
             await withTaskGroup(of: Void.self) { group in
                 for instance in committed {
                     group.addTask {
-                        await agent.reconcile(instanceId: instance.id, persistedAt: persisted, created: instance.record)
-                        await agent.waitUntilSettled(instanceId: instance.id, timeout: .seconds(60))
+                        await sync.dispatch(instance, image: image)
+                        await sync.waitUntilSettled(instanceId: instance.id, timeout: .seconds(60))
                     }
                 }
             }
         } else {
-            for instance in committed {
-                Task {
-                    await agent.reconcile(instanceId: instance.id, persistedAt: persisted, created: instance.record)
-                }
-            }
+            // The answer does not wait for the boots (they queue at the host's boot gate).
+            for instance in committed { Task { await sync.dispatch(instance, image: image) } }
         }
         var created: [Instance] = []
         for id in ids {
@@ -300,7 +329,7 @@ public final class Controller: Sendable {
     private func createWhileSpawning(_ instance: Instance, image: Image, wait: Bool) async throws(SwiftletError)
         -> [Instance]
     {
-        let (store, agent) = (self.store, self.agent)
+        let (store, sync) = (self.store, self.instanceSync)
         let pendingCommit = PendingCommit()
         let commit = Task { () -> SwiftletError? in
             do throws(SwiftletError) { try store.createInstances([instance]) } catch {
@@ -312,15 +341,11 @@ public final class Controller: Sendable {
         }
         if wait {
             // The boot runs here up to the spawn, then waits for the commit task.
-            await agent.reconcile(
-                instanceId: instance.id, created: instance, image: image, pendingCommit: pendingCommit)
+            await sync.dispatch(instance, image: image, pendingCommit: pendingCommit)
             if let error = await commit.value { throw error }
-            await agent.waitUntilSettled(instanceId: instance.id, timeout: .seconds(60))
+            await sync.waitUntilSettled(instanceId: instance.id, timeout: .seconds(60))
         } else {
-            Task {
-                await agent.reconcile(
-                    instanceId: instance.id, created: instance, image: image, pendingCommit: pendingCommit)
-            }
+            Task { await sync.dispatch(instance, image: image, pendingCommit: pendingCommit) }
             if let error = await commit.value { throw error }
         }
         guard let created = try store.instance(idOrName: instance.id, projectId: nil) else {
@@ -380,14 +405,16 @@ public final class Controller: Sendable {
         return instance
     }
 
-    /// Applies a user command through the state machine, then has the agent carry it out.
+    /// Applies a user command through the state machine, then has the instance's host carry it out.
     public func act(_ command: InstanceCommand, on idOrName: String, by principal: Principal, stopTimeout: Duration)
         async throws(SwiftletError) -> Instance?
     {
         let id = try instance(idOrName, by: principal).id
         let accepted = monotonicNanos()
-        try store.updateInstance(id: id) { instance throws(SwiftletError) in
-            instance.state = try InstanceLifecycle.apply(command, to: instance.state)
+        let updated = try store.updateInstance(id: id) { instance throws(SwiftletError) in
+            let next = try InstanceLifecycle.apply(command, to: instance.state)
+            if next.wantsVM != instance.state.wantsVM { instance.generation = (instance.generation ?? 0) + 1 }
+            instance.state = next
             if command == .start {
                 instance.timeline = .starting(at: accepted)
                 instance.restartCount = 0
@@ -395,24 +422,62 @@ public final class Controller: Sendable {
             }
         }
         try? store.addEvent(instanceId: id, type: command.rawValue, message: "\(command.rawValue) requested")
-        try await agent.perform(command.action, instanceId: id, stopTimeout: stopTimeout)
-        if command == .delete {
+        switch command {
+        case .start, .stop:
+            await instanceSync.dispatch(updated, stopTimeout: stopTimeout)
+        case .pause, .resume, .reboot:
+            guard let hostId = updated.hostId else { throw .notFound("host", "of instance \(id)") }
+            let vmCommand: VMCommand = command == .pause ? .pause : command == .resume ? .resume : .reboot
+            try await agents.link(for: hostId).command(vmCommand, instanceId: id)
+        case .delete:
+            await instanceSync.unassign(updated)
             try store.deleteInstance(id: id)
+            instanceSync.releaseWaiters(id)
             return nil
         }
         return try store.instance(idOrName: id, projectId: nil)
+    }
+
+    /// The link to the host an instance is on (409 when that host's agent is not connected).
+    public func link(for instance: Instance) throws(SwiftletError) -> any AgentLink {
+        guard let hostId = instance.hostId else {
+            throw SwiftletError(.conflict, "instance.no_host", "instance '\(instance.id)' is on no host")
+        }
+        return try agents.link(for: hostId)
     }
 
     public func events(_ idOrName: String, by principal: Principal) throws(SwiftletError) -> [InstanceEvent] {
         try store.events(instanceId: instance(idOrName, by: principal).id)
     }
 
-    /// Hosts, each with the number of instances placed on it that are not stopped.
+    /// Stops (or resumes) new placements on a host (admin).
+    public func setCordoned(host: String, _ cordoned: Bool, by principal: Principal) throws(SwiftletError) {
+        try requireAdmin(principal)
+        try store.setCordoned(hostId: try hostId(for: host), cordoned)
+    }
+
+    /// A host's id from its id or its name (404 when neither is known).
+    public func hostId(for idOrName: String) throws(SwiftletError) -> String {
+        guard let host = try store.hosts().first(where: { $0.id == idOrName || $0.name == idOrName }) else {
+            throw .notFound("host", idOrName)
+        }
+        return host.id
+    }
+
+    /// Hosts, each with the number of instances placed on it that are not stopped, whether it is
+    /// UP, and when a remote one was last heard from.
     public func hosts() throws(SwiftletError) -> [ComputeHost] {
         let usage = try store.hostUsage()
         return try store.hosts().map { host in
             var host = host
             host.instances = usage[host.id]?.instances ?? 0
+            if host.id == localHostId {
+                host.status = .up
+            } else {
+                let lease = leases.status(hostId: host.id)
+                host.status = lease.up ? .up : .down
+                host.lastSeenAt = lease.lastSeen
+            }
             return host
         }
     }

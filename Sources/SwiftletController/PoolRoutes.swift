@@ -1,5 +1,6 @@
 import Foundation
 import Hummingbird
+import SwiftletAgentProtocol
 import SwiftletCore
 import SwiftletStore
 
@@ -13,7 +14,7 @@ extension Controller {
         }
     }
 
-    /// Creates a warm pool for an image and shape; the agent fills it in the background.
+    /// Creates a warm pool for an image and shape; each host's agent fills it in the background.
     public func createPool(_ request: CreatePoolRequest, by principal: Principal) async throws(SwiftletError)
         -> WarmPool
     {
@@ -37,12 +38,16 @@ extension Controller {
         do { try poolStore.createPool(pool) } catch  where error.kind == .conflict {
             throw SwiftletError(.conflict, "pool.duplicate", "a pool for that image and shape already exists")
         }
-        await agent.applyPool(pool)
+        let boot = try instanceSync.bootImage(imageId: image.id, projectId: pool.projectId, known: image)
+        for link in agents.all {
+            await link.apply(.applyPool(PoolAssignment(pool: pool, boot: boot)), pendingCommit: nil)
+        }
         return pool
     }
 
     public func pools(by principal: Principal) async throws(SwiftletError) -> [WarmPool] {
-        let ready = await agent.poolReadyCounts()
+        var ready: [String: Int] = [:]
+        for link in agents.all { ready.merge(await link.poolReadyCounts(), uniquingKeysWith: +) }
         return try poolStore.pools(projectId: scope(principal)).map { pool in
             var pool = pool
             pool.ready = ready[pool.id] ?? 0
@@ -55,7 +60,7 @@ extension Controller {
             throw .notFound("pool", id)
         }
         try poolStore.deletePool(id: id)
-        await agent.removePool(id: id)
+        for link in agents.all { await link.apply(.removePool(id: id), pendingCommit: nil) }
     }
 }
 

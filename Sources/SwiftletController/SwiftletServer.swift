@@ -1,5 +1,6 @@
 import Foundation
 import Hummingbird
+import HummingbirdTLS
 import Logging
 import ServiceLifecycle
 import SwiftletAgent
@@ -7,6 +8,7 @@ import SwiftletCore
 import SwiftletHypervisor
 import SwiftletImages
 import SwiftletNetwork
+import SwiftletPKI
 import SwiftletStore
 
 #if canImport(Glibc)
@@ -34,6 +36,16 @@ public struct ServerConfiguration: Codable, Sendable {
     public var imageCacheDirectory: String?
     /// Bytes the host's image copies may take; the least recently used go first (default: no limit).
     public var imageCacheLimitBytes: Int64?
+    /// Port of the agent listener (mutual TLS) where other hosts' agents join and connect; nil: none.
+    public var agentPort: Int?
+    /// Address of the agent listener.
+    public var agentHost: String = "0.0.0.0"
+    /// Extra names (DNS or IP) agents may dial the controller by, for its certificate; the host
+    /// name, `localhost` and the addresses of this host's interfaces are always in it.
+    public var agentNames: [String] = []
+    /// How long a host's lease lasts, and how often its agent renews it.
+    public var leaseDurationMs: Int = 10_000
+    public var leaseRenewMs: Int = 2_000
 
     public init() {}
 
@@ -62,6 +74,16 @@ public struct ServerConfiguration: Codable, Sendable {
             throw DecodingError.dataCorruptedError(
                 forKey: .imageCacheLimitBytes, in: container, debugDescription: "imageCacheLimitBytes must be positive")
         }
+        agentPort = try container.decodeIfPresent(Int.self, forKey: .agentPort)
+        agentHost = try container.decodeIfPresent(String.self, forKey: .agentHost) ?? agentHost
+        agentNames = try container.decodeIfPresent([String].self, forKey: .agentNames) ?? agentNames
+        leaseDurationMs = try container.decodeIfPresent(Int.self, forKey: .leaseDurationMs) ?? leaseDurationMs
+        leaseRenewMs = try container.decodeIfPresent(Int.self, forKey: .leaseRenewMs) ?? leaseRenewMs
+        guard leaseRenewMs > 0, leaseDurationMs > leaseRenewMs else {
+            throw DecodingError.dataCorruptedError(
+                forKey: .leaseDurationMs, in: container,
+                debugDescription: "leaseDurationMs must be longer than leaseRenewMs, and both positive")
+        }
     }
 
     /// `SWIFTLET_DATA`, when set and not empty.
@@ -81,6 +103,10 @@ public struct ServerConfiguration: Codable, Sendable {
 public struct SwiftletServer: Sendable {
     public let configuration: ServerConfiguration
     public let controller: Controller
+    /// Remote hosts (nil without an agent listener).
+    public let cluster: ClusterService?
+    /// This host's agent, in process.
+    public let agent: HostAgent
     public let adminTokenPath: String
     private let logger: Logger
 
@@ -108,14 +134,14 @@ public struct SwiftletServer: Sendable {
             : nil
         let vmDriver: any HypervisorDriver =
             network.map { NetworkedHypervisorDriver(base: driver, network: $0) } ?? driver
-        let agent = HostAgent(
-            hostId: hostId, store: store, blobs: blobs, driver: vmDriver, runRoot: data + "/run",
+        agent = HostAgent(
+            hostId: hostId, images: BlobStoreSource(blobs: blobs), driver: vmDriver, runRoot: data + "/run",
             maxConcurrentBoots: configuration.maxConcurrentBoots, hugePages: configuration.hugePages,
             imageCacheDirectory: configuration.imageCacheDirectory,
             imageCacheLimitBytes: configuration.imageCacheLimitBytes,
             logger: logger)
         controller = Controller(
-            store: store, blobs: blobs, agent: agent, uploadLimit: configuration.uploadLimitBytes,
+            store: store, blobs: blobs, uploadLimit: configuration.uploadLimitBytes,
             hostMemoryMib: HostFacts.memoryMib, logger: logger, network: network)
         try store.upsertHost(
             ComputeHost(
@@ -124,10 +150,19 @@ public struct SwiftletServer: Sendable {
                 machineTypes: capabilities.machineTypes, accelerators: capabilities.accelerators,
                 chosenAccelerator: capabilities.chosenAccelerator, calibrationMs: capabilities.calibration,
                 instances: 0, updatedAt: Date()))
+        if configuration.agentPort != nil {
+            cluster = try ClusterService(
+                ca: try ClusterCA.loadOrCreate(directory: data + "/ca"), store: store, controller: controller,
+                settings: .init(
+                    leaseDuration: .milliseconds(configuration.leaseDurationMs),
+                    leaseRenewInterval: .milliseconds(configuration.leaseRenewMs)),
+                logger: logger)
+        } else {
+            cluster = nil
+        }
         try ensureAdminToken()
         await network?.recover()
-        await agent.recoverAll()
-        await agent.loadPools()
+        try await controller.connectLocalAgent(LocalAgentLink(agent: agent))
     }
 
     /// The first start writes an admin token to `<data>/admin.token` (mode 0600).
@@ -147,42 +182,68 @@ public struct SwiftletServer: Sendable {
     static func hostCapabilities(configuration: ServerConfiguration, logger: Logger) async throws
         -> HypervisorCapabilities
     {
-        let cachePath = configuration.dataDirectory + "/host-calibration.json"
-        var capabilities: HypervisorCapabilities
-        if let data = FileManager.default.contents(atPath: cachePath),
-            let cached = try? JSONDecoder().decode(HypervisorCapabilities.self, from: data)
-        {
-            capabilities = cached
-        } else {
-            capabilities = try await QEMUDriver.calibrate(logger: logger)
-            if let data = try? JSONEncoder().encode(capabilities) {
-                _ = FileManager.default.createFile(atPath: cachePath, contents: data)
-            }
-        }
+        var capabilities = try await QEMUDriver.cachedCapabilities(
+            at: configuration.dataDirectory + "/host-calibration.json", logger: logger)
         if let forced = configuration.accelerator { capabilities.chosenAccelerator = forced }
         return capabilities
     }
 
     /// Runs the HTTP API until SIGTERM/SIGINT; VMs keep running unless configured otherwise.
     public func run() async throws {
-        let router = APIRouter.build(controller: controller)
+        let router = APIRouter.build(controller: controller, cluster: cluster)
         let app = Application(
             router: router,
             configuration: .init(
                 address: .hostname(configuration.host, port: configuration.port), serverName: "swiftlet"),
             logger: logger)
+        var services: [ServiceGroupConfiguration.ServiceConfiguration] = [.init(service: app)]
+        if let cluster, let agentPort = configuration.agentPort {
+            let names =
+                ["localhost", ProcessInfo.processInfo.hostName] + HostFacts.addresses + configuration.agentNames
+            let agentApp = Application(
+                router: AgentRoutes.build(cluster: cluster),
+                server: try .tls(tlsConfiguration: AgentRoutes.tlsConfiguration(cluster: cluster, names: names)),
+                configuration: .init(
+                    address: .hostname(configuration.agentHost, port: agentPort), serverName: "swiftlet"),
+                logger: logger)
+            services.append(.init(service: agentApp))
+            services.append(.init(service: HostMonitor(cluster: cluster, interval: .milliseconds(250), logger: logger)))
+            logger.info(
+                "agent listener (mutual TLS)",
+                metadata: ["agent.port": "\(agentPort)", "ca.fingerprint": "\(cluster.ca.fingerprint)"])
+        }
         let group = ServiceGroup(
-            configuration: .init(
-                services: [.init(service: app)], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+            configuration: .init(services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
         try await group.run()
-        await controller.agent.drainPools()
-        if configuration.stopInstancesOnExit { await controller.agent.stopAll(timeout: .seconds(5)) }
+        await agent.drainPools()
+        if configuration.stopInstancesOnExit { await agent.stopAll(timeout: .seconds(5)) }
         logger.info("server stopped")
     }
 }
 
-/// CPU count and memory of this host, from the OS.
+/// CPU count, memory and addresses of this host, from the OS.
 public enum HostFacts {
     public static var cpus: Int { ProcessInfo.processInfo.activeProcessorCount }
     public static var memoryMib: Int { Int(ProcessInfo.processInfo.physicalMemory >> 20) }
+
+    /// The IPv4 addresses of this host's interfaces.
+    public static var addresses: [String] {
+        var first: UnsafeMutablePointer<ifaddrs>?
+        guard getifaddrs(&first) == 0 else { return [] }
+        defer { freeifaddrs(first) }
+        var addresses: [String] = []
+        var next = first
+        while let entry = next {
+            defer { next = entry.pointee.ifa_next }
+            guard let address = entry.pointee.ifa_addr, address.pointee.sa_family == sa_family_t(AF_INET) else {
+                continue
+            }
+            var text = [CChar](repeating: 0, count: Int(INET_ADDRSTRLEN))
+            var inet = address.withMemoryRebound(to: sockaddr_in.self, capacity: 1) { $0.pointee.sin_addr }
+            if inet_ntop(AF_INET, &inet, &text, socklen_t(text.count)) != nil {
+                addresses.append(String(decoding: text.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self))
+            }
+        }
+        return addresses
+    }
 }

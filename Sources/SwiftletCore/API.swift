@@ -39,6 +39,8 @@ public struct CreateInstanceRequest: Codable, Sendable {
     public var networks: [NetworkAttachment]? = nil
     /// Security group ids or names; without any, inbound traffic is not filtered.
     public var securityGroups: [String]? = nil
+    /// The host to place on, by id or name (admin only); it must be UP and not cordoned.
+    public var host: String? = nil
 
     public init(
         name: String? = nil, image: String, flavor: String? = nil, memoryMib: Int? = nil, vcpus: Int? = nil,

@@ -179,6 +179,10 @@ public struct Instance: Codable, Sendable, Equatable {
     public var ports: [NetworkPort]? = nil
     /// Names of the security groups the instance is in.
     public var securityGroups: [String]? = nil
+    /// Grows with every change to whether the instance should have a VM (create, start, stop, a
+    /// restart by its policy): its host's reports carry the generation they act on, and reports
+    /// of an older one are refused. Older records have none (0).
+    public var generation: UInt64? = nil
 
     public init(
         id: String, projectId: String, name: String, imageId: String, flavor: String?, vcpus: Int,
@@ -236,6 +240,12 @@ public struct ComputeHost: Codable, Sendable, Equatable {
     public var calibrationMs: [String: Double]
     public var instances: Int
     public var updatedAt: Date
+    /// UP while the host's agent renews its lease (the controller's own host: while it runs).
+    public var status: HostStatus? = nil
+    /// When a remote host's agent was last heard from.
+    public var lastSeenAt: Date? = nil
+    /// Takes no new placements (`swiftlet host cordon`).
+    public var cordoned: Bool? = nil
 
     public init(
         id: String, name: String, cpus: Int, memoryMib: Int, hypervisors: [String],
@@ -255,6 +265,29 @@ public struct ComputeHost: Codable, Sendable, Equatable {
         self.instances = instances
         self.updatedAt = updatedAt
     }
+}
+
+public enum HostStatus: String, Codable, Sendable {
+    case up = "UP"
+    case down = "DOWN"
+}
+
+/// A join token, as `swiftlet host join-token create` prints it (the token only once).
+public struct JoinTokenInfo: Codable, Sendable, Equatable {
+    public var id: String
+    public var token: String?
+    public var expiresAt: Date
+
+    public init(id: String, token: String?, expiresAt: Date) {
+        self.id = id
+        self.token = token
+        self.expiresAt = expiresAt
+    }
+}
+
+public struct CreateJoinTokenRequest: Codable, Sendable {
+    public var ttlSeconds: Int?
+    public init(ttlSeconds: Int? = nil) { self.ttlSeconds = ttlSeconds }
 }
 
 /// JSON coding shared by server and client: ISO-8601 dates, stable key order.

@@ -207,6 +207,20 @@ public struct QEMUDriver: HypervisorDriver {
             .capabilities()
     }
 
+    /// Loads the capabilities cached at `path`, or calibrates once and caches them there.
+    public static func cachedCapabilities(at path: String, logger: Logger) async throws -> HypervisorCapabilities {
+        if let data = FileManager.default.contents(atPath: path),
+            let cached = try? JSONDecoder().decode(HypervisorCapabilities.self, from: data)
+        {
+            return cached
+        }
+        let capabilities = try await calibrate(logger: logger)
+        if let data = try? JSONEncoder().encode(capabilities) {
+            _ = FileManager.default.createFile(atPath: path, contents: data)
+        }
+        return capabilities
+    }
+
     /// One calibration run in ms, or nil if the accelerator failed (wrong exit status, timeout).
     private func timeCalibrationRun(kernelPath: String, accelerator: String, stderrPath: String) async
         -> Double?

@@ -78,6 +78,7 @@ public final class SQLiteStore: SwiftletStore {
         // Later migrations register here, in order, one per feature (never edit a shipped one).
         registerImageCatalogMigration(&migrator)
         registerBuildMigration(&migrator)
+        registerClusterMigration(&migrator)
         registerNetworkMigration(&migrator)
         registerPoolMigration(&migrator)
         return migrator
@@ -425,15 +426,26 @@ public final class SQLiteStore: SwiftletStore {
 
     public func upsertHost(_ host: ComputeHost) throws(SwiftletError) {
         try write { db in
+            // The cordon is the operator's, not the host's report: an upsert keeps it.
             try db.cachedExecute(
-                sql: "INSERT OR REPLACE INTO host (id, body) VALUES (?, ?)", arguments: [host.id, try Self.json(host)])
+                sql: "INSERT INTO host (id, body) VALUES (?, ?) ON CONFLICT(id) DO UPDATE SET body = excluded.body",
+                arguments: [host.id, try Self.json(host)])
+        }
+    }
+
+    public func setCordoned(hostId: String, _ cordoned: Bool) throws(SwiftletError) {
+        try write { db in
+            try db.execute(sql: "UPDATE host SET cordoned = ? WHERE id = ?", arguments: [cordoned, hostId])
+            guard db.changesCount > 0 else { throw SwiftletError.notFound("host", hostId) }
         }
     }
 
     public func hosts() throws(SwiftletError) -> [ComputeHost] {
         try read { db in
-            try db.cachedValues(String.self, sql: "SELECT body FROM host ORDER BY id").map {
-                try Self.decode(ComputeHost.self, $0)
+            try Row.fetchAll(db, sql: "SELECT body, cordoned FROM host ORDER BY id").map { row in
+                var host = try Self.decode(ComputeHost.self, row["body"] as String)
+                host.cordoned = row["cordoned"] as Bool
+                return host
             }
         }
     }

@@ -83,8 +83,11 @@ public protocol SwiftletStore: Sendable {
     func events(instanceId: String) throws(SwiftletError) -> [InstanceEvent]
 
     // Hosts
+    /// Inserts or replaces what a host reports; its cordon is kept.
     func upsertHost(_ host: ComputeHost) throws(SwiftletError)
     func hosts() throws(SwiftletError) -> [ComputeHost]
+    /// A cordoned host takes no new placements. 404 for an unknown host.
+    func setCordoned(hostId: String, _ cordoned: Bool) throws(SwiftletError)
 }
 
 extension SwiftletStore {

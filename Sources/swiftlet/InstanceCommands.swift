@@ -31,6 +31,7 @@ struct RunCommand: AsyncParsableCommand {
     @Option(help: "Attach to this network (see `swiftlet network list`).") var network: String?
     @Option(help: "Fixed address on --network (default: the next free one).") var ip: String?
     @Option(help: "Put the instance in this security group (repeatable).") var sg: [String] = []
+    @Option(help: "Place on this host, by id or name (admin; it must be UP and not cordoned).") var host: String?
 
     func validate() throws {
         if ip != nil, network == nil { throw ValidationError("--ip needs --network") }
@@ -49,6 +50,7 @@ struct RunCommand: AsyncParsableCommand {
             publish: publish.isEmpty ? nil : publish, wait: wait)
         request.networks = network.map { [NetworkAttachment(network: $0, ip: ip)] }
         request.securityGroups = sg.isEmpty ? nil : sg
+        request.host = host
         let instances = try await connection.withClient { try await $0.createInstances(request) }
         if output.json { return try Output.json(InstanceList(instances: instances)) }
         var table = TextTable(["ID", "NAME", "STATE", "PORTS", "READY (ms)"], rightAligned: [4])

@@ -142,7 +142,77 @@ struct FlavorCommand: AsyncParsableCommand {
 
 struct HostCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "host", abstract: "Compute hosts and what they measured.", subcommands: [List.self, Show.self])
+        commandName: "host", abstract: "Compute hosts: what they measured, joining and removing them.",
+        subcommands: [List.self, Show.self, JoinTokenCommand.self, Cordon.self, Uncordon.self, Revoke.self])
+
+    struct Cordon: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "cordon", abstract: "Stop new placements on a host (what runs there stays).")
+        @OptionGroup var connection: Connection
+        @Argument(help: "Host id or name.") var host: String
+
+        func run() async throws { try await HostCommand.setCordoned(host, true, connection) }
+    }
+
+    struct Uncordon: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "uncordon", abstract: "Resume new placements on a host.")
+        @OptionGroup var connection: Connection
+        @Argument(help: "Host id or name.") var host: String
+
+        func run() async throws { try await HostCommand.setCordoned(host, false, connection) }
+    }
+
+    static func setCordoned(_ host: String, _ cordoned: Bool, _ connection: Connection) async throws {
+        try await connection.withClient { try await $0.cordonHost(host, cordoned) }
+        print("\(cordoned ? "cordoned" : "uncordoned") \(host)")
+    }
+
+    struct JoinTokenCommand: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "join-token", abstract: "Tokens that let a host's agent join (admin).",
+            subcommands: [Create.self])
+
+        struct Create: AsyncParsableCommand {
+            static let configuration = CommandConfiguration(
+                commandName: "create",
+                abstract: "Print a single-use join token for `swiftlet agent --join-token`.",
+                discussion: """
+                    The token also pins the controller's CA certificate (its sha256), so the joining agent \
+                    can tell the real controller before it sends the token.
+                    """)
+            @OptionGroup var connection: Connection
+            @OptionGroup var output: JSONOption
+            @Option(help: "How long the token stays valid: 90s, 10m, 2h (default: 10m).") var ttl: String?
+
+            func run() async throws {
+                let seconds = try ttl.map(Self.seconds)
+                let info = try await connection.withClient { try await $0.createJoinToken(ttlSeconds: seconds) }
+                if output.json { return try Output.json(info) }
+                print(info.token ?? "")
+            }
+
+            static func seconds(_ text: String) throws -> Int {
+                let units: [Character: Int] = ["s": 1, "m": 60, "h": 3600, "d": 86400]
+                guard let unit = text.last.flatMap({ units[$0] }), let value = Int(text.dropLast()), value > 0 else {
+                    throw ValidationError("--ttl must be a positive number with s, m, h or d, e.g. 10m; got '\(text)'")
+                }
+                return value * unit
+            }
+        }
+    }
+
+    struct Revoke: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "revoke", abstract: "End a host's access: its agent's certificate is refused from now on.")
+        @OptionGroup var connection: Connection
+        @Argument(help: "Host id.") var host: String
+
+        func run() async throws {
+            try await connection.withClient { try await $0.revokeHost(host) }
+            print("revoked \(host)")
+        }
+    }
 
     struct List: AsyncParsableCommand {
         static let configuration = CommandConfiguration(commandName: "list", abstract: "List hosts.")
@@ -153,10 +223,13 @@ struct HostCommand: AsyncParsableCommand {
             let hosts = try await connection.withClient { try await $0.hosts() }
             if output.json { return try Output.json(HostList(hosts)) }
             var table = TextTable(
-                ["ID", "NAME", "CPUS", "MEMORY (MiB)", "HYPERVISOR", "ACCEL", "INSTANCES"], rightAligned: [2, 3, 6])
+                ["ID", "NAME", "STATUS", "LAST SEEN", "CPUS", "MEMORY (MiB)", "HYPERVISOR", "ACCEL", "INSTANCES"],
+                rightAligned: [4, 5, 8])
             for host in hosts {
                 table.add([
-                    host.id, host.name, String(host.cpus), String(host.memoryMib),
+                    host.id, host.name, (host.status?.rawValue ?? "-") + (host.cordoned == true ? ",CORDONED" : ""),
+                    host.lastSeenAt.map(Format.date) ?? "-",
+                    String(host.cpus), String(host.memoryMib),
                     (host.hypervisors.joined(separator: ",") + " " + host.hypervisorVersion)
                         .trimmingCharacters(in: .whitespaces),
                     host.chosenAccelerator, String(host.instances),
@@ -185,7 +258,8 @@ struct HostCommand: AsyncParsableCommand {
                 ("accelerators", found.accelerators.joined(separator: ", ")),
                 ("chosen", found.chosenAccelerator),
                 ("calibration", calibration.isEmpty ? "-" : calibration.joined(separator: ", ")),
-                ("instances", String(found.instances)), ("updated", Format.date(found.updatedAt)),
+                ("instances", String(found.instances)), ("status", found.status?.rawValue ?? "-"),
+                ("last seen", found.lastSeenAt.map(Format.date) ?? "-"), ("updated", Format.date(found.updatedAt)),
             ])
         }
     }

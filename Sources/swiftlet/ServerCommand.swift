@@ -13,7 +13,8 @@ struct ServerCommand: AsyncParsableCommand {
             Settings come from, in order of precedence: flags, environment (SWIFTLET_LISTEN=HOST:PORT, \
             SWIFTLET_DATA), a JSON config file (--config; keys: host, port, dataDirectory, uploadLimitBytes, \
             stopInstancesOnExit, accelerator, networkPrefix, maxConcurrentBoots, hugePages, imageCacheDirectory, \
-            imageCacheLimitBytes), then defaults (127.0.0.1:7420).
+            imageCacheLimitBytes, agentPort, agentHost, agentNames, leaseDurationMs, leaseRenewMs), then defaults \
+            (127.0.0.1:7420, no agent listener).
             """)
 
     @Option(help: "Data directory (default: /var/lib/swiftlet as root, else ~/.local/share/swiftlet).")
@@ -51,6 +52,12 @@ struct ServerCommand: AsyncParsableCommand {
             """)
     var imageCacheLimitBytes: Int64?
 
+    @Option(help: "Open the agent listener (mutual TLS) on this port, so other hosts' agents can join (default: none).")
+    var agentPort: Int?
+
+    @Option(help: "Address of the agent listener (default: 0.0.0.0).")
+    var agentHost: String?
+
     @Flag(help: "Stop all instances when the server shuts down (default: they keep running).")
     var stopInstancesOnExit = false
 
@@ -87,17 +94,17 @@ struct ServerCommand: AsyncParsableCommand {
             settings.maxConcurrentBoots = maxConcurrentBoots
         }
         if let hugePages { settings.hugePages = hugePages }
+        if let agentPort {
+            guard (1...65535).contains(agentPort) else { throw ValidationError("--agent-port must be 1-65535") }
+            settings.agentPort = agentPort
+        }
+        if let agentHost { settings.agentHost = agentHost }
         if let imageCacheDir { settings.imageCacheDirectory = imageCacheDir }
         if let imageCacheLimitBytes {
             guard imageCacheLimitBytes > 0 else { throw ValidationError("--image-cache-limit-bytes must be positive") }
             settings.imageCacheLimitBytes = imageCacheLimitBytes
         }
-        let level = Logger.Level(rawValue: logLevel) ?? .info
-        LoggingSystem.bootstrap { label in
-            var handler = StreamLogHandler.standardError(label: label)
-            handler.logLevel = level
-            return handler
-        }
+        bootstrapLogging(level: logLevel)
         let logger = Logger(label: "swiftlet")
         let server = try await SwiftletServer(configuration: settings, logger: logger)
         logger.info(
@@ -111,3 +118,13 @@ struct ServerCommand: AsyncParsableCommand {
 }
 
 extension VMMHugePages: ExpressibleByArgument {}
+
+/// Logs to standard error at `level` (trace … error; info when unknown): the long-running commands.
+func bootstrapLogging(level: String) {
+    let level = Logger.Level(rawValue: level) ?? .info
+    LoggingSystem.bootstrap { label in
+        var handler = StreamLogHandler.standardError(label: label)
+        handler.logLevel = level
+        return handler
+    }
+}

@@ -17,7 +17,7 @@ struct Swiftlet: AsyncParsableCommand {
             Shell completions: swiftlet --generate-completion-script bash|zsh|fish
             """,
         subcommands: [
-            ServerCommand.self, DemoCommand.self, RunCommand.self, PsCommand.self, ShowCommand.self,
+            ServerCommand.self, AgentCommand.self, DemoCommand.self, RunCommand.self, PsCommand.self, ShowCommand.self,
             StopCommand.self, StartCommand.self, RebootCommand.self, PauseCommand.self, ResumeCommand.self,
             RmCommand.self, LogsCommand.self, EventsCommand.self, TimelineCommand.self, ImageCommand.self,
             FlavorCommand.self, HostCommand.self, ProjectCommand.self, BuildCommand.self,

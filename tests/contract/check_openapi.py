@@ -280,6 +280,17 @@ try:
     _, hosts = request("GET", "/v1/hosts", admin, expect=200)
     request("GET", "/v1/hosts/" + hosts["hosts"][0]["id"], admin, expect=200)
     request("GET", "/v1/hosts/nope", admin, expect=404)
+    host_id = hosts["hosts"][0]["id"]
+    request("POST", "/v1/hosts/" + host_id + "/cordon", admin, expect=204)
+    _, cordoned = request("GET", "/v1/hosts/" + host_id, admin, expect=200)
+    assert cordoned.get("cordoned") is True and cordoned.get("status") == "UP", cordoned
+    request("POST", "/v1/hosts/" + host_id + "/cordon", team, expect=403)
+    request("POST", "/v1/hosts/nope/cordon", admin, expect=404)
+    request("POST", "/v1/hosts/" + host_id + "/uncordon", admin, expect=204)
+    request("POST", "/v1/hosts/nope/uncordon", admin, expect=404)
+    # This server has no agent listener: joining and revoking are refused, with the reason.
+    request("POST", "/v1/hosts/join-tokens", admin, {"ttlSeconds": 60}, expect=409)
+    request("POST", "/v1/hosts/" + host_id + "/revoke", admin, expect=409)
 
     status, _ = request("POST", "/v1/images?name=hello", admin, elf, "application/octet-stream", expect=201)
     _, pool = request("POST", "/v1/pools", admin, {"image": "hello", "size": 1}, expect=201)

@@ -20,12 +20,12 @@ public final class PendingCommit: Sendable {
     public func failed() { resolve(nil) }
 
     /// Whether the insert is known to have failed (a boot checks before it spawns).
-    var hasFailed: Bool {
+    public var hasFailed: Bool {
         state.withLock { if case .resolved(nil) = $0 { true } else { false } }
     }
 
     /// When the insert committed, or nil if it failed.
-    func wait() async -> UInt64? {
+    public func wait() async -> UInt64? {
         await withCheckedContinuation { continuation in
             let resolved: UInt64?? = state.withLock { state in
                 switch state {

@@ -1,0 +1,166 @@
+import Foundation
+import SwiftletCore
+
+// The network transport's messages (docs/agent-protocol.md, "Over the network"): an agent dials
+// the controller's agent port over mutual TLS; everything below is JSON.
+
+/// What a host offers: the scheduler places on it from these figures.
+public struct HostCapabilities: Codable, Sendable, Equatable {
+    public var cpus: Int
+    public var memoryMib: Int
+    public var hypervisors: [String]
+    public var hypervisorVersion: String
+    public var machineTypes: [String]
+    public var accelerators: [String]
+    public var chosenAccelerator: String
+    /// Accelerator → measured milliseconds from VMM start to exit of a tiny calibration guest.
+    public var calibrationMs: [String: Double]
+
+    public init(
+        cpus: Int, memoryMib: Int, hypervisors: [String], hypervisorVersion: String, machineTypes: [String],
+        accelerators: [String], chosenAccelerator: String, calibrationMs: [String: Double]
+    ) {
+        self.cpus = cpus
+        self.memoryMib = memoryMib
+        self.hypervisors = hypervisors
+        self.hypervisorVersion = hypervisorVersion
+        self.machineTypes = machineTypes
+        self.accelerators = accelerators
+        self.chosenAccelerator = chosenAccelerator
+        self.calibrationMs = calibrationMs
+    }
+}
+
+/// `POST /agent/v1/join`, the only call made without a client certificate.
+public struct JoinRequest: Codable, Sendable {
+    /// The join token's id and secret (`<id>.<secret>`; the pin is not sent).
+    public var token: String
+    public var hostName: String
+    /// PEM certificate signing request for the key the agent keeps.
+    public var certificateRequest: String
+    public var capabilities: HostCapabilities
+
+    public init(token: String, hostName: String, certificateRequest: String, capabilities: HostCapabilities) {
+        self.token = token
+        self.hostName = hostName
+        self.certificateRequest = certificateRequest
+        self.capabilities = capabilities
+    }
+}
+
+public struct JoinResponse: Codable, Sendable {
+    public var hostId: String
+    /// PEM client certificate naming `hostId`, signed by the cluster CA.
+    public var certificate: String
+    public var caCertificate: String
+
+    public init(hostId: String, certificate: String, caCertificate: String) {
+        self.hostId = hostId
+        self.certificate = certificate
+        self.caCertificate = caCertificate
+    }
+}
+
+/// `POST /agent/v1/watch`: the agent says where it is, the answer is a stream of `AgentDown`
+/// lines (newline-delimited JSON) for as long as the connection lasts.
+public struct WatchRequest: Codable, Sendable {
+    /// The last revision the agent applied, to resume from; nil for a full `HostSync`.
+    public var revision: UInt64?
+    /// The controller's epoch that revision belongs to (revisions restart with the controller).
+    public var epoch: String?
+    /// What runs on the host now: instance id → the generation its VM serves.
+    public var running: [String: UInt64]
+    public var capabilities: HostCapabilities
+
+    public init(revision: UInt64?, epoch: String?, running: [String: UInt64], capabilities: HostCapabilities) {
+        self.revision = revision
+        self.epoch = epoch
+        self.running = running
+        self.capabilities = capabilities
+    }
+}
+
+/// One line of the watch stream.
+public enum AgentDown: Codable, Sendable, Equatable {
+    /// Everything that should be on the host; `epoch` names the controller's revision sequence.
+    case sync(HostSync, epoch: String)
+    case event(WatchEvent)
+    /// A call the controller makes on the agent; answered with `POST /agent/v1/replies`.
+    case request(AgentRequest)
+    /// Keeps an idle stream alive and tells the agent the link works.
+    case ping
+}
+
+public struct AgentRequest: Codable, Sendable, Equatable {
+    public var id: String
+    public var call: Call
+
+    public enum Call: Codable, Sendable, Equatable {
+        case command(VMCommand, instanceId: String)
+        case sendConsole(instanceId: String, line: String)
+        case readConsole(instanceId: String, offset: UInt64)
+        case poolReadyCounts
+    }
+
+    public init(id: String, call: Call) {
+        self.id = id
+        self.call = call
+    }
+}
+
+public struct AgentReply: Codable, Sendable, Equatable {
+    public var id: String
+    public var result: Result
+
+    public enum Result: Codable, Sendable, Equatable {
+        case done
+        case console(ConsoleChunk)
+        case pools([String: Int])
+        case failed(code: String, message: String, status: Int)
+    }
+
+    public init(id: String, result: Result) {
+        self.id = id
+        self.result = result
+    }
+}
+
+/// `POST /agent/v1/lease`: the host is alive. The answer says how long the lease lasts.
+public struct LeaseGrant: Codable, Sendable, Equatable {
+    public var durationMs: Int
+    public var renewEveryMs: Int
+
+    public init(durationMs: Int, renewEveryMs: Int) {
+        self.durationMs = durationMs
+        self.renewEveryMs = renewEveryMs
+    }
+}
+
+/// A join token as an operator pastes it: `<id>.<secret>.<sha256 of the CA certificate>`.
+public struct JoinToken: Sendable, Equatable {
+    public var id: String
+    public var secret: String
+    public var caFingerprint: String
+
+    public init(id: String, secret: String, caFingerprint: String) {
+        self.id = id
+        self.secret = secret
+        self.caFingerprint = caFingerprint
+    }
+
+    public var text: String { "\(id).\(secret).\(caFingerprint)" }
+    /// What the agent sends: the pin stays with the agent.
+    public var credential: String { "\(id).\(secret)" }
+
+    public static func parse(_ text: String) throws(SwiftletError) -> JoinToken {
+        let parts = text.trimmingCharacters(in: .whitespacesAndNewlines).split(separator: ".").map(String.init)
+        let hex = { (part: String, count: Int) in
+            part.count == count && part.allSatisfy { $0.isHexDigit && !$0.isUppercase }
+        }
+        guard parts.count == 3, hex(parts[0], 12), hex(parts[1], 32), hex(parts[2], 64) else {
+            throw .badRequest(
+                "join.bad_token", "a join token is <12 hex>.<32 hex>.<64 hex> (from `swiftlet host join-token create`)")
+        }
+        return JoinToken(id: parts[0], secret: parts[1], caFingerprint: parts[2])
+    }
+}

@@ -1,0 +1,92 @@
+import SwiftletAgent
+import SwiftletAgentProtocol
+import SwiftletCore
+import Synchronization
+
+/// The controller's end of its connection to one host agent: desired-state changes and commands
+/// go down, console bytes come back. Observations come up on their own, to the `ReportRecorder`.
+public protocol AgentLink: Sendable {
+    var hostId: String { get }
+    /// Delivers a desired-state change. With `pendingCommit`, the change may reach the agent before
+    /// the record it is about commits (a transport that cannot carry that waits for the commit).
+    func apply(_ change: DesiredChange, pendingCommit: PendingCommit?) async
+    func command(_ command: VMCommand, instanceId: String) async throws(SwiftletError)
+    func sendConsole(instanceId: String, line: String) async throws(SwiftletError)
+    func readConsole(instanceId: String, from offset: UInt64) async throws(SwiftletError) -> ConsoleChunk
+    /// Idle pre-booted VMs per pool id.
+    func poolReadyCounts() async -> [String: Int]
+}
+
+/// The in-process transport of `swiftlet server`: the controller and its own host's agent in one
+/// process, messages passed as values (nothing encoded), and a boot allowed to start while its
+/// record commits.
+public struct LocalAgentLink: AgentLink {
+    public let agent: HostAgent
+    public var hostId: String { agent.hostId }
+
+    public init(agent: HostAgent) { self.agent = agent }
+
+    public func apply(_ change: DesiredChange, pendingCommit: PendingCommit?) async {
+        await agent.apply(change, pendingCommit: pendingCommit)
+    }
+
+    public func command(_ command: VMCommand, instanceId: String) async throws(SwiftletError) {
+        try await agent.command(command, instanceId: instanceId)
+    }
+
+    public func sendConsole(instanceId: String, line: String) async throws(SwiftletError) {
+        try await agent.sendConsole(instanceId: instanceId, line: line)
+    }
+
+    public func readConsole(instanceId: String, from offset: UInt64) async -> ConsoleChunk {
+        await agent.readConsole(instanceId: instanceId, from: offset)
+    }
+
+    public func poolReadyCounts() async -> [String: Int] { await agent.poolReadyCounts() }
+}
+
+/// The connected agents, by host id: where the controller sends each host's desired state.
+public final class AgentRegistry: Sendable {
+    private let links = Mutex<[String: any AgentLink]>([:])
+
+    public init() {}
+
+    public func register(_ link: any AgentLink) {
+        links.withLock { $0[link.hostId] = link }
+    }
+
+    public func remove(hostId: String) {
+        _ = links.withLock { $0.removeValue(forKey: hostId) }
+    }
+
+    /// The link to `hostId`, or 409 `host.unreachable` when its agent is not connected.
+    public func link(for hostId: String) throws(SwiftletError) -> any AgentLink {
+        guard let link = links.withLock({ $0[hostId] }) else {
+            throw SwiftletError(.conflict, "host.unreachable", "the agent of host '\(hostId)' is not connected")
+        }
+        return link
+    }
+
+    public var all: [any AgentLink] { links.withLock { Array($0.values) } }
+}
+
+extension Controller {
+    /// Connects this process's own host agent (the in-process transport of `swiftlet server`):
+    /// instances recorded before hosts were recorded on them are this host's, and the agent gets
+    /// its host's whole desired state.
+    public func connectLocalAgent(_ link: LocalAgentLink) async throws(SwiftletError) {
+        let hostId = link.hostId
+        for instance in try store.instances(projectId: nil, state: nil, name: nil, imageId: nil)
+        where instance.hostId == nil {
+            try store.updateInstance(id: instance.id) { $0.hostId = hostId }
+        }
+        for instance in try store.instances(projectId: nil, state: .deleted, name: nil, imageId: nil)
+        where instance.hostId == hostId {
+            // A delete cut short: its VM goes as an orphan in the sync.
+            try store.deleteInstance(id: instance.id)
+        }
+        setLocalHost(hostId)
+        agents.register(link)
+        await link.agent.sync(try instanceSync.hostSync(hostId: hostId), reports: instanceSync)
+    }
+}

@@ -1,0 +1,201 @@
+import Crypto
+import Foundation
+import Logging
+import SwiftletAgentProtocol
+import SwiftletCore
+import SwiftletPKI
+import SwiftletStore
+import Synchronization
+
+/// Hosts that join over the network: join tokens, the certificates that alone speak for each
+/// host, host leases, and the agents' side of the link (watch, observations, replies, images).
+public final class ClusterService: Sendable {
+    public let ca: ClusterCA
+    let store: any SwiftletStore & ClusterStore
+    let controller: Controller
+    let settings: Settings
+    private let logger: Logger
+    /// This controller process's revision sequence (see `RemoteAgentLink`).
+    let epoch = ResourceID.make("epoch")
+    /// Set on graceful shutdown: watch streams end and new ones are refused.
+    private let closing = Atomic(false)
+
+    public struct Settings: Sendable {
+        public var leaseDuration: Duration
+        public var leaseRenewInterval: Duration
+
+        public init(leaseDuration: Duration = .seconds(10), leaseRenewInterval: Duration = .seconds(2)) {
+            self.leaseDuration = leaseDuration
+            self.leaseRenewInterval = leaseRenewInterval
+        }
+    }
+
+    public init(
+        ca: ClusterCA, store: any SwiftletStore & ClusterStore, controller: Controller, settings: Settings,
+        logger: Logger
+    ) throws(SwiftletError) {
+        self.ca = ca
+        self.store = store
+        self.controller = controller
+        self.settings = settings
+        self.logger = logger
+        controller.leases.duration = settings.leaseDuration
+        // Every joined host gets its link now: what is sent to it waits in the link's log until
+        // its agent connects.
+        for host in try store.hosts() {
+            if let credential = try store.hostCredential(hostId: host.id), !credential.revoked {
+                controller.agents.register(RemoteAgentLink(hostId: host.id, epoch: epoch, logger: logger))
+            }
+        }
+    }
+
+    // MARK: - Join tokens (admin API)
+
+    public static let maxTokenTTL: Duration = .seconds(7 * 86400)
+
+    public func createJoinToken(ttl: Duration?, by principal: Principal) throws(SwiftletError) -> JoinTokenInfo {
+        try controller.requireAdmin(principal)
+        let ttl = ttl ?? .seconds(600)
+        guard ttl > .zero, ttl <= Self.maxTokenTTL else {
+            throw .badRequest(
+                "join_token.bad_ttl", "ttlSeconds must be between 1 and \(Self.maxTokenTTL.components.seconds)")
+        }
+        var generator = SystemRandomNumberGenerator()
+        let hex = { (bytes: Int) in
+            (0..<bytes).map { _ in String(format: "%02x", UInt8.random(in: 0...255, using: &generator)) }.joined()
+        }
+        let token = JoinToken(id: hex(6), secret: hex(16), caFingerprint: ca.fingerprint)
+        let expiresAt = Date().addingTimeInterval(TimeInterval(ttl.components.seconds))
+        try store.createJoinToken(id: token.id, secretHash: Controller.hash(secret: token.secret), expiresAt: expiresAt)
+        return JoinTokenInfo(id: token.id, token: token.text, expiresAt: expiresAt)
+    }
+
+    public func revoke(host: String, by principal: Principal) throws(SwiftletError) {
+        try controller.requireAdmin(principal)
+        let hostId = try controller.hostId(for: host)
+        try store.revokeHost(hostId: hostId)
+        if let link = try? controller.agents.link(for: hostId) as? RemoteAgentLink { link.disconnect() }
+        controller.leases.forget(hostId: hostId)
+        logger.notice("host revoked", metadata: ["host.id": "\(hostId)"])
+    }
+
+    // MARK: - The agents' side
+
+    /// A valid, unused, unexpired token gets the agent a client certificate bound to a host id.
+    func join(_ request: JoinRequest) throws(SwiftletError) -> JoinResponse {
+        let parts = request.token.split(separator: ".").map(String.init)
+        guard parts.count == 2 else {
+            throw SwiftletError(.unauthorized, "join.invalid_token", "the join token is not valid")
+        }
+        try ResourceID.validateName(request.hostName)
+        let hostId = "host-" + request.hostName
+        guard hostId != controller.localHostId else {
+            throw SwiftletError(
+                .conflict, "host.name_taken", "host name '\(request.hostName)' is the controller's own host")
+        }
+        try Self.validate(request.capabilities)
+        let issued = try ca.issueHostCertificate(hostId: hostId, requestPEM: request.certificateRequest)
+        try store.joinHost(
+            tokenId: parts[0], secretHash: Controller.hash(secret: parts[1]), now: Date(),
+            credential: HostCredential(
+                hostId: hostId, name: request.hostName, certificateSerial: issued.serial, joinedAt: Date()))
+        try record(hostId: hostId, name: request.hostName, capabilities: request.capabilities)
+        if (try? controller.agents.link(for: hostId)) == nil {
+            controller.agents.register(RemoteAgentLink(hostId: hostId, epoch: epoch, logger: logger))
+        }
+        controller.leases.renew(hostId: hostId)
+        logger.notice("host joined", metadata: ["host.id": "\(hostId)", "host.serial": "\(issued.serial)"])
+        return JoinResponse(hostId: hostId, certificate: issued.certificate, caCertificate: ca.certificatePEM)
+    }
+
+    private static func validate(_ capabilities: HostCapabilities) throws(SwiftletError) {
+        guard capabilities.cpus > 0, capabilities.cpus <= 4096, capabilities.memoryMib > 0,
+            !capabilities.machineTypes.isEmpty
+        else {
+            throw .badRequest(
+                "host.bad_capabilities", "a host reports at least one CPU, some memory and a machine type")
+        }
+    }
+
+    private func record(hostId: String, name: String, capabilities: HostCapabilities) throws(SwiftletError) {
+        try store.upsertHost(
+            ComputeHost(
+                id: hostId, name: name, cpus: capabilities.cpus, memoryMib: capabilities.memoryMib,
+                hypervisors: capabilities.hypervisors, hypervisorVersion: capabilities.hypervisorVersion,
+                machineTypes: capabilities.machineTypes, accelerators: capabilities.accelerators,
+                chosenAccelerator: capabilities.chosenAccelerator, calibrationMs: capabilities.calibrationMs,
+                instances: 0, updatedAt: Date()))
+    }
+
+    /// The host a verified client certificate speaks for: it must name a host whose credential
+    /// carries that very certificate's serial and is not revoked.
+    func authenticate(certificateDER: [UInt8]?) throws(SwiftletError) -> String {
+        guard let certificateDER else {
+            throw SwiftletError(.unauthorized, "agent.no_certificate", "this call needs the host's client certificate")
+        }
+        guard let identity = ClusterCA.hostIdentity(ofDER: certificateDER) else {
+            throw SwiftletError(.forbidden, "agent.bad_certificate", "the certificate names no host")
+        }
+        guard let credential = try store.hostCredential(hostId: identity.hostId),
+            credential.certificateSerial == identity.serial
+        else {
+            throw SwiftletError(
+                .forbidden, "agent.unknown_certificate",
+                "the certificate is not the one host '\(identity.hostId)' holds")
+        }
+        guard !credential.revoked else {
+            throw SwiftletError(.forbidden, "agent.revoked", "host '\(identity.hostId)' was revoked")
+        }
+        return identity.hostId
+    }
+
+    func link(hostId: String) throws(SwiftletError) -> RemoteAgentLink {
+        guard let link = try controller.agents.link(for: hostId) as? RemoteAgentLink else {
+            throw SwiftletError(.conflict, "agent.not_remote", "host '\(hostId)' has no network link")
+        }
+        return link
+    }
+
+    /// Ends every watch stream and refuses new ones, so the agent listener can shut down (the
+    /// agents reconnect to the next controller).
+    func close() {
+        closing.store(true, ordering: .sequentiallyConsistent)
+        for link in controller.agents.all { (link as? RemoteAgentLink)?.disconnect() }
+    }
+
+    func watch(hostId: String, _ request: WatchRequest) throws(SwiftletError) -> AsyncStream<AgentDown> {
+        guard !closing.load(ordering: .sequentiallyConsistent) else {
+            throw SwiftletError(.unavailable, "controller.closing", "the controller is shutting down")
+        }
+        try Self.validate(request.capabilities)
+        let name = try store.hostCredential(hostId: hostId)?.name ?? hostId
+        try record(hostId: hostId, name: name, capabilities: request.capabilities)
+        controller.leases.renew(hostId: hostId)
+        let sync = controller.instanceSync
+        return try link(hostId: hostId).open(request) { () throws(SwiftletError) in try sync.hostSync(hostId: hostId) }
+    }
+
+    /// Records a batch in order; the first refused report ends the batch with its error.
+    func observe(hostId: String, _ observations: [Observation]) async throws(SwiftletError) {
+        for observation in observations {
+            guard observation.hostId == hostId else {
+                throw SwiftletError(
+                    .forbidden, "report.forged_host",
+                    "host '\(hostId)' sent a report in the name of host '\(observation.hostId)'")
+            }
+            try await controller.instanceSync.record(observation)
+        }
+    }
+
+    var leaseGrant: LeaseGrant {
+        LeaseGrant(
+            durationMs: settings.leaseDuration.milliseconds, renewEveryMs: settings.leaseRenewInterval.milliseconds)
+    }
+}
+
+extension Duration {
+    /// Whole milliseconds.
+    var milliseconds: Int {
+        Int(components.seconds * 1000 + components.attoseconds / 1_000_000_000_000_000)
+    }
+}

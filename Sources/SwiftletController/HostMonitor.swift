@@ -1,0 +1,78 @@
+import Foundation
+import Logging
+import ServiceLifecycle
+import SwiftletAgentProtocol
+import SwiftletCore
+
+/// Watches remote hosts' leases. When one expires, the host is DOWN, and its instances with
+/// restart policy `always` are re-created on a live host (evacuation) with a new boot timeline and
+/// a new generation. The agent of a DOWN host stopped its VMs before its lease ran out (it fences
+/// itself ahead of the controller's expiry), and whatever it reports later for the moved
+/// instances is refused, so no instance runs on two hosts.
+struct HostMonitor: Service {
+    let cluster: ClusterService
+    var controller: Controller { cluster.controller }
+    let interval: Duration
+    let logger: Logger
+
+    /// On graceful shutdown (this service is the group's last, so it stops first) the agents'
+    /// watch streams end, so the agent listener can drain.
+    func run() async throws {
+        await cancelWhenGracefulShutdown {
+            while !Task.isCancelled {
+                await self.evacuateDownHosts()
+                try? await Task.sleep(for: interval)
+            }
+        }
+        cluster.close()
+    }
+
+    func evacuateDownHosts() async {
+        guard let hosts = try? controller.store.hosts() else { return }
+        let down = Set(hosts.map(\.id).filter { !controller.isUp(hostId: $0) })
+        guard !down.isEmpty,
+            let instances = try? controller.store.instances(projectId: nil, state: nil, name: nil, imageId: nil)
+        else { return }
+        for instance in instances
+        where instance.restartPolicy == .always && instance.state.wantsVM && down.contains(instance.hostId ?? "") {
+            await evacuate(instance)
+        }
+    }
+
+    private func evacuate(_ instance: Instance) async {
+        let from = instance.hostId ?? ""
+        do {
+            guard let image = try controller.store.image(idOrName: instance.imageId, projectId: nil) else { return }
+            let target = try controller.placeInstances(
+                count: 1, memoryMib: instance.memoryMib, vcpus: instance.vcpus, image: image)[0]
+            let accepted = monotonicNanos()
+            let moved = try controller.store.updateInstance(
+                id: instance.id, events: [("evacuated", "host \(from) is DOWN: re-created on \(target)")], handle: nil
+            ) { record throws(SwiftletError) in
+                // Changed meanwhile (deleted, stopped, moved): nothing to do.
+                guard record.hostId == from, record.state.wantsVM else {
+                    throw SwiftletError(.conflict, "instance.changed", "instance changed while it was evacuated")
+                }
+                record.hostId = target
+                record.generation = (record.generation ?? 0) + 1
+                record.state = .building
+                record.timeline = .starting(at: accepted)
+                record.reason = "evacuated from \(from) (DOWN)"
+            }
+            try? controller.store.removeHandle(instanceId: instance.id)
+            logger.notice(
+                "evacuated an instance from a DOWN host",
+                metadata: ["instance.id": "\(instance.id)", "host.from": "\(from)", "host.to": "\(target)"])
+            // The old host forgets it when it comes back, whatever it missed meanwhile.
+            if let old = try? controller.agents.link(for: from) {
+                await old.apply(
+                    .unassign(instanceId: instance.id, generation: moved.generation ?? 0), pendingCommit: nil)
+            }
+            await controller.instanceSync.dispatch(moved)
+        } catch {
+            logger.warning(
+                "cannot evacuate an instance yet",
+                metadata: ["instance.id": "\(instance.id)", "host.from": "\(from)", "error": "\(error)"])
+        }
+    }
+}

@@ -1,0 +1,280 @@
+import Foundation
+import Logging
+import SwiftletAgentProtocol
+import SwiftletCore
+import SwiftletImages
+import SwiftletStore
+import Synchronization
+
+/// The controller's half of the agent boundary for instances: it turns instance records into
+/// their hosts' desired state and sends it, and it records what the agents observe. It is the only
+/// writer of what hosts report (docs/agent-protocol.md): agents never touch the store.
+public final class InstanceSync: ObservationSink {
+    let store: any SwiftletStore
+    let agents: AgentRegistry
+    private let catalog: CatalogCache
+    private let logger: Logger
+    /// Waiters for an instance to leave BUILDING (create with `wait`).
+    private let settleWaiters = Mutex<[String: [CheckedContinuation<Void, Never>]]>([:])
+
+    /// How many times an instance is restarted in a row before it is left in ERROR.
+    static let maxRestarts = 5
+
+    init(store: any SwiftletStore, agents: AgentRegistry, catalog: CatalogCache, logger: Logger) {
+        self.store = store
+        self.agents = agents
+        self.catalog = catalog
+        self.logger = logger
+    }
+
+    // MARK: - Desired state down
+
+    /// What `instance` boots from, read through the catalog cache: its image, the image's initrd,
+    /// and the signing keys when its project requires signed images.
+    func bootImage(imageId: String, projectId: String, known: Image? = nil) throws(SwiftletError) -> BootImage {
+        try catalog.value("boot|\(imageId)|\(projectId)", generation: store.catalogGeneration) {
+            () throws(SwiftletError) in
+            var found = known
+            if found == nil { found = try store.image(idOrName: imageId, projectId: nil) }
+            guard let image = found else { throw .notFound("image", imageId) }
+            var boot = BootImage(image: image)
+            if let initrdId = image.properties[LaunchProfile.initrdProperty] {
+                boot.initrd = try store.image(idOrName: initrdId, projectId: nil)
+            }
+            if let catalogStore = store as? any ImageCatalogStore, let project = try store.project(id: projectId),
+                project.requireSignedImages
+            {
+                boot.signature = SignatureCheck(
+                    projectName: project.name, keys: try catalogStore.signingKeys(projectId: project.id))
+            }
+            return boot
+        }
+    }
+
+    /// The desired state of `instance` on its host.
+    func assignment(for instance: Instance, image: Image? = nil, handle: Data? = nil, stopTimeout: Duration? = nil)
+        throws(SwiftletError) -> Assignment
+    {
+        let desired: DesiredVMState =
+            switch instance.state {
+            case .building, .running, .paused: .running
+            case .stopped, .error, .deleted: .stopped
+            }
+        var assignment = Assignment(
+            instance: instance, generation: instance.generation ?? 0, desired: desired,
+            boot: try bootImage(imageId: instance.imageId, projectId: instance.projectId, known: image), handle: handle)
+        if let stopTimeout {
+            assignment.stopTimeoutMs =
+                Int(stopTimeout.components.seconds * 1000)
+                + Int(stopTimeout.components.attoseconds / 1_000_000_000_000_000)
+        }
+        return assignment
+    }
+
+    /// Sends the desired state of `instance` to its host and returns once the agent has acted on it
+    /// (a boot's VMM is up, a stop is done). A desired state that cannot be made (its image cannot be
+    /// resolved) is recorded as the boot's failure; an unreachable host leaves the record as it is
+    /// for the agent's next sync.
+    func dispatch(
+        _ instance: Instance, image: Image? = nil, pendingCommit: PendingCommit? = nil, stopTimeout: Duration? = nil
+    ) async {
+        guard let hostId = instance.hostId else { return }
+        let link: any AgentLink
+        do { link = try agents.link(for: hostId) } catch {
+            logger.warning(
+                "desired state not delivered", metadata: ["instance.id": "\(instance.id)", "error": "\(error)"])
+            return
+        }
+        let assignment: Assignment
+        do { assignment = try self.assignment(for: instance, image: image, stopTimeout: stopTimeout) } catch {
+            var timeline = instance.timeline
+            if let pendingCommit {
+                guard let persisted = await pendingCommit.wait() else { return }
+                timeline.persisted = persisted
+            }
+            await observe(
+                Observation(
+                    hostId: hostId, instanceId: instance.id, generation: instance.generation ?? 0,
+                    report: .failed(reason: "image not ready: \(error.message)", timeline: timeline)))
+            return
+        }
+        await link.apply(.assign(assignment), pendingCommit: pendingCommit)
+    }
+
+    /// Removes a deleted instance's VM and files from its host.
+    func unassign(_ instance: Instance) async {
+        guard let hostId = instance.hostId, let link = try? agents.link(for: hostId) else { return }
+        await link.apply(.unassign(instanceId: instance.id, generation: instance.generation ?? 0), pendingCommit: nil)
+    }
+
+    /// Everything that should be on `hostId`, for its agent's (re)connect.
+    func hostSync(hostId: String) throws(SwiftletError) -> HostSync {
+        var assignments: [Assignment] = []
+        for instance in try store.instances(projectId: nil, state: nil, name: nil, imageId: nil)
+        where instance.hostId == hostId && instance.state != .deleted {
+            do {
+                assignments.append(
+                    try assignment(for: instance, handle: try store.handle(instanceId: instance.id)))
+            } catch {
+                logger.warning(
+                    "no assignment for instance", metadata: ["instance.id": "\(instance.id)", "error": "\(error)"])
+            }
+        }
+        var pools: [PoolAssignment] = []
+        for pool in try (store as? any PoolStore)?.pools(projectId: nil) ?? [] {
+            if let boot = try? bootImage(imageId: pool.imageId, projectId: pool.projectId) {
+                pools.append(PoolAssignment(pool: pool, boot: boot))
+            }
+        }
+        return HostSync(
+            revision: store.generation, assignments: assignments, pools: pools,
+            imageDigests: Set(try store.images(projectId: nil).map(\.sha256)))
+    }
+
+    // MARK: - Observations up
+
+    public func observe(_ observation: Observation) async {
+        do {
+            try await record(observation)
+        } catch {
+            logger.warning(
+                "refused an agent report",
+                metadata: [
+                    "host.id": "\(observation.hostId)", "instance.id": "\(observation.instanceId)",
+                    "generation": "\(observation.generation)", "error": "\(error)",
+                ])
+        }
+    }
+
+    /// Refuses a report from a host the instance is not on, or made under an older assignment.
+    private static func check(_ observation: Observation, against instance: Instance) throws(SwiftletError) {
+        guard instance.hostId == observation.hostId else {
+            throw SwiftletError(
+                .conflict, "report.not_assigned",
+                "instance '\(instance.id)' is not assigned to host '\(observation.hostId)'")
+        }
+        guard instance.generation ?? 0 == observation.generation else {
+            throw SwiftletError(
+                .conflict, "report.stale_generation",
+                "report for generation \(observation.generation) of instance '\(instance.id)', which is at \(instance.generation ?? 0)"
+            )
+        }
+    }
+
+    /// Records one observation, or says why it is refused.
+    func record(_ observation: Observation) async throws(SwiftletError) {
+        let instanceId = observation.instanceId
+        switch observation.report {
+        case .event(let note):
+            guard let instance = try store.instance(idOrName: instanceId, projectId: nil) else {
+                throw .notFound("instance", instanceId)
+            }
+            try Self.check(observation, against: instance)
+            try store.addEvent(instanceId: instanceId, type: note.type, message: note.message)
+        case .stopped(let reason):
+            guard let instance = try store.instance(idOrName: instanceId, projectId: nil) else {
+                throw .notFound("instance", instanceId)
+            }
+            try Self.check(observation, against: instance)
+            try store.removeHandle(instanceId: instanceId)
+            try store.addEvent(instanceId: instanceId, type: "stopped", message: reason)
+        case .ready(let timeline, let handle, let events):
+            // READY's event, the boot's notes and the handle go in the same commit.
+            try await apply(
+                .ready, observation, timeline: timeline,
+                events: events.map { ($0.type, $0.message) } + [("ready", "guest READY")], handle: handle)
+        case .exited(let clean, let reason, let timeline):
+            try await apply(.exited(clean: clean, reason: reason), observation, timeline: timeline, vmGone: true)
+        case .failed(let reason, let timeline):
+            try await apply(.failed(reason: reason), observation, timeline: timeline, vmGone: true)
+        }
+    }
+
+    /// Applies an observation through the state machine and the restart policy, in one commit; a
+    /// restart is sent to the host as a new assignment. `vmGone`: the VM's handle is forgotten.
+    private func apply(
+        _ observed: InstanceObservation, _ observation: Observation, timeline: Timeline?,
+        events: [(type: String, message: String)] = [], handle: Data? = nil, vmGone: Bool = false
+    ) async throws(SwiftletError) {
+        let result = try store.updateInstance(id: observation.instanceId, events: events, handle: handle) {
+            instance throws(SwiftletError) in
+            try Self.check(observation, against: instance)
+            if let timeline { instance.timeline = timeline }
+            var (next, again) = InstanceLifecycle.observe(observed, in: instance.state, policy: instance.restartPolicy)
+            if again {
+                if instance.restartCount >= Self.maxRestarts {
+                    (next, again) = (.error, false)
+                } else {
+                    instance.restartCount += 1
+                    instance.timeline = .starting(at: monotonicNanos())
+                }
+            }
+            switch observed {
+            case .ready: instance.reason = nil
+            case .exited(_, let reason), .failed(let reason):
+                instance.reason =
+                    again ? "restarting (\(instance.restartCount)/\(Self.maxRestarts)): \(reason)" : reason
+            }
+            // A new VM (a restart) or none (ERROR, STOPPED) is a new desired state.
+            if again || next != instance.state && !next.wantsVM { instance.generation = (instance.generation ?? 0) + 1 }
+            instance.state = next
+        }
+        if vmGone { try store.removeHandle(instanceId: result.id) }
+        switch observed {
+        case .ready: break
+        case .exited, .failed:
+            try? store.addEvent(
+                instanceId: result.id, type: result.state == .building ? "restarting" : "exited",
+                message: result.reason ?? "")
+        }
+        guard result.state == .building else {
+            releaseWaiters(result.id)
+            return
+        }
+        // Only a restart leaves a settled observation in BUILDING: the host boots it again.
+        await dispatch(result)
+    }
+
+    // MARK: - Waiting
+
+    /// Suspends until the instance is no longer BUILDING, or `timeout` passes.
+    func waitUntilSettled(instanceId: String, timeout: Duration) async {
+        if isSettled(instanceId) { return }
+        await withTaskGroup(of: Void.self) { group in
+            group.addTask { await self.settled(instanceId) }
+            group.addTask { try? await Task.sleep(for: timeout) }
+            await group.next()
+            group.cancelAll()
+            self.releaseWaiters(instanceId)
+        }
+    }
+
+    /// Registers first and checks after, so a report committed in between is not missed.
+    private func settled(_ instanceId: String) async {
+        await withCheckedContinuation { continuation in
+            settleWaiters.withLock { $0[instanceId, default: []].append(continuation) }
+            if isSettled(instanceId) { releaseWaiters(instanceId) }
+        }
+    }
+
+    /// Reads only the state: this runs while the guest boots, beside it on the same CPUs.
+    private func isSettled(_ instanceId: String) -> Bool {
+        guard let state = try? store.instanceState(id: instanceId) else { return true }
+        return state != .building
+    }
+
+    func releaseWaiters(_ instanceId: String) {
+        let waiters = settleWaiters.withLock { $0.removeValue(forKey: instanceId) } ?? []
+        for waiter in waiters { waiter.resume() }
+    }
+}
+
+extension InstanceState {
+    /// Whether an instance in this state should have a VM on its host.
+    var wantsVM: Bool {
+        switch self {
+        case .building, .running, .paused: true
+        case .stopped, .error, .deleted: false
+        }
+    }
+}

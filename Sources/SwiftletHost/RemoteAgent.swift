@@ -1,0 +1,262 @@
+import AsyncHTTPClient
+import Foundation
+import Logging
+import NIOCore
+import NIOFoundationCompat
+import NIOHTTP1
+import NIOSSL
+import ServiceLifecycle
+import SwiftletAgent
+import SwiftletAgentProtocol
+import SwiftletCore
+import SwiftletHypervisor
+import SwiftletPKI
+import Synchronization
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// What `swiftlet agent` is told.
+public struct RemoteAgentSettings: Sendable {
+    /// `https://ADDR:PORT` of the controller's agent listener.
+    public var controller: String
+    public var joinToken: String?
+    public var dataDirectory: String
+    public var name: String
+    /// Allows `http://`: plain HTTP between hosts is refused otherwise.
+    public var insecure = false
+    public var accelerator: String?
+    public var maxConcurrentBoots: Int?
+    public var imageCacheLimitBytes: Int64?
+
+    public init(controller: String, joinToken: String?, dataDirectory: String, name: String) {
+        self.controller = controller
+        self.joinToken = joinToken
+        self.dataDirectory = dataDirectory
+        self.name = name
+    }
+}
+
+/// One compute host's agent process: it joins the controller once (a join token gets it a client
+/// certificate), then dials the controller over mutual TLS, applies the desired state that comes
+/// down its watch stream, reports what it sees, renews its host lease, and pulls image bytes by
+/// digest. Behind NAT is fine: the agent always dials.
+public final class RemoteAgent: Service {
+    let settings: RemoteAgentSettings
+    let identity: HostIdentity
+    let client: HTTPClient
+    let logger: Logger
+    let agent: HostAgent
+    let uplink: ObservationUplink
+    let capabilities: HostCapabilities
+    private let position = Mutex<(revision: UInt64?, epoch: String?)>((nil, nil))
+    private let lease = Mutex<LeaseState>(LeaseState())
+
+    struct LeaseState {
+        var grant = LeaseGrant(durationMs: 10_000, renewEveryMs: 2_000)
+        var renewed = ContinuousClock.now
+        var fenced = false
+    }
+
+    var base: String {
+        settings.controller.hasSuffix("/") ? String(settings.controller.dropLast()) : settings.controller
+    }
+
+    public init(settings: RemoteAgentSettings, logger: Logger) async throws {
+        self.settings = settings
+        self.logger = logger
+        let scheme = settings.controller.split(separator: ":").first.map(String.init) ?? ""
+        guard scheme == "https" || (scheme == "http" && settings.insecure) else {
+            throw SwiftletError.badRequest(
+                "agent.insecure_controller",
+                scheme == "http"
+                    ? "plain HTTP between hosts is refused: use https://, or pass --insecure explicitly"
+                    : "the controller address must be https://HOST:PORT, got '\(settings.controller)'")
+        }
+        try FileManager.default.createDirectory(atPath: settings.dataDirectory, withIntermediateDirectories: true)
+        var caps = try await QEMUDriver.cachedCapabilities(
+            at: settings.dataDirectory + "/host-calibration.json", logger: logger)
+        if let forced = settings.accelerator { caps.chosenAccelerator = forced }
+        capabilities = HostCapabilities(
+            cpus: ProcessInfo.processInfo.activeProcessorCount,
+            memoryMib: Int(ProcessInfo.processInfo.physicalMemory >> 20), hypervisors: [caps.hypervisor],
+            hypervisorVersion: caps.version, machineTypes: caps.machineTypes, accelerators: caps.accelerators,
+            chosenAccelerator: caps.chosenAccelerator, calibrationMs: caps.calibration)
+        let identityDirectory = settings.dataDirectory + "/identity"
+        if let known = HostIdentity.load(directory: identityDirectory) {
+            identity = known
+        } else {
+            guard let token = settings.joinToken else {
+                throw SwiftletError.badRequest(
+                    "agent.not_joined",
+                    "this host has not joined yet: pass --join-token (from `swiftlet host join-token create`)")
+            }
+            identity = try await HostIdentity.join(
+                controller: settings.controller, token: try JoinToken.parse(token), name: settings.name,
+                capabilities: capabilities, directory: identityDirectory, logger: logger)
+        }
+        client = HTTPClient(
+            eventLoopGroupProvider: .singleton,
+            configuration: HTTPClient.Configuration(
+                tlsConfiguration: try identity.tlsConfiguration(), timeout: .init(connect: .seconds(5))))
+        let uplink = ObservationUplink(client: nil, logger: logger)
+        self.uplink = uplink
+        let driver = QEMUDriver(accelerator: caps.chosenAccelerator, logger: logger)
+        agent = HostAgent(
+            hostId: identity.hostId, images: RemoteImageSource(client: client, base: settings.controller),
+            driver: driver, runRoot: settings.dataDirectory + "/run", maxConcurrentBoots: settings.maxConcurrentBoots,
+            imageCacheLimitBytes: settings.imageCacheLimitBytes, logger: logger)
+        await uplink.connect(client: client, base: base)
+        logger.info("agent ready", metadata: ["host.id": "\(identity.hostId)", "controller": "\(settings.controller)"])
+    }
+
+    public var hostId: String { identity.hostId }
+
+    /// Runs until shut down: the watch stream (reconnecting with backoff), the lease, the uplink.
+    /// The VMs keep running when the agent stops (a restarted agent re-attaches to them).
+    public func run() async throws {
+        await cancelWhenGracefulShutdown {
+            await withDiscardingTaskGroup { group in
+                group.addTask { await self.uplink.run() }
+                group.addTask { await self.leaseLoop() }
+                group.addTask { await self.fenceLoop() }
+                group.addTask { await self.watchLoop() }
+            }
+        }
+        try? await client.shutdown()
+    }
+
+    // MARK: - Lease and fencing
+
+    private func leaseLoop() async {
+        while !Task.isCancelled {
+            let grant = lease.withLock { $0.grant }
+            // Stamped before the request: the controller's own stamp is later, so this host's
+            // lease never outlives the one the controller counts.
+            let sent = ContinuousClock.now
+            do {
+                var request = HTTPClientRequest(url: base + "/agent/v1/lease")
+                request.method = .POST
+                let response = try await client.execute(request, timeout: .milliseconds(Int64(grant.renewEveryMs)))
+                let body = try await response.body.collect(upTo: 1 << 16)
+                if response.status == .ok, let granted = try? SwiftletJSON.decoder().decode(LeaseGrant.self, from: body)
+                {
+                    lease.withLock {
+                        $0.grant = granted
+                        $0.renewed = sent
+                        $0.fenced = false
+                    }
+                } else {
+                    logger.warning("lease refused", metadata: ["http.status": "\(response.status.code)"])
+                }
+            } catch {
+                logger.debug("lease renewal failed", metadata: ["error": "\(error)"])
+            }
+            try? await Task.sleep(for: .milliseconds(lease.withLock { $0.grant.renewEveryMs }))
+        }
+    }
+
+    private func fenceLoop() async {
+        while !Task.isCancelled {
+            await fenceIfExpired()
+            try? await Task.sleep(for: .milliseconds(100))
+        }
+    }
+
+    /// A host whose lease ran out may have had its instances moved: it stops its VMs before the
+    /// controller could start them elsewhere, and runs only what the next sync assigns it.
+    private func fenceIfExpired() async {
+        let expired = lease.withLock { state -> Bool in
+            // A margin ahead of the lease's end, so the VMs are gone before the controller moves them.
+            let margin = min(1000, state.grant.durationMs / 5)
+            guard !state.fenced, ContinuousClock.now - state.renewed > .milliseconds(state.grant.durationMs - margin)
+            else { return false }
+            state.fenced = true
+            return true
+        }
+        guard expired else { return }
+        logger.warning("host lease expired: stopping the VMs of `always` instances (the controller may move them)")
+        await agent.fence()
+        position.withLock { $0 = (nil, nil) }
+    }
+
+    // MARK: - Watch
+
+    private func watchLoop() async {
+        var backoff: Duration = .milliseconds(100)
+        while !Task.isCancelled {
+            do {
+                try await watchOnce()
+                backoff = .milliseconds(100)
+            } catch {
+                logger.info("watch stream ended", metadata: ["error": "\(error)"])
+            }
+            try? await Task.sleep(for: backoff)
+            backoff = min(backoff * 2, .seconds(2))
+        }
+    }
+
+    private func watchOnce() async throws {
+        let (revision, epoch) = position.withLock { $0 }
+        let hello = WatchRequest(
+            revision: revision, epoch: epoch, running: await agent.runningGenerations(), capabilities: capabilities)
+        var request = HTTPClientRequest(url: base + "/agent/v1/watch")
+        request.method = .POST
+        request.headers.add(name: "Content-Type", value: "application/json")
+        request.body = .bytes(ByteBuffer(data: try SwiftletJSON.encoder().encode(hello)))
+        let response = try await client.execute(request, timeout: .hours(24 * 365))
+        guard response.status == .ok else {
+            let body = try await response.body.collect(upTo: 1 << 16)
+            throw SwiftletError(
+                .unavailable, "agent.watch_refused",
+                "the controller refused the watch (\(response.status.code)): \(String(buffer: body))")
+        }
+        let decoder = SwiftletJSON.decoder()
+        var pending = Data()
+        for try await chunk in response.body {
+            pending.append(contentsOf: chunk.readableBytesView)
+            while let newline = pending.firstIndex(of: 0x0A) {
+                let line = pending[pending.startIndex..<newline]
+                pending = Data(pending[pending.index(after: newline)...])
+                guard !line.isEmpty else { continue }
+                await handle(try decoder.decode(AgentDown.self, from: line))
+            }
+        }
+    }
+
+    private func handle(_ message: AgentDown) async {
+        switch message {
+        case .sync(let sync, let epoch):
+            await agent.sync(sync, reports: uplink)
+            position.withLock { $0 = (sync.revision, epoch) }
+        case .event(let event):
+            await agent.apply(event.change, startingBoots: true)
+            position.withLock { $0.revision = event.revision }
+        case .request(let request):
+            let result = await answer(request.call)
+            await uplink.reply(AgentReply(id: request.id, result: result))
+        case .ping:
+            break
+        }
+    }
+
+    private func answer(_ call: AgentRequest.Call) async -> AgentReply.Result {
+        do throws(SwiftletError) {
+            switch call {
+            case .command(let command, let instanceId):
+                try await agent.command(command, instanceId: instanceId)
+                return .done
+            case .sendConsole(let instanceId, let line):
+                try await agent.sendConsole(instanceId: instanceId, line: line)
+                return .done
+            case .readConsole(let instanceId, let offset):
+                return .console(await agent.readConsole(instanceId: instanceId, from: offset))
+            case .poolReadyCounts:
+                return .pools(await agent.poolReadyCounts())
+            }
+        } catch {
+            return .failed(code: error.code, message: error.message, status: error.kind.httpStatus)
+        }
+    }
+}

@@ -1,0 +1,46 @@
+import ArgumentParser
+import Foundation
+import Logging
+import ServiceLifecycle
+import SwiftletHost
+
+/// `swiftlet agent`: this machine as a compute host of a controller elsewhere.
+struct AgentCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "agent",
+        abstract: "Run this host's agent for a controller elsewhere (joins once with a token).",
+        discussion: """
+            The agent dials the controller's agent listener (`swiftlet server --agent-port`) over mutual TLS, \
+            so hosts behind NAT work. The first start needs --join-token (from `swiftlet host join-token create` \
+            on the controller): it checks the controller's CA against the token's pin, gets a client certificate \
+            for this host and keeps it in <data>/identity; later starts need no token.
+            """)
+
+    @Option(help: "The controller's agent listener, https://ADDR:PORT.") var controller: String
+    @Option(help: "Single-use join token (first start only).") var joinToken: String?
+    @Option(help: "Data directory (default: /var/lib/swiftlet-agent as root, else ~/.local/share/swiftlet-agent).")
+    var data: String?
+    @Option(help: "This host's name (default: the machine's host name).") var name: String?
+    @Flag(help: "Allow a plain http:// controller (refused otherwise).") var insecure = false
+    @Option(help: "Force the accelerator (tcg or kvm) instead of the calibrated choice.") var accelerator: String?
+    @Option(help: "VMMs this host starts at once (default: 2 per CPU).") var maxConcurrentBoots: Int?
+    @Option(help: "Log level: trace, debug, info, notice, warning, error.") var logLevel: String = "info"
+
+    func run() async throws {
+        bootstrapLogging(level: logLevel)
+        let logger = Logger(label: "swiftlet.agent")
+        let directory =
+            data ?? (getuid() == 0 ? "/var/lib/swiftlet-agent" : NSHomeDirectory() + "/.local/share/swiftlet-agent")
+        var settings = RemoteAgentSettings(
+            controller: controller, joinToken: joinToken, dataDirectory: directory,
+            name: name ?? ProcessInfo.processInfo.hostName)
+        settings.insecure = insecure
+        settings.accelerator = accelerator
+        settings.maxConcurrentBoots = maxConcurrentBoots
+        let agent = try await RemoteAgent(settings: settings, logger: logger)
+        let group = ServiceGroup(
+            configuration: .init(
+                services: [.init(service: agent)], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+        try await group.run()
+    }
+}

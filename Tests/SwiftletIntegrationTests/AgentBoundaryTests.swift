@@ -1,0 +1,221 @@
+import Foundation
+import Logging
+import SwiftletAgent
+import SwiftletAgentProtocol
+import SwiftletController
+import SwiftletCore
+import SwiftletHypervisor
+import SwiftletImages
+import SwiftletStore
+import Testing
+
+/// A controller and one host agent in process, joined by the in-process link, over a real SQLite
+/// file, with the fake driver (no QEMU): the controller↔agent seam in milliseconds. What only a
+/// real VMM shows is tested against QEMU in the other suites.
+final class FakeHost {
+    static let hostId = "host-fake-a"
+    let directory: String
+    let store: SQLiteStore
+    let blobs: BlobStore
+    let controller: Controller
+    let driver = FakeHypervisorDriver()
+    private(set) var agent: HostAgent
+    let logger = Logger(label: "test.agent-boundary")
+
+    init() async throws {
+        directory = NSTemporaryDirectory() + "swiftlet-boundary-\(UUID().uuidString.prefix(8))"
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        store = try SQLiteStore(path: directory + "/swiftlet.sqlite")
+        blobs = try BlobStore(root: directory + "/blobs")
+        controller = Controller(
+            store: store, blobs: blobs, uploadLimit: 1 << 20, hostMemoryMib: 4096, logger: logger)
+        agent = HostAgent(
+            hostId: Self.hostId, images: BlobStoreSource(blobs: blobs), driver: driver, runRoot: directory + "/run",
+            logger: logger)
+        let text = "not a kernel: the fake driver boots anything"
+        let bytes = Data(text.utf8)
+        let digest = ImageSignature.sha256(text: text)
+        try FileManager.default.createDirectory(
+            atPath: (blobs.path(sha256: digest) as NSString).deletingLastPathComponent,
+            withIntermediateDirectories: true)
+        _ = FileManager.default.createFile(atPath: blobs.path(sha256: digest), contents: bytes)
+        try store.createImage(
+            Image(
+                id: "img-fake", projectId: Project.adminProjectId, name: "fake", kind: .pvh, sha256: digest,
+                sizeBytes: Int64(bytes.count), properties: [:], createdAt: Date()))
+        try store.upsertHost(
+            ComputeHost(
+                id: Self.hostId, name: "fake-a", cpus: 2, memoryMib: 4096, hypervisors: ["fake"],
+                hypervisorVersion: "0", machineTypes: ["microvm", "pc", "q35"], accelerators: ["fake"],
+                chosenAccelerator: "fake", calibrationMs: [:], instances: 0, updatedAt: Date()))
+        try await controller.connectLocalAgent(LocalAgentLink(agent: agent))
+    }
+
+    deinit { try? FileManager.default.removeItem(atPath: directory) }
+
+    /// A new agent process for the same host, as after `kill -9` of the old one: the VMs (the
+    /// fake driver's) live on, the agent's memory does not.
+    func restartAgent() async throws {
+        agent = HostAgent(
+            hostId: Self.hostId, images: BlobStoreSource(blobs: blobs), driver: driver, runRoot: directory + "/run",
+            logger: logger)
+        try await controller.connectLocalAgent(LocalAgentLink(agent: agent))
+    }
+
+    func create(_ name: String, restart: RestartPolicy = .no) async throws -> Instance {
+        let created = try await controller.createInstances(
+            CreateInstanceRequest(name: name, image: "fake", restartPolicy: restart, wait: true), by: .admin,
+            accepted: monotonicNanos())
+        return try #require(created.first)
+    }
+
+    func instance(_ id: String) throws -> Instance {
+        try #require(try store.instance(idOrName: id, projectId: nil))
+    }
+
+    func waitFor(_ what: String, _ condition: () throws -> Bool) async throws {
+        try await eventually(what, timeout: .seconds(5)) { try condition() }
+    }
+}
+
+@Suite struct AgentBoundaryTests {
+    @Test func createRunsOnTheAssignedHostAndTheControllerRecordsReady() async throws {
+        let host = try await FakeHost()
+        let created = try await host.create("web")
+        #expect(created.state == .running)
+        #expect(created.hostId == FakeHost.hostId)
+        #expect(created.generation == 1)
+        #expect(created.timeline.ready != nil && created.timeline.vmmUp != nil && created.timeline.persisted != nil)
+        #expect(try host.store.handle(instanceId: created.id) != nil)
+        let events = try host.store.events(instanceId: created.id).map(\.type)
+        #expect(events.contains("image") && events.contains("ready"))
+        #expect(host.driver.liveInstanceIds == [created.id])
+    }
+
+    @Test func reportsOfAnOlderGenerationOrFromAnotherHostAreRefused() async throws {
+        let host = try await FakeHost()
+        let created = try await host.create("web")
+        let stopped = try #require(
+            try await host.controller.act(.stop, on: created.id, by: .admin, stopTimeout: .seconds(1)))
+        #expect(stopped.state == .stopped)
+        #expect(stopped.generation == 2)
+        #expect(host.driver.liveInstanceIds.isEmpty)
+        // A READY of the VM of generation 1 arriving late must not bring the instance back.
+        await host.controller.instanceSync.observe(
+            Observation(
+                hostId: FakeHost.hostId, instanceId: created.id, generation: 1,
+                report: .ready(timeline: created.timeline, handle: Data("{}".utf8), events: [])))
+        #expect(try host.instance(created.id).state == .stopped)
+        #expect(try host.store.handle(instanceId: created.id) == nil)
+        // A host the instance is not on cannot report for it, whatever the generation.
+        await host.controller.instanceSync.observe(
+            Observation(
+                hostId: "host-other", instanceId: created.id, generation: 2,
+                report: .exited(clean: false, reason: "forged", timeline: nil)))
+        let after = try host.instance(created.id)
+        #expect(after.state == .stopped && after.reason != "forged")
+    }
+
+    @Test func anExitIsRestartedThroughANewAssignment() async throws {
+        let host = try await FakeHost()
+        let created = try await host.create("svc", restart: .always)
+        host.driver.crash(instanceId: created.id)
+        try await host.waitFor("the restarted instance RUNNING again") {
+            let instance = try host.instance(created.id)
+            return instance.state == .running && instance.restartCount == 1
+        }
+        #expect(try host.instance(created.id).generation == 2)
+        #expect(host.driver.spawnCount == 2)
+        #expect(host.driver.liveInstanceIds == [created.id])
+        #expect(try host.store.events(instanceId: created.id).map(\.type).contains("restarting"))
+    }
+
+    @Test func anExitWithoutRestartLeavesErrorAndNoHandle() async throws {
+        let host = try await FakeHost()
+        let created = try await host.create("once")
+        host.driver.crash(instanceId: created.id)
+        try await host.waitFor("ERROR") { try host.instance(created.id).state == .error }
+        #expect(try host.store.handle(instanceId: created.id) == nil)
+        #expect(try host.instance(created.id).generation == 2)
+    }
+
+    @Test func aRestartedAgentReattachesAndNothingRunsTwice() async throws {
+        let host = try await FakeHost()
+        let created = try await host.create("kept", restart: .always)
+        try await host.restartAgent()
+        #expect(host.driver.spawnCount == 1)
+        #expect(try host.instance(created.id).state == .running)
+        // Both the old agent (still in memory here) and the new one see the exit: the first report
+        // restarts the instance under a new generation, the other is refused as stale.
+        host.driver.crash(instanceId: created.id)
+        try await host.waitFor("restarted once") {
+            let instance = try host.instance(created.id)
+            return instance.state == .running && instance.restartCount == 1
+        }
+        try await Task.sleep(for: .milliseconds(100))
+        #expect(try host.instance(created.id).restartCount == 1)
+        #expect(host.driver.spawnCount == 2)
+        #expect(host.driver.liveInstanceIds == [created.id])
+    }
+
+    @Test func stopStartPauseConsoleAndDeleteGoThroughTheLink() async throws {
+        let host = try await FakeHost()
+        let created = try await host.create("cycle")
+        _ = try await host.controller.act(.pause, on: created.id, by: .admin, stopTimeout: .seconds(1))
+        #expect(try host.instance(created.id).state == .paused)
+        _ = try await host.controller.act(.resume, on: created.id, by: .admin, stopTimeout: .seconds(1))
+        let link = try host.controller.link(for: try host.instance(created.id))
+        let console = try await link.readConsole(instanceId: created.id, from: 0)
+        #expect(String(decoding: console.data, as: UTF8.self).contains("SWIFTLET-READY"))
+        #expect(console.vmRunning)
+        try await link.sendConsole(instanceId: created.id, line: "hello")
+        #expect(host.driver.consoleInput(instanceId: created.id) == ["hello"])
+        _ = try await host.controller.act(.stop, on: created.id, by: .admin, stopTimeout: .seconds(1))
+        #expect(try host.store.events(instanceId: created.id).map(\.type).contains("stopped"))
+        // The console of the stopped VM is kept for `logs`.
+        let kept = try await link.readConsole(instanceId: created.id, from: 0)
+        #expect(!kept.vmRunning && !kept.data.isEmpty)
+        _ = try await host.controller.act(.start, on: created.id, by: .admin, stopTimeout: .seconds(1))
+        try await host.waitFor("RUNNING after start") { try host.instance(created.id).state == .running }
+        #expect(try host.instance(created.id).generation == 3)
+        _ = try await host.controller.act(.delete, on: created.id, by: .admin, stopTimeout: .seconds(1))
+        #expect(try host.store.instance(idOrName: created.id, projectId: nil) == nil)
+        #expect(host.driver.liveInstanceIds.isEmpty)
+        #expect(!FileManager.default.fileExists(atPath: host.directory + "/run/" + created.id))
+    }
+
+    @Test func aSpawnFailureIsRecordedAsTheBootsError() async throws {
+        let host = try await FakeHost()
+        host.driver.failNextSpawn("no VMM today")
+        let created = try await host.create("broken")
+        #expect(created.state == .error)
+        #expect(created.reason?.contains("no VMM today") == true)
+        #expect(created.timeline.imageReady != nil)
+    }
+
+    @Test func theMessagesRoundTripAsJSON() throws {
+        let instance = Instance(
+            id: "i-1", projectId: "prj", name: "a", imageId: "img", flavor: nil, vcpus: 1, memoryMib: 16, args: [],
+            restartPolicy: .no, publishedPorts: [], state: .building, timeline: .starting(at: 1), createdAt: Date(),
+            updatedAt: Date())
+        let image = Image(
+            id: "img", projectId: "prj", name: "x", kind: .pvh, sha256: "ab", sizeBytes: 1, properties: [:],
+            createdAt: Date())
+        let event = WatchEvent(
+            revision: 7,
+            change: .assign(
+                Assignment(instance: instance, generation: 3, desired: .running, boot: BootImage(image: image))))
+        let data = try SwiftletJSON.encoder().encode(event)
+        let decoded = try SwiftletJSON.decoder().decode(WatchEvent.self, from: data)
+        guard case .assign(let assignment) = decoded.change else {
+            Issue.record("decoded \(decoded.change)")
+            return
+        }
+        #expect(decoded.revision == 7 && assignment.generation == 3 && assignment.instance.id == "i-1")
+        let report = Observation(
+            hostId: "h", instanceId: "i-1", generation: 3,
+            report: .exited(clean: true, reason: "done", timeline: nil))
+        #expect(
+            try SwiftletJSON.decoder().decode(Observation.self, from: SwiftletJSON.encoder().encode(report)) == report)
+    }
+}
