@@ -64,7 +64,7 @@ def result(name, timed, samples_ns, baseline=None, goal=None, unit="ms", note=""
 # ---------------------------------------------------------------- server
 
 class Server:
-    def __init__(self, accelerator=None):
+    def __init__(self, accelerator=None, extra_args=()):
         self.data = tempfile.mkdtemp(prefix="swiftlet-bench-")
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
@@ -73,6 +73,7 @@ class Server:
         args = [SWIFTLET, "server", "--data", self.data, "--port", str(self.port), "--log-level", os.environ.get("SWIFTLET_LOG_LEVEL", "warning")]
         if accelerator:
             args += ["--accelerator", accelerator]
+        args += list(extra_args)
         self.log = open(self.data + ".log", "w")
         self.proc = subprocess.Popen(args, stdout=self.log, stderr=self.log, start_new_session=True)
         for _ in range(600):

@@ -3,7 +3,7 @@
 # the tests and benchmarks use. Swift itself must already be on PATH (/opt/swift/usr/bin).
 set -euo pipefail
 # --bench adds libvirt, the baseline `make bench` compares against.
-packages=(qemu-system-x86 qemu-utils zlib1g-dev iputils-ping python3 python3-yaml python3-jsonschema curl iproute2 nftables wrk procps)
+packages=(qemu-system-x86 qemu-utils zlib1g-dev iputils-ping python3 python3-yaml python3-jsonschema curl openssl iproute2 nftables wrk procps)
 if [ "${1:-}" = "--bench" ]; then packages+=(libvirt-daemon-system libvirt-clients); fi
 missing=()
 for p in "${packages[@]}"; do

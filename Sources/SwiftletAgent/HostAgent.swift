@@ -181,7 +181,8 @@ public actor HostAgent {
     /// As `apply`, without waiting for a boot's VMM: the boot is started in order with the other
     /// changes (its slot is taken at once) and goes on while the next change is applied. The
     /// network transport uses it, so a burst of creates boots at the host's boot-gate pace.
-    public func apply(_ change: DesiredChange, startingBoots: Bool) async {
+    /// `receivedAt`: when the transport had the change in hand (the `scheduled` mark of a boot).
+    public func apply(_ change: DesiredChange, startingBoots: Bool, receivedAt: UInt64? = nil) async {
         guard startingBoots, case .assign(let assignment) = change, assignment.desired == .running,
             slots[assignment.instanceId] == nil
         else {
@@ -189,8 +190,10 @@ public actor HostAgent {
             return
         }
         if assignment.instance.restartPolicy == .always { movable.insert(assignment.instanceId) }
+        // The agent took it then: that is the `scheduled` mark, whenever the boot gets to run.
+        let received = receivedAt ?? monotonicNanos()
         slots[assignment.instanceId] = .booting(generation: assignment.generation, cancelled: false)
-        Task { await self.boot(assignment, pendingCommit: nil) }
+        Task { await self.boot(assignment, pendingCommit: nil, receivedAt: received) }
     }
 
     /// What runs here: instance id → the generation its VM serves (for the controller, on reconnect).
@@ -333,7 +336,7 @@ public actor HostAgent {
 
     // MARK: - Boot
 
-    private func boot(_ assignment: Assignment, pendingCommit: PendingCommit?) async {
+    private func boot(_ assignment: Assignment, pendingCommit: PendingCommit?, receivedAt: UInt64? = nil) async {
         let instance = assignment.instance
         let instanceId = instance.id
         // Taken already when the boot was started out of band (it may be cancelled meanwhile).
@@ -345,7 +348,7 @@ public actor HostAgent {
         // instance's timeline before then, and each commit on this critical path costs CPU. A
         // failure reports the phases reached.
         var timeline = instance.timeline
-        timeline.scheduled = monotonicNanos()
+        timeline.scheduled = receivedAt ?? monotonicNanos()
         let image = assignment.boot.image
         let prepared: ImageCache.Prepared
         do { prepared = try await imageCache.prepare(assignment.boot) } catch {

@@ -42,7 +42,15 @@ public final class RemoteAgentLink: AgentLink {
 
     /// Queues the change for the agent; with `pendingCommit`, only once the record committed.
     public func apply(_ change: DesiredChange, pendingCommit: PendingCommit?) async {
-        if let pendingCommit, await pendingCommit.wait() == nil { return }
+        var change = change
+        if let pendingCommit {
+            guard let persisted = await pendingCommit.wait() else { return }
+            // The commit time goes in the timeline, as the in-process agent records it.
+            if case .assign(var assignment) = change {
+                assignment.instance.timeline.persisted = persisted
+                change = .assign(assignment)
+            }
+        }
         state.withLock { state in
             state.revision += 1
             let event = WatchEvent(revision: state.revision, change: change)

@@ -212,26 +212,36 @@ public final class RemoteAgent: Service {
                 .unavailable, "agent.watch_refused",
                 "the controller refused the watch (\(response.status.code)): \(String(buffer: body))")
         }
-        let decoder = SwiftletJSON.decoder()
-        var pending = Data()
-        for try await chunk in response.body {
-            pending.append(contentsOf: chunk.readableBytesView)
-            while let newline = pending.firstIndex(of: 0x0A) {
-                let line = pending[pending.startIndex..<newline]
-                pending = Data(pending[pending.index(after: newline)...])
-                guard !line.isEmpty else { continue }
-                await handle(try decoder.decode(AgentDown.self, from: line))
+        // The stream is read apart from where its messages are applied, so a busy agent does not
+        // hold back the reading (and the receipt times say when each change arrived); one consumer
+        // keeps them in order.
+        let (messages, received) = AsyncStream.makeStream(of: (AgentDown, UInt64).self)
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask {
+                for await (message, time) in messages { await self.handle(message, receivedAt: time) }
+            }
+            defer { received.finish() }
+            let decoder = SwiftletJSON.decoder()
+            var pending = Data()
+            for try await chunk in response.body {
+                pending.append(contentsOf: chunk.readableBytesView)
+                while let newline = pending.firstIndex(of: 0x0A) {
+                    let line = pending[pending.startIndex..<newline]
+                    pending = Data(pending[pending.index(after: newline)...])
+                    guard !line.isEmpty else { continue }
+                    received.yield((try decoder.decode(AgentDown.self, from: line), monotonicNanos()))
+                }
             }
         }
     }
 
-    private func handle(_ message: AgentDown) async {
+    private func handle(_ message: AgentDown, receivedAt: UInt64) async {
         switch message {
         case .sync(let sync, let epoch):
             await agent.sync(sync, reports: uplink)
             position.withLock { $0 = (sync.revision, epoch) }
         case .event(let event):
-            await agent.apply(event.change, startingBoots: true)
+            await agent.apply(event.change, startingBoots: true, receivedAt: receivedAt)
             position.withLock { $0.revision = event.revision }
         case .request(let request):
             let result = await answer(request.call)
