@@ -31,6 +31,9 @@ public actor HostAgent {
     private var reports: (any ObservationSink)?
     /// Whether a sync was applied: the first one (the agent's start) also removes orphans.
     private var hasSynced = false
+    /// The newest generation this agent was sent per instance (a removal's included), so that an
+    /// older assignment arriving late never boots a VM that should no longer exist.
+    private var newestGeneration: [String: UInt64] = [:]
     /// Instances the controller re-creates elsewhere when this host goes DOWN (restart policy
     /// `always`): the ones a host that lost its lease must stop.
     private var movable: Set<String> = []
@@ -41,10 +44,14 @@ public actor HostAgent {
         /// wants it: the boot ends its VMM once it is up.
         case booting(generation: UInt64, cancelled: Bool)
         case running(RunningVM)
+        /// The VM is being stopped or destroyed; its runtime directory is still its. `next`: an
+        /// assignment that wants a VM again, booted once the stop is done (not into that directory
+        /// while the old VMM still has it).
+        case stopping(generation: UInt64, next: Assignment?)
 
         var generation: UInt64 {
             switch self {
-            case .booting(let generation, _): generation
+            case .booting(let generation, _), .stopping(let generation, _): generation
             case .running(let vm): vm.generation
             }
         }
@@ -171,7 +178,9 @@ public actor HostAgent {
     public func apply(_ change: DesiredChange, pendingCommit: PendingCommit? = nil) async {
         switch change {
         case .assign(let assignment): await assign(assignment, pendingCommit: pendingCommit)
-        case .unassign(let instanceId, _): await teardown(instanceId: instanceId)
+        case .unassign(let instanceId, let generation):
+            newestGeneration[instanceId] = max(newestGeneration[instanceId] ?? 0, generation)
+            await teardown(instanceId: instanceId)
         case .applyPool(let pool): applyPool(pool)
         case .removePool(let id): await removePool(id: id)
         case .evictImage(let sha256): imageCache.evict(sha256: sha256)
@@ -184,7 +193,7 @@ public actor HostAgent {
     /// `receivedAt`: when the transport had the change in hand (the `scheduled` mark of a boot).
     public func apply(_ change: DesiredChange, startingBoots: Bool, receivedAt: UInt64? = nil) async {
         guard startingBoots, case .assign(let assignment) = change, assignment.desired == .running,
-            slots[assignment.instanceId] == nil
+            slots[assignment.instanceId] == nil, isNewest(assignment)
         else {
             await apply(change)
             return
@@ -194,6 +203,18 @@ public actor HostAgent {
         let received = receivedAt ?? monotonicNanos()
         slots[assignment.instanceId] = .booting(generation: assignment.generation, cancelled: false)
         Task { await self.boot(assignment, pendingCommit: nil, receivedAt: received) }
+    }
+
+    /// Records the assignment's generation; false for one older than what this agent was sent.
+    private func isNewest(_ assignment: Assignment) -> Bool {
+        if let newest = newestGeneration[assignment.instanceId], newest > assignment.generation {
+            logger.debug(
+                "ignoring an older assignment",
+                metadata: ["instance.id": "\(assignment.instanceId)", "generation": "\(assignment.generation)"])
+            return false
+        }
+        newestGeneration[assignment.instanceId] = assignment.generation
+        return true
     }
 
     /// What runs here: instance id → the generation its VM serves (for the controller, on reconnect).
@@ -206,25 +227,29 @@ public actor HostAgent {
             switch slot {
             case .booting(let generation, _): slots[instanceId] = .booting(generation: generation, cancelled: true)
             case .running(let vm):
-                slots[instanceId] = nil
+                slots[instanceId] = .stopping(generation: vm.generation, next: nil)
                 vm.supervisor?.cancel()
                 await release(vm.handle, instanceId: instanceId)
+                await stopped(instanceId)
+            case .stopping(let generation, _): slots[instanceId] = .stopping(generation: generation, next: nil)
             }
         }
     }
 
+    /// The stop of an instance's VM is done: its slot is free, and a start that came meanwhile boots.
+    private func stopped(_ instanceId: String) async {
+        guard case .stopping(_, let next) = slots[instanceId] else { return }
+        slots[instanceId] = nil
+        if let next { await boot(next, pendingCommit: nil) }
+    }
+
     private func assign(_ assignment: Assignment, pendingCommit: PendingCommit?) async {
         let instanceId = assignment.instanceId
+        guard isNewest(assignment) else { return }
         if assignment.instance.restartPolicy == .always {
             movable.insert(instanceId)
         } else {
             movable.remove(instanceId)
-        }
-        if let slot = slots[instanceId], slot.generation > assignment.generation {
-            logger.debug(
-                "ignoring an older assignment",
-                metadata: ["instance.id": "\(instanceId)", "generation": "\(assignment.generation)"])
-            return
         }
         switch (assignment.desired, slots[instanceId]) {
         case (.running, nil):
@@ -238,26 +263,37 @@ public actor HostAgent {
             if vm.generation < assignment.generation,
                 [.gone, .shutdown].contains((try? await driver.state(vm.handle)) ?? .running)
             {
-                slots[instanceId] = nil
+                // The exit may have been handled while the state was read.
+                guard case .running(let current) = slots[instanceId], current.handle == vm.handle else {
+                    if slots[instanceId] == nil { await boot(assignment, pendingCommit: pendingCommit) }
+                    return
+                }
+                slots[instanceId] = .stopping(generation: assignment.generation, next: assignment)
                 vm.supervisor?.cancel()
                 await release(vm.handle, instanceId: instanceId)
-                await boot(assignment, pendingCommit: pendingCommit)
+                await stopped(instanceId)
                 return
             }
-            vm.generation = assignment.generation
-            slots[instanceId] = .running(vm)
+            guard case .running(var current) = slots[instanceId], current.handle == vm.handle else { return }
+            current.generation = assignment.generation
+            slots[instanceId] = .running(current)
         case (.stopped, nil):
             break
         case (.stopped, .booting):
             slots[instanceId] = .booting(generation: assignment.generation, cancelled: true)
         case (.stopped, .running(let vm)):
-            slots[instanceId] = nil
+            slots[instanceId] = .stopping(generation: assignment.generation, next: nil)
             vm.supervisor?.cancel()
             let exit = try? await driver.stop(vm.handle, timeout: .milliseconds(assignment.stopTimeoutMs))
             await release(vm.handle, instanceId: instanceId)
             await report(
                 instanceId, assignment.generation,
                 .stopped(reason: exit.map { "VM stopped: \($0.reason)" } ?? "VM stopped"))
+            await stopped(instanceId)
+        case (.running, .stopping):
+            slots[instanceId] = .stopping(generation: assignment.generation, next: assignment)
+        case (.stopped, .stopping):
+            slots[instanceId] = .stopping(generation: assignment.generation, next: nil)
         }
     }
 
@@ -327,10 +363,11 @@ public actor HostAgent {
     public func stopAll(timeout: Duration) async {
         for (instanceId, slot) in slots {
             guard case .running(let vm) = slot else { continue }
-            slots[instanceId] = nil
+            slots[instanceId] = .stopping(generation: vm.generation, next: nil)
             vm.supervisor?.cancel()
             _ = try? await driver.stop(vm.handle, timeout: timeout)
             await release(vm.handle, instanceId: instanceId)
+            await stopped(instanceId)
         }
     }
 
@@ -492,8 +529,9 @@ public actor HostAgent {
 
     private func vmExited(instanceId: String, handle: VMHandle, exit: VMExit) async {
         guard case .running(let vm) = slots[instanceId], vm.handle == handle else { return }
-        slots[instanceId] = nil
+        slots[instanceId] = .stopping(generation: vm.generation, next: nil)
         await release(handle, instanceId: instanceId)
+        await stopped(instanceId)
         // Exited before READY: the phases it reached are reported with the exit.
         await report(
             instanceId, vm.generation,
@@ -508,8 +546,14 @@ public actor HostAgent {
             // The boot destroys its VMM once it is up.
             slots[instanceId] = .booting(generation: generation, cancelled: true)
         case .running(let vm):
+            slots[instanceId] = .stopping(generation: vm.generation, next: nil)
             vm.supervisor?.cancel()
             await driver.destroy(vm.handle)
+            await stopped(instanceId)
+        case .stopping(let generation, _):
+            // The stop in progress ends the VM; nothing boots after it.
+            slots[instanceId] = .stopping(generation: generation, next: nil)
+            return
         case nil:
             break
         }

@@ -162,7 +162,11 @@ final class ImageCache: Sendable {
     /// cached when their blobs are gone.
     func prune(keeping digests: Set<String>) -> [String] {
         guard let entries = try? FileManager.default.contentsOfDirectory(atPath: root) else { return [] }
-        let dropped = entries.filter { !digests.contains($0) }
+        // Temp files of fetches in progress are this process's; those of a crashed one are not.
+        let inProgress = Set(fetches.withLock { Array($0.keys) })
+        let dropped = entries.filter {
+            !digests.contains($0) && !($0.hasPrefix(".tmp-") && !inProgress.isEmpty)
+        }
         for entry in dropped { unlink(root + "/" + entry) }
         return dropped
     }

@@ -175,15 +175,25 @@ public final class ClusterService: Sendable {
         return try link(hostId: hostId).open(request) { () throws(SwiftletError) in try sync.hostSync(hostId: hostId) }
     }
 
-    /// Records a batch in order; the first refused report ends the batch with its error.
+    /// Records a batch in order, each report on its own: one refused report (a stale generation, an
+    /// instance deleted meanwhile) loses none of the others. Answers with the first refusal, once
+    /// all were tried. A batch in another host's name is refused whole.
     func observe(hostId: String, _ observations: [Observation]) async throws(SwiftletError) {
+        if let forged = observations.first(where: { $0.hostId != hostId }) {
+            throw SwiftletError(
+                .forbidden, "report.forged_host",
+                "host '\(hostId)' sent a report in the name of host '\(forged.hostId)'")
+        }
+        var refused: (error: SwiftletError, count: Int)?
         for observation in observations {
-            guard observation.hostId == hostId else {
-                throw SwiftletError(
-                    .forbidden, "report.forged_host",
-                    "host '\(hostId)' sent a report in the name of host '\(observation.hostId)'")
+            do throws(SwiftletError) { try await controller.instanceSync.record(observation) } catch {
+                refused = (refused?.error ?? error, (refused?.count ?? 0) + 1)
             }
-            try await controller.instanceSync.record(observation)
+        }
+        if let refused {
+            var error = refused.error
+            error.message += " (\(refused.count) of \(observations.count) reports refused; the others were recorded)"
+            throw error
         }
     }
 

@@ -6,6 +6,9 @@ import Synchronization
 /// controller runs.
 public final class HostLeases: Sendable {
     private struct State {
+        /// A host not heard from since the controller started counts as UP for one lease: its agent
+        /// renewed with the controller before and is reconnecting (nothing is evacuated meanwhile).
+        let started = ContinuousClock.now
         var duration: Duration = .seconds(10)
         var leases: [String: (renewed: ContinuousClock.Instant, seenAt: Date)] = [:]
     }
@@ -27,11 +30,13 @@ public final class HostLeases: Sendable {
         _ = state.withLock { $0.leases.removeValue(forKey: hostId) }
     }
 
-    /// Whether the host's lease holds now (false before its agent ever renewed it in this
-    /// controller's life), and when the host was last heard from.
+    /// Whether the host's lease holds now (before its agent renewed it in this controller's life:
+    /// for the first lease after the start), and when the host was last heard from.
     func status(hostId: String) -> (up: Bool, lastSeen: Date?) {
         state.withLock { state in
-            guard let lease = state.leases[hostId] else { return (false, nil) }
+            guard let lease = state.leases[hostId] else {
+                return (ContinuousClock.now - state.started <= state.duration, nil)
+            }
             return (ContinuousClock.now - lease.renewed <= state.duration, lease.seenAt)
         }
     }

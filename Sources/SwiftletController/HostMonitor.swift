@@ -14,13 +14,20 @@ struct HostMonitor: Service {
     var controller: Controller { cluster.controller }
     let interval: Duration
     let logger: Logger
+    static let pingInterval: Duration = .seconds(2)
 
     /// On graceful shutdown (this service is the group's last, so it stops first) the agents'
     /// watch streams end, so the agent listener can drain.
     func run() async throws {
         await cancelWhenGracefulShutdown {
+            var lastPing = ContinuousClock.now
             while !Task.isCancelled {
                 await self.evacuateDownHosts()
+                // An idle watch stream carries a ping now and then, so an agent can tell a dead one.
+                if ContinuousClock.now - lastPing >= Self.pingInterval {
+                    for link in controller.agents.all { (link as? RemoteAgentLink)?.ping() }
+                    lastPing = .now
+                }
                 try? await Task.sleep(for: interval)
             }
         }

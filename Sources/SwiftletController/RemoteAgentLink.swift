@@ -88,8 +88,9 @@ public final class RemoteAgentLink: AgentLink {
         -> AsyncStream<AgentDown>
     {
         let (stream, continuation) = AsyncStream.makeStream(of: AgentDown.self, bufferingPolicy: .unbounded)
-        // The sync is read before the log is consulted: a change made meanwhile is in both, and
-        // applying it twice is harmless.
+        // The revision is taken before the sync is read, and the log after it follows the sync: a
+        // change made meanwhile is then in both, and applying it twice is harmless.
+        let base = state.withLock { $0.revision }
         let full = try sync()
         let (serial, replaced) = state.withLock { state in
             let replaced = state.stream
@@ -104,8 +105,9 @@ public final class RemoteAgentLink: AgentLink {
                 for event in state.log where event.revision > revision { continuation.yield(.event(event)) }
             } else {
                 var full = full
-                full.revision = state.revision
+                full.revision = base
                 continuation.yield(.sync(full, epoch: epoch))
+                for event in state.log where event.revision > base { continuation.yield(.event(event)) }
             }
             return (state.streamSerial, replaced)
         }

@@ -27,11 +27,9 @@ struct HostIdentity: Sendable {
     }
 
     private func save(directory: String) throws {
-        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
-        guard
-            FileManager.default.createFile(
-                atPath: directory + "/host.key", contents: Data(keyPEM.utf8), attributes: [.posixPermissions: 0o600])
-        else { throw SwiftletError(.internal, "agent.identity_write", "cannot write \(directory)/host.key") }
+        try FileManager.default.createDirectory(
+            atPath: directory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+        try writePrivate(keyPEM, to: directory + "/host.key")
         try certificatePEM.write(toFile: directory + "/host.pem", atomically: true, encoding: .utf8)
         try caPEM.write(toFile: directory + "/ca.pem", atomically: true, encoding: .utf8)
         // Written last: its presence says the identity is complete.

@@ -57,7 +57,15 @@ public final class RemoteAgent: Service {
         var grant = LeaseGrant(durationMs: 10_000, renewEveryMs: 2_000)
         var renewed = ContinuousClock.now
         var fenced = false
+        /// How many times the host fenced itself: a watch opened before the last fence is replaced
+        /// by one that starts with a full sync.
+        var fences = 0
     }
+
+    /// When the watch stream last carried anything (the controller pings an idle one).
+    private let lastMessage = Mutex(ContinuousClock.now)
+    /// A stream silent for longer is taken for dead (a partition, a NAT that dropped it).
+    static let watchIdleTimeout: Duration = .seconds(10)
 
     var base: String {
         settings.controller.hasSuffix("/") ? String(settings.controller.dropLast()) : settings.controller
@@ -173,6 +181,7 @@ public final class RemoteAgent: Service {
             guard !state.fenced, ContinuousClock.now - state.renewed > .milliseconds(state.grant.durationMs - margin)
             else { return false }
             state.fenced = true
+            state.fences += 1
             return true
         }
         guard expired else { return }
@@ -216,14 +225,30 @@ public final class RemoteAgent: Service {
         // hold back the reading (and the receipt times say when each change arrived); one consumer
         // keeps them in order.
         let (messages, received) = AsyncStream.makeStream(of: (AgentDown, UInt64).self)
+        let fencesAtStart = lease.withLock { $0.fences }
+        lastMessage.withLock { $0 = .now }
         try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask {
                 for await (message, time) in messages { await self.handle(message, receivedAt: time) }
+            }
+            // Ends this watch when the stream went silent, or when the host fenced itself since it
+            // opened (the next watch starts with a full sync, which boots again what stays here).
+            group.addTask {
+                while !Task.isCancelled {
+                    do { try await Task.sleep(for: .milliseconds(250)) } catch { return }
+                    if ContinuousClock.now - self.lastMessage.withLock({ $0 }) > Self.watchIdleTimeout {
+                        throw SwiftletError(.unavailable, "agent.watch_idle", "the watch stream went silent")
+                    }
+                    if self.lease.withLock({ $0.fences }) != fencesAtStart {
+                        throw SwiftletError(.unavailable, "agent.fenced", "the host fenced itself: resyncing")
+                    }
+                }
             }
             defer { received.finish() }
             let decoder = SwiftletJSON.decoder()
             var pending = Data()
             for try await chunk in response.body {
+                lastMessage.withLock { $0 = .now }
                 pending.append(contentsOf: chunk.readableBytesView)
                 while let newline = pending.firstIndex(of: 0x0A) {
                     let line = pending[pending.startIndex..<newline]
@@ -232,6 +257,8 @@ public final class RemoteAgent: Service {
                     received.yield((try decoder.decode(AgentDown.self, from: line), monotonicNanos()))
                 }
             }
+            // The controller ended the stream: the watchdog's work is done.
+            group.cancelAll()
         }
     }
 

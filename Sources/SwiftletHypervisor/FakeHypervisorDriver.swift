@@ -19,6 +19,7 @@ public final class FakeHypervisorDriver: HypervisorDriver {
         var vms: [String: VM] = [:]
         var spawned = 0
         var failNextSpawn: String?
+        var stopDelay: Duration = .zero
     }
 
     private let state = Mutex(State())
@@ -42,6 +43,11 @@ public final class FakeHypervisorDriver: HypervisorDriver {
     /// Lines typed on an instance's console.
     public func consoleInput(instanceId: String) -> [String] {
         state.withLock { $0.vms[instanceId]?.consoleInput ?? [] }
+    }
+
+    /// How long a graceful stop takes (a guest that is slow to power off).
+    public func setStopDelay(_ delay: Duration) {
+        state.withLock { $0.stopDelay = delay }
     }
 
     /// The next spawn fails with `reason`.
@@ -104,6 +110,8 @@ public final class FakeHypervisorDriver: HypervisorDriver {
     }
 
     public func stop(_ handle: VMHandle, timeout: Duration) async throws -> VMExit {
+        let delay = state.withLock { $0.stopDelay }
+        if delay > .zero { try? await Task.sleep(for: delay) }
         let exit = VMExit(status: 1, reason: "guest powered off")
         end(handle, exit)
         return exit

@@ -28,7 +28,8 @@ public struct ClusterCA: Sendable {
                     key: try Certificate.PrivateKey(pemEncoded: keyPEM),
                     certificatePEM: certPEM)
             }
-            try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+            try FileManager.default.createDirectory(
+                atPath: directory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
             let key = Certificate.PrivateKey(P256.Signing.PrivateKey())
             let name = try DistinguishedName {
                 OrganizationName("swiftlet")
@@ -167,11 +168,22 @@ public struct HostKey: Sendable {
     }
 }
 
-/// Writes a secret file with mode 0600 from the start.
-func writePrivate(_ text: String, to path: String) throws {
-    guard
-        FileManager.default.createFile(atPath: path, contents: Data(text.utf8), attributes: [.posixPermissions: 0o600])
-    else { throw SwiftletError(.internal, "pki.write_failed", "cannot write \(path)") }
+/// Writes a secret file that is mode 0600 from its creation (never readable by others, not even
+/// for a moment); an existing file is replaced.
+public func writePrivate(_ text: String, to path: String) throws(SwiftletError) {
+    unlink(path)
+    let fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
+    guard fd >= 0 else { throw SwiftletError(.internal, "pki.write_failed", "cannot create \(path): errno \(errno)") }
+    defer { close(fd) }
+    let bytes = Array(text.utf8)
+    var written = 0
+    while written < bytes.count {
+        let result = bytes[written...].withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
+        guard result > 0 else {
+            throw SwiftletError(.internal, "pki.write_failed", "cannot write \(path): errno \(errno)")
+        }
+        written += result
+    }
 }
 
 /// The bytes of a dotted IPv4 address or an IPv6 address, or nil for a DNS name.

@@ -184,6 +184,25 @@ final class FakeHost {
         #expect(!FileManager.default.fileExists(atPath: host.directory + "/run/" + created.id))
     }
 
+    @Test func aStartDuringASlowStopBootsOnceTheStopIsDone() async throws {
+        let host = try await FakeHost()
+        let created = try await host.create("slow")
+        host.driver.setStopDelay(.milliseconds(300))
+        let controller = host.controller
+        let stopping = Task {
+            try await controller.act(.stop, on: created.id, by: .admin, stopTimeout: .seconds(1))
+        }
+        try await host.waitFor("STOPPED recorded") { try host.instance(created.id).state == .stopped }
+        // The old VMM is still stopping and owns the runtime directory: the start must wait for it.
+        _ = try await controller.act(.start, on: created.id, by: .admin, stopTimeout: .seconds(1))
+        _ = try await stopping.value
+        try await host.waitFor("RUNNING after the start") { try host.instance(created.id).state == .running }
+        #expect(host.driver.liveInstanceIds == [created.id])
+        #expect(host.driver.spawnCount == 2)
+        // The new VM's files were not removed by the old VM's clean-up.
+        #expect(FileManager.default.fileExists(atPath: host.directory + "/run/" + created.id + "/console.log"))
+    }
+
     @Test func aSpawnFailureIsRecordedAsTheBootsError() async throws {
         let host = try await FakeHost()
         host.driver.failNextSpawn("no VMM today")
