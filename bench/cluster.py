@@ -12,9 +12,11 @@ Rows (see bench/README.md, "Many hosts"):
   - remote_accepted_to_vmm_spawned: accepted -> VMM spawned on the remote host.
   - watch_latency: commit of a create (`persisted`) -> the remote agent starts on it (`scheduled`).
   - failure_down / failure_moved: kill -9 of an agent -> host DOWN; -> its `always` instance READY elsewhere.
+  - creation_rate_one_host / creation_rate_three_hosts: N creates (16 concurrent clients, each `wait`) on the
+    controller's own host alone, then spread over 3 namespace hosts alone (the others cordoned), alternated.
 Writes bench/results/cluster-latest.json and a dated copy.
 """
-import argparse, datetime, json, os, random, signal, socket, subprocess, sys, tempfile, time, urllib.request
+import argparse, datetime, json, os, random, signal, socket, statistics, subprocess, sys, tempfile, time, urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import run  # noqa: E402  (the suite's helpers: percentiles, results, the hand-started QEMU)
@@ -116,6 +118,7 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--rounds", type=int, default=60)
     parser.add_argument("--changes", type=int, default=1000)
+    parser.add_argument("--rate", type=int, default=60, help="creates per creation-rate run (0: skip)")
     parser.add_argument("--quick", action="store_true", help="20 rounds, 200 changes, no failure timing")
     args = parser.parse_args()
     if args.quick:
@@ -125,7 +128,7 @@ def main():
     kernel = os.path.join(tempfile.mkdtemp(prefix="swiftlet-bench-k-"), "hello.elf")
     subprocess.run([os.path.join(ROOT, "guest/build.sh"), os.path.join(ROOT, "guest/examples/hello"), "-o", kernel],
                    check=True, capture_output=True)
-    fabric = Fabric(hosts=1)
+    fabric = Fabric(hosts=3)
     server, agents = None, []
     results = []
     try:
@@ -199,6 +202,10 @@ def main():
         results.append(run.result("watch_latency", "create committed (persisted) -> the remote agent has it "
                                   "(scheduled), creates in batches of 50", watch, goal="p50 <= 1 ms"))
 
+        if args.rate:
+            for index in (2, 3):
+                agents.append(server.join(fabric, index))
+            results += creation_rates(server, local_host["id"], args.rate)
         if not args.quick:
             results += failure(server, fabric, agents)
     finally:
@@ -218,6 +225,52 @@ def main():
     for name in ["cluster-latest.json", f"cluster-{stamp}.json"]:
         with open(os.path.join(ROOT, "bench/results", name), "w") as f:
             json.dump(out, f, indent=1)
+
+
+def creation_rates(server, local_id, count, repetitions=2, concurrency=16):
+    """Instances/s on the controller's host alone against 3 namespace hosts alone, alternated."""
+    from concurrent.futures import ThreadPoolExecutor
+    remote = ["host-node1", "host-node2", "host-node3"]
+
+    def place_on(hosts):
+        for host in [local_id] + remote:
+            server.call("POST", f"/v1/hosts/{host}/{'uncordon' if host in hosts else 'cordon'}")
+
+    def one_run(prefix):
+        def create(i):
+            return server.call("POST", "/v1/instances", {"image": "hello", "name": f"{prefix}-{i}", "wait": True})
+        start = run.now()
+        with ThreadPoolExecutor(concurrency) as pool:
+            answers = list(pool.map(create, range(count)))
+        elapsed = run.now() - start
+        made = [b["instances"][0] for s, b in answers if s == 201]
+        running = sum(1 for i in made if i["state"] == "RUNNING")
+        spread = sorted({i["hostId"] for i in made})
+        for instance in made:
+            server.call("DELETE", f"/v1/instances/{instance['id']}")
+        time.sleep(1)
+        return running / (elapsed / 1e9), running, spread
+
+    rates = {"one": [], "three": []}
+    notes = {"one": "", "three": ""}
+    for repetition in range(repetitions):
+        for kind, hosts in (("one", [local_id]), ("three", remote)):
+            place_on(hosts)
+            rate, running, spread = one_run(f"r{repetition}{kind}")
+            rates[kind].append(rate)
+            notes[kind] = f"{running}/{count} RUNNING on {', '.join(spread)}"
+    place_on([local_id] + remote)
+    out = []
+    for kind, name in (("one", "creation_rate_one_host"), ("three", "creation_rate_three_hosts")):
+        out.append({"name": name, "timed": f"{count} creates, {concurrency} concurrent clients each with wait: "
+                    "first POST -> last READY", "samples": len(rates[kind]), "unit": "instances/s",
+                    "p50": round(statistics.median(rates[kind]), 2), "p90": round(max(rates[kind]), 2),
+                    "p99": round(max(rates[kind]), 2), "raw": [round(r, 2) for r in rates[kind]],
+                    "note": notes[kind]})
+    out[1]["baseline"] = out[0]["name"]
+    out[1]["ratio"] = round(out[1]["p50"] / out[0]["p50"], 3)
+    out[1]["goal"] = ">= 0.9x the one-host rate"
+    return out
 
 
 def failure(server, fabric, agents, runs=3):
