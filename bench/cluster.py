@@ -16,7 +16,7 @@ Rows (see bench/README.md, "Many hosts"):
     controller's own host alone, then spread over 3 namespace hosts alone (the others cordoned), alternated.
 Writes bench/results/cluster-latest.json and a dated copy.
 """
-import argparse, datetime, json, os, random, signal, socket, statistics, subprocess, sys, tempfile, time, urllib.request
+import argparse, datetime, json, os, random, shutil, signal, socket, statistics, subprocess, sys, tempfile, time, urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import run  # noqa: E402  (the suite's helpers: percentiles, results, the hand-started QEMU)
@@ -77,12 +77,14 @@ class Controller(run.Server):
         json.dump({"agentPort": self.agent_port, "agentNames": [fabric.controller], "leaseDurationMs": lease_ms,
                    "leaseRenewMs": renew_ms}, config)
         config.close()
+        self.agent_data = []
         super().__init__(extra_args=["--config", config.name])
         os.remove(config.name)
 
     def join(self, fabric, index):
         token = self.call("POST", "/v1/hosts/join-tokens", {"ttlSeconds": 600})[1]["token"]
         data = tempfile.mkdtemp(prefix=f"swiftlet-bench-agent{index}-")
+        self.agent_data.append(data)
         log = open(data + ".log", "w")
         proc = subprocess.Popen(
             ["ip", "netns", "exec", fabric.ns(index), SWIFTLET, "agent", "--controller",
@@ -213,7 +215,12 @@ def main():
             proc.kill()
         if server:
             server.stop()
+            for data in server.agent_data:
+                shutil.rmtree(data, ignore_errors=True)
+                if os.path.exists(data + ".log"):
+                    os.remove(data + ".log")
         fabric.clean()
+        shutil.rmtree(os.path.dirname(kernel), ignore_errors=True)
     for r in results:
         r.pop("raw_ns", None)
         print(f"| {r['name']} | {r['samples']} | {r['p50']} | {r['p90']} | {r['p99']} | "
