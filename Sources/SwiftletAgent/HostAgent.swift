@@ -586,9 +586,6 @@ public actor HostAgent {
         await reports.observe(
             Observation(hostId: hostId, instanceId: instanceId, generation: generation, report: report))
     }
-
-    /// Whether the instance has a VM here, booting or running.
-    public func hasVM(instanceId: String) -> Bool { slots[instanceId] != nil }
 }
 
 extension BootKind {

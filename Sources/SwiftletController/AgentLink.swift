@@ -55,10 +55,6 @@ public final class AgentRegistry: Sendable {
         links.withLock { $0[link.hostId] = link }
     }
 
-    public func remove(hostId: String) {
-        _ = links.withLock { $0.removeValue(forKey: hostId) }
-    }
-
     /// The link to `hostId`, or 409 `host.unreachable` when its agent is not connected.
     public func link(for hostId: String) throws(SwiftletError) -> any AgentLink {
         guard let link = links.withLock({ $0[hostId] }) else {

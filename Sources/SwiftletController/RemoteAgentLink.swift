@@ -36,8 +36,6 @@ public final class RemoteAgentLink: AgentLink {
         self.logger = logger
     }
 
-    public var isConnected: Bool { state.withLock { $0.stream != nil } }
-
     // MARK: - AgentLink
 
     /// Queues the change for the agent; with `pendingCommit`, only once the record committed.
