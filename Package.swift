@@ -53,18 +53,23 @@ let package = Package(
         .target(
             name: "SwiftletAgent",
             dependencies: [
-                "SwiftletCore", "SwiftletAgentProtocol", "SwiftletImages", "SwiftletHypervisor",
+                "SwiftletCore", "SwiftletAgentProtocol", "SwiftletImages", "SwiftletHypervisor", "SwiftletNetwork",
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: strict),
         .target(
             name: "SwiftletNetwork",
             dependencies: [
-                "SwiftletCore", "SwiftletStore", "SwiftletHypervisor", .product(name: "Logging", package: "swift-log"),
+                "SwiftletCore", "SwiftletAgentProtocol", "SwiftletHypervisor",
+                .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: strict),
         .testTarget(
-            name: "SwiftletNetworkTests", dependencies: ["SwiftletNetwork", "SwiftletCore", "SwiftletStore"],
+            name: "SwiftletNetworkTests",
+            dependencies: [
+                "SwiftletNetwork", "SwiftletCore", "SwiftletStore", "SwiftletAgentProtocol", "SwiftletAgent",
+                .product(name: "Logging", package: "swift-log"),
+            ],
             swiftSettings: strict),
         .target(
             name: "SwiftletController",
@@ -99,8 +104,8 @@ let package = Package(
         .target(
             name: "SwiftletHost",
             dependencies: [
-                "SwiftletCore", "SwiftletAgent", "SwiftletAgentProtocol", "SwiftletHypervisor", "SwiftletPKI",
-                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                "SwiftletCore", "SwiftletAgent", "SwiftletAgentProtocol", "SwiftletHypervisor", "SwiftletNetwork",
+                "SwiftletPKI", .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOFoundationCompat", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),

@@ -14,10 +14,17 @@ public enum CommandLineRenderer {
             if !keys.contains("ip") { words.append("ip=10.0.2.15/24") }
             if !keys.contains("gw") { words.append("gw=10.0.2.2") }
         }
-        // The address of the first network port, so that a new address needs no rebuild.
-        if let port = instance.ports?.first {
+        // The addresses of the network ports, so that a new address needs no rebuild. With several
+        // NICs each address is tied to its NIC's MAC (the guest may find the devices in any order).
+        let ports = instance.ports ?? []
+        if let port = ports.first {
             if !keys.contains("ip") { words.append("ip=\(port.address)/\(port.prefixLength)") }
             if !keys.contains("gw") { words.append("gw=\(port.gateway)") }
+            if ports.count > 1 && !keys.contains("mac") { words.append("mac=\(port.mac)") }
+        }
+        for (index, port) in ports.enumerated().dropFirst() {
+            if !keys.contains("ip\(index)") { words.append("ip\(index)=\(port.address)/\(port.prefixLength)") }
+            if !keys.contains("mac\(index)") { words.append("mac\(index)=\(port.mac)") }
         }
         return template.render(words + instance.args)
     }

@@ -4,6 +4,7 @@ import SwiftletAgentProtocol
 import SwiftletCore
 import SwiftletHypervisor
 import SwiftletImages
+import SwiftletNetwork
 
 #if canImport(Glibc)
     import Glibc
@@ -20,6 +21,8 @@ public actor HostAgent {
     /// This host's copies of image bytes, by digest (next to `runRoot`).
     let imageCache: ImageCache
     let driver: any HypervisorDriver
+    /// Bridges, tunnels and TAPs for instances on networks (nil: this host has no networking).
+    let network: HostNetwork?
     let runRoot: String
     let logger: Logger
     private let readyTimeout: Duration
@@ -79,7 +82,8 @@ public actor HostAgent {
     public init(
         hostId: String, images: any ImageSource, driver: any HypervisorDriver, runRoot: String,
         readyTimeout: Duration = .seconds(30), maxConcurrentBoots: Int? = nil, hugePages: VMMHugePages = .auto,
-        imageCacheDirectory: String? = nil, imageCacheLimitBytes: Int64? = nil, logger: Logger
+        imageCacheDirectory: String? = nil, imageCacheLimitBytes: Int64? = nil, network: HostNetwork? = nil,
+        logger: Logger
     ) {
         bootGate = BootGate(limit: maxConcurrentBoots ?? Self.defaultConcurrentBoots)
         self.hugePages = hugePages
@@ -88,7 +92,8 @@ public actor HostAgent {
             root: imageCacheDirectory ?? (runRoot as NSString).deletingLastPathComponent + "/image-cache",
             source: images,
             limitBytes: imageCacheLimitBytes)
-        self.driver = driver
+        self.driver = network.map { NetworkedHypervisorDriver(base: driver, network: $0) } ?? driver
+        self.network = network
         self.runRoot = runRoot
         self.readyTimeout = readyTimeout
         self.logger = logger
@@ -104,6 +109,7 @@ public actor HostAgent {
     public func sync(_ sync: HostSync, reports: any ObservationSink) async {
         self.reports = reports
         try? FileManager.default.createDirectory(atPath: runRoot, withIntermediateDirectories: true)
+        if let network, let state = sync.networks { await network.apply(state) }
         var known = Set<String>()
         var settled = Set<String>()
         for assignment in sync.assignments {
@@ -136,6 +142,13 @@ public actor HostAgent {
             }
         } else {
             removeOrphans(keeping: known)
+            var keptPorts: [String: (ports: [NetworkPort], filtered: Bool)] = [:]
+            for assignment in sync.assignments where slots[assignment.instanceId] != nil {
+                keptPorts[assignment.instanceId] = (
+                    assignment.instance.ports ?? [], !(assignment.instance.securityGroups ?? []).isEmpty
+                )
+            }
+            await network?.recover(keeping: keptPorts)
         }
         hasSynced = true
         let dropped = imageCache.prune(keeping: sync.imageDigests)
@@ -184,6 +197,7 @@ public actor HostAgent {
         case .applyPool(let pool): applyPool(pool)
         case .removePool(let id): await removePool(id: id)
         case .evictImage(let sha256): imageCache.evict(sha256: sha256)
+        case .networks(let state): await network?.apply(state)
         }
     }
 
@@ -257,7 +271,7 @@ public actor HostAgent {
         case (.running, .booting):
             // A stop then a start while the VMM starts: the boot in progress serves the start.
             slots[instanceId] = .booting(generation: assignment.generation, cancelled: false)
-        case (.running, .running(var vm)):
+        case (.running, .running(let vm)):
             // A newer generation while a VM runs: either the controller restarts an exit this agent
             // has not processed yet (the VM is gone: boot a new one), or the VM still serves.
             if vm.generation < assignment.generation,
@@ -387,6 +401,13 @@ public actor HostAgent {
         var timeline = instance.timeline
         timeline.scheduled = receivedAt ?? monotonicNanos()
         let image = assignment.boot.image
+        let ports = instance.ports ?? []
+        if !ports.isEmpty && network == nil {
+            await bootFailed(
+                instanceId, "this host has no networking for the instance's ports", timeline: timeline,
+                after: pendingCommit)
+            return
+        }
         let prepared: ImageCache.Prepared
         do { prepared = try await imageCache.prepare(assignment.boot) } catch {
             await bootFailed(
@@ -407,7 +428,7 @@ public actor HostAgent {
         let runtimeDirectory = runRoot + "/" + instanceId
         // Left by an earlier VM of this instance; checked first, as a throwing remove is costly.
         if access(runtimeDirectory, F_OK) == 0 { try? FileManager.default.removeItem(atPath: runtimeDirectory) }
-        let spec = VMSpec(
+        var spec = VMSpec(
             instanceID: instanceId, kernelPath: prepared.kernelPath, bootKind: BootKind(image.kind),
             memoryMiB: instance.memoryMib, vcpus: instance.vcpus,
             commandLine: CommandLineRenderer.render(instance, template: prepared.profile.commandLine),
@@ -419,11 +440,13 @@ public actor HostAgent {
             userNetwork: instance.args.contains { $0.hasPrefix("ip=") },
             machineType: prepared.profile.machineType, initrdPath: prepared.initrdPath,
             diskFormat: image.kind == .qcow2 ? "qcow2" : image.kind == .raw ? "raw" : nil)
+        spec.networkPorts = ports
+        spec.portsFiltered = !(instance.securityGroups ?? []).isEmpty
         let handle: VMHandle
         let times: BootTimestamps
         var bootPath = "cold"
         var pooled: (handle: VMHandle, taken: UInt64)?
-        if instance.ports?.isEmpty ?? true, hasIdlePooledVM(instance: instance, imageId: image.id) {
+        if ports.isEmpty, hasIdlePooledVM(instance: instance, imageId: image.id) {
             // A pooled guest runs its config at once: only for a committed record.
             if let pendingCommit {
                 guard let persisted = await pendingCommit.wait() else {
@@ -445,7 +468,7 @@ public actor HostAgent {
                 return
             }
             do {
-                let (driver, hugePages) = (self.driver, self.hugePages)
+                let (driver, hugePages, spec) = (self.driver, self.hugePages, spec)
                 (handle, times) = try await bootGate.run { alone in
                     var spec = spec
                     spec.transparentHugePages = hugePages == .always || (hugePages == .auto && alone)

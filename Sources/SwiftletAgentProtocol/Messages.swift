@@ -92,12 +92,18 @@ public struct HostSync: Codable, Sendable, Equatable {
     public var pools: [PoolAssignment]
     /// Every image digest some image record names: cached bytes of any other digest are dropped.
     public var imageDigests: Set<String>
+    /// The networks this host carries and the filtering of its ports (nil: the host has no networking).
+    public var networks: HostNetworkState?
 
-    public init(revision: UInt64, assignments: [Assignment], pools: [PoolAssignment], imageDigests: Set<String>) {
+    public init(
+        revision: UInt64, assignments: [Assignment], pools: [PoolAssignment], imageDigests: Set<String>,
+        networks: HostNetworkState? = nil
+    ) {
         self.revision = revision
         self.assignments = assignments
         self.pools = pools
         self.imageDigests = imageDigests
+        self.networks = networks
     }
 }
 
@@ -110,6 +116,8 @@ public enum DesiredChange: Codable, Sendable, Equatable {
     case removePool(id: String)
     /// No image names these bytes any more.
     case evictImage(sha256: String)
+    /// The whole network state of the host, sent again whenever a part of it changes.
+    case networks(HostNetworkState)
 }
 
 /// One entry of a host's watch stream; `revision` grows by one per change to that host.

@@ -15,11 +15,18 @@ public struct HostCapabilities: Codable, Sendable, Equatable {
     public var chosenAccelerator: String
     /// Accelerator → measured milliseconds from VMM start to exit of a tiny calibration guest.
     public var calibrationMs: [String: Double]
+    /// The device prefix of the host's networking (nil: it cannot make bridges, TAPs and VXLAN).
+    public var networkPrefix: String?
+    /// The host's address on the fabric between hosts, where VXLAN tunnels end.
+    public var fabricAddress: String?
 
     public init(
         cpus: Int, memoryMib: Int, hypervisors: [String], hypervisorVersion: String, machineTypes: [String],
-        accelerators: [String], chosenAccelerator: String, calibrationMs: [String: Double]
+        accelerators: [String], chosenAccelerator: String, calibrationMs: [String: Double],
+        networkPrefix: String? = nil, fabricAddress: String? = nil
     ) {
+        self.networkPrefix = networkPrefix
+        self.fabricAddress = fabricAddress
         self.cpus = cpus
         self.memoryMib = memoryMib
         self.hypervisors = hypervisors

@@ -66,7 +66,7 @@ enum AgentRoutes {
         v1.post("watch") { request, context in
             let hostId = try cluster.authenticate(certificateDER: await context.peerCertificateDER())
             let body = try await decode(WatchRequest.self, request, context)
-            let stream = try cluster.watch(hostId: hostId, body)
+            let stream = try await cluster.watch(hostId: hostId, body)
             let encoder = SwiftletJSON.encoder()
             return Response(
                 status: .ok, headers: [.contentType: "application/x-ndjson"],

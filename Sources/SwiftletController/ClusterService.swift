@@ -3,6 +3,7 @@ import Foundation
 import Logging
 import SwiftletAgentProtocol
 import SwiftletCore
+import SwiftletNetwork
 import SwiftletPKI
 import SwiftletStore
 import Synchronization
@@ -115,16 +116,27 @@ public final class ClusterService: Sendable {
             throw .badRequest(
                 "host.bad_capabilities", "a host reports at least one CPU, some memory and a machine type")
         }
+        if let prefix = capabilities.networkPrefix { try LinuxNetworkDriver.validatePrefix(prefix) }
+        if let address = capabilities.fabricAddress, IPv4.parse(address) == nil {
+            throw .badRequest("host.bad_fabric_address", "fabric address '\(address)' is not an IPv4 address")
+        }
     }
 
-    private func record(hostId: String, name: String, capabilities: HostCapabilities) throws(SwiftletError) {
-        try store.upsertHost(
-            ComputeHost(
-                id: hostId, name: name, cpus: capabilities.cpus, memoryMib: capabilities.memoryMib,
-                hypervisors: capabilities.hypervisors, hypervisorVersion: capabilities.hypervisorVersion,
-                machineTypes: capabilities.machineTypes, accelerators: capabilities.accelerators,
-                chosenAccelerator: capabilities.chosenAccelerator, calibrationMs: capabilities.calibrationMs,
-                instances: 0, updatedAt: Date()))
+    /// Records what a host reports; true when its part in networks changed (the other hosts then need
+    /// new tunnel peers).
+    @discardableResult
+    private func record(hostId: String, name: String, capabilities: HostCapabilities) throws(SwiftletError) -> Bool {
+        let before = try store.hosts().first { $0.id == hostId }
+        var host = ComputeHost(
+            id: hostId, name: name, cpus: capabilities.cpus, memoryMib: capabilities.memoryMib,
+            hypervisors: capabilities.hypervisors, hypervisorVersion: capabilities.hypervisorVersion,
+            machineTypes: capabilities.machineTypes, accelerators: capabilities.accelerators,
+            chosenAccelerator: capabilities.chosenAccelerator, calibrationMs: capabilities.calibrationMs,
+            instances: 0, updatedAt: Date())
+        host.networkPrefix = capabilities.networkPrefix
+        host.fabricAddress = capabilities.fabricAddress
+        try store.upsertHost(host)
+        return before?.networkPrefix != host.networkPrefix || before?.fabricAddress != host.fabricAddress
     }
 
     /// The host a verified client certificate speaks for: it must name a host whose credential
@@ -163,16 +175,21 @@ public final class ClusterService: Sendable {
         for link in controller.agents.all { (link as? RemoteAgentLink)?.disconnect() }
     }
 
-    func watch(hostId: String, _ request: WatchRequest) throws(SwiftletError) -> AsyncStream<AgentDown> {
+    func watch(hostId: String, _ request: WatchRequest) async throws(SwiftletError) -> AsyncStream<AgentDown> {
         guard !closing.load(ordering: .sequentiallyConsistent) else {
             throw SwiftletError(.unavailable, "controller.closing", "the controller is shutting down")
         }
         try Self.validate(request.capabilities)
         let name = try store.hostCredential(hostId: hostId)?.name ?? hostId
-        try record(hostId: hostId, name: name, capabilities: request.capabilities)
+        let networkingChanged = try record(hostId: hostId, name: name, capabilities: request.capabilities)
         controller.leases.renew(hostId: hostId)
         let sync = controller.instanceSync
-        return try link(hostId: hostId).open(request) { () throws(SwiftletError) in try sync.hostSync(hostId: hostId) }
+        let stream = try link(hostId: hostId).open(request) { () throws(SwiftletError) in
+            try sync.hostSync(hostId: hostId)
+        }
+        // The other hosts tunnel to this one (a join recorded it already, so "changed" is not enough).
+        if networkingChanged || request.capabilities.networkPrefix != nil { await controller.publishNetworks() }
+        return stream
     }
 
     /// Records a batch in order, each report on its own: one refused report (a stale generation, an

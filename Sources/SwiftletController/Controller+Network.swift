@@ -3,26 +3,32 @@ import SwiftletCore
 import SwiftletNetwork
 import SwiftletStore
 
-/// Networks, ports and security groups: validation, persistence, and the host side through
-/// the network service. Every bad request is refused before anything is made.
+/// Networks, ports and security groups: validation and persistence; every host then gets its
+/// share through the network publisher. Every bad request is refused before anything is made.
 extension Controller {
     /// What a create-instances request asks of networking, validated before anything is stored.
     struct NetworkPlan {
-        var network: Network?
-        var address: UInt32?
+        /// One NIC per attachment, in guest order, each with the address it asked for.
+        var attachments: [(network: Network, address: UInt32?)]
         var groups: [SecurityGroup]
     }
 
-    private func networking() throws(SwiftletError) -> NetworkService {
-        guard let network else {
+    /// An instance has at most this many NICs (what the guest kit drives).
+    static let maxNetworksPerInstance = 4
+
+    private func enabledNetworking() throws(SwiftletError) -> ControllerNetworking {
+        guard let networking else {
             throw SwiftletError(.unavailable, "network.unavailable", "networking is not enabled on this server")
         }
-        return network
+        return networking
     }
 
-    private var networkStore: any NetworkService.Store {
-        get throws(SwiftletError) { try networking().store }
+    private var networkStore: any SwiftletStore & NetworkStore {
+        get throws(SwiftletError) { try enabledNetworking().store }
     }
+
+    /// Hands every connected host its network state; returns once each was handed it.
+    func publishNetworks() async { await networkPublisher?.publish() }
 
     private func scopeOf(_ principal: Principal) -> String? { principal.isAdmin ? nil : principal.projectId }
 
@@ -34,7 +40,7 @@ extension Controller {
     public func createNetwork(_ request: CreateNetworkRequest, by principal: Principal) async throws(SwiftletError)
         -> Network
     {
-        let service = try networking()
+        let networking = try enabledNetworking()
         try ResourceID.validateName(request.name)
         let block = try Self.parseCIDR(request.cidr)
         var gateway = block.network + 1
@@ -52,19 +58,16 @@ extension Controller {
         guard (576...9000).contains(mtu) else {
             throw .badRequest("network.bad_mtu", "mtu must be 576-9000, got \(mtu)")
         }
-        try await service.checkHostRoutes(block)
+        try await networking.local.checkHostRoutes(block)
         let id = ResourceID.make("net")
         let network = Network(
             id: id, projectId: principal.projectId, name: request.name, cidr: block.description,
             gateway: IPv4.format(gateway), mtu: mtu, mode: request.mode ?? .nat,
-            bridge: service.segmentName(networkId: id),
+            bridge: HostNetwork.bridgeName(prefix: networking.prefix, networkId: id),
             createdAt: Date())
-        try service.store.createNetwork(network)
-        do { try await service.networkCreated(network) } catch {
-            try? service.store.deleteNetwork(id: network.id)
-            throw error
-        }
-        return network
+        try networking.store.createNetwork(network)
+        await publishNetworks()
+        return try networking.store.network(idOrName: id, projectId: nil) ?? network
     }
 
     static func parseCIDR(_ text: String) throws(SwiftletError) -> CIDRBlock {
@@ -105,10 +108,8 @@ extension Controller {
     }
 
     public func deleteNetwork(_ idOrName: String, by principal: Principal) async throws(SwiftletError) {
-        let service = try networking()
-        let network = try network(idOrName, by: principal)
-        try service.store.deleteNetwork(id: network.id)
-        await service.networkDeleted(network)
+        try networkStore.deleteNetwork(id: network(idOrName, by: principal).id)
+        await publishNetworks()
     }
 
     // MARK: - Security groups
@@ -163,7 +164,7 @@ extension Controller {
             id: ResourceID.make("rule"), proto: request.proto, portMin: request.portMin ?? request.portMax,
             portMax: request.portMax ?? request.portMin, source: source)
         try networkStore.addRule(rule, groupId: group.id)
-        try await applyRules()
+        await publishNetworks()
         return try securityGroup(group.id, by: principal)
     }
 
@@ -171,11 +172,7 @@ extension Controller {
     {
         let group = try securityGroup(idOrName, by: principal)
         try networkStore.deleteRule(id: ruleId, groupId: group.id)
-        try await applyRules()
-    }
-
-    private func applyRules() async throws(SwiftletError) {
-        if let error = await (try networking()).syncRules() { throw error }
+        await publishNetworks()
     }
 
     // MARK: - Instances
@@ -186,12 +183,13 @@ extension Controller {
     {
         let attachments = request.networks ?? []
         let groupNames = request.securityGroups ?? []
-        if attachments.isEmpty && groupNames.isEmpty { return NetworkPlan(network: nil, address: nil, groups: []) }
-        guard attachments.count <= 1 else {
+        if attachments.isEmpty && groupNames.isEmpty { return NetworkPlan(attachments: [], groups: []) }
+        guard attachments.count <= Self.maxNetworksPerInstance else {
             throw .badRequest(
-                "instance.too_many_networks", "an instance has one network for now (the kit drives one NIC)")
+                "instance.too_many_networks",
+                "an instance has at most \(Self.maxNetworksPerInstance) networks, got \(attachments.count)")
         }
-        guard let attachment = attachments.first else {
+        guard !attachments.isEmpty else {
             throw .badRequest("instance.groups_without_network", "security groups need a network (--network)")
         }
         if !(request.publish ?? []).isEmpty {
@@ -201,40 +199,54 @@ extension Controller {
         for arg in request.args ?? [] where arg.hasPrefix("ip=") || arg.hasPrefix("gw=") {
             throw .badRequest("instance.network_with_ip_arg", "'\(arg)': the address comes from the network; use --ip")
         }
-        let network = try network(attachment.network, by: principal)
-        var address: UInt32?
-        if let text = attachment.ip {
-            guard count == 1 else {
-                throw .badRequest("port.address_with_count", "a fixed address cannot be shared by \(count) instances")
-            }
-            guard let parsed = IPv4.parse(text) else {
-                throw .badRequest("port.bad_address", "'\(text)' is not an IPv4 address")
-            }
-            guard let block = CIDRBlock.parse(network.cidr), block.isHost(parsed),
-                IPv4.format(parsed) != network.gateway
-            else {
+        var planned: [(network: Network, address: UInt32?)] = []
+        for attachment in attachments {
+            let network = try network(attachment.network, by: principal)
+            guard !planned.contains(where: { $0.network.id == network.id }) else {
                 throw .badRequest(
-                    "port.address_outside",
-                    "\(text) is not a free host address of network '\(network.name)' (\(network.cidr), gateway \(network.gateway))"
-                )
+                    "instance.duplicate_network", "network '\(network.name)' is given twice: one NIC per network")
             }
-            address = parsed
+            planned.append((network, try plannedAddress(attachment, on: network, count: count)))
         }
         var groups: [SecurityGroup] = []
         for name in groupNames { groups.append(try securityGroup(name, by: principal)) }
-        return NetworkPlan(network: network, address: address, groups: groups)
+        return NetworkPlan(attachments: planned, groups: groups)
+    }
+
+    /// The fixed address an attachment asks for, checked against its network (nil: any free one).
+    private func plannedAddress(_ attachment: NetworkAttachment, on network: Network, count: Int)
+        throws(SwiftletError) -> UInt32?
+    {
+        guard let text = attachment.ip else { return nil }
+        guard count == 1 else {
+            throw .badRequest("port.address_with_count", "a fixed address cannot be shared by \(count) instances")
+        }
+        guard let parsed = IPv4.parse(text) else {
+            throw .badRequest("port.bad_address", "'\(text)' is not an IPv4 address")
+        }
+        guard let block = CIDRBlock.parse(network.cidr), block.isHost(parsed), IPv4.format(parsed) != network.gateway
+        else {
+            throw .badRequest(
+                "port.address_outside",
+                "\(text) is not a free host address of network '\(network.name)' (\(network.cidr), gateway \(network.gateway))"
+            )
+        }
+        return parsed
     }
 
     /// Allocates the planned ports for freshly stored instances; on failure deletes them so
     /// that nothing half-made remains.
     func attachNetworks(_ plan: NetworkPlan, to instances: [Instance]) throws(SwiftletError) {
-        guard let network = plan.network else { return }
-        let service = try networking()
-        let requests = instances.map {
-            PortRequest(instanceId: $0.id, network: network, address: plan.address, tapPrefix: service.tapPrefix)
+        guard !plan.attachments.isEmpty else { return }
+        let networking = try enabledNetworking()
+        let tapPrefix = HostNetwork.tapPrefix(networking.prefix)
+        let requests = instances.flatMap { instance in
+            plan.attachments.map {
+                PortRequest(instanceId: instance.id, network: $0.network, address: $0.address, tapPrefix: tapPrefix)
+            }
         }
         do {
-            _ = try service.store.attach(
+            _ = try networking.store.attach(
                 ports: requests, groupIds: plan.groups.map(\.id), toInstances: instances.map(\.id))
         } catch {
             for instance in instances { try? store.deleteInstance(id: instance.id) }

@@ -13,9 +13,10 @@ extension Controller {
     /// Throws 409 `scheduler.no_host` with the filter summary when one of them fits nowhere.
     /// With `target` (an admin's `--host`), only that host, which must be UP and not cordoned (409
     /// saying why otherwise).
-    /// With `localOnly`, only the controller's own host.
+    /// With `needsNetworks`, only hosts that carry networks (networking with the controller's device
+    /// prefix).
     func placeInstances(
-        count: Int, memoryMib: Int, vcpus: Int, image: Image, target: String? = nil, localOnly: Bool = false
+        count: Int, memoryMib: Int, vcpus: Int, image: Image, target: String? = nil, needsNetworks: Bool = false
     ) throws(SwiftletError) -> [String] {
         let usage = try store.hostUsage()
         let known = try launchCatalog.value("hosts", generation: store.catalogGeneration) {
@@ -36,13 +37,14 @@ extension Controller {
             }
             candidates = [host]
         }
-        if localOnly {
-            if let target, !candidates.contains(where: { $0.id == localHostId }) {
+        if needsNetworks {
+            let carrying = candidates.filter { networking?.carriesNetworks($0) == true }
+            if let target, carrying.isEmpty {
                 throw SwiftletError(
                     .conflict, "host.no_networks",
-                    "host '\(target)' cannot attach networks yet: instances on networks run on the controller's host")
+                    "host '\(target)' cannot carry networks (its agent has no networking, or another device prefix)")
             }
-            candidates = candidates.filter { $0.id == localHostId }
+            candidates = carrying
         }
         let hosts = candidates.map { host in
             let used = usage[host.id] ?? HostUsage(memoryMib: 0, vcpus: 0, instances: 0)

@@ -27,8 +27,10 @@ public final class Controller: Sendable {
     static let principalCacheLimit = 4096
     private let hostMemoryMib: Int
     private let logger: Logger
-    /// Networks, ports and security groups on this host (nil: networking disabled).
-    public let network: NetworkService?
+    /// Networks, ports and security groups (nil: networking disabled).
+    public let networking: ControllerNetworking?
+    /// Hands every host its network state after a change.
+    let networkPublisher: NetworkPublisher?
     /// Remote hosts' leases: who is UP.
     public let leases = HostLeases()
     /// The host of the agent in this process, once connected.
@@ -46,15 +48,17 @@ public final class Controller: Sendable {
 
     public init(
         store: any SwiftletStore, blobs: BlobStore, agents: AgentRegistry = AgentRegistry(), uploadLimit: Int64,
-        hostMemoryMib: Int, logger: Logger, network: NetworkService? = nil
+        hostMemoryMib: Int, logger: Logger, networking: ControllerNetworking? = nil
     ) {
-        self.network = network
+        self.networking = networking
+        networkPublisher = networking.map { NetworkPublisher(networking: $0, agents: agents, logger: logger) }
         self.store = store
         self.blobs = blobs
         self.agents = agents
         let catalog = CatalogCache()
         launchCatalog = catalog
-        instanceSync = InstanceSync(store: store, agents: agents, catalog: catalog, logger: logger)
+        instanceSync = InstanceSync(
+            store: store, agents: agents, catalog: catalog, networking: networking, logger: logger)
         self.uploadLimit = uploadLimit
         self.hostMemoryMib = hostMemoryMib
         self.logger = logger
@@ -272,20 +276,21 @@ public final class Controller: Sendable {
         for index in instances.indices { instances[index].generation = 1 }
         for instance in instances { try ResourceID.validateName(instance.name) }
         if request.host != nil { try requireAdmin(principal) }
-        // Networks do not span hosts yet: an instance with network ports stays on this host.
-        let networked = !(request.networks ?? []).isEmpty
+        let networkPlan = try planNetworks(request, by: principal, count: count)
         let hostIds = try placeInstances(
             count: count, memoryMib: memoryMib ?? 16, vcpus: vcpus ?? 1, image: image, target: request.host,
-            localOnly: networked)
+            needsNetworks: !networkPlan.attachments.isEmpty)
         for index in instances.indices { instances[index].hostId = hostIds[index] }
-        let networkPlan = try planNetworks(request, by: principal, count: count)
-        if count == 1 && networkPlan.network == nil {
+        if count == 1 && networkPlan.attachments.isEmpty {
             return try await createWhileSpawning(instances[0], image: image, wait: request.wait == true)
         }
         do { try store.createInstances(instances) } catch  where error.kind == .conflict {
             throw Self.duplicateName
         }
         try attachNetworks(networkPlan, to: instances)
+        // The hosts learn the new members' policies (and the others their new peers) before the
+        // assignments arrive, so no port is ever unguarded.
+        if !networkPlan.groups.isEmpty { await publishNetworks() }
         // Recorded with READY, so persisting costs one commit, not two.
         let persisted = monotonicNanos()
         let sync = self.instanceSync
@@ -293,7 +298,7 @@ public final class Controller: Sendable {
         // Attaching networks rewrites the records (ports, groups): then they are read back.
         var committed: [Instance] = []
         for var instance in instances {
-            if networkPlan.network != nil {
+            if !networkPlan.attachments.isEmpty {
                 guard let stored = try store.instance(idOrName: instance.id, projectId: nil) else { continue }
                 instance = stored
             }
@@ -433,6 +438,8 @@ public final class Controller: Sendable {
             await instanceSync.unassign(updated)
             try store.deleteInstance(id: id)
             instanceSync.releaseWaiters(id)
+            // Its address is no longer a peer of its groups' members.
+            if !(updated.securityGroups ?? []).isEmpty { await publishNetworks() }
             return nil
         }
         return try store.instance(idOrName: id, projectId: nil)

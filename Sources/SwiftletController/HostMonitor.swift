@@ -51,7 +51,8 @@ struct HostMonitor: Service {
         do {
             guard let image = try controller.store.image(idOrName: instance.imageId, projectId: nil) else { return }
             let target = try controller.placeInstances(
-                count: 1, memoryMib: instance.memoryMib, vcpus: instance.vcpus, image: image)[0]
+                count: 1, memoryMib: instance.memoryMib, vcpus: instance.vcpus, image: image,
+                needsNetworks: !(instance.ports ?? []).isEmpty)[0]
             let accepted = monotonicNanos()
             let moved = try controller.store.updateInstance(
                 id: instance.id, events: [("evacuated", "host \(from) is DOWN: re-created on \(target)")], handle: nil
@@ -75,6 +76,8 @@ struct HostMonitor: Service {
                 await old.apply(
                     .unassign(instanceId: instance.id, generation: moved.generation ?? 0), pendingCommit: nil)
             }
+            // Its new host gets its security-group policy before its assignment.
+            if !(moved.securityGroups ?? []).isEmpty { await controller.publishNetworks() }
             await controller.instanceSync.dispatch(moved)
         } catch {
             logger.warning(

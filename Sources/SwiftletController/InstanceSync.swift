@@ -13,6 +13,8 @@ public final class InstanceSync: ObservationSink {
     let store: any SwiftletStore
     let agents: AgentRegistry
     private let catalog: CatalogCache
+    /// What a connecting host is told about networks (nil: networking disabled).
+    private let networking: ControllerNetworking?
     private let logger: Logger
     /// Waiters for an instance to leave BUILDING (create with `wait`).
     private let settleWaiters = Mutex<[String: [CheckedContinuation<Void, Never>]]>([:])
@@ -20,10 +22,14 @@ public final class InstanceSync: ObservationSink {
     /// How many times an instance is restarted in a row before it is left in ERROR.
     static let maxRestarts = 5
 
-    init(store: any SwiftletStore, agents: AgentRegistry, catalog: CatalogCache, logger: Logger) {
+    init(
+        store: any SwiftletStore, agents: AgentRegistry, catalog: CatalogCache, networking: ControllerNetworking?,
+        logger: Logger
+    ) {
         self.store = store
         self.agents = agents
         self.catalog = catalog
+        self.networking = networking
         self.logger = logger
     }
 
@@ -126,9 +132,15 @@ public final class InstanceSync: ObservationSink {
                 pools.append(PoolAssignment(pool: pool, boot: boot))
             }
         }
+        var networks: HostNetworkState?
+        if let networking, let host = try store.hosts().first(where: { $0.id == hostId }),
+            networking.carriesNetworks(host)
+        {
+            networks = try networking.state(forHost: hostId)
+        }
         return HostSync(
             revision: store.generation, assignments: assignments, pools: pools,
-            imageDigests: Set(try store.images(projectId: nil).map(\.sha256)))
+            imageDigests: Set(try store.images(projectId: nil).map(\.sha256)), networks: networks)
     }
 
     // MARK: - Observations up

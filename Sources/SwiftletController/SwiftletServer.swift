@@ -43,6 +43,9 @@ public struct ServerConfiguration: Codable, Sendable {
     /// Extra names (DNS or IP) agents may dial the controller by, for its certificate; the host
     /// name, `localhost` and the addresses of this host's interfaces are always in it.
     public var agentNames: [String] = []
+    /// This host's address on the fabric between hosts, where its networks' VXLAN tunnels end
+    /// (default: the agent listener's address when it is one).
+    public var fabricAddress: String?
     /// How long a host's lease lasts, and how often its agent renews it.
     public var leaseDurationMs: Int = 10_000
     public var leaseRenewMs: Int = 2_000
@@ -77,6 +80,7 @@ public struct ServerConfiguration: Codable, Sendable {
         agentPort = try container.decodeIfPresent(Int.self, forKey: .agentPort)
         agentHost = try container.decodeIfPresent(String.self, forKey: .agentHost) ?? agentHost
         agentNames = try container.decodeIfPresent([String].self, forKey: .agentNames) ?? agentNames
+        fabricAddress = try container.decodeIfPresent(String.self, forKey: .fabricAddress)
         leaseDurationMs = try container.decodeIfPresent(Int.self, forKey: .leaseDurationMs) ?? leaseDurationMs
         leaseRenewMs = try container.decodeIfPresent(Int.self, forKey: .leaseRenewMs) ?? leaseRenewMs
         guard leaseRenewMs > 0, leaseDurationMs > leaseRenewMs else {
@@ -84,6 +88,14 @@ public struct ServerConfiguration: Codable, Sendable {
                 forKey: .leaseDurationMs, in: container,
                 debugDescription: "leaseDurationMs must be longer than leaseRenewMs, and both positive")
         }
+    }
+
+    /// The fabric address this host's networks tunnel from: the configured one, else the agent
+    /// listener's own address when it names one (not a wildcard), else none.
+    public var effectiveFabricAddress: String? {
+        if let fabricAddress { return fabricAddress }
+        guard agentPort != nil, IPv4.parse(agentHost) != nil, agentHost != "0.0.0.0" else { return nil }
+        return agentHost
     }
 
     /// `SWIFTLET_DATA`, when set and not empty.
@@ -129,27 +141,26 @@ public struct SwiftletServer: Sendable {
         try LinuxNetworkDriver.validatePrefix(configuration.networkPrefix)
         let network =
             getuid() == 0
-            ? NetworkService(
-                driver: LinuxNetworkDriver(prefix: configuration.networkPrefix), store: store, logger: logger)
-            : nil
-        let vmDriver: any HypervisorDriver =
-            network.map { NetworkedHypervisorDriver(base: driver, network: $0) } ?? driver
+            ? HostNetwork(driver: LinuxNetworkDriver(prefix: configuration.networkPrefix), logger: logger) : nil
         agent = HostAgent(
-            hostId: hostId, images: BlobStoreSource(blobs: blobs), driver: vmDriver, runRoot: data + "/run",
+            hostId: hostId, images: BlobStoreSource(blobs: blobs), driver: driver, runRoot: data + "/run",
             maxConcurrentBoots: configuration.maxConcurrentBoots, hugePages: configuration.hugePages,
             imageCacheDirectory: configuration.imageCacheDirectory,
-            imageCacheLimitBytes: configuration.imageCacheLimitBytes,
+            imageCacheLimitBytes: configuration.imageCacheLimitBytes, network: network,
             logger: logger)
         controller = Controller(
             store: store, blobs: blobs, uploadLimit: configuration.uploadLimitBytes,
-            hostMemoryMib: HostFacts.memoryMib, logger: logger, network: network)
-        try store.upsertHost(
-            ComputeHost(
-                id: hostId, name: hostName, cpus: HostFacts.cpus, memoryMib: HostFacts.memoryMib,
-                hypervisors: [capabilities.hypervisor], hypervisorVersion: capabilities.version,
-                machineTypes: capabilities.machineTypes, accelerators: capabilities.accelerators,
-                chosenAccelerator: capabilities.chosenAccelerator, calibrationMs: capabilities.calibration,
-                instances: 0, updatedAt: Date()))
+            hostMemoryMib: HostFacts.memoryMib, logger: logger,
+            networking: network.map { ControllerNetworking(store: store, local: $0) })
+        var host = ComputeHost(
+            id: hostId, name: hostName, cpus: HostFacts.cpus, memoryMib: HostFacts.memoryMib,
+            hypervisors: [capabilities.hypervisor], hypervisorVersion: capabilities.version,
+            machineTypes: capabilities.machineTypes, accelerators: capabilities.accelerators,
+            chosenAccelerator: capabilities.chosenAccelerator, calibrationMs: capabilities.calibration,
+            instances: 0, updatedAt: Date())
+        host.networkPrefix = network?.prefix
+        host.fabricAddress = configuration.effectiveFabricAddress
+        try store.upsertHost(host)
         if configuration.agentPort != nil {
             cluster = try ClusterService(
                 ca: try ClusterCA.loadOrCreate(directory: data + "/ca"), store: store, controller: controller,
@@ -161,7 +172,6 @@ public struct SwiftletServer: Sendable {
             cluster = nil
         }
         try ensureAdminToken()
-        await network?.recover()
         try await controller.connectLocalAgent(LocalAgentLink(agent: agent))
     }
 

@@ -246,6 +246,10 @@ public struct ComputeHost: Codable, Sendable, Equatable {
     public var lastSeenAt: Date? = nil
     /// Takes no new placements (`swiftlet host cordon`).
     public var cordoned: Bool? = nil
+    /// The device prefix of the host's networking (nil: it cannot carry networks).
+    public var networkPrefix: String? = nil
+    /// The host's address on the fabric between hosts, where its networks' VXLAN tunnels end.
+    public var fabricAddress: String? = nil
 
     public init(
         id: String, name: String, cpus: Int, memoryMib: Int, hypervisors: [String],

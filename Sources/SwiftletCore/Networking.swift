@@ -21,12 +21,15 @@ public struct Network: Codable, Sendable, Equatable {
     public var mode: NetworkMode
     /// The Linux bridge that carries the network on each host.
     public var bridge: String
+    /// The VXLAN segment id joining the network's bridges across hosts (0 until stored).
+    public var vni: Int
     public var createdAt: Date
 
     public init(
         id: String, projectId: String, name: String, cidr: String, gateway: String, mtu: Int, mode: NetworkMode,
-        bridge: String, createdAt: Date
+        bridge: String, vni: Int = 0, createdAt: Date
     ) {
+        self.vni = vni
         self.id = id
         self.projectId = projectId
         self.name = name

@@ -10,6 +10,7 @@ import SwiftletAgent
 import SwiftletAgentProtocol
 import SwiftletCore
 import SwiftletHypervisor
+import SwiftletNetwork
 import SwiftletPKI
 import Synchronization
 
@@ -29,6 +30,11 @@ public struct RemoteAgentSettings: Sendable {
     public var accelerator: String?
     public var maxConcurrentBoots: Int?
     public var imageCacheLimitBytes: Int64?
+    /// Device prefix of this host's bridges, TAPs and tables: the controller's, for the host to
+    /// carry networks. Networking needs root; without it the host takes no instances on networks.
+    public var networkPrefix = "swl"
+    /// Where this host's VXLAN tunnels end (default: the address it reaches the controller from).
+    public var fabricAddress: String?
 
     public init(controller: String, joinToken: String?, dataDirectory: String, name: String) {
         self.controller = controller
@@ -86,11 +92,18 @@ public final class RemoteAgent: Service {
         var caps = try await QEMUDriver.cachedCapabilities(
             at: settings.dataDirectory + "/host-calibration.json", logger: logger)
         if let forced = settings.accelerator { caps.chosenAccelerator = forced }
+        try LinuxNetworkDriver.validatePrefix(settings.networkPrefix)
+        let network =
+            getuid() == 0
+            ? HostNetwork(driver: LinuxNetworkDriver(prefix: settings.networkPrefix), logger: logger) : nil
         capabilities = HostCapabilities(
             cpus: ProcessInfo.processInfo.activeProcessorCount,
             memoryMib: Int(ProcessInfo.processInfo.physicalMemory >> 20), hypervisors: [caps.hypervisor],
             hypervisorVersion: caps.version, machineTypes: caps.machineTypes, accelerators: caps.accelerators,
-            chosenAccelerator: caps.chosenAccelerator, calibrationMs: caps.calibration)
+            chosenAccelerator: caps.chosenAccelerator, calibrationMs: caps.calibration,
+            networkPrefix: network?.prefix,
+            fabricAddress: network == nil
+                ? nil : settings.fabricAddress ?? FabricAddress.towards(url: settings.controller))
         let identityDirectory = settings.dataDirectory + "/identity"
         if let known = HostIdentity.load(directory: identityDirectory) {
             identity = known
@@ -114,7 +127,7 @@ public final class RemoteAgent: Service {
         agent = HostAgent(
             hostId: identity.hostId, images: RemoteImageSource(client: client, base: settings.controller),
             driver: driver, runRoot: settings.dataDirectory + "/run", maxConcurrentBoots: settings.maxConcurrentBoots,
-            imageCacheLimitBytes: settings.imageCacheLimitBytes, logger: logger)
+            imageCacheLimitBytes: settings.imageCacheLimitBytes, network: network, logger: logger)
         await uplink.connect(client: client, base: base)
         logger.info("agent ready", metadata: ["host.id": "\(identity.hostId)", "controller": "\(settings.controller)"])
     }

@@ -1,5 +1,6 @@
 import Foundation
 import Glibc
+import SwiftletCore
 
 /// How the VMM loads the guest: decides the machine type and the boot arguments.
 public enum BootKind: String, Codable, Sendable, CaseIterable {
@@ -51,6 +52,10 @@ public struct VMSpec: Codable, Sendable {
     public var readyPattern: String?
     /// Attach a user-mode NIC even when no port is published (published ports always attach one).
     public var userNetwork: Bool
+    /// The instance's ports on networks, in guest order: the network layer makes their TAPs.
+    public var networkPorts: [NetworkPort] = []
+    /// Whether the instance's security groups filter what reaches its ports.
+    public var portsFiltered = false
     /// NICs on host TAP devices (made by the network layer before spawn), in guest order.
     public var taps: [TapAttachment] = []
     /// Machine type overriding the boot kind's default (`pc`, `q35`; `microvm` for PVH/bzImage).

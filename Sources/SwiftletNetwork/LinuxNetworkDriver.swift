@@ -1,19 +1,27 @@
 import Foundation
 import SwiftletCore
 
-/// Linux: one bridge per network (`<prefix>-<8 hex>`), one TAP per port (`<prefix>t<8 hex>`),
-/// and nftables tables named after the prefix (`swiftlet` for the default `swl`).
+/// Linux: one bridge per network (`<prefix>-<8 hex>`), one TAP per port (`<prefix>t<8 hex>`), one
+/// VXLAN device per network that spans hosts (`<prefix>x<8 hex>`), and nftables tables named after
+/// the prefix (`swiftlet` for the default `swl`).
 public struct LinuxNetworkDriver: NetworkDriver {
     public let prefix: String
     public let table: String
     private let ip: String
     private let nft: String
+    private let bridge: String
+    /// IANA's VXLAN port.
+    static let vxlanPort = 4789
 
-    public init(prefix: String = "swl", ip: String = "/usr/sbin/ip", nft: String = "/usr/sbin/nft") {
+    public init(
+        prefix: String = "swl", ip: String = "/usr/sbin/ip", nft: String = "/usr/sbin/nft",
+        bridge: String = "/usr/sbin/bridge"
+    ) {
         self.prefix = prefix
         table = prefix == "swl" ? "swiftlet" : "swiftlet_" + prefix
         self.ip = ip
         self.nft = nft
+        self.bridge = bridge
     }
 
     /// 1-5 lowercase letters or digits, so every device name stays ≤ 15 characters.
@@ -27,6 +35,7 @@ public struct LinuxNetworkDriver: NetworkDriver {
 
     public var segmentPrefix: String { prefix + "-" }
     public var tapPrefix: String { prefix + "t" }
+    public var tunnelPrefix: String { prefix + "x" }
 
     private func exists(_ name: String) async -> Bool {
         (try? await Command.run(ip, ["link", "show", "dev", name]))?.status == 0
@@ -37,6 +46,7 @@ public struct LinuxNetworkDriver: NetworkDriver {
         do {
             if made { try await Command.check(ip, ["link", "add", segment.name, "type", "bridge"]) }
             try await Command.check(ip, ["link", "set", segment.name, "mtu", "\(segment.mtu)"])
+            if let mac = segment.mac { try await Command.check(ip, ["link", "set", segment.name, "address", mac]) }
             // Only the connected route of the CIDR comes with it: never a default route.
             try await Command.check(
                 ip, ["addr", "replace", "\(segment.gateway)/\(segment.prefixLength)", "dev", segment.name])
@@ -66,6 +76,45 @@ public struct LinuxNetworkDriver: NetworkDriver {
         _ = try? await Command.run(ip, ["link", "del", name])
     }
 
+    public func ensureTunnel(_ tunnel: TunnelSpec) async throws(SwiftletError) {
+        let made = !(await exists(tunnel.name))
+        do {
+            if made {
+                try await Command.check(
+                    ip,
+                    [
+                        "link", "add", tunnel.name, "type", "vxlan", "id", "\(tunnel.vni)", "dstport",
+                        "\(Self.vxlanPort)",
+                    ])
+            }
+            try await Command.check(
+                ip, ["link", "set", tunnel.name, "master", tunnel.segment, "mtu", "\(tunnel.mtu)", "up"])
+            // All-zero entries are where broadcast and unknown unicast go: one per peer.
+            let flood = "00:00:00:00:00:00"
+            struct Entry: Decodable {
+                var mac: String
+                var dst: String?
+            }
+            let output = try await Command.check(bridge, ["-j", "fdb", "show", "dev", tunnel.name])
+            let entries = (try? JSONDecoder().decode([Entry].self, from: Data(output.utf8))) ?? []
+            let current = Set(entries.filter { $0.mac == flood }.compactMap(\.dst))
+            let wanted = Set(tunnel.peers)
+            for peer in wanted.subtracting(current).sorted() {
+                try await Command.check(bridge, ["fdb", "append", flood, "dev", tunnel.name, "dst", peer])
+            }
+            for peer in current.subtracting(wanted).sorted() {
+                try await Command.check(bridge, ["fdb", "del", flood, "dev", tunnel.name, "dst", peer])
+            }
+        } catch {
+            if made { await removeTunnel(name: tunnel.name) }
+            throw error
+        }
+    }
+
+    public func removeTunnel(name: String) async {
+        _ = try? await Command.run(ip, ["link", "del", name])
+    }
+
     public func devices() async throws(SwiftletError) -> HostDevices {
         struct Link: Decodable {
             struct Info: Decodable { var info_kind: String? }
@@ -84,6 +133,9 @@ public struct LinuxNetworkDriver: NetworkDriver {
             }
             if link.linkinfo?.info_kind == "tun" && link.ifname.hasPrefix(tapPrefix) {
                 devices.taps.insert(link.ifname)
+            }
+            if link.linkinfo?.info_kind == "vxlan" && link.ifname.hasPrefix(tunnelPrefix) {
+                devices.tunnels.insert(link.ifname)
             }
         }
         return devices

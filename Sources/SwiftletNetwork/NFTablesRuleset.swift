@@ -44,6 +44,17 @@ public enum NFTablesRuleset {
         lines.append("  }")
         lines.append("}")
         lines.append("table bridge \(table) {")
+        let tunnelled = ruleset.segments.compactMap { segment in
+            segment.tunnel.flatMap { tunnel in segment.gatewayMac.map { (tunnel: tunnel, mac: $0) } }
+        }
+        if !tunnelled.isEmpty {
+            // Every host is the gateway of its own instances (same address and MAC everywhere): the
+            // gateway's frames, ARP answers included, must not reach the other hosts.
+            lines.append("  chain output {")
+            lines.append("    type filter hook output priority 0; policy accept;")
+            for (tunnel, mac) in tunnelled { lines.append("    oifname \(quote(tunnel)) ether saddr \(mac) drop") }
+            lines.append("  }")
+        }
         lines.append("  chain postrouting {")
         lines.append("    type filter hook postrouting priority 0; policy accept;")
         for port in ruleset.filteredPorts {

@@ -6,12 +6,33 @@ public struct SegmentSpec: Sendable, Equatable {
     public var gateway: String
     public var prefixLength: Int
     public var mtu: Int
+    /// The segment's own MAC (the same on every host, so that the gateway is one neighbour).
+    public var mac: String?
 
-    public init(name: String, gateway: String, prefixLength: Int, mtu: Int) {
+    public init(name: String, gateway: String, prefixLength: Int, mtu: Int, mac: String? = nil) {
         self.name = name
         self.gateway = gateway
         self.prefixLength = prefixLength
         self.mtu = mtu
+        self.mac = mac
+    }
+}
+
+/// The tunnel joining a segment to the same network on other hosts: broadcast and unknown
+/// frames go to every peer, and learnt MACs to their own host.
+public struct TunnelSpec: Sendable, Equatable {
+    public var name: String
+    public var segment: String
+    public var vni: Int
+    public var mtu: Int
+    public var peers: [String]
+
+    public init(name: String, segment: String, vni: Int, mtu: Int, peers: [String]) {
+        self.name = name
+        self.segment = segment
+        self.vni = vni
+        self.mtu = mtu
+        self.peers = peers
     }
 }
 
@@ -19,10 +40,12 @@ public struct SegmentSpec: Sendable, Equatable {
 public struct HostDevices: Sendable, Equatable {
     public var segments: Set<String>
     public var taps: Set<String>
+    public var tunnels: Set<String>
 
-    public init(segments: Set<String>, taps: Set<String>) {
+    public init(segments: Set<String>, taps: Set<String>, tunnels: Set<String> = []) {
         self.segments = segments
         self.taps = taps
+        self.tunnels = tunnels
     }
 }
 
@@ -39,6 +62,10 @@ public protocol NetworkDriver: Sendable {
     /// Creates the TAP (or finds it) attached to `segment`.
     func ensureTap(name: String, segment: String, mtu: Int) async throws(SwiftletError)
     func removeTap(name: String) async
+    /// Creates the tunnel (or finds it) on its segment with exactly `peers` as flood destinations;
+    /// a tunnel it made is removed again when it throws.
+    func ensureTunnel(_ tunnel: TunnelSpec) async throws(SwiftletError)
+    func removeTunnel(name: String) async
     func devices() async throws(SwiftletError) -> HostDevices
     /// Replaces the whole filtering and NAT state of this deployment at once.
     func apply(_ ruleset: Ruleset) async throws(SwiftletError)
@@ -47,16 +74,21 @@ public protocol NetworkDriver: Sendable {
     func conflictingRoutes(_ block: CIDRBlock) async -> [String]
 }
 
-/// Everything the rules are made from, rebuilt from the store on every change.
+/// Everything the rules are made from, rebuilt from the host's network state on every change.
 public struct Ruleset: Sendable, Equatable {
     public struct Segment: Sendable, Equatable {
         public var device: String
         public var cidr: String
         public var mode: NetworkMode
-        public init(device: String, cidr: String, mode: NetworkMode) {
+        /// The segment's VXLAN device, if it spans hosts: the gateway's frames never leave by it.
+        public var tunnel: String?
+        public var gatewayMac: String?
+        public init(device: String, cidr: String, mode: NetworkMode, tunnel: String? = nil, gatewayMac: String? = nil) {
             self.device = device
             self.cidr = cidr
             self.mode = mode
+            self.tunnel = tunnel
+            self.gatewayMac = gatewayMac
         }
     }
 

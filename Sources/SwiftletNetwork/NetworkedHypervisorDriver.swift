@@ -7,9 +7,9 @@ import SwiftletHypervisor
 /// finds the instance.
 public struct NetworkedHypervisorDriver: HypervisorDriver {
     public let base: any HypervisorDriver
-    public let network: NetworkService
+    public let network: HostNetwork
 
-    public init(base: any HypervisorDriver, network: NetworkService) {
+    public init(base: any HypervisorDriver, network: HostNetwork) {
         self.base = base
         self.network = network
     }
@@ -22,7 +22,8 @@ public struct NetworkedHypervisorDriver: HypervisorDriver {
         -> (VMHandle, BootTimestamps)
     {
         var spec = spec
-        spec.taps = try await network.plug(instanceId: spec.instanceID)
+        spec.taps = try await network.plug(
+            instanceId: spec.instanceID, ports: spec.networkPorts, filtered: spec.portsFiltered)
         do {
             return try await base.spawn(spec, holdingGuestUntil: release)
         } catch {

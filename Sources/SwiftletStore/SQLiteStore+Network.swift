@@ -38,6 +38,15 @@ extension SQLiteStore: NetworkStore {
                         PRIMARY KEY (instance_id, group_id));
                     """)
         }
+        // Networks span hosts: each one's VXLAN segment id, unique in the deployment.
+        migrator.registerMigration("v5-network-vni") { db in
+            try db.execute(
+                sql: """
+                    ALTER TABLE network ADD COLUMN vni INTEGER NOT NULL DEFAULT 0;
+                    UPDATE network SET vni = (SELECT COUNT(*) FROM network AS older WHERE older.rowid <= network.rowid);
+                    CREATE UNIQUE INDEX network_vni ON network(vni);
+                    """)
+        }
     }
 
     // MARK: - Networks
@@ -56,15 +65,19 @@ extension SQLiteStore: NetworkStore {
                         "\(block.description) overlaps network '\(row["name"] as String)' (\(other.description))")
                 }
             }
+            let vni = try Int.fetchOne(db, sql: "SELECT COALESCE(MAX(vni), 0) + 1 FROM network") ?? 1
+            guard vni < 1 << 24 else {
+                throw SwiftletError(.conflict, "network.no_vni", "no VXLAN segment id is left for a new network")
+            }
             do {
                 try db.execute(
                     sql: """
                         INSERT INTO network (id, project_id, name, first_address, prefix_length, gateway, mtu, mode,
-                        bridge, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                        bridge, created_at, vni) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
                         """,
                     arguments: [
                         network.id, network.projectId, network.name, Int64(block.network), block.prefixLength,
-                        Int64(gateway), network.mtu, network.mode.rawValue, network.bridge, network.createdAt,
+                        Int64(gateway), network.mtu, network.mode.rawValue, network.bridge, network.createdAt, vni,
                     ])
             } catch let error as DatabaseError where error.extendedResultCode == .SQLITE_CONSTRAINT_UNIQUE {
                 throw SwiftletError(
@@ -113,7 +126,8 @@ extension SQLiteStore: NetworkStore {
         return Network(
             id: row["id"], projectId: row["project_id"], name: row["name"], cidr: block.description,
             gateway: IPv4.format(UInt32(row["gateway"] as Int64)), mtu: row["mtu"],
-            mode: NetworkMode(rawValue: row["mode"]) ?? .isolated, bridge: row["bridge"], createdAt: row["created_at"])
+            mode: NetworkMode(rawValue: row["mode"]) ?? .isolated, bridge: row["bridge"], vni: row["vni"],
+            createdAt: row["created_at"])
     }
 
     // MARK: - Ports (IPAM)

@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import Logging
 import ServiceLifecycle
+import SwiftletCore
 import SwiftletHost
 
 /// `swiftlet agent`: this machine as a compute host of a controller elsewhere.
@@ -24,6 +25,10 @@ struct AgentCommand: AsyncParsableCommand {
     @Flag(help: "Allow a plain http:// controller (refused otherwise).") var insecure = false
     @Option(help: "Force the accelerator (tcg or kvm) instead of the calibrated choice.") var accelerator: String?
     @Option(help: "VMMs this host starts at once (default: 2 per CPU).") var maxConcurrentBoots: Int?
+    @Option(help: "Device prefix of this host's bridges, TAPs and nftables tables: the controller's (default: swl).")
+    var networkPrefix: String?
+    @Option(help: "This host's address for VXLAN tunnels (default: the address it reaches the controller from).")
+    var fabricAddress: String?
     @Option(help: "Log level: trace, debug, info, notice, warning, error.") var logLevel: String = "info"
 
     func run() async throws {
@@ -37,6 +42,13 @@ struct AgentCommand: AsyncParsableCommand {
         settings.insecure = insecure
         settings.accelerator = accelerator
         settings.maxConcurrentBoots = maxConcurrentBoots
+        if let networkPrefix { settings.networkPrefix = networkPrefix }
+        if let fabricAddress {
+            guard IPv4.parse(fabricAddress) != nil else {
+                throw ValidationError("--fabric-address must be an IPv4 address")
+            }
+            settings.fabricAddress = fabricAddress
+        }
         let agent = try await RemoteAgent(settings: settings, logger: logger)
         let group = ServiceGroup(
             configuration: .init(

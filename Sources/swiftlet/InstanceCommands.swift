@@ -28,13 +28,21 @@ struct RunCommand: AsyncParsableCommand {
     @Option(help: "How many instances to create.") var count: Int = 1
     @Option(help: "Restart policy: no, on-failure or always.") var restart: RestartPolicy?
     @Flag(help: "Answer only when every instance is RUNNING (guest READY) or ERROR.") var wait = false
-    @Option(help: "Attach to this network (see `swiftlet network list`).") var network: String?
-    @Option(help: "Fixed address on --network (default: the next free one).") var ip: String?
+    @Option(
+        help: """
+            Attach a NIC to this network, NAME or NAME:ADDRESS for a fixed address (repeatable: one NIC per \
+            network, in order; see `swiftlet network list`).
+            """)
+    var network: [String] = []
+    @Option(help: "Fixed address on the first --network (default: the next free one).") var ip: String?
     @Option(help: "Put the instance in this security group (repeatable).") var sg: [String] = []
     @Option(help: "Place on this host, by id or name (admin; it must be UP and not cordoned).") var host: String?
 
     func validate() throws {
-        if ip != nil, network == nil { throw ValidationError("--ip needs --network") }
+        if ip != nil, network.isEmpty { throw ValidationError("--ip needs --network") }
+        if ip != nil, network.first?.contains(":") == true {
+            throw ValidationError("give the first network's address once: --ip or --network NAME:ADDRESS")
+        }
         if flavor != nil, memory != nil || vcpus != nil {
             throw ValidationError("use either --flavor or --memory/--vcpus")
         }
@@ -48,7 +56,13 @@ struct RunCommand: AsyncParsableCommand {
             name: name, image: image, flavor: flavor, memoryMib: memory, vcpus: vcpus,
             args: args.isEmpty ? nil : args, count: count, restartPolicy: restart,
             publish: publish.isEmpty ? nil : publish, wait: wait)
-        request.networks = network.map { [NetworkAttachment(network: $0, ip: ip)] }
+        if !network.isEmpty {
+            request.networks = network.enumerated().map { index, text in
+                let parts = text.split(separator: ":", maxSplits: 1).map(String.init)
+                return NetworkAttachment(
+                    network: parts.first ?? text, ip: parts.count == 2 ? parts[1] : index == 0 ? ip : nil)
+            }
+        }
         request.securityGroups = sg.isEmpty ? nil : sg
         request.host = host
         let instances = try await connection.withClient { try await $0.createInstances(request) }

@@ -3,6 +3,7 @@ import Foundation
 import Logging
 import SwiftletAgent
 import SwiftletController
+import SwiftletCore
 
 /// `swiftlet server`: the controller with an in-process agent for this host.
 struct ServerCommand: AsyncParsableCommand {
@@ -13,7 +14,8 @@ struct ServerCommand: AsyncParsableCommand {
             Settings come from, in order of precedence: flags, environment (SWIFTLET_LISTEN=HOST:PORT, \
             SWIFTLET_DATA), a JSON config file (--config; keys: host, port, dataDirectory, uploadLimitBytes, \
             stopInstancesOnExit, accelerator, networkPrefix, maxConcurrentBoots, hugePages, imageCacheDirectory, \
-            imageCacheLimitBytes, agentPort, agentHost, agentNames, leaseDurationMs, leaseRenewMs), then defaults \
+            imageCacheLimitBytes, agentPort, agentHost, agentNames, fabricAddress, leaseDurationMs, leaseRenewMs), \
+            then defaults \
             (127.0.0.1:7420, no agent listener).
             """)
 
@@ -58,6 +60,13 @@ struct ServerCommand: AsyncParsableCommand {
     @Option(help: "Address of the agent listener (default: 0.0.0.0).")
     var agentHost: String?
 
+    @Option(
+        help: """
+            This host's address on the fabric between hosts, where its networks' VXLAN tunnels end \
+            (default: --agent-host when it is an address).
+            """)
+    var fabricAddress: String?
+
     @Flag(help: "Stop all instances when the server shuts down (default: they keep running).")
     var stopInstancesOnExit = false
 
@@ -99,6 +108,12 @@ struct ServerCommand: AsyncParsableCommand {
             settings.agentPort = agentPort
         }
         if let agentHost { settings.agentHost = agentHost }
+        if let fabricAddress {
+            guard IPv4.parse(fabricAddress) != nil else {
+                throw ValidationError("--fabric-address must be an IPv4 address")
+            }
+            settings.fabricAddress = fabricAddress
+        }
         if let imageCacheDir { settings.imageCacheDirectory = imageCacheDir }
         if let imageCacheLimitBytes {
             guard imageCacheLimitBytes > 0 else { throw ValidationError("--image-cache-limit-bytes must be positive") }

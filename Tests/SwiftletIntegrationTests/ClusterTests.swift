@@ -252,4 +252,76 @@ struct ClusterTests {
             #expect(second.state == .running && second.hostId == "host-node1")
         }
     }
+
+    /// One network over three hosts. A (http, group g) runs on host 1, B (echo, g) on host 3 and F
+    /// (echo, no group) on host 2. Host 3 sends B a datagram in A's name: B's echo reaches A on
+    /// host 1 through VXLAN, and A counts it. F's echo crosses from host 2 too, but A's port drops
+    /// it there: the groups apply on every host.
+    @Test func aNetworkSpansHostsThroughVXLANAndItsGroupsApplyOnEveryHost() async throws {
+        let http = try Kernels.path("http")
+        let echo = try Kernels.path("echo")
+        try await withCluster(hosts: 3) { _, client, fabric, agentPort in
+            try await fabric.join(1...3, client: client, agentPort: agentPort)
+            _ = try await client.uploadImage(path: http, name: "http")
+            _ = try await client.uploadImage(path: echo, name: "echo")
+            // Away from the fabric's own 10.200-249 subnets.
+            let cidr = "10.\(Int.random(in: 150...159)).\(Int.random(in: 0...255)).0/24"
+            let network = try await client.createNetwork(CreateNetworkRequest(name: "overlay", cidr: cidr))
+            #expect(network.vni > 0)
+            _ = try await client.createSecurityGroup(CreateSecurityGroupRequest(name: "g"))
+            // Each host reads its own instances' counters over HTTP from the network's gateway.
+            _ = try await client.addRule(
+                CreateSecurityGroupRuleRequest(proto: .tcp, portMin: 80, source: network.gateway + "/32"), to: "g")
+            func make(_ name: String, _ image: String, on host: Int, groups: [String]?) async throws -> NetworkPort {
+                var request = CreateInstanceRequest(name: name, image: image, wait: true)
+                request.networks = [NetworkAttachment(network: "overlay")]
+                request.securityGroups = groups
+                request.host = "node\(host)"
+                let created = try #require(try await client.createInstances(request).first)
+                #expect(created.state == .running && created.hostId == "host-node\(host)", "\(created.reason ?? "")")
+                return try #require(created.ports?.first)
+            }
+            let aPort = try await make("a", "http", on: 1, groups: ["g"])
+            let a = aPort.address
+            let b = try await make("b", "echo", on: 3, groups: ["g"]).address
+            let f = try await make("f", "echo", on: 2, groups: nil).address
+            let hosts = (1...3).map { fabric.namespace($0) }
+            // Every host has the network's bridge and a tunnel with its VNI, flooding to the two others.
+            for (index, namespace) in hosts.enumerated() {
+                let tunnels = HostNet.run(
+                    "/usr/sbin/ip", ["-d", "link", "show", "type", "vxlan"], namespace: namespace)
+                #expect(tunnels.output.contains("id \(network.vni) "), "host \(index + 1): \(tunnels.output)")
+                let flood = HostNet.run("/usr/sbin/bridge", ["fdb", "show"], namespace: namespace).output
+                    .split(separator: "\n").filter { $0.hasPrefix("00:00:00:00:00:00") && $0.contains(" dst ") }
+                #expect(flood.count == 3, "host \(index + 1) floods to the controller's host and two others: \(flood)")
+            }
+            let start = try #require(HostNet.counter("udp_no_listener", at: a, namespace: hosts[0]))
+            #expect(Namespace(existing: hosts[2]).sendUDP(from: a, sourcePort: 40001, to: b, port: 7).status == 0)
+            try await eventually("A on host 1 counts B's echo from host 3", timeout: .seconds(10)) {
+                (HostNet.counter("udp_no_listener", at: a, namespace: hosts[0]) ?? start) > start
+            }
+            let afterMember = try #require(HostNet.counter("udp_no_listener", at: a, namespace: hosts[0]))
+            let droppedBefore = try #require(
+                HostNet.dropped(prefix: fabric.prefix, tap: aPort.tap, namespace: hosts[0]))
+            for port in 40002...40004 {
+                #expect(Namespace(existing: hosts[1]).sendUDP(from: a, sourcePort: port, to: f, port: 7).status == 0)
+            }
+            try await Task.sleep(for: .seconds(2))
+            #expect(
+                HostNet.counter("udp_no_listener", at: a, namespace: hosts[0]) == afterMember,
+                "a non-member's echo got in")
+            // F did answer, across the fabric: A's group dropped the three echoes on A's port on host 1.
+            #expect(
+                (HostNet.dropped(prefix: fabric.prefix, tap: aPort.tap, namespace: hosts[0]) ?? 0) >= droppedBefore + 3)
+            // A network with ports stays; without them it goes from every host.
+            for name in ["a", "b", "f"] { try await client.deleteInstance(name) }
+            try await client.deleteNetwork("overlay")
+            for namespace in hosts {
+                try await eventually("the network's devices gone from \(namespace)") {
+                    !HostNet.run("/usr/sbin/ip", ["-o", "link", "show"], namespace: namespace).output.contains(
+                        network.bridge)
+                }
+            }
+        }
+    }
 }

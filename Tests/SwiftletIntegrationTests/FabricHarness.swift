@@ -115,6 +115,8 @@ final class AgentProcess: @unchecked Sendable {
     let controller: String
     let token: String?
     let name: String
+    /// The controller's device prefix (the fabric's), so that the host carries its networks.
+    let networkPrefix: String
     private var process: Process?
     let logPath: String
 
@@ -127,6 +129,7 @@ final class AgentProcess: @unchecked Sendable {
         self.controller = controller
         self.token = token
         self.name = name
+        networkPrefix = fabric.prefix
     }
 
     func start(token override: String? = nil) throws {
@@ -134,7 +137,7 @@ final class AgentProcess: @unchecked Sendable {
         process.executableURL = URL(fileURLWithPath: "/usr/sbin/ip")
         var arguments = [
             "netns", "exec", namespace, Repo.swiftletBinary, "agent", "--controller", controller, "--data",
-            dataDirectory, "--name", name, "--log-level", "debug",
+            dataDirectory, "--name", name, "--log-level", "debug", "--network-prefix", networkPrefix,
         ]
         if let token = override ?? token { arguments += ["--join-token", token] }
         process.arguments = arguments
@@ -193,7 +196,7 @@ func withCluster(
     try await withServer(
         config: [
             "agentPort": agentPort, "agentNames": [fabric.controllerAddress], "leaseDurationMs": leaseDurationMs,
-            "leaseRenewMs": leaseRenewMs,
+            "leaseRenewMs": leaseRenewMs, "networkPrefix": fabric.prefix, "fabricAddress": fabric.controllerAddress,
         ]
     ) { server, client in
         do {

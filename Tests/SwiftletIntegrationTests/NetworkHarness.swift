@@ -11,8 +11,19 @@ enum HostNet {
         (try? Shell.run("/usr/sbin/ip", arguments)) ?? (-1, "cannot run ip")
     }
 
-    static func nft(_ arguments: [String]) -> (status: Int32, output: String) {
-        (try? Shell.run("/usr/sbin/nft", arguments)) ?? (-1, "cannot run nft")
+    /// In `namespace` when given (a namespace host of a cluster test), else on this host.
+    static func nft(_ arguments: [String], namespace: String? = nil) -> (status: Int32, output: String) {
+        run("/usr/sbin/nft", arguments, namespace: namespace)
+    }
+
+    static func run(_ program: String, _ arguments: [String], namespace: String?) -> (status: Int32, output: String) {
+        let result =
+            if let namespace {
+                try? Shell.run("/usr/sbin/ip", ["netns", "exec", namespace, program] + arguments)
+            } else {
+                try? Shell.run(program, arguments)
+            }
+        return result ?? (-1, "cannot run \(program)")
     }
 
     /// Interface names on the host starting with `prefix`.
@@ -30,8 +41,8 @@ enum HostNet {
         return result.status == 0 ? result.output : nil
     }
 
-    static func curl(_ url: String, seconds: Int = 5) -> (status: Int32, output: String) {
-        (try? Shell.run("/usr/bin/curl", ["-s", "-m", "\(seconds)", url])) ?? (-1, "")
+    static func curl(_ url: String, seconds: Int = 5, namespace: String? = nil) -> (status: Int32, output: String) {
+        run("/usr/bin/curl", ["-s", "-m", "\(seconds)", url], namespace: namespace)
     }
 
     static func removeAll(prefix: String) {
@@ -44,8 +55,8 @@ enum HostNet {
     }
 
     /// Packets the security groups kept out of `tap` (the counted drop ending its chain).
-    static func dropped(prefix: String, tap: String) -> Int? {
-        let chain = nft(["list", "chain", "bridge", "swiftlet_" + prefix, "port_" + tap]).output
+    static func dropped(prefix: String, tap: String, namespace: String? = nil) -> Int? {
+        let chain = nft(["list", "chain", "bridge", "swiftlet_" + prefix, "port_" + tap], namespace: namespace).output
         for line in chain.split(separator: "\n") where line.hasSuffix(" drop") && line.contains("counter packets") {
             let words = line.split(separator: " ")
             if let index = words.firstIndex(of: "packets"), index + 1 < words.count { return Int(words[index + 1]) }
@@ -54,8 +65,8 @@ enum HostNet {
     }
 
     /// The guest's network counters, from the kit's `/_netstats` page.
-    static func counter(_ name: String, at address: String) -> Int? {
-        let page = curl("http://\(address)/_netstats").output
+    static func counter(_ name: String, at address: String, namespace: String? = nil) -> Int? {
+        let page = curl("http://\(address)/_netstats", namespace: namespace).output
         for word in page.split(whereSeparator: { $0 == " " || $0 == "\n" }) where word.hasPrefix(name + "=") {
             return Int(word.dropFirst(name.count + 1))
         }
@@ -67,6 +78,9 @@ enum HostNet {
 /// the network, for probes the unikernels cannot originate.
 struct Namespace {
     let name: String
+
+    /// A namespace made elsewhere (a cluster test's namespace host).
+    init(existing name: String) { self.name = name }
 
     init(prefix: String, index: Int, bridge: String, address: String, prefixLength: Int, gateway: String) throws {
         name = "\(prefix)ns\(index)"

@@ -42,6 +42,25 @@ import Testing
         #expect(text.hasSuffix("    counter drop\n  }\n}\n"))
     }
 
+    @Test func aSegmentThatSpansHostsKeepsItsGatewayOnEachHost() {
+        let ruleset = Ruleset(
+            segments: [
+                .init(
+                    device: "swl-aaaa0001", cidr: "10.9.0.0/24", mode: .isolated, tunnel: "swlxaaaa0001",
+                    gatewayMac: "02:11:22:33:44:55"),
+                .init(device: "swl-aaaa0002", cidr: "10.9.1.0/24", mode: .isolated),
+            ],
+            filteredPorts: [])
+        let text = NFTablesRuleset.render(ruleset, table: "swiftlet", segmentPrefix: "swl-")
+        #expect(text.contains("type filter hook output priority 0; policy accept;"))
+        #expect(text.contains("oifname \"swlxaaaa0001\" ether saddr 02:11:22:33:44:55 drop"))
+        // A network on one host only has no tunnel and no such rule.
+        #expect(
+            !NFTablesRuleset.render(
+                Ruleset(segments: [ruleset.segments[1]], filteredPorts: []), table: "swiftlet", segmentPrefix: "swl-"
+            ).contains("hook output"))
+    }
+
     @Test func cidrArithmetic() {
         #expect(CIDRBlock.parse("10.1.2.0/24")?.broadcast == IPv4.parse("10.1.2.255"))
         #expect(CIDRBlock.parse("10.1.2.1/24") == nil)
