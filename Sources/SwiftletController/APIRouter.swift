@@ -166,7 +166,8 @@ public enum APIRouter {
             let (name, image, marker) = (query.get("name"), query.get("image"), query.get("marker"))
             let principal = try context.requirePrincipal()
             let key = ResponseCache.key(
-                "instances", "\(principal)", state?.rawValue, name, image, marker, limit.map(String.init))
+                "instances", "\(principal)", state?.rawValue, name, image, marker, limit.map(String.init),
+                controller.downHosts().joined(separator: ","))
             let answer = try await controller.responses.body(
                 for: key, generation: controller.store.generation,
                 gzip: ResponseCache.acceptsGzip(request.headers[.acceptEncoding])
@@ -180,7 +181,9 @@ public enum APIRouter {
             return Response(status: .ok, headers: headers, body: .init(byteBuffer: answer.body))
         }
         v1.get("instances/:id") { _, context in
-            json(try controller.instance(try context.parameters.require("id"), by: try context.requirePrincipal()))
+            json(
+                controller.present(
+                    try controller.instance(try context.parameters.require("id"), by: try context.requirePrincipal())))
         }
         v1.delete("instances/:id") { _, context in
             _ = try await controller.act(

@@ -273,7 +273,10 @@ public final class Controller: Sendable {
                 publishedPorts: ports, state: .building, timeline: .starting(at: accepted), createdAt: now,
                 updatedAt: now)
         }
-        for index in instances.indices { instances[index].generation = 1 }
+        for index in instances.indices {
+            instances[index].generation = 1
+            instances[index].desired = .running
+        }
         for instance in instances { try ResourceID.validateName(instance.name) }
         if request.host != nil { try requireAdmin(principal) }
         let networkPlan = try planNetworks(request, by: principal, count: count)
@@ -395,12 +398,37 @@ public final class Controller: Sendable {
         // The router has refused a limit under 1. One more than the page is read: whether
         // another page follows, without a second query.
         let pageSize = limit.map { min($0, Self.maxPageSize) }
+        // UNKNOWN is not stored: those are the instances that want a VM, on a DOWN host. With a
+        // state filter a page may hold fewer than `limit` (its presented state differs).
         var page = try store.instances(
-            projectId: scope(principal), state: state, name: name, imageId: imageId, after: marker,
-            limit: pageSize.map { $0 + 1 })
-        guard let pageSize, page.count > pageSize else { return InstanceList(instances: page) }
-        page.removeLast(page.count - pageSize)
-        return InstanceList(instances: page, next: page.last?.id)
+            projectId: scope(principal), state: state == .unknown ? nil : state, name: name, imageId: imageId,
+            after: marker, limit: pageSize.map { $0 + 1 })
+        var next: String?
+        if let pageSize, page.count > pageSize {
+            page.removeLast(page.count - pageSize)
+            next = page.last?.id
+        }
+        var shown = page.map(present)
+        if let state { shown.removeAll { $0.state != state } }
+        return InstanceList(instances: shown, next: next)
+    }
+
+    /// An instance as the API shows it: UNKNOWN when it should have a VM and its host is DOWN.
+    public func present(_ instance: Instance) -> Instance {
+        guard instance.state.wantsVM, let hostId = instance.hostId, !isUp(hostId: hostId) else { return instance }
+        var shown = instance
+        shown.state = .unknown
+        return shown
+    }
+
+    /// The hosts that are DOWN now, sorted: part of a cached list answer's key, since it changes
+    /// how instances are shown without a change to the store.
+    public func downHosts() -> [String] {
+        let known =
+            (try? launchCatalog.value("hosts", generation: store.catalogGeneration) {
+                () throws(SwiftletError) in try store.hosts()
+            }) ?? []
+        return known.map(\.id).filter { !isUp(hostId: $0) }.sorted()
     }
 
     public func instance(_ idOrName: String, by principal: Principal) throws(SwiftletError) -> Instance {
@@ -420,6 +448,12 @@ public final class Controller: Sendable {
             let next = try InstanceLifecycle.apply(command, to: instance.state)
             if next.wantsVM != instance.state.wantsVM { instance.generation = (instance.generation ?? 0) + 1 }
             instance.state = next
+            switch command {
+            case .start, .resume, .reboot: instance.desired = .running
+            case .stop: instance.desired = .stopped
+            case .pause: instance.desired = .paused
+            case .delete: break
+            }
             if command == .start {
                 instance.timeline = .starting(at: accepted)
                 instance.restartCount = 0
@@ -434,6 +468,12 @@ public final class Controller: Sendable {
             guard let hostId = updated.hostId else { throw .notFound("host", "of instance \(id)") }
             let vmCommand: VMCommand = command == .pause ? .pause : command == .resume ? .resume : .reboot
             try await agents.link(for: hostId).command(vmCommand, instanceId: id)
+            if command != .reboot {
+                try store.updateInstance(id: id) { instance throws(SwiftletError) in
+                    instance.observed = ObservedState(
+                        phase: command == .pause ? .paused : .running, hostId: hostId, at: Date())
+                }
+            }
         case .delete:
             await instanceSync.unassign(updated)
             try store.deleteInstance(id: id)
@@ -442,7 +482,7 @@ public final class Controller: Sendable {
             if !(updated.securityGroups ?? []).isEmpty { await publishNetworks() }
             return nil
         }
-        return try store.instance(idOrName: id, projectId: nil)
+        return try store.instance(idOrName: id, projectId: nil).map(present)
     }
 
     /// The link to the host an instance is on (409 when that host's agent is not connected).

@@ -66,6 +66,7 @@ struct HostMonitor: Service {
                 record.state = .building
                 record.timeline = .starting(at: accepted)
                 record.reason = "evacuated from \(from) (DOWN)"
+                record.task = InstanceTask(kind: .evacuating, from: from, to: target, startedAt: Date())
             }
             try? controller.store.removeHandle(instanceId: instance.id)
             logger.notice(

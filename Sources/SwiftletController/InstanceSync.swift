@@ -64,7 +64,7 @@ public final class InstanceSync: ObservationSink {
         let desired: DesiredVMState =
             switch instance.state {
             case .building, .running, .paused: .running
-            case .stopped, .error, .deleted: .stopped
+            case .stopped, .error, .deleted, .unknown: .stopped
             }
         var assignment = Assignment(
             instance: instance, generation: instance.generation ?? 0, desired: desired,
@@ -188,8 +188,13 @@ public final class InstanceSync: ObservationSink {
                 throw .notFound("instance", instanceId)
             }
             try Self.check(observation, against: instance)
+            try store.updateInstance(
+                id: instanceId, events: [("stopped", reason)], handle: nil
+            ) { record throws(SwiftletError) in
+                try Self.check(observation, against: record)
+                record.observed = ObservedState(phase: .stopped, hostId: observation.hostId, at: Date())
+            }
             try store.removeHandle(instanceId: instanceId)
-            try store.addEvent(instanceId: instanceId, type: "stopped", message: reason)
         case .ready(let timeline, let handle, let events):
             // READY's event, the boot's notes and the handle go in the same commit.
             try await apply(
@@ -227,6 +232,15 @@ public final class InstanceSync: ObservationSink {
                 instance.reason =
                     again ? "restarting (\(instance.restartCount)/\(Self.maxRestarts)): \(reason)" : reason
             }
+            let phase: ObservedState.Phase =
+                switch observed {
+                case .ready: .running
+                case .exited: .exited
+                case .failed: .failed
+                }
+            instance.observed = ObservedState(phase: phase, hostId: observation.hostId, at: Date())
+            // The new host reported: the move is over, whichever way it ended.
+            if instance.task?.to == observation.hostId { instance.task = nil }
             // A new VM (a restart) or none (ERROR, STOPPED) is a new desired state.
             if again || next != instance.state && !next.wantsVM { instance.generation = (instance.generation ?? 0) + 1 }
             instance.state = next
@@ -286,7 +300,8 @@ extension InstanceState {
     var wantsVM: Bool {
         switch self {
         case .building, .running, .paused: true
-        case .stopped, .error, .deleted: false
+        // UNKNOWN is never stored: nothing is sent down for it.
+        case .stopped, .error, .deleted, .unknown: false
         }
     }
 }

@@ -1,3 +1,5 @@
+import Foundation
+
 /// The instance state machine (pure). BUILDING → RUNNING ⇄ PAUSED, → STOPPED, → ERROR, → DELETED.
 public enum InstanceState: String, Codable, Sendable, CaseIterable {
     case building = "BUILDING"
@@ -6,6 +8,58 @@ public enum InstanceState: String, Codable, Sendable, CaseIterable {
     case stopped = "STOPPED"
     case error = "ERROR"
     case deleted = "DELETED"
+    /// Shown, never stored: the instance should have a VM, but its host is DOWN, so whether it
+    /// runs is not known (its `observed` state is what the host last reported).
+    case unknown = "UNKNOWN"
+}
+
+/// What the user last asked of an instance, apart from what happened since.
+public enum DesiredState: String, Codable, Sendable {
+    case running, paused, stopped
+}
+
+/// What an instance's host last reported about its VM.
+public struct ObservedState: Codable, Sendable, Equatable {
+    public enum Phase: String, Codable, Sendable {
+        /// READY: the guest runs.
+        case running
+        case paused
+        /// Stopped because it was asked to.
+        case stopped
+        /// Ended on its own, or never came up (`failed`).
+        case exited, failed
+    }
+
+    public var phase: Phase
+    public var hostId: String
+    public var at: Date
+
+    public init(phase: Phase, hostId: String, at: Date) {
+        self.phase = phase
+        self.hostId = hostId
+        self.at = at
+    }
+}
+
+/// Work in progress on an instance that spans hosts: it runs (or ran) on `from` and is being made
+/// to run on `to`. Cleared when the new host reports READY or the work fails.
+public struct InstanceTask: Codable, Sendable, Equatable {
+    public enum Kind: String, Codable, Sendable {
+        /// Re-created elsewhere because its host went DOWN (restart policy `always`).
+        case evacuating
+    }
+
+    public var kind: Kind
+    public var from: String
+    public var to: String
+    public var startedAt: Date
+
+    public init(kind: Kind, from: String, to: String, startedAt: Date) {
+        self.kind = kind
+        self.from = from
+        self.to = to
+        self.startedAt = startedAt
+    }
 }
 
 /// What a user asks for through the API.

@@ -183,6 +183,12 @@ public struct Instance: Codable, Sendable, Equatable {
     /// restart by its policy): its host's reports carry the generation they act on, and reports
     /// of an older one are refused. Older records have none (0).
     public var generation: UInt64? = nil
+    /// What the user last asked (`state` is the lifecycle status, which also moves on its own).
+    public var desired: DesiredState? = nil
+    /// What the instance's host last reported.
+    public var observed: ObservedState? = nil
+    /// Work in progress across hosts.
+    public var task: InstanceTask? = nil
 
     public init(
         id: String, projectId: String, name: String, imageId: String, flavor: String?, vcpus: Int,

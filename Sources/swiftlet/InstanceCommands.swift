@@ -131,7 +131,13 @@ struct ShowCommand: AsyncParsableCommand {
         Output.fields([
             ("id", found.id), ("name", found.name), ("project", found.projectId),
             ("image", image.map { "\($0.name) (\(found.imageId))" } ?? found.imageId),
-            ("state", state), ("size", found.flavor.map { "\($0): \(size)" } ?? size),
+            ("state", state), ("desired", found.desired?.rawValue ?? "-"),
+            (
+                "observed",
+                found.observed.map { "\($0.phase.rawValue) on \($0.hostId) at \(Format.date($0.at))" } ?? "-"
+            ),
+            ("task", found.task.map { "\($0.kind.rawValue) from \($0.from) to \($0.to)" } ?? "-"),
+            ("size", found.flavor.map { "\($0): \(size)" } ?? size),
             ("args", found.args.isEmpty ? "-" : found.args.joined(separator: " ")),
             ("ports", Format.ports(found.publishedPorts)),
             ("networks", NetworkCommand.describe(found.ports ?? [])),

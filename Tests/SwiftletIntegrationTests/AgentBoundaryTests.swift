@@ -90,6 +90,9 @@ final class FakeHost {
         let events = try host.store.events(instanceId: created.id).map(\.type)
         #expect(events.contains("image") && events.contains("ready"))
         #expect(host.driver.liveInstanceIds == [created.id])
+        // Desired, observed and the host are kept apart.
+        #expect(created.desired == .running && created.task == nil)
+        #expect(created.observed?.phase == .running && created.observed?.hostId == FakeHost.hostId)
     }
 
     @Test func reportsOfAnOlderGenerationOrFromAnotherHostAreRefused() async throws {
@@ -163,6 +166,8 @@ final class FakeHost {
         let created = try await host.create("cycle")
         _ = try await host.controller.act(.pause, on: created.id, by: .admin, stopTimeout: .seconds(1))
         #expect(try host.instance(created.id).state == .paused)
+        #expect(
+            try host.instance(created.id).desired == .paused && host.instance(created.id).observed?.phase == .paused)
         _ = try await host.controller.act(.resume, on: created.id, by: .admin, stopTimeout: .seconds(1))
         let link = try host.controller.link(for: try host.instance(created.id))
         let console = try await link.readConsole(instanceId: created.id, from: 0)
@@ -172,6 +177,8 @@ final class FakeHost {
         #expect(host.driver.consoleInput(instanceId: created.id) == ["hello"])
         _ = try await host.controller.act(.stop, on: created.id, by: .admin, stopTimeout: .seconds(1))
         #expect(try host.store.events(instanceId: created.id).map(\.type).contains("stopped"))
+        #expect(
+            try host.instance(created.id).desired == .stopped && host.instance(created.id).observed?.phase == .stopped)
         // The console of the stopped VM is kept for `logs`.
         let kept = try await link.readConsole(instanceId: created.id, from: 0)
         #expect(!kept.vmRunning && !kept.data.isEmpty)

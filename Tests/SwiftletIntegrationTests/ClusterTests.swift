@@ -168,8 +168,15 @@ struct ClusterTests {
             let after = try await client.instance("keep")
             #expect((after.generation ?? 0) > (created.generation ?? 0))
             #expect(try await client.events("keep").map(\.type).contains("evacuated"))
-            // Only `always` instances move.
-            #expect(try await client.instance(plainId).hostId == "host-node1")
+            #expect(after.task == nil && after.desired == .running, "the move is over once the new host reported")
+            #expect(after.observed?.phase == .running && after.observed?.hostId == after.hostId)
+            // Only `always` instances move; what stays on the DOWN host is UNKNOWN, with what its
+            // host last reported.
+            let stayed = try await client.instance(plainId)
+            #expect(stayed.hostId == "host-node1" && stayed.state == .unknown)
+            #expect(stayed.observed?.phase == .running && stayed.observed?.hostId == "host-node1")
+            #expect(try await client.instances(state: .unknown).map(\.id) == [plainId])
+            #expect(!(try await client.instances(state: .running).map(\.id).contains(plainId)))
             // The dead agent's VM still runs (nothing could stop it) until its agent comes back.
             #expect(fabric.vmms(onHost: 1, instanceId: created.id).count == 1)
 
@@ -180,8 +187,9 @@ struct ClusterTests {
             try await eventually("the stale VM of the moved instance fenced", timeout: .seconds(20)) {
                 fabric.vmms(onHost: 1, instanceId: created.id).isEmpty
             }
-            // What was not moved was re-attached, not booted again.
+            // What was not moved was re-attached, not booted again, and is RUNNING again.
             #expect(fabric.vmms(onHost: 1, instanceId: plainId).count == 1)
+            #expect(try await client.instance(plainId).state == .running)
             #expect(try await client.instance("keep").state == .running)
             _ = server
         }
