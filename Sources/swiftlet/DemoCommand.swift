@@ -18,6 +18,11 @@ struct DemoCommand: AsyncParsableCommand {
             key-value store with published ports, checks each answers over HTTP, prints the phase \
             timeline, then deletes everything, stops the server and removes the directory (also on \
             failure or Ctrl-C). Exits non-zero if any check fails.
+
+            With --hosts N (as root) the main job runs on a cluster: N compute hosts made as network \
+            namespaces on a fabric bridge, each running its own `swiftlet agent` joined over mutual TLS, \
+            and the instances get addresses on one network that spans the hosts (VXLAN). The demo shows \
+            where each instance landed and checks each from its own host.
             """)
 
     static let defaultWebCount = 5
@@ -31,8 +36,13 @@ struct DemoCommand: AsyncParsableCommand {
     @Option(help: "Force the server's accelerator (tcg or kvm) instead of its calibrated choice.")
     var accelerator: String?
 
+    @Option(help: "Run on this many namespace hosts, each with its own agent (root; 0: the server's own host only).")
+    var hosts: Int = 0
+
     func validate() throws {
         guard (1...50).contains(web) else { throw ValidationError("--web must be 1-50") }
+        guard (0...8).contains(hosts) else { throw ValidationError("--hosts must be 0-8") }
+        if hosts > 0, getuid() != 0 { throw ValidationError("--hosts needs root (network namespaces, bridges, VXLAN)") }
     }
 
     func run() async throws {
@@ -40,7 +50,7 @@ struct DemoCommand: AsyncParsableCommand {
         guard FileManager.default.fileExists(atPath: guest + "/build.sh") else {
             throw ValidationError("no build.sh in '\(guest)'; pass the repository's guest/ directory with --guest-dir")
         }
-        let demo = try Demo(guestDir: guest, webCount: web, accelerator: accelerator)
+        let demo = try Demo(guestDir: guest, webCount: web, accelerator: accelerator, hosts: hosts)
         let work = Task { try await demo.perform() }
         let interrupts = DemoEnvironment.onInterrupt {
             Output.note("\ninterrupted: cleaning up")
@@ -63,18 +73,22 @@ actor Demo {
     let guestDir: String
     let webCount: Int
     let accelerator: String?
+    /// Namespace hosts with their own agents (none: the server's own host only).
+    let fabric: DemoFabric?
     let workDir: String
     private let started = monotonicNanos()
     private var server: ChildProcess?
+    private(set) var agents: [ChildProcess] = []
     private var client: SwiftletClient?
-    private var instanceIds: [String] = []
+    private(set) var instanceIds: [String] = []
     private var imageIds: [String] = []
     private var usedPorts: Set<Int> = []
 
-    init(guestDir: String, webCount: Int, accelerator: String?) throws {
+    init(guestDir: String, webCount: Int, accelerator: String?, hosts: Int = 0) throws {
         self.guestDir = guestDir
         self.webCount = webCount
         self.accelerator = accelerator
+        fabric = hosts > 0 ? DemoFabric(hosts: hosts) : nil
         let temporary = URL(fileURLWithPath: NSTemporaryDirectory()).appendingPathComponent("swiftlet-demo-XXXXXX")
         var template = Array(temporary.path.utf8CString)
         guard let made = mkdtemp(&template) else {
@@ -83,7 +97,11 @@ actor Demo {
         workDir = String(cString: made)
     }
 
-    private func log(_ step: String, _ message: String) {
+    func record(_ created: [Instance]) { instanceIds += created.map(\.id) }
+
+    func addAgent(_ agent: ChildProcess) { agents.append(agent) }
+
+    func log(_ step: String, _ message: String) {
         let seconds = Double(monotonicNanos() - started) / 1e9
         // Unbuffered, so the progress shows at once also when piped.
         Output.raw(
@@ -93,6 +111,7 @@ actor Demo {
 
     /// Runs every step; returns whether all checks passed. Throws when the demo cannot go on.
     func perform() async throws -> Bool {
+        if let fabric { return try await performOnHosts(fabric) }
         let client = try await startServer()
         let images = try await buildAndUpload(client)
         var failures: [String] = []
@@ -129,11 +148,11 @@ actor Demo {
 
     // MARK: steps
 
-    private func startServer() async throws -> SwiftletClient {
+    func startServer(extraArguments: [String] = []) async throws -> SwiftletClient {
         let port = try freePort()
         let data = workDir + "/data"
         let url = "http://127.0.0.1:\(port)"
-        var arguments = ["server", "--data", data, "--host", "127.0.0.1", "--port", String(port)]
+        var arguments = ["server", "--data", data, "--host", "127.0.0.1", "--port", String(port)] + extraArguments
         arguments.append("--stop-instances-on-exit")
         if let accelerator { arguments += ["--accelerator", accelerator] }
         log("server", "starting on \(url), data in \(workDir)")
@@ -172,7 +191,7 @@ actor Demo {
         }
     }
 
-    private func buildAndUpload(_ client: SwiftletClient) async throws -> (http: String, kv: String) {
+    func buildAndUpload(_ client: SwiftletClient) async throws -> (http: String, kv: String) {
         var ids: [String] = []
         for example in ["http", "kv"] {
             let output = "\(workDir)/\(example).elf"
@@ -211,7 +230,7 @@ actor Demo {
             log("boot", "\(name): \(error)")
             return false
         }
-        instanceIds += created.map(\.id)
+        record(created)
         guard let instance = created.first else { return false }
         guard instance.state == .running else {
             log("boot", "\(name): \(instance.state.rawValue) (\(instance.reason ?? "no reason given"))")
@@ -314,6 +333,11 @@ actor Demo {
             for id in instances {
                 do { try await client.deleteInstance(id) } catch { log("cleanup", "deleting \(id): \(error)") }
             }
+            for network in (try? await client.networks()) ?? [] {
+                do { try await client.deleteNetwork(network.id) } catch {
+                    log("cleanup", "deleting network \(network.name): \(error)")
+                }
+            }
             for id in images {
                 do { try await client.deleteImage(id) } catch { log("cleanup", "deleting image \(id): \(error)") }
             }
@@ -322,9 +346,23 @@ actor Demo {
                 log("cleanup", "deleted \(instances.count) instances and \(images.count) images")
             }
         }
+        // Stopped together: each may take its graceful-shutdown time.
+        let stopped = await withTaskGroup(of: (Int, String).self) { group in
+            for (index, agent) in agents.enumerated() {
+                group.addTask { (index, await agent.terminate(grace: .seconds(10))) }
+            }
+            return await group.reduce(into: [:]) { $0[$1.0] = $1.1 }
+        }
+        for (index, status) in stopped.sorted(by: { $0.key < $1.key }) {
+            log("cleanup", "agent \(index + 1) stopped (\(status))")
+        }
         if let server {
             let status = await server.terminate(grace: .seconds(20))
             log("cleanup", "server stopped (\(status))")
+        }
+        if let fabric {
+            fabric.destroy()
+            log("cleanup", "removed the namespace hosts and the fabric bridge")
         }
         // QEMU runs in its own session: anything still naming our directory would outlive us.
         let leftovers = DemoEnvironment.processes(mentioning: workDir)
@@ -341,7 +379,7 @@ actor Demo {
     // MARK: helpers
 
     /// A port nothing listens on now, and not handed out before in this demo.
-    private func freePort() throws -> Int {
+    func freePort() throws -> Int {
         for _ in 0..<20 {
             let port = try DemoEnvironment.freePort()
             if usedPorts.insert(port).inserted { return port }
@@ -352,7 +390,7 @@ actor Demo {
     private func serverLogTail() -> String { tail(of: workDir + "/server.log") }
 
     /// The last lines of a log, joined into one line for an error message.
-    private func tail(of path: String) -> String {
+    func tail(of path: String) -> String {
         let text = (try? String(contentsOfFile: path, encoding: .utf8)) ?? ""
         let lines = text.split(separator: "\n").suffix(5).map { $0.trimmingCharacters(in: .whitespaces) }
         return lines.isEmpty ? "(no output)" : lines.joined(separator: " | ")
