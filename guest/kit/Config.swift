@@ -15,6 +15,7 @@ public enum Config {
 
     /// Value kinds the kit checks for well-known keys as soon as they are loaded.
     static let addressKeys = ["gw", "dns", "netmask"]
+    /// Per NIC, in order: `ip`/`mac` for the first, `ip<i>`/`mac<i>` for NIC i.
     static let interfaceAddressKeys = ["ip", "ip1", "ip2", "ip3"]
     static let macKeys = ["mac", "mac1", "mac2", "mac3"]
 

@@ -50,7 +50,7 @@ final class NetStack {
     var random = SystemRandomNumberGenerator()
 
     /// The config keys `start()` reads; apps pass them to `Config.load(allowed:)`.
-    static let configKeys = ["ip", "gw", "mac", "ip1", "mac1", "ip2", "mac2", "ip3", "mac3"]
+    static let configKeys = ["gw"] + Config.interfaceAddressKeys + Config.macKeys
 
     private init(interfaces: [NetInterface]) {
         self.interfaces = interfaces
@@ -63,12 +63,13 @@ final class NetStack {
     /// in slot order. A missing NIC is fatal: the app cannot do its job without it.
     static func start() -> NetStack {
         var wanted: [InterfaceConfig] = [InterfaceConfig(index: 0)]
-        for index in 1..<VirtioNet.maxDevices where Config.string("ip\(index)") != nil {
-            wanted.append(InterfaceConfig(index: index))
-        }
-        for index in 1..<VirtioNet.maxDevices
-        where Config.string("mac\(index)") != nil && Config.string("ip\(index)") == nil {
-            Config.fail(key: "mac\(index)", reason: "no ip\(index) for it")
+        for index in 1..<VirtioNet.maxDevices {
+            let ipKey = Config.interfaceAddressKeys[index]
+            if Config.string(ipKey) != nil {
+                wanted.append(InterfaceConfig(index: index))
+            } else if Config.string(Config.macKeys[index]) != nil {
+                Config.fail(key: Config.macKeys[index], reason: "no \(ipKey) for it")
+            }
         }
         let devices = VirtioMMIO.all(deviceID: 1).map { found in
             (device: found.device, slot: found.slot, mac: VirtioNet.peekMAC(found.device))
@@ -177,8 +178,8 @@ private struct InterfaceConfig {
     let mac: MACAddress?
 
     init(index: Int) {
-        ipKey = index == 0 ? "ip" : "ip\(index)"
-        macKey = index == 0 ? "mac" : "mac\(index)"
+        ipKey = Config.interfaceAddressKeys[index]
+        macKey = Config.macKeys[index]
         mac = Config.mac(macKey)
         if let configured = Config.ipv4(ipKey) {
             address = configured.address
