@@ -46,7 +46,8 @@ extension NetStack {
         let source = packet.be32(12)
         let destination = packet.be32(16)
         let isBroadcast = destination == 0xffff_ffff || destination == interface.broadcastAddress
-        // Any of our addresses, whichever NIC it came in on: replies are routed the same way.
+        // Any of our addresses on any NIC (weak host): replies leave by the
+        // route, which need not be the NIC a request came in on.
         guard isLocalAddress(destination) || isBroadcast else {
             counters.notForUs += 1
             return
