@@ -15,6 +15,9 @@ public enum Config {
 
     /// Value kinds the kit checks for well-known keys as soon as they are loaded.
     static let addressKeys = ["gw", "dns", "netmask"]
+    /// Per NIC, in order: `ip`/`mac` for the first, `ip<i>`/`mac<i>` for NIC i.
+    static let interfaceAddressKeys = ["ip", "ip1", "ip2", "ip3"]
+    static let macKeys = ["mac", "mac1", "mac2", "mac3"]
 
     /// Splits the raw command line; called by the kit before the app starts.
     static func parse(commandLine: UnsafeBufferPointer<UInt8>) {
@@ -42,12 +45,14 @@ public enum Config {
     }
 
     /// Checks every word against the app's allowed keys and validates the
-    /// values of well-known keys (`ip`, `gw`, `dns`, `netmask`, `port`, `name`).
+    /// values of well-known keys (`ip`, `ip1`–`ip3`, `mac`, `mac1`–`mac3`, `gw`,
+    /// `dns`, `netmask`, `port`).
     public static func load(allowed: [String]) {
         for (key, value) in words {
             guard allowed.contains(where: { same($0, key) }) else { fail(key: key, reason: "unknown key") }
             guard !value.isEmpty else { fail(key: key, reason: "empty value") }
-            if same(key, "ip") { _ = ipv4(key) }
+            if interfaceAddressKeys.contains(where: { same($0, key) }) { _ = ipv4(key) }
+            if macKeys.contains(where: { same($0, key) }) { _ = mac(key) }
             if addressKeys.contains(where: { same($0, key) }) { _ = ipv4Address(key) }
             if same(key, "port") { _ = port(key, default: 0) }
         }
@@ -103,6 +108,22 @@ public enum Config {
         return address
     }
 
+    /// An Ethernet address `xx:xx:xx:xx:xx:xx` (hex digits, either case).
+    static func mac(_ key: String) -> MACAddress? {
+        guard let value = string(key) else { return nil }
+        let reason = "expected xx:xx:xx:xx:xx:xx: \(value)"
+        let parts = value.utf8.split(separator: 0x3A, omittingEmptySubsequences: false)
+        guard parts.count == 6 else { fail(key: key, reason: reason) }
+        var bits: UInt64 = 0
+        for part in parts {
+            guard part.count == 2, let high = hexDigit(part.first!), let low = hexDigit(part.last!) else {
+                fail(key: key, reason: reason)
+            }
+            bits = bits << 8 | UInt64(high << 4 | low)
+        }
+        return MACAddress(bits)
+    }
+
     /// Prints the bad-config line and exits with the bad-config status.
     public static func fail(key: String, reason: String) -> Never {
         print("swiftlet: bad config: \(key): \(reason)")
@@ -124,6 +145,15 @@ public enum Config {
             address = address << 8 | UInt32(value)
         }
         return address
+    }
+
+    static func hexDigit(_ byte: UInt8) -> UInt8? {
+        switch byte {
+        case 0x30...0x39: byte - 0x30
+        case 0x41...0x46: byte - 0x41 + 10
+        case 0x61...0x66: byte - 0x61 + 10
+        default: nil
+        }
     }
 
     static func parseDecimal<Digits: Collection>(_ digits: Digits) -> UInt64? where Digits.Element == UInt8 {

@@ -4,7 +4,7 @@
 @main
 struct Echo {
     static func main() {
-        Config.load(allowed: ["name", "ip", "gw", "port"])
+        Config.load(allowed: ["name", "port"] + NetStack.configKeys)
         let port = Config.port("port", default: 7)
         let stack = NetStack.start()
         stack.bindUDP(port: port) { stack, datagram in

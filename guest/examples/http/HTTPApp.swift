@@ -4,7 +4,7 @@
 @main
 struct HTTPApp {
     static func main() {
-        Config.load(allowed: ["name", "ip", "gw", "port"])
+        Config.load(allowed: ["name", "port"] + NetStack.configKeys)
         let name = Config.string("name", default: "swiftlet")
         let port = Config.port("port", default: 80)
         let stack = NetStack.start()

@@ -8,7 +8,7 @@
 @main
 struct KVApp {
     static func main() {
-        Config.load(allowed: ["name", "ip", "gw", "port"])
+        Config.load(allowed: ["name", "port"] + NetStack.configKeys)
         let port = Config.port("port", default: 80)
         let stack = NetStack.start()
         var store = KVStore()

@@ -64,7 +64,7 @@ extension NetStack {
     static let arpOpRequest: UInt16 = 1
     static let arpOpReply: UInt16 = 2
 
-    func receiveARP(_ packet: PacketView) {
+    func receiveARP(_ packet: PacketView, on interface: NetInterface) {
         guard packet.count >= 28 else {
             counters.truncated += 1
             return
@@ -78,88 +78,104 @@ extension NetStack {
         let senderMAC = packet.mac(8)
         let senderAddress = packet.be32(14)
         let targetAddress = packet.be32(24)
+        let address = interface.address
         if senderAddress != 0 && !senderMAC.isMulticast
-            && (targetAddress == address || arp.contains(senderAddress))
+            && (targetAddress == address || interface.arp.contains(senderAddress))
         {
-            arp.learn(senderAddress, senderMAC, now: now)
-            releasePending(for: senderAddress, mac: senderMAC)
+            interface.arp.learn(senderAddress, senderMAC, now: now)
+            releasePending(for: senderAddress, mac: senderMAC, on: interface)
         }
         if operation == Self.arpOpRequest && targetAddress == address && senderAddress != address {
             sendARP(
-                operation: Self.arpOpReply, to: senderMAC, targetMAC: senderMAC, targetAddress: senderAddress)
+                operation: Self.arpOpReply, to: senderMAC, targetMAC: senderMAC, targetAddress: senderAddress,
+                on: interface)
         }
     }
 
-    func sendARP(operation: UInt16, to destination: MACAddress, targetMAC: MACAddress, targetAddress: UInt32) {
-        sendFrame(to: destination, type: EtherType.arp, payloadLength: 28) { writer in
+    func sendARP(
+        operation: UInt16, to destination: MACAddress, targetMAC: MACAddress, targetAddress: UInt32,
+        on interface: NetInterface
+    ) {
+        sendFrame(to: destination, type: EtherType.arp, payloadLength: 28, on: interface) { writer in
             writer.put16(0, 1)
             writer.put16(2, EtherType.ipv4)
             writer.put8(4, 6)
             writer.put8(5, 4)
             writer.put16(6, operation)
-            writer.putMAC(8, mac)
-            writer.put32(14, address)
+            writer.putMAC(8, interface.mac)
+            writer.put32(14, interface.address)
             writer.putMAC(18, targetMAC)
             writer.put32(24, targetAddress)
         }
     }
 
     /// Announces our address so neighbours (and bridges) learn it at once.
-    func sendGratuitousARP() {
-        sendARP(operation: Self.arpOpRequest, to: .broadcast, targetMAC: .zero, targetAddress: address)
+    func sendGratuitousARP(on interface: NetInterface) {
+        sendARP(
+            operation: Self.arpOpRequest, to: .broadcast, targetMAC: .zero, targetAddress: interface.address,
+            on: interface)
     }
 
     /// Queues an IPv4 packet until `nextHop` resolves, asking for it if needed.
-    func enqueueForResolution(_ packet: [UInt8], nextHop: UInt32) {
-        if arp.pending.count >= ARPCache.pendingCapacity {
-            arp.pending.removeFirst()
+    func enqueueForResolution(_ packet: [UInt8], nextHop: UInt32, on interface: NetInterface) {
+        if interface.arp.pending.count >= ARPCache.pendingCapacity {
+            interface.arp.pending.removeFirst()
             counters.arpUnresolved += 1
         }
-        arp.pending.append(PendingPacket(nextHop: nextHop, packet: packet))
-        if !arp.queries.contains(where: { $0.address == nextHop }) {
-            arp.queries.append(ARPQuery(address: nextHop, lastSent: now, attempts: 1))
-            sendARP(operation: Self.arpOpRequest, to: .broadcast, targetMAC: .zero, targetAddress: nextHop)
+        interface.arp.pending.append(PendingPacket(nextHop: nextHop, packet: packet))
+        if !interface.arp.queries.contains(where: { $0.address == nextHop }) {
+            interface.arp.queries.append(ARPQuery(address: nextHop, lastSent: now, attempts: 1))
+            sendARP(
+                operation: Self.arpOpRequest, to: .broadcast, targetMAC: .zero, targetAddress: nextHop, on: interface)
         }
     }
 
-    private func releasePending(for resolved: UInt32, mac destination: MACAddress) {
-        arp.queries.removeAll { $0.address == resolved }
-        if !arp.pending.contains(where: { $0.nextHop == resolved }) { return }
+    private func releasePending(for resolved: UInt32, mac destination: MACAddress, on interface: NetInterface) {
+        interface.arp.queries.removeAll { $0.address == resolved }
+        if !interface.arp.pending.contains(where: { $0.nextHop == resolved }) { return }
         var waiting: [PendingPacket] = []
-        for item in arp.pending {
+        for item in interface.arp.pending {
             if item.nextHop != resolved {
                 waiting.append(item)
                 continue
             }
             item.packet.withUnsafeBytes { bytes in
-                sendFrame(to: destination, type: EtherType.ipv4, payloadLength: bytes.count) { writer in
+                sendFrame(to: destination, type: EtherType.ipv4, payloadLength: bytes.count, on: interface) { writer in
                     writer.copy(0, from: bytes.baseAddress!, count: bytes.count)
                 }
             }
         }
-        arp.pending = waiting
+        interface.arp.pending = waiting
     }
 
     /// Resends unanswered requests; gives up (dropping the queued packets)
     /// after a few tries. Returns the next retry time.
     func arpTimers() -> UInt64 {
         var next = UInt64.max
-        var index = arp.queries.count - 1
+        for interface in interfaces { next = min(next, arpTimers(on: interface)) }
+        return next
+    }
+
+    private func arpTimers(on interface: NetInterface) -> UInt64 {
+        var next = UInt64.max
+        var index = interface.arp.queries.count - 1
         while index >= 0 {
-            var query = arp.queries[index]
+            var query = interface.arp.queries[index]
             if now &- query.lastSent >= ARPCache.retryInterval {
                 if query.attempts >= ARPCache.maxAttempts {
-                    let before = arp.pending.count
-                    arp.pending.removeAll { $0.nextHop == query.address }
-                    counters.arpUnresolved += UInt64(before - arp.pending.count)
-                    arp.queries.remove(at: index)
+                    let before = interface.arp.pending.count
+                    interface.arp.pending.removeAll { $0.nextHop == query.address }
+                    counters.arpUnresolved += UInt64(before - interface.arp.pending.count)
+                    interface.arp.queries.remove(at: index)
                     index -= 1
                     continue
                 }
                 query.attempts += 1
                 query.lastSent = now
-                arp.queries[index] = query
-                sendARP(operation: Self.arpOpRequest, to: .broadcast, targetMAC: .zero, targetAddress: query.address)
+                interface.arp.queries[index] = query
+                sendARP(
+                    operation: Self.arpOpRequest, to: .broadcast, targetMAC: .zero, targetAddress: query.address,
+                    on: interface)
             }
             next = min(next, query.lastSent + ARPCache.retryInterval)
             index -= 1

@@ -9,7 +9,7 @@ enum EtherType {
 extension NetStack {
     static let ethernetHeaderSize = 14
 
-    func receiveFrame(_ frame: PacketView) {
+    func receiveFrame(_ frame: PacketView, on interface: NetInterface) {
         counters.rxFrames += 1
         counters.rxBytes += UInt64(frame.count)
         guard frame.count >= Self.ethernetHeaderSize else {
@@ -17,26 +17,27 @@ extension NetStack {
             return
         }
         let destination = frame.mac(0)
-        guard destination == mac || destination.isBroadcast else {
+        guard destination == interface.mac || destination.isBroadcast else {
             counters.notForUs += 1
             return
         }
         let payload = frame.slice(Self.ethernetHeaderSize, frame.count - Self.ethernetHeaderSize)
         switch frame.be16(12) {
-        case EtherType.ipv4: receiveIPv4(payload)
-        case EtherType.arp: receiveARP(payload)
+        case EtherType.ipv4: receiveIPv4(payload, on: interface)
+        case EtherType.arp: receiveARP(payload, on: interface)
         default: counters.unknownEtherType += 1
         }
     }
 
-    /// Sends one frame; `fill` writes `payloadLength` bytes after the header.
+    /// Sends one frame on `interface`; `fill` writes `payloadLength` bytes after the header.
     func sendFrame(
-        to destination: MACAddress, type: UInt16, payloadLength: Int, _ fill: (PacketWriter) -> Void
+        to destination: MACAddress, type: UInt16, payloadLength: Int, on interface: NetInterface,
+        _ fill: (PacketWriter) -> Void
     ) {
         let length = max(Self.ethernetHeaderSize + payloadLength, 60)
-        let sent = nic.transmit { writer in
+        let sent = interface.nic.transmit { writer in
             writer.putMAC(0, destination)
-            writer.putMAC(6, mac)
+            writer.putMAC(6, interface.mac)
             writer.put16(12, type)
             let payload = writer.slice(Self.ethernetHeaderSize)
             fill(payload)

@@ -11,7 +11,7 @@ extension NetStack {
     static let ipv4HeaderSize = 20
     static let mtu = 1500
 
-    func receiveIPv4(_ packet: PacketView) {
+    func receiveIPv4(_ packet: PacketView, on interface: NetInterface) {
         guard packet.count >= Self.ipv4HeaderSize else {
             counters.truncated += 1
             return
@@ -45,31 +45,29 @@ extension NetStack {
         }
         let source = packet.be32(12)
         let destination = packet.be32(16)
-        let isBroadcast = destination == 0xffff_ffff || destination == broadcastAddress
-        guard destination == address || isBroadcast else {
+        let isBroadcast = destination == 0xffff_ffff || destination == interface.broadcastAddress
+        // Any of our addresses on any NIC (weak host): replies leave by the
+        // route, which need not be the NIC a request came in on.
+        guard isLocalAddress(destination) || isBroadcast else {
             counters.notForUs += 1
             return
         }
         let payload = packet.slice(headerLength, totalLength - headerLength)
         switch packet.u8(9) {
-        case IPProtocol.icmp where !isBroadcast: receiveICMP(payload, source: source)
+        case IPProtocol.icmp where !isBroadcast: receiveICMP(payload, source: source, destination: destination)
         case IPProtocol.udp: receiveUDP(payload, source: source, destination: destination)
-        case IPProtocol.tcp where !isBroadcast: receiveTCP(payload, source: source)
+        case IPProtocol.tcp where !isBroadcast: receiveTCP(payload, source: source, destination: destination)
         case IPProtocol.icmp, IPProtocol.tcp: counters.notForUs += 1
         default: counters.unknownProtocol += 1
         }
     }
 
-    /// The address whose MAC a packet to `destination` goes to.
-    func nextHop(for destination: UInt32) -> UInt32 {
-        if gateway != 0 && destination & netmask != address & netmask { return gateway }
-        return destination
-    }
-
-    /// Sends an IPv4 datagram; `fill` writes the `payloadLength` bytes after
-    /// the IP header. Queues it if the next hop is not yet resolved.
+    /// Sends an IPv4 datagram from our address `source` by the interface
+    /// `route` picks; `fill` writes the `payloadLength` bytes after the IP
+    /// header. Queues it if the next hop is not yet resolved.
     func sendIPv4(
-        to destination: UInt32, protocol proto: UInt8, payloadLength: Int, _ fill: (PacketWriter) -> Void
+        from source: UInt32, to destination: UInt32, protocol proto: UInt8, payloadLength: Int,
+        _ fill: (PacketWriter) -> Void
     ) {
         let totalLength = Self.ipv4HeaderSize + payloadLength
         guard totalLength <= Self.mtu else { return }
@@ -84,22 +82,23 @@ extension NetStack {
             writer.put8(8, 64)
             writer.put8(9, proto)
             writer.put16(10, 0)
-            writer.put32(12, self.address)
+            writer.put32(12, source)
             writer.put32(16, destination)
             var checksum = InternetChecksum()
             checksum.add(UnsafeRawPointer(writer.base), count: Self.ipv4HeaderSize)
             writer.put16(10, checksum.value)
             fill(writer.slice(Self.ipv4HeaderSize))
         }
-        let hop = nextHop(for: destination)
-        if destination == 0xffff_ffff || destination == broadcastAddress {
-            sendFrame(to: .broadcast, type: EtherType.ipv4, payloadLength: totalLength, build)
-        } else if let destinationMAC = arp.lookup(hop, now: now) {
-            sendFrame(to: destinationMAC, type: EtherType.ipv4, payloadLength: totalLength, build)
+        let interface = route(destination)
+        let hop = interface.nextHop(for: destination)
+        if destination == 0xffff_ffff || destination == interface.broadcastAddress {
+            sendFrame(to: .broadcast, type: EtherType.ipv4, payloadLength: totalLength, on: interface, build)
+        } else if let destinationMAC = interface.arp.lookup(hop, now: now) {
+            sendFrame(to: destinationMAC, type: EtherType.ipv4, payloadLength: totalLength, on: interface, build)
         } else {
             var packet = [UInt8](repeating: 0, count: totalLength)
             packet.withUnsafeMutableBytes { bytes in build(PacketWriter(base: bytes.baseAddress!)) }
-            enqueueForResolution(packet, nextHop: hop)
+            enqueueForResolution(packet, nextHop: hop, on: interface)
         }
     }
 }

@@ -59,6 +59,8 @@ final class TCPConnection {
     static let finWait2Duration: UInt64 = 15_000_000
 
     let stack: NetStack
+    /// Which of our addresses the peer connected to: every segment comes from it.
+    let localAddress: UInt32
     let localPort: UInt16
     let remoteAddress: UInt32
     let remotePort: UInt16
@@ -111,9 +113,11 @@ final class TCPConnection {
     fileprivate var acceptHandler: ((TCPConnection) -> Void)?
 
     fileprivate init(
-        stack: NetStack, localPort: UInt16, remoteAddress: UInt32, remotePort: UInt16, iss: UInt32, irs: UInt32
+        stack: NetStack, localAddress: UInt32, localPort: UInt16, remoteAddress: UInt32, remotePort: UInt16,
+        iss: UInt32, irs: UInt32
     ) {
         self.stack = stack
+        self.localAddress = localAddress
         self.localPort = localPort
         self.remoteAddress = remoteAddress
         self.remotePort = remotePort
@@ -210,7 +214,7 @@ extension NetStack {
         listeners.append(TCPListener(port: port, onAccept: onAccept))
     }
 
-    func receiveTCP(_ packet: PacketView, source: UInt32) {
+    func receiveTCP(_ packet: PacketView, source: UInt32, destination: UInt32) {
         guard packet.count >= 20 else {
             counters.truncated += 1
             return
@@ -221,7 +225,8 @@ extension NetStack {
             return
         }
         var checksum = InternetChecksum()
-        checksum.addPseudoHeader(source: source, destination: address, protocol: IPProtocol.tcp, length: packet.count)
+        checksum.addPseudoHeader(
+            source: source, destination: destination, protocol: IPProtocol.tcp, length: packet.count)
         checksum.add(packet)
         guard checksum.value == 0 else {
             counters.badChecksum += 1
@@ -235,7 +240,7 @@ extension NetStack {
 
         for connection in connections
         where connection.remotePort == segment.sourcePort && connection.localPort == segment.destinationPort
-            && connection.remoteAddress == source
+            && connection.remoteAddress == source && connection.localAddress == destination
         {
             // A new SYN past a TIME-WAIT connection's sequence space reopens it (RFC 6191).
             if connection.state == .timeWait && segment.has(TCPFlag.syn) && !segment.has(TCPFlag.ack)
@@ -252,11 +257,11 @@ extension NetStack {
         if segment.has(TCPFlag.syn) && !segment.has(TCPFlag.ack),
             let listener = listeners.first(where: { $0.port == segment.destinationPort })
         {
-            accept(segment, from: source, listener: listener)
+            accept(segment, from: source, to: destination, listener: listener)
             return
         }
         counters.tcpNoListener += 1
-        sendReset(replyingTo: segment, from: source)
+        sendReset(replyingTo: segment, from: source, to: destination)
     }
 
     /// The MSS option, if well formed; malformed options end the scan.
@@ -278,13 +283,13 @@ extension NetStack {
         return nil
     }
 
-    private func accept(_ segment: TCPSegment, from source: UInt32, listener: TCPListener) {
+    private func accept(_ segment: TCPSegment, from source: UInt32, to destination: UInt32, listener: TCPListener) {
         if connections.count >= Self.maxConnections && !reclaimSlot() {
             counters.tcpTableFull += 1
             return
         }
         let connection = TCPConnection(
-            stack: self, localPort: segment.destinationPort, remoteAddress: source,
+            stack: self, localAddress: destination, localPort: segment.destinationPort, remoteAddress: source,
             remotePort: segment.sourcePort, iss: random.next(), irs: segment.seq)
         connection.mss = min(max(segment.mss ?? 536, 64), TCPConnection.ourMSS)
         connection.sndWnd = UInt32(segment.window)
@@ -333,7 +338,7 @@ extension NetStack {
             }
             guard segment.has(TCPFlag.ack) else { return }
             guard segment.ack == connection.iss &+ 1 else {
-                sendReset(replyingTo: segment, from: connection.remoteAddress)
+                sendReset(replyingTo: segment, from: connection.remoteAddress, to: connection.localAddress)
                 return
             }
             connection.state = .established
@@ -568,7 +573,8 @@ extension NetStack {
         let length = headerLength + count
         let remote = connection.remoteAddress
         connection.sendBuffer.withUnsafeBytes { sendBytes in
-            sendIPv4(to: remote, protocol: IPProtocol.tcp, payloadLength: length) { writer in
+            sendIPv4(from: connection.localAddress, to: remote, protocol: IPProtocol.tcp, payloadLength: length) {
+                writer in
                 writer.put16(0, connection.localPort)
                 writer.put16(2, connection.remotePort)
                 writer.put32(4, seq)
@@ -588,7 +594,8 @@ extension NetStack {
                         headerLength, from: sendBytes.baseAddress! + connection.sendStart + dataOffset, count: count)
                 }
                 var checksum = InternetChecksum()
-                checksum.addPseudoHeader(source: address, destination: remote, protocol: IPProtocol.tcp, length: length)
+                checksum.addPseudoHeader(
+                    source: connection.localAddress, destination: remote, protocol: IPProtocol.tcp, length: length)
                 checksum.add(UnsafeRawPointer(writer.base), count: length)
                 writer.put16(16, checksum.value)
             }
@@ -596,12 +603,12 @@ extension NetStack {
     }
 
     /// RST for a segment that matches no connection (RFC 9293 §3.10.7.1).
-    private func sendReset(replyingTo segment: TCPSegment, from source: UInt32) {
+    private func sendReset(replyingTo segment: TCPSegment, from source: UInt32, to destination: UInt32) {
         let hasAck = segment.has(TCPFlag.ack)
         let seq = hasAck ? segment.ack : 0
         let ack = segment.seq &+ UInt32(segment.length)
         let flags = hasAck ? TCPFlag.rst : TCPFlag.rst | TCPFlag.ack
-        sendIPv4(to: source, protocol: IPProtocol.tcp, payloadLength: 20) { writer in
+        sendIPv4(from: destination, to: source, protocol: IPProtocol.tcp, payloadLength: 20) { writer in
             writer.put16(0, segment.destinationPort)
             writer.put16(2, segment.sourcePort)
             writer.put32(4, seq)
@@ -612,7 +619,7 @@ extension NetStack {
             writer.put16(16, 0)
             writer.put16(18, 0)
             var checksum = InternetChecksum()
-            checksum.addPseudoHeader(source: address, destination: source, protocol: IPProtocol.tcp, length: 20)
+            checksum.addPseudoHeader(source: destination, destination: source, protocol: IPProtocol.tcp, length: 20)
             checksum.add(UnsafeRawPointer(writer.base), count: 20)
             writer.put16(16, checksum.value)
         }

@@ -56,11 +56,13 @@ extension NetStack {
                 payload: datagram.slice(8, length - 8)))
     }
 
-    /// Sends `payload` (at most 1472 bytes) from `sourcePort` to `destination`.
+    /// Sends `payload` (at most 1472 bytes) from `sourcePort` to `destination`,
+    /// from the address of the interface that routes to it.
     func sendUDP(from sourcePort: UInt16, to destination: UInt32, port: UInt16, payload: PacketView) {
         let length = 8 + payload.count
         guard Self.ipv4HeaderSize + length <= Self.mtu else { return }
-        sendIPv4(to: destination, protocol: IPProtocol.udp, payloadLength: length) { writer in
+        let source = route(destination).address
+        sendIPv4(from: source, to: destination, protocol: IPProtocol.udp, payloadLength: length) { writer in
             writer.put16(0, sourcePort)
             writer.put16(2, port)
             writer.put16(4, UInt16(length))
@@ -68,7 +70,7 @@ extension NetStack {
             writer.copy(8, from: payload.base, count: payload.count)
             var checksum = InternetChecksum()
             checksum.addPseudoHeader(
-                source: address, destination: destination, protocol: IPProtocol.udp, length: length)
+                source: source, destination: destination, protocol: IPProtocol.udp, length: length)
             checksum.add(UnsafeRawPointer(writer.base), count: length)
             let value = checksum.value
             writer.put16(6, value == 0 ? 0xffff : value)

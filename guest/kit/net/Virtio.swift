@@ -54,19 +54,18 @@ struct VirtioMMIO {
     static let slotCount: UInt = 32
     static let magicValue: UInt32 = 0x7472_6976  // "virt"
 
-    /// The first transport whose device has `deviceID` (1 = network).
-    static func find(deviceID: UInt32) -> (device: VirtioMMIO, slot: Int)? {
-        var slot: UInt = 0
-        while slot < slotCount {
-            let device = VirtioMMIO(base: firstSlot + slot * slotSize)
+    /// Every transport whose device has `deviceID` (1 = network), in slot order.
+    static func all(deviceID: UInt32) -> [(device: VirtioMMIO, slot: Int)] {
+        var found: [(device: VirtioMMIO, slot: Int)] = []
+        for slot in 0..<Int(slotCount) {
+            let device = VirtioMMIO(base: firstSlot + UInt(slot) * slotSize)
             if device.read32(VirtioRegister.magic) == magicValue,
                 device.read32(VirtioRegister.deviceID) == deviceID
             {
-                return (device, Int(slot))
+                found.append((device, slot))
             }
-            slot += 1
         }
-        return nil
+        return found
     }
 
     @inline(__always) func read32(_ offset: Int) -> UInt32 {

@@ -2,20 +2,25 @@
 // checksums in software. Works with modern (version 2) and legacy (version 1)
 // transports.
 
-/// The NIC's register window, for the interrupt hook (a C function pointer
-/// cannot capture). Written once during bring-up, before interrupts are routed.
-nonisolated(unsafe) private var interruptDeviceBase: UInt = 0
+/// The register windows of the NICs being driven, for the interrupt hook (a C
+/// function pointer cannot capture). Filled during bring-up, each entry before
+/// its device may interrupt.
+nonisolated(unsafe) private var interruptDeviceBases = UnsafeMutablePointer<UInt>.allocate(
+    capacity: VirtioNet.maxDevices)
+nonisolated(unsafe) private var interruptDeviceCount = 0
 
-/// Acknowledges the (level-triggered) virtio interrupt so the line drops; the
-/// run loop then polls, which drains the rings.
+/// Acknowledges the (level-triggered, shared) virtio interrupt on every NIC
+/// so the line drops; the run loop then polls, which drains the rings.
 private let virtioNetInterruptHandler: @convention(c) () -> Void = {
-    if interruptDeviceBase == 0 { return }
-    let device = VirtioMMIO(base: interruptDeviceBase)
-    let status = device.read32(VirtioRegister.interruptStatus)
-    if status != 0 { device.write32(VirtioRegister.interruptAck, status) }
+    for index in 0..<interruptDeviceCount {
+        let device = VirtioMMIO(base: interruptDeviceBases[index])
+        let status = device.read32(VirtioRegister.interruptStatus)
+        if status != 0 { device.write32(VirtioRegister.interruptAck, status) }
+    }
 }
 
 final class VirtioNet {
+    static let maxDevices = 4
     static let featureMAC: UInt32 = 1 << 5  // VIRTIO_NET_F_MAC, word 0
     static let featureVersion1: UInt32 = 1  // VIRTIO_F_VERSION_1 = bit 32, word 1
     static let bufferSize = 2048
@@ -50,16 +55,24 @@ final class VirtioNet {
         self.txFreeSlots = Array(0..<tx.size)
     }
 
-    /// Finds and initialises the first virtio-net device (spec §3.1.1).
-    /// Returns a reason on failure.
-    static func start() -> Result<VirtioNet, NetError> {
-        guard let found = VirtioMMIO.find(deviceID: 1) else {
-            return .failure(NetError("no virtio-net device on the virtio-mmio slots"))
-        }
-        let device = found.device
+    /// The device's MAC, read without driving it: the device is reset before
+    /// and after, so one that is not started afterwards stays inert.
+    static func peekMAC(_ device: VirtioMMIO) -> MACAddress {
+        device.write32(VirtioRegister.status, 0)
+        device.addStatus(VirtioStatus.acknowledge)
+        device.addStatus(VirtioStatus.driver)
+        let mac = readMAC(device, features: device.deviceFeatures(word: 0))
+        device.write32(VirtioRegister.status, 0)
+        return mac
+    }
+
+    /// Initialises the virtio-net device in `slot` (spec §3.1.1). Returns a
+    /// reason on failure.
+    static func start(device: VirtioMMIO, slot: Int) -> Result<VirtioNet, NetError> {
+        precondition(interruptDeviceCount < maxDevices)
         let version = device.version
         if version != 1 && version != 2 {
-            return .failure(NetError("virtio-mmio version \(version) not supported"))
+            return .failure(NetError("virtio-mmio version \(version) not supported (slot \(slot))"))
         }
         let isLegacy = version == 1
         device.write32(VirtioRegister.status, 0)
@@ -91,23 +104,28 @@ final class VirtioNet {
             return .failure(NetError("virtio-net queues unavailable"))
         }
 
-        var macBits: UInt64 = 0x5254_0012_3456  // used only if the device has no MAC
-        if wanted & featureMAC != 0 {
-            macBits = 0
-            for index in 0..<6 { macBits = macBits << 8 | UInt64(device.readConfig8(index)) }
-        }
         let nic = VirtioNet(
-            device: device, slot: found.slot, mac: MACAddress(macBits), isLegacy: isLegacy, rx: rx, tx: tx)
+            device: device, slot: slot, mac: readMAC(device, features: wanted), isLegacy: isLegacy, rx: rx, tx: tx)
 
         for slot in 0..<rx.size { rx.post(slot: slot, length: bufferSize, deviceWritable: true) }
         rx.publish()
         tx.setInterrupts(enabled: false)
 
-        interruptDeviceBase = device.base
+        interruptDeviceBases[interruptDeviceCount] = device.base
+        interruptDeviceCount += 1
         Interrupts.deviceHandler = virtioNetInterruptHandler
         device.addStatus(VirtioStatus.driverOK)
         device.write32(VirtioRegister.queueNotify, 0)
         return .success(nic)
+    }
+
+    /// The MAC from the config space, or QEMU's default one if the device has
+    /// no `MAC` feature (`features`: offered or negotiated, word 0).
+    private static func readMAC(_ device: VirtioMMIO, features: UInt32) -> MACAddress {
+        guard features & featureMAC != 0 else { return MACAddress(0x5254_0012_3456) }
+        var bits: UInt64 = 0
+        for index in 0..<6 { bits = bits << 8 | UInt64(device.readConfig8(index)) }
+        return MACAddress(bits)
     }
 
     /// Hands received frames (without the virtio header) to `handle` and gives

@@ -11,7 +11,8 @@ struct BootTests {
     @Test(arguments: GuestPaths.exampleNames())
     func exampleBootsToReadyAndPowersOff(example: String) throws {
         let kernel = try KernelBuilds.shared.kernel(GuestPaths.example(example))
-        let guest = try QEMUGuest(kernel: kernel, append: "name=test-\(example)", network: true)
+        let guest = try QEMUGuest(
+            kernel: kernel, append: "name=test-\(example)" + GuestPaths.requiredWords(example), network: true)
         defer { guest.stop() }
         let ready = try #require(guest.waitForReady(), "no READY line; console:\n\(guest.console)")
         #expect(ready.app == example)
@@ -268,7 +269,8 @@ struct BootTests {
             ["%xmm", "%ymm", "%mm", "fxsave", "fxrstor", "fninit"].contains { line.contains($0) }
         }
         #expect(vectorLines.isEmpty, "\(vectorLines.prefix(5))")
-        let guest = try QEMUGuest(kernel: kernel, append: "name=nosse", network: true)
+        let guest = try QEMUGuest(
+            kernel: kernel, append: "name=nosse" + GuestPaths.requiredWords(example), network: true)
         defer { guest.stop() }
         #expect(guest.waitForReady()?.app == example, "console:\n\(guest.console)")
         guest.send("poweroff")

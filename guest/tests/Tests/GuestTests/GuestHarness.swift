@@ -25,6 +25,10 @@ enum GuestPaths {
     }
 
     static func example(_ name: String) -> URL { examples.appendingPathComponent(name) }
+
+    /// Config words an example cannot start without, for booting it on QEMU
+    /// user networking: probe needs a peer (10.0.2.2 is the host there).
+    static func requiredWords(_ example: String) -> String { example == "probe" ? " peer=10.0.2.2:7" : "" }
     static func fixture(_ name: String) -> URL { fixtures.appendingPathComponent(name) }
 }
 

@@ -33,25 +33,41 @@ enum NetTest {
         return UInt16(bigEndian: address.sin_port)
     }
 
-    /// QEMU arguments for a virtio-net NIC; `modern` asks for virtio-mmio
-    /// version 2 (microvm's default is legacy version 1).
-    static func nicArguments(netdev: String, modern: Bool) -> [String] {
-        var arguments = ["-netdev", netdev, "-device", "virtio-net-device,netdev=n0"]
+    /// QEMU arguments for virtio-net NICs, in this order on the command line
+    /// (microvm then gives the last one the lowest slot). Each `netdev` is a
+    /// -netdev spec without its id; `mac`, when given, is the device's MAC.
+    /// `modern` asks for virtio-mmio version 2 (microvm's default is legacy
+    /// version 1).
+    static func nicArguments(_ nics: [(netdev: String, mac: String?)], modern: Bool) -> [String] {
+        var arguments: [String] = []
+        for (index, nic) in nics.enumerated() {
+            arguments += [
+                "-netdev", "\(nic.netdev),id=n\(index)",
+                "-device", "virtio-net-device,netdev=n\(index)" + (nic.mac.map { ",mac=\($0)" } ?? ""),
+            ]
+        }
         if modern { arguments += ["-global", "virtio-mmio.force-legacy=false"] }
         return arguments
     }
 
-    /// Boots `app` and waits for its READY line; stops QEMU if it never comes.
+    /// Boots `app` with one NIC (QEMU's default MAC) and waits for its READY line.
     static func boot(_ app: String, append: String, netdev: String, modern: Bool) throws -> QEMUGuest {
+        try boot(app, append: append, nics: [(netdev, nil)], modern: modern)
+    }
+
+    /// Boots `app` and waits for its READY line and one interface line per
+    /// NIC; stops QEMU if READY never comes.
+    static func boot(
+        _ app: String, append: String, nics: [(netdev: String, mac: String?)], modern: Bool
+    ) throws -> QEMUGuest {
         let kernel = try KernelBuilds.shared.kernel(GuestPaths.example(app))
-        let guest = try QEMUGuest(
-            kernel: kernel, append: append, extraArguments: nicArguments(netdev: netdev, modern: modern))
+        let guest = try QEMUGuest(kernel: kernel, append: append, extraArguments: nicArguments(nics, modern: modern))
         guard let ready = guest.waitForReady(timeout: 60), ready.app == app else {
             guest.stop()
             throw GuestTestError("\(app) did not get ready; console:\n\(guest.console)")
         }
-        // The interface summary follows READY; wait for its whole line so the NIC kind is known.
-        _ = guest.waitForLines(startingWith: "net: virtio-net", timeout: 5)
+        // The interface summary follows READY; wait for its whole lines so the NICs are known.
+        _ = guest.waitForLines(startingWith: "net: virtio-net", count: nics.count, timeout: 5)
         return guest
     }
 
@@ -84,31 +100,37 @@ enum NetTest {
     }
 }
 
-/// A Linux bridge with an address and one TAP port, named after this
-/// process so parallel runs do not collide. `remove()` deletes both (call it
-/// in a defer); deinit does too.
+/// A Linux bridge with an address and TAP ports, named after this process
+/// so parallel runs do not collide; `index` tells apart the networks of one
+/// test (at most 3, each its own subnet). `remove()` deletes them all (call
+/// it in a defer); deinit does too.
 final class TapNetwork: @unchecked Sendable {
     let bridge: String
-    let tap: String
+    let taps: [String]
     /// Third octet of the 10.213.x.0/24 subnet.
     let subnet: Int
+    var tap: String { taps[0] }
     var hostAddress: String { "10.213.\(subnet).1" }
-    var guestAddress: String { "10.213.\(subnet).2" }
+    var guestAddress: String { address(2) }
     private var removed = false
 
-    init() throws {
+    init(index: Int = 0, tapCount: Int = 1) throws {
+        precondition(index < 3 && tapCount < 10)
         Self.removeLeftovers()
         let id = Int(getpid())
-        bridge = "swnbr\(id)"
-        tap = "swntap\(id)"
-        subnet = 100 + id % 150
+        // Interface names have at most 15 characters.
+        bridge = "swnbr\(id)-\(index)"
+        taps = (0..<tapCount).map { "swnt\(id)-\(index)\($0)" }
+        subnet = 100 + id % 50 * 3 + index
         do {
             try Self.ip(["link", "add", bridge, "type", "bridge"])
             try Self.ip(["addr", "add", "\(hostAddress)/24", "dev", bridge])
             try Self.ip(["link", "set", bridge, "up"])
-            try Self.ip(["tuntap", "add", "dev", tap, "mode", "tap"])
-            try Self.ip(["link", "set", tap, "master", bridge])
-            try Self.ip(["link", "set", tap, "up"])
+            for tap in taps {
+                try Self.ip(["tuntap", "add", "dev", tap, "mode", "tap"])
+                try Self.ip(["link", "set", tap, "master", bridge])
+                try Self.ip(["link", "set", tap, "up"])
+            }
         } catch {
             remove()
             throw error
@@ -117,12 +139,24 @@ final class TapNetwork: @unchecked Sendable {
 
     deinit { remove() }
 
-    var netdev: String { "tap,id=n0,ifname=\(tap),script=no,downscript=no" }
+    /// 10.213.<subnet>.<host>
+    func address(_ host: Int) -> String { "10.213.\(subnet).\(host)" }
+
+    /// A MAC that spells the address (02:00:0a:d5:<subnet>:<host>), so guests on one bridge differ.
+    func mac(_ host: Int) -> String { String(format: "02:00:0a:d5:%02x:%02x", subnet, host) }
+
+    /// The -netdev spec (without id) for TAP `index`.
+    func netdev(tap index: Int = 0) -> String { "tap,ifname=\(taps[index]),script=no,downscript=no" }
+
+    /// Gives the host one more address on the bridge (gone with the bridge).
+    func addHostAddress(_ address: String) throws {
+        try Self.ip(["addr", "add", "\(address)/32", "dev", bridge])
+    }
 
     func remove() {
         if removed { return }
         removed = true
-        _ = try? runCommand("/usr/sbin/ip", ["link", "del", tap])
+        for tap in taps { _ = try? runCommand("/usr/sbin/ip", ["link", "del", tap]) }
         _ = try? runCommand("/usr/sbin/ip", ["link", "del", bridge])
     }
 
@@ -131,8 +165,9 @@ final class TapNetwork: @unchecked Sendable {
     private static func removeLeftovers() {
         let names = (try? FileManager.default.contentsOfDirectory(atPath: "/sys/class/net")) ?? []
         for name in names {
-            let digits = name.hasPrefix("swnbr") ? name.dropFirst(5) : name.hasPrefix("swntap") ? name.dropFirst(6) : ""
-            guard let pid = Int32(digits), pid != getpid(), kill(pid, 0) != 0, errno == ESRCH else { continue }
+            let rest = name.hasPrefix("swnbr") ? name.dropFirst(5) : name.hasPrefix("swnt") ? name.dropFirst(4) : ""
+            guard let pid = Int32(rest.prefix { $0.isNumber }), pid != getpid(), kill(pid, 0) != 0, errno == ESRCH
+            else { continue }
             _ = try? runCommand("/usr/sbin/ip", ["link", "del", name])
         }
     }

@@ -18,7 +18,7 @@ struct NetworkTests {
         let port = try NetTest.freePort(udp: true)
         let guest = try NetTest.boot(
             "echo", append: "port=7",
-            netdev: "user,id=n0,hostfwd=udp:127.0.0.1:\(port)-:7", modern: modern)
+            netdev: "user,hostfwd=udp:127.0.0.1:\(port)-:7", modern: modern)
         defer { guest.stop() }
         #expect(guest.console.contains(modern ? "virtio-net modern" : "virtio-net legacy"))
         for size in [1, 64, 512, 1400] {
@@ -38,7 +38,7 @@ struct NetworkTests {
         let port = try NetTest.freePort()
         let guest = try NetTest.boot(
             "http", append: "name=user-net-web",
-            netdev: "user,id=n0,hostfwd=tcp:127.0.0.1:\(port)-:80", modern: modern)
+            netdev: "user,hostfwd=tcp:127.0.0.1:\(port)-:80", modern: modern)
         defer { guest.stop() }
         try checkHTTPBasics(host: "127.0.0.1", port: port, name: "user-net-web")
         // slirp's hostfwd socket listens with a backlog of 1 (see `ss -ltn`):
@@ -55,7 +55,7 @@ struct NetworkTests {
         defer { network.remove() }
         let guest = try NetTest.boot(
             "http", append: "name=tap-web ip=\(network.guestAddress)/24 gw=\(network.hostAddress)",
-            netdev: network.netdev, modern: modern)
+            netdev: network.netdev(), modern: modern)
         defer { guest.stop() }
         #expect(guest.console.contains(modern ? "virtio-net modern" : "virtio-net legacy"))
 
@@ -95,7 +95,7 @@ struct NetworkTests {
         let network = try TapNetwork()
         defer { network.remove() }
         let guest = try NetTest.boot(
-            "http", append: "ip=\(network.guestAddress)/24", netdev: network.netdev, modern: false)
+            "http", append: "ip=\(network.guestAddress)/24", netdev: network.netdev(), modern: false)
         defer { guest.stop() }
         let mac = try #require(guestMAC(guest.console), "no MAC in console: \(guest.console)")
         let probe = try NetTest.python(
@@ -109,7 +109,7 @@ struct NetworkTests {
     @Test func malformedRequestsGet400AndPipelinedOnesAreAnsweredInOrder() throws {
         let port = try NetTest.freePort()
         let guest = try NetTest.boot(
-            "http", append: "name=strict", netdev: "user,id=n0,hostfwd=tcp:127.0.0.1:\(port)-:80", modern: false)
+            "http", append: "name=strict", netdev: "user,hostfwd=tcp:127.0.0.1:\(port)-:80", modern: false)
         defer { guest.stop() }
         let malformed = [
             "GARBAGE\r\n\r\n", "GET /\r\n\r\n", "GET / HTTP/9.9\r\n\r\n", "GET noslash HTTP/1.1\r\n\r\n",
@@ -156,7 +156,7 @@ struct NetworkTests {
     func kvStateSurvivesExportAndImportIntoANewInstance(modern: Bool) throws {
         let firstPort = try NetTest.freePort()
         let first = try NetTest.boot(
-            "kv", append: "name=kv-a", netdev: "user,id=n0,hostfwd=tcp:127.0.0.1:\(firstPort)-:80", modern: modern)
+            "kv", append: "name=kv-a", netdev: "user,hostfwd=tcp:127.0.0.1:\(firstPort)-:80", modern: modern)
         defer { first.stop() }
         let a = try HTTPTestConnection(host: "127.0.0.1", port: firstPort)
         let binary = (0..<3000).map { UInt8(truncatingIfNeeded: $0 * 31) }
@@ -176,7 +176,7 @@ struct NetworkTests {
 
         let secondPort = try NetTest.freePort()
         let second = try NetTest.boot(
-            "kv", append: "name=kv-b", netdev: "user,id=n0,hostfwd=tcp:127.0.0.1:\(secondPort)-:80", modern: modern)
+            "kv", append: "name=kv-b", netdev: "user,hostfwd=tcp:127.0.0.1:\(secondPort)-:80", modern: modern)
         defer { second.stop() }
         let b = try HTTPTestConnection(host: "127.0.0.1", port: secondPort)
         #expect(try b.request("PUT", "/kv/stale", body: Array("x".utf8)).status == 204)
