@@ -150,7 +150,8 @@ extension Demo {
             let namespace = fabric.namespace(ofHost: instance.hostId)
             let base = "http://\(address)"
             if instance.name == "kv" {
-                _ = DemoFabric.curl(["-X", "PUT", "--data", "from-\(instance.hostId ?? "")", base + "/kv/demo"], in: namespace)
+                _ = DemoFabric.curl(
+                    ["-X", "PUT", "--data", "from-\(instance.hostId ?? "")", base + "/kv/demo"], in: namespace)
                 if DemoFabric.curl([base + "/kv/demo"], in: namespace)?.contains("from-") != true {
                     failures.append("kv: PUT then GET /kv/demo from its host failed")
                 } else {

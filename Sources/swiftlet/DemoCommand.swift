@@ -351,7 +351,9 @@ actor Demo {
             for (index, agent) in agents.enumerated() {
                 group.addTask { (index, await agent.terminate(grace: .seconds(10))) }
             }
-            return await group.reduce(into: [:]) { $0[$1.0] = $1.1 }
+            var statuses: [Int: String] = [:]
+            for await (index, status) in group { statuses[index] = status }
+            return statuses
         }
         for (index, status) in stopped.sorted(by: { $0.key < $1.key }) {
             log("cleanup", "agent \(index + 1) stopped (\(status))")

@@ -321,9 +321,40 @@ struct ClusterTests {
             // F did answer, across the fabric: A's group dropped the three echoes on A's port on host 1.
             #expect(
                 (HostNet.dropped(prefix: fabric.prefix, tap: aPort.tap, namespace: hosts[0]) ?? 0) >= droppedBefore + 3)
+
+            // A VNF between two networks: "fw" (echo) on host 2 has a NIC on each. Probes on hosts
+            // 1 and 3, one on each network, get their echoes from it across the fabric: each of
+            // its two addresses reached its own NIC (the guest matched them by MAC).
+            let probe = try Kernels.path("probe")
+            _ = try await client.uploadImage(path: probe, name: "probe")
+            let innerCIDR = "10.\(Int.random(in: 160...169)).\(Int.random(in: 0...255)).0/24"
+            let inner = try await client.createNetwork(CreateNetworkRequest(name: "inner", cidr: innerCIDR))
+            #expect(inner.vni != network.vni)
+            var fwRequest = CreateInstanceRequest(name: "fw", image: "echo", wait: true)
+            fwRequest.networks = [NetworkAttachment(network: "overlay"), NetworkAttachment(network: "inner")]
+            fwRequest.host = "node2"
+            let fw = try #require(try await client.createInstances(fwRequest).first)
+            #expect(fw.state == .running, "\(fw.reason ?? "")")
+            let fwPorts = try #require(fw.ports)
+            #expect(fwPorts.map(\.networkName) == ["overlay", "inner"])
+            for (name, host, port) in [("probe-in", 1, fwPorts[1]), ("probe-out", 3, fwPorts[0])] {
+                var request = CreateInstanceRequest(
+                    name: name, image: "probe", args: ["peer=\(port.address):7", "count=3"], wait: true)
+                request.networks = [NetworkAttachment(network: port.networkName)]
+                request.host = "node\(host)"
+                let created = try #require(try await client.createInstances(request).first)
+                #expect(created.state == .running, "\(created.reason ?? "")")
+                try await eventually("\(name) on host \(host) gets 3 echoes from fw", timeout: .seconds(25)) {
+                    var console = ""
+                    for try await text in client.console(name) { console += text }
+                    return console.contains("probe: done 3/3")
+                }
+            }
+
             // A network with ports stays; without them it goes from every host.
-            for name in ["a", "b", "f"] { try await client.deleteInstance(name) }
+            for name in ["a", "b", "f", "fw", "probe-in", "probe-out"] { try await client.deleteInstance(name) }
             try await client.deleteNetwork("overlay")
+            try await client.deleteNetwork("inner")
             for namespace in hosts {
                 try await eventually("the network's devices gone from \(namespace)") {
                     !HostNet.run("/usr/sbin/ip", ["-o", "link", "show"], namespace: namespace).output.contains(
