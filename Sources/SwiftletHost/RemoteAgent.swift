@@ -35,6 +35,9 @@ public struct RemoteAgentSettings: Sendable {
     public var networkPrefix = "swl"
     /// Where this host's VXLAN tunnels end (default: the address it reaches the controller from).
     public var fabricAddress: String?
+    /// A simulated host for scale benchmarks: the fake hypervisor driver (no VMM, a guest READY at
+    /// once), fixed capabilities with this much memory, no networking, no calibration.
+    public var simulatedMemoryMib: Int?
 
     public init(controller: String, joinToken: String?, dataDirectory: String, name: String) {
         self.controller = controller
@@ -89,16 +92,26 @@ public final class RemoteAgent: Service {
                     : "the controller address must be https://HOST:PORT, got '\(settings.controller)'")
         }
         try FileManager.default.createDirectory(atPath: settings.dataDirectory, withIntermediateDirectories: true)
-        var caps = try await QEMUDriver.cachedCapabilities(
-            at: settings.dataDirectory + "/host-calibration.json", logger: logger)
-        if let forced = settings.accelerator { caps.chosenAccelerator = forced }
-        try LinuxNetworkDriver.validatePrefix(settings.networkPrefix)
-        let network =
-            getuid() == 0
-            ? HostNetwork(driver: LinuxNetworkDriver(prefix: settings.networkPrefix), logger: logger) : nil
+        let driver: any HypervisorDriver
+        var caps: HypervisorCapabilities
+        let network: HostNetwork?
+        if settings.simulatedMemoryMib != nil {
+            let fake = FakeHypervisorDriver()
+            (driver, caps, network) = (fake, await fake.capabilities(), nil)
+        } else {
+            caps = try await QEMUDriver.cachedCapabilities(
+                at: settings.dataDirectory + "/host-calibration.json", logger: logger)
+            if let forced = settings.accelerator { caps.chosenAccelerator = forced }
+            driver = QEMUDriver(accelerator: caps.chosenAccelerator, logger: logger)
+            try LinuxNetworkDriver.validatePrefix(settings.networkPrefix)
+            network =
+                getuid() == 0
+                ? HostNetwork(driver: LinuxNetworkDriver(prefix: settings.networkPrefix), logger: logger) : nil
+        }
         capabilities = HostCapabilities(
             cpus: ProcessInfo.processInfo.activeProcessorCount,
-            memoryMib: Int(ProcessInfo.processInfo.physicalMemory >> 20), hypervisors: [caps.hypervisor],
+            memoryMib: settings.simulatedMemoryMib ?? Int(ProcessInfo.processInfo.physicalMemory >> 20),
+            hypervisors: [caps.hypervisor],
             hypervisorVersion: caps.version, machineTypes: caps.machineTypes, accelerators: caps.accelerators,
             chosenAccelerator: caps.chosenAccelerator, calibrationMs: caps.calibration,
             networkPrefix: network?.prefix,
@@ -123,7 +136,6 @@ public final class RemoteAgent: Service {
                 tlsConfiguration: try identity.tlsConfiguration(), timeout: .init(connect: .seconds(5))))
         let uplink = ObservationUplink(client: nil, logger: logger)
         self.uplink = uplink
-        let driver = QEMUDriver(accelerator: caps.chosenAccelerator, logger: logger)
         agent = HostAgent(
             hostId: identity.hostId, images: RemoteImageSource(client: client, base: settings.controller),
             driver: driver, runRoot: settings.dataDirectory + "/run", maxConcurrentBoots: settings.maxConcurrentBoots,

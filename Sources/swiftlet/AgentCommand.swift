@@ -30,6 +30,17 @@ struct AgentCommand: AsyncParsableCommand {
     @Option(help: "This host's address for VXLAN tunnels (default: the address it reaches the controller from).")
     var fabricAddress: String?
     @Option(help: "Log level: trace, debug, info, notice, warning, error.") var logLevel: String = "info"
+    @Option(
+        help: """
+            Benchmarks only: run this many simulated hosts in this process, each its own agent (own \
+            certificate, link and lease) with a fake hypervisor driver: no VMM, a guest READY at once. \
+            They are named <name>-<i>, keep their data in <data>/sim-<i>, and join with the tokens of \
+            --join-tokens-file.
+            """)
+    var simulate: Int?
+    @Option(help: "With --simulate: a file with one join token per line, one per simulated host.")
+    var joinTokensFile: String?
+    @Option(help: "With --simulate: memory each simulated host reports, MiB.") var simulatedMemoryMib = 4096
 
     func run() async throws {
         bootstrapLogging(level: logLevel)
@@ -49,10 +60,27 @@ struct AgentCommand: AsyncParsableCommand {
             }
             settings.fabricAddress = fabricAddress
         }
-        let agent = try await RemoteAgent(settings: settings, logger: logger)
+        var agents: [RemoteAgent] = []
+        if let simulate {
+            guard (1...1000).contains(simulate) else { throw ValidationError("--simulate must be 1-1000") }
+            let tokens = try joinTokensFile.map {
+                try String(contentsOfFile: $0, encoding: .utf8).split(separator: "\n").map(String.init)
+            }
+            for index in 0..<simulate {
+                var simulated = settings
+                simulated.dataDirectory = directory + "/sim-\(index)"
+                simulated.name = settings.name + "-\(index)"
+                simulated.joinToken = tokens.flatMap { index < $0.count ? $0[index] : nil }
+                simulated.simulatedMemoryMib = simulatedMemoryMib
+                agents.append(try await RemoteAgent(settings: simulated, logger: logger))
+            }
+        } else {
+            agents.append(try await RemoteAgent(settings: settings, logger: logger))
+        }
         let group = ServiceGroup(
             configuration: .init(
-                services: [.init(service: agent)], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+                services: agents.map { .init(service: $0) }, gracefulShutdownSignals: [.sigterm, .sigint],
+                logger: logger))
         try await group.run()
     }
 }
