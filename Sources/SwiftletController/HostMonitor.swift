@@ -51,7 +51,9 @@ struct HostMonitor: Service {
         do {
             guard let image = try controller.store.image(idOrName: instance.imageId, projectId: nil) else { return }
             let target = try controller.placeInstances(
-                count: 1, memoryMib: instance.memoryMib, vcpus: instance.vcpus, image: image)[0]
+                count: 1, memoryMib: instance.memoryMib, vcpus: instance.vcpus, image: image,
+                group: controller.serverGroup(of: instance), excluding: instance.id
+            ).hostIds[0]
             let accepted = monotonicNanos()
             let moved = try controller.store.updateInstance(
                 id: instance.id, events: [("evacuated", "host \(from) is DOWN: re-created on \(target)")], handle: nil

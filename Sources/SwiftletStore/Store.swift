@@ -46,8 +46,9 @@ public protocol SwiftletStore: Sendable {
     func createFlavor(_ flavor: Flavor) throws(SwiftletError)
 
     // Instances
-    /// Inserts all or none (names unique per project).
-    func createInstances(_ instances: [Instance]) throws(SwiftletError)
+    /// Inserts all or none (names unique per project). With a claim, in the same transaction,
+    /// 409 `scheduler.no_host` when it no longer holds (see `PlacementClaim`).
+    func createInstances(_ instances: [Instance], claim: PlacementClaim?) throws(SwiftletError)
     /// In creation order; with `marker`, only those created after that instance (keyset paging),
     /// and at most `limit` of them.
     func instances(
@@ -91,6 +92,11 @@ public protocol SwiftletStore: Sendable {
 }
 
 extension SwiftletStore {
+    /// Inserts all or none, with no placement check.
+    public func createInstances(_ instances: [Instance]) throws(SwiftletError) {
+        try createInstances(instances, claim: nil)
+    }
+
     /// Every instance that passes the filters, in creation order.
     public func instances(projectId: String?, state: InstanceState?, name: String?, imageId: String?)
         throws(SwiftletError) -> [Instance]
