@@ -319,11 +319,12 @@ public final class SQLiteStore: SwiftletStore {
     public func updateInstance(id: String, _ change: @Sendable (inout Instance) throws(SwiftletError) -> Void)
         throws(SwiftletError) -> Instance
     {
-        try updateInstance(id: id, events: [], handle: nil, change)
+        try updateInstance(id: id, events: [], handle: nil, claim: nil, change)
     }
 
+    @discardableResult
     public func updateInstance(
-        id: String, events: [(type: String, message: String)], handle: Data?,
+        id: String, events: [(type: String, message: String)], handle: Data?, claim: PlacementClaim?,
         _ change: @Sendable (inout Instance) throws(SwiftletError) -> Void
     ) throws(SwiftletError) -> Instance {
         try write { db in
@@ -348,6 +349,7 @@ public final class SQLiteStore: SwiftletStore {
                     sql: "INSERT OR REPLACE INTO vm_handle (instance_id, handle) VALUES (?, ?)",
                     arguments: [id, handle])
             }
+            if let claim { try Self.check(claim, db) }
             return instance
         }
     }

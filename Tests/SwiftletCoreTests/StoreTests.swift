@@ -118,6 +118,13 @@ import Testing
         placed[2].id = ResourceID.make("i")
         try store.createInstances([placed[2]], claim: room)
         #expect(try store.hostUsage()["h1"]?.memoryMib == 16)
+        // A move (evacuation) claims its new host like an insert; a lost claim changes nothing.
+        let full = PlacementClaim(capacity: ["h1": HostCapacity(memoryMib: 16, vcpus: 8)])
+        do {
+            try store.updateInstance(id: placed[0].id, events: [], handle: nil, claim: full) { $0.hostId = "h1" }
+            Issue.record("the move must not fit")
+        } catch { #expect(error.code == PlacementClaim.lostCode) }
+        #expect(try store.instance(idOrName: placed[0].id, projectId: nil)?.hostId == "h2")
     }
 
     @Test func serverGroupsKeepTheirPolicyAndMembers() throws {

@@ -8,8 +8,8 @@ import Testing
 @testable import SwiftletController
 
 extension FakeHost {
-    /// Another host in the cluster: its own agent and fake driver in this process, UP (its first
-    /// lease holds while the controller is young), with `memoryMib` to give.
+    /// Another host in the cluster: its own agent and fake driver in this process, UP (an hour's
+    /// lease, renewed now: a slow test run must not see it expire), with `memoryMib` to give.
     @discardableResult
     func addHost(_ name: String, memoryMib: Int = 4096) async throws -> FakeHypervisorDriver {
         let hostId = "host-fake-\(name)"
@@ -23,6 +23,8 @@ extension FakeHost {
             hostId: hostId, images: BlobStoreSource(blobs: blobs), driver: driver, runRoot: directory + "/run-\(name)",
             logger: logger)
         controller.agents.register(LocalAgentLink(agent: agent))
+        controller.leases.duration = .seconds(3600)
+        controller.leases.renew(hostId: hostId)
         await agent.sync(try controller.instanceSync.hostSync(hostId: hostId), reports: controller.instanceSync)
         return driver
     }
