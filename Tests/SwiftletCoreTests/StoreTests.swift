@@ -127,6 +127,32 @@ import Testing
         #expect(try store.instance(idOrName: placed[0].id, projectId: nil)?.hostId == "h2")
     }
 
+    @Test func thePlacementMigrationFillsItsColumnsFromTheRecords() throws {
+        let path = directory + "/v4.sqlite"
+        var placed = instance("old", image: "img-old")
+        (placed.hostId, placed.state) = ("h1", .running)
+        do {
+            let old = try DatabasePool(path: path)
+            try SQLiteStore.migrator.migrate(old, upTo: "v2-pools")
+            try old.write { db in
+                try db.execute(
+                    sql: """
+                        INSERT INTO image (id, project_id, name, kind, sha256, size_bytes, properties, created_at)
+                        VALUES ('img-old', ?, 'old', 'pvh', 'ab', 1, '{}', ?)
+                        """,
+                    arguments: [Project.adminProjectId, Date()])
+                try db.execute(
+                    sql: """
+                        INSERT INTO instance (id, project_id, name, image_id, state, body, created_at)
+                        VALUES (?, ?, 'old', 'img-old', 'RUNNING', ?, ?)
+                        """,
+                    arguments: [placed.id, Project.adminProjectId, try SQLiteStore.json(placed), Date()])
+            }
+        }
+        let migrated = try SQLiteStore(path: path)
+        #expect(try migrated.hostUsage() == ["h1": HostUsage(memoryMib: 16, vcpus: 1, instances: 1)])
+    }
+
     @Test func serverGroupsKeepTheirPolicyAndMembers() throws {
         let img = image("hello")
         try store.createImage(img)
