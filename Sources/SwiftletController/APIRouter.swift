@@ -240,6 +240,7 @@ public enum APIRouter {
         ImageRoutes.register(on: v1, controller: controller)
         BuildRoutes.register(on: v1, controller: controller)
         PoolRoutes.register(on: v1, controller: controller)
+        ServerGroupRoutes.register(on: v1, controller: controller)
 
         // Hosts
         v1.get("hosts") { _, _ in json(HostList(try controller.hosts())) }

@@ -279,16 +279,35 @@ public final class Controller: Sendable {
         }
         for instance in instances { try ResourceID.validateName(instance.name) }
         if request.host != nil { try requireAdmin(principal) }
+        let group: ServerGroup? =
+            if let name = request.serverGroup { try serverGroup(name, by: principal) } else { nil }
         let networkPlan = try planNetworks(request, by: principal, count: count)
-        let hostIds = try placeInstances(
-            count: count, memoryMib: memoryMib ?? 16, vcpus: vcpus ?? 1, image: image, target: request.host,
-            needsNetworks: !networkPlan.attachments.isEmpty)
-        for index in instances.indices { instances[index].hostId = hostIds[index] }
-        if count == 1 && networkPlan.attachments.isEmpty {
-            return try await createWhileSpawning(instances[0], image: image, wait: request.wait == true)
+        let place = { () throws(SwiftletError) in
+            try self.placeInstances(
+                count: count, memoryMib: memoryMib ?? 16, vcpus: vcpus ?? 1, image: image, target: request.host,
+                needsNetworks: !networkPlan.attachments.isEmpty, group: group)
         }
-        do { try store.createInstances(instances) } catch  where error.kind == .conflict {
-            throw Self.duplicateName
+        var placements = try place()
+        for attempt in 1...Self.placementAttempts {
+            for index in instances.indices {
+                instances[index].hostId = placements.hostIds[index]
+                instances[index].serverGroupId = group?.id
+            }
+            do throws(SwiftletError) {
+                if count == 1 && networkPlan.attachments.isEmpty {
+                    return try await createWhileSpawning(
+                        instances[0], image: image, wait: request.wait == true, claim: placements.claim)
+                }
+                do { try store.createInstances(instances, claim: placements.claim) } catch {
+                    throw Self.insertError(error)
+                }
+                break
+            } catch  where error.code == PlacementClaim.lostCode && attempt < Self.placementAttempts {
+                // Concurrent creates took the room first: place again over what they committed. New ids,
+                // as a boot started for the lost claim may still be ending under the old one.
+                placements = try place()
+                for index in instances.indices { instances[index].id = ResourceID.make("i") }
+            }
         }
         try attachNetworks(networkPlan, to: instances)
         // The hosts learn the new members' policies (and the others their new peers) before the
@@ -328,21 +347,27 @@ public final class Controller: Sendable {
         return created
     }
 
-    private static let duplicateName = SwiftletError(
-        .conflict, "instance.duplicate_name", "an instance with that name already exists in the project")
+    /// What a failed insert answers: a name taken in the project is said so; a lost placement
+    /// claim or anything else as it is.
+    private static func insertError(_ error: SwiftletError) -> SwiftletError {
+        guard error.code == "store.duplicate" else { return error }
+        return SwiftletError(
+            .conflict, "instance.duplicate_name", "an instance with that name already exists in the project")
+    }
 
     /// Creates one instance without networks with its VMM starting while its record commits: the
     /// agent spawns QEMU paused and lets the guest run once the insert is done, so the commit is off
     /// the path to READY. A failed insert ends that VMM (nothing is recorded) and is the answer.
-    private func createWhileSpawning(_ instance: Instance, image: Image, wait: Bool) async throws(SwiftletError)
-        -> [Instance]
+    private func createWhileSpawning(_ instance: Instance, image: Image, wait: Bool, claim: PlacementClaim)
+        async throws(SwiftletError) -> [Instance]
     {
         let (store, sync) = (self.store, self.instanceSync)
         let pendingCommit = PendingCommit()
         let commit = Task { () -> SwiftletError? in
-            do throws(SwiftletError) { try store.createInstances([instance]) } catch {
+            // The claim is checked in the insert's own transaction: no extra commit on this path.
+            do throws(SwiftletError) { try store.createInstances([instance], claim: claim) } catch {
                 pendingCommit.failed()
-                return error.kind == .conflict ? Self.duplicateName : error
+                return Self.insertError(error)
             }
             pendingCommit.committed(at: monotonicNanos())
             return nil

@@ -50,12 +50,16 @@ struct HostMonitor: Service {
         let from = instance.hostId ?? ""
         do {
             guard let image = try controller.store.image(idOrName: instance.imageId, projectId: nil) else { return }
-            let target = try controller.placeInstances(
+            let placement = try controller.placeInstances(
                 count: 1, memoryMib: instance.memoryMib, vcpus: instance.vcpus, image: image,
-                needsNetworks: !(instance.ports ?? []).isEmpty)[0]
+                needsNetworks: !(instance.ports ?? []).isEmpty, group: controller.serverGroup(of: instance),
+                excluding: instance.id)
+            let target = placement.hostIds[0]
             let accepted = monotonicNanos()
+            // A lost claim fails this round; the next one places again.
             let moved = try controller.store.updateInstance(
-                id: instance.id, events: [("evacuated", "host \(from) is DOWN: re-created on \(target)")], handle: nil
+                id: instance.id, events: [("evacuated", "host \(from) is DOWN: re-created on \(target)")], handle: nil,
+                claim: placement.claim
             ) { record throws(SwiftletError) in
                 // Changed meanwhile (deleted, stopped, moved): nothing to do.
                 guard record.hostId == from, record.state.wantsVM else {

@@ -41,6 +41,8 @@ public struct CreateInstanceRequest: Codable, Sendable {
     public var securityGroups: [String]? = nil
     /// The host to place on, by id or name (admin only); it must be UP and not cordoned.
     public var host: String? = nil
+    /// Server group id or name: the instances join it and are placed by its policy.
+    public var serverGroup: String? = nil
 
     public init(
         name: String? = nil, image: String, flavor: String? = nil, memoryMib: Int? = nil, vcpus: Int? = nil,

@@ -179,6 +179,8 @@ public struct Instance: Codable, Sendable, Equatable {
     public var ports: [NetworkPort]? = nil
     /// Names of the security groups the instance is in.
     public var securityGroups: [String]? = nil
+    /// The server group the instance was created in (its placement policy), if any.
+    public var serverGroupId: String? = nil
     /// Grows with every change to whether the instance should have a VM (create, start, stop, a
     /// restart by its policy): its host's reports carry the generation they act on, and reports
     /// of an older one are refused. Older records have none (0).

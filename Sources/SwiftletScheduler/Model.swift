@@ -35,12 +35,6 @@ public struct HostState: Sendable, Equatable {
     }
 }
 
-/// Nova's server-group policies: all members on one host, or each on a different one.
-public enum GroupPolicy: String, Sendable, Codable {
-    case affinity
-    case antiAffinity = "anti-affinity"
-}
-
 public struct PlacementGroup: Sendable, Hashable {
     public var name: String
     public var policy: GroupPolicy
@@ -141,8 +135,10 @@ public struct SchedulerPolicy: Sendable, Equatable {
             - instanceWeight * (instances * 1_000_000 / instanceScale)
     }
 
-    func capacity(memoryMib: Int) -> Int { Int(Double(memoryMib) * ramAllocationRatio) }
-    func capacity(cpus: Int) -> Int { Int(Double(cpus) * cpuAllocationRatio) }
+    /// The memory a host of `memoryMib` offers to instances.
+    public func capacity(memoryMib: Int) -> Int { Int(Double(memoryMib) * ramAllocationRatio) }
+    /// The vCPUs a host of `cpus` offers to instances.
+    public func capacity(cpus: Int) -> Int { Int(Double(cpus) * cpuAllocationRatio) }
 }
 
 public struct Placement: Sendable, Equatable {

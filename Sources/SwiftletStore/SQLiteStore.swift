@@ -30,7 +30,7 @@ public final class SQLiteStore: SwiftletStore {
         }
     }
 
-    private static var migrator: DatabaseMigrator {
+    static var migrator: DatabaseMigrator {
         var migrator = DatabaseMigrator()
         migrator.registerMigration("v1") { db in
             try db.execute(
@@ -81,6 +81,7 @@ public final class SQLiteStore: SwiftletStore {
         registerClusterMigration(&migrator)
         registerNetworkMigration(&migrator)
         registerPoolMigration(&migrator)
+        registerPlacementMigration(&migrator)
         return migrator
     }
 
@@ -253,23 +254,25 @@ public final class SQLiteStore: SwiftletStore {
 
     // MARK: - Instances
 
-    public func createInstances(_ instances: [Instance]) throws(SwiftletError) {
+    public func createInstances(_ instances: [Instance], claim: PlacementClaim?) throws(SwiftletError) {
         try write { db in
             for instance in instances {
                 try db.cachedExecute(
                     sql: """
-                        INSERT INTO instance (id, project_id, name, image_id, state, body, created_at)
-                        VALUES (?, ?, ?, ?, ?, ?, ?)
+                        INSERT INTO instance (id, project_id, name, image_id, state, body, created_at, host_id,
+                        memory_mib, vcpus, server_group_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
                         """,
                     arguments: [
                         instance.id, instance.projectId, instance.name, instance.imageId, instance.state.rawValue,
-                        try Self.json(instance), DatabaseDate.text(instance.createdAt),
+                        try Self.json(instance), DatabaseDate.text(instance.createdAt), instance.hostId,
+                        instance.memoryMib, instance.vcpus, instance.serverGroupId,
                     ])
                 try db.cachedExecute(
                     sql:
                         "INSERT INTO event (instance_id, time, type, message) VALUES (?, ?, 'created', 'instance accepted')",
                     arguments: [instance.id, DatabaseDate.text(instance.createdAt)])
             }
+            if let claim { try Self.check(claim, db) }
         }
     }
 
@@ -316,11 +319,12 @@ public final class SQLiteStore: SwiftletStore {
     public func updateInstance(id: String, _ change: @Sendable (inout Instance) throws(SwiftletError) -> Void)
         throws(SwiftletError) -> Instance
     {
-        try updateInstance(id: id, events: [], handle: nil, change)
+        try updateInstance(id: id, events: [], handle: nil, claim: nil, change)
     }
 
+    @discardableResult
     public func updateInstance(
-        id: String, events: [(type: String, message: String)], handle: Data?,
+        id: String, events: [(type: String, message: String)], handle: Data?, claim: PlacementClaim?,
         _ change: @Sendable (inout Instance) throws(SwiftletError) -> Void
     ) throws(SwiftletError) -> Instance {
         try write { db in
@@ -334,8 +338,8 @@ public final class SQLiteStore: SwiftletStore {
             try change(&instance)
             instance.updatedAt = Date()
             try db.cachedExecute(
-                sql: "UPDATE instance SET state = ?, body = ? WHERE id = ?",
-                arguments: [instance.state.rawValue, try Self.json(instance), id])
+                sql: "UPDATE instance SET state = ?, host_id = ?, body = ? WHERE id = ?",
+                arguments: [instance.state.rawValue, instance.hostId, try Self.json(instance), id])
             for event in events {
                 try Self.insertEvent(
                     db, instanceId: id, time: instance.updatedAt, type: event.type, message: event.message)
@@ -345,6 +349,7 @@ public final class SQLiteStore: SwiftletStore {
                     sql: "INSERT OR REPLACE INTO vm_handle (instance_id, handle) VALUES (?, ?)",
                     arguments: [id, handle])
             }
+            if let claim { try Self.check(claim, db) }
             return instance
         }
     }
@@ -360,9 +365,8 @@ public final class SQLiteStore: SwiftletStore {
         try read { db in
             let rows = try db.cachedRows(
                 sql: """
-                    SELECT json_extract(body, '$.hostId') AS host, SUM(json_extract(body, '$.memoryMib')) AS memory,
-                    SUM(json_extract(body, '$.vcpus')) AS vcpus, COUNT(*) AS count FROM instance
-                    WHERE state IN ('BUILDING', 'RUNNING', 'PAUSED') AND host IS NOT NULL GROUP BY host
+                    SELECT host_id AS host, SUM(memory_mib) AS memory, SUM(vcpus) AS vcpus, COUNT(*) AS count
+                    FROM instance WHERE state IN \(Self.liveStates) AND host_id IS NOT NULL GROUP BY host_id
                     """)
             var usage: [String: HostUsage] = [:]
             for row in rows {
@@ -454,27 +458,27 @@ public final class SQLiteStore: SwiftletStore {
 extension Database {
     // Statements prepared once per connection and reused: SQLite compiles SQL text on every
     // uncached call, a good part of a short query's cost on the create path.
-    fileprivate func cachedRows(sql: String, arguments: StatementArguments = StatementArguments()) throws -> [Row] {
+    func cachedRows(sql: String, arguments: StatementArguments = StatementArguments()) throws -> [Row] {
         try Row.fetchAll(cachedStatement(sql: sql), arguments: arguments)
     }
 
-    fileprivate func cachedRow(sql: String, arguments: StatementArguments = StatementArguments()) throws -> Row? {
+    func cachedRow(sql: String, arguments: StatementArguments = StatementArguments()) throws -> Row? {
         try Row.fetchOne(cachedStatement(sql: sql), arguments: arguments)
     }
 
-    fileprivate func cachedValue<Value: DatabaseValueConvertible & StatementColumnConvertible>(
+    func cachedValue<Value: DatabaseValueConvertible & StatementColumnConvertible>(
         _ type: Value.Type, sql: String, arguments: StatementArguments = StatementArguments()
     ) throws -> Value? {
         try Value.fetchOne(cachedStatement(sql: sql), arguments: arguments)
     }
 
-    fileprivate func cachedValues<Value: DatabaseValueConvertible & StatementColumnConvertible>(
+    func cachedValues<Value: DatabaseValueConvertible & StatementColumnConvertible>(
         _ type: Value.Type, sql: String, arguments: StatementArguments = StatementArguments()
     ) throws -> [Value] {
         try Value.fetchAll(cachedStatement(sql: sql), arguments: arguments)
     }
 
-    fileprivate func cachedExecute(sql: String, arguments: StatementArguments = StatementArguments()) throws {
+    func cachedExecute(sql: String, arguments: StatementArguments = StatementArguments()) throws {
         try cachedStatement(sql: sql).execute(arguments: arguments)
     }
 }

@@ -46,8 +46,9 @@ public protocol SwiftletStore: Sendable {
     func createFlavor(_ flavor: Flavor) throws(SwiftletError)
 
     // Instances
-    /// Inserts all or none (names unique per project).
-    func createInstances(_ instances: [Instance]) throws(SwiftletError)
+    /// Inserts all or none (names unique per project). With a claim, in the same transaction,
+    /// 409 `scheduler.no_host` when it no longer holds (see `PlacementClaim`).
+    func createInstances(_ instances: [Instance], claim: PlacementClaim?) throws(SwiftletError)
     /// In creation order; with `marker`, only those created after that instance (keyset paging),
     /// and at most `limit` of them.
     func instances(
@@ -63,9 +64,10 @@ public protocol SwiftletStore: Sendable {
         throws(SwiftletError) -> Instance
     /// `updateInstance`, and in the same transaction appends `events` (type, message) and, when
     /// given, saves the instance's VM handle: what the agent learns at once costs one commit.
+    /// With a claim (a move to another host), 409 `scheduler.no_host` when it no longer holds.
     @discardableResult
     func updateInstance(
-        id: String, events: [(type: String, message: String)], handle: Data?,
+        id: String, events: [(type: String, message: String)], handle: Data?, claim: PlacementClaim?,
         _ change: @Sendable (inout Instance) throws(SwiftletError) -> Void
     ) throws(SwiftletError) -> Instance
     func deleteInstance(id: String) throws(SwiftletError)
@@ -91,6 +93,20 @@ public protocol SwiftletStore: Sendable {
 }
 
 extension SwiftletStore {
+    /// `updateInstance(id:events:handle:claim:_:)` with no placement check.
+    @discardableResult
+    public func updateInstance(
+        id: String, events: [(type: String, message: String)], handle: Data?,
+        _ change: @Sendable (inout Instance) throws(SwiftletError) -> Void
+    ) throws(SwiftletError) -> Instance {
+        try updateInstance(id: id, events: events, handle: handle, claim: nil, change)
+    }
+
+    /// Inserts all or none, with no placement check.
+    public func createInstances(_ instances: [Instance]) throws(SwiftletError) {
+        try createInstances(instances, claim: nil)
+    }
+
     /// Every instance that passes the filters, in creation order.
     public func instances(projectId: String?, state: InstanceState?, name: String?, imageId: String?)
         throws(SwiftletError) -> [Instance]

@@ -37,6 +37,8 @@ struct RunCommand: AsyncParsableCommand {
     @Option(help: "Fixed address on the first --network (default: the next free one).") var ip: String?
     @Option(help: "Put the instance in this security group (repeatable).") var sg: [String] = []
     @Option(help: "Place on this host, by id or name (admin; it must be UP and not cordoned).") var host: String?
+    @Option(help: "Join this server group: placed by its policy (see `swiftlet server-group`).") var serverGroup:
+        String?
 
     func validate() throws {
         if ip != nil, network.isEmpty { throw ValidationError("--ip needs --network") }
@@ -65,6 +67,7 @@ struct RunCommand: AsyncParsableCommand {
         }
         request.securityGroups = sg.isEmpty ? nil : sg
         request.host = host
+        request.serverGroup = serverGroup
         let instances = try await connection.withClient { try await $0.createInstances(request) }
         if output.json { return try Output.json(InstanceList(instances: instances)) }
         var table = TextTable(["ID", "NAME", "STATE", "PORTS", "READY (ms)"], rightAligned: [4])
@@ -146,7 +149,8 @@ struct ShowCommand: AsyncParsableCommand {
                 (found.securityGroups ?? []).isEmpty ? "-" : (found.securityGroups ?? []).joined(separator: ", ")
             ),
             ("restart", "\(found.restartPolicy.rawValue) (restarted \(found.restartCount) times)"),
-            ("host", found.hostId ?? "-"), ("created", Format.date(found.createdAt)),
+            ("host", found.hostId ?? "-"), ("server group", found.serverGroupId ?? "-"),
+            ("created", Format.date(found.createdAt)),
             ("updated", Format.date(found.updatedAt)),
         ])
         print("")

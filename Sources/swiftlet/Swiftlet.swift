@@ -21,7 +21,8 @@ struct Swiftlet: AsyncParsableCommand {
             StopCommand.self, StartCommand.self, RebootCommand.self, PauseCommand.self, ResumeCommand.self,
             RmCommand.self, LogsCommand.self, EventsCommand.self, TimelineCommand.self, ImageCommand.self,
             FlavorCommand.self, HostCommand.self, ProjectCommand.self, BuildCommand.self,
-            NetworkCommand.self, SecurityGroupCommand.self, PoolCommand.self, BenchCommand.self,
+            NetworkCommand.self, SecurityGroupCommand.self, ServerGroupCommand.self, PoolCommand.self,
+            BenchCommand.self,
         ]
     )
 

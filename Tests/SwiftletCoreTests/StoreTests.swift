@@ -96,6 +96,87 @@ import Testing
         #expect(try store.deleteImage(id: img.id) == false)
     }
 
+    @Test func aPlacementClaimIsCheckedWithTheInsertAndFollowsMoves() throws {
+        let img = image("hello")
+        try store.createImage(img)
+        let room = PlacementClaim(capacity: ["h1": HostCapacity(memoryMib: 32, vcpus: 8)])
+        var placed = (0..<3).map { index in
+            var one = instance("p\(index)", image: img.id)
+            one.hostId = "h1"
+            return one
+        }
+        try store.createInstances(Array(placed[0..<2]), claim: room)
+        do {
+            try store.createInstances([placed[2]], claim: room)
+            Issue.record("a third 16 MiB instance must not fit in 32 MiB")
+        } catch { #expect(error.code == PlacementClaim.lostCode) }
+        #expect(try store.hostUsage() == ["h1": HostUsage(memoryMib: 32, vcpus: 2, instances: 2)])
+        // A move (evacuation) and a stop free the host's room; the claim then holds.
+        try store.updateInstance(id: placed[0].id) { $0.hostId = "h2" }
+        try store.updateInstance(id: placed[1].id) { $0.state = .stopped }
+        #expect(try store.hostUsage() == ["h2": HostUsage(memoryMib: 16, vcpus: 1, instances: 1)])
+        placed[2].id = ResourceID.make("i")
+        try store.createInstances([placed[2]], claim: room)
+        #expect(try store.hostUsage()["h1"]?.memoryMib == 16)
+        // A move (evacuation) claims its new host like an insert; a lost claim changes nothing.
+        let full = PlacementClaim(capacity: ["h1": HostCapacity(memoryMib: 16, vcpus: 8)])
+        do {
+            try store.updateInstance(id: placed[0].id, events: [], handle: nil, claim: full) { $0.hostId = "h1" }
+            Issue.record("the move must not fit")
+        } catch { #expect(error.code == PlacementClaim.lostCode) }
+        #expect(try store.instance(idOrName: placed[0].id, projectId: nil)?.hostId == "h2")
+    }
+
+    @Test func thePlacementMigrationFillsItsColumnsFromTheRecords() throws {
+        let path = directory + "/v4.sqlite"
+        var placed = instance("old", image: "img-old")
+        (placed.hostId, placed.state) = ("h1", .running)
+        do {
+            let old = try DatabasePool(path: path)
+            try SQLiteStore.migrator.migrate(old, upTo: "v2-pools")
+            try old.write { db in
+                try db.execute(
+                    sql: """
+                        INSERT INTO image (id, project_id, name, kind, sha256, size_bytes, properties, created_at)
+                        VALUES ('img-old', ?, 'old', 'pvh', 'ab', 1, '{}', ?)
+                        """,
+                    arguments: [Project.adminProjectId, Date()])
+                try db.execute(
+                    sql: """
+                        INSERT INTO instance (id, project_id, name, image_id, state, body, created_at)
+                        VALUES (?, ?, 'old', 'img-old', 'RUNNING', ?, ?)
+                        """,
+                    arguments: [placed.id, Project.adminProjectId, try SQLiteStore.json(placed), Date()])
+            }
+        }
+        let migrated = try SQLiteStore(path: path)
+        #expect(try migrated.hostUsage() == ["h1": HostUsage(memoryMib: 16, vcpus: 1, instances: 1)])
+    }
+
+    @Test func serverGroupsKeepTheirPolicyAndMembers() throws {
+        let img = image("hello")
+        try store.createImage(img)
+        let group = ServerGroup(
+            id: "sgrp-1", projectId: Project.adminProjectId, name: "web", policy: .antiAffinity, members: [],
+            createdAt: Date())
+        try store.createServerGroup(group)
+        #expect(throws: SwiftletError.self) { try store.createServerGroup(group) }
+        let members = ["h1", "h1"].enumerated().map { index, host in
+            var one = instance("m\(index)", image: img.id)
+            (one.hostId, one.serverGroupId) = (host, group.id)
+            return one
+        }
+        let claim = PlacementClaim(capacity: [:], group: group)
+        #expect(throws: SwiftletError.self) { try store.createInstances(members, claim: claim) }
+        try store.createInstances([members[0]], claim: claim)
+        #expect(try store.serverGroup(idOrName: "web", projectId: nil)?.members == [members[0].id])
+        #expect(try store.serverGroupHosts(id: group.id) == [members[0].id: "h1"])
+        #expect(throws: SwiftletError.self) { try store.deleteServerGroup(id: group.id) }
+        try store.deleteInstance(id: members[0].id)
+        try store.deleteServerGroup(id: group.id)
+        #expect(try store.serverGroups(projectId: nil).isEmpty)
+    }
+
     @Test func concurrentWritersDoNotLoseUpdates() async throws {
         let img = image("hello")
         try store.createImage(img)

@@ -241,6 +241,31 @@ try:
     request("DELETE", "/v1/images/" + request("GET", f"/v1/builds/{build['id']}", team)[1]["imageId"], team,
             expect=204)
 
+    # Server groups (docs/api.md): one host here, so an anti-affinity group holds one member.
+    request("POST", "/v1/server-groups", team, {"name": "spread", "policy": "anti-affinity"}, expect=201)
+    request("POST", "/v1/server-groups", team, {"name": "spread", "policy": "affinity"}, expect=409)
+    request("POST", "/v1/server-groups", team, {"name": "x", "policy": "spread-out"}, expect=400)
+    request("POST", "/v1/server-groups", team, {"name": "x"}, expect=400)
+    request("POST", "/v1/server-groups", None, {"name": "x", "policy": "affinity"}, expect=401)
+    request("GET", "/v1/server-groups", team, expect=200)
+    request("GET", "/v1/server-groups", expect=401)
+    request("GET", "/v1/server-groups/nope", team, expect=404)
+    request("GET", "/v1/server-groups/spread", expect=401)
+    request("POST", "/v1/images?name=hello-grp", team, elf, "application/octet-stream", expect=201)
+    _, members = request("POST", "/v1/instances", team, {"name": "g1", "image": "hello-grp", "serverGroup": "spread",
+                                                          "wait": True}, expect=201)
+    request("POST", "/v1/instances", team, {"name": "g2", "image": "hello-grp", "serverGroup": "spread"}, expect=409)
+    request("POST", "/v1/instances", team, {"name": "g3", "image": "hello-grp", "serverGroup": "nope"}, expect=404)
+    _, spread = request("GET", "/v1/server-groups/spread", team, expect=200)
+    if spread["members"] != [members["instances"][0]["id"]]:
+        failures.append(f"server group members: {spread['members']}")
+    request("DELETE", "/v1/server-groups/spread", team, expect=409)
+    request("DELETE", "/v1/instances/g1", team, expect=204)
+    request("DELETE", "/v1/server-groups/spread", team, expect=204)
+    request("DELETE", "/v1/server-groups/spread", team, expect=404)
+    request("DELETE", "/v1/server-groups/spread", expect=401)
+    request("DELETE", "/v1/images/hello-grp", team, expect=204)
+
     # Networks and security groups (docs/networking.md): real bridge and TAP, as root.
     request("POST", "/v1/images?name=hello-net", team, elf, "application/octet-stream", expect=201)
     block = f"10.{random.randint(160, 250)}.{random.randint(0, 255)}"
