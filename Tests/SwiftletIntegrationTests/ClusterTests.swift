@@ -45,6 +45,17 @@ struct ClusterTests {
             request.host = "node1"
             await expectAPIError(409, "host.cordoned") { _ = try await client.createInstances(request) }
             try await client.cordonHost("node1", false)
+            // Replicas of an anti-affinity group land on three different hosts (the controller's and
+            // the two namespace hosts); a fourth has nowhere to go.
+            _ = try await client.createServerGroup(CreateServerGroupRequest(name: "spread", policy: "anti-affinity"))
+            var replicas = CreateInstanceRequest(name: "rep", image: "hello", count: 3, wait: true)
+            replicas.serverGroup = "spread"
+            let placed = try await client.createInstances(replicas)
+            #expect(placed.allSatisfy { $0.state == .running }, "\(placed.map { $0.reason ?? "" })")
+            #expect(Set(placed.compactMap(\.hostId)).count == 3, "\(placed.map(\.hostId))")
+            var fourth = CreateInstanceRequest(name: "rep-4", image: "hello")
+            fourth.serverGroup = "spread"
+            await expectAPIError(409, "scheduler.no_host") { _ = try await client.createInstances(fourth) }
             _ = server
         }
     }
