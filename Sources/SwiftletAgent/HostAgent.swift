@@ -109,7 +109,7 @@ public actor HostAgent {
     public func sync(_ sync: HostSync, reports: any ObservationSink) async {
         self.reports = reports
         try? FileManager.default.createDirectory(atPath: runRoot, withIntermediateDirectories: true)
-        if let network, let state = sync.networks { await network.apply(state) }
+        if let network, let state = sync.networks { await network.apply(state, resetting: true) }
         var known = Set<String>()
         var settled = Set<String>()
         for assignment in sync.assignments {

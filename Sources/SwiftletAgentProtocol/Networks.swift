@@ -45,6 +45,9 @@ public struct PortPolicy: Codable, Sendable, Equatable {
 /// Everything about networks one host needs: the segments, the other hosts to tunnel to, and the
 /// policy of each instance assigned here that is in a security group.
 public struct HostNetworkState: Codable, Sendable, Equatable {
+    /// Grows with the controller's store: a host ignores a state older than the one it applied
+    /// (a full sync starts the count again, as after a controller restart).
+    public var version: UInt64
     /// The prefix of every device and nftables table name (the controller's; an agent with another
     /// one is not given networks).
     public var devicePrefix: String
@@ -54,7 +57,11 @@ public struct HostNetworkState: Codable, Sendable, Equatable {
     /// Instance id → policy, for instances in at least one security group.
     public var policies: [String: PortPolicy]
 
-    public init(devicePrefix: String, segments: [NetworkSegment], peers: [String], policies: [String: PortPolicy]) {
+    public init(
+        version: UInt64, devicePrefix: String, segments: [NetworkSegment], peers: [String],
+        policies: [String: PortPolicy]
+    ) {
+        self.version = version
         self.devicePrefix = devicePrefix
         self.segments = segments
         self.peers = peers

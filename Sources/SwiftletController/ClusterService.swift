@@ -71,12 +71,19 @@ public final class ClusterService: Sendable {
         return JoinTokenInfo(id: token.id, token: token.text, expiresAt: expiresAt)
     }
 
-    public func revoke(host: String, by principal: Principal) throws(SwiftletError) {
+    public func revoke(host: String, by principal: Principal) async throws(SwiftletError) {
         try controller.requireAdmin(principal)
         let hostId = try controller.hostId(for: host)
         try store.revokeHost(hostId: hostId)
         if let link = try? controller.agents.link(for: hostId) as? RemoteAgentLink { link.disconnect() }
         controller.leases.forget(hostId: hostId)
+        // No longer a tunnel peer of any network: the other hosts stop flooding to it.
+        if var record = try store.hosts().first(where: { $0.id == hostId }), record.networkPrefix != nil {
+            record.networkPrefix = nil
+            record.fabricAddress = nil
+            try store.upsertHost(record)
+            await controller.publishNetworks()
+        }
         logger.notice("host revoked", metadata: ["host.id": "\(hostId)"])
     }
 

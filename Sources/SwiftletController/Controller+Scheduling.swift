@@ -51,10 +51,11 @@ extension Controller {
         }
         if needsNetworks {
             let carrying = candidates.filter { networking?.carriesNetworks($0) == true }
-            if let target, carrying.isEmpty {
+            if carrying.isEmpty && !candidates.isEmpty {
                 throw SwiftletError(
                     .conflict, "host.no_networks",
-                    "host '\(target)' cannot carry networks (its agent has no networking, or another device prefix)")
+                    (target.map { "host '\($0)'" } ?? "no host that takes instances")
+                        + " can carry networks (no networking there, another device prefix, or no fabric address)")
             }
             candidates = carrying
         }

@@ -38,7 +38,10 @@ public final class Controller: Sendable {
 
     public var localHostId: String? { localHost.withLock { $0 } }
 
-    func setLocalHost(_ hostId: String) { localHost.withLock { $0 = hostId } }
+    func setLocalHost(_ hostId: String) {
+        localHost.withLock { $0 = hostId }
+        networking?.setLocalHost(hostId)
+    }
 
     /// Whether new instances may be placed on a host now: the local host, or a remote one whose
     /// lease holds.
@@ -344,7 +347,7 @@ public final class Controller: Sendable {
         for id in ids {
             if let instance = try store.instance(idOrName: id, projectId: nil) { created.append(instance) }
         }
-        return created
+        return created.map(present)
     }
 
     /// What a failed insert answers: a name taken in the project is said so; a lost placement
@@ -384,7 +387,7 @@ public final class Controller: Sendable {
         guard let created = try store.instance(idOrName: instance.id, projectId: nil) else {
             throw .notFound("instance", instance.id)
         }
-        return [created]
+        return [present(created)]
     }
 
     /// A config word: `key=value`, key of letters, digits, `_`, `-`, `.`; no spaces or control characters.

@@ -30,7 +30,8 @@ enum HostRoutes {
             return Response(status: .noContent)
         }
         v1.post("hosts/:id/revoke") { _, context in
-            try requireCluster().revoke(host: try context.parameters.require("id"), by: try context.requirePrincipal())
+            try await requireCluster().revoke(
+                host: try context.parameters.require("id"), by: try context.requirePrincipal())
             return Response(status: .noContent)
         }
     }

@@ -193,6 +193,7 @@ public final class InstanceSync: ObservationSink {
             ) { record throws(SwiftletError) in
                 try Self.check(observation, against: record)
                 record.observed = ObservedState(phase: .stopped, hostId: observation.hostId, at: Date())
+                if record.task?.to == observation.hostId { record.task = nil }
             }
             try store.removeHandle(instanceId: instanceId)
         case .ready(let timeline, let handle, let events):

@@ -3,13 +3,17 @@ import SwiftletAgentProtocol
 import SwiftletCore
 import SwiftletNetwork
 import SwiftletStore
+import Synchronization
 
 /// Networking as the controller runs it: networks, ports and groups in the store, one device prefix
 /// for every host, and this host's network (where new networks' CIDRs are checked against routes).
-public struct ControllerNetworking: Sendable {
+public final class ControllerNetworking: Sendable {
     public let store: any SwiftletStore & NetworkStore
     public let prefix: String
     public let local: HostNetwork
+    /// The controller's own host: it carries networks even without a fabric address (alone, it
+    /// needs no tunnels).
+    private let localHost = Mutex<String?>(nil)
 
     public init(store: any SwiftletStore & NetworkStore, local: HostNetwork) {
         self.store = store
@@ -17,35 +21,59 @@ public struct ControllerNetworking: Sendable {
         self.local = local
     }
 
-    /// Whether a host can carry networks: it has networking, with the controller's device names.
-    func carriesNetworks(_ host: ComputeHost) -> Bool { host.networkPrefix == prefix }
+    func setLocalHost(_ hostId: String) { localHost.withLock { $0 = hostId } }
 
-    /// What one host needs to carry every network: the segments, the other hosts to tunnel to, and
-    /// the security-group policy of each instance assigned to it.
-    func state(forHost hostId: String) throws(SwiftletError) -> HostNetworkState {
+    /// Whether a host can carry networks: it has networking with the controller's device names, and
+    /// an address the other hosts' tunnels can reach (the controller's own host may lack one).
+    func carriesNetworks(_ host: ComputeHost) -> Bool {
+        host.networkPrefix == prefix && (host.fabricAddress != nil || host.id == localHost.withLock { $0 })
+    }
+
+    /// What every host's state is made from, read once per round.
+    struct Snapshot {
+        var version: UInt64
+        var segments: [NetworkSegment]
+        var carrying: [ComputeHost]
+        /// Host id → its instances that are in a group, with their policies.
+        var policies: [String: [String: PortPolicy]]
+    }
+
+    func snapshot() throws(SwiftletError) -> Snapshot {
+        let version = store.generation
         let segments = try store.networks(projectId: nil).map { network in
             NetworkSegment(
                 networkId: network.id, bridge: network.bridge, cidr: network.cidr, gateway: network.gateway,
                 prefixLength: CIDRBlock.parse(network.cidr)?.prefixLength ?? 24, mtu: network.mtu, mode: network.mode,
                 vni: network.vni, gatewayMac: Self.gatewayMac(networkId: network.id))
         }
-        let hosts = try store.hosts().filter(carriesNetworks)
-        let own = hosts.first { $0.id == hostId }?.fabricAddress
-        let peers = Set(hosts.filter { $0.id != hostId }.compactMap(\.fabricAddress)).subtracting(
-            [own].compactMap { $0 })
-        return HostNetworkState(
-            devicePrefix: prefix, segments: segments, peers: peers.sorted(), policies: try policies(hostId: hostId))
+        return Snapshot(
+            version: version, segments: segments, carrying: try store.hosts().filter(carriesNetworks),
+            policies: try policies())
     }
 
-    /// Each instance of the host that is in a group: its groups' rules, and the addresses of every
-    /// member of those groups on any host (members let each other in).
-    private func policies(hostId: String) throws(SwiftletError) -> [String: PortPolicy] {
+    /// What one host needs to carry every network: the segments, the other hosts to tunnel to, and
+    /// the security-group policy of each instance assigned to it.
+    func state(forHost hostId: String, in snapshot: Snapshot) -> HostNetworkState {
+        let own = snapshot.carrying.first { $0.id == hostId }?.fabricAddress
+        let peers = Set(snapshot.carrying.filter { $0.id != hostId }.compactMap(\.fabricAddress))
+            .subtracting([own].compactMap { $0 })
+        return HostNetworkState(
+            version: snapshot.version, devicePrefix: prefix, segments: snapshot.segments, peers: peers.sorted(),
+            policies: snapshot.policies[hostId] ?? [:])
+    }
+
+    func state(forHost hostId: String) throws(SwiftletError) -> HostNetworkState {
+        state(forHost: hostId, in: try snapshot())
+    }
+
+    /// Each instance in a group, by host: its groups' rules, and the addresses of every member of
+    /// those groups on any host (members let each other in).
+    private func policies() throws(SwiftletError) -> [String: [String: PortPolicy]] {
         let membership = try store.securityGroupMembership()
         guard !membership.isEmpty else { return [:] }
-        let here = try store.instances(projectId: nil, state: nil, name: nil, imageId: nil).filter {
-            $0.hostId == hostId && membership[$0.id] != nil
+        let grouped = try store.instances(projectId: nil, state: nil, name: nil, imageId: nil).filter {
+            membership[$0.id] != nil
         }
-        guard !here.isEmpty else { return [:] }
         let groups = Dictionary(
             try store.securityGroups(projectId: nil).map { ($0.id, $0) }, uniquingKeysWith: { a, _ in a })
         let addresses = Dictionary(grouping: try store.ports(networkId: nil, instanceId: nil), by: \.instanceId)
@@ -54,11 +82,12 @@ public struct ControllerNetworking: Sendable {
         for (instanceId, groupIds) in membership {
             for groupId in groupIds { members[groupId, default: []].formUnion(addresses[instanceId] ?? []) }
         }
-        var policies: [String: PortPolicy] = [:]
-        for instance in here {
+        var policies: [String: [String: PortPolicy]] = [:]
+        for instance in grouped {
+            guard let hostId = instance.hostId else { continue }
             let groupIds = membership[instance.id] ?? []
             let peers = groupIds.reduce(into: Set<String>()) { $0.formUnion(members[$1] ?? []) }
-            policies[instance.id] = PortPolicy(
+            policies[hostId, default: [:]][instance.id] = PortPolicy(
                 rules: groupIds.flatMap { groups[$0]?.rules ?? [] }, peers: peers.sorted())
         }
         return policies
@@ -115,21 +144,14 @@ actor NetworkPublisher {
     }
 
     private func sendRound() async {
-        let hosts: [String: ComputeHost]
-        do {
-            hosts = Dictionary(try networking.store.hosts().map { ($0.id, $0) }, uniquingKeysWith: { a, _ in a })
-        } catch {
-            logger.error("cannot read hosts for network state", metadata: ["error": "\(error)"])
+        let snapshot: ControllerNetworking.Snapshot
+        do { snapshot = try networking.snapshot() } catch {
+            logger.error("cannot read the network state", metadata: ["error": "\(error)"])
             return
         }
-        for link in agents.all {
-            guard let host = hosts[link.hostId], networking.carriesNetworks(host) else { continue }
-            do {
-                await link.apply(.networks(try networking.state(forHost: link.hostId)), pendingCommit: nil)
-            } catch {
-                logger.error(
-                    "cannot make a host's network state", metadata: ["host.id": "\(link.hostId)", "error": "\(error)"])
-            }
+        let carrying = Set(snapshot.carrying.map(\.id))
+        for link in agents.all where carrying.contains(link.hostId) {
+            await link.apply(.networks(networking.state(forHost: link.hostId, in: snapshot)), pendingCommit: nil)
         }
     }
 }

@@ -81,6 +81,10 @@ public struct ServerConfiguration: Codable, Sendable {
         agentHost = try container.decodeIfPresent(String.self, forKey: .agentHost) ?? agentHost
         agentNames = try container.decodeIfPresent([String].self, forKey: .agentNames) ?? agentNames
         fabricAddress = try container.decodeIfPresent(String.self, forKey: .fabricAddress)
+        if let fabricAddress, IPv4.parse(fabricAddress) == nil {
+            throw DecodingError.dataCorruptedError(
+                forKey: .fabricAddress, in: container, debugDescription: "fabricAddress must be an IPv4 address")
+        }
         leaseDurationMs = try container.decodeIfPresent(Int.self, forKey: .leaseDurationMs) ?? leaseDurationMs
         leaseRenewMs = try container.decodeIfPresent(Int.self, forKey: .leaseRenewMs) ?? leaseRenewMs
         guard leaseRenewMs > 0, leaseDurationMs > leaseRenewMs else {
@@ -160,6 +164,11 @@ public struct SwiftletServer: Sendable {
             instances: 0, updatedAt: Date())
         host.networkPrefix = network?.prefix
         host.fabricAddress = configuration.effectiveFabricAddress
+        if network != nil, configuration.agentPort != nil, host.fabricAddress == nil {
+            logger.warning(
+                "networks will not reach this host from other hosts: give it --fabric-address (or an --agent-host address)"
+            )
+        }
         try store.upsertHost(host)
         if configuration.agentPort != nil {
             cluster = try ClusterService(

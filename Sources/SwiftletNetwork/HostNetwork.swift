@@ -19,6 +19,9 @@ public actor HostNetwork {
     private var broken: [String: SwiftletError] = [:]
     /// Instance id → its TAPs and whether its ports are filtered by security groups.
     private var plugged: [String: PluggedPorts] = [:]
+    /// Whether the TAPs of the VMs that outlived the agent are known (`recover`): until then the
+    /// rules in the kernel stay as the last agent left them, so no running VM goes unguarded.
+    private var recovered = false
 
     private struct PluggedPorts {
         var taps: [String]
@@ -59,28 +62,39 @@ public actor HostNetwork {
     // MARK: - State
 
     /// Makes the host's segments and tunnels match `state`, removes those of networks that are
-    /// gone, and applies the rules. A segment that cannot be made is logged and remembered: the
-    /// boots of instances on it fail with that reason, the other networks work.
-    public func apply(_ state: HostNetworkState) async {
+    /// gone, and applies the rules. A segment that cannot be made (or would take a route this host
+    /// has) is logged and remembered: the boots of instances on it fail with that reason, the other
+    /// networks work. A state older than the one applied is ignored, unless it comes with a full
+    /// sync (`resetting`: after a controller restart versions start again).
+    public func apply(_ state: HostNetworkState, resetting: Bool = false) async {
         guard state.devicePrefix == driver.prefix else {
             logger.error(
                 "network state for another device prefix ignored",
                 metadata: ["network.prefix": "\(state.devicePrefix)", "host.prefix": "\(driver.prefix)"])
             return
         }
+        if let current = self.state, !resetting {
+            // Re-running every command for a state already in place costs a few ms per network.
+            if state.version < current.version || (state == current && broken.isEmpty) { return }
+        }
         self.state = state
         var broken: [String: SwiftletError] = [:]
         var wantedTunnels = Set<String>()
+        let existing = (try? await driver.devices()) ?? HostDevices(segments: [], taps: [])
         for segment in state.segments {
             do throws(SwiftletError) {
+                if !existing.segments.contains(segment.bridge), let block = CIDRBlock.parse(segment.cidr) {
+                    try await checkHostRoutes(block)
+                }
                 try await driver.ensureSegment(spec(segment))
                 if !state.peers.isEmpty {
                     let tunnel = Self.tunnelName(prefix: driver.prefix, networkId: segment.networkId)
+                    // Kept when the update fails: a tunnel that worked keeps working.
+                    wantedTunnels.insert(tunnel)
                     try await driver.ensureTunnel(
                         TunnelSpec(
                             name: tunnel, segment: segment.bridge, vni: segment.vni, mtu: segment.mtu,
                             peers: state.peers))
-                    wantedTunnels.insert(tunnel)
                 }
             } catch {
                 logger.error(
@@ -97,6 +111,7 @@ public actor HostNetwork {
                 await driver.removeSegment(name: bridge)
             }
         }
+        guard recovered else { return }
         if let error = await syncRules() { logger.error("cannot apply network rules", metadata: ["error": "\(error)"]) }
     }
 
@@ -158,6 +173,7 @@ public actor HostNetwork {
     /// → its ports and whether they are filtered) and removes every other TAP of this deployment.
     public func recover(keeping: [String: (ports: [NetworkPort], filtered: Bool)]) async {
         plugged = [:]
+        recovered = true
         let byTap = Dictionary(
             keeping.flatMap { instanceId, kept in kept.ports.map { ($0.tap, instanceId) } },
             uniquingKeysWith: { a, _ in a })

@@ -7,16 +7,25 @@ import SwiftletCore
 /// bridge by a veth pair (the server's host is `.1` on it, host i is `.(10 + i)`), so its agent,
 /// QEMU, bridges and tunnels live inside it.
 struct DemoFabric: Sendable {
-    /// Every fabric device and namespace name starts with it; the demo's networks use `networkPrefix`.
-    static let prefix = "sdf"
-    static let networkPrefix = "sdm"
+    /// Every fabric device and namespace name starts with `prefix`, every device of the demo's
+    /// networks with `networkPrefix`: random, so that two demos on one machine never touch each other's.
+    let prefix: String
+    let networkPrefix: String
     let hosts: Int
+
+    init(hosts: Int) {
+        self.hosts = hosts
+        let tag = String((0..<3).map { _ in "abcdefghijklmnopqrstuvwxyz".randomElement() ?? "x" })
+        prefix = "sf" + tag
+        networkPrefix = "sd" + tag
+    }
+
     /// `10.253.X`, picked at random so that two demos on one machine rarely meet.
     let subnet = "10.253.\(Int.random(in: 1...254))"
-    var bridge: String { Self.prefix + "br" }
+    var bridge: String { prefix + "br" }
     var controllerAddress: String { subnet + ".1" }
 
-    func namespace(_ index: Int) -> String { Self.prefix + "h\(index)" }
+    func namespace(_ index: Int) -> String { prefix + "h\(index)" }
 
     func create() throws {
         destroy()
@@ -24,7 +33,7 @@ struct DemoFabric: Sendable {
         try Self.ip(["addr", "add", controllerAddress + "/24", "dev", bridge])
         try Self.ip(["link", "set", bridge, "up"])
         for index in 1...hosts {
-            let (namespace, outside, inside) = (namespace(index), Self.prefix + "v\(index)", Self.prefix + "e\(index)")
+            let (namespace, outside, inside) = (namespace(index), prefix + "v\(index)", prefix + "e\(index)")
             for step in [
                 ["netns", "add", namespace],
                 ["link", "add", outside, "type", "veth", "peer", "name", inside],
@@ -44,17 +53,17 @@ struct DemoFabric: Sendable {
     /// server host's devices and tables of the demo's networks. Safe to call when nothing is there.
     func destroy() {
         for index in 1...max(hosts, 1) { _ = try? Self.ip(["netns", "del", namespace(index)]) }
-        for index in 1...max(hosts, 1) { _ = try? Self.ip(["link", "del", Self.prefix + "v\(index)"]) }
+        for index in 1...max(hosts, 1) { _ = try? Self.ip(["link", "del", prefix + "v\(index)"]) }
         _ = try? Self.ip(["link", "del", bridge])
         let links = (try? Self.run("/usr/sbin/ip", ["-o", "link", "show"]).output) ?? ""
         for line in links.split(separator: "\n") {
             let fields = line.split(separator: ":", maxSplits: 2)
             guard fields.count >= 2 else { continue }
             let name = fields[1].trimmingCharacters(in: .whitespaces).split(separator: "@").first.map(String.init) ?? ""
-            if name.hasPrefix(Self.networkPrefix) { _ = try? Self.ip(["link", "del", name]) }
+            if name.hasPrefix(networkPrefix) { _ = try? Self.ip(["link", "del", name]) }
         }
         for family in ["inet", "bridge"] {
-            _ = try? Self.run("/usr/sbin/nft", ["delete", "table", family, "swiftlet_" + Self.networkPrefix])
+            _ = try? Self.run("/usr/sbin/nft", ["delete", "table", family, "swiftlet_" + networkPrefix])
         }
     }
 
@@ -108,7 +117,7 @@ extension Demo {
         log("fabric", "\(fabric.hosts) namespace hosts on \(fabric.bridge) (\(fabric.subnet).0/24)")
         let agentPort = try freePort()
         let config = workDir + "/server.json"
-        try Data(#"{"networkPrefix": "\#(DemoFabric.networkPrefix)"}"#.utf8).write(to: URL(fileURLWithPath: config))
+        try Data(#"{"networkPrefix": "\#(fabric.networkPrefix)"}"#.utf8).write(to: URL(fileURLWithPath: config))
         let client = try await startServer(extraArguments: [
             "--config", config, "--agent-port", String(agentPort), "--agent-host", fabric.controllerAddress,
         ])
@@ -188,7 +197,7 @@ extension Demo {
             [
                 "netns", "exec", fabric.namespace(index), try DemoEnvironment.executablePath(), "agent",
                 "--controller", controller, "--join-token", token, "--data", workDir + "/agent-\(index)", "--name",
-                "node\(index)", "--network-prefix", DemoFabric.networkPrefix,
+                "node\(index)", "--network-prefix", fabric.networkPrefix,
             ],
             log: workDir + "/agent-\(index).log")
         addAgent(agent)

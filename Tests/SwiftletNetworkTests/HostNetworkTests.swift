@@ -74,7 +74,8 @@ final class RecordingNetworkDriver: NetworkDriver, @unchecked Sendable {
         driver.failingTunnels = [bad.bridge]
         await network.apply(
             HostNetworkState(
-                devicePrefix: "tst", segments: [good, bad], peers: ["10.0.0.2", "10.0.0.3"], policies: [:]))
+                version: 1, devicePrefix: "tst", segments: [good, bad], peers: ["10.0.0.2", "10.0.0.3"],
+                policies: [:]))
         var devices = driver.snapshot
         #expect(devices.segments[good.bridge]?.mac == good.gatewayMac, "every host gives the gateway one MAC")
         #expect(devices.tunnels["tstx00000001"]?.vni == 1)
@@ -97,7 +98,12 @@ final class RecordingNetworkDriver: NetworkDriver, @unchecked Sendable {
 
         // The other hosts went away and the second network was deleted: its bridge and every
         // tunnel go; the first network's bridge stays with its TAP.
-        await network.apply(HostNetworkState(devicePrefix: "tst", segments: [good], peers: [], policies: [:]))
+        await network.apply(
+            HostNetworkState(version: 3, devicePrefix: "tst", segments: [good], peers: [], policies: [:]))
+        // A state made before that one, arriving late, changes nothing.
+        await network.apply(
+            HostNetworkState(
+                version: 2, devicePrefix: "tst", segments: [good, bad], peers: ["10.0.0.2"], policies: [:]))
         devices = driver.snapshot
         #expect(devices.tunnels.isEmpty)
         #expect(Set(devices.segments.keys) == [good.bridge])
@@ -111,7 +117,8 @@ final class RecordingNetworkDriver: NetworkDriver, @unchecked Sendable {
         let network = HostNetwork(driver: driver, logger: Logger(label: "test"))
         await network.apply(
             HostNetworkState(
-                devicePrefix: "swl", segments: [Self.segment("net-00000001", vni: 1)], peers: [], policies: [:]))
+                version: 1, devicePrefix: "swl", segments: [Self.segment("net-00000001", vni: 1)], peers: [],
+                policies: [:]))
         #expect(driver.snapshot.segments.isEmpty)
     }
 
