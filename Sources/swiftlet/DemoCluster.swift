@@ -16,8 +16,8 @@ struct DemoFabric: Sendable {
     init(hosts: Int) {
         self.hosts = hosts
         let tag = String((0..<3).map { _ in "abcdefghijklmnopqrstuvwxyz".randomElement() ?? "x" })
-        prefix = "sf" + tag
-        networkPrefix = "sd" + tag
+        prefix = "df" + tag
+        networkPrefix = "dn" + tag
     }
 
     /// `10.253.X`, picked at random so that two demos on one machine rarely meet.
