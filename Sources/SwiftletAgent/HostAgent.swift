@@ -234,6 +234,15 @@ public actor HostAgent {
     /// What runs here: instance id → the generation its VM serves (for the controller, on reconnect).
     public func runningGenerations() -> [String: UInt64] { slots.mapValues(\.generation) }
 
+    /// The VMMs `fence` would stop, as (instance id, pid, process start time): what a watchdog that
+    /// outlives this agent kills if the lease runs out after the agent died.
+    public func movableVMMs() -> [(instanceId: String, pid: Int32, startTime: UInt64)] {
+        slots.compactMap { instanceId, slot in
+            guard movable.contains(instanceId), case .running(let vm) = slot else { return nil }
+            return (instanceId, vm.handle.pid, vm.handle.processStartTime)
+        }.sorted { $0.instanceId < $1.instanceId }
+    }
+
     /// Stops the VMs of the instances the controller may move, without reporting (the host lost its
     /// lease: they may be starting elsewhere). The next sync assigns again what should run here.
     public func fence() async {

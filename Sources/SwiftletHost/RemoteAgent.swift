@@ -191,18 +191,54 @@ public final class RemoteAgent: Service {
     }
 
     private func fenceLoop() async {
+        // Simulated hosts have no VMM processes to fence.
+        let watched = settings.simulatedMemoryMib == nil
+        if watched { FenceWatchdog.start(directory: settings.dataDirectory, logger: logger) }
+        let me = getpid()
+        let myStart = ProcessStat(pid: me)?.startTime ?? 0
+        var written: FenceRecord?
         while !Task.isCancelled {
             await fenceIfExpired()
+            if watched {
+                let remaining = lease.withLock { state in
+                    .milliseconds(state.grant.durationMs - Self.fenceMargin(state.grant))
+                        - (ContinuousClock.now - state.renewed)
+                }
+                let record = FenceRecord(
+                    agentPid: me, agentStartTime: myStart,
+                    deadline: FenceWatchdog.bootNanos()
+                        &+ UInt64(
+                            max(
+                                0,
+                                remaining.components.seconds * 1_000_000_000 + remaining.components.attoseconds
+                                    / 1_000_000_000)),
+                    vmms: await agent.movableVMMs().map {
+                        FenceRecord.VMM(instanceId: $0.instanceId, pid: $0.pid, startTime: $0.startTime)
+                    })
+                // Rewritten when the VMMs change or the lease moved on by more than a tick.
+                if record.vmms != written?.vmms || record.deadline > (written?.deadline ?? 0) + 50_000_000 {
+                    FenceWatchdog.write(record, directory: settings.dataDirectory)
+                    written = record
+                }
+            }
             try? await Task.sleep(for: .milliseconds(100))
         }
+    }
+
+    /// How long before its lease's end a host stops its movable VMs: they are gone before the
+    /// controller moves them.
+    static func fenceMargin(_ grant: LeaseGrant) -> Int { min(1000, grant.durationMs / 5) }
+
+    /// The loop of `swiftlet agent-watchdog` (FenceWatchdog).
+    public static func runFenceWatchdog(directory: String, logger: Logger) async {
+        await FenceWatchdog.run(directory: directory, logger: logger)
     }
 
     /// A host whose lease ran out may have had its instances moved: it stops its VMs before the
     /// controller could start them elsewhere, and runs only what the next sync assigns it.
     private func fenceIfExpired() async {
         let expired = lease.withLock { state -> Bool in
-            // A margin ahead of the lease's end, so the VMs are gone before the controller moves them.
-            let margin = min(1000, state.grant.durationMs / 5)
+            let margin = Self.fenceMargin(state.grant)
             guard !state.fenced, ContinuousClock.now - state.renewed > .milliseconds(state.grant.durationMs - margin)
             else { return false }
             state.fenced = true

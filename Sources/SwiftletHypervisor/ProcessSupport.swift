@@ -49,7 +49,7 @@ func errnoMessage(_ code: Int32 = errno) -> String { String(cString: strerror(co
 /// inherited descriptors beyond those three and `inheriting`, which the child gets as 3, 4, ...
 /// in order. `extraEnvironment` is added to this process's. The child may use transparent huge
 /// pages only if `transparentHugePages`.
-func spawnDetached(
+public func spawnDetached(
     executable: String, arguments: [String], stderrPath: String, inheriting descriptors: [Int32] = [],
     extraEnvironment: [String: String] = [:], transparentHugePages: Bool = false
 ) throws(HypervisorError) -> pid_t {
@@ -104,11 +104,11 @@ func spawnDetached(
 }
 
 /// `/proc/<pid>/stat`: state (field 3) and start time in clock ticks (field 22).
-struct ProcessStat: Equatable {
-    var state: Character
-    var startTime: UInt64
+public struct ProcessStat: Equatable {
+    public var state: Character
+    public var startTime: UInt64
 
-    init?(pid: pid_t) {
+    public init?(pid: pid_t) {
         let fd = open("/proc/\(pid)/stat", O_RDONLY | O_CLOEXEC)
         guard fd >= 0 else { return nil }
         defer { close(fd) }
@@ -128,7 +128,7 @@ struct ProcessStat: Equatable {
 }
 
 /// True if `pid` still runs (not a zombie) and is the process that started at `startTime`.
-func isProcessAlive(pid: pid_t, startTime: UInt64) -> Bool {
+public func isProcessAlive(pid: pid_t, startTime: UInt64) -> Bool {
     guard let stat = ProcessStat(pid: pid) else { return false }
     return stat.startTime == startTime && stat.state != "Z" && stat.state != "X"
 }

@@ -84,3 +84,18 @@ struct AgentCommand: AsyncParsableCommand {
         try await group.run()
     }
 }
+
+/// `swiftlet agent-watchdog`: started by `swiftlet agent` in its own session; kills the VMMs of
+/// movable instances once the agent is gone and the host's lease ran out (docs/agent-protocol.md).
+struct AgentWatchdogCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "agent-watchdog", abstract: "Fence a host's movable VMs when its agent is gone (internal).",
+        shouldDisplay: false)
+
+    @Option(help: "The agent's data directory.") var data: String
+
+    func run() async throws {
+        bootstrapLogging(level: "info")
+        await RemoteAgent.runFenceWatchdog(directory: data, logger: Logger(label: "swiftlet.agent-watchdog"))
+    }
+}
