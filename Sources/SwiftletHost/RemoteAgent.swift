@@ -193,7 +193,6 @@ public final class RemoteAgent: Service {
     private func fenceLoop() async {
         // Simulated hosts have no VMM processes to fence.
         let watched = settings.simulatedMemoryMib == nil
-        if watched { FenceWatchdog.start(directory: settings.dataDirectory, logger: logger) }
         let me = getpid()
         let myStart = ProcessStat(pid: me)?.startTime ?? 0
         var written: FenceRecord?
@@ -218,6 +217,8 @@ public final class RemoteAgent: Service {
                 // Rewritten when the VMMs change or the lease moved on by more than a tick.
                 if record.vmms != written?.vmms || record.deadline > (written?.deadline ?? 0) + 50_000_000 {
                     FenceWatchdog.write(record, directory: settings.dataDirectory)
+                    // Started once the record is there: a watchdog that finds none ends.
+                    if written == nil { FenceWatchdog.start(directory: settings.dataDirectory, logger: logger) }
                     written = record
                 }
             }
