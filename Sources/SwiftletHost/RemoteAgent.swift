@@ -214,8 +214,10 @@ public final class RemoteAgent: Service {
                     vmms: await agent.movableVMMs().map {
                         FenceRecord.VMM(instanceId: $0.instanceId, pid: $0.pid, startTime: $0.startTime)
                     })
-                // Rewritten when the VMMs change or the lease moved on by more than a tick.
-                if record.vmms != written?.vmms || record.deadline > (written?.deadline ?? 0) + 50_000_000 {
+                // Rewritten when the VMMs change or the deadline moved by more than a tick, either way:
+                // the first grant may shorten the lease the agent assumed until then.
+                let moved = written.map { max($0.deadline, record.deadline) - min($0.deadline, record.deadline) }
+                if record.vmms != written?.vmms || (moved ?? .max) > 50_000_000 {
                     FenceWatchdog.write(record, directory: settings.dataDirectory)
                     // Started once the record is there: a watchdog that finds none ends.
                     if written == nil { FenceWatchdog.start(directory: settings.dataDirectory, logger: logger) }

@@ -171,7 +171,9 @@ struct ClusterTests {
             let down = ContinuousClock.now - killed
             // The agent's watchdog (its own session) killed the movable VMM ahead of the lease's end:
             // by the time the host is DOWN and the instance may move, it no longer runs here.
-            #expect(fabric.vmms(onHost: 1, instanceId: created.id).isEmpty, "the moved instance would run twice")
+            #expect(
+                fabric.vmms(onHost: 1, instanceId: created.id).isEmpty,
+                "the moved instance would run twice; watchdog: \(agents[0].fenceLog.suffix(1500))")
             try await eventually("keep RUNNING on another host", timeout: .seconds(20)) {
                 let moved = try await client.instance("keep")
                 return moved.hostId != "host-node1" && moved.state == .running
@@ -198,7 +200,9 @@ struct ClusterTests {
             try await eventually("node1 UP again", timeout: .seconds(30)) {
                 try await client.host("host-node1").status == .up
             }
-            #expect(fabric.vmms(onHost: 1, instanceId: created.id).isEmpty)
+            try await eventually("the restarted agent runs nothing of the moved instance", timeout: .seconds(20)) {
+                fabric.vmms(onHost: 1, instanceId: created.id).isEmpty
+            }
             // What was not moved was re-attached, not booted again, and is RUNNING again.
             #expect(fabric.vmms(onHost: 1, instanceId: plainId).count == 1)
             #expect(try await client.instance(plainId).state == .running)

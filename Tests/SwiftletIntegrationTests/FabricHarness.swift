@@ -171,6 +171,12 @@ final class AgentProcess: @unchecked Sendable {
     }
 
     var log: String { (try? String(contentsOfFile: logPath, encoding: .utf8)) ?? "" }
+    /// What the agent's fence watchdog logged, with its last record.
+    var fenceLog: String {
+        ["/fence.log", "/fence.json", "/fence.pid"].map {
+            "\($0): " + ((try? String(contentsOfFile: dataDirectory + $0, encoding: .utf8)) ?? "(none)")
+        }.joined(separator: "\n")
+    }
 
     func cleanUp() {
         if let process {
