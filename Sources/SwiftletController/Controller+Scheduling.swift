@@ -31,9 +31,7 @@ extension Controller {
         group: ServerGroup? = nil, excluding: String? = nil
     ) throws(SwiftletError) -> Placements {
         let usage = try store.hostUsage()
-        let known = try launchCatalog.value("hosts", generation: store.catalogGeneration) {
-            () throws(SwiftletError) in try store.hosts()
-        }
+        let known = try knownHosts()
         var candidates = known.filter { isUp(hostId: $0.id) && $0.cordoned != true }
         if let target {
             guard let host = known.first(where: { $0.id == target || $0.name == target }) else {
@@ -102,5 +100,12 @@ extension Controller {
                 vcpus: Self.schedulerPolicy.capacity(cpus: host.cpus))
         }
         return Placements(hostIds: placed, claim: PlacementClaim(capacity: capacity, group: group))
+    }
+
+    /// The recorded hosts, read through the launch catalog cache (placement and listings ask often).
+    func knownHosts() throws(SwiftletError) -> [ComputeHost] {
+        try launchCatalog.value("hosts", generation: store.catalogGeneration) {
+            () throws(SwiftletError) in try store.hosts()
+        }
     }
 }

@@ -452,11 +452,7 @@ public final class Controller: Sendable {
     /// The hosts that are DOWN now, sorted: part of a cached list answer's key, since it changes
     /// how instances are shown without a change to the store.
     public func downHosts() -> [String] {
-        let known =
-            (try? launchCatalog.value("hosts", generation: store.catalogGeneration) {
-                () throws(SwiftletError) in try store.hosts()
-            }) ?? []
-        return known.map(\.id).filter { !isUp(hostId: $0) }.sorted()
+        ((try? knownHosts()) ?? []).map(\.id).filter { !isUp(hostId: $0) }.sorted()
     }
 
     public func instance(_ idOrName: String, by principal: Principal) throws(SwiftletError) -> Instance {

@@ -205,12 +205,7 @@ public final class RemoteAgent: Service {
                 }
                 let record = FenceRecord(
                     agentPid: me, agentStartTime: myStart,
-                    deadline: FenceWatchdog.bootNanos()
-                        &+ UInt64(
-                            max(
-                                0,
-                                remaining.components.seconds * 1_000_000_000 + remaining.components.attoseconds
-                                    / 1_000_000_000)),
+                    deadline: FenceWatchdog.bootNanos() &+ UInt64(max(0, remaining / .nanoseconds(1))),
                     vmms: await agent.movableVMMs().map {
                         FenceRecord.VMM(instanceId: $0.instanceId, pid: $0.pid, startTime: $0.startTime)
                     })

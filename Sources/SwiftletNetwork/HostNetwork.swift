@@ -104,12 +104,11 @@ public actor HostNetwork {
             }
         }
         self.broken = broken
-        if let devices = try? await driver.devices() {
-            for tunnel in devices.tunnels.subtracting(wantedTunnels) { await driver.removeTunnel(name: tunnel) }
-            for bridge in devices.segments.subtracting(state.segments.map(\.bridge)) {
-                logger.info("removing the bridge of a network that is gone", metadata: ["device": "\(bridge)"])
-                await driver.removeSegment(name: bridge)
-            }
+        // What this run made is wanted: only devices found before it can be stale.
+        for tunnel in existing.tunnels.subtracting(wantedTunnels) { await driver.removeTunnel(name: tunnel) }
+        for bridge in existing.segments.subtracting(state.segments.map(\.bridge)) {
+            logger.info("removing the bridge of a network that is gone", metadata: ["device": "\(bridge)"])
+            await driver.removeSegment(name: bridge)
         }
         guard recovered else { return }
         if let error = await syncRules() { logger.error("cannot apply network rules", metadata: ["error": "\(error)"]) }
