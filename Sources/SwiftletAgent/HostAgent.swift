@@ -27,7 +27,9 @@ public actor HostAgent {
     let logger: Logger
     private let readyTimeout: Duration
     /// The VM of each assigned instance that has one, booting or running.
-    private var slots: [String: VMSlot] = [:]
+    private var slots: [String: VMSlot] = [:] {
+        didSet { movableVMMsMayHaveChanged() }
+    }
     /// Pre-booted VMs waiting for an instance (WarmPools.swift).
     var warm = WarmPoolState()
     /// Where observations go; set by `sync`, when the agent connects.
@@ -39,7 +41,12 @@ public actor HostAgent {
     private var newestGeneration: [String: UInt64] = [:]
     /// Instances the controller re-creates elsewhere when this host goes DOWN (restart policy
     /// `always`): the ones a host that lost its lease must stop.
-    private var movable: Set<String> = []
+    private var movable: Set<String> = [] {
+        didSet { movableVMMsMayHaveChanged() }
+    }
+    /// Told the running VMMs of movable instances each time that set changes (nil: nobody asks).
+    private var movableObserver: (@Sendable (Set<MovableVMM>) -> Void)?
+    private var observedMovable: Set<MovableVMM> = []
 
     /// One instance's VM on this host, under the assignment generation it was started for.
     private enum VMSlot {
@@ -234,13 +241,36 @@ public actor HostAgent {
     /// What runs here: instance id → the generation its VM serves (for the controller, on reconnect).
     public func runningGenerations() -> [String: UInt64] { slots.mapValues(\.generation) }
 
-    /// The VMMs `fence` would stop, as (instance id, pid, process start time): what a watchdog that
-    /// outlives this agent kills if the lease runs out after the agent died.
-    public func movableVMMs() -> [(instanceId: String, pid: Int32, startTime: UInt64)] {
-        slots.compactMap { instanceId, slot in
-            guard movable.contains(instanceId), case .running(let vm) = slot else { return nil }
-            return (instanceId, vm.handle.pid, vm.handle.processStartTime)
-        }.sorted { $0.instanceId < $1.instanceId }
+    /// A running VMM of an instance the controller may move: what `fence` would stop.
+    public struct MovableVMM: Hashable, Sendable {
+        public var instanceId: String
+        public var pid: Int32
+        public var startTime: UInt64
+    }
+
+    /// Calls `observer` with the running VMMs of movable instances now and each time they change,
+    /// as the change is made (for a watchdog that outlives this agent and fences them if the lease
+    /// runs out after the agent died).
+    public func observeMovableVMMs(_ observer: @escaping @Sendable (Set<MovableVMM>) -> Void) {
+        movableObserver = observer
+        observedMovable = movableVMMs()
+        observer(observedMovable)
+    }
+
+    private func movableVMMs() -> Set<MovableVMM> {
+        Set(
+            movable.compactMap { instanceId in
+                guard case .running(let vm) = slots[instanceId] else { return nil }
+                return MovableVMM(instanceId: instanceId, pid: vm.handle.pid, startTime: vm.handle.processStartTime)
+            })
+    }
+
+    private func movableVMMsMayHaveChanged() {
+        guard let movableObserver else { return }
+        let now = movableVMMs()
+        guard now != observedMovable else { return }
+        observedMovable = now
+        movableObserver(now)
     }
 
     /// Stops the VMs of the instances the controller may move, without reporting (the host lost its

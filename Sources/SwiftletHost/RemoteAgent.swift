@@ -60,6 +60,9 @@ public final class RemoteAgent: Service {
     let uplink: ObservationUplink
     let capabilities: HostCapabilities
     private let position = Mutex<(revision: UInt64?, epoch: String?)>((nil, nil))
+    /// What the fence watchdog was last told (`<data>/fence.json`).
+    private let fence = Mutex<(vmms: [FenceRecord.VMM], written: FenceRecord?)>(([], nil))
+    private let agentProcess = (pid: getpid(), startTime: ProcessStat(pid: getpid())?.startTime ?? 0)
     private let lease = Mutex<LeaseState>(LeaseState())
 
     struct LeaseState {
@@ -193,34 +196,42 @@ public final class RemoteAgent: Service {
     private func fenceLoop() async {
         // Simulated hosts have no VMM processes to fence.
         let watched = settings.simulatedMemoryMib == nil
-        let me = getpid()
-        let myStart = ProcessStat(pid: me)?.startTime ?? 0
-        var written: FenceRecord?
+        if watched {
+            await agent.observeMovableVMMs { [self] vmms in
+                writeFenceRecord(
+                    vmms: vmms.map { .init(instanceId: $0.instanceId, pid: $0.pid, startTime: $0.startTime) })
+            }
+        }
         while !Task.isCancelled {
             await fenceIfExpired()
-            if watched {
-                let remaining = lease.withLock { state in
-                    .milliseconds(state.grant.durationMs - Self.fenceMargin(state.grant))
-                        - (ContinuousClock.now - state.renewed)
-                }
-                let record = FenceRecord(
-                    agentPid: me, agentStartTime: myStart,
-                    deadline: FenceWatchdog.bootNanos() &+ UInt64(max(0, remaining / .nanoseconds(1))),
-                    vmms: await agent.movableVMMs().map {
-                        FenceRecord.VMM(instanceId: $0.instanceId, pid: $0.pid, startTime: $0.startTime)
-                    })
-                // Rewritten when the VMMs change or the deadline moved by more than a tick, either way:
-                // the first grant may shorten the lease the agent assumed until then.
-                let moved = written.map { max($0.deadline, record.deadline) - min($0.deadline, record.deadline) }
-                if record.vmms != written?.vmms || (moved ?? .max) > 50_000_000 {
-                    FenceWatchdog.write(record, directory: settings.dataDirectory)
-                    // Started once the record is there: a watchdog that finds none ends.
-                    if written == nil { FenceWatchdog.start(directory: settings.dataDirectory, logger: logger) }
-                    written = record
-                }
-            }
+            if watched { writeFenceRecord(vmms: nil) }
             try? await Task.sleep(for: .milliseconds(100))
         }
+    }
+
+    /// Brings `<data>/fence.json` up to date: with `vmms` when the agent's movable VMMs changed
+    /// (written as the change is made), else the deadline the lease has now. Rewritten when either
+    /// moved, the deadline by more than a tick either way (the first grant may shorten the lease
+    /// the agent assumed until then). The watchdog starts once the first record is there.
+    private func writeFenceRecord(vmms: [FenceRecord.VMM]?) {
+        let remaining = lease.withLock { state in
+            .milliseconds(state.grant.durationMs - Self.fenceMargin(state.grant))
+                - (ContinuousClock.now - state.renewed)
+        }
+        let deadline = FenceWatchdog.bootNanos() &+ UInt64(max(0, remaining / .nanoseconds(1)))
+        let first = fence.withLock { state -> Bool in
+            if let vmms { state.vmms = vmms.sorted { $0.instanceId < $1.instanceId } }
+            let record = FenceRecord(
+                agentPid: agentProcess.pid, agentStartTime: agentProcess.startTime, deadline: deadline, vmms: state.vmms
+            )
+            let moved = state.written.map { max($0.deadline, deadline) - min($0.deadline, deadline) }
+            guard record.vmms != state.written?.vmms || (moved ?? .max) > 50_000_000 else { return false }
+            // Under the lock: two writers never put an older record over a newer one.
+            FenceWatchdog.write(record, directory: settings.dataDirectory)
+            defer { state.written = record }
+            return state.written == nil
+        }
+        if first { FenceWatchdog.start(directory: settings.dataDirectory, logger: logger) }
     }
 
     /// How long before its lease's end a host stops its movable VMs: they are gone before the
