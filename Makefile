@@ -26,10 +26,12 @@ format:
 
 test: build lint
 	$(SWIFT) build --build-tests
-	$(SWIFT) test --skip-build
+	SWIFTLET_TEST_POSTGRES=$$(scripts/setup-postgres.sh) $(SWIFT) test --skip-build
 	$(SWIFT) test --package-path guest/tests
 	guest/build.sh guest/examples/hello -o .build/contract-hello.elf
 	/usr/bin/python3 tests/contract/check_openapi.py .build/debug/swiftlet .build/contract-hello.elf
+	/usr/bin/python3 tests/contract/check_openapi.py .build/debug/swiftlet .build/contract-hello.elf \
+		$$(scripts/setup-postgres.sh --fresh swiftlet_contract)
 
 # BENCH_ARGS=--quick for a run under 2 minutes; see bench/README.md.
 bench:

@@ -22,6 +22,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-nio-ssl.git", exact: "2.37.6"),
         .package(url: "https://github.com/apple/swift-certificates.git", exact: "1.21.1"),
         .package(url: "https://github.com/apple/swift-asn1.git", exact: "1.7.4"),
+        .package(url: "https://github.com/vapor/postgres-nio.git", exact: "1.33.2"),
     ],
     targets: [
         .target(name: "SwiftletCore", swiftSettings: strict),
@@ -36,6 +37,21 @@ let package = Package(
         .target(
             name: "SwiftletStore",
             dependencies: ["SwiftletCore", .product(name: "GRDB", package: "GRDB.swift")],
+            swiftSettings: strict),
+        .target(
+            name: "SwiftletPostgres",
+            dependencies: [
+                "SwiftletCore", "SwiftletStore", .product(name: "PostgresNIO", package: "postgres-nio"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            swiftSettings: strict),
+        .testTarget(
+            name: "SwiftletStoreTests",
+            dependencies: [
+                "SwiftletPostgres", "SwiftletCore", "SwiftletStore", .product(name: "GRDB", package: "GRDB.swift"),
+                .product(name: "PostgresNIO", package: "postgres-nio"), .product(name: "Logging", package: "swift-log"),
+            ],
             swiftSettings: strict),
         .target(
             name: "SwiftletImages",
@@ -67,7 +83,7 @@ let package = Package(
         .testTarget(
             name: "SwiftletNetworkTests",
             dependencies: [
-                "SwiftletNetwork", "SwiftletCore", "SwiftletStore", "SwiftletAgentProtocol", "SwiftletAgent",
+                "SwiftletNetwork", "SwiftletCore", "SwiftletAgentProtocol", "SwiftletAgent",
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: strict),
@@ -75,7 +91,7 @@ let package = Package(
             name: "SwiftletController",
             dependencies: [
                 "SwiftletCore", "SwiftletStore", "SwiftletImages", "SwiftletAgent", "SwiftletAgentProtocol",
-                "SwiftletHypervisor", "SwiftletNetwork", "SwiftletPKI",
+                "SwiftletHypervisor", "SwiftletNetwork", "SwiftletPKI", "SwiftletPostgres",
                 "SwiftletScheduler",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdTLS", package: "hummingbird"),
@@ -128,7 +144,7 @@ let package = Package(
         .testTarget(
             name: "SwiftletCoreTests",
             dependencies: [
-                "SwiftletCore", "SwiftletImages", "SwiftletStore", .product(name: "GRDB", package: "GRDB.swift"),
+                "SwiftletCore", "SwiftletImages",
             ],
             swiftSettings: strict),
         .testTarget(

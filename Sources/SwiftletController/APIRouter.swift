@@ -56,7 +56,7 @@ struct AuthMiddleware: RouterMiddleware {
     {
         if request.uri.path == "/v1/health" { return try await next(request, context) }
         var context = context
-        context.principal = try controller.authenticate(authorization: request.headers[.authorization])
+        context.principal = try await controller.authenticate(authorization: request.headers[.authorization])
         return try await next(request, context)
     }
 }
@@ -78,16 +78,18 @@ public enum APIRouter {
         // Projects and tokens (admin)
         v1.post("projects") { request, context in
             let body = try await decode(CreateProjectRequest.self, request, context)
-            return json(try controller.createProject(body, by: try context.requirePrincipal()), status: .created)
+            let principal = try context.requirePrincipal()
+            let project = try await controller.createProject(body, by: principal)
+            return json(project, status: .created)
         }
         v1.get("projects") { _, context in
             try controller.requireAdmin(try context.requirePrincipal())
-            return json(ProjectList(try controller.store.projects()))
+            return json(ProjectList(try await controller.store.projects()))
         }
         v1.post("projects/:id/tokens") { _, context in
             try controller.requireAdmin(try context.requirePrincipal())
             let id = try context.parameters.require("id")
-            return json(try controller.createToken(projectId: id, admin: false), status: .created)
+            return json(try await controller.createToken(projectId: id, admin: false), status: .created)
         }
 
         // Images
@@ -121,10 +123,10 @@ public enum APIRouter {
             return json(image, status: .created)
         }
         v1.get("images") { _, context in
-            json(ImageList(try controller.images(by: try context.requirePrincipal())))
+            json(ImageList(try await controller.images(by: try context.requirePrincipal())))
         }
         v1.get("images/:id") { _, context in
-            json(try controller.image(try context.parameters.require("id"), by: try context.requirePrincipal()))
+            json(try await controller.image(try context.parameters.require("id"), by: try context.requirePrincipal()))
         }
         v1.delete("images/:id") { _, context in
             try await controller.deleteImage(try context.parameters.require("id"), by: try context.requirePrincipal())
@@ -132,10 +134,10 @@ public enum APIRouter {
         }
 
         // Flavors
-        v1.get("flavors") { _, _ in json(FlavorList(try controller.store.flavors())) }
+        v1.get("flavors") { _, _ in json(FlavorList(try await controller.store.flavors())) }
         v1.post("flavors") { request, context in
             let flavor = try await decode(Flavor.self, request, context)
-            return json(try controller.createFlavor(flavor, by: try context.requirePrincipal()), status: .created)
+            return json(try await controller.createFlavor(flavor, by: try context.requirePrincipal()), status: .created)
         }
 
         // Instances
@@ -167,12 +169,12 @@ public enum APIRouter {
             let principal = try context.requirePrincipal()
             let key = ResponseCache.key(
                 "instances", "\(principal)", state?.rawValue, name, image, marker, limit.map(String.init),
-                controller.downHosts().joined(separator: ","))
+                await controller.downHosts().joined(separator: ","))
             let answer = try await controller.responses.body(
                 for: key, generation: controller.store.generation,
                 gzip: ResponseCache.acceptsGzip(request.headers[.acceptEncoding])
             ) {
-                let list = try controller.instances(
+                let list = try await controller.instances(
                     by: principal, state: state, name: name, image: image, after: marker, limit: limit)
                 return ByteBuffer(bytes: try encoder.encode(list))
             }
@@ -183,7 +185,8 @@ public enum APIRouter {
         v1.get("instances/:id") { _, context in
             json(
                 controller.present(
-                    try controller.instance(try context.parameters.require("id"), by: try context.requirePrincipal())))
+                    try await controller.instance(
+                        try context.parameters.require("id"), by: try context.requirePrincipal())))
         }
         v1.delete("instances/:id") { _, context in
             _ = try await controller.act(
@@ -211,10 +214,11 @@ public enum APIRouter {
         v1.get("instances/:id/events") { _, context in
             json(
                 EventList(
-                    try controller.events(try context.parameters.require("id"), by: try context.requirePrincipal())))
+                    try await controller.events(
+                        try context.parameters.require("id"), by: try context.requirePrincipal())))
         }
         v1.post("instances/:id/console") { request, context in
-            let instance = try controller.instance(
+            let instance = try await controller.instance(
                 try context.parameters.require("id"), by: try context.requirePrincipal())
             let buffer = try await request.body.collect(upTo: 4096)
             let text = String(decoding: buffer.readableBytesView, as: UTF8.self)
@@ -229,7 +233,7 @@ public enum APIRouter {
             return Response(status: .noContent)
         }
         v1.get("instances/:id/console") { request, context in
-            let instance = try controller.instance(
+            let instance = try await controller.instance(
                 try context.parameters.require("id"), by: try context.requirePrincipal())
             let follow = request.uri.queryParameters.get("follow") == "true"
             return try await ConsoleStream.response(
@@ -243,10 +247,10 @@ public enum APIRouter {
         ServerGroupRoutes.register(on: v1, controller: controller)
 
         // Hosts
-        v1.get("hosts") { _, _ in json(HostList(try controller.hosts())) }
+        v1.get("hosts") { _, _ in json(HostList(try await controller.hosts())) }
         v1.get("hosts/:id") { _, context in
             let id = try context.parameters.require("id")
-            guard let host = try controller.hosts().first(where: { $0.id == id || $0.name == id }) else {
+            guard let host = try await controller.hosts().first(where: { $0.id == id || $0.name == id }) else {
                 throw SwiftletError.notFound("host", id)
             }
             return json(host)

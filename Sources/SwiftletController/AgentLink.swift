@@ -72,14 +72,14 @@ extension Controller {
     /// its host's whole desired state.
     public func connectLocalAgent(_ link: LocalAgentLink) async throws(SwiftletError) {
         let hostId = link.hostId
-        for instance in try store.instances(projectId: nil, state: nil, name: nil, imageId: nil)
+        for instance in try await store.instances(projectId: nil, state: nil, name: nil, imageId: nil)
         where instance.hostId == nil {
-            try store.updateInstance(id: instance.id) { $0.hostId = hostId }
+            try await store.updateInstance(id: instance.id) { $0.hostId = hostId }
         }
-        for instance in try store.instances(projectId: nil, state: .deleted, name: nil, imageId: nil)
+        for instance in try await store.instances(projectId: nil, state: .deleted, name: nil, imageId: nil)
         where instance.hostId == hostId {
             // A delete cut short: its VM goes as an orphan in the sync.
-            try store.deleteInstance(id: instance.id)
+            try await store.deleteInstance(id: instance.id)
         }
         setLocalHost(hostId)
         agents.register(link)

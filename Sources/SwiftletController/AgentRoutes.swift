@@ -61,10 +61,10 @@ enum AgentRoutes {
         }
         v1.post("join") { request, context in
             let body = try await decode(JoinRequest.self, request, context)
-            return APIRouter.json(try cluster.join(body), status: .created)
+            return APIRouter.json(try await cluster.join(body), status: .created)
         }
         v1.post("watch") { request, context in
-            let hostId = try cluster.authenticate(certificateDER: await context.peerCertificateDER())
+            let hostId = try await cluster.authenticate(certificateDER: await context.peerCertificateDER())
             let body = try await decode(WatchRequest.self, request, context)
             let stream = try await cluster.watch(hostId: hostId, body)
             let encoder = SwiftletJSON.encoder()
@@ -80,27 +80,27 @@ enum AgentRoutes {
                 })
         }
         v1.post("observations") { request, context in
-            let hostId = try cluster.authenticate(certificateDER: await context.peerCertificateDER())
+            let hostId = try await cluster.authenticate(certificateDER: await context.peerCertificateDER())
             let body = try await decode([Observation].self, request, context)
             try await cluster.observe(hostId: hostId, body)
             return Response(status: .noContent)
         }
         v1.post("replies") { request, context in
-            let hostId = try cluster.authenticate(certificateDER: await context.peerCertificateDER())
+            let hostId = try await cluster.authenticate(certificateDER: await context.peerCertificateDER())
             let reply = try await decode(AgentReply.self, request, context)
             try cluster.link(hostId: hostId).resolve(reply)
             return Response(status: .noContent)
         }
         v1.post("lease") { _, context in
-            let hostId = try cluster.authenticate(certificateDER: await context.peerCertificateDER())
+            let hostId = try await cluster.authenticate(certificateDER: await context.peerCertificateDER())
             cluster.controller.leases.renew(hostId: hostId)
             return APIRouter.json(cluster.leaseGrant)
         }
         v1.get("images/:sha256") { _, context in
-            _ = try cluster.authenticate(certificateDER: await context.peerCertificateDER())
+            _ = try await cluster.authenticate(certificateDER: await context.peerCertificateDER())
             let sha256 = try context.parameters.require("sha256")
             guard sha256.count == 64, sha256.allSatisfy(\.isHexDigit),
-                try cluster.store.images(projectId: nil).contains(where: { $0.sha256 == sha256 }),
+                try await cluster.store.images(projectId: nil).contains(where: { $0.sha256 == sha256 }),
                 let file = FileHandle(forReadingAtPath: cluster.controller.blobs.path(sha256: sha256))
             else { throw SwiftletError.notFound("image bytes", sha256) }
             return Response(

@@ -36,13 +36,14 @@ enum BuildRoutes {
         v1.get("builds") { _, context in
             let principal = try context.requirePrincipal()
             return APIRouter.json(
-                BuildList(try service.store.builds(projectId: principal.isAdmin ? nil : principal.projectId)))
+                BuildList(try await service.store.builds(projectId: principal.isAdmin ? nil : principal.projectId)))
         }
         v1.get("builds/:id") { _, context in
-            APIRouter.json(try find(service, try context.parameters.require("id"), try context.requirePrincipal()))
+            APIRouter.json(
+                try await find(service, try context.parameters.require("id"), try context.requirePrincipal()))
         }
         v1.get("builds/:id/log") { request, context in
-            let build = try find(service, try context.parameters.require("id"), try context.requirePrincipal())
+            let build = try await find(service, try context.parameters.require("id"), try context.requirePrincipal())
             let path = service.logPath(build.id)
             let headers: HTTPFields = [.contentType: "text/plain; charset=utf-8"]
             guard request.uri.queryParameters.get("follow") == "true" else {
@@ -56,7 +57,8 @@ enum BuildRoutes {
                     var finished = false
                     while !Task.isCancelled {
                         // Read the state before the file so the last lines are never missed.
-                        finished = (try? service.store.build(id: build.id, projectId: nil))??.state.isFinished ?? true
+                        finished =
+                            await (try? service.store.build(id: build.id, projectId: nil))??.state.isFinished ?? true
                         if let handle = FileHandle(forReadingAtPath: path) {
                             try handle.seek(toOffset: offset)
                             let data = try handle.readToEnd() ?? Data()
@@ -74,10 +76,11 @@ enum BuildRoutes {
         }
     }
 
-    private static func find(_ service: BuildService, _ id: String, _ principal: Principal) throws(SwiftletError)
+    private static func find(_ service: BuildService, _ id: String, _ principal: Principal) async throws(SwiftletError)
         -> Build
     {
-        guard let build = try service.store.build(id: id, projectId: principal.isAdmin ? nil : principal.projectId)
+        guard
+            let build = try await service.store.build(id: id, projectId: principal.isAdmin ? nil : principal.projectId)
         else {
             throw .notFound("build", id)
         }

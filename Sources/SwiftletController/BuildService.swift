@@ -104,8 +104,8 @@ final class BuildService: Sendable {
             throw error
         }
         let digest = build.inputsDigest!
-        if let imageId = try store.cachedImage(projectId: build.projectId, inputsDigest: digest),
-            (try? controller.image(imageId, by: principal)) != nil
+        if let imageId = try await store.cachedImage(projectId: build.projectId, inputsDigest: digest),
+            await (try? controller.image(imageId, by: principal)) != nil
         {
             build.state = .succeeded
             build.cacheHit = true
@@ -113,10 +113,10 @@ final class BuildService: Sendable {
             build.finishedAt = Date()
             appendLog(build.id, "build cache hit: inputs \(digest.prefix(12)) → image \(imageId); nothing compiled\n")
             cleanUp(directory)
-            try store.createBuild(build)
+            try await store.createBuild(build)
             return build
         }
-        try store.createBuild(build)
+        try await store.createBuild(build)
         let source = sourceDirectory
         Task { await self.run(build, recipe: recipe, source: source, principal: principal) }
         return build
@@ -127,12 +127,16 @@ final class BuildService: Sendable {
         var build = initial
         let directory = root + "/" + build.id
         let output = directory + "/kernel"
-        defer {
-            cleanUp(directory)
-            unlink(output)
-            build.finishedAt = Date()
-            try? store.updateBuild(build)
-        }
+        await execute(&build, recipe: recipe, source: source, output: output, principal: principal)
+        cleanUp(directory)
+        unlink(output)
+        build.finishedAt = Date()
+        try? await store.updateBuild(build)
+    }
+
+    private func execute(
+        _ build: inout Build, recipe: any BuildRecipe, source: String, output: String, principal: Principal
+    ) async {
         let (executable, arguments) = recipe.command(source: source, output: output, flags: build.flags)
         appendLog(build.id, "$ \(([executable] + arguments).joined(separator: " "))\n")
         if await !slots.tryAcquire() {
@@ -154,7 +158,8 @@ final class BuildService: Sendable {
         let imageName = "\(build.name)-\(digest.prefix(8))"
         do {
             let image: Image
-            if let existing = try? controller.image(imageName, by: principal), existing.projectId == principal.projectId
+            if let existing = try? await controller.image(imageName, by: principal),
+                existing.projectId == principal.projectId
             {
                 image = existing
             } else {
@@ -170,7 +175,7 @@ final class BuildService: Sendable {
                     }
                 }
             }
-            try store.cacheImage(projectId: build.projectId, inputsDigest: digest, imageId: image.id)
+            try await store.cacheImage(projectId: build.projectId, inputsDigest: digest, imageId: image.id)
             build.imageId = image.id
             build.state = .succeeded
             build.stages.package = Self.millis(since: started)

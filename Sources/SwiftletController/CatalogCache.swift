@@ -17,11 +17,11 @@ final class CatalogCache: Sendable {
     /// The value under `key` for `generation`, made (and kept) on a miss. The generation is read
     /// before `make` runs, so a kept value is never older than the generation it is kept under.
     func value<Value: Sendable>(
-        _ key: String, generation: UInt64, make: () throws(SwiftletError) -> Value
-    ) throws(SwiftletError) -> Value {
+        _ key: String, generation: UInt64, make: () async throws(SwiftletError) -> Value
+    ) async throws(SwiftletError) -> Value {
         let hit = state.withLock { state in state.generation == generation ? state.values[key] as? Value : nil }
         if let hit { return hit }
-        let value = try make()
+        let value = try await make()
         state.withLock { state in
             if state.generation != generation || state.values.count >= Self.capacity {
                 state = State(generation: generation)

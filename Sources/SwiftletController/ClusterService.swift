@@ -34,7 +34,7 @@ public final class ClusterService: Sendable {
     public init(
         ca: ClusterCA, store: any SwiftletStore & ClusterStore, controller: Controller, settings: Settings,
         logger: Logger
-    ) throws(SwiftletError) {
+    ) async throws(SwiftletError) {
         self.ca = ca
         self.store = store
         self.controller = controller
@@ -43,8 +43,8 @@ public final class ClusterService: Sendable {
         controller.leases.duration = settings.leaseDuration
         // Every joined host gets its link now: what is sent to it waits in the link's log until
         // its agent connects.
-        for host in try store.hosts() {
-            if let credential = try store.hostCredential(hostId: host.id), !credential.revoked {
+        for host in try await store.hosts() {
+            if let credential = try await store.hostCredential(hostId: host.id), !credential.revoked {
                 controller.agents.register(RemoteAgentLink(hostId: host.id, epoch: epoch, logger: logger))
             }
         }
@@ -54,7 +54,7 @@ public final class ClusterService: Sendable {
 
     public static let maxTokenTTL: Duration = .seconds(7 * 86400)
 
-    public func createJoinToken(ttl: Duration?, by principal: Principal) throws(SwiftletError) -> JoinTokenInfo {
+    public func createJoinToken(ttl: Duration?, by principal: Principal) async throws(SwiftletError) -> JoinTokenInfo {
         try controller.requireAdmin(principal)
         let ttl = ttl ?? .seconds(600)
         guard ttl > .zero, ttl <= Self.maxTokenTTL else {
@@ -67,21 +67,22 @@ public final class ClusterService: Sendable {
         }
         let token = JoinToken(id: hex(6), secret: hex(16), caFingerprint: ca.fingerprint)
         let expiresAt = Date().addingTimeInterval(TimeInterval(ttl.components.seconds))
-        try store.createJoinToken(id: token.id, secretHash: Controller.hash(secret: token.secret), expiresAt: expiresAt)
+        try await store.createJoinToken(
+            id: token.id, secretHash: Controller.hash(secret: token.secret), expiresAt: expiresAt)
         return JoinTokenInfo(id: token.id, token: token.text, expiresAt: expiresAt)
     }
 
     public func revoke(host: String, by principal: Principal) async throws(SwiftletError) {
         try controller.requireAdmin(principal)
-        let hostId = try controller.hostId(for: host)
-        try store.revokeHost(hostId: hostId)
+        let hostId = try await controller.hostId(for: host)
+        try await store.revokeHost(hostId: hostId)
         if let link = try? controller.agents.link(for: hostId) as? RemoteAgentLink { link.disconnect() }
         controller.leases.forget(hostId: hostId)
         // No longer a tunnel peer of any network: the other hosts stop flooding to it.
-        if var record = try store.hosts().first(where: { $0.id == hostId }), record.networkPrefix != nil {
+        if var record = try await store.hosts().first(where: { $0.id == hostId }), record.networkPrefix != nil {
             record.networkPrefix = nil
             record.fabricAddress = nil
-            try store.upsertHost(record)
+            try await store.upsertHost(record)
             await controller.publishNetworks()
         }
         logger.notice("host revoked", metadata: ["host.id": "\(hostId)"])
@@ -90,7 +91,7 @@ public final class ClusterService: Sendable {
     // MARK: - The agents' side
 
     /// A valid, unused, unexpired token gets the agent a client certificate bound to a host id.
-    func join(_ request: JoinRequest) throws(SwiftletError) -> JoinResponse {
+    func join(_ request: JoinRequest) async throws(SwiftletError) -> JoinResponse {
         let parts = request.token.split(separator: ".").map(String.init)
         guard parts.count == 2 else {
             throw SwiftletError(.unauthorized, "join.invalid_token", "the join token is not valid")
@@ -103,11 +104,11 @@ public final class ClusterService: Sendable {
         }
         try Self.validate(request.capabilities)
         let issued = try ca.issueHostCertificate(hostId: hostId, requestPEM: request.certificateRequest)
-        try store.joinHost(
+        try await store.joinHost(
             tokenId: parts[0], secretHash: Controller.hash(secret: parts[1]), now: Date(),
             credential: HostCredential(
                 hostId: hostId, name: request.hostName, certificateSerial: issued.serial, joinedAt: Date()))
-        try record(hostId: hostId, name: request.hostName, capabilities: request.capabilities)
+        try await record(hostId: hostId, name: request.hostName, capabilities: request.capabilities)
         if (try? controller.agents.link(for: hostId)) == nil {
             controller.agents.register(RemoteAgentLink(hostId: hostId, epoch: epoch, logger: logger))
         }
@@ -132,8 +133,10 @@ public final class ClusterService: Sendable {
     /// Records what a host reports; true when its part in networks changed (the other hosts then need
     /// new tunnel peers).
     @discardableResult
-    private func record(hostId: String, name: String, capabilities: HostCapabilities) throws(SwiftletError) -> Bool {
-        let before = try store.hosts().first { $0.id == hostId }
+    private func record(hostId: String, name: String, capabilities: HostCapabilities) async throws(SwiftletError)
+        -> Bool
+    {
+        let before = try await store.hosts().first { $0.id == hostId }
         var host = ComputeHost(
             id: hostId, name: name, cpus: capabilities.cpus, memoryMib: capabilities.memoryMib,
             hypervisors: capabilities.hypervisors, hypervisorVersion: capabilities.hypervisorVersion,
@@ -142,20 +145,20 @@ public final class ClusterService: Sendable {
             instances: 0, updatedAt: Date())
         host.networkPrefix = capabilities.networkPrefix
         host.fabricAddress = capabilities.fabricAddress
-        try store.upsertHost(host)
+        try await store.upsertHost(host)
         return before?.networkPrefix != host.networkPrefix || before?.fabricAddress != host.fabricAddress
     }
 
     /// The host a verified client certificate speaks for: it must name a host whose credential
     /// carries that very certificate's serial and is not revoked.
-    func authenticate(certificateDER: [UInt8]?) throws(SwiftletError) -> String {
+    func authenticate(certificateDER: [UInt8]?) async throws(SwiftletError) -> String {
         guard let certificateDER else {
             throw SwiftletError(.unauthorized, "agent.no_certificate", "this call needs the host's client certificate")
         }
         guard let identity = ClusterCA.hostIdentity(ofDER: certificateDER) else {
             throw SwiftletError(.forbidden, "agent.bad_certificate", "the certificate names no host")
         }
-        guard let credential = try store.hostCredential(hostId: identity.hostId),
+        guard let credential = try await store.hostCredential(hostId: identity.hostId),
             credential.certificateSerial == identity.serial
         else {
             throw SwiftletError(
@@ -187,12 +190,12 @@ public final class ClusterService: Sendable {
             throw SwiftletError(.unavailable, "controller.closing", "the controller is shutting down")
         }
         try Self.validate(request.capabilities)
-        let name = try store.hostCredential(hostId: hostId)?.name ?? hostId
-        let networkingChanged = try record(hostId: hostId, name: name, capabilities: request.capabilities)
+        let name = try await store.hostCredential(hostId: hostId)?.name ?? hostId
+        let networkingChanged = try await record(hostId: hostId, name: name, capabilities: request.capabilities)
         controller.leases.renew(hostId: hostId)
         let sync = controller.instanceSync
-        let stream = try link(hostId: hostId).open(request) { () throws(SwiftletError) in
-            try sync.hostSync(hostId: hostId)
+        let stream = try await link(hostId: hostId).open(request) { () async throws(SwiftletError) in
+            try await sync.hostSync(hostId: hostId)
         }
         // The other hosts tunnel to this one (a join recorded it already, so "changed" is not enough).
         if networkingChanged || request.capabilities.networkPrefix != nil { await controller.publishNetworks() }

@@ -17,12 +17,12 @@ extension Controller {
     /// Checks the launch properties against the detected kind, resolves `initrd` (a name or id of
     /// an initrd image the caller can see) to an id, and records the boot protocol.
     func normalizeImageProperties(_ properties: [String: String], kind: ImageKind, by principal: Principal)
-        throws(SwiftletError)
+        async throws(SwiftletError)
         -> [String: String]
     {
         var properties = properties
         if let reference = properties[LaunchProfile.initrdProperty] {
-            let initrd = try image(reference, by: principal)
+            let initrd = try await image(reference, by: principal)
             guard initrd.kind == .initrd else {
                 throw .badRequest(
                     "image.bad_initrd", "initrd '\(reference)' is a \(initrd.kind.rawValue) image, not an initrd")
@@ -36,14 +36,15 @@ extension Controller {
 
     /// At upload: a given signature must verify with a key the project trusts; a project that
     /// requires signed images refuses an upload without one. Returns the verifying key's id.
-    func verifyUploadSignature(_ signature: String?, sha256: String, by principal: Principal) throws(SwiftletError)
+    func verifyUploadSignature(_ signature: String?, sha256: String, by principal: Principal)
+        async throws(SwiftletError)
         -> String?
     {
-        guard let project = try store.project(id: principal.projectId) else {
+        guard let project = try await store.project(id: principal.projectId) else {
             throw .notFound("project", principal.projectId)
         }
         guard signature != nil || project.requireSignedImages else { return nil }
-        return try ImageSignature.verify(
+        return try await ImageSignature.verify(
             signature, sha256: sha256, keys: try catalog.signingKeys(projectId: project.id), projectName: project.name)
     }
 
@@ -80,9 +81,9 @@ extension Controller {
     }
 
     public func updateImage(_ idOrName: String, _ request: UpdateImageRequest, by principal: Principal)
-        throws(SwiftletError) -> Image
+        async throws(SwiftletError) -> Image
     {
-        var image = try image(idOrName, by: principal)
+        var image = try await image(idOrName, by: principal)
         try requireOwner(image, principal)
         if let visibility = request.visibility { image.visibility = visibility }
         if let tags = request.tags { image.tags = try Self.normalizeTags(tags) }
@@ -95,62 +96,63 @@ extension Controller {
                         "image.bad_ready_pattern", "ready_pattern is not a valid regex: \(pattern)")
                 }
             }
-            image.properties = try normalizeImageProperties(properties, kind: image.kind, by: principal)
+            image.properties = try await normalizeImageProperties(properties, kind: image.kind, by: principal)
         }
-        try catalog.updateImageCatalog(image)
+        try await catalog.updateImageCatalog(image)
         return image
     }
 
     // MARK: - Trusted signing keys
 
     /// The project a key request acts on: a project token acts on its own project only.
-    private func keyProject(_ projectId: String, _ principal: Principal) throws(SwiftletError) -> Project {
+    private func keyProject(_ projectId: String, _ principal: Principal) async throws(SwiftletError) -> Project {
         guard principal.isAdmin || principal.projectId == projectId else {
             throw SwiftletError(.forbidden, "project.other", "a project token manages only its own project")
         }
-        let byName = try store.projects().first { $0.name == projectId }
-        guard let project = try store.project(id: projectId) ?? byName else {
+        let byName = try await store.projects().first { $0.name == projectId }
+        guard let project = try await store.project(id: projectId) ?? byName else {
             throw .notFound("project", projectId)
         }
         return project
     }
 
     public func addSigningKey(projectId: String, _ request: AddSigningKeyRequest, by principal: Principal)
-        throws(SwiftletError)
+        async throws(SwiftletError)
         -> SigningKey
     {
-        let project = try keyProject(projectId, principal)
+        let project = try await keyProject(projectId, principal)
         try ResourceID.validateName(request.name)
         _ = try ImageSignature.publicKey(base64: request.publicKey)
         let key = SigningKey(
             id: ResourceID.make("key"), projectId: project.id, name: request.name, publicKey: request.publicKey,
             createdAt: Date())
-        do { try catalog.addSigningKey(key) } catch  where error.kind == .conflict {
+        do { try await catalog.addSigningKey(key) } catch  where error.kind == .conflict {
             throw SwiftletError(
                 .conflict, "signing_key.duplicate", "the project already trusts a key with that name or value")
         }
         return key
     }
 
-    public func signingKeys(projectId: String, by principal: Principal) throws(SwiftletError) -> [SigningKey] {
-        try catalog.signingKeys(projectId: try keyProject(projectId, principal).id)
+    public func signingKeys(projectId: String, by principal: Principal) async throws(SwiftletError) -> [SigningKey] {
+        try await catalog.signingKeys(projectId: try keyProject(projectId, principal).id)
     }
 
-    public func deleteSigningKey(projectId: String, key: String, by principal: Principal) throws(SwiftletError) {
-        guard try catalog.deleteSigningKey(idOrName: key, projectId: try keyProject(projectId, principal).id) else {
+    public func deleteSigningKey(projectId: String, key: String, by principal: Principal) async throws(SwiftletError) {
+        guard try await catalog.deleteSigningKey(idOrName: key, projectId: try keyProject(projectId, principal).id)
+        else {
             throw .notFound("signing_key", key)
         }
     }
 
     public func updateProject(_ projectId: String, _ request: UpdateProjectRequest, by principal: Principal)
-        throws(SwiftletError)
+        async throws(SwiftletError)
         -> Project
     {
         try requireAdmin(principal)
-        let project = try keyProject(projectId, principal)
+        let project = try await keyProject(projectId, principal)
         if let required = request.requireSignedImages {
-            try catalog.setRequireSignedImages(projectId: project.id, required)
+            try await catalog.setRequireSignedImages(projectId: project.id, required)
         }
-        return try store.project(id: project.id) ?? project
+        return try await store.project(id: project.id) ?? project
     }
 }

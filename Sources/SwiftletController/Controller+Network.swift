@@ -65,9 +65,9 @@ extension Controller {
             gateway: IPv4.format(gateway), mtu: mtu, mode: request.mode ?? .nat,
             bridge: HostNetwork.bridgeName(prefix: networking.prefix, networkId: id),
             createdAt: Date())
-        try networking.store.createNetwork(network)
+        try await networking.store.createNetwork(network)
         await publishNetworks()
-        return try networking.store.network(idOrName: id, projectId: nil) ?? network
+        return try await networking.store.network(idOrName: id, projectId: nil) ?? network
     }
 
     static func parseCIDR(_ text: String) throws(SwiftletError) -> CIDRBlock {
@@ -92,60 +92,61 @@ extension Controller {
         return block
     }
 
-    public func networks(by principal: Principal) throws(SwiftletError) -> [Network] {
-        try networkStore.networks(projectId: scopeOf(principal))
+    public func networks(by principal: Principal) async throws(SwiftletError) -> [Network] {
+        try await networkStore.networks(projectId: scopeOf(principal))
     }
 
-    public func network(_ idOrName: String, by principal: Principal) throws(SwiftletError) -> Network {
-        guard let network = try networkStore.network(idOrName: idOrName, projectId: scopeOf(principal)) else {
+    public func network(_ idOrName: String, by principal: Principal) async throws(SwiftletError) -> Network {
+        guard let network = try await networkStore.network(idOrName: idOrName, projectId: scopeOf(principal)) else {
             throw .notFound("network", idOrName)
         }
         return network
     }
 
-    public func networkPorts(_ idOrName: String, by principal: Principal) throws(SwiftletError) -> [NetworkPort] {
-        try networkStore.ports(networkId: network(idOrName, by: principal).id, instanceId: nil)
+    public func networkPorts(_ idOrName: String, by principal: Principal) async throws(SwiftletError) -> [NetworkPort] {
+        try await networkStore.ports(networkId: network(idOrName, by: principal).id, instanceId: nil)
     }
 
     public func deleteNetwork(_ idOrName: String, by principal: Principal) async throws(SwiftletError) {
-        try networkStore.deleteNetwork(id: network(idOrName, by: principal).id)
+        try await networkStore.deleteNetwork(id: network(idOrName, by: principal).id)
         await publishNetworks()
     }
 
     // MARK: - Security groups
 
     public func createSecurityGroup(_ request: CreateSecurityGroupRequest, by principal: Principal)
-        throws(SwiftletError)
+        async throws(SwiftletError)
         -> SecurityGroup
     {
         try ResourceID.validateName(request.name)
         let group = SecurityGroup(
             id: ResourceID.make("sg"), projectId: principal.projectId, name: request.name,
             description: request.description ?? "", rules: [], createdAt: Date())
-        try networkStore.createSecurityGroup(group)
+        try await networkStore.createSecurityGroup(group)
         return group
     }
 
-    public func securityGroups(by principal: Principal) throws(SwiftletError) -> [SecurityGroup] {
-        try networkStore.securityGroups(projectId: scopeOf(principal))
+    public func securityGroups(by principal: Principal) async throws(SwiftletError) -> [SecurityGroup] {
+        try await networkStore.securityGroups(projectId: scopeOf(principal))
     }
 
-    public func securityGroup(_ idOrName: String, by principal: Principal) throws(SwiftletError) -> SecurityGroup {
-        guard let group = try networkStore.securityGroup(idOrName: idOrName, projectId: scopeOf(principal)) else {
+    public func securityGroup(_ idOrName: String, by principal: Principal) async throws(SwiftletError) -> SecurityGroup
+    {
+        guard let group = try await networkStore.securityGroup(idOrName: idOrName, projectId: scopeOf(principal)) else {
             throw .notFound("security_group", idOrName)
         }
         return group
     }
 
-    public func deleteSecurityGroup(_ idOrName: String, by principal: Principal) throws(SwiftletError) {
-        try networkStore.deleteSecurityGroup(id: securityGroup(idOrName, by: principal).id)
+    public func deleteSecurityGroup(_ idOrName: String, by principal: Principal) async throws(SwiftletError) {
+        try await networkStore.deleteSecurityGroup(id: securityGroup(idOrName, by: principal).id)
     }
 
     public func addRule(_ request: CreateSecurityGroupRuleRequest, to idOrName: String, by principal: Principal)
         async throws(SwiftletError)
         -> SecurityGroup
     {
-        let group = try securityGroup(idOrName, by: principal)
+        let group = try await securityGroup(idOrName, by: principal)
         let source = request.source ?? "0.0.0.0/0"
         guard CIDRBlock.parse(source) != nil else {
             throw .badRequest("rule.bad_source", "source '\(source)' must be a CIDR block such as 10.0.0.0/8")
@@ -163,22 +164,22 @@ extension Controller {
         let rule = SecurityGroupRule(
             id: ResourceID.make("rule"), proto: request.proto, portMin: request.portMin ?? request.portMax,
             portMax: request.portMax ?? request.portMin, source: source)
-        try networkStore.addRule(rule, groupId: group.id)
+        try await networkStore.addRule(rule, groupId: group.id)
         await publishNetworks()
-        return try securityGroup(group.id, by: principal)
+        return try await securityGroup(group.id, by: principal)
     }
 
     public func deleteRule(_ ruleId: String, from idOrName: String, by principal: Principal) async throws(SwiftletError)
     {
-        let group = try securityGroup(idOrName, by: principal)
-        try networkStore.deleteRule(id: ruleId, groupId: group.id)
+        let group = try await securityGroup(idOrName, by: principal)
+        try await networkStore.deleteRule(id: ruleId, groupId: group.id)
         await publishNetworks()
     }
 
     // MARK: - Instances
 
     /// Checks the networking part of a create request; nothing is stored yet.
-    func planNetworks(_ request: CreateInstanceRequest, by principal: Principal, count: Int) throws(SwiftletError)
+    func planNetworks(_ request: CreateInstanceRequest, by principal: Principal, count: Int) async throws(SwiftletError)
         -> NetworkPlan
     {
         let attachments = request.networks ?? []
@@ -201,7 +202,7 @@ extension Controller {
         }
         var planned: [(network: Network, address: UInt32?)] = []
         for attachment in attachments {
-            let network = try network(attachment.network, by: principal)
+            let network = try await network(attachment.network, by: principal)
             guard !planned.contains(where: { $0.network.id == network.id }) else {
                 throw .badRequest(
                     "instance.duplicate_network", "network '\(network.name)' is given twice: one NIC per network")
@@ -209,7 +210,7 @@ extension Controller {
             planned.append((network, try plannedAddress(attachment, on: network, count: count)))
         }
         var groups: [SecurityGroup] = []
-        for name in groupNames { groups.append(try securityGroup(name, by: principal)) }
+        for name in groupNames { groups.append(try await securityGroup(name, by: principal)) }
         return NetworkPlan(attachments: planned, groups: groups)
     }
 
@@ -236,7 +237,7 @@ extension Controller {
 
     /// Allocates the planned ports for freshly stored instances; on failure deletes them so
     /// that nothing half-made remains.
-    func attachNetworks(_ plan: NetworkPlan, to instances: [Instance]) throws(SwiftletError) {
+    func attachNetworks(_ plan: NetworkPlan, to instances: [Instance]) async throws(SwiftletError) {
         guard !plan.attachments.isEmpty else { return }
         let networking = try enabledNetworking()
         let tapPrefix = HostNetwork.tapPrefix(networking.prefix)
@@ -246,10 +247,10 @@ extension Controller {
             }
         }
         do {
-            _ = try networking.store.attach(
+            _ = try await networking.store.attach(
                 ports: requests, groupIds: plan.groups.map(\.id), toInstances: instances.map(\.id))
         } catch {
-            for instance in instances { try? store.deleteInstance(id: instance.id) }
+            for instance in instances { try? await store.deleteInstance(id: instance.id) }
             throw error
         }
     }

@@ -29,9 +29,9 @@ extension Controller {
     func placeInstances(
         count: Int, memoryMib: Int, vcpus: Int, image: Image, target: String? = nil, needsNetworks: Bool = false,
         group: ServerGroup? = nil, excluding: String? = nil
-    ) throws(SwiftletError) -> Placements {
-        let usage = try store.hostUsage()
-        let known = try knownHosts()
+    ) async throws(SwiftletError) -> Placements {
+        let usage = try await store.hostUsage()
+        let known = try await knownHosts()
         var candidates = known.filter { isUp(hostId: $0.id) && $0.cordoned != true }
         if let target {
             guard let host = known.first(where: { $0.id == target || $0.name == target }) else {
@@ -57,8 +57,10 @@ extension Controller {
             }
             candidates = carrying
         }
-        let memberHosts = try group.map { group throws(SwiftletError) in
-            try serverGroupStore.serverGroupHosts(id: group.id).filter { $0.key != excluding }.map(\.value)
+        var memberHosts: [String]?
+        if let group {
+            memberHosts = try await serverGroupStore.serverGroupHosts(id: group.id).filter { $0.key != excluding }
+                .map(\.value)
         }
         if let group, group.policy == .affinity, let memberHosts, !memberHosts.isEmpty,
             !candidates.contains(where: { memberHosts.contains($0.id) })
@@ -103,9 +105,9 @@ extension Controller {
     }
 
     /// The recorded hosts, read through the launch catalog cache (placement and listings ask often).
-    func knownHosts() throws(SwiftletError) -> [ComputeHost] {
-        try launchCatalog.value("hosts", generation: store.catalogGeneration) {
-            () throws(SwiftletError) in try store.hosts()
+    func knownHosts() async throws(SwiftletError) -> [ComputeHost] {
+        try await launchCatalog.value("hosts", generation: store.catalogGeneration) {
+            () async throws(SwiftletError) in try await store.hosts()
         }
     }
 }

@@ -14,7 +14,7 @@ extension Controller {
     }
 
     public func createServerGroup(_ request: CreateServerGroupRequest, by principal: Principal)
-        throws(SwiftletError) -> ServerGroup
+        async throws(SwiftletError) -> ServerGroup
     {
         try ResourceID.validateName(request.name)
         guard let policy = GroupPolicy(rawValue: request.policy) else {
@@ -24,16 +24,16 @@ extension Controller {
         let group = ServerGroup(
             id: ResourceID.make("sgrp"), projectId: principal.projectId, name: request.name, policy: policy,
             members: [], createdAt: Date())
-        try serverGroupStore.createServerGroup(group)
+        try await serverGroupStore.createServerGroup(group)
         return group
     }
 
-    public func serverGroups(by principal: Principal) throws(SwiftletError) -> [ServerGroup] {
-        try serverGroupStore.serverGroups(projectId: scope(principal))
+    public func serverGroups(by principal: Principal) async throws(SwiftletError) -> [ServerGroup] {
+        try await serverGroupStore.serverGroups(projectId: scope(principal))
     }
 
-    public func serverGroup(_ idOrName: String, by principal: Principal) throws(SwiftletError) -> ServerGroup {
-        guard let group = try serverGroupStore.serverGroup(idOrName: idOrName, projectId: scope(principal)) else {
+    public func serverGroup(_ idOrName: String, by principal: Principal) async throws(SwiftletError) -> ServerGroup {
+        guard let group = try await serverGroupStore.serverGroup(idOrName: idOrName, projectId: scope(principal)) else {
             throw .notFound("server_group", idOrName)
         }
         return group
@@ -41,14 +41,14 @@ extension Controller {
 
     /// Refused (409 `server_group.in_use`) while the group has members, unlike Nova, which lets
     /// the members outlive their group: a member's placement policy should not vanish unseen.
-    public func deleteServerGroup(_ idOrName: String, by principal: Principal) throws(SwiftletError) {
-        try serverGroupStore.deleteServerGroup(id: serverGroup(idOrName, by: principal).id)
+    public func deleteServerGroup(_ idOrName: String, by principal: Principal) async throws(SwiftletError) {
+        try await serverGroupStore.deleteServerGroup(id: serverGroup(idOrName, by: principal).id)
     }
 
     /// The group an instance was created in, for placing it again.
-    func serverGroup(of instance: Instance) throws(SwiftletError) -> ServerGroup? {
+    func serverGroup(of instance: Instance) async throws(SwiftletError) -> ServerGroup? {
         guard let id = instance.serverGroupId else { return nil }
-        return try serverGroupStore.serverGroup(idOrName: id, projectId: nil)
+        return try await serverGroupStore.serverGroup(idOrName: id, projectId: nil)
     }
 }
 
@@ -58,17 +58,19 @@ enum ServerGroupRoutes {
         v1.post("server-groups") { request, context in
             let body = try await APIRouter.decode(CreateServerGroupRequest.self, request, context)
             return APIRouter.json(
-                try controller.createServerGroup(body, by: try context.requirePrincipal()), status: .created)
+                try await controller.createServerGroup(body, by: try context.requirePrincipal()), status: .created)
         }
         v1.get("server-groups") { _, context in
-            APIRouter.json(ServerGroupList(try controller.serverGroups(by: try context.requirePrincipal())))
+            APIRouter.json(ServerGroupList(try await controller.serverGroups(by: try context.requirePrincipal())))
         }
         v1.get("server-groups/:id") { _, context in
             APIRouter.json(
-                try controller.serverGroup(try context.parameters.require("id"), by: try context.requirePrincipal()))
+                try await controller.serverGroup(
+                    try context.parameters.require("id"), by: try context.requirePrincipal()))
         }
         v1.delete("server-groups/:id") { _, context in
-            try controller.deleteServerGroup(try context.parameters.require("id"), by: try context.requirePrincipal())
+            try await controller.deleteServerGroup(
+                try context.parameters.require("id"), by: try context.requirePrincipal())
             return Response(status: .noContent)
         }
     }

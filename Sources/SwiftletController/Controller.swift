@@ -73,7 +73,7 @@ public final class Controller: Sendable {
         SHA256.hash(data: Data(secret.utf8)).hexString
     }
 
-    public func authenticate(authorization: String?) throws(SwiftletError) -> Principal {
+    public func authenticate(authorization: String?) async throws(SwiftletError) -> Principal {
         guard let authorization, authorization.hasPrefix("Bearer ") else {
             throw SwiftletError(.unauthorized, "auth.missing_token", "missing 'Authorization: Bearer <token>' header")
         }
@@ -81,7 +81,7 @@ public final class Controller: Sendable {
         if let known = principals.withLock({ $0[authorization] }) { return known }
         let secret = String(authorization.dropFirst("Bearer ".count)).trimmingCharacters(in: .whitespaces)
         let hash = Self.hash(secret: secret)
-        guard !secret.isEmpty, let principal = try store.principal(forSecretHash: hash) else {
+        guard !secret.isEmpty, let principal = try await store.principal(forSecretHash: hash) else {
             throw SwiftletError(.unauthorized, "auth.invalid_token", "the token is not valid")
         }
         principals.withLock { principals in
@@ -93,25 +93,28 @@ public final class Controller: Sendable {
     }
 
     /// Creates a token for a project and returns it with its secret (shown once).
-    public func createToken(projectId: String, admin: Bool) throws(SwiftletError) -> TokenInfo {
-        guard try store.project(id: projectId) != nil else { throw .notFound("project", projectId) }
+    public func createToken(projectId: String, admin: Bool) async throws(SwiftletError) -> TokenInfo {
+        guard try await store.project(id: projectId) != nil else { throw .notFound("project", projectId) }
         var generator = SystemRandomNumberGenerator()
         let secret = "swl_" + (0..<4).map { _ in String(format: "%016llx", generator.next() as UInt64) }.joined()
         var info = TokenInfo(
             id: ResourceID.make("tok"), projectId: projectId, admin: admin, token: nil, createdAt: Date())
-        try store.createToken(info, secretHash: Self.hash(secret: secret))
+        try await store.createToken(info, secretHash: Self.hash(secret: secret))
         info.token = secret
         return info
     }
 
-    public func createProject(_ request: CreateProjectRequest, by principal: Principal) throws(SwiftletError) -> Project
+    // Untyped throws: with `throws(SwiftletError)` here, Swift 6.3.1's optimizer crashes splitting
+    // the route closure that calls this (LLVM CoroSplit); it throws only SwiftletError.
+    public func createProject(_ request: CreateProjectRequest, by principal: Principal) async throws
+        -> Project
     {
         try requireAdmin(principal)
         try ResourceID.validateName(request.name)
         let project = Project(
             id: ResourceID.make("prj"), name: request.name, requireSignedImages: request.requireSignedImages ?? false,
             createdAt: Date())
-        try store.createProject(project)
+        try await store.createProject(project)
         return project
     }
 
@@ -151,10 +154,12 @@ public final class Controller: Sendable {
             throw SwiftletError.badRequest("image.empty", "the upload is empty")
         }
         // Kind, launch properties and signature are checked before the bytes become a blob.
-        let (sha256, (kind, launchProperties, keyId)) = try upload.commit { path in
+        let (sha256, (kind, launchProperties, keyId)) = try await upload.commit { path in
             let kind = try KernelFormat.detect(path: path)
-            let launchProperties = try normalizeImageProperties(properties, kind: kind, by: principal)
-            return (kind, launchProperties, try verifyUploadSignature(signature, sha256: upload.sha256, by: principal))
+            let launchProperties = try await normalizeImageProperties(properties, kind: kind, by: principal)
+            return (
+                kind, launchProperties, try await verifyUploadSignature(signature, sha256: upload.sha256, by: principal)
+            )
         }
         var image = Image(
             id: ResourceID.make("img"), projectId: principal.projectId, name: name, kind: kind, sha256: sha256,
@@ -162,10 +167,10 @@ public final class Controller: Sendable {
         (image.signature, image.signingKeyId) = keyId == nil ? (nil, nil) : (signature, keyId)
         (image.visibility, image.tags) = (visibility ?? .private, tags ?? [])
         do {
-            try store.createImage(image)
-            if keyId != nil || visibility != nil || tags != nil { try catalog.updateImageCatalog(image) }
+            try await store.createImage(image)
+            if keyId != nil || visibility != nil || tags != nil { try await catalog.updateImageCatalog(image) }
         } catch {
-            if (try? store.images(projectId: nil).contains { $0.sha256 == sha256 }) != true {
+            if await (try? store.images(projectId: nil).contains { $0.sha256 == sha256 }) != true {
                 blobs.remove(sha256: sha256)
             }
             if error.kind == .conflict {
@@ -179,21 +184,21 @@ public final class Controller: Sendable {
         return image
     }
 
-    public func images(by principal: Principal) throws(SwiftletError) -> [Image] {
-        try store.images(projectId: scope(principal))
+    public func images(by principal: Principal) async throws(SwiftletError) -> [Image] {
+        try await store.images(projectId: scope(principal))
     }
 
-    public func image(_ idOrName: String, by principal: Principal) throws(SwiftletError) -> Image {
-        guard let image = try store.image(idOrName: idOrName, projectId: scope(principal)) else {
+    public func image(_ idOrName: String, by principal: Principal) async throws(SwiftletError) -> Image {
+        guard let image = try await store.image(idOrName: idOrName, projectId: scope(principal)) else {
             throw .notFound("image", idOrName)
         }
         return image
     }
 
     public func deleteImage(_ idOrName: String, by principal: Principal) async throws(SwiftletError) {
-        let image = try image(idOrName, by: principal)
+        let image = try await image(idOrName, by: principal)
         try requireOwner(image, principal)
-        let shared = try store.deleteImage(id: image.id)
+        let shared = try await store.deleteImage(id: image.id)
         if !shared {
             blobs.remove(sha256: image.sha256)
             // A host's copy may be a hard link to the blob: without this the bytes never leave the disk.
@@ -203,11 +208,11 @@ public final class Controller: Sendable {
 
     // MARK: - Flavors
 
-    public func createFlavor(_ flavor: Flavor, by principal: Principal) throws(SwiftletError) -> Flavor {
+    public func createFlavor(_ flavor: Flavor, by principal: Principal) async throws(SwiftletError) -> Flavor {
         try requireAdmin(principal)
         try ResourceID.validateName(flavor.name)
         try validateResources(memoryMib: flavor.memoryMib, vcpus: flavor.vcpus)
-        do { try store.createFlavor(flavor) } catch  where error.kind == .conflict {
+        do { try await store.createFlavor(flavor) } catch  where error.kind == .conflict {
             throw SwiftletError(.conflict, "flavor.duplicate", "flavor '\(flavor.name)' already exists")
         }
         return flavor
@@ -233,14 +238,16 @@ public final class Controller: Sendable {
         -> [Instance]
     {
         let catalog = store.catalogGeneration
-        let image = try launchCatalog.value("image|\(scope(principal) ?? "")|\(request.image)", generation: catalog) {
-            () throws(SwiftletError) in try self.image(request.image, by: principal)
+        let image = try await launchCatalog.value(
+            "image|\(scope(principal) ?? "")|\(request.image)", generation: catalog
+        ) {
+            () async throws(SwiftletError) in try await self.image(request.image, by: principal)
         }
         var memoryMib = request.memoryMib
         var vcpus = request.vcpus
         if let flavorName = request.flavor {
-            let flavors = try launchCatalog.value("flavors", generation: catalog) {
-                () throws(SwiftletError) in try store.flavors()
+            let flavors = try await launchCatalog.value("flavors", generation: catalog) {
+                () async throws(SwiftletError) in try await store.flavors()
             }
             guard let flavor = flavors.first(where: { $0.name == flavorName }) else {
                 throw .notFound("flavor", flavorName)
@@ -283,14 +290,14 @@ public final class Controller: Sendable {
         for instance in instances { try ResourceID.validateName(instance.name) }
         if request.host != nil { try requireAdmin(principal) }
         let group: ServerGroup? =
-            if let name = request.serverGroup { try serverGroup(name, by: principal) } else { nil }
-        let networkPlan = try planNetworks(request, by: principal, count: count)
-        let place = { () throws(SwiftletError) in
-            try self.placeInstances(
+            if let name = request.serverGroup { try await serverGroup(name, by: principal) } else { nil }
+        let networkPlan = try await planNetworks(request, by: principal, count: count)
+        let place = { () async throws(SwiftletError) in
+            try await self.placeInstances(
                 count: count, memoryMib: memoryMib ?? 16, vcpus: vcpus ?? 1, image: image, target: request.host,
                 needsNetworks: !networkPlan.attachments.isEmpty, group: group)
         }
-        var placements = try place()
+        var placements = try await place()
         for attempt in 1...Self.placementAttempts {
             for index in instances.indices {
                 instances[index].hostId = placements.hostIds[index]
@@ -301,18 +308,18 @@ public final class Controller: Sendable {
                     return try await createWhileSpawning(
                         instances[0], image: image, wait: request.wait == true, claim: placements.claim)
                 }
-                do { try store.createInstances(instances, claim: placements.claim) } catch {
+                do { try await store.createInstances(instances, claim: placements.claim) } catch {
                     throw Self.insertError(error)
                 }
                 break
             } catch  where error.code == PlacementClaim.lostCode && attempt < Self.placementAttempts {
                 // Concurrent creates took the room first: place again over what they committed. New ids,
                 // as a boot started for the lost claim may still be ending under the old one.
-                placements = try place()
+                placements = try await place()
                 for index in instances.indices { instances[index].id = ResourceID.make("i") }
             }
         }
-        try attachNetworks(networkPlan, to: instances)
+        try await attachNetworks(networkPlan, to: instances)
         // The hosts learn the new members' policies (and the others their new peers) before the
         // assignments arrive, so no port is ever unguarded.
         if !networkPlan.groups.isEmpty { await publishNetworks() }
@@ -324,7 +331,7 @@ public final class Controller: Sendable {
         var committed: [Instance] = []
         for var instance in instances {
             if !networkPlan.attachments.isEmpty {
-                guard let stored = try store.instance(idOrName: instance.id, projectId: nil) else { continue }
+                guard let stored = try await store.instance(idOrName: instance.id, projectId: nil) else { continue }
                 instance = stored
             }
             instance.timeline.persisted = persisted
@@ -345,7 +352,7 @@ public final class Controller: Sendable {
         }
         var created: [Instance] = []
         for id in ids {
-            if let instance = try store.instance(idOrName: id, projectId: nil) { created.append(instance) }
+            if let instance = try await store.instance(idOrName: id, projectId: nil) { created.append(instance) }
         }
         return created.map(present)
     }
@@ -368,7 +375,7 @@ public final class Controller: Sendable {
         let pendingCommit = PendingCommit()
         let commit = Task { () -> SwiftletError? in
             // The claim is checked in the insert's own transaction: no extra commit on this path.
-            do throws(SwiftletError) { try store.createInstances([instance], claim: claim) } catch {
+            do throws(SwiftletError) { try await store.createInstances([instance], claim: claim) } catch {
                 pendingCommit.failed()
                 return Self.insertError(error)
             }
@@ -384,7 +391,7 @@ public final class Controller: Sendable {
             Task { await sync.dispatch(instance, image: image, pendingCommit: pendingCommit) }
             if let error = await commit.value { throw error }
         }
-        guard let created = try store.instance(idOrName: instance.id, projectId: nil) else {
+        guard let created = try await store.instance(idOrName: instance.id, projectId: nil) else {
             throw .notFound("instance", instance.id)
         }
         return [present(created)]
@@ -412,15 +419,15 @@ public final class Controller: Sendable {
     public func instances(
         by principal: Principal, state: InstanceState?, name: String?, image: String?, after marker: String? = nil,
         limit: Int? = nil
-    ) throws(SwiftletError) -> InstanceList {
+    ) async throws(SwiftletError) -> InstanceList {
         var imageId: String?
         if let image {
-            guard let found = try store.image(idOrName: image, projectId: scope(principal)) else {
+            guard let found = try await store.image(idOrName: image, projectId: scope(principal)) else {
                 return InstanceList(instances: [])
             }
             imageId = found.id
         }
-        if let marker, try store.instance(idOrName: marker, projectId: scope(principal))?.id != marker {
+        if let marker, try await store.instance(idOrName: marker, projectId: scope(principal))?.id != marker {
             throw .badRequest("instance.bad_marker", "marker '\(marker)' is not the id of one of your instances")
         }
         // The router has refused a limit under 1. One more than the page is read: whether
@@ -428,7 +435,7 @@ public final class Controller: Sendable {
         let pageSize = limit.map { min($0, Self.maxPageSize) }
         // UNKNOWN is not stored: those are the instances that want a VM, on a DOWN host. With a
         // state filter a page may hold fewer than `limit` (its presented state differs).
-        var page = try store.instances(
+        var page = try await store.instances(
             projectId: scope(principal), state: state == .unknown ? nil : state, name: name, imageId: imageId,
             after: marker, limit: pageSize.map { $0 + 1 })
         var next: String?
@@ -451,12 +458,12 @@ public final class Controller: Sendable {
 
     /// The hosts that are DOWN now, sorted: part of a cached list answer's key, since it changes
     /// how instances are shown without a change to the store.
-    public func downHosts() -> [String] {
-        ((try? knownHosts()) ?? []).map(\.id).filter { !isUp(hostId: $0) }.sorted()
+    public func downHosts() async -> [String] {
+        await ((try? knownHosts()) ?? []).map(\.id).filter { !isUp(hostId: $0) }.sorted()
     }
 
-    public func instance(_ idOrName: String, by principal: Principal) throws(SwiftletError) -> Instance {
-        guard let instance = try store.instance(idOrName: idOrName, projectId: scope(principal)) else {
+    public func instance(_ idOrName: String, by principal: Principal) async throws(SwiftletError) -> Instance {
+        guard let instance = try await store.instance(idOrName: idOrName, projectId: scope(principal)) else {
             throw .notFound("instance", idOrName)
         }
         return instance
@@ -466,9 +473,9 @@ public final class Controller: Sendable {
     public func act(_ command: InstanceCommand, on idOrName: String, by principal: Principal, stopTimeout: Duration)
         async throws(SwiftletError) -> Instance?
     {
-        let id = try instance(idOrName, by: principal).id
+        let id = try await instance(idOrName, by: principal).id
         let accepted = monotonicNanos()
-        let updated = try store.updateInstance(id: id) { instance throws(SwiftletError) in
+        let updated = try await store.updateInstance(id: id) { instance throws(SwiftletError) in
             let next = try InstanceLifecycle.apply(command, to: instance.state)
             if next.wantsVM != instance.state.wantsVM { instance.generation = (instance.generation ?? 0) + 1 }
             instance.state = next
@@ -484,7 +491,7 @@ public final class Controller: Sendable {
                 instance.reason = nil
             }
         }
-        try? store.addEvent(instanceId: id, type: command.rawValue, message: "\(command.rawValue) requested")
+        try? await store.addEvent(instanceId: id, type: command.rawValue, message: "\(command.rawValue) requested")
         switch command {
         case .start, .stop:
             await instanceSync.dispatch(updated, stopTimeout: stopTimeout)
@@ -493,20 +500,20 @@ public final class Controller: Sendable {
             let vmCommand: VMCommand = command == .pause ? .pause : command == .resume ? .resume : .reboot
             try await agents.link(for: hostId).command(vmCommand, instanceId: id)
             if command != .reboot {
-                try store.updateInstance(id: id) { instance throws(SwiftletError) in
+                try await store.updateInstance(id: id) { instance throws(SwiftletError) in
                     instance.observed = ObservedState(
                         phase: command == .pause ? .paused : .running, hostId: hostId, at: Date())
                 }
             }
         case .delete:
             await instanceSync.unassign(updated)
-            try store.deleteInstance(id: id)
+            try await store.deleteInstance(id: id)
             instanceSync.releaseWaiters(id)
             // Its address is no longer a peer of its groups' members.
             if !(updated.securityGroups ?? []).isEmpty { await publishNetworks() }
             return nil
         }
-        return try store.instance(idOrName: id, projectId: nil).map(present)
+        return try await store.instance(idOrName: id, projectId: nil).map(present)
     }
 
     /// The link to the host an instance is on (409 when that host's agent is not connected).
@@ -517,19 +524,19 @@ public final class Controller: Sendable {
         return try agents.link(for: hostId)
     }
 
-    public func events(_ idOrName: String, by principal: Principal) throws(SwiftletError) -> [InstanceEvent] {
-        try store.events(instanceId: instance(idOrName, by: principal).id)
+    public func events(_ idOrName: String, by principal: Principal) async throws(SwiftletError) -> [InstanceEvent] {
+        try await store.events(instanceId: instance(idOrName, by: principal).id)
     }
 
     /// Stops (or resumes) new placements on a host (admin).
-    public func setCordoned(host: String, _ cordoned: Bool, by principal: Principal) throws(SwiftletError) {
+    public func setCordoned(host: String, _ cordoned: Bool, by principal: Principal) async throws(SwiftletError) {
         try requireAdmin(principal)
-        try store.setCordoned(hostId: try hostId(for: host), cordoned)
+        try await store.setCordoned(hostId: try hostId(for: host), cordoned)
     }
 
     /// A host's id from its id or its name (404 when neither is known).
-    public func hostId(for idOrName: String) throws(SwiftletError) -> String {
-        guard let host = try store.hosts().first(where: { $0.id == idOrName || $0.name == idOrName }) else {
+    public func hostId(for idOrName: String) async throws(SwiftletError) -> String {
+        guard let host = try await store.hosts().first(where: { $0.id == idOrName || $0.name == idOrName }) else {
             throw .notFound("host", idOrName)
         }
         return host.id
@@ -537,9 +544,9 @@ public final class Controller: Sendable {
 
     /// Hosts, each with the number of instances placed on it that are not stopped, whether it is
     /// UP, and when a remote one was last heard from.
-    public func hosts() throws(SwiftletError) -> [ComputeHost] {
-        let usage = try store.hostUsage()
-        return try store.hosts().map { host in
+    public func hosts() async throws(SwiftletError) -> [ComputeHost] {
+        let usage = try await store.hostUsage()
+        return try await store.hosts().map { host in
             var host = host
             host.instances = usage[host.id]?.instances ?? 0
             if host.id == localHostId {

@@ -35,10 +35,10 @@ struct HostMonitor: Service {
     }
 
     func evacuateDownHosts() async {
-        guard let hosts = try? controller.store.hosts() else { return }
+        guard let hosts = try? await controller.store.hosts() else { return }
         let down = Set(hosts.map(\.id).filter { !controller.isUp(hostId: $0) })
         guard !down.isEmpty,
-            let instances = try? controller.store.instances(projectId: nil, state: nil, name: nil, imageId: nil)
+            let instances = try? await controller.store.instances(projectId: nil, state: nil, name: nil, imageId: nil)
         else { return }
         for instance in instances
         where instance.restartPolicy == .always && instance.state.wantsVM && down.contains(instance.hostId ?? "") {
@@ -49,15 +49,17 @@ struct HostMonitor: Service {
     private func evacuate(_ instance: Instance) async {
         let from = instance.hostId ?? ""
         do {
-            guard let image = try controller.store.image(idOrName: instance.imageId, projectId: nil) else { return }
-            let placement = try controller.placeInstances(
+            guard let image = try await controller.store.image(idOrName: instance.imageId, projectId: nil) else {
+                return
+            }
+            let placement = try await controller.placeInstances(
                 count: 1, memoryMib: instance.memoryMib, vcpus: instance.vcpus, image: image,
                 needsNetworks: !(instance.ports ?? []).isEmpty, group: controller.serverGroup(of: instance),
                 excluding: instance.id)
             let target = placement.hostIds[0]
             let accepted = monotonicNanos()
             // A lost claim fails this round; the next one places again.
-            let moved = try controller.store.updateInstance(
+            let moved = try await controller.store.updateInstance(
                 id: instance.id, events: [("evacuated", "host \(from) is DOWN: re-created on \(target)")], handle: nil,
                 claim: placement.claim
             ) { record throws(SwiftletError) in
@@ -72,7 +74,7 @@ struct HostMonitor: Service {
                 record.reason = "evacuated from \(from) (DOWN)"
                 record.task = InstanceTask(kind: .evacuating, from: from, to: target, startedAt: Date())
             }
-            try? controller.store.removeHandle(instanceId: instance.id)
+            try? await controller.store.removeHandle(instanceId: instance.id)
             logger.notice(
                 "evacuated an instance from a DOWN host",
                 metadata: ["instance.id": "\(instance.id)", "host.from": "\(from)", "host.to": "\(target)"])

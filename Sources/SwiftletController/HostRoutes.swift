@@ -17,15 +17,16 @@ enum HostRoutes {
             let body = try await APIRouter.decode(CreateJoinTokenRequest.self, request, context)
             let ttl = body.ttlSeconds.map { Duration.seconds($0) }
             return APIRouter.json(
-                try requireCluster().createJoinToken(ttl: ttl, by: try context.requirePrincipal()), status: .created)
+                try await requireCluster().createJoinToken(ttl: ttl, by: try context.requirePrincipal()),
+                status: .created)
         }
         v1.post("hosts/:id/cordon") { _, context in
-            try controller.setCordoned(
+            try await controller.setCordoned(
                 host: try context.parameters.require("id"), true, by: try context.requirePrincipal())
             return Response(status: .noContent)
         }
         v1.post("hosts/:id/uncordon") { _, context in
-            try controller.setCordoned(
+            try await controller.setCordoned(
                 host: try context.parameters.require("id"), false, by: try context.requirePrincipal())
             return Response(status: .noContent)
         }

@@ -7,29 +7,29 @@ enum ImageRoutes {
         v1.patch("images/:id") { request, context in
             let body = try await APIRouter.decode(UpdateImageRequest.self, request, context)
             return APIRouter.json(
-                try controller.updateImage(
+                try await controller.updateImage(
                     try context.parameters.require("id"), body, by: try context.requirePrincipal()))
         }
         v1.patch("projects/:id") { request, context in
             let body = try await APIRouter.decode(UpdateProjectRequest.self, request, context)
             return APIRouter.json(
-                try controller.updateProject(
+                try await controller.updateProject(
                     try context.parameters.require("id"), body, by: try context.requirePrincipal()))
         }
         v1.post("projects/:id/signing-keys") { request, context in
             let body = try await APIRouter.decode(AddSigningKeyRequest.self, request, context)
-            let key = try controller.addSigningKey(
+            let key = try await controller.addSigningKey(
                 projectId: try context.parameters.require("id"), body, by: try context.requirePrincipal())
             return APIRouter.json(key, status: .created)
         }
         v1.get("projects/:id/signing-keys") { _, context in
             APIRouter.json(
                 SigningKeyList(
-                    try controller.signingKeys(
+                    try await controller.signingKeys(
                         projectId: try context.parameters.require("id"), by: try context.requirePrincipal())))
         }
         v1.delete("projects/:id/signing-keys/:key") { _, context in
-            try controller.deleteSigningKey(
+            try await controller.deleteSigningKey(
                 projectId: try context.parameters.require("id"), key: try context.parameters.require("key"),
                 by: try context.requirePrincipal())
             return Response(status: .noContent)

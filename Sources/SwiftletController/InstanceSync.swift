@@ -17,7 +17,7 @@ public final class InstanceSync: ObservationSink {
     private let networking: ControllerNetworking?
     private let logger: Logger
     /// Waiters for an instance to leave BUILDING (create with `wait`).
-    private let settleWaiters = Mutex<[String: [CheckedContinuation<Void, Never>]]>([:])
+    private let settleWaiters = Mutex<[String: [SettleWaiter]]>([:])
 
     /// How many times an instance is restarted in a row before it is left in ERROR.
     static let maxRestarts = 5
@@ -37,21 +37,21 @@ public final class InstanceSync: ObservationSink {
 
     /// What `instance` boots from, read through the catalog cache: its image, the image's initrd,
     /// and the signing keys when its project requires signed images.
-    func bootImage(imageId: String, projectId: String, known: Image? = nil) throws(SwiftletError) -> BootImage {
-        try catalog.value("boot|\(imageId)|\(projectId)", generation: store.catalogGeneration) {
-            () throws(SwiftletError) in
+    func bootImage(imageId: String, projectId: String, known: Image? = nil) async throws(SwiftletError) -> BootImage {
+        try await catalog.value("boot|\(imageId)|\(projectId)", generation: store.catalogGeneration) {
+            () async throws(SwiftletError) in
             var found = known
-            if found == nil { found = try store.image(idOrName: imageId, projectId: nil) }
+            if found == nil { found = try await store.image(idOrName: imageId, projectId: nil) }
             guard let image = found else { throw .notFound("image", imageId) }
             var boot = BootImage(image: image)
             if let initrdId = image.properties[LaunchProfile.initrdProperty] {
-                boot.initrd = try store.image(idOrName: initrdId, projectId: nil)
+                boot.initrd = try await store.image(idOrName: initrdId, projectId: nil)
             }
-            if let catalogStore = store as? any ImageCatalogStore, let project = try store.project(id: projectId),
+            if let catalogStore = store as? any ImageCatalogStore, let project = try await store.project(id: projectId),
                 project.requireSignedImages
             {
                 boot.signature = SignatureCheck(
-                    projectName: project.name, keys: try catalogStore.signingKeys(projectId: project.id))
+                    projectName: project.name, keys: try await catalogStore.signingKeys(projectId: project.id))
             }
             return boot
         }
@@ -59,7 +59,7 @@ public final class InstanceSync: ObservationSink {
 
     /// The desired state of `instance` on its host.
     func assignment(for instance: Instance, image: Image? = nil, handle: Data? = nil, stopTimeout: Duration? = nil)
-        throws(SwiftletError) -> Assignment
+        async throws(SwiftletError) -> Assignment
     {
         let desired: DesiredVMState =
             switch instance.state {
@@ -68,7 +68,8 @@ public final class InstanceSync: ObservationSink {
             }
         var assignment = Assignment(
             instance: instance, generation: instance.generation ?? 0, desired: desired,
-            boot: try bootImage(imageId: instance.imageId, projectId: instance.projectId, known: image), handle: handle)
+            boot: try await bootImage(imageId: instance.imageId, projectId: instance.projectId, known: image),
+            handle: handle)
         if let stopTimeout {
             assignment.stopTimeoutMs =
                 Int(stopTimeout.components.seconds * 1000)
@@ -92,7 +93,7 @@ public final class InstanceSync: ObservationSink {
             return
         }
         let assignment: Assignment
-        do { assignment = try self.assignment(for: instance, image: image, stopTimeout: stopTimeout) } catch {
+        do { assignment = try await self.assignment(for: instance, image: image, stopTimeout: stopTimeout) } catch {
             var timeline = instance.timeline
             if let pendingCommit {
                 guard let persisted = await pendingCommit.wait() else { return }
@@ -114,33 +115,33 @@ public final class InstanceSync: ObservationSink {
     }
 
     /// Everything that should be on `hostId`, for its agent's (re)connect.
-    func hostSync(hostId: String) throws(SwiftletError) -> HostSync {
+    func hostSync(hostId: String) async throws(SwiftletError) -> HostSync {
         var assignments: [Assignment] = []
-        for instance in try store.instances(projectId: nil, state: nil, name: nil, imageId: nil)
+        for instance in try await store.instances(projectId: nil, state: nil, name: nil, imageId: nil)
         where instance.hostId == hostId && instance.state != .deleted {
             do {
                 assignments.append(
-                    try assignment(for: instance, handle: try store.handle(instanceId: instance.id)))
+                    try await assignment(for: instance, handle: try await store.handle(instanceId: instance.id)))
             } catch {
                 logger.warning(
                     "no assignment for instance", metadata: ["instance.id": "\(instance.id)", "error": "\(error)"])
             }
         }
         var pools: [PoolAssignment] = []
-        for pool in try (store as? any PoolStore)?.pools(projectId: nil) ?? [] {
-            if let boot = try? bootImage(imageId: pool.imageId, projectId: pool.projectId) {
+        for pool in try await (store as? any PoolStore)?.pools(projectId: nil) ?? [] {
+            if let boot = try? await bootImage(imageId: pool.imageId, projectId: pool.projectId) {
                 pools.append(PoolAssignment(pool: pool, boot: boot))
             }
         }
         var networks: HostNetworkState?
-        if let networking, let host = try store.hosts().first(where: { $0.id == hostId }),
+        if let networking, let host = try await store.hosts().first(where: { $0.id == hostId }),
             networking.carriesNetworks(host)
         {
-            networks = try networking.state(forHost: hostId)
+            networks = try await networking.state(forHost: hostId)
         }
         return HostSync(
             revision: store.generation, assignments: assignments, pools: pools,
-            imageDigests: Set(try store.images(projectId: nil).map(\.sha256)), networks: networks)
+            imageDigests: Set(try await store.images(projectId: nil).map(\.sha256)), networks: networks)
     }
 
     // MARK: - Observations up
@@ -178,24 +179,24 @@ public final class InstanceSync: ObservationSink {
         let instanceId = observation.instanceId
         switch observation.report {
         case .event(let note):
-            guard let instance = try store.instance(idOrName: instanceId, projectId: nil) else {
+            guard let instance = try await store.instance(idOrName: instanceId, projectId: nil) else {
                 throw .notFound("instance", instanceId)
             }
             try Self.check(observation, against: instance)
-            try store.addEvent(instanceId: instanceId, type: note.type, message: note.message)
+            try await store.addEvent(instanceId: instanceId, type: note.type, message: note.message)
         case .stopped(let reason):
-            guard let instance = try store.instance(idOrName: instanceId, projectId: nil) else {
+            guard let instance = try await store.instance(idOrName: instanceId, projectId: nil) else {
                 throw .notFound("instance", instanceId)
             }
             try Self.check(observation, against: instance)
-            try store.updateInstance(
+            try await store.updateInstance(
                 id: instanceId, events: [("stopped", reason)], handle: nil
             ) { record throws(SwiftletError) in
                 try Self.check(observation, against: record)
                 record.observed = ObservedState(phase: .stopped, hostId: observation.hostId, at: Date())
                 if record.task?.to == observation.hostId { record.task = nil }
             }
-            try store.removeHandle(instanceId: instanceId)
+            try await store.removeHandle(instanceId: instanceId)
         case .ready(let timeline, let handle, let events):
             // READY's event, the boot's notes and the handle go in the same commit.
             try await apply(
@@ -214,7 +215,7 @@ public final class InstanceSync: ObservationSink {
         _ observed: InstanceObservation, _ observation: Observation, timeline: Timeline?,
         events: [(type: String, message: String)] = [], handle: Data? = nil, vmGone: Bool = false
     ) async throws(SwiftletError) {
-        let result = try store.updateInstance(id: observation.instanceId, events: events, handle: handle) {
+        let result = try await store.updateInstance(id: observation.instanceId, events: events, handle: handle) {
             instance throws(SwiftletError) in
             try Self.check(observation, against: instance)
             if let timeline { instance.timeline = timeline }
@@ -246,11 +247,11 @@ public final class InstanceSync: ObservationSink {
             if again || next != instance.state && !next.wantsVM { instance.generation = (instance.generation ?? 0) + 1 }
             instance.state = next
         }
-        if vmGone { try store.removeHandle(instanceId: result.id) }
+        if vmGone { try await store.removeHandle(instanceId: result.id) }
         switch observed {
         case .ready: break
         case .exited, .failed:
-            try? store.addEvent(
+            try? await store.addEvent(
                 instanceId: result.id, type: result.state == .building ? "restarting" : "exited",
                 message: result.reason ?? "")
         }
@@ -266,9 +267,13 @@ public final class InstanceSync: ObservationSink {
 
     /// Suspends until the instance is no longer BUILDING, or `timeout` passes.
     func waitUntilSettled(instanceId: String, timeout: Duration) async {
-        if isSettled(instanceId) { return }
+        if await isSettled(instanceId) { return }
+        // Registers first and checks after, so a report committed in between is not missed.
+        let waiter = SettleWaiter()
+        settleWaiters.withLock { $0[instanceId, default: []].append(waiter) }
+        if await isSettled(instanceId) { releaseWaiters(instanceId) }
         await withTaskGroup(of: Void.self) { group in
-            group.addTask { await self.settled(instanceId) }
+            group.addTask { await waiter.wait() }
             group.addTask { try? await Task.sleep(for: timeout) }
             await group.next()
             group.cancelAll()
@@ -276,23 +281,15 @@ public final class InstanceSync: ObservationSink {
         }
     }
 
-    /// Registers first and checks after, so a report committed in between is not missed.
-    private func settled(_ instanceId: String) async {
-        await withCheckedContinuation { continuation in
-            settleWaiters.withLock { $0[instanceId, default: []].append(continuation) }
-            if isSettled(instanceId) { releaseWaiters(instanceId) }
-        }
-    }
-
     /// Reads only the state: this runs while the guest boots, beside it on the same CPUs.
-    private func isSettled(_ instanceId: String) -> Bool {
-        guard let state = try? store.instanceState(id: instanceId) else { return true }
+    private func isSettled(_ instanceId: String) async -> Bool {
+        guard let state = try? await store.instanceState(id: instanceId) else { return true }
         return state != .building
     }
 
     func releaseWaiters(_ instanceId: String) {
         let waiters = settleWaiters.withLock { $0.removeValue(forKey: instanceId) } ?? []
-        for waiter in waiters { waiter.resume() }
+        for waiter in waiters { waiter.release() }
     }
 }
 
@@ -304,5 +301,36 @@ extension InstanceState {
         // UNKNOWN is never stored: nothing is sent down for it.
         case .stopped, .error, .deleted, .unknown: false
         }
+    }
+}
+
+/// One wait for an instance to settle: released at most once, before or after it is awaited.
+final class SettleWaiter: Sendable {
+    private enum State {
+        case pending
+        case waiting(CheckedContinuation<Void, Never>)
+        case released
+    }
+
+    private let state = Mutex(State.pending)
+
+    func wait() async {
+        await withCheckedContinuation { continuation in
+            let released = state.withLock { state in
+                guard case .pending = state else { return true }
+                state = .waiting(continuation)
+                return false
+            }
+            if released { continuation.resume() }
+        }
+    }
+
+    func release() {
+        let waiting: CheckedContinuation<Void, Never>? = state.withLock { state in
+            defer { state = .released }
+            if case .waiting(let continuation) = state { return continuation }
+            return nil
+        }
+        waiting?.resume()
     }
 }

@@ -38,17 +38,17 @@ public final class ControllerNetworking: Sendable {
         var policies: [String: [String: PortPolicy]]
     }
 
-    func snapshot() throws(SwiftletError) -> Snapshot {
+    func snapshot() async throws(SwiftletError) -> Snapshot {
         let version = store.generation
-        let segments = try store.networks(projectId: nil).map { network in
+        let segments = try await store.networks(projectId: nil).map { network in
             NetworkSegment(
                 networkId: network.id, bridge: network.bridge, cidr: network.cidr, gateway: network.gateway,
                 prefixLength: CIDRBlock.parse(network.cidr)?.prefixLength ?? 24, mtu: network.mtu, mode: network.mode,
                 vni: network.vni, gatewayMac: Self.gatewayMac(networkId: network.id))
         }
         return Snapshot(
-            version: version, segments: segments, carrying: try store.hosts().filter(carriesNetworks),
-            policies: try policies())
+            version: version, segments: segments, carrying: try await store.hosts().filter(carriesNetworks),
+            policies: try await policies())
     }
 
     /// What one host needs to carry every network: the segments, the other hosts to tunnel to, and
@@ -62,21 +62,21 @@ public final class ControllerNetworking: Sendable {
             policies: snapshot.policies[hostId] ?? [:])
     }
 
-    func state(forHost hostId: String) throws(SwiftletError) -> HostNetworkState {
-        state(forHost: hostId, in: try snapshot())
+    func state(forHost hostId: String) async throws(SwiftletError) -> HostNetworkState {
+        state(forHost: hostId, in: try await snapshot())
     }
 
     /// Each instance in a group, by host: its groups' rules, and the addresses of every member of
     /// those groups on any host (members let each other in).
-    private func policies() throws(SwiftletError) -> [String: [String: PortPolicy]] {
-        let membership = try store.securityGroupMembership()
+    private func policies() async throws(SwiftletError) -> [String: [String: PortPolicy]] {
+        let membership = try await store.securityGroupMembership()
         guard !membership.isEmpty else { return [:] }
-        let grouped = try store.instances(projectId: nil, state: nil, name: nil, imageId: nil).filter {
+        let grouped = try await store.instances(projectId: nil, state: nil, name: nil, imageId: nil).filter {
             membership[$0.id] != nil
         }
         let groups = Dictionary(
-            try store.securityGroups(projectId: nil).map { ($0.id, $0) }, uniquingKeysWith: { a, _ in a })
-        let addresses = Dictionary(grouping: try store.ports(networkId: nil, instanceId: nil), by: \.instanceId)
+            try await store.securityGroups(projectId: nil).map { ($0.id, $0) }, uniquingKeysWith: { a, _ in a })
+        let addresses = Dictionary(grouping: try await store.ports(networkId: nil, instanceId: nil), by: \.instanceId)
             .mapValues { $0.map(\.address) }
         var members: [String: Set<String>] = [:]
         for (instanceId, groupIds) in membership {
@@ -145,7 +145,7 @@ actor NetworkPublisher {
 
     private func sendRound() async {
         let snapshot: ControllerNetworking.Snapshot
-        do { snapshot = try networking.snapshot() } catch {
+        do { snapshot = try await networking.snapshot() } catch {
             logger.error("cannot read the network state", metadata: ["error": "\(error)"])
             return
         }

@@ -10,16 +10,16 @@ enum NetworkRoutes {
                 try await controller.createNetwork(body, by: try context.requirePrincipal()), status: .created)
         }
         v1.get("networks") { _, context in
-            APIRouter.json(NetworkList(try controller.networks(by: try context.requirePrincipal())))
+            APIRouter.json(NetworkList(try await controller.networks(by: try context.requirePrincipal())))
         }
         v1.get("networks/:id") { _, context in
             APIRouter.json(
-                try controller.network(try context.parameters.require("id"), by: try context.requirePrincipal()))
+                try await controller.network(try context.parameters.require("id"), by: try context.requirePrincipal()))
         }
         v1.get("networks/:id/ports") { _, context in
             APIRouter.json(
                 NetworkPortList(
-                    try controller.networkPorts(
+                    try await controller.networkPorts(
                         try context.parameters.require("id"), by: try context.requirePrincipal())))
         }
         v1.delete("networks/:id") { _, context in
@@ -30,17 +30,19 @@ enum NetworkRoutes {
         v1.post("security-groups") { request, context in
             let body = try await APIRouter.decode(CreateSecurityGroupRequest.self, request, context)
             return APIRouter.json(
-                try controller.createSecurityGroup(body, by: try context.requirePrincipal()), status: .created)
+                try await controller.createSecurityGroup(body, by: try context.requirePrincipal()), status: .created)
         }
         v1.get("security-groups") { _, context in
-            APIRouter.json(SecurityGroupList(try controller.securityGroups(by: try context.requirePrincipal())))
+            APIRouter.json(SecurityGroupList(try await controller.securityGroups(by: try context.requirePrincipal())))
         }
         v1.get("security-groups/:id") { _, context in
             APIRouter.json(
-                try controller.securityGroup(try context.parameters.require("id"), by: try context.requirePrincipal()))
+                try await controller.securityGroup(
+                    try context.parameters.require("id"), by: try context.requirePrincipal()))
         }
         v1.delete("security-groups/:id") { _, context in
-            try controller.deleteSecurityGroup(try context.parameters.require("id"), by: try context.requirePrincipal())
+            try await controller.deleteSecurityGroup(
+                try context.parameters.require("id"), by: try context.requirePrincipal())
             return Response(status: .noContent)
         }
         v1.post("security-groups/:id/rules") { request, context in

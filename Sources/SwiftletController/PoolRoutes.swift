@@ -18,11 +18,11 @@ extension Controller {
     public func createPool(_ request: CreatePoolRequest, by principal: Principal) async throws(SwiftletError)
         -> WarmPool
     {
-        let image = try image(request.image, by: principal)
+        let image = try await image(request.image, by: principal)
         var memoryMib = request.memoryMib
         var vcpus = request.vcpus
         if let flavorName = request.flavor ?? (memoryMib == nil && vcpus == nil ? "tiny" : nil) {
-            guard let flavor = try store.flavors().first(where: { $0.name == flavorName }) else {
+            guard let flavor = try await store.flavors().first(where: { $0.name == flavorName }) else {
                 throw .notFound("flavor", flavorName)
             }
             memoryMib = memoryMib ?? flavor.memoryMib
@@ -35,10 +35,10 @@ extension Controller {
         let pool = WarmPool(
             id: ResourceID.make("pool"), projectId: principal.projectId, imageId: image.id, memoryMib: memoryMib ?? 16,
             vcpus: vcpus ?? 1, size: request.size, createdAt: Date())
-        do { try poolStore.createPool(pool) } catch  where error.kind == .conflict {
+        do { try await poolStore.createPool(pool) } catch  where error.kind == .conflict {
             throw SwiftletError(.conflict, "pool.duplicate", "a pool for that image and shape already exists")
         }
-        let boot = try instanceSync.bootImage(imageId: image.id, projectId: pool.projectId, known: image)
+        let boot = try await instanceSync.bootImage(imageId: image.id, projectId: pool.projectId, known: image)
         for link in agents.all {
             await link.apply(.applyPool(PoolAssignment(pool: pool, boot: boot)), pendingCommit: nil)
         }
@@ -48,7 +48,7 @@ extension Controller {
     public func pools(by principal: Principal) async throws(SwiftletError) -> [WarmPool] {
         var ready: [String: Int] = [:]
         for link in agents.all { ready.merge(await link.poolReadyCounts(), uniquingKeysWith: +) }
-        return try poolStore.pools(projectId: scope(principal)).map { pool in
+        return try await poolStore.pools(projectId: scope(principal)).map { pool in
             var pool = pool
             pool.ready = ready[pool.id] ?? 0
             return pool
@@ -56,10 +56,10 @@ extension Controller {
     }
 
     public func deletePool(_ id: String, by principal: Principal) async throws(SwiftletError) {
-        guard try poolStore.pools(projectId: scope(principal)).contains(where: { $0.id == id }) else {
+        guard try await poolStore.pools(projectId: scope(principal)).contains(where: { $0.id == id }) else {
             throw .notFound("pool", id)
         }
-        try poolStore.deletePool(id: id)
+        try await poolStore.deletePool(id: id)
         for link in agents.all { await link.apply(.removePool(id: id), pendingCommit: nil) }
     }
 }

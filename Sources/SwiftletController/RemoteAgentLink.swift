@@ -82,14 +82,14 @@ public final class RemoteAgentLink: AgentLink {
 
     /// Opens the watch stream for a (re)connecting agent: the changes after `request.revision` when
     /// the log still has them all, else a full sync first. A stream opened earlier is ended.
-    func open(_ request: WatchRequest, sync: () throws(SwiftletError) -> HostSync) throws(SwiftletError)
+    func open(_ request: WatchRequest, sync: () async throws(SwiftletError) -> HostSync) async throws(SwiftletError)
         -> AsyncStream<AgentDown>
     {
         let (stream, continuation) = AsyncStream.makeStream(of: AgentDown.self, bufferingPolicy: .unbounded)
         // The revision is taken before the sync is read, and the log after it follows the sync: a
         // change made meanwhile is then in both, and applying it twice is harmless.
         let base = state.withLock { $0.revision }
-        let full = try sync()
+        let full = try await sync()
         let (serial, replaced) = state.withLock { state in
             let replaced = state.stream
             state.stream = continuation

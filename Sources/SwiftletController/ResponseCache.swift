@@ -56,7 +56,7 @@ final class ResponseCache: Sendable {
     /// when `gzip` is allowed and the answer is large enough). `make` runs at most once at a time
     /// per key and generation, and an answer is compressed at most once; if `make` throws, the
     /// error is this request's, and a waiting request builds again.
-    func body(for key: String, generation: UInt64, gzip allowed: Bool = false, make: () throws -> ByteBuffer)
+    func body(for key: String, generation: UInt64, gzip allowed: Bool = false, make: () async throws -> ByteBuffer)
         async rethrows -> (body: ByteBuffer, gzipped: Bool)
     {
         while true {
@@ -71,7 +71,7 @@ final class ResponseCache: Sendable {
                 return Self.reply(entry, gzip: allowed)
             case .build:
                 let identity: ByteBuffer
-                do { identity = try make() } catch {
+                do { identity = try await make() } catch {
                     finish(key, keeping: nil, built: generation)
                     throw error
                 }

@@ -49,8 +49,17 @@ public struct ServerConfiguration: Codable, Sendable {
     /// How long a host's lease lasts, and how often its agent renews it.
     public var leaseDurationMs: Int = 10_000
     public var leaseRenewMs: Int = 2_000
+    /// The store: `sqlite:PATH` or `postgres://USER[:PASSWORD]@HOST[:PORT]/DB` (default: SQLite
+    /// at `<dataDirectory>/swiftlet.sqlite`).
+    public var database: String?
 
     public init() {}
+
+    /// Where the store is: the configured database, else the embedded SQLite file.
+    public func storeLocation() throws(SwiftletError) -> StoreLocation {
+        guard let database else { return .sqlite(path: dataDirectory + "/swiftlet.sqlite") }
+        return try StoreLocation.parse(database)
+    }
 
     /// Every key is optional in a config file; missing ones keep their defaults.
     public init(from decoder: any Decoder) throws {
@@ -87,6 +96,7 @@ public struct ServerConfiguration: Codable, Sendable {
         }
         leaseDurationMs = try container.decodeIfPresent(Int.self, forKey: .leaseDurationMs) ?? leaseDurationMs
         leaseRenewMs = try container.decodeIfPresent(Int.self, forKey: .leaseRenewMs) ?? leaseRenewMs
+        database = try container.decodeIfPresent(String.self, forKey: .database)
         guard leaseRenewMs > 0, leaseDurationMs > leaseRenewMs else {
             throw DecodingError.dataCorruptedError(
                 forKey: .leaseDurationMs, in: container,
@@ -128,12 +138,24 @@ public struct SwiftletServer: Sendable {
 
     public static let adminTokenFile = "admin.token"
 
-    public init(configuration: ServerConfiguration, logger: Logger) async throws {
+    /// Opens the configured store, then serves until SIGTERM/SIGINT (`ready` runs once the server
+    /// is set up, before it serves).
+    public static func serve(
+        configuration: ServerConfiguration, logger: Logger, ready: @Sendable (SwiftletServer) -> Void = { _ in }
+    ) async throws {
+        try FileManager.default.createDirectory(atPath: configuration.dataDirectory, withIntermediateDirectories: true)
+        try await configuration.storeLocation().withStore(logger: logger) { store in
+            let server = try await SwiftletServer(configuration: configuration, store: store, logger: logger)
+            ready(server)
+            try await server.run()
+        }
+    }
+
+    public init(configuration: ServerConfiguration, store: any ControllerStore, logger: Logger) async throws {
         self.configuration = configuration
         self.logger = logger
         let data = configuration.dataDirectory
         try FileManager.default.createDirectory(atPath: data, withIntermediateDirectories: true)
-        let store = try SQLiteStore(path: data + "/swiftlet.sqlite")
         let blobs = try BlobStore(root: data + "/blobs")
         adminTokenPath = data + "/" + Self.adminTokenFile
 
@@ -169,9 +191,9 @@ public struct SwiftletServer: Sendable {
                 "networks will not reach this host from other hosts: give it --fabric-address (or an --agent-host address)"
             )
         }
-        try store.upsertHost(host)
+        try await store.upsertHost(host)
         if configuration.agentPort != nil {
-            cluster = try ClusterService(
+            cluster = try await ClusterService(
                 ca: try ClusterCA.loadOrCreate(directory: data + "/ca"), store: store, controller: controller,
                 settings: .init(
                     leaseDuration: .milliseconds(configuration.leaseDurationMs),
@@ -180,14 +202,14 @@ public struct SwiftletServer: Sendable {
         } else {
             cluster = nil
         }
-        try ensureAdminToken()
+        try await ensureAdminToken()
         try await controller.connectLocalAgent(LocalAgentLink(agent: agent))
     }
 
     /// The first start writes an admin token to `<data>/admin.token` (mode 0600).
-    private func ensureAdminToken() throws {
+    private func ensureAdminToken() async throws {
         if FileManager.default.fileExists(atPath: adminTokenPath) { return }
-        let info = try controller.createToken(projectId: Project.adminProjectId, admin: true)
+        let info = try await controller.createToken(projectId: Project.adminProjectId, admin: true)
         let temporary = adminTokenPath + ".tmp"
         guard
             FileManager.default.createFile(

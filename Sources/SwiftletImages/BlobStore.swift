@@ -81,13 +81,13 @@ public final class BlobUpload {
 
     /// Validates the complete upload with `inspect` (given the temp file path) and moves it into
     /// the store. Returns the digest. Any error removes the temporary file.
-    public func commit<T>(inspect: (String) throws -> T) throws -> (sha256: String, result: T) {
+    public func commit<T>(inspect: (String) async throws -> T) async throws -> (sha256: String, result: T) {
         defer { abort() }
         guard descriptor >= 0 else { throw SwiftletError(.badRequest, "image.upload_aborted", "upload was aborted") }
         guard fsync(descriptor) == 0 else {
             throw SwiftletError(.internal, "blob.write_failed", "cannot sync upload: errno \(errno)")
         }
-        let result = try inspect(tempPath)
+        let result = try await inspect(tempPath)
         let digest = hasher.finalize().hexString
         let target = directory + "/sha256/" + digest
         if FileManager.default.fileExists(atPath: target) {

@@ -29,5 +29,27 @@ public struct PlacementClaim: Sendable {
         self.group = group
     }
 
-    static func lost(_ message: String) -> SwiftletError { SwiftletError(.conflict, lostCode, message) }
+    /// Public for the stores outside this module (PostgreSQL) that run the same check.
+    public static func lost(_ message: String) -> SwiftletError { SwiftletError(.conflict, lostCode, message) }
+
+    /// Throws the lost claim when `hostId`, with the new instances counted, holds more than its
+    /// capacity (the engines sum its live instances inside the claiming transaction).
+    public func verify(hostId: String, usedMemoryMib memory: Int, usedVcpus vcpus: Int) throws(SwiftletError) {
+        guard let capacity = capacity[hostId], memory > capacity.memoryMib || vcpus > capacity.vcpus else { return }
+        throw Self.lost(
+            "host '\(hostId)' no longer has room: concurrent creates took it (\(memory) of "
+                + "\(capacity.memoryMib) MiB, \(vcpus) of \(capacity.vcpus) vCPUs)")
+    }
+
+    /// Throws the lost claim when the hosts of the group's placed members break its policy.
+    public func verifyGroup(memberHosts hosts: [String]) throws(SwiftletError) {
+        guard let group else { return }
+        let distinct = Set(hosts).count
+        let broken = group.policy == .antiAffinity ? distinct < hosts.count : distinct > 1
+        if broken {
+            throw Self.lost(
+                "server group '\(group.name)' is \(group.policy.rawValue): concurrent creates changed its members' hosts"
+            )
+        }
+    }
 }

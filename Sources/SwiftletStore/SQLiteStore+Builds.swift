@@ -20,8 +20,8 @@ extension SQLiteStore: BuildStore {
         }
     }
 
-    public func createBuild(_ build: Build) throws(SwiftletError) {
-        try write { db in
+    public func createBuild(_ build: Build) async throws(SwiftletError) {
+        try await write { db in
             try db.execute(
                 sql: "INSERT INTO build (id, project_id, state, body, created_at) VALUES (?, ?, ?, ?, ?)",
                 arguments: [
@@ -31,16 +31,16 @@ extension SQLiteStore: BuildStore {
         }
     }
 
-    public func updateBuild(_ build: Build) throws(SwiftletError) {
-        try write { db in
+    public func updateBuild(_ build: Build) async throws(SwiftletError) {
+        try await write { db in
             try db.execute(
                 sql: "UPDATE build SET state = ?, body = ? WHERE id = ?",
                 arguments: [build.state.rawValue, try Self.json(build), build.id])
         }
     }
 
-    public func build(id: String, projectId: String?) throws(SwiftletError) -> Build? {
-        try read { db in
+    public func build(id: String, projectId: String?) async throws(SwiftletError) -> Build? {
+        try await read { db in
             try String.fetchOne(
                 db, sql: "SELECT body FROM build WHERE id = ? AND (? IS NULL OR project_id = ?)",
                 arguments: [id, projectId, projectId]
@@ -48,8 +48,8 @@ extension SQLiteStore: BuildStore {
         }
     }
 
-    public func builds(projectId: String?) throws(SwiftletError) -> [Build] {
-        try read { db in
+    public func builds(projectId: String?) async throws(SwiftletError) -> [Build] {
+        try await read { db in
             try String.fetchAll(
                 db, sql: "SELECT body FROM build WHERE ? IS NULL OR project_id = ? ORDER BY created_at, id",
                 arguments: [projectId, projectId]
@@ -57,16 +57,16 @@ extension SQLiteStore: BuildStore {
         }
     }
 
-    public func cachedImage(projectId: String, inputsDigest: String) throws(SwiftletError) -> String? {
-        try read { db in
+    public func cachedImage(projectId: String, inputsDigest: String) async throws(SwiftletError) -> String? {
+        try await read { db in
             try String.fetchOne(
                 db, sql: "SELECT image_id FROM build_cache WHERE project_id = ? AND inputs_digest = ?",
                 arguments: [projectId, inputsDigest])
         }
     }
 
-    public func cacheImage(projectId: String, inputsDigest: String, imageId: String) throws(SwiftletError) {
-        try write { db in
+    public func cacheImage(projectId: String, inputsDigest: String, imageId: String) async throws(SwiftletError) {
+        try await write { db in
             try db.execute(
                 sql: "INSERT OR REPLACE INTO build_cache (project_id, inputs_digest, image_id) VALUES (?, ?, ?)",
                 arguments: [projectId, inputsDigest, imageId])

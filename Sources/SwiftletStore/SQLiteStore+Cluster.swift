@@ -20,8 +20,8 @@ extension SQLiteStore: ClusterStore {
         }
     }
 
-    public func createJoinToken(id: String, secretHash: String, expiresAt: Date) throws(SwiftletError) {
-        try write { db in
+    public func createJoinToken(id: String, secretHash: String, expiresAt: Date) async throws(SwiftletError) {
+        try await write { db in
             try db.execute(
                 sql: "INSERT INTO join_token (id, secret_hash, expires_at) VALUES (?, ?, ?)",
                 arguments: [id, secretHash, DatabaseDate.text(expiresAt)])
@@ -29,9 +29,9 @@ extension SQLiteStore: ClusterStore {
     }
 
     public func joinHost(tokenId: String, secretHash: String, now: Date, credential: HostCredential)
-        throws(SwiftletError)
+        async throws(SwiftletError)
     {
-        try write { db in
+        try await write { db in
             let row = try Row.fetchOne(
                 db, sql: "SELECT secret_hash, expires_at, used_at FROM join_token WHERE id = ?", arguments: [tokenId])
             guard let row, row["secret_hash"] == secretHash else {
@@ -66,8 +66,8 @@ extension SQLiteStore: ClusterStore {
         }
     }
 
-    public func hostCredential(hostId: String) throws(SwiftletError) -> HostCredential? {
-        try read { db in
+    public func hostCredential(hostId: String) async throws(SwiftletError) -> HostCredential? {
+        try await read { db in
             try Row.fetchOne(db, sql: "SELECT * FROM host_credential WHERE host_id = ?", arguments: [hostId]).map {
                 HostCredential(
                     hostId: $0["host_id"], name: $0["name"], certificateSerial: $0["certificate_serial"],
@@ -76,8 +76,8 @@ extension SQLiteStore: ClusterStore {
         }
     }
 
-    public func revokeHost(hostId: String) throws(SwiftletError) {
-        try write { db in
+    public func revokeHost(hostId: String) async throws(SwiftletError) {
+        try await write { db in
             try db.execute(sql: "UPDATE host_credential SET revoked = 1 WHERE host_id = ?", arguments: [hostId])
             guard db.changesCount > 0 else { throw SwiftletError.notFound("host", hostId) }
         }

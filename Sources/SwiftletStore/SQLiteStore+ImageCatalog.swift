@@ -29,16 +29,16 @@ extension SQLiteStore: ImageCatalogStore {
         image.signingKeyId = row["signing_key_id"]
     }
 
-    public func addSigningKey(_ key: SigningKey) throws(SwiftletError) {
-        try write { db in
+    public func addSigningKey(_ key: SigningKey) async throws(SwiftletError) {
+        try await write { db in
             try db.execute(
                 sql: "INSERT INTO signing_key (id, project_id, name, public_key, created_at) VALUES (?, ?, ?, ?, ?)",
                 arguments: [key.id, key.projectId, key.name, key.publicKey, DatabaseDate.text(key.createdAt)])
         }
     }
 
-    public func signingKeys(projectId: String) throws(SwiftletError) -> [SigningKey] {
-        try read { db in
+    public func signingKeys(projectId: String) async throws(SwiftletError) -> [SigningKey] {
+        try await read { db in
             try Row.fetchAll(
                 db, sql: "SELECT * FROM signing_key WHERE project_id = ? ORDER BY created_at", arguments: [projectId]
             )
@@ -50,8 +50,8 @@ extension SQLiteStore: ImageCatalogStore {
         }
     }
 
-    public func deleteSigningKey(idOrName: String, projectId: String) throws(SwiftletError) -> Bool {
-        try write { db in
+    public func deleteSigningKey(idOrName: String, projectId: String) async throws(SwiftletError) -> Bool {
+        try await write { db in
             try db.execute(
                 sql: "DELETE FROM signing_key WHERE (id = ? OR name = ?) AND project_id = ?",
                 arguments: [idOrName, idOrName, projectId])
@@ -59,15 +59,15 @@ extension SQLiteStore: ImageCatalogStore {
         }
     }
 
-    public func setRequireSignedImages(projectId: String, _ required: Bool) throws(SwiftletError) {
-        try write { db in
+    public func setRequireSignedImages(projectId: String, _ required: Bool) async throws(SwiftletError) {
+        try await write { db in
             try db.execute(sql: "UPDATE project SET require_signed = ? WHERE id = ?", arguments: [required, projectId])
             guard db.changesCount > 0 else { throw SwiftletError.notFound("project", projectId) }
         }
     }
 
-    public func updateImageCatalog(_ image: Image) throws(SwiftletError) {
-        try write { db in
+    public func updateImageCatalog(_ image: Image) async throws(SwiftletError) {
+        try await write { db in
             try db.execute(
                 sql: """
                     UPDATE image SET visibility = ?, tags = ?, signature = ?, signing_key_id = ?, properties = ?

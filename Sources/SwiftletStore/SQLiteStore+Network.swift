@@ -51,11 +51,11 @@ extension SQLiteStore: NetworkStore {
 
     // MARK: - Networks
 
-    public func createNetwork(_ network: Network) throws(SwiftletError) {
+    public func createNetwork(_ network: Network) async throws(SwiftletError) {
         guard let block = CIDRBlock.parse(network.cidr), let gateway = IPv4.parse(network.gateway) else {
             throw SwiftletError.badRequest("network.bad_cidr", "'\(network.cidr)' is not a CIDR block")
         }
-        try write { db in
+        try await write { db in
             for row in try Row.fetchAll(db, sql: "SELECT name, first_address, prefix_length FROM network") {
                 let other = CIDRBlock(
                     network: UInt32(row["first_address"] as Int64), prefixLength: row["prefix_length"])
@@ -86,8 +86,8 @@ extension SQLiteStore: NetworkStore {
         }
     }
 
-    public func networks(projectId: String?) throws(SwiftletError) -> [Network] {
-        try read { db in
+    public func networks(projectId: String?) async throws(SwiftletError) -> [Network] {
+        try await read { db in
             try Row.fetchAll(
                 db, sql: "SELECT * FROM network WHERE (?1 IS NULL OR project_id = ?1) ORDER BY created_at, id",
                 arguments: [projectId]
@@ -95,8 +95,8 @@ extension SQLiteStore: NetworkStore {
         }
     }
 
-    public func network(idOrName: String, projectId: String?) throws(SwiftletError) -> Network? {
-        try read { db in
+    public func network(idOrName: String, projectId: String?) async throws(SwiftletError) -> Network? {
+        try await read { db in
             try Row.fetchOne(
                 db,
                 sql: """
@@ -108,8 +108,8 @@ extension SQLiteStore: NetworkStore {
         }
     }
 
-    public func deleteNetwork(id: String) throws(SwiftletError) {
-        try write { db in
+    public func deleteNetwork(id: String) async throws(SwiftletError) {
+        try await write { db in
             let ports =
                 try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM port WHERE network_id = ?", arguments: [id]) ?? 0
             if ports > 0 {
@@ -133,9 +133,9 @@ extension SQLiteStore: NetworkStore {
     // MARK: - Ports (IPAM)
 
     public func attach(ports requests: [PortRequest], groupIds: [String], toInstances instanceIds: [String])
-        throws(SwiftletError) -> [NetworkPort]
+        async throws(SwiftletError) -> [NetworkPort]
     {
-        try write { db in
+        try await write { db in
             var made: [NetworkPort] = []
             for request in requests {
                 made.append(try Self.allocate(request, db))
@@ -166,57 +166,28 @@ extension SQLiteStore: NetworkStore {
     /// One port in the caller's transaction. The UNIQUE constraints, not the scan, are what
     /// rule out duplicates: a clash (another writer, a random MAC or TAP collision) is retried.
     private static func allocate(_ request: PortRequest, _ db: Database) throws -> NetworkPort {
-        let network = request.network
-        guard let block = CIDRBlock.parse(network.cidr), let gateway = IPv4.parse(network.gateway) else {
-            throw SwiftletError(.internal, "network.corrupt", "network '\(network.id)' has no valid CIDR")
-        }
-        for _ in 0..<8 {
+        for _ in 0..<PortRequest.draftAttempts {
             let used = Set(
-                try Int64.fetchAll(db, sql: "SELECT address FROM port WHERE network_id = ?", arguments: [network.id])
-                    .map { UInt32($0) })
-            let address: UInt32
-            if let wanted = request.address {
-                if used.contains(wanted) || wanted == gateway {
-                    throw SwiftletError(
-                        .conflict, "port.address_in_use",
-                        "address \(IPv4.format(wanted)) is already in use on network '\(network.name)'")
-                }
-                address = wanted
-            } else {
-                guard
-                    let free = stride(from: block.network + 1, to: block.broadcast, by: 1).first(where: {
-                        $0 != gateway && !used.contains($0)
-                    })
-                else {
-                    throw SwiftletError(.conflict, "network.full", "network '\(network.name)' has no free address left")
-                }
-                address = free
-            }
-            let id = ResourceID.make("port")
-            let tap = request.tapPrefix + id.suffix(8)
-            var generator = SystemRandomNumberGenerator()
-            // Locally administered, unicast: 02:xx:xx:xx:xx:xx.
-            let mac =
-                (["02"] + (0..<5).map { _ in String(format: "%02x", UInt8.random(in: 0...255, using: &generator)) })
-                .joined(separator: ":")
+                try Int64.fetchAll(
+                    db, sql: "SELECT address FROM port WHERE network_id = ?", arguments: [request.network.id]
+                ).map { UInt32($0) })
+            let draft = try request.draft(used: used)
             do {
                 try db.execute(
                     sql: "INSERT INTO port (id, network_id, instance_id, address, mac, tap) VALUES (?, ?, ?, ?, ?, ?)",
-                    arguments: [id, network.id, request.instanceId, Int64(address), mac, tap])
+                    arguments: [
+                        draft.id, request.network.id, request.instanceId, Int64(draft.address), draft.mac, draft.tap,
+                    ])
             } catch let error as DatabaseError where error.extendedResultCode == .SQLITE_CONSTRAINT_UNIQUE {
                 continue
             }
-            return NetworkPort(
-                id: id, networkId: network.id, networkName: network.name, instanceId: request.instanceId,
-                address: IPv4.format(address), prefixLength: block.prefixLength, gateway: network.gateway, mac: mac,
-                tap: tap)
+            return draft.port(for: request)
         }
-        throw SwiftletError(
-            .conflict, "port.allocation_failed", "could not allocate a port on '\(network.name)'; retry")
+        throw request.allocationFailed
     }
 
-    public func ports(networkId: String?, instanceId: String?) throws(SwiftletError) -> [NetworkPort] {
-        try read { db in
+    public func ports(networkId: String?, instanceId: String?) async throws(SwiftletError) -> [NetworkPort] {
+        try await read { db in
             try Row.fetchAll(
                 db,
                 sql: """
@@ -238,8 +209,8 @@ extension SQLiteStore: NetworkStore {
 
     // MARK: - Security groups
 
-    public func createSecurityGroup(_ group: SecurityGroup) throws(SwiftletError) {
-        try write { db in
+    public func createSecurityGroup(_ group: SecurityGroup) async throws(SwiftletError) {
+        try await write { db in
             do {
                 try db.execute(
                     sql:
@@ -254,8 +225,8 @@ extension SQLiteStore: NetworkStore {
         }
     }
 
-    public func securityGroups(projectId: String?) throws(SwiftletError) -> [SecurityGroup] {
-        try read { db in
+    public func securityGroups(projectId: String?) async throws(SwiftletError) -> [SecurityGroup] {
+        try await read { db in
             try Row.fetchAll(
                 db, sql: "SELECT * FROM security_group WHERE (?1 IS NULL OR project_id = ?1) ORDER BY created_at, id",
                 arguments: [projectId]
@@ -263,8 +234,8 @@ extension SQLiteStore: NetworkStore {
         }
     }
 
-    public func securityGroup(idOrName: String, projectId: String?) throws(SwiftletError) -> SecurityGroup? {
-        try read { db in
+    public func securityGroup(idOrName: String, projectId: String?) async throws(SwiftletError) -> SecurityGroup? {
+        try await read { db in
             try Row.fetchOne(
                 db,
                 sql: """
@@ -276,8 +247,8 @@ extension SQLiteStore: NetworkStore {
         }
     }
 
-    public func deleteSecurityGroup(id: String) throws(SwiftletError) {
-        try write { db in
+    public func deleteSecurityGroup(id: String) async throws(SwiftletError) {
+        try await write { db in
             let members =
                 try Int.fetchOne(
                     db, sql: "SELECT COUNT(*) FROM instance_security_group WHERE group_id = ?", arguments: [id]) ?? 0
@@ -289,8 +260,8 @@ extension SQLiteStore: NetworkStore {
         }
     }
 
-    public func addRule(_ rule: SecurityGroupRule, groupId: String) throws(SwiftletError) {
-        try write { db in
+    public func addRule(_ rule: SecurityGroupRule, groupId: String) async throws(SwiftletError) {
+        try await write { db in
             let position =
                 (try Int.fetchOne(
                     db, sql: "SELECT MAX(position) FROM security_group_rule WHERE group_id = ?", arguments: [groupId])
@@ -304,16 +275,16 @@ extension SQLiteStore: NetworkStore {
         }
     }
 
-    public func deleteRule(id: String, groupId: String) throws(SwiftletError) {
-        try write { db in
+    public func deleteRule(id: String, groupId: String) async throws(SwiftletError) {
+        try await write { db in
             try db.execute(
                 sql: "DELETE FROM security_group_rule WHERE id = ? AND group_id = ?", arguments: [id, groupId])
             if db.changesCount == 0 { throw SwiftletError.notFound("rule", id) }
         }
     }
 
-    public func securityGroupMembership() throws(SwiftletError) -> [String: [String]] {
-        try read { db in
+    public func securityGroupMembership() async throws(SwiftletError) -> [String: [String]] {
+        try await read { db in
             var membership: [String: [String]] = [:]
             for row in try Row.fetchAll(
                 db, sql: "SELECT instance_id, group_id FROM instance_security_group ORDER BY group_id")

@@ -31,37 +31,26 @@ extension SQLiteStore: ServerGroupStore {
     /// Run by an insert after its rows are in: throws (so the transaction rolls back) when a
     /// host now holds more than its capacity or the group's policy is broken.
     static func check(_ claim: PlacementClaim, _ db: Database) throws {
-        for (hostId, capacity) in claim.capacity {
+        for hostId in claim.capacity.keys {
             let used = try db.cachedRow(
                 sql: """
                     SELECT COALESCE(SUM(memory_mib), 0) AS memory, COALESCE(SUM(vcpus), 0) AS vcpus FROM instance
                     WHERE host_id = ? AND state IN \(liveStates)
                     """,
                 arguments: [hostId])
-            let (memory, vcpus): (Int, Int) = (used?["memory"] ?? 0, used?["vcpus"] ?? 0)
-            if memory > capacity.memoryMib || vcpus > capacity.vcpus {
-                throw PlacementClaim.lost(
-                    "host '\(hostId)' no longer has room: concurrent creates took it (\(memory) of "
-                        + "\(capacity.memoryMib) MiB, \(vcpus) of \(capacity.vcpus) vCPUs)")
-            }
+            try claim.verify(hostId: hostId, usedMemoryMib: used?["memory"] ?? 0, usedVcpus: used?["vcpus"] ?? 0)
         }
         guard let group = claim.group else { return }
-        let hosts = try db.cachedValues(
-            String.self, sql: "SELECT host_id FROM instance WHERE server_group_id = ? AND host_id IS NOT NULL",
-            arguments: [group.id])
-        let distinct = Set(hosts).count
-        let broken = group.policy == .antiAffinity ? distinct < hosts.count : distinct > 1
-        if broken {
-            throw PlacementClaim.lost(
-                "server group '\(group.name)' is \(group.policy.rawValue): concurrent creates changed its members' hosts"
-            )
-        }
+        try claim.verifyGroup(
+            memberHosts: try db.cachedValues(
+                String.self, sql: "SELECT host_id FROM instance WHERE server_group_id = ? AND host_id IS NOT NULL",
+                arguments: [group.id]))
     }
 
     // MARK: - Server groups
 
-    public func createServerGroup(_ group: ServerGroup) throws(SwiftletError) {
-        try write { db in
+    public func createServerGroup(_ group: ServerGroup) async throws(SwiftletError) {
+        try await write { db in
             do {
                 try db.execute(
                     sql: "INSERT INTO server_group (id, project_id, name, policy, created_at) VALUES (?, ?, ?, ?, ?)",
@@ -76,8 +65,8 @@ extension SQLiteStore: ServerGroupStore {
         }
     }
 
-    public func serverGroups(projectId: String?) throws(SwiftletError) -> [ServerGroup] {
-        try read { db in
+    public func serverGroups(projectId: String?) async throws(SwiftletError) -> [ServerGroup] {
+        try await read { db in
             try Row.fetchAll(
                 db, sql: "SELECT * FROM server_group WHERE (?1 IS NULL OR project_id = ?1) ORDER BY created_at, id",
                 arguments: [projectId]
@@ -85,8 +74,8 @@ extension SQLiteStore: ServerGroupStore {
         }
     }
 
-    public func serverGroup(idOrName: String, projectId: String?) throws(SwiftletError) -> ServerGroup? {
-        try read { db in
+    public func serverGroup(idOrName: String, projectId: String?) async throws(SwiftletError) -> ServerGroup? {
+        try await read { db in
             try Row.fetchOne(
                 db,
                 sql: """
@@ -98,8 +87,8 @@ extension SQLiteStore: ServerGroupStore {
         }
     }
 
-    public func deleteServerGroup(id: String) throws(SwiftletError) {
-        try write { db in
+    public func deleteServerGroup(id: String) async throws(SwiftletError) {
+        try await write { db in
             let members =
                 try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM instance WHERE server_group_id = ?", arguments: [id])
                 ?? 0
@@ -112,8 +101,8 @@ extension SQLiteStore: ServerGroupStore {
         }
     }
 
-    public func serverGroupHosts(id: String) throws(SwiftletError) -> [String: String] {
-        try read { db in
+    public func serverGroupHosts(id: String) async throws(SwiftletError) -> [String: String] {
+        try await read { db in
             var hosts: [String: String] = [:]
             for row in try db.cachedRows(
                 sql: "SELECT id, host_id FROM instance WHERE server_group_id = ? AND host_id IS NOT NULL",

@@ -5,9 +5,9 @@ import SwiftletCore
 /// Warm-pool policies. The pooled VMs themselves are not stored: they hold no instance yet, and
 /// after a restart the agent's orphan sweep removes them and the pool is filled again.
 public protocol PoolStore: Sendable {
-    func createPool(_ pool: WarmPool) throws(SwiftletError)
-    func pools(projectId: String?) throws(SwiftletError) -> [WarmPool]
-    func deletePool(id: String) throws(SwiftletError)
+    func createPool(_ pool: WarmPool) async throws(SwiftletError)
+    func pools(projectId: String?) async throws(SwiftletError) -> [WarmPool]
+    func deletePool(id: String) async throws(SwiftletError)
 }
 
 extension SQLiteStore: PoolStore {
@@ -25,8 +25,8 @@ extension SQLiteStore: PoolStore {
         }
     }
 
-    public func createPool(_ pool: WarmPool) throws(SwiftletError) {
-        try write { db in
+    public func createPool(_ pool: WarmPool) async throws(SwiftletError) {
+        try await write { db in
             try db.execute(
                 sql: """
                     INSERT INTO pool (id, project_id, image_id, memory_mib, vcpus, size, created_at)
@@ -38,8 +38,8 @@ extension SQLiteStore: PoolStore {
         }
     }
 
-    public func pools(projectId: String?) throws(SwiftletError) -> [WarmPool] {
-        try read { db in
+    public func pools(projectId: String?) async throws(SwiftletError) -> [WarmPool] {
+        try await read { db in
             try Row.fetchAll(
                 db, sql: "SELECT * FROM pool WHERE (?1 IS NULL OR project_id = ?1) ORDER BY created_at, id",
                 arguments: [projectId]
@@ -51,7 +51,7 @@ extension SQLiteStore: PoolStore {
         }
     }
 
-    public func deletePool(id: String) throws(SwiftletError) {
-        try write { db in try db.execute(sql: "DELETE FROM pool WHERE id = ?", arguments: [id]) }
+    public func deletePool(id: String) async throws(SwiftletError) {
+        try await write { db in try db.execute(sql: "DELETE FROM pool WHERE id = ?", arguments: [id]) }
     }
 }

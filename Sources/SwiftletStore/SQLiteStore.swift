@@ -87,13 +87,15 @@ public final class SQLiteStore: SwiftletStore {
 
     // MARK: - Plumbing
 
-    func read<T>(_ body: (Database) throws -> T) throws(SwiftletError) -> T {
-        do { return try pool.read(body) } catch { throw Self.map(error) }
+    // GRDB runs the closures on its own queues: a store call never blocks the caller's thread
+    // (NIO's event loops among them).
+    func read<T: Sendable>(_ body: @escaping @Sendable (Database) throws -> T) async throws(SwiftletError) -> T {
+        do { return try await pool.read(body) } catch { throw Self.map(error) }
     }
 
-    func write<T>(_ body: (Database) throws -> T) throws(SwiftletError) -> T {
+    func write<T: Sendable>(_ body: @escaping @Sendable (Database) throws -> T) async throws(SwiftletError) -> T {
         do {
-            let result = try pool.write(body)
+            let result = try await pool.write(body)
             writes.add(1, ordering: .releasing)
             return result
         } catch { throw Self.map(error) }
@@ -107,6 +109,8 @@ public final class SQLiteStore: SwiftletStore {
                 return SwiftletError(.conflict, "store.duplicate", "a resource with that name already exists")
             case .SQLITE_CONSTRAINT_FOREIGNKEY:
                 return SwiftletError(.conflict, "store.in_use", "the resource is referenced by another resource")
+            case .SQLITE_CONSTRAINT_CHECK:
+                return SwiftletError(.badRequest, "store.invalid", "a value is out of its allowed range")
             default: break
             }
         }
@@ -126,8 +130,8 @@ public final class SQLiteStore: SwiftletStore {
 
     // MARK: - Projects and tokens
 
-    public func createProject(_ project: Project) throws(SwiftletError) {
-        try write { db in
+    public func createProject(_ project: Project) async throws(SwiftletError) {
+        try await write { db in
             try db.cachedExecute(
                 sql: "INSERT INTO project (id, name, require_signed, created_at) VALUES (?, ?, ?, ?)",
                 arguments: [
@@ -136,12 +140,12 @@ public final class SQLiteStore: SwiftletStore {
         }
     }
 
-    public func projects() throws(SwiftletError) -> [Project] {
-        try read { db in try db.cachedRows(sql: "SELECT * FROM project ORDER BY created_at").map(Self.project) }
+    public func projects() async throws(SwiftletError) -> [Project] {
+        try await read { db in try db.cachedRows(sql: "SELECT * FROM project ORDER BY created_at").map(Self.project) }
     }
 
-    public func project(id: String) throws(SwiftletError) -> Project? {
-        try read { db in
+    public func project(id: String) async throws(SwiftletError) -> Project? {
+        try await read { db in
             try db.cachedRow(sql: "SELECT * FROM project WHERE id = ?", arguments: [id]).map(Self.project)
         }
     }
@@ -151,16 +155,16 @@ public final class SQLiteStore: SwiftletStore {
             id: row["id"], name: row["name"], requireSignedImages: row["require_signed"], createdAt: row["created_at"])
     }
 
-    public func createToken(_ info: TokenInfo, secretHash: String) throws(SwiftletError) {
-        try write { db in
+    public func createToken(_ info: TokenInfo, secretHash: String) async throws(SwiftletError) {
+        try await write { db in
             try db.cachedExecute(
                 sql: "INSERT INTO token (id, project_id, admin, secret_hash, created_at) VALUES (?, ?, ?, ?, ?)",
                 arguments: [info.id, info.projectId, info.admin, secretHash, DatabaseDate.text(info.createdAt)])
         }
     }
 
-    public func principal(forSecretHash hash: String) throws(SwiftletError) -> Principal? {
-        try read { db in
+    public func principal(forSecretHash hash: String) async throws(SwiftletError) -> Principal? {
+        try await read { db in
             guard
                 let row = try db.cachedRow(
                     sql: "SELECT project_id, admin FROM token WHERE secret_hash = ?", arguments: [hash])
@@ -172,8 +176,8 @@ public final class SQLiteStore: SwiftletStore {
 
     // MARK: - Images
 
-    public func createImage(_ image: Image) throws(SwiftletError) {
-        try write { db in
+    public func createImage(_ image: Image) async throws(SwiftletError) {
+        try await write { db in
             try db.cachedExecute(
                 sql: """
                     INSERT INTO image (id, project_id, name, kind, sha256, size_bytes, properties, created_at)
@@ -186,8 +190,8 @@ public final class SQLiteStore: SwiftletStore {
         }
     }
 
-    public func images(projectId: String?) throws(SwiftletError) -> [Image] {
-        try read { db in
+    public func images(projectId: String?) async throws(SwiftletError) -> [Image] {
+        try await read { db in
             if let projectId {
                 return try db.cachedRows(
                     sql: "SELECT * FROM image WHERE project_id = ? OR visibility = 'public' ORDER BY created_at",
@@ -198,8 +202,8 @@ public final class SQLiteStore: SwiftletStore {
         }
     }
 
-    public func image(idOrName: String, projectId: String?) throws(SwiftletError) -> Image? {
-        try read { db in
+    public func image(idOrName: String, projectId: String?) async throws(SwiftletError) -> Image? {
+        try await read { db in
             let rows = try db.cachedRows(
                 sql:
                     "SELECT * FROM image WHERE (id = ? OR name = ?) AND (? IS NULL OR project_id = ? OR visibility = 'public') ORDER BY id = ? DESC, project_id = ? DESC",
@@ -208,8 +212,8 @@ public final class SQLiteStore: SwiftletStore {
         }
     }
 
-    public func deleteImage(id: String) throws(SwiftletError) -> Bool {
-        try write { db in
+    public func deleteImage(id: String) async throws(SwiftletError) -> Bool {
+        try await write { db in
             let inUse =
                 try db.cachedValue(Int.self, sql: "SELECT COUNT(*) FROM instance WHERE image_id = ?", arguments: [id])
                 ?? 0
@@ -236,16 +240,16 @@ public final class SQLiteStore: SwiftletStore {
 
     // MARK: - Flavors
 
-    public func flavors() throws(SwiftletError) -> [Flavor] {
-        try read { db in
+    public func flavors() async throws(SwiftletError) -> [Flavor] {
+        try await read { db in
             try db.cachedRows(sql: "SELECT * FROM flavor ORDER BY memory_mib, name").map {
                 Flavor(name: $0["name"], vcpus: $0["vcpus"], memoryMib: $0["memory_mib"])
             }
         }
     }
 
-    public func createFlavor(_ flavor: Flavor) throws(SwiftletError) {
-        try write { db in
+    public func createFlavor(_ flavor: Flavor) async throws(SwiftletError) {
+        try await write { db in
             try db.cachedExecute(
                 sql: "INSERT INTO flavor (name, vcpus, memory_mib) VALUES (?, ?, ?)",
                 arguments: [flavor.name, flavor.vcpus, flavor.memoryMib])
@@ -254,8 +258,8 @@ public final class SQLiteStore: SwiftletStore {
 
     // MARK: - Instances
 
-    public func createInstances(_ instances: [Instance], claim: PlacementClaim?) throws(SwiftletError) {
-        try write { db in
+    public func createInstances(_ instances: [Instance], claim: PlacementClaim?) async throws(SwiftletError) {
+        try await write { db in
             for instance in instances {
                 try db.cachedExecute(
                     sql: """
@@ -279,8 +283,8 @@ public final class SQLiteStore: SwiftletStore {
     public func instances(
         projectId: String?, state: InstanceState?, name: String?, imageId: String?, after marker: String?,
         limit: Int?
-    ) throws(SwiftletError) -> [Instance] {
-        try read { db in
+    ) async throws(SwiftletError) -> [Instance] {
+        try await read { db in
             // A marker that no longer exists compares as NULL: an empty page, not the first one.
             try db.cachedValues(
                 String.self,
@@ -295,15 +299,15 @@ public final class SQLiteStore: SwiftletStore {
         }
     }
 
-    public func instanceState(id: String) throws(SwiftletError) -> InstanceState? {
-        try read { db in
+    public func instanceState(id: String) async throws(SwiftletError) -> InstanceState? {
+        try await read { db in
             try db.cachedValue(String.self, sql: "SELECT state FROM instance WHERE id = ?", arguments: [id])
                 .flatMap(InstanceState.init(rawValue:))
         }
     }
 
-    public func instance(idOrName: String, projectId: String?) throws(SwiftletError) -> Instance? {
-        try read { db in
+    public func instance(idOrName: String, projectId: String?) async throws(SwiftletError) -> Instance? {
+        try await read { db in
             try db.cachedValue(
                 String.self,
                 sql: """
@@ -316,18 +320,11 @@ public final class SQLiteStore: SwiftletStore {
     }
 
     @discardableResult
-    public func updateInstance(id: String, _ change: @Sendable (inout Instance) throws(SwiftletError) -> Void)
-        throws(SwiftletError) -> Instance
-    {
-        try updateInstance(id: id, events: [], handle: nil, claim: nil, change)
-    }
-
-    @discardableResult
     public func updateInstance(
         id: String, events: [(type: String, message: String)], handle: Data?, claim: PlacementClaim?,
-        _ change: @Sendable (inout Instance) throws(SwiftletError) -> Void
-    ) throws(SwiftletError) -> Instance {
-        try write { db in
+        _ change: @escaping @Sendable (inout Instance) throws(SwiftletError) -> Void
+    ) async throws(SwiftletError) -> Instance {
+        try await write { db in
             guard
                 let body = try db.cachedValue(
                     String.self, sql: "SELECT body FROM instance WHERE id = ?", arguments: [id])
@@ -354,15 +351,15 @@ public final class SQLiteStore: SwiftletStore {
         }
     }
 
-    public func deleteInstance(id: String) throws(SwiftletError) {
-        try write { db in
+    public func deleteInstance(id: String) async throws(SwiftletError) {
+        try await write { db in
             try db.cachedExecute(sql: "DELETE FROM instance WHERE id = ?", arguments: [id])
             try db.cachedExecute(sql: "DELETE FROM event WHERE instance_id = ?", arguments: [id])
         }
     }
 
-    public func hostUsage() throws(SwiftletError) -> [String: HostUsage] {
-        try read { db in
+    public func hostUsage() async throws(SwiftletError) -> [String: HostUsage] {
+        try await read { db in
             let rows = try db.cachedRows(
                 sql: """
                     SELECT host_id AS host, SUM(memory_mib) AS memory, SUM(vcpus) AS vcpus, COUNT(*) AS count
@@ -378,21 +375,21 @@ public final class SQLiteStore: SwiftletStore {
 
     // MARK: - Handles
 
-    public func handle(instanceId: String) throws(SwiftletError) -> Data? {
-        try read { db in
+    public func handle(instanceId: String) async throws(SwiftletError) -> Data? {
+        try await read { db in
             try db.cachedValue(
                 Data.self, sql: "SELECT handle FROM vm_handle WHERE instance_id = ?", arguments: [instanceId])
         }
     }
 
-    public func removeHandle(instanceId: String) throws(SwiftletError) {
-        try write { db in
+    public func removeHandle(instanceId: String) async throws(SwiftletError) {
+        try await write { db in
             try db.cachedExecute(sql: "DELETE FROM vm_handle WHERE instance_id = ?", arguments: [instanceId])
         }
     }
 
-    public func allHandles() throws(SwiftletError) -> [(instanceId: String, handle: Data)] {
-        try read { db in
+    public func allHandles() async throws(SwiftletError) -> [(instanceId: String, handle: Data)] {
+        try await read { db in
             try db.cachedRows(sql: "SELECT instance_id, handle FROM vm_handle").map {
                 ($0["instance_id"], $0["handle"])
             }
@@ -401,8 +398,8 @@ public final class SQLiteStore: SwiftletStore {
 
     // MARK: - Events
 
-    public func addEvent(instanceId: String, type: String, message: String) throws(SwiftletError) {
-        try write { db in
+    public func addEvent(instanceId: String, type: String, message: String) async throws(SwiftletError) {
+        try await write { db in
             try Self.insertEvent(db, instanceId: instanceId, time: Date(), type: type, message: message)
         }
     }
@@ -415,8 +412,8 @@ public final class SQLiteStore: SwiftletStore {
             arguments: [instanceId, DatabaseDate.text(time), type, message])
     }
 
-    public func events(instanceId: String) throws(SwiftletError) -> [InstanceEvent] {
-        try read { db in
+    public func events(instanceId: String) async throws(SwiftletError) -> [InstanceEvent] {
+        try await read { db in
             try db.cachedRows(sql: "SELECT * FROM event WHERE instance_id = ? ORDER BY id", arguments: [instanceId])
                 .map {
                     InstanceEvent(
@@ -428,8 +425,8 @@ public final class SQLiteStore: SwiftletStore {
 
     // MARK: - Hosts
 
-    public func upsertHost(_ host: ComputeHost) throws(SwiftletError) {
-        try write { db in
+    public func upsertHost(_ host: ComputeHost) async throws(SwiftletError) {
+        try await write { db in
             // The cordon is the operator's, not the host's report: an upsert keeps it.
             try db.cachedExecute(
                 sql: "INSERT INTO host (id, body) VALUES (?, ?) ON CONFLICT(id) DO UPDATE SET body = excluded.body",
@@ -437,15 +434,15 @@ public final class SQLiteStore: SwiftletStore {
         }
     }
 
-    public func setCordoned(hostId: String, _ cordoned: Bool) throws(SwiftletError) {
-        try write { db in
+    public func setCordoned(hostId: String, _ cordoned: Bool) async throws(SwiftletError) {
+        try await write { db in
             try db.execute(sql: "UPDATE host SET cordoned = ? WHERE id = ?", arguments: [cordoned, hostId])
             guard db.changesCount > 0 else { throw SwiftletError.notFound("host", hostId) }
         }
     }
 
-    public func hosts() throws(SwiftletError) -> [ComputeHost] {
-        try read { db in
+    public func hosts() async throws(SwiftletError) -> [ComputeHost] {
+        try await read { db in
             try Row.fetchAll(db, sql: "SELECT body, cordoned FROM host ORDER BY id").map { row in
                 var host = try Self.decode(ComputeHost.self, row["body"] as String)
                 host.cordoned = row["cordoned"] as Bool

@@ -5,12 +5,12 @@ import SwiftletCore
 /// it is created with the group and leaves when it is deleted.
 public protocol ServerGroupStore: Sendable {
     /// 409 `server_group.duplicate_name` when the project has a group of that name.
-    func createServerGroup(_ group: ServerGroup) throws(SwiftletError)
-    func serverGroups(projectId: String?) throws(SwiftletError) -> [ServerGroup]
+    func createServerGroup(_ group: ServerGroup) async throws(SwiftletError)
+    func serverGroups(projectId: String?) async throws(SwiftletError) -> [ServerGroup]
     /// By id or by name within the project (nil project = any, for admins).
-    func serverGroup(idOrName: String, projectId: String?) throws(SwiftletError) -> ServerGroup?
+    func serverGroup(idOrName: String, projectId: String?) async throws(SwiftletError) -> ServerGroup?
     /// 409 `server_group.in_use` while it has members.
-    func deleteServerGroup(id: String) throws(SwiftletError)
+    func deleteServerGroup(id: String) async throws(SwiftletError)
     /// Member instance id → its host, for the members placed on one.
-    func serverGroupHosts(id: String) throws(SwiftletError) -> [String: String]
+    func serverGroupHosts(id: String) async throws(SwiftletError) -> [String: String]
 }

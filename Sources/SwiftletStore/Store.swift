@@ -14,8 +14,8 @@ public struct HostUsage: Sendable, Equatable {
     }
 }
 
-/// What the controller and agent need from persistent state. The SQLite implementation is the
-/// embedded default; a PostgreSQL one will implement the same protocol.
+/// What the controller needs from persistent state. The SQLite implementation is the embedded
+/// default; the PostgreSQL one (module SwiftletPostgres) serves a cluster and several controllers.
 public protocol SwiftletStore: Sendable {
     /// Grows with every committed write: a reader that saw the same value saw the same data
     /// (the API caches encoded list responses on it).
@@ -25,92 +25,100 @@ public protocol SwiftletStore: Sendable {
     var catalogGeneration: UInt64 { get }
 
     // Projects and tokens
-    func createProject(_ project: Project) throws(SwiftletError)
-    func projects() throws(SwiftletError) -> [Project]
-    func project(id: String) throws(SwiftletError) -> Project?
+    func createProject(_ project: Project) async throws(SwiftletError)
+    func projects() async throws(SwiftletError) -> [Project]
+    func project(id: String) async throws(SwiftletError) -> Project?
     /// Stores the sha256 of a token secret; the secret itself is never stored.
-    func createToken(_ info: TokenInfo, secretHash: String) throws(SwiftletError)
-    func principal(forSecretHash hash: String) throws(SwiftletError) -> Principal?
+    func createToken(_ info: TokenInfo, secretHash: String) async throws(SwiftletError)
+    func principal(forSecretHash hash: String) async throws(SwiftletError) -> Principal?
 
     // Images
-    func createImage(_ image: Image) throws(SwiftletError)
-    func images(projectId: String?) throws(SwiftletError) -> [Image]
+    func createImage(_ image: Image) async throws(SwiftletError)
+    func images(projectId: String?) async throws(SwiftletError) -> [Image]
     /// By id or by name within the project (nil project = any, for admins).
-    func image(idOrName: String, projectId: String?) throws(SwiftletError) -> Image?
+    func image(idOrName: String, projectId: String?) async throws(SwiftletError) -> Image?
     /// Deletes the record; 409 while an instance uses it. Returns whether another image record
     /// still references the same blob.
-    func deleteImage(id: String) throws(SwiftletError) -> Bool
+    func deleteImage(id: String) async throws(SwiftletError) -> Bool
 
     // Flavors
-    func flavors() throws(SwiftletError) -> [Flavor]
-    func createFlavor(_ flavor: Flavor) throws(SwiftletError)
+    func flavors() async throws(SwiftletError) -> [Flavor]
+    func createFlavor(_ flavor: Flavor) async throws(SwiftletError)
 
     // Instances
     /// Inserts all or none (names unique per project). With a claim, in the same transaction,
     /// 409 `scheduler.no_host` when it no longer holds (see `PlacementClaim`).
-    func createInstances(_ instances: [Instance], claim: PlacementClaim?) throws(SwiftletError)
+    func createInstances(_ instances: [Instance], claim: PlacementClaim?) async throws(SwiftletError)
     /// In creation order; with `marker`, only those created after that instance (keyset paging),
     /// and at most `limit` of them.
     func instances(
         projectId: String?, state: InstanceState?, name: String?, imageId: String?, after marker: String?,
         limit: Int?
-    ) throws(SwiftletError) -> [Instance]
-    func instance(idOrName: String, projectId: String?) throws(SwiftletError) -> Instance?
+    ) async throws(SwiftletError) -> [Instance]
+    func instance(idOrName: String, projectId: String?) async throws(SwiftletError) -> Instance?
     /// Only the state of an instance, by id: no record to decode (polled while a create waits).
-    func instanceState(id: String) throws(SwiftletError) -> InstanceState?
-    /// Read-modify-write in one transaction; returns the updated instance.
-    @discardableResult
-    func updateInstance(id: String, _ change: @Sendable (inout Instance) throws(SwiftletError) -> Void)
-        throws(SwiftletError) -> Instance
+    func instanceState(id: String) async throws(SwiftletError) -> InstanceState?
     /// `updateInstance`, and in the same transaction appends `events` (type, message) and, when
     /// given, saves the instance's VM handle: what the agent learns at once costs one commit.
     /// With a claim (a move to another host), 409 `scheduler.no_host` when it no longer holds.
     @discardableResult
     func updateInstance(
         id: String, events: [(type: String, message: String)], handle: Data?, claim: PlacementClaim?,
-        _ change: @Sendable (inout Instance) throws(SwiftletError) -> Void
-    ) throws(SwiftletError) -> Instance
-    func deleteInstance(id: String) throws(SwiftletError)
+        _ change: @escaping @Sendable (inout Instance) throws(SwiftletError) -> Void
+    ) async throws(SwiftletError) -> Instance
+    func deleteInstance(id: String) async throws(SwiftletError)
     /// What the BUILDING, RUNNING and PAUSED instances on each host hold, by host id.
-    func hostUsage() throws(SwiftletError) -> [String: HostUsage]
+    func hostUsage() async throws(SwiftletError) -> [String: HostUsage]
 
     // VMM handles (opaque to the store), so the agent can re-attach after a restart; saved with
     // the instance by `updateInstance(id:events:handle:_:)`
-    func handle(instanceId: String) throws(SwiftletError) -> Data?
-    func removeHandle(instanceId: String) throws(SwiftletError)
-    func allHandles() throws(SwiftletError) -> [(instanceId: String, handle: Data)]
+    func handle(instanceId: String) async throws(SwiftletError) -> Data?
+    func removeHandle(instanceId: String) async throws(SwiftletError)
+    func allHandles() async throws(SwiftletError) -> [(instanceId: String, handle: Data)]
 
     // Events
-    func addEvent(instanceId: String, type: String, message: String) throws(SwiftletError)
-    func events(instanceId: String) throws(SwiftletError) -> [InstanceEvent]
+    func addEvent(instanceId: String, type: String, message: String) async throws(SwiftletError)
+    func events(instanceId: String) async throws(SwiftletError) -> [InstanceEvent]
 
     // Hosts
     /// Inserts or replaces what a host reports; its cordon is kept.
-    func upsertHost(_ host: ComputeHost) throws(SwiftletError)
-    func hosts() throws(SwiftletError) -> [ComputeHost]
+    func upsertHost(_ host: ComputeHost) async throws(SwiftletError)
+    func hosts() async throws(SwiftletError) -> [ComputeHost]
     /// A cordoned host takes no new placements. 404 for an unknown host.
-    func setCordoned(hostId: String, _ cordoned: Bool) throws(SwiftletError)
+    func setCordoned(hostId: String, _ cordoned: Bool) async throws(SwiftletError)
 }
 
+/// Everything the controller keeps in its store, as one type: what every engine implements.
+public typealias ControllerStore = SwiftletStore & NetworkStore & ClusterStore & ImageCatalogStore & BuildStore
+    & ServerGroupStore & PoolStore
+
 extension SwiftletStore {
+    /// Read-modify-write in one transaction; returns the updated instance.
+    @discardableResult
+    public func updateInstance(id: String, _ change: @escaping @Sendable (inout Instance) throws(SwiftletError) -> Void)
+        async throws(SwiftletError) -> Instance
+    {
+        try await updateInstance(id: id, events: [], handle: nil, claim: nil, change)
+    }
+
     /// `updateInstance(id:events:handle:claim:_:)` with no placement check.
     @discardableResult
     public func updateInstance(
         id: String, events: [(type: String, message: String)], handle: Data?,
-        _ change: @Sendable (inout Instance) throws(SwiftletError) -> Void
-    ) throws(SwiftletError) -> Instance {
-        try updateInstance(id: id, events: events, handle: handle, claim: nil, change)
+        _ change: @escaping @Sendable (inout Instance) throws(SwiftletError) -> Void
+    ) async throws(SwiftletError) -> Instance {
+        try await updateInstance(id: id, events: events, handle: handle, claim: nil, change)
     }
 
     /// Inserts all or none, with no placement check.
-    public func createInstances(_ instances: [Instance]) throws(SwiftletError) {
-        try createInstances(instances, claim: nil)
+    public func createInstances(_ instances: [Instance]) async throws(SwiftletError) {
+        try await createInstances(instances, claim: nil)
     }
 
     /// Every instance that passes the filters, in creation order.
     public func instances(projectId: String?, state: InstanceState?, name: String?, imageId: String?)
-        throws(SwiftletError) -> [Instance]
+        async throws(SwiftletError) -> [Instance]
     {
-        try instances(projectId: projectId, state: state, name: name, imageId: imageId, after: nil, limit: nil)
+        try await instances(projectId: projectId, state: state, name: name, imageId: imageId, after: nil, limit: nil)
     }
 }

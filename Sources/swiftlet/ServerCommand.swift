@@ -12,15 +12,22 @@ struct ServerCommand: AsyncParsableCommand {
         abstract: "Run the Swiftlet controller and the local host agent.",
         discussion: """
             Settings come from, in order of precedence: flags, environment (SWIFTLET_LISTEN=HOST:PORT, \
-            SWIFTLET_DATA), a JSON config file (--config; keys: host, port, dataDirectory, uploadLimitBytes, \
+            SWIFTLET_DATA, SWIFTLET_DATABASE), a JSON config file (--config; keys: host, port, dataDirectory, uploadLimitBytes, \
             stopInstancesOnExit, accelerator, networkPrefix, maxConcurrentBoots, hugePages, imageCacheDirectory, \
-            imageCacheLimitBytes, agentPort, agentHost, agentNames, fabricAddress, leaseDurationMs, leaseRenewMs), \
+            imageCacheLimitBytes, agentPort, agentHost, agentNames, fabricAddress, leaseDurationMs, leaseRenewMs, database), \
             then defaults \
             (127.0.0.1:7420, no agent listener).
             """)
 
     @Option(help: "Data directory (default: /var/lib/swiftlet as root, else ~/.local/share/swiftlet).")
     var data: String?
+
+    @Option(
+        help: """
+            The store: sqlite:PATH or postgres://USER[:PASSWORD]@HOST[:PORT]/DB, for a cluster and several \
+            controllers (default: SQLite in the data directory).
+            """)
+    var database: String?
 
     @Option(help: "Address to listen on.")
     var host: String?
@@ -94,6 +101,11 @@ struct ServerCommand: AsyncParsableCommand {
         // The environment overrides the file, as the help says.
         if let environment = ServerConfiguration.environmentDataDirectory { settings.dataDirectory = environment }
         if let data { settings.dataDirectory = data }
+        if let environment = ProcessInfo.processInfo.environment["SWIFTLET_DATABASE"], !environment.isEmpty {
+            settings.database = environment
+        }
+        if let database { settings.database = database }
+        do { _ = try settings.storeLocation() } catch { throw ValidationError(error.message) }
         if let host { settings.host = host }
         if let port { settings.port = port }
         if let accelerator { settings.accelerator = accelerator }
@@ -121,14 +133,15 @@ struct ServerCommand: AsyncParsableCommand {
         }
         bootstrapLogging(level: logLevel)
         let logger = Logger(label: "swiftlet")
-        let server = try await SwiftletServer(configuration: settings, logger: logger)
-        logger.info(
-            "swiftlet server listening",
-            metadata: [
-                "address": "\(settings.host):\(settings.port)", "data": "\(settings.dataDirectory)",
-                "admin.token": "\(server.adminTokenPath)",
-            ])
-        try await server.run()
+        let settled = settings
+        try await SwiftletServer.serve(configuration: settled, logger: logger) { server in
+            logger.info(
+                "swiftlet server listening",
+                metadata: [
+                    "address": "\(settled.host):\(settled.port)", "data": "\(settled.dataDirectory)",
+                    "admin.token": "\(server.adminTokenPath)",
+                ])
+        }
     }
 }
 

@@ -22,11 +22,10 @@ import Testing
         return (fd, Int(UInt16(bigEndian: address.sin_port)))
     }
 
-    @Test func serverDownIsOneClearLineAndFast() async throws {
+    @Test func serverDownIsOneClearLine() async throws {
         let (fd, port) = try Self.closedPort()
         defer { close(fd) }
         let url = "http://127.0.0.1:\(port)"
-        let started = ContinuousClock.now
         do {
             _ = try await SwiftletClient.withClient(baseURL: url, token: "t") { try await $0.instances() }
             Issue.record("a request to a closed port succeeded")
@@ -34,9 +33,8 @@ import Testing
             #expect(error.kind == .unreachable(url: url))
             #expect(error.description == "cannot reach the Swiftlet server at \(url) (is `swiftlet server` running?)")
         }
-        // No retrying until the 60 s request deadline: a closed port fails at once. The bound is far
-        // under the deadline but loose, because `make test` runs this beside suites booting VMs.
-        #expect(ContinuousClock.now - started < .seconds(45))
+        // A client that retried until the request deadline would end in `.timeout`, not here: no
+        // wall-clock bound, since `make test` runs this beside suites booting VMs.
     }
 
     @Test func everyCallReportsUnreachable() async throws {

@@ -88,7 +88,7 @@ import Testing
         #expect(Self.reason([0x00, 0x01, 0x02, 0x03, 0xFF])?.contains("unknown format") == true)
     }
 
-    @Test func blobStoreDeduplicatesAndAborts() throws {
+    @Test func blobStoreDeduplicatesAndAborts() async throws {
         let root = FileManager.default.temporaryDirectory.appendingPathComponent("swiftlet-blobs-\(UUID())").path
         defer { try? FileManager.default.removeItem(atPath: root) }
         let store = try BlobStore(root: root)
@@ -97,7 +97,7 @@ import Testing
         for _ in 0..<2 {
             let upload = try store.beginUpload(limit: 1 << 20)
             try bytes.withUnsafeBytes { try upload.append($0) }
-            digests.append(try upload.commit { try KernelFormat.detect(path: $0) }.sha256)
+            digests.append(try await upload.commit { try KernelFormat.detect(path: $0) }.sha256)
         }
         #expect(digests[0] == digests[1])
         #expect(try FileManager.default.contentsOfDirectory(atPath: root + "/sha256") == [digests[0]])
@@ -107,7 +107,7 @@ import Testing
         // A text file: refused at commit, nothing stored.
         let text = try store.beginUpload(limit: 1 << 20)
         try Array("hello".utf8).withUnsafeBytes { try text.append($0) }
-        #expect(throws: SwiftletError.self) { _ = try text.commit { try KernelFormat.detect(path: $0) } }
+        await #expect(throws: SwiftletError.self) { _ = try await text.commit { try KernelFormat.detect(path: $0) } }
         #expect(try FileManager.default.contentsOfDirectory(atPath: root + "/tmp").isEmpty)
         #expect(try FileManager.default.contentsOfDirectory(atPath: root + "/sha256").count == 1)
     }

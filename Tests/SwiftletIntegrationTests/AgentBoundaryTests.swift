@@ -39,11 +39,11 @@ final class FakeHost {
             atPath: (blobs.path(sha256: digest) as NSString).deletingLastPathComponent,
             withIntermediateDirectories: true)
         _ = FileManager.default.createFile(atPath: blobs.path(sha256: digest), contents: bytes)
-        try store.createImage(
+        try await store.createImage(
             Image(
                 id: "img-fake", projectId: Project.adminProjectId, name: "fake", kind: .pvh, sha256: digest,
                 sizeBytes: Int64(bytes.count), properties: [:], createdAt: Date()))
-        try store.upsertHost(
+        try await store.upsertHost(
             ComputeHost(
                 id: Self.hostId, name: "fake-a", cpus: 2, memoryMib: 4096, hypervisors: ["fake"],
                 hypervisorVersion: "0", machineTypes: ["microvm", "pc", "q35"], accelerators: ["fake"],
@@ -69,12 +69,12 @@ final class FakeHost {
         return try #require(created.first)
     }
 
-    func instance(_ id: String) throws -> Instance {
-        try #require(try store.instance(idOrName: id, projectId: nil))
+    func instance(_ id: String) async throws -> Instance {
+        try #require(try await store.instance(idOrName: id, projectId: nil))
     }
 
-    func waitFor(_ what: String, _ condition: () throws -> Bool) async throws {
-        try await eventually(what, timeout: .seconds(5)) { try condition() }
+    func waitFor(_ what: String, _ condition: () async throws -> Bool) async throws {
+        try await eventually(what, timeout: .seconds(5)) { try await condition() }
     }
 }
 
@@ -86,8 +86,8 @@ final class FakeHost {
         #expect(created.hostId == FakeHost.hostId)
         #expect(created.generation == 1)
         #expect(created.timeline.ready != nil && created.timeline.vmmUp != nil && created.timeline.persisted != nil)
-        #expect(try host.store.handle(instanceId: created.id) != nil)
-        let events = try host.store.events(instanceId: created.id).map(\.type)
+        #expect(try await host.store.handle(instanceId: created.id) != nil)
+        let events = try await host.store.events(instanceId: created.id).map(\.type)
         #expect(events.contains("image") && events.contains("ready"))
         #expect(host.driver.liveInstanceIds == [created.id])
         // Desired, observed and the host are kept apart.
@@ -108,14 +108,14 @@ final class FakeHost {
             Observation(
                 hostId: FakeHost.hostId, instanceId: created.id, generation: 1,
                 report: .ready(timeline: created.timeline, handle: Data("{}".utf8), events: [])))
-        #expect(try host.instance(created.id).state == .stopped)
-        #expect(try host.store.handle(instanceId: created.id) == nil)
+        #expect(try await host.instance(created.id).state == .stopped)
+        #expect(try await host.store.handle(instanceId: created.id) == nil)
         // A host the instance is not on cannot report for it, whatever the generation.
         await host.controller.instanceSync.observe(
             Observation(
                 hostId: "host-other", instanceId: created.id, generation: 2,
                 report: .exited(clean: false, reason: "forged", timeline: nil)))
-        let after = try host.instance(created.id)
+        let after = try await host.instance(created.id)
         #expect(after.state == .stopped && after.reason != "forged")
     }
 
@@ -124,22 +124,22 @@ final class FakeHost {
         let created = try await host.create("svc", restart: .always)
         host.driver.crash(instanceId: created.id)
         try await host.waitFor("the restarted instance RUNNING again") {
-            let instance = try host.instance(created.id)
+            let instance = try await host.instance(created.id)
             return instance.state == .running && instance.restartCount == 1
         }
-        #expect(try host.instance(created.id).generation == 2)
+        #expect(try await host.instance(created.id).generation == 2)
         #expect(host.driver.spawnCount == 2)
         #expect(host.driver.liveInstanceIds == [created.id])
-        #expect(try host.store.events(instanceId: created.id).map(\.type).contains("restarting"))
+        #expect(try await host.store.events(instanceId: created.id).map(\.type).contains("restarting"))
     }
 
     @Test func anExitWithoutRestartLeavesErrorAndNoHandle() async throws {
         let host = try await FakeHost()
         let created = try await host.create("once")
         host.driver.crash(instanceId: created.id)
-        try await host.waitFor("ERROR") { try host.instance(created.id).state == .error }
-        #expect(try host.store.handle(instanceId: created.id) == nil)
-        #expect(try host.instance(created.id).generation == 2)
+        try await host.waitFor("ERROR") { try await host.instance(created.id).state == .error }
+        #expect(try await host.store.handle(instanceId: created.id) == nil)
+        #expect(try await host.instance(created.id).generation == 2)
     }
 
     @Test func aRestartedAgentReattachesAndNothingRunsTwice() async throws {
@@ -147,16 +147,16 @@ final class FakeHost {
         let created = try await host.create("kept", restart: .always)
         try await host.restartAgent()
         #expect(host.driver.spawnCount == 1)
-        #expect(try host.instance(created.id).state == .running)
+        #expect(try await host.instance(created.id).state == .running)
         // Both the old agent (still in memory here) and the new one see the exit: the first report
         // restarts the instance under a new generation, the other is refused as stale.
         host.driver.crash(instanceId: created.id)
         try await host.waitFor("restarted once") {
-            let instance = try host.instance(created.id)
+            let instance = try await host.instance(created.id)
             return instance.state == .running && instance.restartCount == 1
         }
         try await Task.sleep(for: .milliseconds(100))
-        #expect(try host.instance(created.id).restartCount == 1)
+        #expect(try await host.instance(created.id).restartCount == 1)
         #expect(host.driver.spawnCount == 2)
         #expect(host.driver.liveInstanceIds == [created.id])
     }
@@ -165,28 +165,28 @@ final class FakeHost {
         let host = try await FakeHost()
         let created = try await host.create("cycle")
         _ = try await host.controller.act(.pause, on: created.id, by: .admin, stopTimeout: .seconds(1))
-        #expect(try host.instance(created.id).state == .paused)
-        #expect(
-            try host.instance(created.id).desired == .paused && host.instance(created.id).observed?.phase == .paused)
+        #expect(try await host.instance(created.id).state == .paused)
+        let paused = try await host.instance(created.id)
+        #expect(paused.desired == .paused && paused.observed?.phase == .paused)
         _ = try await host.controller.act(.resume, on: created.id, by: .admin, stopTimeout: .seconds(1))
-        let link = try host.controller.link(for: try host.instance(created.id))
+        let link = try host.controller.link(for: try await host.instance(created.id))
         let console = try await link.readConsole(instanceId: created.id, from: 0)
         #expect(String(decoding: console.data, as: UTF8.self).contains("SWIFTLET-READY"))
         #expect(console.vmRunning)
         try await link.sendConsole(instanceId: created.id, line: "hello")
         #expect(host.driver.consoleInput(instanceId: created.id) == ["hello"])
         _ = try await host.controller.act(.stop, on: created.id, by: .admin, stopTimeout: .seconds(1))
-        #expect(try host.store.events(instanceId: created.id).map(\.type).contains("stopped"))
-        #expect(
-            try host.instance(created.id).desired == .stopped && host.instance(created.id).observed?.phase == .stopped)
+        #expect(try await host.store.events(instanceId: created.id).map(\.type).contains("stopped"))
+        let stopped = try await host.instance(created.id)
+        #expect(stopped.desired == .stopped && stopped.observed?.phase == .stopped)
         // The console of the stopped VM is kept for `logs`.
         let kept = try await link.readConsole(instanceId: created.id, from: 0)
         #expect(!kept.vmRunning && !kept.data.isEmpty)
         _ = try await host.controller.act(.start, on: created.id, by: .admin, stopTimeout: .seconds(1))
-        try await host.waitFor("RUNNING after start") { try host.instance(created.id).state == .running }
-        #expect(try host.instance(created.id).generation == 3)
+        try await host.waitFor("RUNNING after start") { try await host.instance(created.id).state == .running }
+        #expect(try await host.instance(created.id).generation == 3)
         _ = try await host.controller.act(.delete, on: created.id, by: .admin, stopTimeout: .seconds(1))
-        #expect(try host.store.instance(idOrName: created.id, projectId: nil) == nil)
+        #expect(try await host.store.instance(idOrName: created.id, projectId: nil) == nil)
         #expect(host.driver.liveInstanceIds.isEmpty)
         #expect(!FileManager.default.fileExists(atPath: host.directory + "/run/" + created.id))
     }
@@ -199,11 +199,11 @@ final class FakeHost {
         let stopping = Task {
             try await controller.act(.stop, on: created.id, by: .admin, stopTimeout: .seconds(1))
         }
-        try await host.waitFor("STOPPED recorded") { try host.instance(created.id).state == .stopped }
+        try await host.waitFor("STOPPED recorded") { try await host.instance(created.id).state == .stopped }
         // The old VMM is still stopping and owns the runtime directory: the start must wait for it.
         _ = try await controller.act(.start, on: created.id, by: .admin, stopTimeout: .seconds(1))
         _ = try await stopping.value
-        try await host.waitFor("RUNNING after the start") { try host.instance(created.id).state == .running }
+        try await host.waitFor("RUNNING after the start") { try await host.instance(created.id).state == .running }
         #expect(host.driver.liveInstanceIds == [created.id])
         #expect(host.driver.spawnCount == 2)
         // The new VM's files were not removed by the old VM's clean-up.
@@ -219,7 +219,7 @@ final class FakeHost {
         #expect(created.timeline.imageReady != nil)
     }
 
-    @Test func theMessagesRoundTripAsJSON() throws {
+    @Test func theMessagesRoundTripAsJSON() async throws {
         let instance = Instance(
             id: "i-1", projectId: "prj", name: "a", imageId: "img", flavor: nil, vcpus: 1, memoryMib: 16, args: [],
             restartPolicy: .no, publishedPorts: [], state: .building, timeline: .starting(at: 1), createdAt: Date(),

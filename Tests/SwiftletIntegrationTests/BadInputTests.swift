@@ -31,9 +31,9 @@ import Testing
         #expect(decoded?.error.message.isEmpty == false)
     }
 
-    @Test func badRequestsAreRefusedCleanly() async throws {
+    @Test(arguments: StoreEngine.allCases) func badRequestsAreRefusedCleanly(engine: StoreEngine) async throws {
         let kernel = try Kernels.path("hello")
-        try await withServer(config: ["uploadLimitBytes": 300_000]) { server, client in
+        try await withServer(config: ["uploadLimitBytes": 300_000], engine: engine) { server, client in
             _ = try await client.uploadImage(path: kernel, name: "hello")
             let token = server.adminToken
             let base = server.url + "/v1"
@@ -121,9 +121,9 @@ import Testing
         }
     }
 
-    @Test func projectsAreIsolated() async throws {
+    @Test(arguments: StoreEngine.allCases) func projectsAreIsolated(engine: StoreEngine) async throws {
         let kernel = try Kernels.path("hello")
-        try await withServer { server, admin in
+        try await withServer(engine: engine) { server, admin in
             _ = try await admin.uploadImage(path: kernel, name: "hello")
             let running = try await admin.createInstances(
                 CreateInstanceRequest(name: "admins", image: "hello", wait: true))

@@ -88,6 +88,40 @@ func eventually(
     throw TestFailure("timed out waiting for: \(what)")
 }
 
+/// The store a test server keeps its state in: the embedded SQLite file, or a fresh PostgreSQL
+/// database on the server `SWIFTLET_TEST_POSTGRES` names (`make test` starts one).
+enum StoreEngine: String, CaseIterable, Sendable, CustomTestStringConvertible {
+    case sqlite, postgres
+
+    var testDescription: String { rawValue }
+
+    /// A new, empty database for one server (nil for SQLite: the server makes its file).
+    func freshDatabase() throws -> FreshDatabase? {
+        guard self == .postgres else { return nil }
+        guard let admin = ProcessInfo.processInfo.environment["SWIFTLET_TEST_POSTGRES"],
+            var components = URLComponents(string: admin)
+        else {
+            throw TestFailure("SWIFTLET_TEST_POSTGRES is not set: `make test` sets it (scripts/setup-postgres.sh)")
+        }
+        let name = "swiftlet_it_" + UUID().uuidString.prefix(8).lowercased()
+        let created = try Shell.run("/usr/bin/psql", [admin, "-qAtc", "CREATE DATABASE \(name)"])
+        guard created.status == 0 else { throw TestFailure("cannot create database \(name): \(created.output)") }
+        components.path = "/" + name
+        return FreshDatabase(admin: admin, name: name, url: components.string ?? "")
+    }
+}
+
+/// A database made for one test; `drop()` removes it once its server is gone.
+struct FreshDatabase {
+    let admin: String
+    let name: String
+    let url: String
+
+    func drop() {
+        _ = try? Shell.run("/usr/bin/psql", [admin, "-qAtc", "DROP DATABASE IF EXISTS \(name) WITH (FORCE)"])
+    }
+}
+
 /// A real `swiftlet server` process on a temporary data directory and a free port.
 final class ServerProcess: @unchecked Sendable {
     // @unchecked: `process` is only touched from the test that owns this server, one call at a time.
@@ -95,12 +129,16 @@ final class ServerProcess: @unchecked Sendable {
     let port: Int
     private var process: Process?
     private let logPath: String
+    private let database: FreshDatabase?
 
-    init(config: [String: Any] = [:]) throws {
+    init(config: [String: Any] = [:], engine: StoreEngine = .sqlite) throws {
         dataDirectory = NSTemporaryDirectory() + "swiftlet-test-\(UUID().uuidString.prefix(8))"
         try FileManager.default.createDirectory(atPath: dataDirectory, withIntermediateDirectories: true)
         port = try Self.freePort()
         logPath = dataDirectory + ".log"
+        database = try engine.freshDatabase()
+        var config = config
+        if let database { config["database"] = database.url }
         if !config.isEmpty {
             let data = try JSONSerialization.data(withJSONObject: config)
             FileManager.default.createFile(atPath: dataDirectory + "/config.json", contents: data)
@@ -157,6 +195,7 @@ final class ServerProcess: @unchecked Sendable {
         for pid in processes(mentioning: dataDirectory) { kill(pid, SIGKILL) }
         try? FileManager.default.removeItem(atPath: dataDirectory)
         try? FileManager.default.removeItem(atPath: logPath)
+        database?.drop()
     }
 
     func client(token: String? = nil) -> SwiftletClient {
@@ -183,9 +222,10 @@ final class ServerProcess: @unchecked Sendable {
 
 /// Runs `body` against a fresh server and a client with the admin token; always cleans up.
 func withServer(
-    config: [String: Any] = [:], _ body: (ServerProcess, SwiftletClient) async throws -> Void
+    config: [String: Any] = [:], engine: StoreEngine = .sqlite,
+    _ body: (ServerProcess, SwiftletClient) async throws -> Void
 ) async throws {
-    let server = try ServerProcess(config: config)
+    let server = try ServerProcess(config: config, engine: engine)
     defer { server.cleanUp() }
     try await server.start()
     let client = server.client()

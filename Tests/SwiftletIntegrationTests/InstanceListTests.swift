@@ -29,9 +29,11 @@ import Testing
         }
     }
 
-    @Test func pagesWalkTheListInOrderAndRejectBadMarkers() async throws {
+    @Test(arguments: StoreEngine.allCases) func pagesWalkTheListInOrderAndRejectBadMarkers(engine: StoreEngine)
+        async throws
+    {
         let kernel = try Kernels.path("hello")
-        try await withServer { server, client in
+        try await withServer(engine: engine) { server, client in
             _ = try await client.uploadImage(path: kernel, name: "hello")
             _ = try await client.createInstances(
                 CreateInstanceRequest(name: "paged", image: "hello", count: 5, wait: true))

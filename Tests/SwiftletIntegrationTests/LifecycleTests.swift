@@ -7,11 +7,12 @@ import Testing
     import Glibc
 #endif
 
-/// End to end through the HTTP API: real server process, real SQLite file, real QEMU, real kit unikernels.
+/// End to end through the HTTP API: real server process, real SQLite file or PostgreSQL database,
+/// real QEMU, real kit unikernels.
 @Suite(.serialized) struct LifecycleTests {
-    @Test func instanceLifecycleEndToEnd() async throws {
+    @Test(arguments: StoreEngine.allCases) func instanceLifecycleEndToEnd(engine: StoreEngine) async throws {
         let kernel = try Kernels.path("hello")
-        try await withServer { server, client in
+        try await withServer(engine: engine) { server, client in
             let image = try await client.uploadImage(path: kernel, name: "hello")
             #expect(image.kind == .pvh)
             #expect(image.sha256.count == 64)
@@ -101,9 +102,11 @@ import Testing
         }
     }
 
-    @Test func serverCrashNeitherLosesNorDuplicatesVMs() async throws {
+    @Test(arguments: StoreEngine.allCases) func serverCrashNeitherLosesNorDuplicatesVMs(engine: StoreEngine)
+        async throws
+    {
         let kernel = try Kernels.path("hello")
-        let server = try ServerProcess()
+        let server = try ServerProcess(engine: engine)
         defer { server.cleanUp() }
         try await server.start()
         var client = server.client()

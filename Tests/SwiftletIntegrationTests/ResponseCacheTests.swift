@@ -66,7 +66,7 @@ import Testing
                 group.addTask {
                     let answer = await cache.body(for: "list", generation: 7) {
                         made.add()
-                        Thread.sleep(forTimeInterval: 0.2)  // a slow build: the others arrive meanwhile
+                        try? await Task.sleep(for: .milliseconds(200))  // a slow build: the others arrive meanwhile
                         return ByteBuffer(string: "[1,2,3]")
                     }
                     return String(buffer: answer.body)
@@ -85,7 +85,7 @@ import Testing
                     do {
                         _ = try await cache.body(for: "list", generation: 8) {
                             let attempt = attempts.add()
-                            Thread.sleep(forTimeInterval: 0.1)
+                            try? await Task.sleep(for: .milliseconds(100))
                             if attempt == 1 { throw BuildFailed() }
                             return ByteBuffer(string: "[4]")
                         }

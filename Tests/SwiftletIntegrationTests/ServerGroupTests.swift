@@ -13,7 +13,7 @@ extension FakeHost {
     @discardableResult
     func addHost(_ name: String, memoryMib: Int = 4096) async throws -> FakeHypervisorDriver {
         let hostId = "host-fake-\(name)"
-        try store.upsertHost(
+        try await store.upsertHost(
             ComputeHost(
                 id: hostId, name: "fake-\(name)", cpus: 2, memoryMib: memoryMib, hypervisors: ["fake"],
                 hypervisorVersion: "0", machineTypes: ["microvm", "pc", "q35"], accelerators: ["fake"],
@@ -29,8 +29,9 @@ extension FakeHost {
         return driver
     }
 
-    func createGroup(_ name: String, _ policy: GroupPolicy) throws -> ServerGroup {
-        try controller.createServerGroup(CreateServerGroupRequest(name: name, policy: policy.rawValue), by: .admin)
+    func createGroup(_ name: String, _ policy: GroupPolicy) async throws -> ServerGroup {
+        try await controller.createServerGroup(
+            CreateServerGroupRequest(name: name, policy: policy.rawValue), by: .admin)
     }
 
     func create(_ name: String, count: Int = 1, memoryMib: Int = 64, group: String?) async throws(SwiftletError)
@@ -64,11 +65,11 @@ func expectError(
         let cluster = try await FakeHost()
         try await cluster.addHost("b")
         try await cluster.addHost("c")
-        let group = try cluster.createGroup("web", .antiAffinity)
+        let group = try await cluster.createGroup("web", .antiAffinity)
         let created = try await cluster.create("web", count: 3, group: "web")
         #expect(created.allSatisfy { $0.state == .running && $0.serverGroupId == group.id })
         #expect(Set(created.compactMap(\.hostId)).count == 3)
-        #expect(Set(try cluster.controller.serverGroup("web", by: .admin).members) == Set(created.map(\.id)))
+        #expect(Set(try await cluster.controller.serverGroup("web", by: .admin).members) == Set(created.map(\.id)))
 
         let message = await expectError(.conflict, "scheduler.no_host") {
             _ = try await cluster.create("web-4", group: group.id)
@@ -79,7 +80,7 @@ func expectError(
         await expectError(.conflict, "scheduler.no_host") {
             _ = try await cluster.create("more", count: 2, group: "web")
         }
-        #expect(try cluster.controller.serverGroup("web", by: .admin).members.count == 3)
+        #expect(try await cluster.controller.serverGroup("web", by: .admin).members.count == 3)
         #expect(try await cluster.create("fourth", group: "web").first?.hostId == "host-fake-d")
     }
 
@@ -87,7 +88,7 @@ func expectError(
         let cluster = try await FakeHost()
         try await cluster.addHost("b")
         try await cluster.addHost("c")
-        _ = try cluster.createGroup("db", .affinity)
+        _ = try await cluster.createGroup("db", .affinity)
         let first = try #require(try await cluster.create("db-0", group: "db").first)
         // Without the group, the scheduler would spread these over the emptier hosts.
         let rest = try await cluster.create("db", count: 3, group: "db")
@@ -104,34 +105,44 @@ func expectError(
     @Test func groupsAreProjectResourcesWithCheckedInput() async throws {
         let cluster = try await FakeHost()
         let controller = cluster.controller
-        let group = try cluster.createGroup("web", .antiAffinity)
+        let group = try await cluster.createGroup("web", .antiAffinity)
         #expect(group.policy == .antiAffinity && group.members.isEmpty && group.projectId == Project.adminProjectId)
         await expectError(.badRequest, "server_group.bad_policy") {
-            _ = try controller.createServerGroup(CreateServerGroupRequest(name: "x", policy: "spread"), by: .admin)
+            _ = try await controller.createServerGroup(
+                CreateServerGroupRequest(name: "x", policy: "spread"), by: .admin)
         }
         await expectError(.badRequest, "name.invalid") {
-            _ = try controller.createServerGroup(CreateServerGroupRequest(name: "", policy: "affinity"), by: .admin)
+            _ = try await controller.createServerGroup(
+                CreateServerGroupRequest(name: "", policy: "affinity"), by: .admin)
         }
-        await expectError(.conflict, "server_group.duplicate_name") { _ = try cluster.createGroup("web", .affinity) }
-        await expectError(.notFound, "server_group.not_found") { _ = try controller.serverGroup("nope", by: .admin) }
-        await expectError(.notFound, "server_group.not_found") { try controller.deleteServerGroup("nope", by: .admin) }
+        await expectError(.conflict, "server_group.duplicate_name") {
+            _ = try await cluster.createGroup("web", .affinity)
+        }
+        await expectError(.notFound, "server_group.not_found") {
+            _ = try await controller.serverGroup("nope", by: .admin)
+        }
+        await expectError(.notFound, "server_group.not_found") {
+            try await controller.deleteServerGroup("nope", by: .admin)
+        }
         await expectError(.notFound, "server_group.not_found") { _ = try await cluster.create("a", group: "nope") }
 
         // Another project neither sees the group nor can use it.
         let other = Project(id: "prj-other", name: "other", requireSignedImages: false, createdAt: Date())
-        try cluster.store.createProject(other)
-        #expect(try controller.serverGroups(by: .project(other.id)).isEmpty)
+        try await cluster.store.createProject(other)
+        #expect(try await controller.serverGroups(by: .project(other.id)).isEmpty)
         await expectError(.notFound, "server_group.not_found") {
-            _ = try controller.serverGroup(group.id, by: .project(other.id))
+            _ = try await controller.serverGroup(group.id, by: .project(other.id))
         }
-        #expect(try controller.serverGroups(by: .admin).map(\.name) == ["web"])
+        #expect(try await controller.serverGroups(by: .admin).map(\.name) == ["web"])
 
         let member = try #require(try await cluster.create("member", group: "web").first)
-        await expectError(.conflict, "server_group.in_use") { try controller.deleteServerGroup("web", by: .admin) }
+        await expectError(.conflict, "server_group.in_use") {
+            try await controller.deleteServerGroup("web", by: .admin)
+        }
         _ = try await controller.act(.delete, on: member.id, by: .admin, stopTimeout: .seconds(1))
-        #expect(try controller.serverGroup("web", by: .admin).members.isEmpty)
-        try controller.deleteServerGroup(group.id, by: .admin)
-        #expect(try controller.serverGroups(by: .admin).isEmpty)
+        #expect(try await controller.serverGroup("web", by: .admin).members.isEmpty)
+        try await controller.deleteServerGroup(group.id, by: .admin)
+        #expect(try await controller.serverGroups(by: .admin).isEmpty)
     }
 
     /// Many creates at once against a host with room for exactly four: the claim in the insert's
@@ -141,8 +152,8 @@ func expectError(
         let outcomes = await Self.race(12, on: cluster.controller) { Self.request("race-\($0)", memoryMib: 1024) }
         #expect(outcomes.created == 4, "\(outcomes)")
         #expect(outcomes.refused == 8, "\(outcomes)")
-        #expect(try cluster.store.hostUsage()[FakeHost.hostId]?.memoryMib == 4096)
-        #expect(try cluster.store.instances(projectId: nil, state: nil, name: nil, imageId: nil).count == 4)
+        #expect(try await cluster.store.hostUsage()[FakeHost.hostId]?.memoryMib == 4096)
+        #expect(try await cluster.store.instances(projectId: nil, state: nil, name: nil, imageId: nil).count == 4)
 
         // Batches (one insert of several) claim the same way: two batches of two fit.
         let batches = try await FakeHost()
@@ -150,19 +161,19 @@ func expectError(
             Self.request("batch-\($0)", count: 2, memoryMib: 1024)
         }
         #expect(batched.created == 4 && batched.refused == 4, "\(batched)")
-        #expect(try batches.store.hostUsage()[FakeHost.hostId]?.memoryMib == 4096)
+        #expect(try await batches.store.hostUsage()[FakeHost.hostId]?.memoryMib == 4096)
     }
 
     /// Concurrent members of an anti-affinity group over two roomy hosts: exactly one per host.
     @Test func concurrentMembersKeepTheAntiAffinityPolicy() async throws {
         let cluster = try await FakeHost()
         try await cluster.addHost("b")
-        _ = try cluster.createGroup("spread", .antiAffinity)
+        _ = try await cluster.createGroup("spread", .antiAffinity)
         let outcomes = await Self.race(8, on: cluster.controller) {
             Self.request("member-\($0)", memoryMib: 64, group: "spread")
         }
         #expect(outcomes.created == 2 && outcomes.refused == 6, "\(outcomes)")
-        let hosts = try cluster.store.instances(projectId: nil, state: nil, name: nil, imageId: nil).map(\.hostId)
+        let hosts = try await cluster.store.instances(projectId: nil, state: nil, name: nil, imageId: nil).map(\.hostId)
         #expect(Set(hosts).count == 2 && hosts.count == 2)
     }
 

@@ -4,7 +4,8 @@
 Starts the server on a temporary data directory, drives every operation in the spec (successes
 and errors), and validates each response: its status must be declared for that operation and its
 body must match the declared schema. Fails if an operation in the spec was never exercised.
-Usage: check_openapi.py SWIFTLET_BINARY KERNEL_ELF
+Usage: check_openapi.py SWIFTLET_BINARY KERNEL_ELF [DATABASE]
+(DATABASE: the server's --database, e.g. postgres://USER:PASSWORD@HOST/DB; default its SQLite file.)
 """
 import json, os, random, re, shutil, signal, socket, subprocess, sys, tempfile, time, urllib.request, urllib.error
 
@@ -14,6 +15,7 @@ import yaml
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SPEC = yaml.safe_load(open(os.path.join(ROOT, "docs/openapi.yaml")))
 binary, kernel = sys.argv[1], sys.argv[2]
+database = sys.argv[3] if len(sys.argv) > 3 else None
 exercised, failures = set(), []
 
 
@@ -103,8 +105,10 @@ log = open(data + ".log", "w")
 net_prefix = "c" + os.urandom(2).hex()
 with open(data + "/config.json", "w") as config:
     json.dump({"networkPrefix": net_prefix}, config)
-server = subprocess.Popen([binary, "server", "--data", data, "--port", str(port), "--config", data + "/config.json"],
-                          stdout=log, stderr=log, start_new_session=True)
+command = [binary, "server", "--data", data, "--port", str(port), "--config", data + "/config.json"]
+if database:
+    command += ["--database", database]
+server = subprocess.Popen(command, stdout=log, stderr=log, start_new_session=True)
 try:
     for _ in range(600):
         try:
@@ -351,7 +355,7 @@ for template, method in sorted(declared - covered):
     failures.append(f"{method.upper()} {template}: never exercised")
 if leftover:
     failures.append(f"VMM processes left behind after every instance was deleted: {leftover}")
-print(f"contract: {len(exercised)} (operation, status) pairs checked against docs/openapi.yaml")
+print(f"contract ({'PostgreSQL' if database else 'SQLite'}): {len(exercised)} (operation, status) pairs checked against docs/openapi.yaml")
 if failures:
     print("contract: FAILED")
     for failure in failures:

@@ -1,0 +1,582 @@
+import Foundation
+import Logging
+import PostgresNIO
+import ServiceLifecycle
+import SwiftletCore
+import SwiftletStore
+import Synchronization
+
+/// The shared store for several controllers: PostgreSQL through a `PostgresClient` pool. The
+/// schema mirrors `SQLiteStore`'s (JSON bodies encoded the same way, so both decode alike);
+/// what the SQLite store gets from its single writer, this one gets from row locks and
+/// transaction-scoped advisory locks.
+///
+/// A `Service`: `run()` must be running (in the caller's service group or task group) for any
+/// other method to get a connection.
+public final class PostgresStore: SwiftletStore, Service {
+    let client: PostgresClient
+    let logger: Logger
+    private let writes = Atomic<UInt64>(0)
+    private let catalogWrites = Atomic<UInt64>(0)
+    /// Whether other writers' changes are being heard (`listenForChanges`).
+    private let hearing = Atomic<Bool>(false)
+    /// This store's connections' application name: how it tells its own announcements apart.
+    let writerName: String
+
+    /// The channel every committed change is announced on (migration v2-change-notify).
+    static let changeChannel = "swiftlet_changes"
+    static let catalogTables: Set<String> = ["image", "flavor", "host", "project", "signing_key"]
+
+    /// Moves with this store's own commits and with every other writer's it hears of. While it
+    /// cannot hear them, each read is a new generation: nothing kept under one is trusted.
+    public var generation: UInt64 { current(writes) }
+    /// As `generation`, for changes to images, flavors, hosts, projects and signing keys.
+    public var catalogGeneration: UInt64 { current(catalogWrites) }
+
+    private func current(_ counter: borrowing Atomic<UInt64>) -> UInt64 {
+        if hearing.load(ordering: .acquiring) { return counter.load(ordering: .acquiring) }
+        return counter.add(1, ordering: .acquiringAndReleasing).newValue
+    }
+
+    /// Parses `postgres://USER[:PASSWORD]@HOST[:PORT]/DB`; connects only once `run()` runs.
+    public init(url: String, logger: Logger) throws(SwiftletError) {
+        writerName = "swiftlet-" + UUID().uuidString.prefix(8).lowercased()
+        var configuration = try Self.configuration(url: url)
+        configuration.options.additionalStartupParameters = [("application_name", writerName)]
+        client = PostgresClient(configuration: configuration, backgroundLogger: logger)
+        self.logger = logger
+    }
+
+    static func configuration(url: String) throws(SwiftletError) -> PostgresClient.Configuration {
+        func bad(_ reason: String) -> SwiftletError {
+            SwiftletError(
+                .badRequest, "store.bad_url",
+                "the database URL is not valid (\(reason)): expected postgres://USER[:PASSWORD]@HOST[:PORT]/DB")
+        }
+        guard let components = URLComponents(string: url) else { throw bad("it does not parse as a URL") }
+        guard components.scheme == "postgres" || components.scheme == "postgresql" else {
+            throw bad("the scheme must be postgres or postgresql")
+        }
+        guard let user = components.user, !user.isEmpty else { throw bad("it names no user") }
+        guard let host = components.host, !host.isEmpty else { throw bad("it names no host") }
+        let database = String(components.path.drop(while: { $0 == "/" }))
+        guard !database.isEmpty, !database.contains("/") else { throw bad("it names no single database") }
+        guard components.query == nil, components.fragment == nil else {
+            throw bad("query parameters are not supported")
+        }
+        let port = components.port ?? 5432
+        guard (1...65535).contains(port) else { throw bad("the port is out of range") }
+        // TLS off for now: the database is expected on the controllers' private network.
+        return PostgresClient.Configuration(
+            host: host, port: port, username: user, password: components.password, database: database, tls: .disable)
+    }
+
+    /// Runs the connection pool, and hears other writers' changes, until the task is cancelled
+    /// or a graceful shutdown begins.
+    public func run() async throws {
+        await withDiscardingTaskGroup { group in
+            group.addTask { await self.listenForChanges() }
+            await client.run()
+            group.cancelAll()
+        }
+    }
+
+    /// Keeps one connection listening on `changeChannel`, reconnecting after a failure; each
+    /// change another writer announces moves the generations. The generations also move when
+    /// listening (re)starts, for what was missed meanwhile.
+    private func listenForChanges() async {
+        while !Task.isCancelled {
+            do {
+                try await client.withConnection { connection in
+                    try await connection.listen(on: Self.changeChannel) { notifications in
+                        hearing.store(true, ordering: .releasing)
+                        defer { hearing.store(false, ordering: .releasing) }
+                        countWrite(catalog: true)
+                        for try await notification in notifications { heard(notification.payload) }
+                    }
+                }
+            } catch {
+                if Task.isCancelled { return }
+                logger.warning("not hearing other controllers' changes; retrying", metadata: ["error": "\(error)"])
+            }
+            try? await Task.sleep(for: .seconds(1))
+        }
+    }
+
+    private func heard(_ payload: String) {
+        guard let separator = payload.lastIndex(of: ":"), payload[..<separator] != writerName else { return }
+        countWrite(catalog: Self.catalogTables.contains(String(payload[payload.index(after: separator)...])))
+    }
+
+    // MARK: - Plumbing
+
+    /// How long a call waits for a connection before it answers 503 (`ConnectionDeadline`).
+    static let connectionTimeout: Duration = .seconds(3)
+
+    /// Statements on one connection, each committed on its own: reads of one statement.
+    func read<T: Sendable>(_ body: @escaping @Sendable (PostgresSession) async throws -> T)
+        async throws(SwiftletError) -> T
+    {
+        try await withConnection { connection, logger in
+            try await body(PostgresSession(connection: connection, logger: logger))
+        }
+    }
+
+    /// Several statements that must see one state of the database (a record and its children).
+    func snapshot<T: Sendable>(_ body: @escaping @Sendable (PostgresSession) async throws -> T)
+        async throws(SwiftletError) -> T
+    {
+        try await transaction { db in
+            try await db.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            return try await body(db)
+        }
+    }
+
+    /// One transaction, counted in `generation` once committed (and in `catalogGeneration` when
+    /// `catalog`); anything the body throws rolls it back.
+    func write<T: Sendable>(catalog: Bool = false, _ body: @escaping @Sendable (PostgresSession) async throws -> T)
+        async throws(SwiftletError) -> T
+    {
+        let result = try await transaction(body)
+        countWrite(catalog: catalog)
+        return result
+    }
+
+    func transaction<T: Sendable>(_ body: @escaping @Sendable (PostgresSession) async throws -> T)
+        async throws(SwiftletError) -> T
+    {
+        try await withConnection { connection, logger in
+            try await connection.withTransaction(logger: logger) { connection in
+                try await body(PostgresSession(connection: connection, logger: logger))
+            }
+        }
+    }
+
+    /// A pooled connection for `body`, or 503 when none comes within `connectionTimeout`.
+    private func withConnection<T: Sendable>(
+        _ body: @escaping @Sendable (PostgresConnection, Logger) async throws -> T
+    ) async throws(SwiftletError) -> T {
+        let (client, logger) = (client, logger)
+        do {
+            return try await ConnectionDeadline.run(timeout: Self.connectionTimeout) { deadline in
+                try await client.withConnection { connection in
+                    guard deadline.connect() else { throw CancellationError() }
+                    return try await body(connection, logger)
+                }
+            }
+        } catch { throw Self.map(error) }
+    }
+
+    func countWrite(catalog: Bool) {
+        writes.add(1, ordering: .releasing)
+        if catalog { catalogWrites.add(1, ordering: .releasing) }
+    }
+
+    static func map(_ error: any Error) -> SwiftletError {
+        switch error {
+        case let error as SwiftletError:
+            return error
+        case let error as PostgresTransactionError:
+            // The body's own error first: a rollback or commit failure follows from it.
+            if let cause = error.closureError ?? error.commitError ?? error.beginError { return map(cause) }
+            return SwiftletError(.internal, "store.failed", "database transaction failed")
+        case let error as PSQLError:
+            return map(error)
+        case is PostgresDecodingError, is EncodingError, is DecodingError:
+            return SwiftletError(.internal, "store.failed", "database error: \(error)")
+        default:
+            // What is left comes from the pool or the socket (no connection could be made).
+            return unavailable("\(error)")
+        }
+    }
+
+    private static func map(_ error: PSQLError) -> SwiftletError {
+        guard error.code == .server, let state = error.serverInfo?[.sqlState] else {
+            switch error.code {
+            case .tooManyParameters, .messageDecodingFailure, .unexpectedBackendMessage, .invalidCommandTag:
+                return SwiftletError(.internal, "store.failed", "database error: \(error.code)")
+            default:
+                return unavailable(error.underlying.map { "\(error.code): \($0)" } ?? "\(error.code)")
+            }
+        }
+        let message = error.serverInfo?[.message] ?? "unknown"
+        switch state {
+        case "23505":
+            return SwiftletError(.conflict, "store.duplicate", "a resource with that name already exists")
+        case "23503":
+            return SwiftletError(.conflict, "store.in_use", "the resource is referenced by another resource")
+        case "23514":
+            return SwiftletError(.badRequest, "store.invalid", "a value is out of its allowed range: \(message)")
+        case "53300", "57P01", "57P02", "57P03":
+            return unavailable(message)
+        case _ where state.hasPrefix("08"):
+            return unavailable(message)
+        default:
+            return SwiftletError(.internal, "store.failed", "database error \(state): \(message)")
+        }
+    }
+
+    private static func unavailable(_ detail: String) -> SwiftletError {
+        SwiftletError(.unavailable, "store.unavailable", "the database is unreachable: \(detail)")
+    }
+
+    /// Whether `error` is the server refusing a row for a UNIQUE constraint (to turn into a
+    /// resource's own error code inside the transaction that hit it).
+    static func isUniqueViolation(_ error: any Error) -> Bool {
+        (error as? PSQLError)?.serverInfo?[.sqlState] == "23505"
+    }
+
+    private static let encoder = SwiftletJSON.encoder()
+    private static let decoder = SwiftletJSON.decoder()
+
+    static func json<T: Encodable>(_ value: T) throws -> String {
+        String(decoding: try encoder.encode(value), as: UTF8.self)
+    }
+
+    static func decode<T: Decodable>(_ type: T.Type, _ text: String) throws -> T {
+        try decoder.decode(type, from: Data(text.utf8))
+    }
+
+    // MARK: - Projects and tokens
+
+    public func createProject(_ project: Project) async throws(SwiftletError) {
+        try await write(catalog: true) { db in
+            try await db.execute(
+                """
+                INSERT INTO project (id, name, require_signed, created_at)
+                VALUES (\(project.id), \(project.name), \(project.requireSignedImages), \(project.createdAt))
+                """)
+        }
+    }
+
+    public func projects() async throws(SwiftletError) -> [Project] {
+        try await read { db in
+            try await db.rows("SELECT * FROM project ORDER BY created_at, id").map(Self.project)
+        }
+    }
+
+    public func project(id: String) async throws(SwiftletError) -> Project? {
+        try await read { db in
+            try await db.row("SELECT * FROM project WHERE id = \(id)").map(Self.project)
+        }
+    }
+
+    private static func project(_ row: PostgresRandomAccessRow) throws -> Project {
+        Project(
+            id: try row.get("id"), name: try row.get("name"), requireSignedImages: try row.get("require_signed"),
+            createdAt: try row.get("created_at"))
+    }
+
+    public func createToken(_ info: TokenInfo, secretHash: String) async throws(SwiftletError) {
+        try await write { db in
+            try await db.execute(
+                """
+                INSERT INTO token (id, project_id, admin, secret_hash, created_at)
+                VALUES (\(info.id), \(info.projectId), \(info.admin), \(secretHash), \(info.createdAt))
+                """)
+        }
+    }
+
+    public func principal(forSecretHash hash: String) async throws(SwiftletError) -> Principal? {
+        try await read { db in
+            guard let row = try await db.row("SELECT project_id, admin FROM token WHERE secret_hash = \(hash)") else {
+                return nil
+            }
+            return try row.get("admin", as: Bool.self) ? .admin : .project(try row.get("project_id"))
+        }
+    }
+
+    // MARK: - Images
+
+    public func createImage(_ image: Image) async throws(SwiftletError) {
+        try await write(catalog: true) { db in
+            try await db.execute(
+                """
+                INSERT INTO image (id, project_id, name, kind, sha256, size_bytes, properties, created_at)
+                VALUES (\(image.id), \(image.projectId), \(image.name), \(image.kind.rawValue), \(image.sha256),
+                \(image.sizeBytes), \(try Self.json(image.properties)), \(image.createdAt))
+                """)
+        }
+    }
+
+    public func images(projectId: String?) async throws(SwiftletError) -> [Image] {
+        try await read { db in
+            if let projectId {
+                return try await db.rows(
+                    """
+                    SELECT * FROM image WHERE project_id = \(projectId) OR visibility = 'public'
+                    ORDER BY created_at, id
+                    """
+                ).map(Self.image)
+            }
+            return try await db.rows("SELECT * FROM image ORDER BY created_at, id").map(Self.image)
+        }
+    }
+
+    public func image(idOrName: String, projectId: String?) async throws(SwiftletError) -> Image? {
+        try await read { db in
+            // The id before a name, then the project's own image before another's public one.
+            try await db.row(
+                """
+                SELECT * FROM image WHERE (id = \(idOrName) OR name = \(idOrName))
+                AND (\(projectId)::text IS NULL OR project_id = \(projectId) OR visibility = 'public')
+                ORDER BY id = \(idOrName) DESC, project_id = \(projectId) DESC NULLS LAST LIMIT 1
+                """
+            ).map(Self.image)
+        }
+    }
+
+    public func deleteImage(id: String) async throws(SwiftletError) -> Bool {
+        try await write(catalog: true) { db in
+            let inUse = try await db.value(Int.self, "SELECT COUNT(*) FROM instance WHERE image_id = \(id)") ?? 0
+            if inUse > 0 {
+                throw SwiftletError(.conflict, "image.in_use", "image '\(id)' is used by \(inUse) instance(s)")
+            }
+            guard let sha = try await db.value(String.self, "DELETE FROM image WHERE id = \(id) RETURNING sha256")
+            else { return false }
+            return try await db.value(Bool.self, "SELECT EXISTS (SELECT 1 FROM image WHERE sha256 = \(sha))") ?? false
+        }
+    }
+
+    private static func image(_ row: PostgresRandomAccessRow) throws -> Image {
+        var image = Image(
+            id: try row.get("id"), projectId: try row.get("project_id"), name: try row.get("name"),
+            kind: ImageKind(rawValue: try row.get("kind")) ?? .pvh, sha256: try row.get("sha256"),
+            sizeBytes: try row.get("size_bytes"), properties: try decode([String: String].self, row.get("properties")),
+            createdAt: try row.get("created_at"))
+        image.visibility = ImageVisibility(rawValue: try row.get("visibility"))
+        image.tags = try decode([String].self, row.get("tags"))
+        image.signature = try row.get("signature")
+        image.signingKeyId = try row.get("signing_key_id")
+        return image
+    }
+
+    // MARK: - Flavors
+
+    public func flavors() async throws(SwiftletError) -> [Flavor] {
+        try await read { db in
+            try await db.rows("SELECT * FROM flavor ORDER BY memory_mib, name").map {
+                Flavor(name: try $0.get("name"), vcpus: try $0.get("vcpus"), memoryMib: try $0.get("memory_mib"))
+            }
+        }
+    }
+
+    public func createFlavor(_ flavor: Flavor) async throws(SwiftletError) {
+        try await write(catalog: true) { db in
+            try await db.execute(
+                """
+                INSERT INTO flavor (name, vcpus, memory_mib) VALUES (\(flavor.name), \(flavor.vcpus), \(flavor.memoryMib))
+                """)
+        }
+    }
+
+    // MARK: - Instances
+
+    public func createInstances(_ instances: [Instance], claim: PlacementClaim?) async throws(SwiftletError) {
+        try await write { db in
+            // Taken before the inserts: concurrent claims then check one after another, each
+            // seeing the rows of those committed before it.
+            if claim != nil { try await db.lock(.placement) }
+            for instance in instances {
+                try await db.execute(
+                    """
+                    INSERT INTO instance (id, project_id, name, image_id, state, body, created_at, host_id,
+                    memory_mib, vcpus, server_group_id, revision) VALUES (\(instance.id), \(instance.projectId),
+                    \(instance.name), \(instance.imageId), \(instance.state.rawValue), \(try Self.json(instance)),
+                    \(instance.createdAt), \(instance.hostId), \(instance.memoryMib), \(instance.vcpus),
+                    \(instance.serverGroupId), 1)
+                    """)
+                try await db.execute(
+                    """
+                    INSERT INTO event (instance_id, time, type, message)
+                    VALUES (\(instance.id), \(instance.createdAt), 'created', 'instance accepted')
+                    """)
+            }
+            if let claim { try await Self.check(claim, db) }
+        }
+    }
+
+    public func instances(
+        projectId: String?, state: InstanceState?, name: String?, imageId: String?, after marker: String?,
+        limit: Int?
+    ) async throws(SwiftletError) -> [Instance] {
+        var builder = QueryBuilder("SELECT body FROM instance WHERE true")
+        if let projectId { builder.append(" AND project_id = ?", projectId) }
+        if let state { builder.append(" AND state = ?", state.rawValue) }
+        if let name { builder.append(" AND name = ?", name) }
+        if let imageId { builder.append(" AND image_id = ?", imageId) }
+        if let marker {
+            // A marker that no longer exists compares as NULL: an empty page, not the first one.
+            builder.append(" AND (created_at, id) > (SELECT created_at, id FROM instance WHERE id = ?)", marker)
+        }
+        builder.append(" ORDER BY created_at, id")
+        if let limit { builder.append(" LIMIT ?", bigint: limit) }
+        let query = builder.query
+        return try await read { db in
+            try await db.values(String.self, query).map { try Self.decode(Instance.self, $0) }
+        }
+    }
+
+    public func instanceState(id: String) async throws(SwiftletError) -> InstanceState? {
+        try await read { db in
+            try await db.value(String.self, "SELECT state FROM instance WHERE id = \(id)")
+                .flatMap(InstanceState.init(rawValue:))
+        }
+    }
+
+    public func instance(idOrName: String, projectId: String?) async throws(SwiftletError) -> Instance? {
+        try await read { db in
+            try await db.value(
+                String.self,
+                """
+                SELECT body FROM instance WHERE (id = \(idOrName) OR name = \(idOrName))
+                AND (\(projectId)::text IS NULL OR project_id = \(projectId))
+                ORDER BY id = \(idOrName) DESC LIMIT 1
+                """
+            ).map { try Self.decode(Instance.self, $0) }
+        }
+    }
+
+    @discardableResult
+    public func updateInstance(
+        id: String, events: [(type: String, message: String)], handle: Data?, claim: PlacementClaim?,
+        _ change: @escaping @Sendable (inout Instance) throws(SwiftletError) -> Void
+    ) async throws(SwiftletError) -> Instance {
+        try await write { db in
+            if claim != nil { try await db.lock(.placement) }
+            // The row lock makes concurrent read-modify-writes of one instance take turns.
+            guard let body = try await db.value(String.self, "SELECT body FROM instance WHERE id = \(id) FOR UPDATE")
+            else { throw SwiftletError.notFound("instance", id) }
+            var instance = try Self.decode(Instance.self, body)
+            try change(&instance)
+            instance.updatedAt = Date()
+            try await db.execute(
+                """
+                UPDATE instance SET state = \(instance.state.rawValue), host_id = \(instance.hostId),
+                body = \(try Self.json(instance)), revision = revision + 1 WHERE id = \(id)
+                """)
+            for event in events {
+                try await Self.insertEvent(
+                    db, instanceId: id, time: instance.updatedAt, type: event.type, message: event.message)
+            }
+            if let handle {
+                try await db.execute(
+                    """
+                    INSERT INTO vm_handle (instance_id, handle) VALUES (\(id), \(handle))
+                    ON CONFLICT (instance_id) DO UPDATE SET handle = excluded.handle
+                    """)
+            }
+            if let claim { try await Self.check(claim, db) }
+            return instance
+        }
+    }
+
+    public func deleteInstance(id: String) async throws(SwiftletError) {
+        try await write { db in
+            try await db.execute("DELETE FROM instance WHERE id = \(id)")
+            try await db.execute("DELETE FROM event WHERE instance_id = \(id)")
+        }
+    }
+
+    public func hostUsage() async throws(SwiftletError) -> [String: HostUsage] {
+        try await read { db in
+            let rows = try await db.rows(
+                """
+                SELECT host_id, SUM(memory_mib)::bigint AS memory, SUM(vcpus)::bigint AS vcpus, COUNT(*) AS count
+                FROM instance WHERE state IN \(unescaped: Self.liveStates) AND host_id IS NOT NULL GROUP BY host_id
+                """)
+            var usage: [String: HostUsage] = [:]
+            for row in rows {
+                usage[try row.get("host_id")] = HostUsage(
+                    memoryMib: try row.get("memory"), vcpus: try row.get("vcpus"), instances: try row.get("count"))
+            }
+            return usage
+        }
+    }
+
+    // MARK: - Handles
+
+    public func handle(instanceId: String) async throws(SwiftletError) -> Data? {
+        try await read { db in
+            try await db.value(Data.self, "SELECT handle FROM vm_handle WHERE instance_id = \(instanceId)")
+        }
+    }
+
+    public func removeHandle(instanceId: String) async throws(SwiftletError) {
+        try await write { db in
+            try await db.execute("DELETE FROM vm_handle WHERE instance_id = \(instanceId)")
+        }
+    }
+
+    public func allHandles() async throws(SwiftletError) -> [(instanceId: String, handle: Data)] {
+        let rows = try await read { db in
+            try await db.rows("SELECT instance_id, handle FROM vm_handle ORDER BY instance_id").map {
+                HandleRow(instanceId: try $0.get("instance_id"), handle: try $0.get("handle"))
+            }
+        }
+        return rows.map { ($0.instanceId, $0.handle) }
+    }
+
+    /// A tuple is not `Sendable` across the connection's closure; this is.
+    private struct HandleRow: Sendable {
+        var instanceId: String
+        var handle: Data
+    }
+
+    // MARK: - Events
+
+    public func addEvent(instanceId: String, type: String, message: String) async throws(SwiftletError) {
+        try await write { db in
+            try await Self.insertEvent(db, instanceId: instanceId, time: Date(), type: type, message: message)
+        }
+    }
+
+    private static func insertEvent(
+        _ db: PostgresSession, instanceId: String, time: Date, type: String, message: String
+    ) async throws {
+        try await db.execute(
+            """
+            INSERT INTO event (instance_id, time, type, message) VALUES (\(instanceId), \(time), \(type), \(message))
+            """)
+    }
+
+    public func events(instanceId: String) async throws(SwiftletError) -> [InstanceEvent] {
+        try await read { db in
+            try await db.rows("SELECT * FROM event WHERE instance_id = \(instanceId) ORDER BY id").map {
+                InstanceEvent(
+                    id: try $0.get("id"), instanceId: try $0.get("instance_id"), time: try $0.get("time"),
+                    type: try $0.get("type"), message: try $0.get("message"))
+            }
+        }
+    }
+
+    // MARK: - Hosts
+
+    public func upsertHost(_ host: ComputeHost) async throws(SwiftletError) {
+        try await write(catalog: true) { db in
+            // The cordon is the operator's, not the host's report: an upsert keeps it.
+            try await db.execute(
+                """
+                INSERT INTO host (id, body) VALUES (\(host.id), \(try Self.json(host)))
+                ON CONFLICT (id) DO UPDATE SET body = excluded.body
+                """)
+        }
+    }
+
+    public func setCordoned(hostId: String, _ cordoned: Bool) async throws(SwiftletError) {
+        try await write(catalog: true) { db in
+            guard try await db.changed("UPDATE host SET cordoned = \(cordoned) WHERE id = \(hostId) RETURNING 1")
+            else { throw SwiftletError.notFound("host", hostId) }
+        }
+    }
+
+    public func hosts() async throws(SwiftletError) -> [ComputeHost] {
+        try await read { db in
+            try await db.rows("SELECT body, cordoned FROM host ORDER BY id").map { row in
+                var host = try Self.decode(ComputeHost.self, row.get("body"))
+                host.cordoned = try row.get("cordoned", as: Bool.self)
+                return host
+            }
+        }
+    }
+}
