@@ -26,12 +26,12 @@ format:
 
 test: build lint
 	$(SWIFT) build --build-tests
-	SWIFTLET_TEST_POSTGRES=$$(scripts/setup-postgres.sh) $(SWIFT) test --skip-build
+	url=$$(scripts/setup-postgres.sh) && SWIFTLET_TEST_POSTGRES="$$url" $(SWIFT) test --skip-build
 	$(SWIFT) test --package-path guest/tests
 	guest/build.sh guest/examples/hello -o .build/contract-hello.elf
 	/usr/bin/python3 tests/contract/check_openapi.py .build/debug/swiftlet .build/contract-hello.elf
-	/usr/bin/python3 tests/contract/check_openapi.py .build/debug/swiftlet .build/contract-hello.elf \
-		$$(scripts/setup-postgres.sh --fresh swiftlet_contract)
+	url=$$(scripts/setup-postgres.sh --fresh swiftlet_contract) && \
+		/usr/bin/python3 tests/contract/check_openapi.py .build/debug/swiftlet .build/contract-hello.elf "$$url"
 
 # BENCH_ARGS=--quick for a run under 2 minutes; see bench/README.md.
 bench:

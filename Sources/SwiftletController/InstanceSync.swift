@@ -277,7 +277,12 @@ public final class InstanceSync: ObservationSink {
             group.addTask { try? await Task.sleep(for: timeout) }
             await group.next()
             group.cancelAll()
-            self.releaseWaiters(instanceId)
+            // Only this wait ends: other requests waiting on the instance keep their own timeouts.
+            self.settleWaiters.withLock { waiters in
+                waiters[instanceId]?.removeAll { $0 === waiter }
+                if waiters[instanceId]?.isEmpty == true { waiters[instanceId] = nil }
+            }
+            waiter.release()
         }
     }
 

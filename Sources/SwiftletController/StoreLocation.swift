@@ -4,14 +4,17 @@ import SwiftletPostgres
 import SwiftletStore
 
 /// Where the controller keeps its state: the embedded SQLite file (one host), or PostgreSQL (a
-/// cluster, and several controllers at once).
+/// cluster; several controllers on one database are not finished, docs/store.md).
 public enum StoreLocation: Sendable, Equatable {
     case sqlite(path: String)
     case postgres(url: String)
 
     /// `sqlite:PATH`, a path, or `postgres://USER[:PASSWORD]@HOST[:PORT]/DB`.
     public static func parse(_ text: String) throws(SwiftletError) -> StoreLocation {
-        if text.hasPrefix("postgres://") || text.hasPrefix("postgresql://") { return .postgres(url: text) }
+        if text.hasPrefix("postgres://") || text.hasPrefix("postgresql://") {
+            try PostgresStore.validate(url: text)
+            return .postgres(url: text)
+        }
         let path = text.hasPrefix("sqlite:") ? String(text.dropFirst("sqlite:".count)) : text
         guard !path.isEmpty, !path.contains("://") else {
             throw SwiftletError.badRequest(

@@ -95,8 +95,8 @@ extension PostgresStore: NetworkStore {
         async throws(SwiftletError) -> [NetworkPort]
     {
         try await write { db in
-            // Allocations on one network take turns (in id order, so two attaches never wait on
-            // each other): each then reads the addresses the one before it committed.
+            // Allocations on one network take turns, each then reading the addresses the one
+            // before it committed; the locks are taken in id order, so two attaches cannot deadlock.
             let networkIds = Set(requests.map(\.network.id)).sorted()
             if !networkIds.isEmpty {
                 try await db.execute("SELECT id FROM network WHERE id = ANY(\(networkIds)) ORDER BY id FOR UPDATE")

@@ -6,7 +6,8 @@ import SwiftletCore
 import SwiftletStore
 import Synchronization
 
-/// The shared store for several controllers: PostgreSQL through a `PostgresClient` pool. The
+/// The store for a cluster: PostgreSQL through a `PostgresClient` pool, built to be shared by
+/// several controllers (what they still need beyond the store: docs/store.md). The
 /// schema mirrors `SQLiteStore`'s (JSON bodies encoded the same way, so both decode alike);
 /// what the SQLite store gets from its single writer, this one gets from row locks and
 /// transaction-scoped advisory locks.
@@ -46,6 +47,9 @@ public final class PostgresStore: SwiftletStore, Service {
         client = PostgresClient(configuration: configuration, backgroundLogger: logger)
         self.logger = logger
     }
+
+    /// Checks a database URL without connecting: 400 `store.bad_url` saying what is wrong.
+    public static func validate(url: String) throws(SwiftletError) { _ = try configuration(url: url) }
 
     static func configuration(url: String) throws(SwiftletError) -> PostgresClient.Configuration {
         func bad(_ reason: String) -> SwiftletError {
@@ -89,9 +93,11 @@ public final class PostgresStore: SwiftletStore, Service {
             do {
                 try await client.withConnection { connection in
                     try await connection.listen(on: Self.changeChannel) { notifications in
+                        // Moved before hearing is on: a value handed out while deaf must not
+                        // come back as the current generation.
+                        countWrite(catalog: true)
                         hearing.store(true, ordering: .releasing)
                         defer { hearing.store(false, ordering: .releasing) }
-                        countWrite(catalog: true)
                         for try await notification in notifications { heard(notification.payload) }
                     }
                 }
@@ -132,14 +138,21 @@ public final class PostgresStore: SwiftletStore, Service {
         }
     }
 
-    /// One transaction, counted in `generation` once committed (and in `catalogGeneration` when
-    /// `catalog`); anything the body throws rolls it back.
+    /// One transaction, counted in `generation` (and in `catalogGeneration` when `catalog`) once
+    /// committed, or when its outcome is unknown; anything the body throws rolls it back.
     func write<T: Sendable>(catalog: Bool = false, _ body: @escaping @Sendable (PostgresSession) async throws -> T)
         async throws(SwiftletError) -> T
     {
-        let result = try await transaction(body)
-        countWrite(catalog: catalog)
-        return result
+        do {
+            let result = try await transaction(body)
+            countWrite(catalog: catalog)
+            return result
+        } catch {
+            // A lost connection leaves the outcome unknown: the commit may have happened, and this
+            // store ignores its own announcements. A needless move costs only a cache miss.
+            if error.code == "store.unavailable" { countWrite(catalog: catalog) }
+            throw error
+        }
     }
 
     func transaction<T: Sendable>(_ body: @escaping @Sendable (PostgresSession) async throws -> T)

@@ -24,8 +24,8 @@ struct ServerCommand: AsyncParsableCommand {
 
     @Option(
         help: """
-            The store: sqlite:PATH or postgres://USER[:PASSWORD]@HOST[:PORT]/DB, for a cluster and several \
-            controllers (default: SQLite in the data directory).
+            The store: sqlite:PATH or postgres://USER[:PASSWORD]@HOST[:PORT]/DB, for a cluster (one \
+            controller per database for now; default: SQLite in the data directory).
             """)
     var database: String?
 
