@@ -73,8 +73,10 @@ final class FakeHost {
         try #require(try await store.instance(idOrName: id, projectId: nil))
     }
 
+    /// The default deadline of `eventually`: `make test` runs this beside suites that boot VMs
+    /// and load PostgreSQL, and every store call is a suspension that waits for a free thread.
     func waitFor(_ what: String, _ condition: () async throws -> Bool) async throws {
-        try await eventually(what, timeout: .seconds(5)) { try await condition() }
+        try await eventually(what) { try await condition() }
     }
 }
 
