@@ -9,7 +9,7 @@ extension PostgresStore: BuildStore {
             try await db.execute(
                 """
                 INSERT INTO build (id, project_id, state, body, created_at)
-                VALUES (\(build.id), \(build.projectId), \(build.state.rawValue), \(try Self.json(build)),
+                VALUES (\(build.id), \(build.projectId), \(build.state.rawValue), \(try RecordCoding.json(build)),
                 \(build.createdAt))
                 """)
         }
@@ -19,7 +19,7 @@ extension PostgresStore: BuildStore {
         try await write { db in
             try await db.execute(
                 """
-                UPDATE build SET state = \(build.state.rawValue), body = \(try Self.json(build)) WHERE id = \(build.id)
+                UPDATE build SET state = \(build.state.rawValue), body = \(try RecordCoding.json(build)) WHERE id = \(build.id)
                 """)
         }
     }
@@ -29,7 +29,7 @@ extension PostgresStore: BuildStore {
             try await db.value(
                 String.self,
                 "SELECT body FROM build WHERE id = \(id) AND (\(projectId)::text IS NULL OR project_id = \(projectId))"
-            ).map { try Self.decode(Build.self, $0) }
+            ).map { try RecordCoding.decode(Build.self, $0) }
         }
     }
 
@@ -41,7 +41,7 @@ extension PostgresStore: BuildStore {
                 SELECT body FROM build WHERE \(projectId)::text IS NULL OR project_id = \(projectId)
                 ORDER BY created_at, id
                 """
-            ).map { try Self.decode(Build.self, $0) }
+            ).map { try RecordCoding.decode(Build.self, $0) }
         }
     }
 

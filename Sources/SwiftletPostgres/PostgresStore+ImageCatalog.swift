@@ -52,8 +52,8 @@ extension PostgresStore: ImageCatalogStore {
                 try await db.changed(
                     """
                     UPDATE image SET visibility = \((image.visibility ?? .private).rawValue),
-                    tags = \(try Self.json(image.tags ?? [])), signature = \(image.signature),
-                    signing_key_id = \(image.signingKeyId), properties = \(try Self.json(image.properties))
+                    tags = \(try RecordCoding.json(image.tags ?? [])), signature = \(image.signature),
+                    signing_key_id = \(image.signingKeyId), properties = \(try RecordCoding.json(image.properties))
                     WHERE id = \(image.id) RETURNING 1
                     """)
             else { throw SwiftletError.notFound("image", image.id) }

@@ -119,12 +119,12 @@ extension PostgresStore: NetworkStore {
                     let body = try await db.value(
                         String.self, "SELECT body FROM instance WHERE id = \(instanceId) FOR UPDATE")
                 else { throw SwiftletError.notFound("instance", instanceId) }
-                var instance = try Self.decode(Instance.self, body)
+                var instance = try RecordCoding.decode(Instance.self, body)
                 instance.ports = made.filter { $0.instanceId == instanceId }
                 instance.securityGroups = groupNames
                 try await db.execute(
                     """
-                    UPDATE instance SET body = \(try Self.json(instance)), revision = revision + 1
+                    UPDATE instance SET body = \(try RecordCoding.json(instance)), revision = revision + 1
                     WHERE id = \(instanceId)
                     """)
             }

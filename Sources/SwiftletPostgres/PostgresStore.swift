@@ -239,17 +239,6 @@ public final class PostgresStore: SwiftletStore, Service {
         (error as? PSQLError)?.serverInfo?[.sqlState] == "23505"
     }
 
-    private static let encoder = SwiftletJSON.encoder()
-    private static let decoder = SwiftletJSON.decoder()
-
-    static func json<T: Encodable>(_ value: T) throws -> String {
-        String(decoding: try encoder.encode(value), as: UTF8.self)
-    }
-
-    static func decode<T: Decodable>(_ type: T.Type, _ text: String) throws -> T {
-        try decoder.decode(type, from: Data(text.utf8))
-    }
-
     // MARK: - Projects and tokens
 
     public func createProject(_ project: Project) async throws(SwiftletError) {
@@ -307,7 +296,7 @@ public final class PostgresStore: SwiftletStore, Service {
                 """
                 INSERT INTO image (id, project_id, name, kind, sha256, size_bytes, properties, created_at)
                 VALUES (\(image.id), \(image.projectId), \(image.name), \(image.kind.rawValue), \(image.sha256),
-                \(image.sizeBytes), \(try Self.json(image.properties)), \(image.createdAt))
+                \(image.sizeBytes), \(try RecordCoding.json(image.properties)), \(image.createdAt))
                 """)
         }
     }
@@ -355,10 +344,11 @@ public final class PostgresStore: SwiftletStore, Service {
         var image = Image(
             id: try row.get("id"), projectId: try row.get("project_id"), name: try row.get("name"),
             kind: ImageKind(rawValue: try row.get("kind")) ?? .pvh, sha256: try row.get("sha256"),
-            sizeBytes: try row.get("size_bytes"), properties: try decode([String: String].self, row.get("properties")),
+            sizeBytes: try row.get("size_bytes"),
+            properties: try RecordCoding.decode([String: String].self, row.get("properties")),
             createdAt: try row.get("created_at"))
         image.visibility = ImageVisibility(rawValue: try row.get("visibility"))
-        image.tags = try decode([String].self, row.get("tags"))
+        image.tags = try RecordCoding.decode([String].self, row.get("tags"))
         image.signature = try row.get("signature")
         image.signingKeyId = try row.get("signing_key_id")
         return image
@@ -395,7 +385,7 @@ public final class PostgresStore: SwiftletStore, Service {
                     """
                     INSERT INTO instance (id, project_id, name, image_id, state, body, created_at, host_id,
                     memory_mib, vcpus, server_group_id, revision) VALUES (\(instance.id), \(instance.projectId),
-                    \(instance.name), \(instance.imageId), \(instance.state.rawValue), \(try Self.json(instance)),
+                    \(instance.name), \(instance.imageId), \(instance.state.rawValue), \(try RecordCoding.json(instance)),
                     \(instance.createdAt), \(instance.hostId), \(instance.memoryMib), \(instance.vcpus),
                     \(instance.serverGroupId), 1)
                     """)
@@ -426,7 +416,7 @@ public final class PostgresStore: SwiftletStore, Service {
         if let limit { builder.append(" LIMIT ?", bigint: limit) }
         let query = builder.query
         return try await read { db in
-            try await db.values(String.self, query).map { try Self.decode(Instance.self, $0) }
+            try await db.values(String.self, query).map { try RecordCoding.decode(Instance.self, $0) }
         }
     }
 
@@ -446,7 +436,7 @@ public final class PostgresStore: SwiftletStore, Service {
                 AND (\(projectId)::text IS NULL OR project_id = \(projectId))
                 ORDER BY id = \(idOrName) DESC LIMIT 1
                 """
-            ).map { try Self.decode(Instance.self, $0) }
+            ).map { try RecordCoding.decode(Instance.self, $0) }
         }
     }
 
@@ -460,13 +450,13 @@ public final class PostgresStore: SwiftletStore, Service {
             // The row lock makes concurrent read-modify-writes of one instance take turns.
             guard let body = try await db.value(String.self, "SELECT body FROM instance WHERE id = \(id) FOR UPDATE")
             else { throw SwiftletError.notFound("instance", id) }
-            var instance = try Self.decode(Instance.self, body)
+            var instance = try RecordCoding.decode(Instance.self, body)
             try change(&instance)
             instance.updatedAt = Date()
             try await db.execute(
                 """
                 UPDATE instance SET state = \(instance.state.rawValue), host_id = \(instance.hostId),
-                body = \(try Self.json(instance)), revision = revision + 1 WHERE id = \(id)
+                body = \(try RecordCoding.json(instance)), revision = revision + 1 WHERE id = \(id)
                 """)
             for event in events {
                 try await Self.insertEvent(
@@ -570,7 +560,7 @@ public final class PostgresStore: SwiftletStore, Service {
             // The cordon is the operator's, not the host's report: an upsert keeps it.
             try await db.execute(
                 """
-                INSERT INTO host (id, body) VALUES (\(host.id), \(try Self.json(host)))
+                INSERT INTO host (id, body) VALUES (\(host.id), \(try RecordCoding.json(host)))
                 ON CONFLICT (id) DO UPDATE SET body = excluded.body
                 """)
         }
@@ -586,7 +576,7 @@ public final class PostgresStore: SwiftletStore, Service {
     public func hosts() async throws(SwiftletError) -> [ComputeHost] {
         try await read { db in
             try await db.rows("SELECT body, cordoned FROM host ORDER BY id").map { row in
-                var host = try Self.decode(ComputeHost.self, row.get("body"))
+                var host = try RecordCoding.decode(ComputeHost.self, row.get("body"))
                 host.cordoned = try row.get("cordoned", as: Bool.self)
                 return host
             }

@@ -25,7 +25,7 @@ extension SQLiteStore: BuildStore {
             try db.execute(
                 sql: "INSERT INTO build (id, project_id, state, body, created_at) VALUES (?, ?, ?, ?, ?)",
                 arguments: [
-                    build.id, build.projectId, build.state.rawValue, try Self.json(build),
+                    build.id, build.projectId, build.state.rawValue, try RecordCoding.json(build),
                     DatabaseDate.text(build.createdAt),
                 ])
         }
@@ -35,7 +35,7 @@ extension SQLiteStore: BuildStore {
         try await write { db in
             try db.execute(
                 sql: "UPDATE build SET state = ?, body = ? WHERE id = ?",
-                arguments: [build.state.rawValue, try Self.json(build), build.id])
+                arguments: [build.state.rawValue, try RecordCoding.json(build), build.id])
         }
     }
 
@@ -44,7 +44,7 @@ extension SQLiteStore: BuildStore {
             try String.fetchOne(
                 db, sql: "SELECT body FROM build WHERE id = ? AND (? IS NULL OR project_id = ?)",
                 arguments: [id, projectId, projectId]
-            ).map { try Self.decode(Build.self, $0) }
+            ).map { try RecordCoding.decode(Build.self, $0) }
         }
     }
 
@@ -53,7 +53,7 @@ extension SQLiteStore: BuildStore {
             try String.fetchAll(
                 db, sql: "SELECT body FROM build WHERE ? IS NULL OR project_id = ? ORDER BY created_at, id",
                 arguments: [projectId, projectId]
-            ).map { try Self.decode(Build.self, $0) }
+            ).map { try RecordCoding.decode(Build.self, $0) }
         }
     }
 

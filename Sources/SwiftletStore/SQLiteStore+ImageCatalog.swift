@@ -24,7 +24,7 @@ extension SQLiteStore: ImageCatalogStore {
     /// The catalog columns of an image row (absent before the migration ran).
     static func applyCatalog(_ row: Row, to image: inout Image) throws {
         if let visibility: String = row["visibility"] { image.visibility = ImageVisibility(rawValue: visibility) }
-        if let tags: String = row["tags"] { image.tags = try decode([String].self, tags) }
+        if let tags: String = row["tags"] { image.tags = try RecordCoding.decode([String].self, tags) }
         image.signature = row["signature"]
         image.signingKeyId = row["signing_key_id"]
     }
@@ -74,8 +74,8 @@ extension SQLiteStore: ImageCatalogStore {
                     WHERE id = ?
                     """,
                 arguments: [
-                    (image.visibility ?? .private).rawValue, try Self.json(image.tags ?? []), image.signature,
-                    image.signingKeyId, try Self.json(image.properties), image.id,
+                    (image.visibility ?? .private).rawValue, try RecordCoding.json(image.tags ?? []), image.signature,
+                    image.signingKeyId, try RecordCoding.json(image.properties), image.id,
                 ])
             guard db.changesCount > 0 else { throw SwiftletError.notFound("image", image.id) }
         }

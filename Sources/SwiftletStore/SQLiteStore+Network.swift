@@ -153,11 +153,12 @@ extension SQLiteStore: NetworkStore {
                     let body = try String.fetchOne(
                         db, sql: "SELECT body FROM instance WHERE id = ?", arguments: [instanceId])
                 else { throw SwiftletError.notFound("instance", instanceId) }
-                var instance = try Self.decode(Instance.self, body)
+                var instance = try RecordCoding.decode(Instance.self, body)
                 instance.ports = made.filter { $0.instanceId == instanceId }
                 instance.securityGroups = groupNames
                 try db.execute(
-                    sql: "UPDATE instance SET body = ? WHERE id = ?", arguments: [try Self.json(instance), instanceId])
+                    sql: "UPDATE instance SET body = ? WHERE id = ?",
+                    arguments: [try RecordCoding.json(instance), instanceId])
             }
             return made
         }

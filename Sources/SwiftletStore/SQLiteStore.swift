@@ -117,17 +117,6 @@ public final class SQLiteStore: SwiftletStore {
         return SwiftletError(.internal, "store.failed", "database error: \(error)")
     }
 
-    private static let encoder = SwiftletJSON.encoder()
-    private static let decoder = SwiftletJSON.decoder()
-
-    static func json<T: Encodable>(_ value: T) throws -> String {
-        String(decoding: try encoder.encode(value), as: UTF8.self)
-    }
-
-    static func decode<T: Decodable>(_ type: T.Type, _ text: String) throws -> T {
-        try decoder.decode(type, from: Data(text.utf8))
-    }
-
     // MARK: - Projects and tokens
 
     public func createProject(_ project: Project) async throws(SwiftletError) {
@@ -185,7 +174,7 @@ public final class SQLiteStore: SwiftletStore {
                     """,
                 arguments: [
                     image.id, image.projectId, image.name, image.kind.rawValue, image.sha256, image.sizeBytes,
-                    try Self.json(image.properties), image.createdAt,
+                    try RecordCoding.json(image.properties), image.createdAt,
                 ])
         }
     }
@@ -233,7 +222,7 @@ public final class SQLiteStore: SwiftletStore {
         try Image(
             id: row["id"], projectId: row["project_id"], name: row["name"],
             kind: ImageKind(rawValue: row["kind"]) ?? .pvh, sha256: row["sha256"], sizeBytes: row["size_bytes"],
-            properties: try decode([String: String].self, row["properties"]), createdAt: row["created_at"]
+            properties: try RecordCoding.decode([String: String].self, row["properties"]), createdAt: row["created_at"]
         )
         .withCatalog(row)
     }
@@ -268,7 +257,7 @@ public final class SQLiteStore: SwiftletStore {
                         """,
                     arguments: [
                         instance.id, instance.projectId, instance.name, instance.imageId, instance.state.rawValue,
-                        try Self.json(instance), DatabaseDate.text(instance.createdAt), instance.hostId,
+                        try RecordCoding.json(instance), DatabaseDate.text(instance.createdAt), instance.hostId,
                         instance.memoryMib, instance.vcpus, instance.serverGroupId,
                     ])
                 try db.cachedExecute(
@@ -295,7 +284,7 @@ public final class SQLiteStore: SwiftletStore {
                     ORDER BY created_at, id LIMIT ?6
                     """,
                 arguments: [projectId, state?.rawValue, name, imageId, marker, limit ?? -1]
-            ).map { try Self.decode(Instance.self, $0) }
+            ).map { try RecordCoding.decode(Instance.self, $0) }
         }
     }
 
@@ -315,7 +304,7 @@ public final class SQLiteStore: SwiftletStore {
                     ORDER BY id = ?1 DESC LIMIT 1
                     """,
                 arguments: [idOrName, projectId]
-            ).map { try Self.decode(Instance.self, $0) }
+            ).map { try RecordCoding.decode(Instance.self, $0) }
         }
     }
 
@@ -331,12 +320,12 @@ public final class SQLiteStore: SwiftletStore {
             else {
                 throw SwiftletError.notFound("instance", id)
             }
-            var instance = try Self.decode(Instance.self, body)
+            var instance = try RecordCoding.decode(Instance.self, body)
             try change(&instance)
             instance.updatedAt = Date()
             try db.cachedExecute(
                 sql: "UPDATE instance SET state = ?, host_id = ?, body = ? WHERE id = ?",
-                arguments: [instance.state.rawValue, instance.hostId, try Self.json(instance), id])
+                arguments: [instance.state.rawValue, instance.hostId, try RecordCoding.json(instance), id])
             for event in events {
                 try Self.insertEvent(
                     db, instanceId: id, time: instance.updatedAt, type: event.type, message: event.message)
@@ -430,7 +419,7 @@ public final class SQLiteStore: SwiftletStore {
             // The cordon is the operator's, not the host's report: an upsert keeps it.
             try db.cachedExecute(
                 sql: "INSERT INTO host (id, body) VALUES (?, ?) ON CONFLICT(id) DO UPDATE SET body = excluded.body",
-                arguments: [host.id, try Self.json(host)])
+                arguments: [host.id, try RecordCoding.json(host)])
         }
     }
 
@@ -444,7 +433,7 @@ public final class SQLiteStore: SwiftletStore {
     public func hosts() async throws(SwiftletError) -> [ComputeHost] {
         try await read { db in
             try Row.fetchAll(db, sql: "SELECT body, cordoned FROM host ORDER BY id").map { row in
-                var host = try Self.decode(ComputeHost.self, row["body"] as String)
+                var host = try RecordCoding.decode(ComputeHost.self, row["body"] as String)
                 host.cordoned = row["cordoned"] as Bool
                 return host
             }

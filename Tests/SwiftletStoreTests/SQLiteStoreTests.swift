@@ -29,7 +29,7 @@ import Testing
                         INSERT INTO instance (id, project_id, name, image_id, state, body, created_at)
                         VALUES (?, ?, 'old', 'img-old', 'RUNNING', ?, ?)
                         """,
-                    arguments: [record.id, Project.adminProjectId, try SQLiteStore.json(record), Date()])
+                    arguments: [record.id, Project.adminProjectId, try RecordCoding.json(record), Date()])
             }
         }
         let migrated = try SQLiteStore(path: path)
