@@ -45,24 +45,47 @@ public struct LocalAgentLink: AgentLink {
     public func poolReadyCounts() async -> [String: Int] { await agent.poolReadyCounts() }
 }
 
-/// The connected agents, by host id: where the controller sends each host's desired state.
+/// The agents' links, by host id: where the controller sends each host's desired state.
 public final class AgentRegistry: Sendable {
     private let links = Mutex<[String: any AgentLink]>([:])
+    private let factory = Mutex<(@Sendable (String) -> any AgentLink)?>(nil)
 
     public init() {}
+
+    /// Makes the link to a host not registered yet (with several hosts: its feed in the store);
+    /// without it, such a host is unreachable.
+    public var makeLink: (@Sendable (String) -> any AgentLink)? {
+        get { factory.withLock { $0 } }
+        set { factory.withLock { $0 = newValue } }
+    }
 
     public func register(_ link: any AgentLink) {
         links.withLock { $0[link.hostId] = link }
     }
 
-    /// The link to `hostId`, or 409 `host.unreachable` when its agent is not connected.
+    /// The link to `hostId`, made on first use when the registry can make one, else 409
+    /// `host.unreachable`.
     public func link(for hostId: String) throws(SwiftletError) -> any AgentLink {
-        guard let link = links.withLock({ $0[hostId] }) else {
+        let make = makeLink
+        let link = links.withLock { links -> (any AgentLink)? in
+            if let link = links[hostId] { return link }
+            guard let make else { return nil }
+            let link = make(hostId)
+            links[hostId] = link
+            return link
+        }
+        guard let link else {
             throw SwiftletError(.conflict, "host.unreachable", "the agent of host '\(hostId)' is not connected")
         }
         return link
     }
 
+    /// The link registered for `hostId`, if any (none is made).
+    public func registered(_ hostId: String) -> (any AgentLink)? {
+        links.withLock { $0[hostId] }
+    }
+
+    /// Every registered link.
     public var all: [any AgentLink] { links.withLock { Array($0.values) } }
 }
 

@@ -66,16 +66,28 @@ enum AgentRoutes {
         v1.post("watch") { request, context in
             let hostId = try await cluster.authenticate(certificateDER: await context.peerCertificateDER())
             let body = try await decode(WatchRequest.self, request, context)
-            let stream = try await cluster.watch(hostId: hostId, body)
+            let session = try await cluster.watch(hostId: hostId, body)
             let encoder = SwiftletJSON.encoder()
             return Response(
                 status: .ok, headers: [.contentType: "application/x-ndjson"],
                 body: ResponseBody { writer in
-                    for await message in stream {
-                        var line = try encoder.encode(message)
-                        line.append(0x0A)
-                        try await writer.write(ByteBuffer(bytes: line))
+                    // The pump reads the host's feed into the stream while this writes it out; when
+                    // the stream ends (or the agent goes), the pump goes with it.
+                    do {
+                        try await withThrowingDiscardingTaskGroup { group in
+                            group.addTask { await session.pump() }
+                            for await message in session.stream {
+                                var line = try encoder.encode(message)
+                                line.append(0x0A)
+                                try await writer.write(ByteBuffer(bytes: line))
+                            }
+                            group.cancelAll()
+                        }
+                    } catch {
+                        await session.end()
+                        throw error
                     }
+                    await session.end()
                     try await writer.finish(nil)
                 })
         }
@@ -88,7 +100,7 @@ enum AgentRoutes {
         v1.post("replies") { request, context in
             let hostId = try await cluster.authenticate(certificateDER: await context.peerCertificateDER())
             let reply = try await decode(AgentReply.self, request, context)
-            try cluster.link(hostId: hostId).resolve(reply)
+            try await cluster.link(hostId: hostId).resolve(reply)
             return Response(status: .noContent)
         }
         v1.post("lease") { _, context in

@@ -12,12 +12,16 @@ import Synchronization
 /// host, host leases, and the agents' side of the link (watch, observations, replies, images).
 public final class ClusterService: Sendable {
     public let ca: ClusterCA
-    let store: any SwiftletStore & ClusterStore
+    let store: any SwiftletStore & ClusterStore & HostFeedStore
     let controller: Controller
     let settings: Settings
     private let logger: Logger
-    /// This controller process's revision sequence (see `RemoteAgentLink`).
-    let epoch = ResourceID.make("epoch")
+    /// The store's revision sequences (see `RemoteAgentLink`).
+    let epoch: String
+    /// Names this controller process as the holder of its agents' watch streams.
+    let controllerId = ResourceID.make("ctl")
+    /// Calls on agents connected to other controllers, waiting for their answers.
+    private let routed = RoutedCalls()
     /// Set on graceful shutdown: watch streams end and new ones are refused.
     private let closing = Atomic(false)
 
@@ -32,20 +36,45 @@ public final class ClusterService: Sendable {
     }
 
     public init(
-        ca: ClusterCA, store: any SwiftletStore & ClusterStore, controller: Controller, settings: Settings,
-        logger: Logger
+        ca: ClusterCA, store: any SwiftletStore & ClusterStore & HostFeedStore, controller: Controller,
+        settings: Settings, logger: Logger
     ) async throws(SwiftletError) {
         self.ca = ca
         self.store = store
         self.controller = controller
         self.settings = settings
         self.logger = logger
+        epoch = try await store.feedIdentity()
         controller.leases.duration = settings.leaseDuration
-        // Every joined host gets its link now: what is sent to it waits in the link's log until
-        // its agent connects.
-        for host in try await store.hosts() {
+        // A host that joined through another controller gets its link when first needed: what is
+        // sent to it goes into its feed, whichever controller its agent is connected to.
+        let (epoch, agents, routed, controllerId) = (epoch, controller.agents, routed, controllerId)
+        agents.makeLink = { hostId in
+            RemoteAgentLink(
+                hostId: hostId, epoch: epoch, feed: store, controllerId: controllerId, routed: routed, logger: logger)
+        }
+        store.observeHostFeeds { signal in
+            switch signal {
+            case .appended(let hostId): (agents.registered(hostId) as? RemoteAgentLink)?.wake()
+            case .called(let hostId): (agents.registered(hostId) as? RemoteAgentLink)?.wakeForCalls()
+            case .answered(let callId): routed.signal(id: callId)
+            case .missed:
+                for case let link as RemoteAgentLink in agents.all {
+                    link.wake()
+                    link.wakeForCalls()
+                }
+                routed.signalAll()
+            }
+        }
+        try await registerJoinedHosts()
+    }
+
+    /// Gives every joined host that is not revoked a link (hosts that joined through another
+    /// controller among them), so that changes for all hosts reach each one's feed.
+    func registerJoinedHosts() async throws(SwiftletError) {
+        for host in try await store.hosts() where controller.agents.registered(host.id) == nil {
             if let credential = try await store.hostCredential(hostId: host.id), !credential.revoked {
-                controller.agents.register(RemoteAgentLink(hostId: host.id, epoch: epoch, logger: logger))
+                _ = try controller.agents.link(for: host.id)
             }
         }
     }
@@ -109,9 +138,7 @@ public final class ClusterService: Sendable {
             credential: HostCredential(
                 hostId: hostId, name: request.hostName, certificateSerial: issued.serial, joinedAt: Date()))
         try await record(hostId: hostId, name: request.hostName, capabilities: request.capabilities)
-        if (try? controller.agents.link(for: hostId)) == nil {
-            controller.agents.register(RemoteAgentLink(hostId: hostId, epoch: epoch, logger: logger))
-        }
+        _ = try controller.agents.link(for: hostId)
         controller.leases.renew(hostId: hostId)
         logger.notice("host joined", metadata: ["host.id": "\(hostId)", "host.serial": "\(issued.serial)"])
         return JoinResponse(hostId: hostId, certificate: issued.certificate, caCertificate: ca.certificatePEM)
@@ -185,7 +212,7 @@ public final class ClusterService: Sendable {
         for link in controller.agents.all { (link as? RemoteAgentLink)?.disconnect() }
     }
 
-    func watch(hostId: String, _ request: WatchRequest) async throws(SwiftletError) -> AsyncStream<AgentDown> {
+    func watch(hostId: String, _ request: WatchRequest) async throws(SwiftletError) -> RemoteAgentLink.WatchSession {
         guard !closing.load(ordering: .sequentiallyConsistent) else {
             throw SwiftletError(.unavailable, "controller.closing", "the controller is shutting down")
         }
@@ -194,12 +221,12 @@ public final class ClusterService: Sendable {
         let networkingChanged = try await record(hostId: hostId, name: name, capabilities: request.capabilities)
         controller.leases.renew(hostId: hostId)
         let sync = controller.instanceSync
-        let stream = try await link(hostId: hostId).open(request) { () async throws(SwiftletError) in
+        let session = try await link(hostId: hostId).open(request) { () async throws(SwiftletError) in
             try await sync.hostSync(hostId: hostId)
         }
         // The other hosts tunnel to this one (a join recorded it already, so "changed" is not enough).
         if networkingChanged || request.capabilities.networkPrefix != nil { await controller.publishNetworks() }
-        return stream
+        return session
     }
 
     /// Records a batch in order, each report on its own: one refused report (a stale generation, an

@@ -58,7 +58,7 @@ extension Controller {
         guard (576...9000).contains(mtu) else {
             throw .badRequest("network.bad_mtu", "mtu must be 576-9000, got \(mtu)")
         }
-        try await networking.local.checkHostRoutes(block)
+        try await networking.local?.checkHostRoutes(block)
         let id = ResourceID.make("net")
         let network = Network(
             id: id, projectId: principal.projectId, name: request.name, cidr: block.description,

@@ -376,6 +376,14 @@ public final class Controller: Sendable {
         let commit = Task { () -> SwiftletError? in
             // The claim is checked in the insert's own transaction: no extra commit on this path.
             do throws(SwiftletError) { try await store.createInstances([instance], claim: claim) } catch {
+                // A connection lost at commit leaves the outcome unknown: a record that is there
+                // boots, so that no recorded instance is left without its VM.
+                if error.code == "store.unavailable",
+                    (try? await store.instanceState(id: instance.id)) != nil
+                {
+                    pendingCommit.committed(at: monotonicNanos())
+                    return nil
+                }
                 pendingCommit.failed()
                 return Self.insertError(error)
             }

@@ -26,6 +26,8 @@ struct HostMonitor: Service {
                 // An idle watch stream carries a ping now and then, so an agent can tell a dead one.
                 if ContinuousClock.now - lastPing >= Self.pingInterval {
                     for link in controller.agents.all { (link as? RemoteAgentLink)?.ping() }
+                    // Hosts that joined through another controller.
+                    try? await cluster.registerJoinedHosts()
                     lastPing = .now
                 }
                 try? await Task.sleep(for: interval)

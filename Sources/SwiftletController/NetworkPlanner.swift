@@ -6,11 +6,12 @@ import SwiftletStore
 import Synchronization
 
 /// Networking as the controller runs it: networks, ports and groups in the store, one device prefix
-/// for every host, and this host's network (where new networks' CIDRs are checked against routes).
+/// for every host, and this host's network when it has one (where new networks' CIDRs are checked
+/// against routes).
 public final class ControllerNetworking: Sendable {
     public let store: any SwiftletStore & NetworkStore
     public let prefix: String
-    public let local: HostNetwork
+    public let local: HostNetwork?
     /// The controller's own host: it carries networks even without a fabric address (alone, it
     /// needs no tunnels).
     private let localHost = Mutex<String?>(nil)
@@ -19,6 +20,13 @@ public final class ControllerNetworking: Sendable {
         self.store = store
         self.prefix = local.prefix
         self.local = local
+    }
+
+    /// A controller without a host of its own: its hosts' agents carry the networks.
+    public init(store: any SwiftletStore & NetworkStore, prefix: String) {
+        self.store = store
+        self.prefix = prefix
+        self.local = nil
     }
 
     func setLocalHost(_ hostId: String) { localHost.withLock { $0 = hostId } }

@@ -2,43 +2,71 @@ import Foundation
 import Logging
 import SwiftletAgentProtocol
 import SwiftletCore
+import SwiftletStore
 import Synchronization
 
-/// The controller's end of a host agent's network connection. Desired-state changes are kept in
-/// a log numbered by revision and go down the agent's watch stream as they happen; an agent that
-/// reconnects resumes after the last revision it applied, or gets a full `HostSync` when that
-/// revision is no longer in the log (or belongs to an earlier controller process). Calls on the
-/// agent (console, commands) go down the same stream and wait for the agent's reply.
+/// The controller's end of a host agent's network connection. Desired-state changes go into the
+/// host's feed in the store, numbered by revision, so that whichever controller holds the agent's
+/// watch stream hands them on: this one at once when it holds it, another when the store tells it
+/// of the append. An agent that reconnects (to any controller) resumes after the last revision it
+/// applied, or gets a full `HostSync` when that revision is no longer in the feed (or is another
+/// store's). Calls on the agent (console, commands) go down the same stream and wait for the
+/// agent's reply; when the agent is connected to another controller, they go through the store
+/// to that one, and the answer comes back the same way.
 public final class RemoteAgentLink: AgentLink {
     public let hostId: String
-    /// Names this controller process's revision sequence: a restarted controller starts a new one.
+    /// Names the store's revision sequences (`HostFeedStore.feedIdentity`).
     let epoch: String
+    private let feed: any HostFeedStore
+    /// This controller, as the store names the holder of a watch stream.
+    private let controllerId: String
+    private let routed: RoutedCalls
     private let logger: Logger
     private let state = Mutex(State())
 
-    /// Changes kept for resuming agents.
-    static let logCapacity = 4096
     /// How long a call on the agent may take.
     static let callTimeout: Duration = .seconds(10)
+    /// Feed entries read at once.
+    static let pageSize = 256
 
     private struct State {
-        var revision: UInt64 = 0
-        var log: [WatchEvent] = []
         var stream: AsyncStream<AgentDown>.Continuation?
+        /// Wakes the current stream's pump to read the feed.
+        var wake: AsyncStream<Void>.Continuation?
         /// Numbers the streams, so that the end of a replaced one does not end its successor.
         var streamSerial = 0
+        /// The last revision handed to the current stream.
+        var delivered: UInt64 = 0
         var calls: [String: CheckedContinuation<AgentReply.Result, Never>] = [:]
+        /// Another controller left calls for this host's agent in the store.
+        var callsWaiting = false
+        /// Calls taken from the store and sent to the agent: their answers go back to the store.
+        var forwarded: Set<String> = []
     }
 
-    init(hostId: String, epoch: String, logger: Logger) {
+    /// A watch stream and the loop that feeds it from the store (run it beside the stream's
+    /// reader), and what to do once the stream is over.
+    struct WatchSession: Sendable {
+        let stream: AsyncStream<AgentDown>
+        let pump: @Sendable () async -> Void
+        let end: @Sendable () async -> Void
+    }
+
+    init(
+        hostId: String, epoch: String, feed: any HostFeedStore, controllerId: String, routed: RoutedCalls,
+        logger: Logger
+    ) {
         self.hostId = hostId
         self.epoch = epoch
+        self.feed = feed
+        self.controllerId = controllerId
+        self.routed = routed
         self.logger = logger
     }
 
     // MARK: - AgentLink
 
-    /// Queues the change for the agent; with `pendingCommit`, only once the record committed.
+    /// Appends the change to the host's feed; with `pendingCommit`, only once the record committed.
     public func apply(_ change: DesiredChange, pendingCommit: PendingCommit?) async {
         var change = change
         if let pendingCommit {
@@ -49,12 +77,28 @@ public final class RemoteAgentLink: AgentLink {
                 change = .assign(assignment)
             }
         }
+        let revision: UInt64
+        do {
+            let body = try SwiftletJSON.encoder().encode(change)
+            revision = try await feed.appendHostChange(hostId: hostId, body: body)
+        } catch {
+            // Not in the feed: an agent connected here resyncs from the store; one connected
+            // elsewhere gets it with its next full sync.
+            logger.error(
+                "desired change not recorded: the agent resyncs",
+                metadata: ["host.id": "\(hostId)", "error": "\(error)"])
+            disconnect()
+            return
+        }
         state.withLock { state in
-            state.revision += 1
-            let event = WatchEvent(revision: state.revision, change: change)
-            state.log.append(event)
-            if state.log.count > Self.logCapacity { state.log.removeFirst(state.log.count - Self.logCapacity) }
-            state.stream?.yield(.event(event))
+            guard let stream = state.stream, revision > state.delivered else { return }
+            if revision == state.delivered + 1 {
+                stream.yield(.event(WatchEvent(revision: revision, change: change)))
+                state.delivered = revision
+            } else {
+                // Another controller's append came between: the pump reads them in order.
+                state.wake?.yield()
+            }
         }
     }
 
@@ -81,48 +125,169 @@ public final class RemoteAgentLink: AgentLink {
     // MARK: - The agent's side
 
     /// Opens the watch stream for a (re)connecting agent: the changes after `request.revision` when
-    /// the log still has them all, else a full sync first. A stream opened earlier is ended.
+    /// the feed still has them all, else a full sync first. A stream opened earlier is ended.
     func open(_ request: WatchRequest, sync: () async throws(SwiftletError) -> HostSync) async throws(SwiftletError)
-        -> AsyncStream<AgentDown>
+        -> WatchSession
     {
         let (stream, continuation) = AsyncStream.makeStream(of: AgentDown.self, bufferingPolicy: .unbounded)
-        // The revision is taken before the sync is read, and the log after it follows the sync: a
-        // change made meanwhile is then in both, and applying it twice is harmless.
-        let base = state.withLock { $0.revision }
-        let full = try await sync()
+        let (wakes, wake) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
+        // The feed's revision is read before the sync, and the pump goes on after it: a change
+        // made meanwhile is then in both, and applying it twice is harmless.
+        let bounds = try await feed.hostChanges(hostId: hostId, after: 0, limit: 0)
+        let start: UInt64
+        if request.epoch == epoch, let revision = request.revision, bounds.canResume(after: revision) {
+            start = revision
+        } else {
+            var full = try await sync()
+            full.revision = bounds.latest
+            start = bounds.latest
+            continuation.yield(.sync(full, epoch: epoch))
+        }
+        wake.yield()
         let (serial, replaced) = state.withLock { state in
-            let replaced = state.stream
+            let replaced = (state.stream, state.wake)
             state.stream = continuation
+            state.wake = wake
+            state.delivered = start
             state.streamSerial += 1
-            let resumable =
-                request.epoch == epoch
-                && request.revision.map { revision in
-                    revision >= (state.log.first?.revision ?? state.revision + 1) - 1 && revision <= state.revision
-                } ?? false
-            if resumable, let revision = request.revision {
-                for event in state.log where event.revision > revision { continuation.yield(.event(event)) }
-            } else {
-                var full = full
-                full.revision = base
-                continuation.yield(.sync(full, epoch: epoch))
-                for event in state.log where event.revision > base { continuation.yield(.event(event)) }
-            }
             return (state.streamSerial, replaced)
         }
         // Outside the lock: ending a stream runs its termination handler, which takes the lock.
-        replaced?.finish()
+        replaced.0?.finish()
+        replaced.1?.finish()
         continuation.onTermination = { [weak self] _ in self?.closed(serial: serial) }
-        return stream
+        // Names this stream, so that the end of a replaced one does not clear its successor.
+        let holder = controllerId + "/\(serial)"
+        if feed.routesAgentCalls {
+            // Other controllers route this host's calls here from now on; those left before are taken.
+            try await feed.setWatchHolder(hostId: hostId, holder: holder, releasing: nil)
+            wakeForCalls()
+        }
+        let (feed, hostId) = (feed, hostId)
+        return WatchSession(
+            stream: stream, pump: { [self] in await pump(serial: serial, wakes: wakes) },
+            end: {
+                guard feed.routesAgentCalls else { return }
+                try? await feed.setWatchHolder(hostId: hostId, holder: nil, releasing: holder)
+            })
+    }
+
+    /// Reads the feed after what the stream was handed, each time it is woken, until the stream ends.
+    private func pump(serial: Int, wakes: AsyncStream<Void>) async {
+        let decoder = SwiftletJSON.decoder()
+        for await _ in wakes {
+            await forwardRoutedCalls(serial: serial)
+            while !Task.isCancelled {
+                guard let after = state.withLock({ $0.streamSerial == serial ? $0.delivered : nil }) else { return }
+                let page: HostFeedPage
+                do { page = try await feed.hostChanges(hostId: hostId, after: after, limit: Self.pageSize) } catch {
+                    logger.warning(
+                        "cannot read the host's feed; retrying",
+                        metadata: ["host.id": "\(hostId)", "error": "\(error)"])
+                    try? await Task.sleep(for: .seconds(1))
+                    continue
+                }
+                guard page.canResume(after: after) else {
+                    // Trimmed past what the agent has: it reconnects and gets a full sync.
+                    disconnect()
+                    return
+                }
+                var events: [WatchEvent] = []
+                do {
+                    for entry in page.entries {
+                        events.append(
+                            WatchEvent(
+                                revision: entry.revision,
+                                change: try decoder.decode(DesiredChange.self, from: entry.body)))
+                    }
+                } catch {
+                    // Written by a newer controller: a full sync says the same in terms this one knows.
+                    logger.error(
+                        "undecodable feed entry: the agent resyncs",
+                        metadata: ["host.id": "\(hostId)", "error": "\(error)"])
+                    disconnect()
+                    return
+                }
+                state.withLock { state in
+                    guard state.streamSerial == serial, let stream = state.stream else { return }
+                    for event in events where event.revision == state.delivered + 1 {
+                        stream.yield(.event(event))
+                        state.delivered = event.revision
+                    }
+                }
+                if page.entries.count < Self.pageSize { break }
+            }
+        }
+    }
+
+    /// Wakes the pump: another controller appended to this host's feed.
+    func wake() {
+        _ = state.withLock { $0.wake?.yield() }
+    }
+
+    /// Wakes the pump to take the calls other controllers left for this host's agent.
+    func wakeForCalls() {
+        state.withLock { state in
+            guard let wake = state.wake else { return }
+            state.callsWaiting = true
+            wake.yield()
+        }
+    }
+
+    /// Sends the agent the calls left for it in the store; their answers go back there.
+    private func forwardRoutedCalls(serial: Int) async {
+        let waiting = state.withLock { state in
+            defer { state.callsWaiting = false }
+            return state.callsWaiting && state.streamSerial == serial
+        }
+        guard waiting else { return }
+        let calls: [(id: String, body: Data)]
+        do { calls = try await feed.takeAgentCalls(hostId: hostId) } catch {
+            logger.warning("cannot take routed calls", metadata: ["host.id": "\(hostId)", "error": "\(error)"])
+            return
+        }
+        let decoder = SwiftletJSON.decoder()
+        for (id, body) in calls {
+            guard let call = try? decoder.decode(AgentRequest.Call.self, from: body) else {
+                _ = try? await feed.answerAgentCall(
+                    id: id,
+                    body: Self.encode(.failed(code: "agent.bad_call", message: "the call cannot be read", status: 400)))
+                continue
+            }
+            let sent = state.withLock { state -> Bool in
+                guard state.streamSerial == serial, let stream = state.stream else { return false }
+                state.forwarded.insert(id)
+                stream.yield(.request(AgentRequest(id: id, call: call)))
+                return true
+            }
+            if !sent {
+                _ = try? await feed.answerAgentCall(
+                    id: id,
+                    body: Self.encode(.failed(code: "host.unreachable", message: "the agent disconnected", status: 409))
+                )
+            }
+        }
+    }
+
+    private static func encode(_ result: AgentReply.Result) -> Data {
+        (try? SwiftletJSON.encoder().encode(result)) ?? Data()
     }
 
     private func closed(serial: Int) {
-        let calls: [CheckedContinuation<AgentReply.Result, Never>] = state.withLock { state in
-            // A newer stream may have replaced this one already.
-            guard state.streamSerial == serial else { return [] }
-            state.stream = nil
-            defer { state.calls = [:] }
-            return Array(state.calls.values)
-        }
+        let (calls, wake): ([CheckedContinuation<AgentReply.Result, Never>], AsyncStream<Void>.Continuation?) =
+            state.withLock { state in
+                // A newer stream may have replaced this one already.
+                guard state.streamSerial == serial else { return ([], nil) }
+                state.stream = nil
+                defer {
+                    state.calls = [:]
+                    state.wake = nil
+                    // Their callers time out: the agent that would answer them is gone.
+                    state.forwarded = []
+                }
+                return (Array(state.calls.values), state.wake)
+            }
+        wake?.finish()
         for call in calls {
             call.resume(returning: .failed(code: "host.unreachable", message: "the agent disconnected", status: 409))
         }
@@ -139,13 +304,56 @@ public final class RemoteAgentLink: AgentLink {
         _ = state.withLock { $0.stream?.yield(.ping) }
     }
 
-    /// An answer to one of this link's calls.
-    func resolve(_ reply: AgentReply) {
-        let waiter = state.withLock { $0.calls.removeValue(forKey: reply.id) }
-        waiter?.resume(returning: reply.result)
+    /// An answer to one of this link's calls, or to one another controller routed here.
+    func resolve(_ reply: AgentReply) async {
+        let (waiter, forwarded) = state.withLock { state in
+            (state.calls.removeValue(forKey: reply.id), state.forwarded.remove(reply.id) != nil)
+        }
+        if let waiter {
+            waiter.resume(returning: reply.result)
+        } else if forwarded {
+            do { try await feed.answerAgentCall(id: reply.id, body: Self.encode(reply.result)) } catch {
+                logger.warning("cannot pass on a routed call's answer", metadata: ["error": "\(error)"])
+            }
+        }
     }
 
+    /// A call on the agent: down this controller's stream when it holds the agent's, else through
+    /// the store to the controller that does.
     private func call(_ call: AgentRequest.Call) async throws(SwiftletError) -> AgentReply.Result {
+        let local = state.withLock { $0.stream != nil }
+        if !local, feed.routesAgentCalls, let holder = try await feed.watchHolder(hostId: hostId),
+            !holder.hasPrefix(controllerId + "/")
+        {
+            return try await routedCall(call)
+        }
+        return try await localCall(call)
+    }
+
+    private func routedCall(_ call: AgentRequest.Call) async throws(SwiftletError) -> AgentReply.Result {
+        let id = ResourceID.make("call")
+        let body: Data
+        do { body = try SwiftletJSON.encoder().encode(call) } catch {
+            throw SwiftletError(.internal, "agent.bad_call", "cannot encode the call: \(error)")
+        }
+        try await feed.sendAgentCall(id: id, hostId: hostId, body: body)
+        logger.debug("call routed through the store", metadata: ["host.id": "\(hostId)", "call.id": "\(id)"])
+        let deadline = ContinuousClock.now + Self.callTimeout
+        while ContinuousClock.now < deadline {
+            // The answer's signal wakes the wait; a missed one is caught by looking now and then.
+            await routed.wait(id: id, upTo: min(.milliseconds(500), deadline - .now))
+            if let answer = try await feed.takeAgentCallAnswer(id: id) {
+                guard let result = try? SwiftletJSON.decoder().decode(AgentReply.Result.self, from: answer) else {
+                    throw SwiftletError(.internal, "agent.bad_reply", "host '\(hostId)' answered a routed call wrongly")
+                }
+                return try Self.check(result)
+            }
+        }
+        try? await feed.endAgentCall(id: id)
+        throw SwiftletError(.unavailable, "host.timeout", "host '\(hostId)' did not answer in time")
+    }
+
+    private func localCall(_ call: AgentRequest.Call) async throws(SwiftletError) -> AgentReply.Result {
         let id = ResourceID.make("call")
         let result = await withTaskGroup(of: AgentReply.Result?.self) { group in
             group.addTask {
@@ -167,7 +375,7 @@ public final class RemoteAgentLink: AgentLink {
                 // Past the timeout the call is answered as failed, which ends the waiting child.
                 try? await Task.sleep(for: Self.callTimeout)
                 if !Task.isCancelled {
-                    self.resolve(
+                    await self.resolve(
                         AgentReply(
                             id: id,
                             result: .failed(
@@ -186,6 +394,11 @@ public final class RemoteAgentLink: AgentLink {
             return answer
         }
         guard let result else { throw SwiftletError(.internal, "agent.no_reply", "no reply from host '\(hostId)'") }
+        return try Self.check(result)
+    }
+
+    /// The result, or the agent's failure as an error.
+    private static func check(_ result: AgentReply.Result) throws(SwiftletError) -> AgentReply.Result {
         if case .failed(let code, let message, let status) = result {
             throw SwiftletError(SwiftletError.Kind(status: status), code, message)
         }

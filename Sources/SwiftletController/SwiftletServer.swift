@@ -52,6 +52,9 @@ public struct ServerConfiguration: Codable, Sendable {
     /// The store: `sqlite:PATH` or `postgres://USER[:PASSWORD]@HOST[:PORT]/DB` (default: SQLite
     /// at `<dataDirectory>/swiftlet.sqlite`).
     public var database: String?
+    /// Serve the API and the agent listener only: no agent for this host, which then takes no
+    /// instances. What each of several controllers sharing one PostgreSQL database runs.
+    public var controllerOnly: Bool = false
 
     public init() {}
 
@@ -97,6 +100,7 @@ public struct ServerConfiguration: Codable, Sendable {
         leaseDurationMs = try container.decodeIfPresent(Int.self, forKey: .leaseDurationMs) ?? leaseDurationMs
         leaseRenewMs = try container.decodeIfPresent(Int.self, forKey: .leaseRenewMs) ?? leaseRenewMs
         database = try container.decodeIfPresent(String.self, forKey: .database)
+        controllerOnly = try container.decodeIfPresent(Bool.self, forKey: .controllerOnly) ?? controllerOnly
         guard leaseRenewMs > 0, leaseDurationMs > leaseRenewMs else {
             throw DecodingError.dataCorruptedError(
                 forKey: .leaseDurationMs, in: container,
@@ -125,14 +129,15 @@ public struct ServerConfiguration: Codable, Sendable {
     }
 }
 
-/// Wires store, blob store, driver, agent and HTTP API for one host (the embedded default).
+/// Wires store, blob store, driver, agent and HTTP API for one host (the embedded default), or
+/// a controller of several (`controllerOnly`).
 public struct SwiftletServer: Sendable {
     public let configuration: ServerConfiguration
     public let controller: Controller
     /// Remote hosts (nil without an agent listener).
     public let cluster: ClusterService?
-    /// This host's agent, in process.
-    public let agent: HostAgent
+    /// This host's agent, in process (nil for a controller only).
+    public let agent: HostAgent?
     public let adminTokenPath: String
     private let logger: Logger
 
@@ -159,6 +164,25 @@ public struct SwiftletServer: Sendable {
         let blobs = try BlobStore(root: data + "/blobs")
         adminTokenPath = data + "/" + Self.adminTokenFile
 
+        if configuration.controllerOnly {
+            guard configuration.agentPort != nil else {
+                throw SwiftletError.badRequest(
+                    "server.controller_only",
+                    "a controller without a host of its own needs an agent listener (--agent-port)")
+            }
+            try LinuxNetworkDriver.validatePrefix(configuration.networkPrefix)
+            // Without a host here, new networks' ranges are not checked against this host's routes.
+            let networking =
+                getuid() == 0 ? ControllerNetworking(store: store, prefix: configuration.networkPrefix) : nil
+            agent = nil
+            controller = Controller(
+                store: store, blobs: blobs, uploadLimit: configuration.uploadLimitBytes,
+                hostMemoryMib: HostFacts.memoryMib, logger: logger, networking: networking)
+            cluster = try await Self.clusterService(
+                configuration: configuration, store: store, controller: controller, logger: logger)
+            try await ensureAdminToken()
+            return
+        }
         let capabilities = try await Self.hostCapabilities(configuration: configuration, logger: logger)
         let driver = QEMUDriver(accelerator: capabilities.chosenAccelerator, logger: logger)
         let hostName = ProcessInfo.processInfo.hostName
@@ -168,12 +192,13 @@ public struct SwiftletServer: Sendable {
         let network =
             getuid() == 0
             ? HostNetwork(driver: LinuxNetworkDriver(prefix: configuration.networkPrefix), logger: logger) : nil
-        agent = HostAgent(
+        let agent = HostAgent(
             hostId: hostId, images: BlobStoreSource(blobs: blobs), driver: driver, runRoot: data + "/run",
             maxConcurrentBoots: configuration.maxConcurrentBoots, hugePages: configuration.hugePages,
             imageCacheDirectory: configuration.imageCacheDirectory,
             imageCacheLimitBytes: configuration.imageCacheLimitBytes, network: network,
             logger: logger)
+        self.agent = agent
         controller = Controller(
             store: store, blobs: blobs, uploadLimit: configuration.uploadLimitBytes,
             hostMemoryMib: HostFacts.memoryMib, logger: logger,
@@ -192,25 +217,32 @@ public struct SwiftletServer: Sendable {
             )
         }
         try await store.upsertHost(host)
-        if configuration.agentPort != nil {
-            cluster = try await ClusterService(
-                ca: try ClusterCA.loadOrCreate(directory: data + "/ca"), store: store, controller: controller,
-                settings: .init(
-                    leaseDuration: .milliseconds(configuration.leaseDurationMs),
-                    leaseRenewInterval: .milliseconds(configuration.leaseRenewMs)),
-                logger: logger)
-        } else {
-            cluster = nil
-        }
+        cluster = try await Self.clusterService(
+            configuration: configuration, store: store, controller: controller, logger: logger)
         try await ensureAdminToken()
         try await controller.connectLocalAgent(LocalAgentLink(agent: agent))
+    }
+
+    /// Hosts that join over the network, when the agent listener is on.
+    private static func clusterService(
+        configuration: ServerConfiguration, store: any ControllerStore, controller: Controller, logger: Logger
+    ) async throws -> ClusterService? {
+        guard configuration.agentPort != nil else { return nil }
+        return try await ClusterService(
+            ca: try ClusterCA.loadOrCreate(directory: configuration.dataDirectory + "/ca"), store: store,
+            controller: controller,
+            settings: .init(
+                leaseDuration: .milliseconds(configuration.leaseDurationMs),
+                leaseRenewInterval: .milliseconds(configuration.leaseRenewMs)),
+            logger: logger)
     }
 
     /// The first start writes an admin token to `<data>/admin.token` (mode 0600).
     private func ensureAdminToken() async throws {
         if FileManager.default.fileExists(atPath: adminTokenPath) { return }
         let info = try await controller.createToken(projectId: Project.adminProjectId, admin: true)
-        let temporary = adminTokenPath + ".tmp"
+        // Controllers sharing the data directory may write at once: each its own temporary file.
+        let temporary = adminTokenPath + ".tmp-\(getpid())"
         guard
             FileManager.default.createFile(
                 atPath: temporary, contents: Data((info.token ?? "").utf8), attributes: [.posixPermissions: 0o600])
@@ -256,8 +288,10 @@ public struct SwiftletServer: Sendable {
         let group = ServiceGroup(
             configuration: .init(services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
         try await group.run()
-        await agent.drainPools()
-        if configuration.stopInstancesOnExit { await agent.stopAll(timeout: .seconds(5)) }
+        if let agent {
+            await agent.drainPools()
+            if configuration.stopInstancesOnExit { await agent.stopAll(timeout: .seconds(5)) }
+        }
         logger.info("server stopped")
     }
 }

@@ -11,7 +11,7 @@ import SwiftletCore
 /// (it says why, and the refusal is logged).
 actor ObservationUplink: ObservationSink {
     private var client: HTTPClient?
-    private var base = ""
+    private var controllers: ControllerEndpoints?
     private let logger: Logger
     private var queue: [Outgoing] = []
     /// Wakes the sender; cancellation ends its wait.
@@ -27,9 +27,9 @@ actor ObservationUplink: ObservationSink {
         self.logger = logger
     }
 
-    func connect(client: HTTPClient, base: String) {
+    func connect(client: HTTPClient, controllers: ControllerEndpoints) {
         self.client = client
-        self.base = base
+        self.controllers = controllers
     }
 
     nonisolated func observe(_ observation: Observation) async {
@@ -77,8 +77,8 @@ actor ObservationUplink: ObservationSink {
 
     /// True when delivered or refused for good (4xx); false to retry.
     private func post(_ path: String, _ body: Data?) async -> Bool {
-        guard let client, let body else { return true }
-        var request = HTTPClientRequest(url: base + path)
+        guard let client, let controllers, let body else { return true }
+        var request = HTTPClientRequest(url: controllers.base + path)
         request.method = .POST
         request.headers.add(name: "Content-Type", value: "application/json")
         request.body = .bytes(ByteBuffer(data: body))

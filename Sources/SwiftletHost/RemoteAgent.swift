@@ -20,8 +20,9 @@ import Synchronization
 
 /// What `swiftlet agent` is told.
 public struct RemoteAgentSettings: Sendable {
-    /// `https://ADDR:PORT` of the controller's agent listener.
-    public var controller: String
+    /// `https://ADDR:PORT` of each controller's agent listener (several: any of a cluster's
+    /// controllers, tried in turn).
+    public var controllers: [String]
     public var joinToken: String?
     public var dataDirectory: String
     public var name: String
@@ -39,8 +40,8 @@ public struct RemoteAgentSettings: Sendable {
     /// once), fixed capabilities with this much memory, no networking, no calibration.
     public var simulatedMemoryMib: Int?
 
-    public init(controller: String, joinToken: String?, dataDirectory: String, name: String) {
-        self.controller = controller
+    public init(controllers: [String], joinToken: String?, dataDirectory: String, name: String) {
+        self.controllers = controllers
         self.joinToken = joinToken
         self.dataDirectory = dataDirectory
         self.name = name
@@ -59,6 +60,7 @@ public final class RemoteAgent: Service {
     let agent: HostAgent
     let uplink: ObservationUplink
     let capabilities: HostCapabilities
+    let controllers: ControllerEndpoints
     private let position = Mutex<(revision: UInt64?, epoch: String?)>((nil, nil))
     /// What the fence watchdog was last told (`<data>/fence.json`).
     private let fence = Mutex<(vmms: [FenceRecord.VMM], written: FenceRecord?)>(([], nil))
@@ -79,21 +81,23 @@ public final class RemoteAgent: Service {
     /// A stream silent for longer is taken for dead (a partition, a NAT that dropped it).
     static let watchIdleTimeout: Duration = .seconds(10)
 
-    var base: String {
-        settings.controller.hasSuffix("/") ? String(settings.controller.dropLast()) : settings.controller
-    }
-
     public init(settings: RemoteAgentSettings, logger: Logger) async throws {
         self.settings = settings
         self.logger = logger
-        let scheme = settings.controller.split(separator: ":").first.map(String.init) ?? ""
-        guard scheme == "https" || (scheme == "http" && settings.insecure) else {
-            throw SwiftletError.badRequest(
-                "agent.insecure_controller",
-                scheme == "http"
-                    ? "plain HTTP between hosts is refused: use https://, or pass --insecure explicitly"
-                    : "the controller address must be https://HOST:PORT, got '\(settings.controller)'")
+        guard !settings.controllers.isEmpty else {
+            throw SwiftletError.badRequest("agent.no_controller", "name at least one controller (--controller)")
         }
+        for controller in settings.controllers {
+            let scheme = controller.split(separator: ":").first.map(String.init) ?? ""
+            guard scheme == "https" || (scheme == "http" && settings.insecure) else {
+                throw SwiftletError.badRequest(
+                    "agent.insecure_controller",
+                    scheme == "http"
+                        ? "plain HTTP between hosts is refused: use https://, or pass --insecure explicitly"
+                        : "the controller address must be https://HOST:PORT, got '\(controller)'")
+            }
+        }
+        controllers = ControllerEndpoints(settings.controllers)
         try FileManager.default.createDirectory(atPath: settings.dataDirectory, withIntermediateDirectories: true)
         let driver: any HypervisorDriver
         var caps: HypervisorCapabilities
@@ -119,7 +123,7 @@ public final class RemoteAgent: Service {
             chosenAccelerator: caps.chosenAccelerator, calibrationMs: caps.calibration,
             networkPrefix: network?.prefix,
             fabricAddress: network == nil
-                ? nil : settings.fabricAddress ?? FabricAddress.towards(url: settings.controller))
+                ? nil : settings.fabricAddress ?? FabricAddress.towards(url: settings.controllers[0]))
         let identityDirectory = settings.dataDirectory + "/identity"
         if let known = HostIdentity.load(directory: identityDirectory) {
             identity = known
@@ -130,7 +134,7 @@ public final class RemoteAgent: Service {
                     "this host has not joined yet: pass --join-token (from `swiftlet host join-token create`)")
             }
             identity = try await HostIdentity.join(
-                controller: settings.controller, token: try JoinToken.parse(token), name: settings.name,
+                controller: settings.controllers[0], token: try JoinToken.parse(token), name: settings.name,
                 capabilities: capabilities, directory: identityDirectory, logger: logger)
         }
         client = HTTPClient(
@@ -140,11 +144,12 @@ public final class RemoteAgent: Service {
         let uplink = ObservationUplink(client: nil, logger: logger)
         self.uplink = uplink
         agent = HostAgent(
-            hostId: identity.hostId, images: RemoteImageSource(client: client, base: settings.controller),
+            hostId: identity.hostId, images: RemoteImageSource(client: client, controllers: controllers),
             driver: driver, runRoot: settings.dataDirectory + "/run", maxConcurrentBoots: settings.maxConcurrentBoots,
             imageCacheLimitBytes: settings.imageCacheLimitBytes, network: network, logger: logger)
-        await uplink.connect(client: client, base: base)
-        logger.info("agent ready", metadata: ["host.id": "\(identity.hostId)", "controller": "\(settings.controller)"])
+        await uplink.connect(client: client, controllers: controllers)
+        logger.info(
+            "agent ready", metadata: ["host.id": "\(identity.hostId)", "controllers": "\(controllers.urls)"])
     }
 
     public var hostId: String { identity.hostId }
@@ -166,16 +171,19 @@ public final class RemoteAgent: Service {
     // MARK: - Lease and fencing
 
     private func leaseLoop() async {
+        var failures = 0
         while !Task.isCancelled {
             let grant = lease.withLock { $0.grant }
             // Stamped before the request: the controller's own stamp is later, so this host's
             // lease never outlives the one the controller counts.
             let sent = ContinuousClock.now
+            let base = controllers.base
             do {
                 var request = HTTPClientRequest(url: base + "/agent/v1/lease")
                 request.method = .POST
                 let response = try await client.execute(request, timeout: .milliseconds(Int64(grant.renewEveryMs)))
                 let body = try await response.body.collect(upTo: 1 << 16)
+                failures = 0
                 if response.status == .ok, let granted = try? SwiftletJSON.decoder().decode(LeaseGrant.self, from: body)
                 {
                     lease.withLock {
@@ -187,7 +195,15 @@ public final class RemoteAgent: Service {
                     logger.warning("lease refused", metadata: ["http.status": "\(response.status.code)"])
                 }
             } catch {
-                logger.debug("lease renewal failed", metadata: ["error": "\(error)"])
+                // Unreachable twice in a row (one slow answer is no reason): the lease, and the
+                // watch after it, go to the next controller.
+                logger.debug("lease renewal failed", metadata: ["controller": "\(base)", "error": "\(error)"])
+                failures += 1
+                if failures >= 2, controllers.failOver(from: base) {
+                    failures = 0
+                    logger.notice(
+                        "lease: failing over to another controller", metadata: ["controller": "\(controllers.base)"])
+                }
             }
             try? await Task.sleep(for: .milliseconds(lease.withLock { $0.grant.renewEveryMs }))
         }
@@ -262,21 +278,32 @@ public final class RemoteAgent: Service {
 
     // MARK: - Watch
 
+    /// Watches the current controller; when its stream fails or ends, the next one (a full round of
+    /// failures backs off).
     private func watchLoop() async {
         var backoff: Duration = .milliseconds(100)
+        var failures = 0
         while !Task.isCancelled {
+            let base = controllers.base
             do {
-                try await watchOnce()
+                try await watchOnce(base: base)
                 backoff = .milliseconds(100)
+                failures = 0
             } catch {
-                logger.info("watch stream ended", metadata: ["error": "\(error)"])
+                logger.info("watch stream ended", metadata: ["controller": "\(base)", "error": "\(error)"])
             }
+            failures += 1
+            if controllers.failOver(from: base) {
+                logger.notice("failing over to another controller", metadata: ["controller": "\(controllers.base)"])
+            }
+            // The next controller at once; after a round of failures, back off.
+            guard failures >= controllers.urls.count else { continue }
             try? await Task.sleep(for: backoff)
             backoff = min(backoff * 2, .seconds(2))
         }
     }
 
-    private func watchOnce() async throws {
+    private func watchOnce(base: String) async throws {
         let (revision, epoch) = position.withLock { $0 }
         let hello = WatchRequest(
             revision: revision, epoch: epoch, running: await agent.runningGenerations(), capabilities: capabilities)

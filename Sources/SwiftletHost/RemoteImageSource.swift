@@ -8,7 +8,7 @@ import SwiftletCore
 /// checks each download's sha256 before it uses the bytes.
 struct RemoteImageSource: ImageSource {
     let client: HTTPClient
-    let base: String
+    let controllers: ControllerEndpoints
 
     func localPath(sha256: String) -> String? { nil }
 
@@ -16,9 +16,8 @@ struct RemoteImageSource: ImageSource {
 
     func download(sha256: String, to path: String) async throws(SwiftletError) {
         do {
-            let base = self.base.hasSuffix("/") ? String(self.base.dropLast()) : self.base
             let response = try await client.execute(
-                HTTPClientRequest(url: base + "/agent/v1/images/" + sha256), timeout: .seconds(300))
+                HTTPClientRequest(url: controllers.base + "/agent/v1/images/" + sha256), timeout: .seconds(300))
             guard response.status == .ok else {
                 throw SwiftletError(
                     .unavailable, "image.fetch_failed",

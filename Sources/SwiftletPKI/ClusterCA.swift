@@ -4,6 +4,10 @@ import SwiftASN1
 import SwiftletCore
 import X509
 
+#if canImport(Glibc)
+    import Glibc
+#endif
+
 /// The cluster's certificate authority, kept in the controller's data directory: it signs the
 /// controller's server certificate for the agent link and each joined host's client certificate.
 /// Every certificate operation is swift-certificates' (no hand-written crypto).
@@ -20,6 +24,14 @@ public struct ClusterCA: Sendable {
         let certPath = directory + "/ca.pem"
         let keyPath = directory + "/ca.key"
         do {
+            try FileManager.default.createDirectory(
+                atPath: directory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+            // Controllers sharing a data directory may start at once: one creates, the others load.
+            let lock = open(directory + "/.lock", O_CREAT | O_RDWR | O_CLOEXEC, 0o600)
+            guard lock >= 0, flock(lock, LOCK_EX) == 0 else {
+                throw SwiftletError(.internal, "pki.ca_failed", "cannot lock the cluster CA in \(directory)")
+            }
+            defer { close(lock) }
             if let certPEM = try? String(contentsOfFile: certPath, encoding: .utf8),
                 let keyPEM = try? String(contentsOfFile: keyPath, encoding: .utf8)
             {
@@ -28,8 +40,6 @@ public struct ClusterCA: Sendable {
                     key: try Certificate.PrivateKey(pemEncoded: keyPEM),
                     certificatePEM: certPEM)
             }
-            try FileManager.default.createDirectory(
-                atPath: directory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
             let key = Certificate.PrivateKey(P256.Signing.PrivateKey())
             let name = try DistinguishedName {
                 OrganizationName("swiftlet")

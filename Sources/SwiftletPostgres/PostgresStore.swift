@@ -23,6 +23,8 @@ public final class PostgresStore: SwiftletStore, Service {
     private let hearing = Atomic<Bool>(false)
     /// This store's connections' application name: how it tells its own announcements apart.
     let writerName: String
+    /// Told of other writers' appends to host feeds (`observeHostFeeds`).
+    let feedObserver = Mutex<(@Sendable (HostFeedSignal) -> Void)?>(nil)
 
     /// The channel every committed change is announced on (migration v2-change-notify).
     static let changeChannel = "swiftlet_changes"
@@ -97,6 +99,8 @@ public final class PostgresStore: SwiftletStore, Service {
                         // come back as the current generation.
                         countWrite(catalog: true)
                         hearing.store(true, ordering: .releasing)
+                        // Appends may have been missed while deaf: every feed is read again.
+                        feedObserver.withLock { $0 }?(.missed)
                         defer { hearing.store(false, ordering: .releasing) }
                         for try await notification in notifications { heard(notification.payload) }
                     }
@@ -109,9 +113,24 @@ public final class PostgresStore: SwiftletStore, Service {
         }
     }
 
+    /// "<writer>:<table>" moves the generations; "<writer>:host_change:<host id>",
+    /// "<writer>:agent_call:<host id>" and "<writer>:agent_answer:<call id>" go to the feed
+    /// observer.
     private func heard(_ payload: String) {
-        guard let separator = payload.lastIndex(of: ":"), payload[..<separator] != writerName else { return }
-        countWrite(catalog: Self.catalogTables.contains(String(payload[payload.index(after: separator)...])))
+        let parts = payload.split(separator: ":", maxSplits: 2, omittingEmptySubsequences: false).map(String.init)
+        guard parts.count >= 2, parts[0] != writerName else { return }
+        guard parts.count == 3 else {
+            countWrite(catalog: Self.catalogTables.contains(parts[1]))
+            return
+        }
+        let signal: HostFeedSignal? =
+            switch parts[1] {
+            case "host_change": .appended(hostId: parts[2])
+            case "agent_call": .called(hostId: parts[2])
+            case "agent_answer": .answered(callId: parts[2])
+            default: nil
+            }
+        if let signal { feedObserver.withLock { $0 }?(signal) }
     }
 
     // MARK: - Plumbing

@@ -90,6 +90,7 @@ public protocol SwiftletStore: Sendable {
 
 /// Everything the controller keeps in its store, as one type: what every engine implements.
 public typealias ControllerStore = SwiftletStore & NetworkStore & ClusterStore & ImageCatalogStore & BuildStore
+    & HostFeedStore
     & ServerGroupStore & PoolStore
 
 extension SwiftletStore {

@@ -11,13 +11,18 @@ struct AgentCommand: AsyncParsableCommand {
         commandName: "agent",
         abstract: "Run this host's agent for a controller elsewhere (joins once with a token).",
         discussion: """
-            The agent dials the controller's agent listener (`swiftlet server --agent-port`) over mutual TLS, \
+            The agent dials a controller's agent listener (`swiftlet server --agent-port`) over mutual TLS, \
             so hosts behind NAT work. The first start needs --join-token (from `swiftlet host join-token create` \
             on the controller): it checks the controller's CA against the token's pin, gets a client certificate \
             for this host and keeps it in <data>/identity; later starts need no token.
             """)
 
-    @Option(help: "The controller's agent listener, https://ADDR:PORT.") var controller: String
+    @Option(
+        help: """
+            A controller's agent listener, https://ADDR:PORT; repeat it (or separate by commas) for each \
+            controller of a cluster: the agent fails over between them.
+            """)
+    var controller: [String]
     @Option(help: "Single-use join token (first start only).") var joinToken: String?
     @Option(help: "Data directory (default: /var/lib/swiftlet-agent as root, else ~/.local/share/swiftlet-agent).")
     var data: String?
@@ -48,7 +53,8 @@ struct AgentCommand: AsyncParsableCommand {
         let directory =
             data ?? (getuid() == 0 ? "/var/lib/swiftlet-agent" : NSHomeDirectory() + "/.local/share/swiftlet-agent")
         var settings = RemoteAgentSettings(
-            controller: controller, joinToken: joinToken, dataDirectory: directory,
+            controllers: controller.flatMap { $0.split(separator: ",").map(String.init) }, joinToken: joinToken,
+            dataDirectory: directory,
             name: name ?? ProcessInfo.processInfo.hostName)
         settings.insecure = insecure
         settings.accelerator = accelerator

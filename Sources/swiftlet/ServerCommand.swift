@@ -14,7 +14,8 @@ struct ServerCommand: AsyncParsableCommand {
             Settings come from, in order of precedence: flags, environment (SWIFTLET_LISTEN=HOST:PORT, \
             SWIFTLET_DATA, SWIFTLET_DATABASE), a JSON config file (--config; keys: host, port, dataDirectory, uploadLimitBytes, \
             stopInstancesOnExit, accelerator, networkPrefix, maxConcurrentBoots, hugePages, imageCacheDirectory, \
-            imageCacheLimitBytes, agentPort, agentHost, agentNames, fabricAddress, leaseDurationMs, leaseRenewMs, database), \
+            imageCacheLimitBytes, agentPort, agentHost, agentNames, fabricAddress, leaseDurationMs, leaseRenewMs, database, \
+            controllerOnly), \
             then defaults \
             (127.0.0.1:7420, no agent listener).
             """)
@@ -24,8 +25,8 @@ struct ServerCommand: AsyncParsableCommand {
 
     @Option(
         help: """
-            The store: sqlite:PATH or postgres://USER[:PASSWORD]@HOST[:PORT]/DB, for a cluster (one \
-            controller per database for now; default: SQLite in the data directory).
+            The store: sqlite:PATH or postgres://USER[:PASSWORD]@HOST[:PORT]/DB, for a cluster (several \
+            controllers may share one; default: SQLite in the data directory).
             """)
     var database: String?
 
@@ -74,6 +75,13 @@ struct ServerCommand: AsyncParsableCommand {
             """)
     var fabricAddress: String?
 
+    @Flag(
+        help: """
+            Run no agent for this host (it takes no instances): the API and the agent listener only, as each \
+            of several controllers on one PostgreSQL database does. They share the data directory (blobs, CA).
+            """)
+    var controllerOnly = false
+
     @Flag(help: "Stop all instances when the server shuts down (default: they keep running).")
     var stopInstancesOnExit = false
 
@@ -110,6 +118,7 @@ struct ServerCommand: AsyncParsableCommand {
         if let port { settings.port = port }
         if let accelerator { settings.accelerator = accelerator }
         if stopInstancesOnExit { settings.stopInstancesOnExit = true }
+        if controllerOnly { settings.controllerOnly = true }
         if let maxConcurrentBoots {
             guard maxConcurrentBoots > 0 else { throw ValidationError("--max-concurrent-boots must be at least 1") }
             settings.maxConcurrentBoots = maxConcurrentBoots

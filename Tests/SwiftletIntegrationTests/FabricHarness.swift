@@ -77,9 +77,17 @@ final class Fabric: @unchecked Sendable {
 
     func startAgent(_ index: Int, controllerPort: Int, token: String?, name: String? = nil) async throws -> AgentProcess
     {
+        try await startAgent(index, controllerPorts: [controllerPort], token: token, name: name)
+    }
+
+    /// An agent that knows several controllers (on this machine, on the fabric's address), in order.
+    func startAgent(_ index: Int, controllerPorts: [Int], token: String?, name: String? = nil) async throws
+        -> AgentProcess
+    {
         let agent = try AgentProcess(
-            fabric: self, index: index, controller: "https://\(controllerAddress):\(controllerPort)", token: token,
-            name: name ?? "node\(index)")
+            fabric: self, index: index,
+            controller: controllerPorts.map { "https://\(controllerAddress):\($0)" }.joined(separator: ","),
+            token: token, name: name ?? "node\(index)")
         agents.append(agent)
         try agent.start()
         return agent
@@ -133,23 +141,12 @@ final class AgentProcess: @unchecked Sendable {
     }
 
     func start(token override: String? = nil) throws {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/sbin/ip")
         var arguments = [
             "netns", "exec", namespace, Repo.swiftletBinary, "agent", "--controller", controller, "--data",
             dataDirectory, "--name", name, "--log-level", "debug", "--network-prefix", networkPrefix,
         ]
         if let token = override ?? token { arguments += ["--join-token", token] }
-        process.arguments = arguments
-        if !FileManager.default.fileExists(atPath: logPath) {
-            _ = FileManager.default.createFile(atPath: logPath, contents: nil)
-        }
-        let log = FileHandle(forWritingAtPath: logPath)!
-        log.seekToEndOfFile()
-        process.standardOutput = log
-        process.standardError = log
-        try process.run()
-        self.process = process
+        process = try Shell.launch("/usr/sbin/ip", arguments, appendingTo: logPath)
     }
 
     /// Waits for the process to end on its own (a refused join); nil if it still runs after `timeout`.

@@ -60,6 +60,22 @@ enum Shell {
         process.waitUntilExit()
         return (process.terminationStatus, String(decoding: data, as: UTF8.self))
     }
+
+    /// Starts a long-running program with stdout and stderr appended to `logPath`.
+    static func launch(_ program: String, _ arguments: [String], appendingTo logPath: String) throws -> Process {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: program)
+        process.arguments = arguments
+        if !FileManager.default.fileExists(atPath: logPath) {
+            _ = FileManager.default.createFile(atPath: logPath, contents: nil)
+        }
+        guard let log = FileHandle(forWritingAtPath: logPath) else { throw TestFailure("cannot write \(logPath)") }
+        log.seekToEndOfFile()
+        process.standardOutput = log
+        process.standardError = log
+        try process.run()
+        return process
+    }
 }
 
 /// PIDs of processes whose command line mentions `needle` (e.g. a data directory).
@@ -129,19 +145,36 @@ final class ServerProcess: @unchecked Sendable {
     let port: Int
     private var process: Process?
     private let logPath: String
+    private let configPath: String
+    /// The database this server made (and drops), or nil when it uses another server's.
     private let database: FreshDatabase?
+    let databaseURL: String?
+    /// False for a server that shares another's data directory (that one removes it).
+    private let ownsData: Bool
 
-    init(config: [String: Any] = [:], engine: StoreEngine = .sqlite) throws {
-        dataDirectory = NSTemporaryDirectory() + "swiftlet-test-\(UUID().uuidString.prefix(8))"
-        try FileManager.default.createDirectory(atPath: dataDirectory, withIntermediateDirectories: true)
+    /// A server on a new data directory and database, or with `sharing`, another controller on
+    /// that server's data directory and database (as the controllers of one cluster are).
+    init(config: [String: Any] = [:], engine: StoreEngine = .sqlite, sharing: ServerProcess? = nil) throws {
+        let id = UUID().uuidString.prefix(8)
+        if let sharing {
+            dataDirectory = sharing.dataDirectory
+            database = nil
+            databaseURL = sharing.databaseURL
+        } else {
+            dataDirectory = NSTemporaryDirectory() + "swiftlet-test-\(id)"
+            try FileManager.default.createDirectory(atPath: dataDirectory, withIntermediateDirectories: true)
+            database = try engine.freshDatabase()
+            databaseURL = database?.url
+        }
+        ownsData = sharing == nil
         port = try Self.freePort()
-        logPath = dataDirectory + ".log"
-        database = try engine.freshDatabase()
+        logPath = NSTemporaryDirectory() + "swiftlet-test-\(id).log"
+        configPath = NSTemporaryDirectory() + "swiftlet-test-\(id).json"
         var config = config
-        if let database { config["database"] = database.url }
+        if let databaseURL { config["database"] = databaseURL }
         if !config.isEmpty {
             let data = try JSONSerialization.data(withJSONObject: config)
-            FileManager.default.createFile(atPath: dataDirectory + "/config.json", contents: data)
+            _ = FileManager.default.createFile(atPath: configPath, contents: data)
         }
     }
 
@@ -152,20 +185,9 @@ final class ServerProcess: @unchecked Sendable {
     }
 
     func start() async throws {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: Repo.swiftletBinary)
         var arguments = ["server", "--data", dataDirectory, "--port", "\(port)", "--log-level", "debug"]
-        if FileManager.default.fileExists(atPath: dataDirectory + "/config.json") {
-            arguments += ["--config", dataDirectory + "/config.json"]
-        }
-        process.arguments = arguments
-        FileManager.default.createFile(atPath: logPath, contents: nil)
-        let log = FileHandle(forWritingAtPath: logPath)!
-        log.seekToEndOfFile()
-        process.standardOutput = log
-        process.standardError = log
-        try process.run()
-        self.process = process
+        if FileManager.default.fileExists(atPath: configPath) { arguments += ["--config", configPath] }
+        process = try Shell.launch(Repo.swiftletBinary, arguments, appendingTo: logPath)
         let url = self.url
         try await eventually("server health", timeout: .seconds(60)) {
             try await SwiftletClient.withClient(baseURL: url, token: nil) { try await $0.health() }
@@ -192,9 +214,12 @@ final class ServerProcess: @unchecked Sendable {
     /// Stops the server, kills anything left that mentions the data directory, removes it all.
     func cleanUp() {
         terminate()
-        for pid in processes(mentioning: dataDirectory) { kill(pid, SIGKILL) }
-        try? FileManager.default.removeItem(atPath: dataDirectory)
+        if ownsData {
+            for pid in processes(mentioning: dataDirectory) { kill(pid, SIGKILL) }
+            try? FileManager.default.removeItem(atPath: dataDirectory)
+        }
         try? FileManager.default.removeItem(atPath: logPath)
+        try? FileManager.default.removeItem(atPath: configPath)
         database?.drop()
     }
 
