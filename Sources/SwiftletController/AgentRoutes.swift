@@ -105,7 +105,7 @@ enum AgentRoutes {
         }
         v1.post("lease") { _, context in
             let hostId = try await cluster.authenticate(certificateDER: await context.peerCertificateDER())
-            cluster.controller.leases.renew(hostId: hostId)
+            try await cluster.renewLease(hostId: hostId)
             return APIRouter.json(cluster.leaseGrant)
         }
         v1.get("images/:sha256") { _, context in

@@ -12,7 +12,7 @@ import Synchronization
 /// host, host leases, and the agents' side of the link (watch, observations, replies, images).
 public final class ClusterService: Sendable {
     public let ca: ClusterCA
-    let store: any SwiftletStore & ClusterStore & HostFeedStore
+    let store: any SwiftletStore & ClusterStore & HostFeedStore & LeadershipStore
     let controller: Controller
     let settings: Settings
     private let logger: Logger
@@ -36,7 +36,7 @@ public final class ClusterService: Sendable {
     }
 
     public init(
-        ca: ClusterCA, store: any SwiftletStore & ClusterStore & HostFeedStore, controller: Controller,
+        ca: ClusterCA, store: any SwiftletStore & ClusterStore & HostFeedStore & LeadershipStore, controller: Controller,
         settings: Settings, logger: Logger
     ) async throws(SwiftletError) {
         self.ca = ca
@@ -106,6 +106,7 @@ public final class ClusterService: Sendable {
         let hostId = try await controller.hostId(for: host)
         try await store.revokeHost(hostId: hostId)
         if let link = try? controller.agents.link(for: hostId) as? RemoteAgentLink { link.disconnect() }
+        try await store.forgetHostLease(hostId: hostId)
         controller.leases.forget(hostId: hostId)
         // No longer a tunnel peer of any network: the other hosts stop flooding to it.
         if var record = try await store.hosts().first(where: { $0.id == hostId }), record.networkPrefix != nil {
@@ -139,7 +140,8 @@ public final class ClusterService: Sendable {
                 hostId: hostId, name: request.hostName, certificateSerial: issued.serial, joinedAt: Date()))
         try await record(hostId: hostId, name: request.hostName, capabilities: request.capabilities)
         _ = try controller.agents.link(for: hostId)
-        controller.leases.renew(hostId: hostId)
+        // The join is recorded: a lease the store did not take now is renewed by the agent's watch.
+        try? await renewLease(hostId: hostId)
         logger.notice("host joined", metadata: ["host.id": "\(hostId)", "host.serial": "\(issued.serial)"])
         return JoinResponse(hostId: hostId, certificate: issued.certificate, caCertificate: ca.certificatePEM)
     }
@@ -219,7 +221,7 @@ public final class ClusterService: Sendable {
         try Self.validate(request.capabilities)
         let name = try await store.hostCredential(hostId: hostId)?.name ?? hostId
         let networkingChanged = try await record(hostId: hostId, name: name, capabilities: request.capabilities)
-        controller.leases.renew(hostId: hostId)
+        try await renewLease(hostId: hostId)
         let sync = controller.instanceSync
         let session = try await link(hostId: hostId).open(request) { () async throws(SwiftletError) in
             try await sync.hostSync(hostId: hostId)
@@ -249,6 +251,12 @@ public final class ClusterService: Sendable {
             error.message += " (\(refused.count) of \(observations.count) reports refused; the others were recorded)"
             throw error
         }
+    }
+
+    /// In the store, where every controller reads it, and in this controller's copy at once.
+    func renewLease(hostId: String) async throws(SwiftletError) {
+        try await store.renewHostLease(hostId: hostId)
+        controller.leases.renew(hostId: hostId)
     }
 
     var leaseGrant: LeaseGrant {

@@ -9,8 +9,12 @@ import SwiftletCore
 /// a new generation. The agent of a DOWN host stopped its VMs before its lease ran out (it fences
 /// itself ahead of the controller's expiry), and whatever it reports later for the moved
 /// instances is refused, so no instance runs on two hosts.
+///
+/// Every controller runs one: each refreshes its copy of the leases from the store and pings its
+/// own agents' watch streams, but only the leader evacuates.
 struct HostMonitor: Service {
     let cluster: ClusterService
+    let leadership: LeaderElection
     var controller: Controller { cluster.controller }
     let interval: Duration
     let logger: Logger
@@ -22,6 +26,7 @@ struct HostMonitor: Service {
         await cancelWhenGracefulShutdown {
             var lastPing = ContinuousClock.now
             while !Task.isCancelled {
+                if let ages = try? await cluster.store.hostLeaseAges() { controller.leases.refresh(ages: ages) }
                 await self.evacuateDownHosts()
                 // An idle watch stream carries a ping now and then, so an agent can tell a dead one.
                 if ContinuousClock.now - lastPing >= Self.pingInterval {
@@ -37,19 +42,22 @@ struct HostMonitor: Service {
     }
 
     func evacuateDownHosts() async {
-        guard let hosts = try? await controller.store.hosts() else { return }
+        guard leadership.currentTerm != nil, let hosts = try? await controller.store.hosts() else { return }
         let down = Set(hosts.map(\.id).filter { !controller.isUp(hostId: $0) })
         guard !down.isEmpty,
             let instances = try? await controller.store.instances(projectId: nil, state: nil, name: nil, imageId: nil)
         else { return }
         for instance in instances
         where instance.restartPolicy == .always && instance.state.wantsVM && down.contains(instance.hostId ?? "") {
-            await evacuate(instance)
+            // Checked before each: leadership may have moved on meanwhile.
+            guard let term = leadership.currentTerm else { return }
+            await evacuate(instance, term: term)
         }
     }
 
-    private func evacuate(_ instance: Instance) async {
+    private func evacuate(_ instance: Instance, term: UInt64) async {
         let from = instance.hostId ?? ""
+        let leadership = leadership
         do {
             guard let image = try await controller.store.image(idOrName: instance.imageId, projectId: nil) else {
                 return
@@ -62,9 +70,14 @@ struct HostMonitor: Service {
             let accepted = monotonicNanos()
             // A lost claim fails this round; the next one places again.
             let moved = try await controller.store.updateInstance(
-                id: instance.id, events: [("evacuated", "host \(from) is DOWN: re-created on \(target)")], handle: nil,
-                claim: placement.claim
+                id: instance.id,
+                events: [("evacuated", "host \(from) is DOWN: re-created on \(target) by leader term \(term)")],
+                handle: nil, claim: placement.claim
             ) { record throws(SwiftletError) in
+                // Checked again as late as can be: placing took time.
+                guard leadership.currentTerm == term else {
+                    throw SwiftletError(.conflict, "leader.lost", "leadership was lost during the evacuation")
+                }
                 // Changed meanwhile (deleted, stopped, moved): nothing to do.
                 guard record.hostId == from, record.state.wantsVM else {
                     throw SwiftletError(.conflict, "instance.changed", "instance changed while it was evacuated")
@@ -79,7 +92,10 @@ struct HostMonitor: Service {
             try? await controller.store.removeHandle(instanceId: instance.id)
             logger.notice(
                 "evacuated an instance from a DOWN host",
-                metadata: ["instance.id": "\(instance.id)", "host.from": "\(from)", "host.to": "\(target)"])
+                metadata: [
+                    "instance.id": "\(instance.id)", "host.from": "\(from)", "host.to": "\(target)",
+                    "leader.term": "\(term)",
+                ])
             // The old host forgets it when it comes back, whatever it missed meanwhile.
             if let old = try? controller.agents.link(for: from) {
                 await old.apply(

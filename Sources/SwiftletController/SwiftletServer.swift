@@ -138,6 +138,8 @@ public struct SwiftletServer: Sendable {
     public let cluster: ClusterService?
     /// This host's agent, in process (nil for a controller only).
     public let agent: HostAgent?
+    /// Which of the controllers sharing the store does the work that must happen once.
+    public let leadership: LeaderElection
     public let adminTokenPath: String
     private let logger: Logger
 
@@ -159,6 +161,7 @@ public struct SwiftletServer: Sendable {
     public init(configuration: ServerConfiguration, store: any ControllerStore, logger: Logger) async throws {
         self.configuration = configuration
         self.logger = logger
+        leadership = LeaderElection(store: store, logger: logger)
         let data = configuration.dataDirectory
         try FileManager.default.createDirectory(atPath: data, withIntermediateDirectories: true)
         let blobs = try BlobStore(root: data + "/blobs")
@@ -269,7 +272,10 @@ public struct SwiftletServer: Sendable {
             configuration: .init(
                 address: .hostname(configuration.host, port: configuration.port), serverName: "swiftlet"),
             logger: logger)
-        var services: [ServiceGroupConfiguration.ServiceConfiguration] = [.init(service: app)]
+        // Shut down in reverse: the leader stops acting (HostMonitor) before it releases its lease.
+        var services: [ServiceGroupConfiguration.ServiceConfiguration] = [
+            .init(service: app), .init(service: leadership),
+        ]
         if let cluster, let agentPort = configuration.agentPort {
             let names =
                 ["localhost", ProcessInfo.processInfo.hostName] + HostFacts.addresses + configuration.agentNames
@@ -280,7 +286,10 @@ public struct SwiftletServer: Sendable {
                     address: .hostname(configuration.agentHost, port: agentPort), serverName: "swiftlet"),
                 logger: logger)
             services.append(.init(service: agentApp))
-            services.append(.init(service: HostMonitor(cluster: cluster, interval: .milliseconds(250), logger: logger)))
+            services.append(
+                .init(
+                    service: HostMonitor(
+                        cluster: cluster, leadership: leadership, interval: .milliseconds(250), logger: logger)))
             logger.info(
                 "agent listener (mutual TLS)",
                 metadata: ["agent.port": "\(agentPort)", "ca.fingerprint": "\(cluster.ca.fingerprint)"])

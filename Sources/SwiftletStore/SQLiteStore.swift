@@ -82,6 +82,7 @@ public final class SQLiteStore: SwiftletStore {
         registerNetworkMigration(&migrator)
         registerPoolMigration(&migrator)
         registerPlacementMigration(&migrator)
+        registerLeadershipMigration(&migrator)
         registerHostFeedMigration(&migrator)
         return migrator
     }

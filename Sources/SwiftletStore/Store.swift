@@ -90,8 +90,7 @@ public protocol SwiftletStore: Sendable {
 
 /// Everything the controller keeps in its store, as one type: what every engine implements.
 public typealias ControllerStore = SwiftletStore & NetworkStore & ClusterStore & ImageCatalogStore & BuildStore
-    & HostFeedStore
-    & ServerGroupStore & PoolStore
+    & HostFeedStore & ServerGroupStore & PoolStore & LeadershipStore
 
 extension SwiftletStore {
     /// Read-modify-write in one transaction; returns the updated instance.
