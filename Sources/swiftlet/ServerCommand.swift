@@ -25,7 +25,8 @@ struct ServerCommand: AsyncParsableCommand {
     @Option(
         help: """
             The store: sqlite:PATH or postgres://USER[:PASSWORD]@HOST[:PORT]/DB, for a cluster (one \
-            controller per database for now; default: SQLite in the data directory).
+            controller per database for now; default: SQLite in the data directory). A host's SQLite \
+            state moves to PostgreSQL with `swiftlet admin migrate-store`.
             """)
     var database: String?
 
