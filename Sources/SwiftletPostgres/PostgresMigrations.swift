@@ -48,6 +48,7 @@ extension PostgresStore {
     /// serialises controllers that start at once: the second one waits, then finds the version
     /// recorded and skips it.
     public func migrate() async throws(SwiftletError) {
+        try await refuseNewerSchema()
         for migration in Self.migrations {
             let applied = try await transaction { db in
                 try await db.lock(.migration)
@@ -70,6 +71,20 @@ extension PostgresStore {
                 countWrite(catalog: true)
             }
         }
+    }
+
+    /// 500 `store.newer_schema` when `schema_migration` records versions this binary does not
+    /// know. Checked outside the migrations' lock: a newer controller migrating at the same time
+    /// is found by the next start.
+    private func refuseNewerSchema() async throws(SwiftletError) {
+        let recorded = try await read { db in
+            guard try await db.value(Bool.self, "SELECT to_regclass('schema_migration') IS NOT NULL") == true else {
+                return [String]()
+            }
+            return try await db.values(String.self, "SELECT version FROM schema_migration")
+        }
+        let unknown = Set(recorded).subtracting(Self.migrations.map(\.version))
+        if !unknown.isEmpty { throw SwiftletError.newerSchema(database: databaseName, unknown: unknown.sorted()) }
     }
 
     /// The whole schema of SQLiteStore's migrations v1 to v5, with the same constraints. One

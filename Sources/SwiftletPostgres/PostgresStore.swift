@@ -25,6 +25,9 @@ public final class PostgresStore: SwiftletStore, Service {
     let writerName: String
     /// Told of other writers' appends to host feeds (`observeHostFeeds`).
     let feedObserver = Mutex<(@Sendable (HostFeedSignal) -> Void)?>(nil)
+    /// "database DB on HOST:PORT", for messages (never the URL: it may hold the password).
+    let databaseName: String
+    private let connectionConfiguration: PostgresConnection.Configuration
 
     /// The channel every committed change is announced on (migration v2-change-notify).
     static let changeChannel = "swiftlet_changes"
@@ -48,6 +51,42 @@ public final class PostgresStore: SwiftletStore, Service {
         configuration.options.additionalStartupParameters = [("application_name", writerName)]
         client = PostgresClient(configuration: configuration, backgroundLogger: logger)
         self.logger = logger
+        let host = configuration.host ?? "?"
+        databaseName = "database \(configuration.database ?? "?") on \(host):\(configuration.port ?? 5432)"
+        connectionConfiguration = PostgresConnection.Configuration(
+            host: host, port: configuration.port ?? 5432, username: configuration.username,
+            password: configuration.password, database: configuration.database, tls: .disable)
+    }
+
+    /// Connects once, outside the pool (which keeps retrying a database it cannot reach), and
+    /// says in one line why it cannot: at start, a wrong URL or password must stop the server,
+    /// not leave it waiting.
+    public func checkConnection(timeout: Duration = .seconds(10)) async throws(SwiftletError) {
+        var configuration = connectionConfiguration
+        configuration.options.connectTimeout = .seconds(timeout.components.seconds)
+        do {
+            let connection = try await PostgresConnection.connect(
+                configuration: configuration, id: 0, logger: logger)
+            try? await connection.close()
+        } catch {
+            throw connectionError(error)
+        }
+    }
+
+    private func connectionError(_ error: any Error) -> SwiftletError {
+        let prefix = "cannot connect to \(databaseName)"
+        guard let error = error as? PSQLError else {
+            return SwiftletError(.unavailable, "store.unavailable", "\(prefix): \(error)")
+        }
+        if error.code == .server, let state = error.serverInfo?[.sqlState] {
+            let message = error.serverInfo?[.message] ?? state
+            // 28xxx: the server refused the role or its password; 3D000: no such database.
+            let code = state.hasPrefix("28") ? "store.auth_failed" : "store.unavailable"
+            return SwiftletError(.unavailable, code, "\(prefix): \(message)")
+        }
+        let cause = error.underlying.map { "\($0)" } ?? "\(error.code)"
+        return SwiftletError(
+            .unavailable, "store.unavailable", "\(prefix) (is PostgreSQL running and reachable there?): \(cause)")
     }
 
     /// Checks a database URL without connecting: 400 `store.bad_url` saying what is wrong.

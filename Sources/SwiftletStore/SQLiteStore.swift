@@ -24,10 +24,27 @@ public final class SQLiteStore: SwiftletStore {
             configuration.prepareDatabase { db in try db.execute(sql: "PRAGMA synchronous = NORMAL") }
             pool = try DatabasePool(path: path, configuration: configuration)
             pool.add(transactionObserver: catalogChanges, extent: .databaseLifetime)
-            try Self.migrator.migrate(pool)
+            let migrator = Self.migrator
+            // GRDB's migrator passes over migrations it does not know: this version would start
+            // on a schema it misreads.
+            let applied = try pool.read { db in try migrator.appliedIdentifiers(db) }
+            if let error = Self.newerSchemaError(path: path, applied: applied, known: migrator.migrations) {
+                throw error
+            }
+            try migrator.migrate(pool)
+        } catch let error as SwiftletError {
+            throw error
         } catch {
             throw SwiftletError(.internal, "store.open_failed", "cannot open database \(path): \(error)")
         }
+    }
+
+    /// 500 `store.newer_schema` when the file records migrations this version does not know: a
+    /// newer swiftlet wrote it.
+    static func newerSchemaError(path: String, applied: Set<String>, known: [String]) -> SwiftletError? {
+        let unknown = applied.subtracting(known).sorted()
+        guard !unknown.isEmpty else { return nil }
+        return SwiftletError.newerSchema(database: path, unknown: unknown)
     }
 
     static var migrator: DatabaseMigrator {

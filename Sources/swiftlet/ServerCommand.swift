@@ -26,7 +26,8 @@ struct ServerCommand: AsyncParsableCommand {
     @Option(
         help: """
             The store: sqlite:PATH or postgres://USER[:PASSWORD]@HOST[:PORT]/DB, for a cluster (several \
-            controllers may share one; default: SQLite in the data directory).
+            controllers may share one; default: SQLite in the data directory). A host's SQLite state \
+            moves to PostgreSQL with `swiftlet admin migrate-store`.
             """)
     var database: String?
 

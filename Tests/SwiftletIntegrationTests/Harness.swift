@@ -47,8 +47,11 @@ struct TestFailure: Error, CustomStringConvertible {
 }
 
 enum Shell {
-    /// Runs a program to completion, stdout and stderr together.
-    static func run(_ program: String, _ arguments: [String]) throws -> (status: Int32, output: String) {
+    /// Runs a program to completion, stdout and stderr together; killed after `timeout`, if
+    /// given, so that a command that hangs fails its test instead of stalling it.
+    static func run(_ program: String, _ arguments: [String], timeout: Duration? = nil) throws -> (
+        status: Int32, output: String
+    ) {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: program)
         process.arguments = arguments
@@ -56,8 +59,15 @@ enum Shell {
         process.standardOutput = pipe
         process.standardError = pipe
         try process.run()
+        let pid = process.processIdentifier
+        let watchdog = DispatchWorkItem { kill(pid, SIGKILL) }
+        if let timeout {
+            DispatchQueue.global().asyncAfter(
+                deadline: .now() + .seconds(Int(timeout.components.seconds)), execute: watchdog)
+        }
         let data = pipe.fileHandleForReading.readDataToEndOfFile()
         process.waitUntilExit()
+        watchdog.cancel()
         return (process.terminationStatus, String(decoding: data, as: UTF8.self))
     }
 
