@@ -57,6 +57,13 @@ public final class SwiftletClient: Sendable {
         return health.status == "ok"
     }
 
+    /// Whether this controller is the leader of those sharing its database (nil: it does not say).
+    public func isLeader() async throws -> Bool? {
+        struct Health: Decodable { var leader: Bool? }
+        let health: Health = try await send("GET", "/v1/health")
+        return health.leader
+    }
+
     public func createProject(_ request: CreateProjectRequest) async throws -> Project {
         try await send("POST", "/v1/projects", body: request)
     }

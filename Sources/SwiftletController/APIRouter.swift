@@ -67,13 +67,22 @@ public enum APIRouter {
     /// JSON request bodies are small; image uploads stream separately.
     static let maxJSONBody = 1 << 20
 
-    public static func build(controller: Controller, cluster: ClusterService? = nil) -> Router<APIContext> {
+    public static func build(
+        controller: Controller, cluster: ClusterService? = nil, leadership: LeaderElection? = nil
+    ) -> Router<APIContext> {
         let router = Router(context: APIContext.self)
         router.add(middleware: ErrorMiddleware())
         router.add(middleware: AuthMiddleware(controller: controller))
         let v1 = router.group("v1")
 
-        v1.get("health") { _, _ in json(["status": "ok"]) }
+        v1.get("health") { _, _ in
+            // Which of several controllers is the leader now (the one doing the work done once).
+            struct Health: Encodable {
+                var status = "ok"
+                var leader: Bool?
+            }
+            return json(Health(leader: leadership.map { $0.currentTerm != nil }))
+        }
 
         // Projects and tokens (admin)
         v1.post("projects") { request, context in

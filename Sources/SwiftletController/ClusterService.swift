@@ -36,7 +36,8 @@ public final class ClusterService: Sendable {
     }
 
     public init(
-        ca: ClusterCA, store: any SwiftletStore & ClusterStore & HostFeedStore & LeadershipStore, controller: Controller,
+        ca: ClusterCA, store: any SwiftletStore & ClusterStore & HostFeedStore & LeadershipStore,
+        controller: Controller,
         settings: Settings, logger: Logger
     ) async throws(SwiftletError) {
         self.ca = ca
@@ -49,6 +50,7 @@ public final class ClusterService: Sendable {
         // A host that joined through another controller gets its link when first needed: what is
         // sent to it goes into its feed, whichever controller its agent is connected to.
         let (epoch, agents, routed, controllerId) = (epoch, controller.agents, routed, controllerId)
+        let sync = controller.instanceSync
         agents.makeLink = { hostId in
             RemoteAgentLink(
                 hostId: hostId, epoch: epoch, feed: store, controllerId: controllerId, routed: routed, logger: logger)
@@ -58,12 +60,14 @@ public final class ClusterService: Sendable {
             case .appended(let hostId): (agents.registered(hostId) as? RemoteAgentLink)?.wake()
             case .called(let hostId): (agents.registered(hostId) as? RemoteAgentLink)?.wakeForCalls()
             case .answered(let callId): routed.signal(id: callId)
+            case .settled(let instanceId): sync.releaseWaiters(instanceId)
             case .missed:
                 for case let link as RemoteAgentLink in agents.all {
                     link.wake()
                     link.wakeForCalls()
                 }
                 routed.signalAll()
+                sync.recheckWaits()
             }
         }
         try await registerJoinedHosts()

@@ -24,21 +24,29 @@ struct HostMonitor: Service {
     /// watch streams end, so the agent listener can drain.
     func run() async throws {
         await cancelWhenGracefulShutdown {
-            var lastPing = ContinuousClock.now
-            while !Task.isCancelled {
-                if let ages = try? await cluster.store.hostLeaseAges() { controller.leases.refresh(ages: ages) }
-                await self.evacuateDownHosts()
-                // An idle watch stream carries a ping now and then, so an agent can tell a dead one.
-                if ContinuousClock.now - lastPing >= Self.pingInterval {
-                    for link in controller.agents.all { (link as? RemoteAgentLink)?.ping() }
-                    // Hosts that joined through another controller.
-                    try? await cluster.registerJoinedHosts()
-                    lastPing = .now
-                }
-                try? await Task.sleep(for: interval)
+            await withDiscardingTaskGroup { group in
+                group.addTask { await controller.instanceSync.recheckWaitsWhenAsked() }
+                await monitor()
+                group.cancelAll()
             }
         }
         cluster.close()
+    }
+
+    private func monitor() async {
+        var lastPing = ContinuousClock.now
+        while !Task.isCancelled {
+            if let ages = try? await cluster.store.hostLeaseAges() { controller.leases.refresh(ages: ages) }
+            await self.evacuateDownHosts()
+            // An idle watch stream carries a ping now and then, so an agent can tell a dead one.
+            if ContinuousClock.now - lastPing >= Self.pingInterval {
+                for link in controller.agents.all { (link as? RemoteAgentLink)?.ping() }
+                // Hosts that joined through another controller.
+                try? await cluster.registerJoinedHosts()
+                lastPing = .now
+            }
+            try? await Task.sleep(for: interval)
+        }
     }
 
     func evacuateDownHosts() async {

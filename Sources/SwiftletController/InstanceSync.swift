@@ -18,6 +18,10 @@ public final class InstanceSync: ObservationSink {
     private let logger: Logger
     /// Waiters for an instance to leave BUILDING (create with `wait`).
     private let settleWaiters = Mutex<[String: [SettleWaiter]]>([:])
+    /// Settled instances may have been missed (their hosts report to another controller): the
+    /// waits here look again.
+    private let (recheckRequests, recheckRequest) = AsyncStream.makeStream(
+        of: Void.self, bufferingPolicy: .bufferingNewest(1))
 
     /// How many times an instance is restarted in a row before it is left in ERROR.
     static let maxRestarts = 5
@@ -283,6 +287,24 @@ public final class InstanceSync: ObservationSink {
                 if waiters[instanceId]?.isEmpty == true { waiters[instanceId] = nil }
             }
             waiter.release()
+        }
+    }
+
+    /// Asks for every wait here to look again: news of instances that settled through another
+    /// controller (their hosts report there) may have been missed.
+    func recheckWaits() {
+        recheckRequest.yield()
+    }
+
+    /// Releases the waits whose instances settled, each time `recheckWaits` asks, until cancelled.
+    func recheckWaitsWhenAsked() async {
+        for await _ in recheckRequests {
+            let waited = settleWaiters.withLock { Array($0.keys) }
+            guard !waited.isEmpty, let states = try? await store.instanceStates(ids: waited) else { continue }
+            // Gone (deleted) counts as settled, as in `isSettled`.
+            for instanceId in waited where states[instanceId].map({ $0 != .building }) ?? true {
+                releaseWaiters(instanceId)
+            }
         }
     }
 

@@ -266,7 +266,7 @@ public struct SwiftletServer: Sendable {
 
     /// Runs the HTTP API until SIGTERM/SIGINT; VMs keep running unless configured otherwise.
     public func run() async throws {
-        let router = APIRouter.build(controller: controller, cluster: cluster)
+        let router = APIRouter.build(controller: controller, cluster: cluster, leadership: leadership)
         let app = Application(
             router: router,
             configuration: .init(

@@ -55,6 +55,21 @@ extension PostgresStore: HostFeedStore {
                 CREATE TRIGGER agent_call_announce AFTER INSERT OR UPDATE ON agent_call
                 FOR EACH ROW EXECUTE FUNCTION swiftlet_announce_agent_call()
                 """,
+                // A create that waits on one controller while its host reports to another.
+                """
+                CREATE FUNCTION swiftlet_announce_settled() RETURNS trigger LANGUAGE plpgsql AS $$
+                BEGIN
+                    IF TG_OP = 'DELETE' OR NEW.state <> 'BUILDING' THEN
+                        PERFORM pg_notify('swiftlet_changes',
+                            current_setting('application_name') || ':instance_settled:' || OLD.id);
+                    END IF;
+                    RETURN NULL;
+                END $$
+                """,
+                """
+                CREATE TRIGGER instance_settled AFTER UPDATE OF state OR DELETE ON instance
+                FOR EACH ROW WHEN (OLD.state = 'BUILDING') EXECUTE FUNCTION swiftlet_announce_settled()
+                """,
             ])
     }
 

@@ -153,8 +153,8 @@ public final class PostgresStore: SwiftletStore, Service {
     }
 
     /// "<writer>:<table>" moves the generations; "<writer>:host_change:<host id>",
-    /// "<writer>:agent_call:<host id>" and "<writer>:agent_answer:<call id>" go to the feed
-    /// observer.
+    /// "<writer>:agent_call:<host id>", "<writer>:agent_answer:<call id>" and
+    /// "<writer>:instance_settled:<instance id>" go to the feed observer.
     private func heard(_ payload: String) {
         let parts = payload.split(separator: ":", maxSplits: 2, omittingEmptySubsequences: false).map(String.init)
         guard parts.count >= 2, parts[0] != writerName else { return }
@@ -167,6 +167,7 @@ public final class PostgresStore: SwiftletStore, Service {
             case "host_change": .appended(hostId: parts[2])
             case "agent_call": .called(hostId: parts[2])
             case "agent_answer": .answered(callId: parts[2])
+            case "instance_settled": .settled(instanceId: parts[2])
             default: nil
             }
         if let signal { feedObserver.withLock { $0 }?(signal) }
@@ -482,6 +483,16 @@ public final class PostgresStore: SwiftletStore, Service {
         try await read { db in
             try await db.value(String.self, "SELECT state FROM instance WHERE id = \(id)")
                 .flatMap(InstanceState.init(rawValue:))
+        }
+    }
+
+    public func instanceStates(ids: [String]) async throws(SwiftletError) -> [String: InstanceState] {
+        try await read { db in
+            var states: [String: InstanceState] = [:]
+            for row in try await db.rows("SELECT id, state FROM instance WHERE id = ANY(\(ids))") {
+                states[try row.get("id")] = InstanceState(rawValue: try row.get("state"))
+            }
+            return states
         }
     }
 

@@ -41,6 +41,8 @@ public enum HostFeedSignal: Sendable, Equatable {
     case called(hostId: String)
     /// The agent's answer to this call came in through it.
     case answered(callId: String)
+    /// It recorded that this instance is no longer BUILDING (or deleted it).
+    case settled(instanceId: String)
     /// Some may have been missed: every feed and call is to be looked at again.
     case missed
 }

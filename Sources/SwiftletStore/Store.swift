@@ -58,6 +58,8 @@ public protocol SwiftletStore: Sendable {
     func instance(idOrName: String, projectId: String?) async throws(SwiftletError) -> Instance?
     /// Only the state of an instance, by id: no record to decode (polled while a create waits).
     func instanceState(id: String) async throws(SwiftletError) -> InstanceState?
+    /// The states of these instances (those that exist), in one read where the engine can.
+    func instanceStates(ids: [String]) async throws(SwiftletError) -> [String: InstanceState]
     /// `updateInstance`, and in the same transaction appends `events` (type, message) and, when
     /// given, saves the instance's VM handle: what the agent learns at once costs one commit.
     /// With a claim (a move to another host), 409 `scheduler.no_host` when it no longer holds.
@@ -93,6 +95,13 @@ public typealias ControllerStore = SwiftletStore & NetworkStore & ClusterStore &
     & HostFeedStore & ServerGroupStore & PoolStore & LeadershipStore
 
 extension SwiftletStore {
+    /// One read per instance: for an engine whose reads are cheap (SQLite, in process).
+    public func instanceStates(ids: [String]) async throws(SwiftletError) -> [String: InstanceState] {
+        var states: [String: InstanceState] = [:]
+        for id in ids { states[id] = try await instanceState(id: id) }
+        return states
+    }
+
     /// Read-modify-write in one transaction; returns the updated instance.
     @discardableResult
     public func updateInstance(id: String, _ change: @escaping @Sendable (inout Instance) throws(SwiftletError) -> Void)

@@ -115,6 +115,11 @@ import Testing
             #expect(store.generation > generation)
             #expect(try await store.instanceState(id: made[0].id) == .running)
             #expect(try await store.instanceState(id: "i-none") == nil)
+            #expect(
+                try await store.instanceStates(ids: [made[0].id, made[1].id, "i-none"]) == [
+                    made[0].id: .running, made[1].id: made[1].state,
+                ])
+            #expect(try await store.instanceStates(ids: []).isEmpty)
             #expect(try await store.instance(idOrName: "vm0", projectId: Project.adminProjectId)?.state == .running)
             #expect(try await store.instance(idOrName: "vm0", projectId: "prj-other") == nil)
             #expect(
