@@ -190,6 +190,16 @@ final class ServerProcess: @unchecked Sendable {
 
     var url: String { "http://127.0.0.1:\(port)" }
 
+    /// Replaces the configuration the next `start()` reads (the database stays this server's).
+    func writeConfig(_ config: [String: Any]) throws {
+        var config = config
+        if let databaseURL, config["database"] == nil { config["database"] = databaseURL }
+        guard
+            FileManager.default.createFile(
+                atPath: configPath, contents: try JSONSerialization.data(withJSONObject: config))
+        else { throw TestFailure("cannot write \(configPath)") }
+    }
+
     var adminToken: String {
         (try? String(contentsOfFile: dataDirectory + "/admin.token", encoding: .utf8)) ?? ""
     }

@@ -270,10 +270,7 @@ import Testing
 
             // A limit lowered while the server was down applies at start, with the same rule.
             server.crash()
-            let config = try JSONSerialization.data(withJSONObject: [
-                "imageCacheDirectory": cache, "imageCacheLimitBytes": a,
-            ])
-            #expect(FileManager.default.createFile(atPath: server.dataDirectory + "/config.json", contents: config))
+            try server.writeConfig(["imageCacheDirectory": cache, "imageCacheLimitBytes": a])
             try await server.start()
             #expect(cached() == ["b"])
             for instance in try await client.instances() { try await client.deleteInstance(instance.id) }

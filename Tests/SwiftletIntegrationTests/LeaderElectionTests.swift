@@ -10,8 +10,10 @@ import Testing
 
 /// Two controllers' elections on one store, in process, with short leases.
 @Suite struct LeaderElectionTests {
-    static let renew: Duration = .milliseconds(20)
-    static let lease: Duration = .milliseconds(500)
+    // Long enough that a loaded machine (make test runs suites in parallel) does not stall a
+    // renewal past the lease, short enough to keep the takeover quick.
+    static let renew: Duration = .milliseconds(50)
+    static let lease: Duration = .seconds(2)
 
     /// A leader whose store calls hang (a stalled process, a cut link) stops leading by its own
     /// clock before the other takes over, and the other does within a bound.

@@ -77,10 +77,13 @@ struct MultiControllerTests {
 
     @Test func threeControllersServeOneClusterAndAgentsFailOverBetweenThem() async throws {
         let kernel = try Kernels.path("hello")
+        // An image that brings its NIC up (hello has no network stack).
+        let http = try Kernels.path("http")
         try await Self.withCluster { cluster in
             let clients = cluster.clients
             // Image bytes uploaded through one controller are served by all (shared data directory).
             _ = try await clients[0].uploadImage(path: kernel, name: "hello")
+            _ = try await clients[1].uploadImage(path: http, name: "http")
             // Host 1 joins through controller 1, host 2 through controller 2: each agent watches the
             // controller it joined through.
             _ = try await cluster.join(1, via: 1)
@@ -153,9 +156,26 @@ struct MultiControllerTests {
             let twins = outcomes.filter { $0.0 == "twin" }
             #expect(twins.filter { (try? $0.1.get()) != nil }.count == 1, "\(twins.map { "\($0.1)" })")
 
+            // Addresses handed out through three controllers at once are all different.
+            let cidr = "10.\(Int.random(in: 150...159)).\(Int.random(in: 0...255)).0/24"
+            _ = try await clients[0].createNetwork(CreateNetworkRequest(name: "shared", cidr: cidr))
+            let ported = try await withThrowingTaskGroup(of: Instance.self) { group in
+                for index in 0..<6 {
+                    let client = clients[index % 3]
+                    group.addTask {
+                        var request = CreateInstanceRequest(name: "net-\(index)", image: "http")
+                        request.networks = [NetworkAttachment(network: "shared")]
+                        return try #require(try await client.createInstances(request).first)
+                    }
+                }
+                return try await group.reduce(into: [Instance]()) { $0.append($1) }
+            }
+            let addresses = ported.compactMap { $0.ports?.first?.address }
+            #expect(addresses.count == 6 && Set(addresses).count == 6, "\(addresses)")
+
             // Every placed instance runs, whichever controller took its create and whichever one its
             // host's agent watches: the desired state went through the store. Every controller sees it.
-            for instance in placed + twins.compactMap({ try? $0.1.get() }) {
+            for instance in placed + ported + twins.compactMap({ try? $0.1.get() }) {
                 for client in clients {
                     try await eventually("\(instance.name) RUNNING", timeout: .seconds(60)) {
                         try await client.instance(instance.id).state == .running

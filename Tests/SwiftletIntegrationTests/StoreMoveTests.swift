@@ -42,8 +42,7 @@ import Testing
         #expect(moved.output.contains("instance"), "\(moved.output)")
         #expect(try psql(database.url, "SELECT COUNT(*) FROM instance") == "1")
 
-        let config = try JSONSerialization.data(withJSONObject: ["database": database.url])
-        FileManager.default.createFile(atPath: server.dataDirectory + "/config.json", contents: config)
+        try server.writeConfig(["database": database.url])
         try await server.start()
         client = server.client()  // the admin token file of the same data directory
         do {
