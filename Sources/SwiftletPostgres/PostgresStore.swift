@@ -45,7 +45,12 @@ public final class PostgresStore: SwiftletStore, Service {
     }
 
     /// Parses `postgres://USER[:PASSWORD]@HOST[:PORT]/DB`; connects only once `run()` runs.
-    public init(url: String, logger: Logger) throws(SwiftletError) {
+    /// `connectionTimeout`: how long a call waits for a connection before it answers 503 (tests
+    /// that race many writers on a loaded machine wait longer; the server keeps the default).
+    public init(
+        url: String, logger: Logger, connectionTimeout: Duration = PostgresStore.defaultConnectionTimeout
+    ) throws(SwiftletError) {
+        self.connectionTimeout = connectionTimeout
         writerName = "swiftlet-" + UUID().uuidString.prefix(8).lowercased()
         var configuration = try Self.configuration(url: url)
         configuration.options.additionalStartupParameters = [("application_name", writerName)]
@@ -176,7 +181,8 @@ public final class PostgresStore: SwiftletStore, Service {
     // MARK: - Plumbing
 
     /// How long a call waits for a connection before it answers 503 (`ConnectionDeadline`).
-    static let connectionTimeout: Duration = .seconds(3)
+    public static let defaultConnectionTimeout: Duration = .seconds(3)
+    let connectionTimeout: Duration
 
     /// Statements on one connection, each committed on its own: reads of one statement.
     func read<T: Sendable>(_ body: @escaping @Sendable (PostgresSession) async throws -> T)
@@ -230,7 +236,7 @@ public final class PostgresStore: SwiftletStore, Service {
     ) async throws(SwiftletError) -> T {
         let (client, logger) = (client, logger)
         do {
-            return try await ConnectionDeadline.run(timeout: Self.connectionTimeout) { deadline in
+            return try await ConnectionDeadline.run(timeout: connectionTimeout) { deadline in
                 try await client.withConnection { connection in
                     guard deadline.connect() else { throw CancellationError() }
                     return try await body(connection, logger)

@@ -116,7 +116,11 @@ enum PostgresTestDatabase {
     private static func run(
         url: String, stores count: Int, migrate: Bool, _ body: ([PostgresStore]) async throws -> Void
     ) async throws {
-        let stores = try (0..<count).map { _ in try PostgresStore(url: url, logger: logger) }
+        // Correctness, not the deadline, is tested here: under make test's load many racing writers
+        // may wait longer than the server's default for a connection.
+        let stores = try (0..<count).map { _ in
+            try PostgresStore(url: url, logger: logger, connectionTimeout: .seconds(30))
+        }
         try await withThrowingDiscardingTaskGroup { group in
             for store in stores { group.addTask { try await store.run() } }
             if migrate { try await stores[0].migrate() }
