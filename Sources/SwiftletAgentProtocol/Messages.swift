@@ -183,6 +183,32 @@ public struct ConsoleChunk: Codable, Sendable, Equatable {
     }
 }
 
+/// The controller's answer to a batch of observations. It took the first `taken`, in order: each
+/// recorded, or refused for good (listed in `refused`). It could not record the rest now (its
+/// store is unavailable): the agent sends them again, in order.
+public struct ObservationReceipt: Codable, Sendable, Equatable {
+    public struct Refusal: Codable, Sendable, Equatable {
+        /// The observation's place in the batch.
+        public var index: Int
+        public var code: String
+        public var message: String
+
+        public init(index: Int, code: String, message: String) {
+            self.index = index
+            self.code = code
+            self.message = message
+        }
+    }
+
+    public var taken: Int
+    public var refused: [Refusal]
+
+    public init(taken: Int, refused: [Refusal] = []) {
+        self.taken = taken
+        self.refused = refused
+    }
+}
+
 /// Where an agent sends what it observes: the controller's recorder, directly (in process) or
 /// through a network transport.
 public protocol ObservationSink: Sendable {

@@ -94,8 +94,7 @@ enum AgentRoutes {
         v1.post("observations") { request, context in
             let hostId = try await cluster.authenticate(certificateDER: await context.peerCertificateDER())
             let body = try await decode([Observation].self, request, context)
-            try await cluster.observe(hostId: hostId, body)
-            return Response(status: .noContent)
+            return APIRouter.json(try await cluster.observe(hostId: hostId, body))
         }
         v1.post("replies") { request, context in
             let hostId = try await cluster.authenticate(certificateDER: await context.peerCertificateDER())

@@ -238,23 +238,22 @@ public final class ClusterService: Sendable {
     /// Records a batch in order, each report on its own: one refused report (a stale generation, an
     /// instance deleted meanwhile) loses none of the others. Answers with the first refusal, once
     /// all were tried. A batch in another host's name is refused whole.
-    func observe(hostId: String, _ observations: [Observation]) async throws(SwiftletError) {
+    func observe(hostId: String, _ observations: [Observation]) async throws(SwiftletError) -> ObservationReceipt {
         if let forged = observations.first(where: { $0.hostId != hostId }) {
             throw SwiftletError(
                 .forbidden, "report.forged_host",
                 "host '\(hostId)' sent a report in the name of host '\(forged.hostId)'")
         }
-        var refused: (error: SwiftletError, count: Int)?
-        for observation in observations {
+        var receipt = ObservationReceipt(taken: 0)
+        for (index, observation) in observations.enumerated() {
             do throws(SwiftletError) { try await controller.instanceSync.record(observation) } catch {
-                refused = (refused?.error ?? error, (refused?.count ?? 0) + 1)
+                // The agent keeps what the store cannot take now, and sends it again.
+                if error.kind == .unavailable { return receipt }
+                receipt.refused.append(.init(index: index, code: error.code, message: error.message))
             }
+            receipt.taken += 1
         }
-        if let refused {
-            var error = refused.error
-            error.message += " (\(refused.count) of \(observations.count) reports refused; the others were recorded)"
-            throw error
-        }
+        return receipt
     }
 
     /// In the store, where every controller reads it, and in this controller's copy at once.

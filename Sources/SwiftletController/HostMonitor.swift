@@ -23,13 +23,7 @@ struct HostMonitor: Service {
     /// On graceful shutdown (this service is the group's last, so it stops first) the agents'
     /// watch streams end, so the agent listener can drain.
     func run() async throws {
-        await cancelWhenGracefulShutdown {
-            await withDiscardingTaskGroup { group in
-                group.addTask { await controller.instanceSync.recheckWaitsWhenAsked() }
-                await monitor()
-                group.cancelAll()
-            }
-        }
+        await cancelWhenGracefulShutdown { await monitor() }
         cluster.close()
     }
 

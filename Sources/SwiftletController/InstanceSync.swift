@@ -1,5 +1,6 @@
 import Foundation
 import Logging
+import ServiceLifecycle
 import SwiftletAgentProtocol
 import SwiftletCore
 import SwiftletImages
@@ -9,7 +10,7 @@ import Synchronization
 /// The controller's half of the agent boundary for instances: it turns instance records into
 /// their hosts' desired state and sends it, and it records what the agents observe. It is the only
 /// writer of what hosts report (docs/agent-protocol.md): agents never touch the store.
-public final class InstanceSync: ObservationSink {
+public final class InstanceSync: ObservationSink, Service {
     let store: any SwiftletStore
     let agents: AgentRegistry
     private let catalog: CatalogCache
@@ -21,6 +22,10 @@ public final class InstanceSync: ObservationSink {
     /// Settled instances may have been missed (their hosts report to another controller): the
     /// waits here look again.
     private let (recheckRequests, recheckRequest) = AsyncStream.makeStream(
+        of: Void.self, bufferingPolicy: .bufferingNewest(1))
+    /// The in-process agent's reports the store could not take yet, in the order they came.
+    private let unrecorded = Mutex(UnrecordedReports())
+    private let (retryRequests, retryRequest) = AsyncStream.makeStream(
         of: Void.self, bufferingPolicy: .bufferingNewest(1))
 
     /// How many times an instance is restarted in a row before it is left in ERROR.
@@ -35,6 +40,17 @@ public final class InstanceSync: ObservationSink {
         self.catalog = catalog
         self.networking = networking
         self.logger = logger
+    }
+
+    /// The background work, until cancelled or a graceful shutdown: reports the store could not
+    /// take yet, and waits that may have missed their instance settling elsewhere.
+    public func run() async throws {
+        await cancelWhenGracefulShutdown {
+            await withDiscardingTaskGroup { group in
+                group.addTask { await self.recordUnrecordedWhenAsked() }
+                group.addTask { await self.recheckWaitsWhenAsked() }
+            }
+        }
     }
 
     // MARK: - Desired state down
@@ -150,16 +166,63 @@ public final class InstanceSync: ObservationSink {
 
     // MARK: - Observations up
 
+    /// The in-process agent's reports. One the store cannot take now (it is unavailable) waits
+    /// in order with those after it, and is recorded when the store answers again.
     public func observe(_ observation: Observation) async {
+        let queued = unrecorded.withLock { queue in
+            guard !queue.reports.isEmpty else { return false }
+            queue.append(observation)
+            return true
+        }
+        guard !queued, await recordOrLog(observation) == .retryLater else { return }
+        unrecorded.withLock { $0.append(observation, first: true) }
+        retryRequest.yield()
+    }
+
+    enum RecordOutcome { case taken, retryLater }
+
+    /// Records `observation`, or logs why it is refused for good; `.retryLater` when the store is
+    /// unavailable (a report is taken again safely: a repeat of an applied one is stale or a no-op).
+    func recordOrLog(_ observation: Observation) async -> RecordOutcome {
         do {
             try await record(observation)
         } catch {
+            if error.kind == .unavailable { return .retryLater }
             logger.warning(
                 "refused an agent report",
                 metadata: [
                     "host.id": "\(observation.hostId)", "instance.id": "\(observation.instanceId)",
                     "generation": "\(observation.generation)", "error": "\(error)",
                 ])
+        }
+        return .taken
+    }
+
+    /// Records the reports the store could not take, in order, retrying while it is unavailable,
+    /// until cancelled.
+    func recordUnrecordedWhenAsked() async {
+        for await _ in retryRequests {
+            while let next = unrecorded.withLock({ $0.reports.first }) {
+                guard await recordOrLog(next.observation) == .taken else {
+                    try? await Task.sleep(for: Self.storeRetryInterval)
+                    if Task.isCancelled { return }
+                    continue
+                }
+                unrecorded.withLock { queue in queue.reports.removeAll { $0.serial == next.serial } }
+            }
+        }
+    }
+
+    static let storeRetryInterval: Duration = .milliseconds(250)
+
+    struct UnrecordedReports {
+        var reports: [(serial: UInt64, observation: Observation)] = []
+        private var nextSerial: UInt64 = 0
+
+        /// At the end, or `first` (a report that was tried before those queued meanwhile).
+        mutating func append(_ observation: Observation, first: Bool = false) {
+            nextSerial += 1
+            reports.insert((nextSerial, observation), at: first ? 0 : reports.count)
         }
     }
 

@@ -274,7 +274,7 @@ public struct SwiftletServer: Sendable {
             logger: logger)
         // Shut down in reverse: the leader stops acting (HostMonitor) before it releases its lease.
         var services: [ServiceGroupConfiguration.ServiceConfiguration] = [
-            .init(service: app), .init(service: leadership),
+            .init(service: app), .init(service: controller.instanceSync), .init(service: leadership),
         ]
         if let cluster, let agentPort = configuration.agentPort {
             let names =

@@ -61,8 +61,9 @@ actor ObservationUplink: ObservationSink {
             }
             let sent: Bool
             if !batch.isEmpty {
-                sent = await post("/agent/v1/observations", try? SwiftletJSON.encoder().encode(batch))
-                if !sent { queue.insert(contentsOf: batch.map { .observation($0) }, at: 0) }
+                let taken = await send(batch)
+                sent = taken == batch.count
+                queue.insert(contentsOf: batch[taken...].map { .observation($0) }, at: 0)
             } else if case .reply(let reply) = queue.first {
                 queue.removeFirst()
                 // A reply that cannot be delivered is not retried: its caller has timed out.
@@ -75,9 +76,29 @@ actor ObservationUplink: ObservationSink {
         }
     }
 
-    /// True when delivered or refused for good (4xx); false to retry.
-    private func post(_ path: String, _ body: Data?) async -> Bool {
-        guard let client, let controllers, let body else { return true }
+    /// How many of `batch`, from the front, the controller took (recorded or refused for good);
+    /// the rest are sent again.
+    private func send(_ batch: [Observation]) async -> Int {
+        guard let answer = await post("/agent/v1/observations", try? SwiftletJSON.encoder().encode(batch)) else {
+            return 0
+        }
+        guard let receipt = try? SwiftletJSON.decoder().decode(ObservationReceipt.self, from: Data(buffer: answer)),
+            (0...batch.count).contains(receipt.taken)
+        else { return batch.count }
+        for refusal in receipt.refused where batch.indices.contains(refusal.index) {
+            logger.warning(
+                "the controller refused a report",
+                metadata: [
+                    "instance.id": "\(batch[refusal.index].instanceId)", "error.code": "\(refusal.code)",
+                    "error": "\(refusal.message)",
+                ])
+        }
+        return receipt.taken
+    }
+
+    /// The answer's body when delivered or refused for good (4xx, logged); nil to retry.
+    private func post(_ path: String, _ body: Data?) async -> ByteBuffer? {
+        guard let client, let controllers, let body else { return ByteBuffer() }
         var request = HTTPClientRequest(url: controllers.base + path)
         request.method = .POST
         request.headers.add(name: "Content-Type", value: "application/json")
@@ -85,17 +106,17 @@ actor ObservationUplink: ObservationSink {
         do {
             let response = try await client.execute(request, timeout: .seconds(10))
             let answer = try await response.body.collect(upTo: 1 << 16)
-            if (200..<300).contains(response.status.code) { return true }
+            if (200..<300).contains(response.status.code) { return answer }
             if (400..<500).contains(response.status.code) {
                 logger.warning(
-                    "the controller refused a report",
+                    "the controller refused a request",
                     metadata: ["http.status": "\(response.status.code)", "answer": "\(String(buffer: answer))"])
-                return true
+                return ByteBuffer()
             }
-            return false
+            return nil
         } catch {
             logger.debug("report not delivered, retrying", metadata: ["error": "\(error)"])
-            return false
+            return nil
         }
     }
 }

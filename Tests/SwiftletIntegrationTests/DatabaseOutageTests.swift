@@ -65,70 +65,104 @@ final class PrivatePostgres: @unchecked Sendable {
 }
 
 /// The database going away under load, as root (the server of the test's own).
-///
-/// Behind `SWIFTLET_TEST_OUTAGE=1` for now: under make test's load a create in flight when the
-/// database stopped once went unanswered for 60 s (docs/store.md, "Not yet"); the test fails on
-/// that, as it should, until it is fixed.
-@Suite(
-    .serialized,
-    .enabled(
-        if: getuid() == 0 && ProcessInfo.processInfo.environment["SWIFTLET_TEST_OUTAGE"] == "1",
-        "runs PostgreSQL as its own user; SWIFTLET_TEST_OUTAGE=1"))
+@Suite(.serialized, .enabled(if: getuid() == 0, "runs PostgreSQL as its own user"))
 struct DatabaseOutageTests {
     @Test func whileTheDatabaseIsDownTheAPIAnswers503AndItRecoversByItself() async throws {
-        let kernel = try Kernels.path("hello")
         let postgres = try await PrivatePostgres()
         defer { postgres.cleanUp() }
         try await withServer(config: ["database": postgres.url]) { server, client in
-            _ = try await client.uploadImage(path: kernel, name: "hello")
-            // Creates under way while the database stops and starts again: each is acknowledged or
-            // refused, none hangs, and every acknowledged one is there afterwards, once.
-            // Each create's name and its answer: nil when acknowledged, else the error.
-            let outcomes = try await withThrowingTaskGroup(of: [(String, ClientError?)].self) { group in
-                group.addTask {
-                    var outcomes: [(String, ClientError?)] = []
-                    for index in 0..<40 {
-                        let name = "load-\(index)"
-                        let started = ContinuousClock.now
-                        do {
-                            _ = try await client.createInstances(CreateInstanceRequest(name: name, image: "hello"))
-                            outcomes.append((name, nil))
-                        } catch let error as ClientError {
-                            #expect(error.status == 503 && error.code == "store.unavailable", "\(error)")
-                            outcomes.append((name, error))
-                        }
-                        #expect(
-                            ContinuousClock.now - started < .seconds(10), "a create hung while the database was down")
-                        try await Task.sleep(for: .milliseconds(150))
+            try await Self.createThroughOutage(of: postgres, client: client, log: { server.log })
+        }
+    }
+
+    /// The same with the instances on a namespace host whose agent reports over the network: the
+    /// reports its controller could not record while the database was down are sent again.
+    @Test func aRemoteHostsReportsMadeWhileTheDatabaseIsDownAreRecordedAfterwards() async throws {
+        let postgres = try await PrivatePostgres()
+        defer { postgres.cleanUp() }
+        let fabric = try Fabric()
+        defer { fabric.cleanUp() }
+        try fabric.addHost(1)
+        let agentPort = try ServerProcess.freePort()
+        let config: [String: Any] = [
+            "database": postgres.url, "agentPort": agentPort, "agentNames": [fabric.controllerAddress],
+            "networkPrefix": fabric.prefix, "controllerOnly": true,
+        ]
+        try await withServer(config: config) { server, client in
+            let token = try #require(try await client.createJoinToken(ttlSeconds: 600).token)
+            let agent = try await fabric.startAgent(1, controllerPort: agentPort, token: token)
+            try await eventually("host-node1 UP", timeout: .seconds(30)) {
+                try await client.host("host-node1").status == .up
+            }
+            try await Self.createThroughOutage(of: postgres, client: client, log: { server.log + agent.log })
+        }
+    }
+
+    /// Creates under way while the database stops and starts again: each is acknowledged or
+    /// refused, none hangs, and every acknowledged one is there afterwards, once, and runs.
+    static func createThroughOutage(
+        of postgres: PrivatePostgres, client: SwiftletClient, log: () -> String
+    ) async throws {
+        _ = try await client.uploadImage(path: try Kernels.path("hello"), name: "hello")
+        // Creates under way while the database stops and starts again: each is acknowledged or
+        // refused, none hangs, and every acknowledged one is there afterwards, once.
+        // Each create's name and its answer: nil when acknowledged, else the error.
+        let outcomes = try await withThrowingTaskGroup(of: [(String, ClientError?)].self) { group in
+            group.addTask {
+                var outcomes: [(String, ClientError?)] = []
+                for index in 0..<40 {
+                    let name = "load-\(index)"
+                    let started = ContinuousClock.now
+                    do {
+                        _ = try await client.createInstances(CreateInstanceRequest(name: name, image: "hello"))
+                        outcomes.append((name, nil))
+                    } catch let error as ClientError {
+                        #expect(error.status == 503 && error.code == "store.unavailable", "\(error)")
+                        outcomes.append((name, error))
                     }
-                    return outcomes
+                    let took = ContinuousClock.now - started
+                    #expect(took < .seconds(10), "create \(name) hung for \(took) while the database was down")
+                    try await Task.sleep(for: .milliseconds(150))
                 }
-                group.addTask {
-                    try await Task.sleep(for: .seconds(1))
-                    postgres.stop()
-                    // While it is down, reads answer 503 with the code, promptly.
-                    await expectAPIError(503, "store.unavailable") { _ = try await client.instances() }
-                    try await Task.sleep(for: .seconds(2))
-                    try await postgres.start()
-                    return []
-                }
-                return try await group.reduce(into: []) { $0 += $1 }
+                return outcomes
             }
-            let acknowledged = Set(outcomes.filter { $0.1 == nil }.map(\.0))
-            #expect(outcomes.contains { $0.1?.status == 503 }, "some creates met the outage")
-            // Recovered without a restart: a new create works, and the list holds exactly what was
-            // acknowledged (a 503 on a lost commit may have committed too: the outcome was unknown).
-            try await eventually("the API works again", timeout: .seconds(30)) {
-                _ = try await client.createInstances(CreateInstanceRequest(name: "after", image: "hello"))
-                return true
+            group.addTask {
+                try await Task.sleep(for: .seconds(1))
+                postgres.stop()
+                // While it is down, reads answer 503 with the code, promptly.
+                await expectAPIError(503, "store.unavailable") { _ = try await client.instances() }
+                try await Task.sleep(for: .seconds(2))
+                try await postgres.start()
+                return []
             }
-            let listed = try await client.instances().map(\.name).filter { $0.hasPrefix("load-") }
-            #expect(Set(listed).count == listed.count, "no instance twice")
-            #expect(acknowledged.isSubset(of: Set(listed)), "every acknowledged create is kept")
+            return try await group.reduce(into: []) { $0 += $1 }
+        }
+        let acknowledged = Set(outcomes.filter { $0.1 == nil }.map(\.0))
+        #expect(outcomes.contains { $0.1?.status == 503 }, "some creates met the outage")
+        // Recovered without a restart: a new create works, and the list holds exactly what was
+        // acknowledged (a 503 on a lost commit may have committed too: the outcome was unknown).
+        try await eventually("the API works again", timeout: .seconds(30)) {
+            _ = try await client.createInstances(CreateInstanceRequest(name: "after", image: "hello"))
+            return true
+        }
+        let listed = try await client.instances().map(\.name).filter { $0.hasPrefix("load-") }
+        #expect(Set(listed).count == listed.count, "no instance twice")
+        #expect(acknowledged.isSubset(of: Set(listed)), "every acknowledged create is kept")
+        do {
             try await eventually("every kept instance running", timeout: .seconds(60)) {
-                try await client.instances().filter { $0.name.hasPrefix("load-") }.allSatisfy { $0.state == .running }
+                try await client.instances().filter { $0.name.hasPrefix("load-") }.allSatisfy {
+                    $0.state == .running
+                }
             }
-            _ = server
+        } catch {
+            let stuck = try await client.instances().filter { $0.name.hasPrefix("load-") && $0.state != .running }
+            // What the server said about each, and its warnings.
+            let lines = log().split(separator: "\n")
+            for instance in stuck {
+                print("not running: \(instance.name) \(instance.state) \(instance.reason ?? "-") \(instance.id)")
+                print(lines.filter { $0.contains(instance.id) || $0.contains("warning") }.joined(separator: "\n"))
+            }
+            throw error
         }
     }
 }
