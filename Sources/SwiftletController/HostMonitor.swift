@@ -3,6 +3,7 @@ import Logging
 import ServiceLifecycle
 import SwiftletAgentProtocol
 import SwiftletCore
+import SwiftletStore
 
 /// Watches remote hosts' leases. When one expires, the host is DOWN, and its instances with
 /// restart policy `always` are re-created on a live host (evacuation) with a new boot timeline and
@@ -59,7 +60,6 @@ struct HostMonitor: Service {
 
     private func evacuate(_ instance: Instance, term: UInt64) async {
         let from = instance.hostId ?? ""
-        let leadership = leadership
         do {
             guard let image = try await controller.store.image(idOrName: instance.imageId, projectId: nil) else {
                 return
@@ -70,16 +70,15 @@ struct HostMonitor: Service {
                 excluding: instance.id)
             let target = placement.hostIds[0]
             let accepted = monotonicNanos()
-            // A lost claim fails this round; the next one places again.
+            // The store commits the move only while this term still holds the lease; a lost
+            // claim fails this round, and the next one places again.
+            var claim = placement.claim
+            claim.leader = LeaderFence(lease: LeaderElection.leaseName, holder: leadership.holder, term: term)
             let moved = try await controller.store.updateInstance(
                 id: instance.id,
                 events: [("evacuated", "host \(from) is DOWN: re-created on \(target) by leader term \(term)")],
-                handle: nil, claim: placement.claim
+                handle: nil, claim: claim
             ) { record throws(SwiftletError) in
-                // Checked again as late as can be: placing took time.
-                guard leadership.currentTerm == term else {
-                    throw SwiftletError(.conflict, "leader.lost", "leadership was lost during the evacuation")
-                }
                 // Changed meanwhile (deleted, stopped, moved): nothing to do.
                 guard record.hostId == from, record.state.wantsVM else {
                     throw SwiftletError(.conflict, "instance.changed", "instance changed while it was evacuated")

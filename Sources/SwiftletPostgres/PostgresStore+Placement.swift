@@ -11,6 +11,16 @@ extension PostgresStore: ServerGroupStore {
     /// transaction rolls back) when a host now holds more than its capacity or the group's
     /// policy is broken.
     static func check(_ claim: PlacementClaim, _ db: PostgresSession) async throws {
+        if let fence = claim.leader {
+            // FOR SHARE: a takeover's update of the lease waits for this transaction to end.
+            let held = try await db.value(
+                Int64.self,
+                """
+                SELECT term FROM leader_lease
+                WHERE name = \(fence.lease) AND holder = \(fence.holder) AND expires_at > now() FOR SHARE
+                """)
+            try fence.verify(held: held.map { UInt64($0) })
+        }
         for hostId in claim.capacity.keys {
             let used = try await db.row(
                 """

@@ -23,10 +23,13 @@ public struct PlacementClaim: Sendable {
     public var capacity: [String: HostCapacity]
     /// The group the instances join.
     public var group: ServerGroup?
+    /// For a leader's write (an evacuation): the lease and term it acts under.
+    public var leader: LeaderFence?
 
-    public init(capacity: [String: HostCapacity], group: ServerGroup? = nil) {
+    public init(capacity: [String: HostCapacity], group: ServerGroup? = nil, leader: LeaderFence? = nil) {
         self.capacity = capacity
         self.group = group
+        self.leader = leader
     }
 
     /// Public for the stores outside this module (PostgreSQL) that run the same check.
@@ -51,5 +54,32 @@ public struct PlacementClaim: Sendable {
                 "server group '\(group.name)' is \(group.policy.rawValue): concurrent creates changed its members' hosts"
             )
         }
+    }
+}
+
+/// A leader's write commits only while its lease still stands with the term it acts under: the
+/// store decides, at commit, not the leader's belief. A leader paused or cut off after it checked
+/// its term writes nothing once another controller has taken the lease (the fencing token of
+/// lease-based leader election).
+public struct LeaderFence: Sendable, Equatable {
+    public static let lostCode = "leader.lost"
+
+    public var lease: String
+    public var holder: String
+    public var term: UInt64
+
+    public init(lease: String, holder: String, term: UInt64) {
+        self.lease = lease
+        self.holder = holder
+        self.term = term
+    }
+
+    /// Throws unless `held` (the lease's term while `holder` holds it unexpired, read inside the
+    /// writing transaction) is this fence's term.
+    public func verify(held: UInt64?) throws(SwiftletError) {
+        guard held != term else { return }
+        throw SwiftletError(
+            .conflict, Self.lostCode,
+            "leader '\(holder)' no longer holds lease '\(lease)' with term \(term): the write is refused")
     }
 }

@@ -16,13 +16,13 @@ extension SQLiteStore: LeadershipStore {
     }
 
     /// Unix seconds by SQLite's clock: the host's, as every store on one file runs on one host.
-    private static let now = "((julianday('now') - 2440587.5) * 86400.0)"
+    static let leaseClock = "((julianday('now') - 2440587.5) * 86400.0)"
 
     public func renewHostLease(hostId: String) async throws(SwiftletError) {
         try await leaseWrite { db in
             try db.cachedExecute(
                 sql: """
-                    INSERT INTO host_lease (host_id, renewed_at) VALUES (?, \(Self.now))
+                    INSERT INTO host_lease (host_id, renewed_at) VALUES (?, \(Self.leaseClock))
                     ON CONFLICT (host_id) DO UPDATE SET renewed_at = excluded.renewed_at
                     """,
                 arguments: [hostId])
@@ -32,7 +32,8 @@ extension SQLiteStore: LeadershipStore {
     public func hostLeaseAges() async throws(SwiftletError) -> [String: Duration] {
         try await read { db in
             var ages: [String: Duration] = [:]
-            for row in try db.cachedRows(sql: "SELECT host_id, \(Self.now) - renewed_at AS age FROM host_lease") {
+            for row in try db.cachedRows(sql: "SELECT host_id, \(Self.leaseClock) - renewed_at AS age FROM host_lease")
+            {
                 ages[row["host_id"]] = .seconds(max(0, row["age"] as Double))
             }
             return ages
@@ -50,7 +51,7 @@ extension SQLiteStore: LeadershipStore {
         -> UInt64?
     {
         try await leaseWrite { db -> UInt64? in
-            let now = try Double.fetchOne(db, sql: "SELECT \(Self.now)") ?? 0
+            let now = try Double.fetchOne(db, sql: "SELECT \(Self.leaseClock)") ?? 0
             let expires = now + duration.totalSeconds
             guard
                 let lease = try Row.fetchOne(

@@ -31,6 +31,13 @@ extension SQLiteStore: ServerGroupStore {
     /// Run by an insert after its rows are in: throws (so the transaction rolls back) when a
     /// host now holds more than its capacity or the group's policy is broken.
     static func check(_ claim: PlacementClaim, _ db: Database) throws {
+        if let fence = claim.leader {
+            let held = try Int64.fetchOne(
+                db,
+                sql: "SELECT term FROM leader_lease WHERE name = ? AND holder = ? AND expires_at > \(leaseClock)",
+                arguments: [fence.lease, fence.holder])
+            try fence.verify(held: held.map { UInt64($0) })
+        }
         for hostId in claim.capacity.keys {
             let used = try db.cachedRow(
                 sql: """

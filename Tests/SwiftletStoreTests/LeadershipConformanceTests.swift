@@ -90,4 +90,40 @@ import Testing
             #expect(try await stores[0].acquireLease(name: "leader", holder: "a", duration: .seconds(60)) == 3)
         }
     }
+
+    @Test(arguments: StoreEngine.allCases)
+    func aLeadersWriteCommitsOnlyWhileItsTermHoldsTheLease(engine: StoreEngine) async throws {
+        try await engine.withStores(count: 2) { stores in
+            let image = Fixtures.image("img")
+            try await stores[0].createImage(image)
+            let instance = Fixtures.instance("moved", image: image.id, host: "h1")
+            try await stores[0].createInstances([instance], claim: nil)
+            let room = [
+                "h2": HostCapacity(memoryMib: 1024, vcpus: 8), "h3": HostCapacity(memoryMib: 1024, vcpus: 8),
+            ]
+            /// The evacuation a leader `holder` with `term` would write: the instance moves to `host`.
+            func move(to host: String, by store: any ControllerStore, holder: String, term: UInt64) async -> String {
+                let claim = PlacementClaim(
+                    capacity: room, leader: LeaderFence(lease: "leader", holder: holder, term: term))
+                return await storeError {
+                    _ = try await store.updateInstance(
+                        id: instance.id, events: [("evacuated", host)], handle: nil, claim: claim
+                    ) { $0.hostId = host }
+                }?.code ?? "ok"
+            }
+            #expect(try await stores[0].acquireLease(name: "leader", holder: "a", duration: .milliseconds(300)) == 1)
+            #expect(await move(to: "h2", by: stores[0], holder: "a", term: 1) == "ok")
+            // Its lease ran out and another controller took it: the old leader's write is refused.
+            try await Task.sleep(for: .milliseconds(600))
+            #expect(try await stores[1].acquireLease(name: "leader", holder: "b", duration: .seconds(60)) == 2)
+            #expect(await move(to: "h3", by: stores[0], holder: "a", term: 1) == LeaderFence.lostCode)
+            // An older term of the holder is refused too; the holder's term commits.
+            #expect(await move(to: "h3", by: stores[1], holder: "b", term: 1) == LeaderFence.lostCode)
+            let kept = try await stores[1].instance(idOrName: instance.id, projectId: nil)
+            #expect(kept?.hostId == "h2")
+            #expect(try await stores[1].events(instanceId: instance.id).filter { $0.type == "evacuated" }.count == 1)
+            #expect(await move(to: "h3", by: stores[1], holder: "b", term: 2) == "ok")
+            #expect(try await stores[0].instance(idOrName: instance.id, projectId: nil)?.hostId == "h3")
+        }
+    }
 }
