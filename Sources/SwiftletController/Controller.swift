@@ -396,8 +396,11 @@ public final class Controller: Sendable {
             if let error = await commit.value { throw error }
             await sync.waitUntilSettled(instanceId: instance.id, timeout: .seconds(60))
         } else {
-            Task { await sync.dispatch(instance, image: image, pendingCommit: pendingCommit) }
+            let dispatch = Task { await sync.dispatch(instance, image: image, pendingCommit: pendingCommit) }
             if let error = await commit.value { throw error }
+            // A remote host's assignment is in its feed (or kept for it) before the create is
+            // acknowledged; the in-process agent's boot goes on after the answer.
+            if let hostId = instance.hostId, (try? agents.link(for: hostId)) is RemoteAgentLink { await dispatch.value }
         }
         guard let created = try await store.instance(idOrName: instance.id, projectId: nil) else {
             throw .notFound("instance", instance.id)

@@ -33,6 +33,7 @@ struct HostMonitor: Service {
         while !Task.isCancelled {
             if let ages = try? await cluster.store.hostLeaseAges() { controller.leases.refresh(ages: ages) }
             await self.evacuateDownHosts()
+            for link in controller.agents.all { await (link as? RemoteAgentLink)?.appendUnappended() }
             // An idle watch stream carries a ping now and then, so an agent can tell a dead one.
             if ContinuousClock.now - lastPing >= Self.pingInterval {
                 for link in controller.agents.all { (link as? RemoteAgentLink)?.ping() }

@@ -24,7 +24,7 @@ public final class InstanceSync: ObservationSink, Service {
     private let (recheckRequests, recheckRequest) = AsyncStream.makeStream(
         of: Void.self, bufferingPolicy: .bufferingNewest(1))
     /// The in-process agent's reports the store could not take yet, in the order they came.
-    private let unrecorded = Mutex(UnrecordedReports())
+    private let unrecorded = Mutex(RetryQueue<Observation>())
     private let (retryRequests, retryRequest) = AsyncStream.makeStream(
         of: Void.self, bufferingPolicy: .bufferingNewest(1))
 
@@ -170,7 +170,7 @@ public final class InstanceSync: ObservationSink, Service {
     /// in order with those after it, and is recorded when the store answers again.
     public func observe(_ observation: Observation) async {
         let queued = unrecorded.withLock { queue in
-            guard !queue.reports.isEmpty else { return false }
+            guard !queue.isEmpty else { return false }
             queue.append(observation)
             return true
         }
@@ -182,7 +182,8 @@ public final class InstanceSync: ObservationSink, Service {
     enum RecordOutcome { case taken, retryLater }
 
     /// Records `observation`, or logs why it is refused for good; `.retryLater` when the store is
-    /// unavailable (a report is taken again safely: a repeat of an applied one is stale or a no-op).
+    /// unavailable (a report is taken again safely: a repeat of an applied one is stale, or writes the
+    /// same state again).
     func recordOrLog(_ observation: Observation) async -> RecordOutcome {
         do {
             try await record(observation)
@@ -202,29 +203,18 @@ public final class InstanceSync: ObservationSink, Service {
     /// until cancelled.
     func recordUnrecordedWhenAsked() async {
         for await _ in retryRequests {
-            while let next = unrecorded.withLock({ $0.reports.first }) {
-                guard await recordOrLog(next.observation) == .taken else {
+            while let next = unrecorded.withLock({ $0.first }) {
+                guard await recordOrLog(next.element) == .taken else {
                     try? await Task.sleep(for: Self.storeRetryInterval)
                     if Task.isCancelled { return }
                     continue
                 }
-                unrecorded.withLock { queue in queue.reports.removeAll { $0.serial == next.serial } }
+                unrecorded.withLock { $0.remove(serial: next.serial) }
             }
         }
     }
 
     static let storeRetryInterval: Duration = .milliseconds(250)
-
-    struct UnrecordedReports {
-        var reports: [(serial: UInt64, observation: Observation)] = []
-        private var nextSerial: UInt64 = 0
-
-        /// At the end, or `first` (a report that was tried before those queued meanwhile).
-        mutating func append(_ observation: Observation, first: Bool = false) {
-            nextSerial += 1
-            reports.insert((nextSerial, observation), at: first ? 0 : reports.count)
-        }
-    }
 
     /// Refuses a report from a host the instance is not on, or made under an older assignment.
     private static func check(_ observation: Observation, against instance: Instance) throws(SwiftletError) {

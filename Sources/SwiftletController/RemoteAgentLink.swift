@@ -42,6 +42,8 @@ public final class RemoteAgentLink: AgentLink {
         var callsWaiting = false
         /// Calls taken from the store and sent to the agent: their answers go back to the store.
         var forwarded: Set<String> = []
+        /// Changes the store could not take yet: appended, in order, before any later one.
+        var unappended = RetryQueue<DesiredChange>()
     }
 
     /// A watch stream and the loop that feeds it from the store (run it beside the stream's
@@ -66,7 +68,8 @@ public final class RemoteAgentLink: AgentLink {
 
     // MARK: - AgentLink
 
-    /// Appends the change to the host's feed; with `pendingCommit`, only once the record committed.
+    /// Appends the change to the host's feed, or keeps it to append, in order, once the store takes
+    /// it again; with `pendingCommit`, only once the record committed.
     public func apply(_ change: DesiredChange, pendingCommit: PendingCommit?) async {
         var change = change
         if let pendingCommit {
@@ -77,18 +80,35 @@ public final class RemoteAgentLink: AgentLink {
                 change = .assign(assignment)
             }
         }
+        let queued = state.withLock { state in
+            guard !state.unappended.isEmpty else { return false }
+            state.unappended.append(change)
+            return true
+        }
+        guard !queued, await !append(change) else { return }
+        state.withLock { $0.unappended.append(change, first: true) }
+    }
+
+    /// Appends the changes the store could not take before, in order, while it takes them.
+    func appendUnappended() async {
+        while let next = state.withLock({ $0.unappended.first }) {
+            guard await append(next.element) else { return }
+            state.withLock { $0.unappended.remove(serial: next.serial) }
+        }
+    }
+
+    /// Appends `change` to the host's feed and hands it to the stream held here when it is the
+    /// next one; false when the store did not take it.
+    private func append(_ change: DesiredChange) async -> Bool {
         let revision: UInt64
         do {
             let body = try SwiftletJSON.encoder().encode(change)
             revision = try await feed.appendHostChange(hostId: hostId, body: body)
         } catch {
-            // Not in the feed: an agent connected here resyncs from the store; one connected
-            // elsewhere gets it with its next full sync.
-            logger.error(
-                "desired change not recorded: the agent resyncs",
+            logger.warning(
+                "desired change not in the host's feed yet: kept to append again",
                 metadata: ["host.id": "\(hostId)", "error": "\(error)"])
-            disconnect()
-            return
+            return false
         }
         state.withLock { state in
             guard let stream = state.stream, revision > state.delivered else { return }
@@ -100,6 +120,7 @@ public final class RemoteAgentLink: AgentLink {
                 state.wake?.yield()
             }
         }
+        return true
     }
 
     public func command(_ command: VMCommand, instanceId: String) async throws(SwiftletError) {
