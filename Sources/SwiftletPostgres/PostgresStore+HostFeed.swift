@@ -7,6 +7,14 @@ extension PostgresStore: HostFeedStore {
     /// Each host's feed; an append is announced on `changeChannel` as
     /// "<writer>:host_change:<host id>", so the controller holding the host's watch stream
     /// reads it at once.
+    /// Each watch holder's writer (its controller's connections' application name), so that a
+    /// holder that died is told from a live one by its connections.
+    static var v5WatchHolderWriter: Migration {
+        Migration(
+            version: "v5-watch-holder-writer",
+            statements: ["ALTER TABLE watch_holder ADD COLUMN writer text NOT NULL DEFAULT ''"])
+    }
+
     static var v4HostFeed: Migration {
         Migration(
             version: "v4-host-feed",
@@ -136,8 +144,9 @@ extension PostgresStore: HostFeedStore {
             if let holder {
                 try await db.execute(
                     """
-                    INSERT INTO watch_holder (host_id, holder) VALUES (\(hostId), \(holder))
-                    ON CONFLICT (host_id) DO UPDATE SET holder = excluded.holder
+                    INSERT INTO watch_holder (host_id, holder, writer)
+                    VALUES (\(hostId), \(holder), current_setting('application_name'))
+                    ON CONFLICT (host_id) DO UPDATE SET holder = excluded.holder, writer = excluded.writer
                     """)
             } else {
                 try await db.execute("DELETE FROM watch_holder WHERE host_id = \(hostId) AND holder = \(releasing)")
@@ -147,7 +156,12 @@ extension PostgresStore: HostFeedStore {
 
     public func watchHolder(hostId: String) async throws(SwiftletError) -> String? {
         try await read { db in
-            try await db.value(String.self, "SELECT holder FROM watch_holder WHERE host_id = \(hostId)")
+            try await db.value(
+                String.self,
+                """
+                SELECT holder FROM watch_holder AS watch WHERE host_id = \(hostId)
+                AND EXISTS (SELECT 1 FROM pg_stat_activity WHERE application_name = watch.writer)
+                """)
         }
     }
 

@@ -71,6 +71,8 @@ public protocol HostFeedStore: Sendable {
     /// Records `holder` as the controller holding the host's watch stream; with nil, clears it
     /// when `releasing` still holds it.
     func setWatchHolder(hostId: String, holder: String?, releasing: String?) async throws(SwiftletError)
+    /// The controller holding the host's watch stream; nil when none does, or when the one
+    /// recorded is gone (it died holding it: none of its connections to the database is left).
     func watchHolder(hostId: String) async throws(SwiftletError) -> String?
     /// Leaves a call for the controller holding the host's stream (calls older than a minute,
     /// whose callers are gone, are dropped).

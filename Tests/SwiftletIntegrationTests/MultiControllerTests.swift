@@ -202,6 +202,15 @@ struct MultiControllerTests {
             // kill -9 the controller host 1's agent watches: the agent fails over to the next one,
             // the host stays UP, and new work for it still arrives.
             cluster.controllers[1].crash()
+            // A call on host 1 meanwhile is answered at once: 409 while its agent has not reconnected
+            // (the dead holder is told by its connections to the database being gone), or the
+            // console once it has; never the routed call's timeout.
+            let alsoOnFirst = try #require(placed.first { $0.hostId == "host-node1" && $0.id != onFirst.id })
+            do {
+                for try await _ in clients[2].console(alsoOnFirst.id) {}
+            } catch let error as ClientError {
+                #expect(error.code == "host.unreachable", "\(error)")
+            }
             _ = try await clients[2].start(onFirst.id)
             try await eventually(
                 "restarted through controller 2 after its agent's controller died", timeout: .seconds(30)
