@@ -265,6 +265,8 @@ public enum APIRouter {
             return json(host)
         }
         HostRoutes.register(on: v1, controller: controller, cluster: cluster)
+        // Last, so that it sees only the requests no route took.
+        router.add(middleware: MethodNotAllowedMiddleware(router.routes))
         return router
     }
 
@@ -273,8 +275,14 @@ public enum APIRouter {
         do { buffer = try await request.body.collect(upTo: maxJSONBody) } catch {
             throw SwiftletError(.payloadTooLarge, "request.too_large", "request body is over \(maxJSONBody) bytes")
         }
+        let data = Data(buffer.readableBytesView)
+        if let field = NullFields.firstPath(in: data) {
+            throw SwiftletError.badRequest(
+                "request.null_value",
+                field.isEmpty ? "the body must not be null" : "'\(field)' must not be null (leave it out instead)")
+        }
         do {
-            return try decoder.decode(T.self, from: Data(buffer.readableBytesView))
+            return try decoder.decode(T.self, from: data)
         } catch let DecodingError.keyNotFound(key, _) {
             throw SwiftletError.badRequest("request.missing_field", "missing field '\(key.stringValue)'")
         } catch let DecodingError.typeMismatch(_, context) {
