@@ -229,7 +229,10 @@ public enum APIRouter {
         v1.post("instances/:id/console") { request, context in
             let instance = try await controller.instance(
                 try context.parameters.require("id"), by: try context.requirePrincipal())
-            let buffer = try await request.body.collect(upTo: 4096)
+            let buffer: ByteBuffer
+            do { buffer = try await request.body.collect(upTo: 4096) } catch is NIOTooManyBytesError {
+                throw SwiftletError(.payloadTooLarge, "console.too_large", "send at most 4,096 bytes at a time")
+            }
             let text = String(decoding: buffer.readableBytesView, as: UTF8.self)
             let lines = text.split(whereSeparator: \.isNewline).map(String.init)
             guard !lines.isEmpty,
@@ -242,9 +245,9 @@ public enum APIRouter {
             return Response(status: .noContent)
         }
         v1.get("instances/:id/console") { request, context in
+            let follow = try flag("follow", request)
             let instance = try await controller.instance(
                 try context.parameters.require("id"), by: try context.requirePrincipal())
-            let follow = request.uri.queryParameters.get("follow") == "true"
             return try await ConsoleStream.response(
                 instanceId: instance.id, link: try controller.link(for: instance), follow: follow)
         }
@@ -296,6 +299,17 @@ public enum APIRouter {
                 "request.malformed_json", "malformed JSON\(where_): \(context.debugDescription)")
         } catch {
             throw SwiftletError.badRequest("request.malformed_json", "malformed JSON body")
+        }
+    }
+
+    /// A boolean query parameter: absent is false; anything but `true` or `false` is refused.
+    static func flag(_ name: String, _ request: Request) throws(SwiftletError) -> Bool {
+        switch request.uri.queryParameters.get(name) {
+        case nil, "false"?: return false
+        case "true"?: return true
+        case let text?:
+            throw SwiftletError.badRequest(
+                "request.bad_parameter", "query parameter '\(name)' must be true or false, not '\(text)'")
         }
     }
 

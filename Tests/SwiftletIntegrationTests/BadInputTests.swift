@@ -151,6 +151,38 @@ import Testing
         }
     }
 
+    /// `follow` is a boolean: a value other than true or false is refused, not read as false.
+    @Test func aBooleanQueryParameterIsTrueOrFalse() async throws {
+        try await withServer { server, _ in
+            for path in ["/instances/nope/console", "/builds/nope/log"] {
+                for value in ["null", "yes", "1"] {
+                    let response = try Self.raw(
+                        "GET", server.url + "/v1" + path + "?follow=" + value, token: server.adminToken)
+                    Self.expectError(response, 400, "request.bad_parameter")
+                }
+                let response = try Self.raw(
+                    "GET", server.url + "/v1" + path + "?follow=false", token: server.adminToken)
+                #expect(response.status == 404, "\(path): \(response.body)")
+            }
+        }
+    }
+
+    /// Console input over its 4,096 bytes is 413 (it was a 500), and the console still takes a line.
+    @Test func consoleInputOverTheLimitIs413() async throws {
+        let kernel = try Kernels.path("hello")
+        try await withServer { server, client in
+            _ = try await client.uploadImage(path: kernel, name: "hello")
+            let instance = try await client.createInstances(CreateInstanceRequest(image: "hello", wait: true))[0]
+            let console = server.url + "/v1/instances/\(instance.id)/console"
+            let long = Data(String(repeating: "0", count: 4097).utf8)
+            Self.expectError(
+                try Self.raw("POST", console, token: server.adminToken, body: long, contentType: "text/plain"), 413,
+                "console.too_large")
+            let line = try Self.raw("POST", console, token: server.adminToken, body: Data("heap\n".utf8))
+            #expect(line.status == 204, "\(line.body)")
+        }
+    }
+
     @Test func refusedDuplicateLeavesNoVMMBehind() async throws {
         let kernel = try Kernels.path("hello")
         try await withServer { server, client in
