@@ -279,20 +279,16 @@ public enum APIRouter {
             throw SwiftletError(.payloadTooLarge, "request.too_large", "request body is over \(maxJSONBody) bytes")
         }
         let data = Data(buffer.readableBytesView)
-        if let field = NullFields.firstPath(in: data) {
-            throw SwiftletError.badRequest(
-                "request.null_value",
-                field.isEmpty ? "the body must not be null" : "'\(field)' must not be null (leave it out instead)")
-        }
+        let value: T
         do {
-            return try decoder.decode(T.self, from: data)
+            value = try decoder.decode(T.self, from: data)
         } catch let DecodingError.keyNotFound(key, _) {
             throw SwiftletError.badRequest("request.missing_field", "missing field '\(key.stringValue)'")
         } catch let DecodingError.typeMismatch(_, context) {
             throw SwiftletError.badRequest(
                 "request.wrong_type", "wrong type for '\(path(context))': \(context.debugDescription)")
         } catch let DecodingError.valueNotFound(_, context) {
-            throw SwiftletError.badRequest("request.null_value", "'\(path(context))' must not be null")
+            throw nullValue(path(context))
         } catch let DecodingError.dataCorrupted(context) {
             let where_ = context.codingPath.isEmpty ? "" : " at '\(path(context))'"
             throw SwiftletError.badRequest(
@@ -300,6 +296,16 @@ public enum APIRouter {
         } catch {
             throw SwiftletError.badRequest("request.malformed_json", "malformed JSON body")
         }
+        if let field = NullFields.firstReadField(in: data, decode: { _ = try decoder.decode(T.self, from: $0) }) {
+            throw nullValue(field)
+        }
+        return value
+    }
+
+    private static func nullValue(_ field: String) -> SwiftletError {
+        SwiftletError.badRequest(
+            "request.null_value",
+            field.isEmpty ? "the body must not be null" : "'\(field)' must not be null (leave it out instead)")
     }
 
     /// A boolean query parameter: absent is false; anything but `true` or `false` is refused.

@@ -125,7 +125,8 @@ import Testing
     }
 
     /// `null` is no value where the contract says string, boolean, array or object: 400, and
-    /// nothing changes (Codable alone would read it as an absent option).
+    /// nothing changes (Codable alone would read it as an absent option). A field no request has
+    /// is ignored, null or not.
     @Test func nullIsRefusedWhereTheContractSaysAType() async throws {
         let kernel = try Kernels.path("hello")
         try await withServer { server, client in
@@ -141,6 +142,8 @@ import Testing
                 ("POST", "/instances", "null", "the body must not be null"),
                 ("PATCH", "/projects/prj-admin", #"{"requireSignedImages": null}"#, "'requireSignedImages' must not"),
                 ("PATCH", "/images/hello", #"{"tags": null}"#, "'tags' must not be null"),
+                ("PATCH", "/images/hello", #"{"properties": null}"#, "'properties' must not be null"),
+                ("POST", "/security-groups", #"{"name": "web", "description": null}"#, "'description' must not"),
             ]
             for (method, path, body, message) in cases {
                 let response = try Self.raw(method, base + path, token: server.adminToken, body: Data(body.utf8))
@@ -148,6 +151,11 @@ import Testing
                 #expect(response.body.contains(message), "\(body): \(response.body)")
             }
             #expect(try await client.instances().isEmpty)
+            // A field no request has is ignored, null or not, as before.
+            let ignored = try Self.raw(
+                "POST", base + "/projects", token: server.adminToken,
+                body: Data(#"{"name": "team", "comment": null, "extra": {"note": null}}"#.utf8))
+            #expect(ignored.status == 201, "\(ignored.body)")
         }
     }
 
