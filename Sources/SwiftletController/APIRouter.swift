@@ -229,7 +229,10 @@ public enum APIRouter {
         v1.post("instances/:id/console") { request, context in
             let instance = try await controller.instance(
                 try context.parameters.require("id"), by: try context.requirePrincipal())
-            let buffer = try await request.body.collect(upTo: 4096)
+            let buffer: ByteBuffer
+            do { buffer = try await request.body.collect(upTo: 4096) } catch is NIOTooManyBytesError {
+                throw SwiftletError(.payloadTooLarge, "console.too_large", "send at most 4,096 bytes at a time")
+            }
             let text = String(decoding: buffer.readableBytesView, as: UTF8.self)
             let lines = text.split(whereSeparator: \.isNewline).map(String.init)
             guard !lines.isEmpty,
@@ -242,9 +245,9 @@ public enum APIRouter {
             return Response(status: .noContent)
         }
         v1.get("instances/:id/console") { request, context in
+            let follow = try flag("follow", request)
             let instance = try await controller.instance(
                 try context.parameters.require("id"), by: try context.requirePrincipal())
-            let follow = request.uri.queryParameters.get("follow") == "true"
             return try await ConsoleStream.response(
                 instanceId: instance.id, link: try controller.link(for: instance), follow: follow)
         }
@@ -265,6 +268,8 @@ public enum APIRouter {
             return json(host)
         }
         HostRoutes.register(on: v1, controller: controller, cluster: cluster)
+        // Last, so that it sees only the requests no route took.
+        router.add(middleware: MethodNotAllowedMiddleware(router.routes))
         return router
     }
 
@@ -273,21 +278,44 @@ public enum APIRouter {
         do { buffer = try await request.body.collect(upTo: maxJSONBody) } catch {
             throw SwiftletError(.payloadTooLarge, "request.too_large", "request body is over \(maxJSONBody) bytes")
         }
+        let data = Data(buffer.readableBytesView)
+        let value: T
         do {
-            return try decoder.decode(T.self, from: Data(buffer.readableBytesView))
+            value = try decoder.decode(T.self, from: data)
         } catch let DecodingError.keyNotFound(key, _) {
             throw SwiftletError.badRequest("request.missing_field", "missing field '\(key.stringValue)'")
         } catch let DecodingError.typeMismatch(_, context) {
             throw SwiftletError.badRequest(
                 "request.wrong_type", "wrong type for '\(path(context))': \(context.debugDescription)")
         } catch let DecodingError.valueNotFound(_, context) {
-            throw SwiftletError.badRequest("request.null_value", "'\(path(context))' must not be null")
+            throw nullValue(path(context))
         } catch let DecodingError.dataCorrupted(context) {
             let where_ = context.codingPath.isEmpty ? "" : " at '\(path(context))'"
             throw SwiftletError.badRequest(
                 "request.malformed_json", "malformed JSON\(where_): \(context.debugDescription)")
         } catch {
             throw SwiftletError.badRequest("request.malformed_json", "malformed JSON body")
+        }
+        if let field = NullFields.firstReadField(in: data, decode: { _ = try decoder.decode(T.self, from: $0) }) {
+            throw nullValue(field)
+        }
+        return value
+    }
+
+    private static func nullValue(_ field: String) -> SwiftletError {
+        SwiftletError.badRequest(
+            "request.null_value",
+            field.isEmpty ? "the body must not be null" : "'\(field)' must not be null (leave it out instead)")
+    }
+
+    /// A boolean query parameter: absent is false; anything but `true` or `false` is refused.
+    static func flag(_ name: String, _ request: Request) throws(SwiftletError) -> Bool {
+        switch request.uri.queryParameters.get(name) {
+        case nil, "false"?: return false
+        case "true"?: return true
+        case let text?:
+            throw SwiftletError.badRequest(
+                "request.bad_parameter", "query parameter '\(name)' must be true or false, not '\(text)'")
         }
     }
 

@@ -43,10 +43,11 @@ enum BuildRoutes {
                 try await find(service, try context.parameters.require("id"), try context.requirePrincipal()))
         }
         v1.get("builds/:id/log") { request, context in
+            let follow = try APIRouter.flag("follow", request)
             let build = try await find(service, try context.parameters.require("id"), try context.requirePrincipal())
             let path = service.logPath(build.id)
             let headers: HTTPFields = [.contentType: "text/plain; charset=utf-8"]
-            guard request.uri.queryParameters.get("follow") == "true" else {
+            guard follow else {
                 let data = FileManager.default.contents(atPath: path) ?? Data()
                 return Response(status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: data)))
             }

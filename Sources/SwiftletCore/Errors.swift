@@ -2,7 +2,7 @@
 /// `kind` to an HTTP status and returns `{"error": {"code", "message"}}`.
 public struct SwiftletError: Error, Sendable, Equatable, CustomStringConvertible {
     public enum Kind: String, Sendable, Codable {
-        case badRequest, unauthorized, forbidden, notFound, conflict, payloadTooLarge, unprocessable
+        case badRequest, unauthorized, forbidden, notFound, methodNotAllowed, conflict, payloadTooLarge, unprocessable
         case unavailable, `internal`
 
         public var httpStatus: Int {
@@ -11,6 +11,7 @@ public struct SwiftletError: Error, Sendable, Equatable, CustomStringConvertible
             case .unauthorized: 401
             case .forbidden: 403
             case .notFound: 404
+            case .methodNotAllowed: 405
             case .conflict: 409
             case .payloadTooLarge: 413
             case .unprocessable: 422

@@ -188,6 +188,18 @@ import Testing
         #expect(decoded.wait == true && decoded.args == ["name=web"])
     }
 
+    /// The server refuses `null` (no field of the contract is nullable): an absent option is left out.
+    @Test func absentOptionsAreLeftOutNotSentAsNull() async throws {
+        let server = try FakeServer { _ in FakeServer.response(201, "Created", json: #"{"instances":[]}"#) }
+        defer { server.stop() }
+        _ = try await SwiftletClient.withClient(baseURL: "http://127.0.0.1:\(server.port)", token: "t") {
+            try await $0.createInstances(CreateInstanceRequest(image: "http"))
+        }
+        let sent = try #require(server.requests.first)
+        let body = try #require(try JSONSerialization.jsonObject(with: Data(sent.body)) as? [String: Any])
+        #expect(body.keys.sorted() == ["image"], "\(String(decoding: sent.body, as: UTF8.self))")
+    }
+
     @Test func consoleStreamsChunksAndKeepsSplitCharactersWhole() async throws {
         // "héllo ✓\n" with the two-byte é and the three-byte ✓ cut across chunks.
         let text = Array("héllo ✓\nbye\n".utf8)

@@ -5,11 +5,11 @@ import Testing
 
 /// Bad input gets a clear 4xx and leaves nothing half-made.
 @Suite(.serialized) struct BadInputTests {
-    /// Raw HTTP, for bodies the typed client would never send.
+    /// Raw HTTP, for bodies the typed client would never send; `allow` is the `Allow` header.
     static func raw(
         _ method: String, _ url: String, token: String?, body: Data? = nil, contentType: String = "application/json"
-    ) throws -> (status: Int, body: String) {
-        var arguments = ["-s", "-o", "-", "-w", "\n%{http_code}", "-X", method, url]
+    ) throws -> (status: Int, body: String, allow: String) {
+        var arguments = ["-s", "-o", "-", "-w", "\n%header{allow}\n%{http_code}", "-X", method, url]
         if let token { arguments += ["-H", "Authorization: Bearer \(token)"] }
         var bodyFile: String?
         if let body {
@@ -21,10 +21,12 @@ import Testing
         defer { bodyFile.map { try? FileManager.default.removeItem(atPath: $0) } }
         let result = try Shell.run("/usr/bin/curl", arguments)
         let lines = result.output.split(separator: "\n", omittingEmptySubsequences: false)
-        return (Int(lines.last ?? "") ?? 0, lines.dropLast().joined(separator: "\n"))
+        return (
+            Int(lines.last ?? "") ?? 0, lines.dropLast(2).joined(separator: "\n"), String(lines.dropLast().last ?? "")
+        )
     }
 
-    static func expectError(_ response: (status: Int, body: String), _ status: Int, _ code: String) {
+    static func expectError(_ response: (status: Int, body: String, allow: String), _ status: Int, _ code: String) {
         #expect(response.status == status, "\(response.body)")
         let decoded = try? JSONDecoder().decode(ErrorBody.self, from: Data(response.body.utf8))
         #expect(decoded?.error.code == code, "\(response.body)")
@@ -96,6 +98,96 @@ import Testing
             Self.expectError(try Self.raw("GET", base + "/instances", token: nil), 401, "auth.missing_token")
             Self.expectError(try Self.raw("GET", base + "/instances", token: "swl_wrong"), 401, "auth.invalid_token")
             Self.expectError(try Self.raw("GET", base + "/nothing-here", token: token), 404, "http.404")
+        }
+    }
+
+    /// A known path asked with a method it does not have is 405 with the methods it has; an unknown
+    /// path stays 404.
+    @Test func aMethodThePathDoesNotHaveIs405WithAllow() async throws {
+        try await withServer { server, _ in
+            let base = server.url + "/v1"
+            let cases = [
+                ("PUT", "/instances", "GET, POST"), ("PATCH", "/instances/nope", "DELETE, GET"),
+                ("DELETE", "/instances/nope/console", "GET, POST"), ("GET", "/instances/nope/start", "POST"),
+                ("TRACE", "/flavors", "GET, POST"), ("DELETE", "/health", "GET"),
+            ]
+            for (method, path, allow) in cases {
+                let response = try Self.raw(method, base + path, token: server.adminToken)
+                Self.expectError(response, 405, "request.method_not_allowed")
+                #expect(response.allow == allow, "\(method) \(path)")
+            }
+            for (method, path) in [("PUT", "/nothing-here"), ("GET", "/instances/a/b/c"), ("GET", "/")] {
+                let response = try Self.raw(method, base + path, token: server.adminToken)
+                Self.expectError(response, 404, "http.404")
+                #expect(response.allow.isEmpty, "\(method) \(path)")
+            }
+        }
+    }
+
+    /// `null` is no value where the contract says string, boolean, array or object: 400, and
+    /// nothing changes (Codable alone would read it as an absent option). A field no request has
+    /// is ignored, null or not.
+    @Test func nullIsRefusedWhereTheContractSaysAType() async throws {
+        let kernel = try Kernels.path("hello")
+        try await withServer { server, client in
+            _ = try await client.uploadImage(path: kernel, name: "hello")
+            let base = server.url + "/v1"
+            let cases = [
+                ("POST", "/instances", #"{"image": "hello", "name": null}"#, "'name' must not be null"),
+                ("POST", "/instances", #"{"image": "hello", "wait": null}"#, "'wait' must not be null"),
+                (
+                    "POST", "/instances", #"{"image": "hello", "networks": [{"network": "lan", "ip": null}]}"#,
+                    "'networks.0.ip' must not be null"
+                ),
+                ("POST", "/instances", "null", "the body must not be null"),
+                ("PATCH", "/projects/prj-admin", #"{"requireSignedImages": null}"#, "'requireSignedImages' must not"),
+                ("PATCH", "/images/hello", #"{"tags": null}"#, "'tags' must not be null"),
+                ("PATCH", "/images/hello", #"{"properties": null}"#, "'properties' must not be null"),
+                ("POST", "/security-groups", #"{"name": "web", "description": null}"#, "'description' must not"),
+            ]
+            for (method, path, body, message) in cases {
+                let response = try Self.raw(method, base + path, token: server.adminToken, body: Data(body.utf8))
+                Self.expectError(response, 400, "request.null_value")
+                #expect(response.body.contains(message), "\(body): \(response.body)")
+            }
+            #expect(try await client.instances().isEmpty)
+            // A field no request has is ignored, null or not, as before.
+            let ignored = try Self.raw(
+                "POST", base + "/projects", token: server.adminToken,
+                body: Data(#"{"name": "team", "comment": null, "extra": {"note": null}}"#.utf8))
+            #expect(ignored.status == 201, "\(ignored.body)")
+        }
+    }
+
+    /// `follow` is a boolean: a value other than true or false is refused, not read as false.
+    @Test func aBooleanQueryParameterIsTrueOrFalse() async throws {
+        try await withServer { server, _ in
+            for path in ["/instances/nope/console", "/builds/nope/log"] {
+                for value in ["null", "yes", "1"] {
+                    let response = try Self.raw(
+                        "GET", server.url + "/v1" + path + "?follow=" + value, token: server.adminToken)
+                    Self.expectError(response, 400, "request.bad_parameter")
+                }
+                let response = try Self.raw(
+                    "GET", server.url + "/v1" + path + "?follow=false", token: server.adminToken)
+                #expect(response.status == 404, "\(path): \(response.body)")
+            }
+        }
+    }
+
+    /// Console input over its 4,096 bytes is 413 (it was a 500), and the console still takes a line.
+    @Test func consoleInputOverTheLimitIs413() async throws {
+        let kernel = try Kernels.path("hello")
+        try await withServer { server, client in
+            _ = try await client.uploadImage(path: kernel, name: "hello")
+            let instance = try await client.createInstances(CreateInstanceRequest(image: "hello", wait: true))[0]
+            let console = server.url + "/v1/instances/\(instance.id)/console"
+            let long = Data(String(repeating: "0", count: 4097).utf8)
+            Self.expectError(
+                try Self.raw("POST", console, token: server.adminToken, body: long, contentType: "text/plain"), 413,
+                "console.too_large")
+            let line = try Self.raw("POST", console, token: server.adminToken, body: Data("heap\n".utf8))
+            #expect(line.status == 204, "\(line.body)")
         }
     }
 

@@ -7,10 +7,12 @@ body must match the declared schema. Fails if an operation in the spec was never
 Usage: check_openapi.py SWIFTLET_BINARY KERNEL_ELF [DATABASE]
 (DATABASE: the server's --database, e.g. postgres://USER:PASSWORD@HOST/DB; default its SQLite file.)
 """
-import json, os, random, re, shutil, signal, socket, subprocess, sys, tempfile, time, urllib.request, urllib.error
+import json, os, random, re, subprocess, sys, urllib.request, urllib.error
 
 import jsonschema
 import yaml
+
+from contract_server import ContractServer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SPEC = yaml.safe_load(open(os.path.join(ROOT, "docs/openapi.yaml")))
@@ -91,32 +93,9 @@ def request(method, path, token=None, body=None, content_type="application/json"
     return status, (json.loads(text) if ctype.startswith("application/json") and text else text)
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-data = tempfile.mkdtemp(prefix="swiftlet-contract-")
-port = free_port()
-BASE = f"http://127.0.0.1:{port}"
-log = open(data + ".log", "w")
-# Its own device prefix, so that its bridges, TAPs and nftables tables are its own (networking).
-net_prefix = "c" + os.urandom(2).hex()
-with open(data + "/config.json", "w") as config:
-    json.dump({"networkPrefix": net_prefix}, config)
-command = [binary, "server", "--data", data, "--port", str(port), "--config", data + "/config.json"]
-if database:
-    command += ["--database", database]
-server = subprocess.Popen(command, stdout=log, stderr=log, start_new_session=True)
-try:
-    for _ in range(600):
-        try:
-            urllib.request.urlopen(BASE + "/v1/health", timeout=1)
-            break
-        except Exception:
-            time.sleep(0.1)
-    admin = open(os.path.join(data, "admin.token")).read().strip()
+server = ContractServer(binary, database)
+with server:
+    BASE, admin = server.base, server.admin
     request("GET", "/v1/health", expect=200)
     request("GET", "/v1/instances", expect=401)
     request("GET", "/v1/instances", token="swl_bad", expect=401)
@@ -157,6 +136,7 @@ try:
                                             "memoryMib": placed_on["hosts"][0]["memoryMib"]}, expect=409)
     request("POST", "/v1/instances", team, {"image": "nope"}, expect=404)
     request("POST", "/v1/instances", team, b"{oops", expect=400)
+    request("POST", "/v1/instances", team, {"name": None, "image": "hello"}, expect=400)
     request("POST", "/v1/instances", team, b"x" * (2 << 20), expect=413)
     request("GET", "/v1/instances", team, expect=200)
     request("GET", "/v1/instances?state=running", team, expect=200)
@@ -329,32 +309,14 @@ try:
     request("GET", "/v1/pools", admin, expect=200)
     request("DELETE", "/v1/pools/" + pool["id"], admin, expect=204)
     request("DELETE", "/v1/pools/" + pool["id"], admin, expect=404)
-finally:
-    server.send_signal(signal.SIGTERM)
-    try:
-        server.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        server.kill()
-    log.close()
-    leftover = subprocess.run(["pgrep", "-f", data + "/run/"], capture_output=True, text=True).stdout.split()
-    for pid in leftover:
-        os.kill(int(pid), signal.SIGKILL)
-    for line in subprocess.run(["ip", "-o", "link", "show"], capture_output=True, text=True).stdout.splitlines():
-        name = line.split(":")[1].strip().split("@")[0]
-        if name.startswith(net_prefix):
-            failures.append(f"network device left behind: {name}")
-            subprocess.run(["ip", "link", "del", name], capture_output=True)
-    for family in ("inet", "bridge"):
-        subprocess.run(["nft", "delete", "table", family, "swiftlet_" + net_prefix], capture_output=True)
-    shutil.rmtree(data, ignore_errors=True)
-    os.remove(data + ".log")
+failures += [f"network device left behind: {name}" for name in server.left_devices]
 
 declared = {(t, m) for t, item in SPEC["paths"].items() for m in item if m in ("get", "post", "delete", "put", "patch")}
 covered = {(t, m) for t, m, _ in exercised}
 for template, method in sorted(declared - covered):
     failures.append(f"{method.upper()} {template}: never exercised")
-if leftover:
-    failures.append(f"VMM processes left behind after every instance was deleted: {leftover}")
+if server.left_vmms:
+    failures.append(f"VMM processes left behind after every instance was deleted: {server.left_vmms}")
 print(f"contract ({'PostgreSQL' if database else 'SQLite'}): {len(exercised)} (operation, status) pairs checked against docs/openapi.yaml")
 if failures:
     print("contract: FAILED")
