@@ -7,7 +7,10 @@ enum NullFields {
     /// The dotted path of the first `null` in `data` that `decode` reads as a field, or nil when
     /// there is none or `data` is not JSON (the decoder then says what is wrong with it).
     static func firstReadField(in data: Data, decode: (Data) throws -> Void) -> String? {
-        guard let document = try? JSONSerialization.jsonObject(with: data, options: .fragmentsAllowed) else {
+        // Most bodies have no null at all: they are not parsed again.
+        guard data.firstRange(of: Data("null".utf8)) != nil,
+            let document = try? JSONSerialization.jsonObject(with: data, options: .fragmentsAllowed)
+        else {
             return nil
         }
         for path in nullPaths(in: document, at: []) {
