@@ -8,14 +8,25 @@ import SwiftletCore
 struct PostgresSession: Sendable {
     let connection: PostgresConnection
     let logger: Logger
+    let statements: StatementWatch
 
     func execute(_ query: PostgresQuery) async throws {
-        _ = try await connection.query(query, logger: logger).collect()
+        _ = try await self.query(query)
     }
 
     func rows(_ query: PostgresQuery) async throws -> [PostgresRandomAccessRow] {
-        try await connection.query(query, logger: logger).collect().map { $0.makeRandomAccess() }
+        try await self.query(query).map { $0.makeRandomAccess() }
     }
+
+    /// Every statement goes through here: one on a connection already closed is refused at once,
+    /// and one the driver drops as its connection closes is given up (`StatementWatch`).
+    private func query(_ query: PostgresQuery) async throws -> [PostgresRow] {
+        guard !connection.isClosed else { throw Self.closed }
+        return try await statements.run(query, on: connection, logger: logger)
+    }
+
+    static let closed = SwiftletError(
+        .unavailable, "store.unavailable", "the database is unreachable: its connection was closed")
 
     func row(_ query: PostgresQuery) async throws -> PostgresRandomAccessRow? {
         try await rows(query).first
@@ -23,7 +34,7 @@ struct PostgresSession: Sendable {
 
     /// The first column of every row.
     func values<Value: PostgresDecodable>(_ type: Value.Type, _ query: PostgresQuery) async throws -> [Value] {
-        try await connection.query(query, logger: logger).collect().map { try $0.decode(Value.self) }
+        try await self.query(query).map { try $0.decode(Value.self) }
     }
 
     /// The first column of the first row, nil without rows.
@@ -33,7 +44,7 @@ struct PostgresSession: Sendable {
 
     /// Runs an UPDATE or DELETE written with `RETURNING 1`: whether it touched a row.
     func changed(_ query: PostgresQuery) async throws -> Bool {
-        try await !connection.query(query, logger: logger).collect().isEmpty
+        try await !self.query(query).isEmpty
     }
 
     /// Serialises this transaction with every other one taking the same lock, until it ends.

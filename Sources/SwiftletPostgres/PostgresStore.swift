@@ -16,6 +16,7 @@ import Synchronization
 /// other method to get a connection.
 public final class PostgresStore: SwiftletStore, Service {
     let client: PostgresClient
+    let statements = StatementWatch()
     let logger: Logger
     private let writes = Atomic<UInt64>(0)
     private let catalogWrites = Atomic<UInt64>(0)
@@ -126,6 +127,7 @@ public final class PostgresStore: SwiftletStore, Service {
     public func run() async throws {
         await withDiscardingTaskGroup { group in
             group.addTask { await self.listenForChanges() }
+            group.addTask { await self.statements.watch() }
             await client.run()
             group.cancelAll()
         }
@@ -189,7 +191,7 @@ public final class PostgresStore: SwiftletStore, Service {
         async throws(SwiftletError) -> T
     {
         try await withConnection { connection, logger in
-            try await body(PostgresSession(connection: connection, logger: logger))
+            try await body(PostgresSession(connection: connection, logger: logger, statements: self.statements))
         }
     }
 
@@ -224,9 +226,18 @@ public final class PostgresStore: SwiftletStore, Service {
         async throws(SwiftletError) -> T
     {
         try await withConnection { connection, logger in
-            try await connection.withTransaction(logger: logger) { connection in
-                try await body(PostgresSession(connection: connection, logger: logger))
+            // BEGIN, COMMIT and ROLLBACK go through the session too (postgres-nio's own
+            // `withTransaction` sends them unguarded: see `PostgresSession.query`).
+            let db = PostgresSession(connection: connection, logger: logger, statements: self.statements)
+            try await db.execute("BEGIN")
+            let value: T
+            do { value = try await body(db) } catch {
+                // A rollback that fails leaves a connection the server ends the transaction of.
+                try? await db.execute("ROLLBACK")
+                throw error
             }
+            try await db.execute("COMMIT")
+            return value
         }
     }
 
@@ -254,10 +265,6 @@ public final class PostgresStore: SwiftletStore, Service {
         switch error {
         case let error as SwiftletError:
             return error
-        case let error as PostgresTransactionError:
-            // The body's own error first: a rollback or commit failure follows from it.
-            if let cause = error.closureError ?? error.commitError ?? error.beginError { return map(cause) }
-            return SwiftletError(.internal, "store.failed", "database transaction failed")
         case let error as PSQLError:
             return map(error)
         case is PostgresDecodingError, is EncodingError, is DecodingError:
