@@ -24,7 +24,7 @@ public final class InstanceSync: ObservationSink, Service {
     private let (recheckRequests, recheckRequest) = AsyncStream.makeStream(
         of: Void.self, bufferingPolicy: .bufferingNewest(1))
     /// The in-process agent's reports the store could not take yet, in the order they came.
-    private let unrecorded = Mutex(RetryQueue<Observation>())
+    private let unrecorded = OrderedHandOff<Observation>()
     private let (retryRequests, retryRequest) = AsyncStream.makeStream(
         of: Void.self, bufferingPolicy: .bufferingNewest(1))
 
@@ -169,14 +169,9 @@ public final class InstanceSync: ObservationSink, Service {
     /// The in-process agent's reports. One the store cannot take now (it is unavailable) waits
     /// in order with those after it, and is recorded when the store answers again.
     public func observe(_ observation: Observation) async {
-        let queued = unrecorded.withLock { queue in
-            guard !queue.isEmpty else { return false }
-            queue.append(observation)
-            return true
+        if await unrecorded.offer(observation, handOn: { await self.recordOrLog($0) == .taken }) {
+            retryRequest.yield()
         }
-        guard !queued, await recordOrLog(observation) == .retryLater else { return }
-        unrecorded.withLock { $0.append(observation, first: true) }
-        retryRequest.yield()
     }
 
     enum RecordOutcome { case taken, retryLater }
@@ -203,13 +198,9 @@ public final class InstanceSync: ObservationSink, Service {
     /// until cancelled.
     func recordUnrecordedWhenAsked() async {
         for await _ in retryRequests {
-            while let next = unrecorded.withLock({ $0.first }) {
-                guard await recordOrLog(next.element) == .taken else {
-                    try? await Task.sleep(for: Self.storeRetryInterval)
-                    if Task.isCancelled { return }
-                    continue
-                }
-                unrecorded.withLock { $0.remove(serial: next.serial) }
+            while await !unrecorded.handOnKept({ await self.recordOrLog($0) == .taken }) {
+                try? await Task.sleep(for: Self.storeRetryInterval)
+                if Task.isCancelled { return }
             }
         }
     }

@@ -23,6 +23,8 @@ public final class RemoteAgentLink: AgentLink {
     private let routed: RoutedCalls
     private let logger: Logger
     private let state = Mutex(State())
+    /// Changes the store could not take yet: appended, in order, before any later one.
+    private let unappended = OrderedHandOff<DesiredChange>()
 
     /// How long a call on the agent may take.
     static let callTimeout: Duration = .seconds(10)
@@ -42,8 +44,6 @@ public final class RemoteAgentLink: AgentLink {
         var callsWaiting = false
         /// Calls taken from the store and sent to the agent: their answers go back to the store.
         var forwarded: Set<String> = []
-        /// Changes the store could not take yet: appended, in order, before any later one.
-        var unappended = RetryQueue<DesiredChange>()
     }
 
     /// A watch stream and the loop that feeds it from the store (run it beside the stream's
@@ -80,21 +80,12 @@ public final class RemoteAgentLink: AgentLink {
                 change = .assign(assignment)
             }
         }
-        let queued = state.withLock { state in
-            guard !state.unappended.isEmpty else { return false }
-            state.unappended.append(change)
-            return true
-        }
-        guard !queued, await !append(change) else { return }
-        state.withLock { $0.unappended.append(change, first: true) }
+        _ = await unappended.offer(change, handOn: { await self.append($0) })
     }
 
     /// Appends the changes the store could not take before, in order, while it takes them.
     func appendUnappended() async {
-        while let next = state.withLock({ $0.unappended.first }) {
-            guard await append(next.element) else { return }
-            state.withLock { $0.unappended.remove(serial: next.serial) }
-        }
+        _ = await unappended.handOnKept { await self.append($0) }
     }
 
     /// Appends `change` to the host's feed and hands it to the stream held here when it is the

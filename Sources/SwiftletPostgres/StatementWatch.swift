@@ -18,10 +18,10 @@ final class StatementWatch: Sendable {
 
     /// Resumes its continuation once, whoever comes first.
     final class Waiter: Sendable {
-        private let continuation = Mutex<CheckedContinuation<[PostgresRow], any Error>?>(nil)
+        private let continuation: Mutex<CheckedContinuation<[PostgresRow], any Error>?>
 
         init(_ continuation: CheckedContinuation<[PostgresRow], any Error>) {
-            self.continuation.withLock { $0 = continuation }
+            self.continuation = Mutex(continuation)
         }
 
         func resume(with result: Result<[PostgresRow], any Error>) {
