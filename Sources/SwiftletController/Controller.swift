@@ -298,18 +298,24 @@ public final class Controller: Sendable {
                 needsNetworks: !networkPlan.attachments.isEmpty, group: group)
         }
         var placements = try await place()
+        // Instances whose assignment went into their host's feed with their record.
+        var fed: Set<String> = []
         for attempt in 1...Self.placementAttempts {
             for index in instances.indices {
                 instances[index].hostId = placements.hostIds[index]
                 instances[index].serverGroupId = group?.id
             }
             do throws(SwiftletError) {
-                if count == 1 && networkPlan.attachments.isEmpty {
-                    return try await createWhileSpawning(
-                        instances[0], image: image, wait: request.wait == true, claim: placements.claim)
-                }
-                do { try await store.createInstances(instances, claim: placements.claim) } catch {
-                    throw Self.insertError(error)
+                if networkPlan.attachments.isEmpty {
+                    if count == 1, remoteLink(for: instances[0]) == nil {
+                        return try await createWhileSpawning(
+                            instances[0], image: image, wait: request.wait == true, claim: placements.claim)
+                    }
+                    fed = try await insertFeedingRemoteHosts(instances, image: image, claim: placements.claim)
+                } else {
+                    do { try await store.createInstances(instances, claim: placements.claim) } catch {
+                        throw Self.insertError(error)
+                    }
                 }
                 break
             } catch  where error.code == PlacementClaim.lostCode && attempt < Self.placementAttempts {
@@ -337,24 +343,80 @@ public final class Controller: Sendable {
             instance.timeline.persisted = persisted
             committed.append(instance)
         }
+        if !networkPlan.attachments.isEmpty {
+            fed = await feedRemoteHosts(committed, image: image)
+        }
+        let unfed = committed.filter { !fed.contains($0.id) }
         if request.wait == true {
-            await withTaskGroup(of: Void.self) { group in
+            await withTaskGroup(of: Void.self) { [fed] group in
                 for instance in committed {
                     group.addTask {
-                        await sync.dispatch(instance, image: image)
+                        if !fed.contains(instance.id) { await sync.dispatch(instance, image: image) }
                         await sync.waitUntilSettled(instanceId: instance.id, timeout: .seconds(60))
                     }
                 }
             }
         } else {
             // The answer does not wait for the boots (they queue at the host's boot gate).
-            for instance in committed { Task { await sync.dispatch(instance, image: image) } }
+            for instance in unfed { Task { await sync.dispatch(instance, image: image) } }
         }
         var created: [Instance] = []
         for id in ids {
             if let instance = try await store.instance(idOrName: id, projectId: nil) { created.append(instance) }
         }
         return created.map(present)
+    }
+
+    /// The link of the instance's host when its agent is another process (nil for the in-process one).
+    private func remoteLink(for instance: Instance) -> RemoteAgentLink? {
+        guard let hostId = instance.hostId else { return nil }
+        return (try? agents.link(for: hostId)) as? RemoteAgentLink
+    }
+
+    /// The assignments of the instances on remote hosts, each with its link; an instance whose
+    /// assignment cannot be made is left out (its dispatch records why it fails).
+    private func remoteAssignments(_ instances: [Instance], image: Image) async -> [(
+        link: RemoteAgentLink, change: DesiredChange, instanceId: String
+    )] {
+        var changes: [(link: RemoteAgentLink, change: DesiredChange, instanceId: String)] = []
+        for instance in instances {
+            guard let link = remoteLink(for: instance),
+                let assignment = try? await instanceSync.assignment(for: instance, image: image)
+            else { continue }
+            changes.append((link, .assign(assignment), instance.id))
+        }
+        return changes
+    }
+
+    /// Inserts the records, and in the same transaction the assignments of those on remote hosts
+    /// into their hosts' feeds: a committed instance is never missing from its host's desired
+    /// state, and the agent has it one commit after the request. Returns the ids of those fed.
+    private func insertFeedingRemoteHosts(_ instances: [Instance], image: Image, claim: PlacementClaim)
+        async throws(SwiftletError) -> Set<String>
+    {
+        let changes = await remoteAssignments(instances, image: image)
+        let store = self.store
+        do {
+            try await RemoteAgentLink.commit(changes.map { ($0.link, $0.change) }) { feed throws(SwiftletError) in
+                try await store.createInstances(instances, claim: claim, feed: feed)
+            }
+        } catch {
+            // A connection lost at commit leaves the outcome unknown: records that are there are
+            // kept, and their hosts' agents read the feed entries committed with them.
+            guard error.code == "store.unavailable", (try? await store.instanceState(id: instances[0].id)) != nil
+            else { throw Self.insertError(error) }
+        }
+        return Set(changes.map(\.instanceId))
+    }
+
+    /// Appends the assignments of committed instances on remote hosts to their hosts' feeds, in
+    /// one transaction; returns the ids of those appended (the others are dispatched one by one,
+    /// which keeps what the store cannot take to append later).
+    private func feedRemoteHosts(_ instances: [Instance], image: Image) async -> Set<String> {
+        let changes = await remoteAssignments(instances, image: image)
+        guard !changes.isEmpty else { return [] }
+        do { try await RemoteAgentLink.append(changes.map { ($0.link, $0.change) }) } catch { return [] }
+        return Set(changes.map(\.instanceId))
     }
 
     /// What a failed insert answers: a name taken in the project is said so; a lost placement
@@ -365,8 +427,8 @@ public final class Controller: Sendable {
             .conflict, "instance.duplicate_name", "an instance with that name already exists in the project")
     }
 
-    /// Creates one instance without networks with its VMM starting while its record commits: the
-    /// agent spawns QEMU paused and lets the guest run once the insert is done, so the commit is off
+    /// Creates one instance without networks on the in-process agent's host, with its VMM starting
+    /// while its record commits: the agent spawns QEMU paused and lets the guest run once the insert is done, so the commit is off
     /// the path to READY. A failed insert ends that VMM (nothing is recorded) and is the answer.
     private func createWhileSpawning(_ instance: Instance, image: Image, wait: Bool, claim: PlacementClaim)
         async throws(SwiftletError) -> [Instance]
@@ -396,11 +458,9 @@ public final class Controller: Sendable {
             if let error = await commit.value { throw error }
             await sync.waitUntilSettled(instanceId: instance.id, timeout: .seconds(60))
         } else {
-            let dispatch = Task { await sync.dispatch(instance, image: image, pendingCommit: pendingCommit) }
+            // The boot goes on after the answer.
+            Task { await sync.dispatch(instance, image: image, pendingCommit: pendingCommit) }
             if let error = await commit.value { throw error }
-            // A remote host's assignment is in its feed (or kept for it) before the create is
-            // acknowledged; the in-process agent's boot goes on after the answer.
-            if let hostId = instance.hostId, (try? agents.link(for: hostId)) is RemoteAgentLink { await dispatch.value }
         }
         guard let created = try await store.instance(idOrName: instance.id, projectId: nil) else {
             throw .notFound("instance", instance.id)

@@ -39,6 +39,14 @@ public final class RemoteAgentLink: AgentLink {
         var streamSerial = 0
         /// The last revision handed to the current stream.
         var delivered: UInt64 = 0
+        /// This controller's appends to the host's feed in flight: the pump leaves the feed to them
+        /// until they end, so that what they commit reaches the agent as they wrote it, with the
+        /// time of its commit.
+        var appending = 0
+        /// The pump was woken while appends were in flight: it reads once they end.
+        var pumpDeferred = false
+        /// Changes this controller committed that wait for an earlier revision, by revision.
+        var committed: [UInt64: DesiredChange] = [:]
         var calls: [String: CheckedContinuation<AgentReply.Result, Never>] = [:]
         /// Another controller left calls for this host's agent in the store.
         var callsWaiting = false
@@ -88,30 +96,83 @@ public final class RemoteAgentLink: AgentLink {
         _ = await unappended.handOnKept { await self.append($0) }
     }
 
-    /// Appends `change` to the host's feed and hands it to the stream held here when it is the
-    /// next one; false when the store did not take it.
+    /// Appends `change` to the host's feed and hands it to the agent; false when the store did not
+    /// take it.
     private func append(_ change: DesiredChange) async -> Bool {
-        let revision: UInt64
         do {
-            let body = try SwiftletJSON.encoder().encode(change)
-            revision = try await feed.appendHostChange(hostId: hostId, body: body)
+            try await Self.append([(self, change)])
+            return true
         } catch {
             logger.warning(
                 "desired change not in the host's feed yet: kept to append again",
                 metadata: ["host.id": "\(hostId)", "error": "\(error)"])
             return false
         }
+    }
+
+    /// Appends `changes` to their hosts' feeds in one transaction (the links share their
+    /// controller's store) and hands each to its host's agent.
+    static func append(_ changes: [(link: RemoteAgentLink, change: DesiredChange)]) async throws(SwiftletError) {
+        guard let feed = changes.first?.link.feed else { return }
+        try await commit(changes) { entries throws(SwiftletError) in try await feed.appendHostChanges(entries) }
+    }
+
+    /// Runs `write`, which commits `changes` to their hosts' feeds in one transaction (with records
+    /// of its own, such as the new instances an assignment is for), and hands each change to its
+    /// host's agent. An assignment not timed yet is timed `persisted` at that commit.
+    static func commit(
+        _ changes: [(link: RemoteAgentLink, change: DesiredChange)],
+        write: ([HostChange]) async throws(SwiftletError) -> [UInt64]
+    ) async throws(SwiftletError) {
+        let encoder = SwiftletJSON.encoder()
+        var feed: [HostChange] = []
+        for (link, change) in changes {
+            do { feed.append(HostChange(hostId: link.hostId, body: try encoder.encode(change))) } catch {
+                throw SwiftletError(.internal, "agent.bad_change", "cannot encode a desired change: \(error)")
+            }
+        }
+        var links: [ObjectIdentifier: RemoteAgentLink] = [:]
+        for (link, _) in changes { links[ObjectIdentifier(link)] = link }
+        for link in links.values { link.appendBegan() }
+        let revisions: [UInt64]
+        do { revisions = try await write(feed) } catch {
+            for link in links.values { link.appendEnded([]) }
+            throw error
+        }
+        let persisted = monotonicNanos()
+        var ended: [ObjectIdentifier: [(UInt64, DesiredChange)]] = [:]
+        for (index, (link, change)) in changes.enumerated() {
+            var change = change
+            if case .assign(var assignment) = change, assignment.instance.timeline.persisted == nil {
+                assignment.instance.timeline.persisted = persisted
+                change = .assign(assignment)
+            }
+            ended[ObjectIdentifier(link), default: []].append((revisions[index], change))
+        }
+        for (id, link) in links { link.appendEnded(ended[id] ?? []) }
+    }
+
+    private func appendBegan() {
+        state.withLock { $0.appending += 1 }
+    }
+
+    /// Hands the changes an append committed (none when it failed) to the stream, in order of
+    /// revision; the pump reads what lies between, once no append is in flight.
+    private func appendEnded(_ changes: [(revision: UInt64, change: DesiredChange)]) {
         state.withLock { state in
-            guard let stream = state.stream, revision > state.delivered else { return }
-            if revision == state.delivered + 1 {
-                stream.yield(.event(WatchEvent(revision: revision, change: change)))
-                state.delivered = revision
-            } else {
-                // Another controller's append came between: the pump reads them in order.
+            state.appending -= 1
+            guard let stream = state.stream else { return }
+            for (revision, change) in changes where revision > state.delivered { state.committed[revision] = change }
+            while let change = state.committed.removeValue(forKey: state.delivered + 1) {
+                state.delivered += 1
+                stream.yield(.event(WatchEvent(revision: state.delivered, change: change)))
+            }
+            // A failed append's outcome may be unknown: what it committed is read from the feed.
+            if state.appending == 0, state.pumpDeferred || !state.committed.isEmpty || changes.isEmpty {
+                state.pumpDeferred = false
                 state.wake?.yield()
             }
         }
-        return true
     }
 
     public func command(_ command: VMCommand, instanceId: String) async throws(SwiftletError) {
@@ -161,6 +222,7 @@ public final class RemoteAgentLink: AgentLink {
             state.stream = continuation
             state.wake = wake
             state.delivered = start
+            state.committed = [:]
             state.streamSerial += 1
             return (state.streamSerial, replaced)
         }
@@ -190,7 +252,13 @@ public final class RemoteAgentLink: AgentLink {
         for await _ in wakes {
             await forwardRoutedCalls(serial: serial)
             while !Task.isCancelled {
-                guard let after = state.withLock({ $0.streamSerial == serial ? $0.delivered : nil }) else { return }
+                let next = state.withLock { state -> (after: UInt64, deferred: Bool)? in
+                    guard state.streamSerial == serial else { return nil }
+                    if state.appending > 0 { state.pumpDeferred = true }
+                    return (state.delivered, state.appending > 0)
+                }
+                guard let (after, deferred) = next else { return }
+                if deferred { break }
                 let page: HostFeedPage
                 do { page = try await feed.hostChanges(hostId: hostId, after: after, limit: Self.pageSize) } catch {
                     logger.warning(
@@ -220,14 +288,25 @@ public final class RemoteAgentLink: AgentLink {
                     disconnect()
                     return
                 }
-                state.withLock { state in
-                    guard state.streamSerial == serial, let stream = state.stream else { return }
+                let handed = state.withLock { state -> Bool in
+                    guard state.streamSerial == serial, let stream = state.stream else { return false }
+                    // An append that began meanwhile may have committed one of these: it hands it on.
+                    if state.appending > 0 {
+                        state.pumpDeferred = true
+                        return false
+                    }
                     for event in events where event.revision == state.delivered + 1 {
-                        stream.yield(.event(event))
+                        let change = state.committed.removeValue(forKey: event.revision) ?? event.change
+                        stream.yield(.event(WatchEvent(revision: event.revision, change: change)))
                         state.delivered = event.revision
                     }
+                    while let change = state.committed.removeValue(forKey: state.delivered + 1) {
+                        state.delivered += 1
+                        stream.yield(.event(WatchEvent(revision: state.delivered, change: change)))
+                    }
+                    return true
                 }
-                if page.entries.count < Self.pageSize { break }
+                if !handed || page.entries.count < Self.pageSize { break }
             }
         }
     }
@@ -291,6 +370,7 @@ public final class RemoteAgentLink: AgentLink {
                 // A newer stream may have replaced this one already.
                 guard state.streamSerial == serial else { return ([], nil) }
                 state.stream = nil
+                state.committed = [:]
                 defer {
                     state.calls = [:]
                     state.wake = nil

@@ -87,25 +87,43 @@ extension PostgresStore: HostFeedStore {
 
     // Not counted in `generation`: the feed is no cached resource. The upsert's row lock on the
     // host's feed serialises its appends until commit, so revisions commit in order.
-    public func appendHostChange(hostId: String, body: Data) async throws(SwiftletError) -> UInt64 {
-        try await transaction { db in
-            let revision =
+    public func appendHostChanges(_ changes: [HostChange]) async throws(SwiftletError) -> [UInt64] {
+        try await transaction { db in try await Self.append(changes, db) }
+    }
+
+    /// Appends `changes` in the caller's transaction and returns their revisions. Hosts are taken
+    /// in one order, so two transactions appending to the same hosts never wait on each other in a
+    /// cycle.
+    static func append(_ changes: [HostChange], _ db: PostgresSession) async throws -> [UInt64] {
+        var revisions = [UInt64](repeating: 0, count: changes.count)
+        let byHost = Dictionary(grouping: changes.indices, by: { changes[$0].hostId })
+        for hostId in byHost.keys.sorted() {
+            let indices = byHost[hostId] ?? []
+            let last =
                 try await db.value(
                     Int64.self,
                     """
-                    INSERT INTO host_feed (host_id, revision) VALUES (\(hostId), 1)
-                    ON CONFLICT (host_id) DO UPDATE SET revision = host_feed.revision + 1 RETURNING revision
+                    INSERT INTO host_feed (host_id, revision) VALUES (\(hostId), \(Int64(indices.count)))
+                    ON CONFLICT (host_id) DO UPDATE SET revision = host_feed.revision + EXCLUDED.revision
+                    RETURNING revision
                     """) ?? 0
-            try await db.execute(
-                "INSERT INTO host_change (host_id, revision, body) VALUES (\(hostId), \(revision), \(ByteBuffer(data: body)))"
-            )
-            let capacity = Int64(HostFeed.capacity)
-            if revision % Int64(HostFeed.trimEvery) == 0, revision > capacity {
+            var revision = last - Int64(indices.count)
+            for index in indices {
+                revision += 1
+                revisions[index] = UInt64(revision)
                 try await db.execute(
-                    "DELETE FROM host_change WHERE host_id = \(hostId) AND revision <= \(revision - capacity)")
+                    """
+                    INSERT INTO host_change (host_id, revision, body)
+                    VALUES (\(hostId), \(revision), \(ByteBuffer(data: changes[index].body)))
+                    """)
+                let capacity = Int64(HostFeed.capacity)
+                if revision % Int64(HostFeed.trimEvery) == 0, revision > capacity {
+                    try await db.execute(
+                        "DELETE FROM host_change WHERE host_id = \(hostId) AND revision <= \(revision - capacity)")
+                }
             }
-            return UInt64(revision)
         }
+        return revisions
     }
 
     public func hostChanges(hostId: String, after revision: UInt64, limit: Int) async throws(SwiftletError)

@@ -447,7 +447,9 @@ public final class PostgresStore: SwiftletStore, Service {
 
     // MARK: - Instances
 
-    public func createInstances(_ instances: [Instance], claim: PlacementClaim?) async throws(SwiftletError) {
+    public func createInstances(_ instances: [Instance], claim: PlacementClaim?, feed: [HostChange])
+        async throws(SwiftletError) -> [UInt64]
+    {
         try await write { db in
             // Taken before the inserts: concurrent claims then check one after another, each
             // seeing the rows of those committed before it.
@@ -468,6 +470,7 @@ public final class PostgresStore: SwiftletStore, Service {
                     """)
             }
             if let claim { try await Self.check(claim, db) }
+            return try await Self.append(feed, db)
         }
     }
 

@@ -12,6 +12,17 @@ public struct HostFeedEntry: Sendable, Equatable {
     }
 }
 
+/// A change to append to a host's feed (its revision is given at commit).
+public struct HostChange: Sendable, Equatable {
+    public var hostId: String
+    public var body: Data
+
+    public init(hostId: String, body: Data) {
+        self.hostId = hostId
+        self.body = body
+    }
+}
+
 /// A read of a host's feed: the entries after a revision, and the bounds of what is kept.
 public struct HostFeedPage: Sendable, Equatable {
     public var entries: [HostFeedEntry]
@@ -55,10 +66,11 @@ public protocol HostFeedStore: Sendable {
     /// Names this store's revision sequences: an agent that saw revisions of another store (a
     /// migrated or recreated one) starts again from a full sync.
     func feedIdentity() async throws(SwiftletError) -> String
-    /// Appends a change to `hostId`'s feed and returns its revision. A host's appends are
-    /// serialised, so its revisions commit in order: a reader never sees a later one before an
-    /// earlier one. Old entries are trimmed beyond `HostFeed.capacity` per host.
-    func appendHostChange(hostId: String, body: Data) async throws(SwiftletError) -> UInt64
+    /// Appends the changes, in one transaction, and returns their revisions (a host's in the order
+    /// given). A host's appends are serialised, so its revisions commit in order: a reader never
+    /// sees a later one before an earlier one. Old entries are trimmed beyond `HostFeed.capacity`
+    /// per host. `Store.createInstances` appends in the same way in the records' own transaction.
+    func appendHostChanges(_ changes: [HostChange]) async throws(SwiftletError) -> [UInt64]
     /// Up to `limit` entries after `revision`, in order.
     func hostChanges(hostId: String, after revision: UInt64, limit: Int) async throws(SwiftletError)
         -> HostFeedPage
@@ -86,6 +98,13 @@ public protocol HostFeedStore: Sendable {
     func takeAgentCallAnswer(id: String) async throws(SwiftletError) -> Data?
     /// Removes a call its caller gave up on.
     func endAgentCall(id: String) async throws(SwiftletError)
+}
+
+extension HostFeedStore {
+    /// Appends one change to `hostId`'s feed and returns its revision.
+    public func appendHostChange(hostId: String, body: Data) async throws(SwiftletError) -> UInt64 {
+        try await appendHostChanges([HostChange(hostId: hostId, body: body)])[0]
+    }
 }
 
 public enum HostFeed {

@@ -22,28 +22,37 @@ extension SQLiteStore: HostFeedStore {
     }
 
     // Not counted in `generation`: the feed is no cached resource.
-    public func appendHostChange(hostId: String, body: Data) async throws(SwiftletError) -> UInt64 {
-        do {
-            return try await pool.write { db in
-                try db.cachedExecute(
-                    sql: """
-                        INSERT INTO host_feed (host_id, revision) VALUES (?, 1)
-                        ON CONFLICT (host_id) DO UPDATE SET revision = revision + 1
-                        """, arguments: [hostId])
-                let revision =
-                    try UInt64.fetchOne(
-                        db, sql: "SELECT revision FROM host_feed WHERE host_id = ?", arguments: [hostId]) ?? 0
+    public func appendHostChanges(_ changes: [HostChange]) async throws(SwiftletError) -> [UInt64] {
+        do { return try await pool.write { db in try Self.append(changes, db) } } catch { throw Self.map(error) }
+    }
+
+    /// Appends `changes` in the caller's transaction and returns their revisions.
+    static func append(_ changes: [HostChange], _ db: Database) throws -> [UInt64] {
+        var revisions = [UInt64](repeating: 0, count: changes.count)
+        for (hostId, indices) in Dictionary(grouping: changes.indices, by: { changes[$0].hostId }) {
+            try db.cachedExecute(
+                sql: """
+                    INSERT INTO host_feed (host_id, revision) VALUES (?, ?)
+                    ON CONFLICT (host_id) DO UPDATE SET revision = revision + excluded.revision
+                    """, arguments: [hostId, indices.count])
+            let last =
+                try UInt64.fetchOne(db, sql: "SELECT revision FROM host_feed WHERE host_id = ?", arguments: [hostId])
+                ?? 0
+            var revision = last - UInt64(indices.count)
+            for index in indices {
+                revision += 1
+                revisions[index] = revision
                 try db.cachedExecute(
                     sql: "INSERT INTO host_change (host_id, revision, body) VALUES (?, ?, ?)",
-                    arguments: [hostId, revision, body])
+                    arguments: [hostId, revision, changes[index].body])
                 if revision % HostFeed.trimEvery == 0, revision > HostFeed.capacity {
                     try db.execute(
                         sql: "DELETE FROM host_change WHERE host_id = ? AND revision <= ?",
                         arguments: [hostId, revision - HostFeed.capacity])
                 }
-                return revision
             }
-        } catch { throw Self.map(error) }
+        }
+        return revisions
     }
 
     public func hostChanges(hostId: String, after revision: UInt64, limit: Int) async throws(SwiftletError)

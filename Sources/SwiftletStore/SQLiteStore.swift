@@ -266,7 +266,9 @@ public final class SQLiteStore: SwiftletStore {
 
     // MARK: - Instances
 
-    public func createInstances(_ instances: [Instance], claim: PlacementClaim?) async throws(SwiftletError) {
+    public func createInstances(_ instances: [Instance], claim: PlacementClaim?, feed: [HostChange])
+        async throws(SwiftletError) -> [UInt64]
+    {
         try await write { db in
             for instance in instances {
                 try db.cachedExecute(
@@ -285,6 +287,7 @@ public final class SQLiteStore: SwiftletStore {
                     arguments: [instance.id, DatabaseDate.text(instance.createdAt)])
             }
             if let claim { try Self.check(claim, db) }
+            return try Self.append(feed, db)
         }
     }
 

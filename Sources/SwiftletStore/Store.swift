@@ -47,8 +47,13 @@ public protocol SwiftletStore: Sendable {
 
     // Instances
     /// Inserts all or none (names unique per project). With a claim, in the same transaction,
-    /// 409 `scheduler.no_host` when it no longer holds (see `PlacementClaim`).
-    func createInstances(_ instances: [Instance], claim: PlacementClaim?) async throws(SwiftletError)
+    /// 409 `scheduler.no_host` when it no longer holds (see `PlacementClaim`). `feed` is appended
+    /// to the hosts' feeds in that transaction too (as `HostFeedStore.appendHostChanges`), so a
+    /// committed instance's desired state is never missing from its host's feed; returns their
+    /// revisions.
+    @discardableResult
+    func createInstances(_ instances: [Instance], claim: PlacementClaim?, feed: [HostChange])
+        async throws(SwiftletError) -> [UInt64]
     /// In creation order; with `marker`, only those created after that instance (keyset paging),
     /// and at most `limit` of them.
     func instances(
@@ -121,7 +126,11 @@ extension SwiftletStore {
 
     /// Inserts all or none, with no placement check.
     public func createInstances(_ instances: [Instance]) async throws(SwiftletError) {
-        try await createInstances(instances, claim: nil)
+        try await createInstances(instances, claim: nil, feed: [])
+    }
+
+    public func createInstances(_ instances: [Instance], claim: PlacementClaim?) async throws(SwiftletError) {
+        try await createInstances(instances, claim: claim, feed: [])
     }
 
     /// Every instance that passes the filters, in creation order.

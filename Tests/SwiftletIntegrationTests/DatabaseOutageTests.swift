@@ -87,6 +87,10 @@ struct DatabaseOutageTests {
         let config: [String: Any] = [
             "database": postgres.url, "agentPort": agentPort, "agentNames": [fabric.controllerAddress],
             "networkPrefix": fabric.prefix, "controllerOnly": true,
+            // An outage longer than the host's lease rightly makes the host DOWN (its renewals
+            // cannot be recorded) and a create then gets 409: with both CPUs busy, PostgreSQL's
+            // restart alone has taken most of the default 10 s.
+            "leaseDurationMs": 60_000,
         ]
         try await withServer(config: config) { server, client in
             let token = try #require(try await client.createJoinToken(ttlSeconds: 600).token)

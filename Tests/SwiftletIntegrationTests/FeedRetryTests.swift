@@ -17,11 +17,11 @@ final class FailingFeedStore: HostFeedStore {
     init(base: SQLiteStore) { self.base = base }
 
     func feedIdentity() async throws(SwiftletError) -> String { try await base.feedIdentity() }
-    func appendHostChange(hostId: String, body: Data) async throws(SwiftletError) -> UInt64 {
+    func appendHostChanges(_ changes: [HostChange]) async throws(SwiftletError) -> [UInt64] {
         if failing.load(ordering: .acquiring) {
             throw SwiftletError(.unavailable, "store.unavailable", "the database is unreachable (injected)")
         }
-        return try await base.appendHostChange(hostId: hostId, body: body)
+        return try await base.appendHostChanges(changes)
     }
     func hostChanges(hostId: String, after revision: UInt64, limit: Int) async throws(SwiftletError)
         -> HostFeedPage
@@ -56,13 +56,10 @@ final class FailingFeedStore: HostFeedStore {
 /// Desired changes the store could not take are kept and appended later, in order, before any
 /// change made after them: none is lost while the database is away.
 @Suite struct FeedRetryTests {
-    @Test func changesTheStoreCouldNotTakeAreAppendedLaterInOrder() async throws {
-        let directory = NSTemporaryDirectory() + "swiftlet-feed-\(UUID().uuidString.prefix(8))"
-        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
-        defer { try? FileManager.default.removeItem(atPath: directory) }
-        let store = FailingFeedStore(base: try SQLiteStore(path: directory + "/swiftlet.db"))
+    /// Host h1's link, with the watch stream of a new agent open on it.
+    static func openLink(feed: any HostFeedStore) async throws -> (RemoteAgentLink, RemoteAgentLink.WatchSession) {
         let link = RemoteAgentLink(
-            hostId: "h1", epoch: try await store.feedIdentity(), feed: store, controllerId: "c1",
+            hostId: "h1", epoch: try await feed.feedIdentity(), feed: feed, controllerId: "c1",
             routed: RoutedCalls(), logger: Logger(label: "test"))
         let capabilities = HostCapabilities(
             cpus: 1, memoryMib: 64, hypervisors: [], hypervisorVersion: "", machineTypes: [], accelerators: [],
@@ -70,6 +67,15 @@ final class FailingFeedStore: HostFeedStore {
         let session = try await link.open(
             WatchRequest(revision: nil, epoch: nil, running: [:], capabilities: capabilities),
             sync: { HostSync(revision: 0, assignments: [], pools: [], imageDigests: []) })
+        return (link, session)
+    }
+
+    @Test func changesTheStoreCouldNotTakeAreAppendedLaterInOrder() async throws {
+        let directory = NSTemporaryDirectory() + "swiftlet-feed-\(UUID().uuidString.prefix(8))"
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let store = FailingFeedStore(base: try SQLiteStore(path: directory + "/swiftlet.db"))
+        let (link, session) = try await Self.openLink(feed: store)
         var received = session.stream.makeAsyncIterator()
         guard case .sync = await received.next() else { throw TestFailure("a new agent gets a full sync first") }
 
@@ -92,6 +98,64 @@ final class FailingFeedStore: HostFeedStore {
         let decoder = SwiftletJSON.decoder()
         #expect(try feed.entries.map { try decoder.decode(DesiredChange.self, from: $0.body) } == events.map(\.change))
         link.disconnect()
+        await session.end()
+    }
+
+    /// Appends racing each other (and the pump) reach the agent once each, in the order of their
+    /// revisions, and an assignment committed with its record carries the time of that commit.
+    @Test func racingAppendsReachTheAgentInOrderOfRevision() async throws {
+        let directory = NSTemporaryDirectory() + "swiftlet-feed-\(UUID().uuidString.prefix(8))"
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let store = try SQLiteStore(path: directory + "/swiftlet.db")
+        let (link, session) = try await Self.openLink(feed: store)
+        var received = session.stream.makeAsyncIterator()
+        guard case .sync = await received.next() else { throw TestFailure("a new agent gets a full sync first") }
+        let pump = Task { await session.pump() }
+        // Ends the stream should a change never come, so that the test fails instead of hanging.
+        let watchdog = Task {
+            try await Task.sleep(for: .seconds(30))
+            link.disconnect()
+        }
+
+        let total = 40
+        await withTaskGroup(of: Void.self) { group in
+            for index in 0..<total {
+                group.addTask {
+                    await link.apply(.removePool(id: "p\(index)"), pendingCommit: nil)
+                    // Now and then the pump is woken as by another controller's append.
+                    if index % 7 == 0 { link.wake() }
+                }
+            }
+        }
+        let image = Image(
+            id: "img", projectId: Project.adminProjectId, name: "img", kind: .pvh,
+            sha256: String(repeating: "0", count: 64),
+            sizeBytes: 1, properties: [:], createdAt: Date())
+        let instance = Instance(
+            id: "i-1", projectId: Project.adminProjectId, name: "one", imageId: image.id, flavor: nil, vcpus: 1,
+            memoryMib: 16, args: [], restartPolicy: .no, publishedPorts: [], state: .building, hostId: "h1",
+            timeline: .starting(at: monotonicNanos()), createdAt: Date(), updatedAt: Date())
+        try await store.createImage(image)
+        let assignment = Assignment(
+            instance: instance, generation: 1, desired: .running,
+            boot: BootImage(image: image))
+        let before = monotonicNanos()
+        try await RemoteAgentLink.commit([(link, .assign(assignment))]) { feed throws(SwiftletError) in
+            try await store.createInstances([instance], claim: nil, feed: feed)
+        }
+
+        var events: [WatchEvent] = []
+        while events.count < total + 1, case .event(let event) = await received.next() { events.append(event) }
+        #expect(events.map(\.revision) == Array(1...UInt64(total + 1)))
+        #expect(Set(events.prefix(total).map { "\($0.change)" }).count == total)
+        guard case .assign(let delivered) = events.last?.change else { throw TestFailure("the assignment comes last") }
+        let persisted = try #require(delivered.instance.timeline.persisted)
+        #expect(persisted >= before && persisted <= monotonicNanos())
+        #expect(try await store.instance(idOrName: "i-1", projectId: nil) != nil)
+        watchdog.cancel()
+        link.disconnect()
+        await pump.value
         await session.end()
     }
 }

@@ -35,6 +35,38 @@ import Testing
         }
     }
 
+    /// Changes appended with new instances commit with them or not at all; a batch numbers each
+    /// host's changes in the order given.
+    @Test(arguments: StoreEngine.allCases) func changesAppendedWithRecordsCommitWithThem(engine: StoreEngine)
+        async throws
+    {
+        try await engine.withStore { store in
+            let image = Fixtures.image("img")
+            try await store.createImage(image)
+            _ = try await store.appendHostChange(hostId: "h1", body: Data([0]))
+            let first = Fixtures.instance("first", image: image.id, host: "h1")
+            let revisions = try await store.createInstances(
+                [first], claim: nil,
+                feed: [
+                    HostChange(hostId: "h1", body: Data([1])), HostChange(hostId: "h2", body: Data([2])),
+                    HostChange(hostId: "h1", body: Data([3])),
+                ])
+            #expect(revisions == [2, 1, 3])
+            // A duplicate name fails the insert: its changes are not in the feed either.
+            var duplicate = Fixtures.instance("first", image: image.id, host: "h1")
+            duplicate.id = "i-other"
+            let error = await storeError {
+                try await store.createInstances(
+                    [duplicate], claim: nil, feed: [HostChange(hostId: "h1", body: Data([4]))])
+            }
+            #expect(error?.code == "store.duplicate")
+            let h1 = try await store.hostChanges(hostId: "h1", after: 0, limit: 10)
+            #expect(h1.entries.map(\.body) == [Data([0]), Data([1]), Data([3])] && h1.latest == 3)
+            #expect(try await store.hostChanges(hostId: "h2", after: 0, limit: 10).entries.map(\.body) == [Data([2])])
+            #expect(try await store.appendHostChanges([HostChange(hostId: "h2", body: Data([5]))]) == [2])
+        }
+    }
+
     /// Two controllers appending to one host at once: every revision is used once, and a reader
     /// never sees a later revision committed before an earlier one is.
     @Test(arguments: StoreEngine.allCases) func concurrentAppendsFromTwoWritersStayInOrder(engine: StoreEngine)
