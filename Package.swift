@@ -42,7 +42,7 @@ let package = Package(
             name: "SwiftletPostgres",
             dependencies: [
                 "SwiftletCore", "SwiftletStore", .product(name: "PostgresNIO", package: "postgres-nio"),
-                .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"), .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
             swiftSettings: strict),
@@ -50,6 +50,7 @@ let package = Package(
             name: "SwiftletStoreTests",
             dependencies: [
                 "SwiftletPostgres", "SwiftletCore", "SwiftletStore", .product(name: "GRDB", package: "GRDB.swift"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
                 .product(name: "PostgresNIO", package: "postgres-nio"), .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: strict),

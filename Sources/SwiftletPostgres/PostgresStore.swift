@@ -1,5 +1,6 @@
 import Foundation
 import Logging
+import NIOSSL
 import PostgresNIO
 import ServiceLifecycle
 import SwiftletCore
@@ -53,7 +54,8 @@ public final class PostgresStore: SwiftletStore, Service {
     ) throws(SwiftletError) {
         self.connectionTimeout = connectionTimeout
         writerName = "swiftlet-" + UUID().uuidString.prefix(8).lowercased()
-        var configuration = try Self.configuration(url: url)
+        let (parsed, tls) = try Self.configuration(url: url)
+        var configuration = parsed
         configuration.options.additionalStartupParameters = [("application_name", writerName)]
         client = PostgresClient(configuration: configuration, backgroundLogger: logger)
         self.logger = logger
@@ -61,7 +63,7 @@ public final class PostgresStore: SwiftletStore, Service {
         databaseName = "database \(configuration.database ?? "?") on \(host):\(configuration.port ?? 5432)"
         connectionConfiguration = PostgresConnection.Configuration(
             host: host, port: configuration.port ?? 5432, username: configuration.username,
-            password: configuration.password, database: configuration.database, tls: .disable)
+            password: configuration.password, database: configuration.database, tls: try tls.connection)
     }
 
     /// Connects once, outside the pool (which keeps retrying a database it cannot reach), and
@@ -90,19 +92,30 @@ public final class PostgresStore: SwiftletStore, Service {
             let code = state.hasPrefix("28") ? "store.auth_failed" : "store.unavailable"
             return SwiftletError(.unavailable, code, "\(prefix): \(message)")
         }
+        if error.code == .sslUnsupported {
+            return SwiftletError(
+                .unavailable, "store.tls_failed", "\(prefix): the server does not offer TLS, which sslmode requires")
+        }
+        if let tls = error.underlying as? NIOSSLError {
+            return SwiftletError(.unavailable, "store.tls_failed", "\(prefix): TLS with the server failed: \(tls)")
+        }
         let cause = error.underlying.map { "\($0)" } ?? "\(error.code)"
         return SwiftletError(
             .unavailable, "store.unavailable", "\(prefix) (is PostgreSQL running and reachable there?): \(cause)")
     }
 
     /// Checks a database URL without connecting: 400 `store.bad_url` saying what is wrong.
-    public static func validate(url: String) throws(SwiftletError) { _ = try configuration(url: url) }
+    public static func validate(url: String) throws(SwiftletError) {
+        let (_, tls) = try configuration(url: url)
+        _ = try tls.connection
+    }
 
-    static func configuration(url: String) throws(SwiftletError) -> PostgresClient.Configuration {
+    static func configuration(url: String) throws(SwiftletError) -> (PostgresClient.Configuration, DatabaseTLS) {
         func bad(_ reason: String) -> SwiftletError {
             SwiftletError(
                 .badRequest, "store.bad_url",
-                "the database URL is not valid (\(reason)): expected postgres://USER[:PASSWORD]@HOST[:PORT]/DB")
+                "the database URL is not valid (\(reason)): expected postgres://USER[:PASSWORD]@HOST[:PORT]/DB"
+                    + "[?sslmode=MODE&sslrootcert=PATH]")
         }
         guard let components = URLComponents(string: url) else { throw bad("it does not parse as a URL") }
         guard components.scheme == "postgres" || components.scheme == "postgresql" else {
@@ -112,14 +125,14 @@ public final class PostgresStore: SwiftletStore, Service {
         guard let host = components.host, !host.isEmpty else { throw bad("it names no host") }
         let database = String(components.path.drop(while: { $0 == "/" }))
         guard !database.isEmpty, !database.contains("/") else { throw bad("it names no single database") }
-        guard components.query == nil, components.fragment == nil else {
-            throw bad("query parameters are not supported")
-        }
+        guard components.fragment == nil else { throw bad("it has a fragment") }
         let port = components.port ?? 5432
         guard (1...65535).contains(port) else { throw bad("the port is out of range") }
-        // TLS off for now: the database is expected on the controllers' private network.
-        return PostgresClient.Configuration(
-            host: host, port: port, username: user, password: components.password, database: database, tls: .disable)
+        let tls = try DatabaseTLS(query: components.queryItems ?? [], bad: bad)
+        let configuration = PostgresClient.Configuration(
+            host: host, port: port, username: user, password: components.password, database: database,
+            tls: try tls.client)
+        return (configuration, tls)
     }
 
     /// Runs the connection pool, and hears other writers' changes, until the task is cancelled

@@ -18,17 +18,46 @@ final class PrivatePostgres: @unchecked Sendable {
     private var process: Process?
     static let binaries = "/usr/lib/postgresql/15/bin"
 
+    /// With `tls`, the server speaks TLS only (over TCP), with a certificate for 127.0.0.1 from a
+    /// CA of its own, at `caPath`.
+    let tls: Bool
+    var caPath: String { directory + "/ca.pem" }
+
     var url: String { "postgres://postgres@127.0.0.1:\(port)/swiftlet" }
 
-    init() async throws {
+    init(tls: Bool = false) async throws {
+        self.tls = tls
         directory = NSTemporaryDirectory() + "swiftlet-pg-\(UUID().uuidString.prefix(8))"
         port = try ServerProcess.freePort()
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         _ = try Shell.run("/usr/bin/chown", ["postgres:postgres", directory])
         try Self.asPostgres(Self.binaries + "/initdb", ["-D", directory + "/data", "-A", "trust", "-U", "postgres"])
+        if tls {
+            try Self.makeCA(at: directory + "/ca")
+            try Self.openssl([
+                "req", "-new", "-nodes", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-keyout",
+                directory + "/server.key", "-out", directory + "/server.csr", "-subj", "/CN=127.0.0.1",
+            ])
+            let extensions = directory + "/server.ext"
+            try "subjectAltName=IP:127.0.0.1\n".write(toFile: extensions, atomically: true, encoding: .utf8)
+            try Self.openssl([
+                "x509", "-req", "-in", directory + "/server.csr", "-CA", caPath, "-CAkey", directory + "/ca.key",
+                "-CAcreateserial", "-days", "2", "-extfile", extensions, "-out", directory + "/server.pem",
+            ])
+            for file in ["server.key", "server.pem"] {
+                _ = try Shell.run("/usr/bin/chown", ["postgres:postgres", directory + "/" + file])
+            }
+            _ = try Shell.run("/usr/bin/chmod", ["600", directory + "/server.key"])
+            // TCP only with TLS: a plain connection is turned away.
+            try """
+            local all all trust
+            hostssl all all 127.0.0.1/32 trust
+            hostnossl all all 127.0.0.1/32 reject
+            """.write(toFile: directory + "/data/pg_hba.conf", atomically: true, encoding: .utf8)
+        }
         try await start()
         try Self.asPostgres(
-            Self.binaries + "/createdb", ["-h", "127.0.0.1", "-p", "\(port)", "-U", "postgres", "swiftlet"])
+            Self.binaries + "/createdb", ["-h", directory, "-p", "\(port)", "-U", "postgres", "swiftlet"])
     }
 
     func start() async throws {
@@ -37,7 +66,13 @@ final class PrivatePostgres: @unchecked Sendable {
             Self.postgresUser + [
                 Self.binaries + "/postgres", "-D", directory + "/data", "-p", "\(port)", "-k", directory, "-c",
                 "listen_addresses=127.0.0.1",
-            ], appendingTo: directory + "/server.log")
+            ]
+                + (tls
+                    ? [
+                        "-c", "ssl=on", "-c", "ssl_cert_file=\(directory)/server.pem", "-c",
+                        "ssl_key_file=\(directory)/server.key",
+                    ] : []),
+            appendingTo: directory + "/server.log")
         let port = port
         try await eventually("PostgreSQL accepting connections", timeout: .seconds(30)) {
             try Shell.run(Self.binaries + "/pg_isready", ["-q", "-h", "127.0.0.1", "-p", "\(port)"]).status == 0
@@ -57,6 +92,19 @@ final class PrivatePostgres: @unchecked Sendable {
     }
 
     private static let postgresUser = ["--reuid=postgres", "--regid=postgres", "--init-groups"]
+
+    /// A self-signed CA: `<prefix>.pem` and `<prefix>.key`.
+    static func makeCA(at prefix: String) throws {
+        try openssl([
+            "req", "-x509", "-nodes", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-keyout",
+            prefix + ".key", "-out", prefix + ".pem", "-days", "2", "-subj", "/CN=swiftlet test database CA",
+        ])
+    }
+
+    private static func openssl(_ arguments: [String]) throws {
+        let result = try Shell.run("/usr/bin/openssl", arguments)
+        guard result.status == 0 else { throw TestFailure("openssl \(arguments[0]) failed: \(result.output)") }
+    }
 
     private static func asPostgres(_ program: String, _ arguments: [String]) throws {
         let result = try Shell.run("/usr/bin/setpriv", postgresUser + [program] + arguments)

@@ -1,4 +1,5 @@
 import Foundation
+import NIOSSL
 import SwiftletCore
 import SwiftletStore
 import Testing
@@ -7,8 +8,9 @@ import Testing
 
 @Suite struct PostgresURLTests {
     @Test(arguments: [
-        "mysql://u@h/db", "postgres://h/db", "postgres://u@h/", "postgres://u@h", "postgres://u@h/db?sslmode=require",
-        "not a url",
+        "mysql://u@h/db", "postgres://h/db", "postgres://u@h/", "postgres://u@h", "postgres://u@h/db?sslmode=maybe",
+        "postgres://u@h/db?timeout=3", "postgres://u@h/db?sslmode=", "postgres://u@h/db?sslrootcert=/nonexistent.pem",
+        "postgres://u@h/db?sslmode=verify-full&sslcert=/etc/hostname", "postgres://u@h/db#x", "not a url",
     ])
     func badURLsAreRefused(url: String) async {
         let error = await storeError { _ = try PostgresStore(url: url, logger: PostgresTestDatabase.logger) }
@@ -19,6 +21,27 @@ import Testing
     @Test func goodURLsParseWithoutConnecting() throws {
         _ = try PostgresStore(url: "postgres://u:p%40ss@db.example:6543/swiftlet", logger: PostgresTestDatabase.logger)
         _ = try PostgresStore(url: "postgresql://u@127.0.0.1/swiftlet", logger: PostgresTestDatabase.logger)
+    }
+
+    /// libpq's TLS parameters, and libpq's meaning for each mode.
+    @Test func tlsParametersMeanWhatTheyMeanToLibpq() throws {
+        func tls(_ query: String) throws -> DatabaseTLS {
+            try PostgresStore.configuration(url: "postgres://u@h/db" + query).1
+        }
+        #expect(try tls("").mode == .prefer)
+        #expect(try tls("?sslmode=disable").configuration() == nil)
+        #expect(try tls("?sslmode=require").configuration()?.certificateVerification == CertificateVerification.none)
+        // Only read when a connection is made.
+        let root = FileManager.default.temporaryDirectory.appendingPathComponent("swiftlet-root-\(UUID()).pem").path
+        FileManager.default.createFile(atPath: root, contents: Data("not read here".utf8))
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        #expect(
+            try tls("?sslmode=require&sslrootcert=\(root)").configuration()?.certificateVerification
+                == .noHostnameVerification)
+        #expect(try tls("?sslmode=verify-ca").configuration()?.certificateVerification == .noHostnameVerification)
+        #expect(
+            try tls("?sslmode=verify-full&sslrootcert=\(root)").configuration()?.certificateVerification
+                == .fullVerification)
     }
 }
 
