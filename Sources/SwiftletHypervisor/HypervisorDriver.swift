@@ -180,6 +180,7 @@ public enum HypervisorError: Error, CustomStringConvertible, Equatable {
     case qmp(String)
     case notRunning(String)
     case console(String)
+    case unsupported(String)
 
     /// Stable code the API maps to an HTTP status.
     public var code: String {
@@ -189,13 +190,14 @@ public enum HypervisorError: Error, CustomStringConvertible, Equatable {
         case .qmp: "hypervisor.qmp"
         case .notRunning: "hypervisor.not_running"
         case .console: "hypervisor.console"
+        case .unsupported: "hypervisor.unsupported"
         }
     }
 
     public var message: String {
         switch self {
         case .invalidSpec(let m), .spawnFailed(let m), .qmp(let m), .notRunning(let m),
-            .console(let m):
+            .console(let m), .unsupported(let m):
             m
         }
     }
@@ -238,6 +240,15 @@ public protocol HypervisorDriver: Sendable {
     func sendConsole(_ handle: VMHandle, line: String) async throws
     /// Forwards a host port to a running VM's user-mode NIC (a warm-pool VM learns its ports late).
     func publishPort(_ handle: VMHandle, _ port: PortMapping) async throws
+    /// What this driver can do to move a VM's state.
+    func moves() async -> VMMoves
+    /// Saves the VM's whole state to `path`, the guest paused meanwhile; with `resume` it runs on
+    /// afterwards, else it stays paused (a move ends it once the state is safe elsewhere).
+    func saveState(_ handle: VMHandle, to path: String, resume: Bool) async throws -> VMSnapshot
+    /// Starts a VMM for `spec` from `snapshot` instead of a boot: the guest runs on from where it
+    /// was saved. A snapshot it cannot read (another version, another shape, cut short) is refused
+    /// before anything starts.
+    func restore(_ spec: VMSpec, from snapshot: VMSnapshot) async throws -> (VMHandle, BootTimestamps)
 }
 
 extension HypervisorDriver {

@@ -271,11 +271,20 @@ public struct QEMUDriver: HypervisorDriver {
     public func spawn(_ spec: VMSpec, holdingGuestUntil release: @Sendable () async throws -> Void) async throws
         -> (VMHandle, BootTimestamps)
     {
+        try await launch(spec, incoming: nil, holdingGuestUntil: release)
+    }
+
+    /// Starts QEMU for `spec`. With `incoming` (a migration URI), the guest's state is read from it
+    /// instead of booting, and the guest runs on once it is all in.
+    func launch(
+        _ spec: VMSpec, incoming: String?, holdingGuestUntil release: @Sendable () async throws -> Void
+    ) async throws -> (VMHandle, BootTimestamps) {
         try Self.validate(spec)
         let accelerator = await accelerator()
         let paths = RuntimePaths(directory: spec.runtimeDirectory)
         try Self.prepareRuntimeDirectory(paths)
-        let arguments = QEMUCommandLine.arguments(spec: spec, accelerator: accelerator, paths: paths)
+        var arguments = QEMUCommandLine.arguments(spec: spec, accelerator: accelerator, paths: paths)
+        if incoming != nil { arguments += ["-incoming", "defer"] }
         var log = logger
         log[metadataKey: "instance.id"] = "\(spec.instanceID)"
         log.debug("spawning qemu", metadata: ["qemu.args": "\(arguments.joined(separator: " "))"])
@@ -325,16 +334,24 @@ public struct QEMUDriver: HypervisorDriver {
                 throw SpawnReleaseFailed(underlying: error)
             }
             let qmpFD = try connectUnixSocket(path: paths.qmpSocket).get()
-            do {
-                // `cont` rides with the handshake: the guest resumes as soon as QEMU's main loop runs.
-                let session = try await QMPSession.open(
-                    fd: qmpFD, timeout: Self.startupTimeout, pipelining: ["cont"])
-                session.close()
-            } catch let error as QMPReadyThenFailed {
-                // A guest that powers off at once can end QEMU before `cont` is answered: the VM
-                // did start, and its exit is reported by `waitForExit`, not as a failed spawn.
-                guard await runtime.monitor.wait(key, timeout: .milliseconds(500)) != nil else {
-                    throw error.underlying
+            if let incoming {
+                let session = try await QMPSession.open(fd: qmpFD, timeout: Self.startupTimeout)
+                defer { session.close() }
+                try await session.execute("migrate-incoming", arguments: ["uri": incoming])
+                try await Self.waitForMigration(session, timeout: Self.startupTimeout)
+                try await session.execute("cont")
+            } else {
+                do {
+                    // `cont` rides with the handshake: the guest resumes as soon as QEMU's main loop runs.
+                    let session = try await QMPSession.open(
+                        fd: qmpFD, timeout: Self.startupTimeout, pipelining: ["cont"])
+                    session.close()
+                } catch let error as QMPReadyThenFailed {
+                    // A guest that powers off at once can end QEMU before `cont` is answered: the VM
+                    // did start, and its exit is reported by `waitForExit`, not as a failed spawn.
+                    guard await runtime.monitor.wait(key, timeout: .milliseconds(500)) != nil else {
+                        throw error.underlying
+                    }
                 }
             }
             vmmUp = monotonicNanoseconds()
@@ -491,7 +508,7 @@ public struct QEMUDriver: HypervisorDriver {
 
     // MARK: Helpers
 
-    private func withQMP<T>(
+    func withQMP<T>(
         _ handle: VMHandle, timeout: Duration = .seconds(10),
         _ body: (QMPSession) async throws -> T
     ) async throws -> T {

@@ -21,11 +21,23 @@ public struct NetworkedHypervisorDriver: HypervisorDriver {
     public func spawn(_ spec: VMSpec, holdingGuestUntil release: @Sendable () async throws -> Void) async throws
         -> (VMHandle, BootTimestamps)
     {
+        try await plugged(spec) { spec in try await base.spawn(spec, holdingGuestUntil: release) }
+    }
+
+    /// A restored VM gets its instance's TAPs as a booted one does (same names, same MACs).
+    public func restore(_ spec: VMSpec, from snapshot: VMSnapshot) async throws -> (VMHandle, BootTimestamps) {
+        try await plugged(spec) { spec in try await base.restore(spec, from: snapshot) }
+    }
+
+    /// Runs `start` with the instance's TAPs plugged, and unplugs them if it fails.
+    private func plugged(
+        _ spec: VMSpec, _ start: (VMSpec) async throws -> (VMHandle, BootTimestamps)
+    ) async throws -> (VMHandle, BootTimestamps) {
         var spec = spec
         spec.taps = try await network.plug(
             instanceId: spec.instanceID, ports: spec.networkPorts, filtered: spec.portsFiltered)
         do {
-            return try await base.spawn(spec, holdingGuestUntil: release)
+            return try await start(spec)
         } catch {
             await network.unplug(instanceId: spec.instanceID)
             throw error
@@ -54,5 +66,9 @@ public struct NetworkedHypervisorDriver: HypervisorDriver {
     }
     public func publishPort(_ handle: VMHandle, _ port: PortMapping) async throws {
         try await base.publishPort(handle, port)
+    }
+    public func moves() async -> VMMoves { await base.moves() }
+    public func saveState(_ handle: VMHandle, to path: String, resume: Bool) async throws -> VMSnapshot {
+        try await base.saveState(handle, to: path, resume: resume)
     }
 }

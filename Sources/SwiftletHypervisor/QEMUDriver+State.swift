@@ -1,0 +1,98 @@
+import Foundation
+import Synchronization
+
+/// Saving and restoring a VM's whole state with QEMU's migration stream (docs/qemu-driver.md,
+/// "Saved state"). QEMU 7.2 has no `file:` migration URI: the stream goes through `exec:cat`.
+extension QEMUDriver {
+    public func moves() async -> VMMoves { VMMoves(snapshot: true, liveMigration: true) }
+
+    public func saveState(_ handle: VMHandle, to path: String, resume: Bool) async throws -> VMSnapshot {
+        let quoted = try Self.shellQuoted(path)
+        let version = await hypervisorVersion()
+        let spec = try Self.savedShape(handle)
+        var paused: UInt64 = 0
+        try await withQMP(handle, timeout: Self.startupTimeout) { session in
+            let started = monotonicNanoseconds()
+            // Paused while it is written: the file holds one moment of the guest.
+            try await session.execute("stop")
+            do {
+                try await session.execute("migrate", arguments: ["uri": "exec:cat > \(quoted)"])
+                try await Self.waitForMigration(session, timeout: Self.startupTimeout)
+            } catch {
+                // The guest goes on as it was; a partial file is no snapshot.
+                try? FileManager.default.removeItem(atPath: path)
+                if resume { _ = try? await session.execute("cont") }
+                throw error
+            }
+            if resume { try await session.execute("cont") }
+            paused = monotonicNanoseconds() - started
+        }
+        let size = (try FileManager.default.attributesOfItem(atPath: path)[.size] as? NSNumber)?.int64Value ?? 0
+        return VMSnapshot(
+            path: path, sizeBytes: size, hypervisor: "qemu", hypervisorVersion: version, memoryMiB: spec.memoryMiB,
+            vcpus: spec.vcpus, machineType: spec.machineType, pausedNanoseconds: paused)
+    }
+
+    public func restore(_ spec: VMSpec, from snapshot: VMSnapshot) async throws -> (VMHandle, BootTimestamps) {
+        if let mismatch = snapshot.mismatch(with: spec, hypervisor: "qemu", version: await hypervisorVersion()) {
+            throw HypervisorError.invalidSpec(mismatch)
+        }
+        let quoted = try Self.shellQuoted(snapshot.path)
+        var spec = spec
+        spec.machineType = spec.machineType ?? snapshot.machineType
+        return try await launch(spec, incoming: "exec:cat \(quoted)", holdingGuestUntil: {})
+    }
+
+    /// QEMU's version, read once per binary.
+    func hypervisorVersion() async -> String {
+        if let known = Self.versions.withLock({ $0[qemuBinary] }) { return known }
+        let line = await Self.output(of: qemuBinary, ["--version"]).first ?? ""
+        let version = line.split(separator: " ").first { $0.first?.isNumber == true }.map(String.init) ?? line
+        Self.versions.withLock { $0[qemuBinary] = version }
+        return version
+    }
+
+    private static let versions = Mutex<[String: String]>([:])
+
+    /// Waits until the migration on `session` completes; throws with QEMU's reason if it fails.
+    static func waitForMigration(_ session: QMPSession, timeout: Duration) async throws {
+        let deadline = ContinuousClock.now + timeout
+        while true {
+            let reply = try await session.execute("query-migrate") as? [String: Any] ?? [:]
+            switch reply["status"] as? String {
+            case "completed": return
+            case "failed", "cancelled":
+                let reason = reply["error-desc"] as? String ?? "no reason given"
+                throw HypervisorError.qmp("the VM's state did not transfer: \(reason)")
+            default:
+                guard ContinuousClock.now < deadline else {
+                    throw HypervisorError.qmp("the VM's state did not transfer within \(timeout)")
+                }
+                try await Task.sleep(for: .milliseconds(1))
+            }
+        }
+    }
+
+    /// What a restored VM must match, read from the command line the VMM runs with.
+    private static func savedShape(_ handle: VMHandle) throws -> (memoryMiB: Int, vcpus: Int, machineType: String?) {
+        let raw = (try? Data(contentsOf: URL(fileURLWithPath: "/proc/\(handle.pid)/cmdline"))) ?? Data()
+        let arguments = raw.split(separator: 0).map { String(decoding: $0, as: UTF8.self) }
+        func value(after flag: String) -> String? {
+            guard let index = arguments.firstIndex(of: flag), index + 1 < arguments.count else { return nil }
+            return arguments[index + 1]
+        }
+        guard let memory = value(after: "-m").flatMap({ Int($0.dropLast()) }),
+            let vcpus = value(after: "-smp").flatMap({ Int($0) })
+        else { throw HypervisorError.notRunning("VM process \(handle.pid) is not a VMM this driver started") }
+        let machine = value(after: "-M")?.split(separator: ",").first.map(String.init)
+        return (memory, vcpus, machine)
+    }
+
+    /// `path` in single quotes for QEMU's `exec:` (run by /bin/sh).
+    private static func shellQuoted(_ path: String) throws(HypervisorError) -> String {
+        guard !path.isEmpty, !path.contains("'"), !path.contains("\n") else {
+            throw .invalidSpec("a state file's path may not contain quotes or newlines: \(path)")
+        }
+        return "'\(path)'"
+    }
+}

@@ -1,0 +1,76 @@
+import Foundation
+
+/// What a driver can do to move a VM's state (the mobility issue's steps build on these).
+public struct VMMoves: Codable, Sendable, Equatable {
+    /// Save a VM's whole state to a file and start a VM from it.
+    public var snapshot: Bool
+    /// Stream a running VM's state to a VMM on another host while the guest runs.
+    public var liveMigration: Bool
+
+    public init(snapshot: Bool, liveMigration: Bool) {
+        self.snapshot = snapshot
+        self.liveMigration = liveMigration
+    }
+}
+
+/// A VM's whole state (memory and devices) saved in a file, in the hypervisor's own format; with
+/// what a VM restored from it must match.
+public struct VMSnapshot: Codable, Sendable, Equatable {
+    public var path: String
+    public var sizeBytes: Int64
+    /// The hypervisor and version that wrote it: a stream is read only by the same.
+    public var hypervisor: String
+    public var hypervisorVersion: String
+    public var memoryMiB: Int
+    public var vcpus: Int
+    public var machineType: String?
+    /// How long the guest was paused while its state was written (ns).
+    public var pausedNanoseconds: UInt64
+
+    public init(
+        path: String, sizeBytes: Int64, hypervisor: String, hypervisorVersion: String, memoryMiB: Int, vcpus: Int,
+        machineType: String?, pausedNanoseconds: UInt64
+    ) {
+        self.path = path
+        self.sizeBytes = sizeBytes
+        self.hypervisor = hypervisor
+        self.hypervisorVersion = hypervisorVersion
+        self.memoryMiB = memoryMiB
+        self.vcpus = vcpus
+        self.machineType = machineType
+        self.pausedNanoseconds = pausedNanoseconds
+    }
+
+    /// Why a VM of `spec` on `hypervisor` `version` cannot start from this snapshot, or nil.
+    public func mismatch(with spec: VMSpec, hypervisor: String, version: String) -> String? {
+        if self.hypervisor != hypervisor || hypervisorVersion != version {
+            return "the snapshot was written by \(self.hypervisor) \(hypervisorVersion), this host runs "
+                + "\(hypervisor) \(version)"
+        }
+        if spec.memoryMiB != memoryMiB || spec.vcpus != vcpus {
+            return "the snapshot is of a VM with \(memoryMiB) MiB and \(vcpus) vCPUs, not \(spec.memoryMiB) MiB "
+                + "and \(spec.vcpus)"
+        }
+        if let machineType, let wanted = spec.machineType, wanted != machineType {
+            return "the snapshot is of a \(machineType) machine, not \(wanted)"
+        }
+        let size = (try? FileManager.default.attributesOfItem(atPath: path)[.size] as? NSNumber)?.int64Value
+        guard let size else { return "the snapshot file \(path) cannot be read" }
+        if size != sizeBytes {
+            return "the snapshot file is \(size) bytes, not the \(sizeBytes) written: it is cut short"
+        }
+        return nil
+    }
+}
+
+extension HypervisorDriver {
+    public func moves() async -> VMMoves { VMMoves(snapshot: false, liveMigration: false) }
+
+    public func saveState(_ handle: VMHandle, to path: String, resume: Bool) async throws -> VMSnapshot {
+        throw HypervisorError.unsupported("this hypervisor cannot save a VM's state")
+    }
+
+    public func restore(_ spec: VMSpec, from snapshot: VMSnapshot) async throws -> (VMHandle, BootTimestamps) {
+        throw HypervisorError.unsupported("this hypervisor cannot start a VM from a saved state")
+    }
+}
