@@ -249,6 +249,16 @@ public protocol HypervisorDriver: Sendable {
     /// was saved. A snapshot it cannot read (another version, another shape, cut short) is refused
     /// before anything starts.
     func restore(_ spec: VMSpec, from snapshot: VMSnapshot) async throws -> (VMHandle, BootTimestamps)
+    /// The target of a live migration: a VMM for `spec` that listens on `address:port` for a
+    /// running VM's state; its guest runs the moment the last of it is in.
+    func prepareIncoming(_ spec: VMSpec, address: String, port: Int) async throws -> VMHandle
+    /// Streams the running VM's state to a VMM prepared on `address:port`, the guest running on
+    /// meanwhile; returns once the target has it all. The source's guest is left paused: a move
+    /// ends it once the target is confirmed, or resumes it (rollback) if the target failed.
+    func migrateOut(_ handle: VMHandle, to address: String, port: Int, settings: LiveMigrationSettings)
+        async throws -> LiveMigrationResult
+    /// Waits until a prepared target has its state and its guest runs.
+    func finishIncoming(_ handle: VMHandle, timeout: Duration) async throws
 }
 
 extension HypervisorDriver {

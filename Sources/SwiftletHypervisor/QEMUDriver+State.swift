@@ -6,6 +6,8 @@ import Synchronization
 extension QEMUDriver {
     public func moves() async -> VMMoves { VMMoves(snapshot: true, liveMigration: true) }
 
+    // MARK: Saved state
+
     public func saveState(_ handle: VMHandle, to path: String, resume: Bool) async throws -> VMSnapshot {
         let quoted = try Self.shellQuoted(path)
         let version = await hypervisorVersion()
@@ -40,7 +42,66 @@ extension QEMUDriver {
         let quoted = try Self.shellQuoted(snapshot.path)
         var spec = spec
         spec.machineType = spec.machineType ?? snapshot.machineType
-        return try await launch(spec, incoming: "exec:cat \(quoted)", holdingGuestUntil: {})
+        return try await launch(spec, incoming: .saved(uri: "exec:cat \(quoted)"), holdingGuestUntil: {})
+    }
+
+    // MARK: Live migration
+
+    public func prepareIncoming(_ spec: VMSpec, address: String, port: Int) async throws -> VMHandle {
+        guard (1...65535).contains(port), !address.isEmpty, !address.contains(",") else {
+            throw HypervisorError.invalidSpec("cannot listen for a VM's state on \(address):\(port)")
+        }
+        let host = address.contains(":") ? "[\(address)]" : address
+        return try await launch(spec, incoming: .live(uri: "tcp:\(host):\(port)"), holdingGuestUntil: {}).0
+    }
+
+    public func migrateOut(_ handle: VMHandle, to address: String, port: Int, settings: LiveMigrationSettings)
+        async throws -> LiveMigrationResult
+    {
+        let host = address.contains(":") ? "[\(address)]" : address
+        let started = monotonicNanoseconds()
+        return try await withQMP(handle, timeout: Self.startupTimeout) { session in
+            try await session.execute(
+                "migrate-set-capabilities",
+                arguments: [
+                    "capabilities": [
+                        ["capability": "auto-converge", "state": settings.autoConverge],
+                        ["capability": "events", "state": false],
+                    ]
+                ])
+            try await session.execute(
+                "migrate-set-parameters",
+                arguments: [
+                    "downtime-limit": settings.downtimeLimitMilliseconds,
+                    "max-bandwidth": settings.maxBandwidthBytesPerSecond,
+                ])
+            try await session.execute("migrate", arguments: ["uri": "tcp:\(host):\(port)"])
+            let reply = try await Self.waitForMigration(session, timeout: settings.timeout)
+            let ram = reply["ram"] as? [String: Any] ?? [:]
+            return LiveMigrationResult(
+                downtimeMilliseconds: Self.int(reply["downtime"]) ?? 0,
+                totalNanoseconds: monotonicNanoseconds() - started,
+                transferredBytes: Int64(Self.int(ram["transferred"]) ?? 0))
+        }
+    }
+
+    public func finishIncoming(_ handle: VMHandle, timeout: Duration) async throws {
+        try await withQMP(handle, timeout: timeout) { session in
+            _ = try await Self.waitForMigration(session, timeout: timeout)
+            // QEMU lets the guest run once its state is in; a target paused by hand runs here.
+            let status = try await session.execute("query-status") as? [String: Any]
+            if status?["status"] as? String != "running" { try await session.execute("cont") }
+        }
+    }
+
+    private static func int(_ value: Any?) -> Int? {
+        switch value {
+        case let value as Int: value
+        case let value as Int64: Int(value)
+        case let value as Double: Int(value)
+        case let value as NSNumber: value.intValue
+        default: nil
+        }
     }
 
     /// QEMU's version, read once per binary.
@@ -54,13 +115,15 @@ extension QEMUDriver {
 
     private static let versions = Mutex<[String: String]>([:])
 
-    /// Waits until the migration on `session` completes; throws with QEMU's reason if it fails.
-    static func waitForMigration(_ session: QMPSession, timeout: Duration) async throws {
+    /// Waits until the migration on `session` completes and returns QEMU's account of it; throws
+    /// with QEMU's reason if it fails.
+    @discardableResult
+    static func waitForMigration(_ session: QMPSession, timeout: Duration) async throws -> [String: Any] {
         let deadline = ContinuousClock.now + timeout
         while true {
             let reply = try await session.execute("query-migrate") as? [String: Any] ?? [:]
             switch reply["status"] as? String {
-            case "completed": return
+            case "completed": return reply
             case "failed", "cancelled":
                 let reason = reply["error-desc"] as? String ?? "no reason given"
                 throw HypervisorError.qmp("the VM's state did not transfer: \(reason)")

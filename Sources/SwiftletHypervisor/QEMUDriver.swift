@@ -274,17 +274,29 @@ public struct QEMUDriver: HypervisorDriver {
         try await launch(spec, incoming: nil, holdingGuestUntil: release)
     }
 
-    /// Starts QEMU for `spec`. With `incoming` (a migration URI), the guest's state is read from it
-    /// instead of booting, and the guest runs on once it is all in.
+    /// Where a VM's state comes from instead of a boot.
+    enum IncomingState {
+        /// A saved stream: read it all, then let the guest run.
+        case saved(uri: String)
+        /// A live migration's stream: listen for it and return; QEMU lets the guest run the moment
+        /// the last of it is in.
+        case live(uri: String)
+    }
+
+    /// Starts QEMU for `spec`, booting it, or with its guest's state from `incoming`.
     func launch(
-        _ spec: VMSpec, incoming: String?, holdingGuestUntil release: @Sendable () async throws -> Void
+        _ spec: VMSpec, incoming: IncomingState?, holdingGuestUntil release: @Sendable () async throws -> Void
     ) async throws -> (VMHandle, BootTimestamps) {
         try Self.validate(spec)
         let accelerator = await accelerator()
         let paths = RuntimePaths(directory: spec.runtimeDirectory)
         try Self.prepareRuntimeDirectory(paths)
         var arguments = QEMUCommandLine.arguments(spec: spec, accelerator: accelerator, paths: paths)
-        if incoming != nil { arguments += ["-incoming", "defer"] }
+        if let incoming {
+            arguments += ["-incoming", "defer"]
+            // No `cont` to wait for: the guest runs as soon as QEMU has its state.
+            if case .live = incoming { arguments.removeAll { $0 == "-S" } }
+        }
         var log = logger
         log[metadataKey: "instance.id"] = "\(spec.instanceID)"
         log.debug("spawning qemu", metadata: ["qemu.args": "\(arguments.joined(separator: " "))"])
@@ -337,9 +349,14 @@ public struct QEMUDriver: HypervisorDriver {
             if let incoming {
                 let session = try await QMPSession.open(fd: qmpFD, timeout: Self.startupTimeout)
                 defer { session.close() }
-                try await session.execute("migrate-incoming", arguments: ["uri": incoming])
-                try await Self.waitForMigration(session, timeout: Self.startupTimeout)
-                try await session.execute("cont")
+                switch incoming {
+                case .saved(let uri):
+                    try await session.execute("migrate-incoming", arguments: ["uri": uri])
+                    try await Self.waitForMigration(session, timeout: Self.startupTimeout)
+                    try await session.execute("cont")
+                case .live(let uri):
+                    try await session.execute("migrate-incoming", arguments: ["uri": uri])
+                }
             } else {
                 do {
                     // `cont` rides with the handshake: the guest resumes as soon as QEMU's main loop runs.

@@ -63,7 +63,57 @@ public struct VMSnapshot: Codable, Sendable, Equatable {
     }
 }
 
+/// How a live migration transfers the guest's memory.
+public struct LiveMigrationSettings: Sendable, Equatable {
+    /// The longest the guest may be paused for the last pass (QEMU's `downtime-limit`).
+    public var downtimeLimitMilliseconds: Int
+    /// Throttles the guest's vCPUs when it dirties memory faster than the link carries it.
+    public var autoConverge: Bool
+    /// QEMU's `max-bandwidth` (its default, 32 MiB/s, is for links shared with other traffic).
+    public var maxBandwidthBytesPerSecond: Int
+    /// How long the whole transfer may take.
+    public var timeout: Duration
+
+    public init(
+        downtimeLimitMilliseconds: Int = 300, autoConverge: Bool = true,
+        maxBandwidthBytesPerSecond: Int = 1 << 30, timeout: Duration = .seconds(120)
+    ) {
+        self.downtimeLimitMilliseconds = downtimeLimitMilliseconds
+        self.autoConverge = autoConverge
+        self.maxBandwidthBytesPerSecond = maxBandwidthBytesPerSecond
+        self.timeout = timeout
+    }
+}
+
+/// A live migration's account, from the source.
+public struct LiveMigrationResult: Sendable, Equatable {
+    /// How long the guest was paused for the last pass, as QEMU measured it (whole ms).
+    public var downtimeMilliseconds: Int
+    public var totalNanoseconds: UInt64
+    public var transferredBytes: Int64
+
+    public init(downtimeMilliseconds: Int, totalNanoseconds: UInt64, transferredBytes: Int64) {
+        self.downtimeMilliseconds = downtimeMilliseconds
+        self.totalNanoseconds = totalNanoseconds
+        self.transferredBytes = transferredBytes
+    }
+}
+
 extension HypervisorDriver {
+    public func prepareIncoming(_ spec: VMSpec, address: String, port: Int) async throws -> VMHandle {
+        throw HypervisorError.unsupported("this hypervisor cannot receive a live migration")
+    }
+
+    public func migrateOut(_ handle: VMHandle, to address: String, port: Int, settings: LiveMigrationSettings)
+        async throws -> LiveMigrationResult
+    {
+        throw HypervisorError.unsupported("this hypervisor cannot migrate a VM live")
+    }
+
+    public func finishIncoming(_ handle: VMHandle, timeout: Duration) async throws {
+        throw HypervisorError.unsupported("this hypervisor cannot receive a live migration")
+    }
+
     public func moves() async -> VMMoves { VMMoves(snapshot: false, liveMigration: false) }
 
     public func saveState(_ handle: VMHandle, to path: String, resume: Bool) async throws -> VMSnapshot {

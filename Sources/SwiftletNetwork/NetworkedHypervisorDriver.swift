@@ -68,6 +68,20 @@ public struct NetworkedHypervisorDriver: HypervisorDriver {
         try await base.publishPort(handle, port)
     }
     public func moves() async -> VMMoves { await base.moves() }
+    public func migrateOut(_ handle: VMHandle, to address: String, port: Int, settings: LiveMigrationSettings)
+        async throws -> LiveMigrationResult
+    {
+        try await base.migrateOut(handle, to: address, port: port, settings: settings)
+    }
+    public func finishIncoming(_ handle: VMHandle, timeout: Duration) async throws {
+        try await base.finishIncoming(handle, timeout: timeout)
+    }
+    /// The target gets the instance's TAPs (same names and MACs) before the state comes in.
+    public func prepareIncoming(_ spec: VMSpec, address: String, port: Int) async throws -> VMHandle {
+        try await plugged(spec) { spec in
+            (try await base.prepareIncoming(spec, address: address, port: port), BootTimestamps(spawned: 0, vmmUp: 0))
+        }.0
+    }
     public func saveState(_ handle: VMHandle, to path: String, resume: Bool) async throws -> VMSnapshot {
         try await base.saveState(handle, to: path, resume: resume)
     }

@@ -83,6 +83,78 @@ struct QEMUStateTests {
     }
 }
 
+extension QEMUStateTests {
+    /// A running kv guest moves to a second VMM over TCP while it runs, and goes on there with
+    /// its counter; a target that dies mid-way leaves the source to resume (rollback).
+    @Test func aRunningVMMovesLiveToAnotherVMMAndASourceResumesWhenTheTargetDies() async throws {
+        let kernel = try await Kernels.path("kv")
+        let temporary = TemporaryDirectory()
+        let driver = tcgDriver()
+        var spec = pvhSpec(
+            kernel: kernel, directory: temporary.sub("source"),
+            ports: [PortMapping(hostPort: try freeTCPPort(), guestPort: 80)])
+        spec.memoryMiB = 16
+        let (source, _) = try await driver.spawn(spec)
+        do {
+            try await moveLive(source, spec: spec, driver: driver, directory: temporary.path)
+        } catch {
+            await driver.destroy(source)
+            throw error
+        }
+        await driver.destroy(source)
+    }
+
+    private func moveLive(_ source: VMHandle, spec: VMSpec, driver: QEMUDriver, directory: String) async throws {
+        let sourcePort = try #require(spec.publishedPorts.first?.hostPort)
+        let targetPort = try freeTCPPort()
+        _ = try #require(
+            await waitForReady(events: driver.consoleEvents(source), pattern: nil, timeout: .seconds(30)))
+        for expected in 1...3 { #expect(try increment(sourcePort) == "\(expected)") }
+
+        // The slirp NIC's forward is per VMM: the target forwards another host port.
+        var target = spec
+        target.instanceID = "target"
+        target.runtimeDirectory = directory + "/target"
+        target.publishedPorts = [PortMapping(hostPort: targetPort, guestPort: 80)]
+        let migrationPort = try freeTCPPort()
+        let incoming = try await driver.prepareIncoming(target, address: "127.0.0.1", port: migrationPort)
+        let result: LiveMigrationResult
+        do {
+            result = try await driver.migrateOut(
+                source, to: "127.0.0.1", port: migrationPort, settings: LiveMigrationSettings())
+            try await driver.finishIncoming(incoming, timeout: .seconds(30))
+        } catch {
+            await driver.destroy(incoming)
+            throw error
+        }
+        print(
+            "kv live: downtime \(result.downtimeMilliseconds) ms (QEMU), total "
+                + "\(Double(result.totalNanoseconds) / 1e6) ms, \(result.transferredBytes) bytes")
+        #expect(result.transferredBytes > 0)
+        #expect(try await driver.state(source) == .paused)
+        #expect(try await driver.state(incoming) == .running)
+        #expect(try increment(targetPort) == "4")
+        await driver.destroy(incoming)
+
+        // Rollback: the source was left paused by the move; a target killed before the next
+        // move completes fails it, and the source resumes with its state as it was.
+        try await driver.resume(source)
+        #expect(try increment(sourcePort) == "4")
+        let doomedPort = try freeTCPPort()
+        var doomedSpec = target
+        doomedSpec.runtimeDirectory = directory + "/doomed"
+        let doomed = try await driver.prepareIncoming(doomedSpec, address: "127.0.0.1", port: doomedPort)
+        await driver.destroy(doomed)
+        await #expect(throws: HypervisorError.self) {
+            _ = try await driver.migrateOut(
+                source, to: "127.0.0.1", port: doomedPort, settings: LiveMigrationSettings(timeout: .seconds(20)))
+        }
+        try await driver.resume(source)
+        #expect(try await driver.state(source) == .running)
+        #expect(try increment(sourcePort) == "5")
+    }
+}
+
 /// POST /counter through the forwarded port: the new value.
 private func increment(_ port: Int) throws -> String {
     let curl = Process()
