@@ -144,9 +144,23 @@ final class AgentProcess: @unchecked Sendable {
         var arguments = [
             "netns", "exec", namespace, Repo.swiftletBinary, "agent", "--controller", controller, "--data",
             dataDirectory, "--name", name, "--log-level", "debug", "--network-prefix", networkPrefix,
+            "--metrics-listen", "\(Self.metricsPort)",
         ]
         if let token = override ?? token { arguments += ["--join-token", token] }
         process = try Shell.launch("/usr/sbin/ip", arguments, appendingTo: logPath)
+    }
+
+    /// Where each agent serves its metrics, on its namespace's loopback (one agent per namespace).
+    static let metricsPort = 9464
+
+    /// The agent's `GET /metrics`, asked from inside its namespace.
+    func metrics() throws -> String {
+        let result = try Shell.run(
+            "/usr/sbin/ip",
+            ["netns", "exec", namespace, "/usr/bin/curl", "-sf", "http://127.0.0.1:\(Self.metricsPort)/metrics"],
+            timeout: .seconds(10))
+        guard result.status == 0 else { throw TestFailure("agent \(index) metrics: \(result.output)") }
+        return result.output
     }
 
     /// Waits for the process to end on its own (a refused join); nil if it still runs after `timeout`.
