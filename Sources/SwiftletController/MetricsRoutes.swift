@@ -20,7 +20,8 @@ enum MetricsRoutes {
 }
 
 /// Times every API request by its route template (`/v1/instances/{id}`: bounded, unlike the paths
-/// called), method and status. A request no route takes is counted under `unmatched`.
+/// called), method and status. A request no route takes, or one refused before routing (the
+/// token is checked first), is counted under `unmatched`.
 struct RequestMetricsMiddleware: RouterMiddleware {
     let metrics: PrometheusMetrics
 

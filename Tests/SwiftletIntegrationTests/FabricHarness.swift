@@ -75,19 +75,22 @@ final class Fabric: @unchecked Sendable {
         }
     }
 
-    func startAgent(_ index: Int, controllerPort: Int, token: String?, name: String? = nil) async throws -> AgentProcess
-    {
-        try await startAgent(index, controllerPorts: [controllerPort], token: token, name: name)
+    /// `servesMetrics`: with `--metrics-listen` on the namespace's loopback (`AgentProcess.metrics()`).
+    func startAgent(
+        _ index: Int, controllerPort: Int, token: String?, name: String? = nil, servesMetrics: Bool = false
+    ) async throws -> AgentProcess {
+        try await startAgent(
+            index, controllerPorts: [controllerPort], token: token, name: name, servesMetrics: servesMetrics)
     }
 
     /// An agent that knows several controllers (on this machine, on the fabric's address), in order.
-    func startAgent(_ index: Int, controllerPorts: [Int], token: String?, name: String? = nil) async throws
-        -> AgentProcess
-    {
+    func startAgent(
+        _ index: Int, controllerPorts: [Int], token: String?, name: String? = nil, servesMetrics: Bool = false
+    ) async throws -> AgentProcess {
         let agent = try AgentProcess(
             fabric: self, index: index,
             controller: controllerPorts.map { "https://\(controllerAddress):\($0)" }.joined(separator: ","),
-            token: token, name: name ?? "node\(index)")
+            token: token, name: name ?? "node\(index)", servesMetrics: servesMetrics)
         agents.append(agent)
         try agent.start()
         return agent
@@ -125,10 +128,12 @@ final class AgentProcess: @unchecked Sendable {
     let name: String
     /// The controller's device prefix (the fabric's), so that the host carries its networks.
     let networkPrefix: String
+    let servesMetrics: Bool
     private var process: Process?
     let logPath: String
 
-    init(fabric: Fabric, index: Int, controller: String, token: String?, name: String) throws {
+    init(fabric: Fabric, index: Int, controller: String, token: String?, name: String, servesMetrics: Bool) throws {
+        self.servesMetrics = servesMetrics
         self.index = index
         namespace = fabric.namespace(index)
         dataDirectory = NSTemporaryDirectory() + "swiftlet-agent-\(fabric.prefix)-\(index)"
@@ -144,13 +149,13 @@ final class AgentProcess: @unchecked Sendable {
         var arguments = [
             "netns", "exec", namespace, Repo.swiftletBinary, "agent", "--controller", controller, "--data",
             dataDirectory, "--name", name, "--log-level", "debug", "--network-prefix", networkPrefix,
-            "--metrics-listen", "\(Self.metricsPort)",
         ]
+        if servesMetrics { arguments += ["--metrics-listen", "\(Self.metricsPort)"] }
         if let token = override ?? token { arguments += ["--join-token", token] }
         process = try Shell.launch("/usr/sbin/ip", arguments, appendingTo: logPath)
     }
 
-    /// Where each agent serves its metrics, on its namespace's loopback (one agent per namespace).
+    /// Where an agent that serves metrics listens, on its namespace's loopback.
     static let metricsPort = 9464
 
     /// The agent's `GET /metrics`, asked from inside its namespace.

@@ -31,13 +31,17 @@ import Testing
         }
     }
 
-    /// An agent serves its own host's figures on `--metrics-listen` (the harness gives every
-    /// agent one, on its namespace's loopback): the boot it made, its VMs, its lease.
+    /// An agent serves its own host's figures on `--metrics-listen` (on its namespace's
+    /// loopback): the boot it made, its VMs, its lease.
     @Test(.enabled(if: getuid() == 0, "namespace hosts need root"))
     func anAgentServesItsOwnHostsMetrics() async throws {
         let kernel = try Kernels.path("hello")
         try await withCluster(hosts: 1) { _, client, fabric, agentPort in
-            let agent = try #require(try await fabric.join(1...1, client: client, agentPort: agentPort).first)
+            let token = try #require(try await client.createJoinToken(ttlSeconds: 600).token)
+            let agent = try await fabric.startAgent(1, controllerPort: agentPort, token: token, servesMetrics: true)
+            try await eventually("host-node1 UP", timeout: .seconds(30)) {
+                try await client.hosts().contains { $0.id == "host-node1" && $0.status == .up }
+            }
             _ = try await client.uploadImage(path: kernel, name: "hello")
             var request = CreateInstanceRequest(name: "remote", image: "hello", flavor: "tiny", wait: true)
             request.host = "node1"
