@@ -49,16 +49,57 @@ import Testing
             #expect(created.state == .running, "\(created.reason ?? "")")
             let text = try agent.metrics()
             let host = #"host="host-node1""#
-            #expect(
-                text.contains(#"swiftlet_boot_duration_seconds_count{boot_path="cold",\#(host),image_kind="pvh"} 1"#),
-                "\(text)")
-            #expect(text.contains(#"swiftlet_agent_vms{\#(host)} 1"#), "\(text)")
-            #expect(text.contains(#"swiftlet_agent_lease_held{\#(host)} 1"#), "\(text)")
-            #expect(text.contains(#"swiftlet_warm_pool_ready_vms{\#(host)} 0"#), "\(text)")
+            let expected: [(String, Double)] = [
+                (#"swiftlet_boot_duration_seconds_count{boot_path="cold",\#(host),image_kind="pvh"}"#, 1),
+                (#"swiftlet_agent_vms{\#(host)}"#, 1), (#"swiftlet_agent_lease_held{\#(host)}"#, 1),
+                (#"swiftlet_warm_pool_ready_vms{\#(host)}"#, 0),
+            ]
+            for (series, value) in expected { #expect(Self.value(of: series, in: text) == value, "\(text)") }
             try await client.deleteInstance(created.id)
             try await eventually("the agent's VM gone from its metrics") {
-                try agent.metrics().contains(#"swiftlet_agent_vms{\#(host)} 0"#)
+                Self.value(of: #"swiftlet_agent_vms{\#(host)}"#, in: try agent.metrics()) == 0
             }
+        }
+    }
+
+    /// A warm pool shows its size and idle VMs, and a create that takes a pooled VM is a hit.
+    @Test func aWarmPoolBootIsAHit() async throws {
+        let kernel = try Kernels.path("hello")
+        try await withServer { server, client in
+            _ = try await client.uploadImage(path: kernel, name: "hello")
+            _ = try await client.createPool(CreatePoolRequest(image: "hello", size: 1))
+            try await eventually("pool filled", timeout: .seconds(60)) { try await client.pools().first?.ready == 1 }
+            let host = try #require(try await client.hosts().first).id
+            func scrape() throws -> String {
+                let answer = try BadInputTests.raw("GET", server.url + "/metrics", token: server.adminToken)
+                guard answer.status == 200 else { throw TestFailure("GET /metrics: \(answer.status) \(answer.body)") }
+                return answer.body
+            }
+            var text = try scrape()
+            #expect(Self.value(of: "swiftlet_warm_pools", in: text) == 1, "\(text)")
+            #expect(Self.value(of: "swiftlet_warm_pool_target_vms", in: text) == 1, "\(text)")
+            #expect(Self.value(of: #"swiftlet_warm_pool_ready_vms{host="\#(host)"}"#, in: text) == 1, "\(text)")
+            #expect(Self.value(of: #"swiftlet_warm_pool_hits_total{host="\#(host)"}"#, in: text) == nil)
+
+            let created = try #require(
+                try await client.createInstances(
+                    CreateInstanceRequest(name: "warm", image: "hello", flavor: "tiny", wait: true)
+                ).first)
+            #expect(created.timeline.bootPath == "warm-pool")
+            text = try scrape()
+            #expect(Self.value(of: #"swiftlet_warm_pool_hits_total{host="\#(host)"}"#, in: text) == 1, "\(text)")
+            let warm = #"boot_path="warm-pool",host="\#(host)",image_kind="pvh""#
+            #expect(Self.value(of: "swiftlet_boot_duration_seconds_count{\(warm)}", in: text) == 1, "\(text)")
+            #expect(
+                Self.value(of: #"swiftlet_boot_phase_duration_seconds_count{\#(warm),phase="ready"}"#, in: text) == 1,
+                "\(text)")
+        }
+    }
+
+    /// The value of one series (`name{labels}`) in an exposition; nil when it is not there.
+    static func value(of series: String, in exposition: String) -> Double? {
+        exposition.split(separator: "\n").first { $0.hasPrefix(series + " ") }.flatMap {
+            Double($0.dropFirst(series.count + 1))
         }
     }
 
