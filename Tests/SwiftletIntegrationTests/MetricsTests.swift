@@ -105,7 +105,7 @@ import Testing
 
     /// Prometheus from Debian scrapes a live server every second with the admin token; its PromQL
     /// answers must match what was done: three boots (one request for two, one for one), one
-    /// instance stopped since.
+    /// instance stopped since, the host cordoned.
     @Test func prometheusScrapesALiveServer() async throws {
         let binary = try PrometheusProcess.binary()
         let kernel = try Kernels.path("hello")
@@ -121,6 +121,7 @@ import Testing
                 try await client.instance(single[0].id).state == .stopped
             }
             let host = try #require(try await client.hosts().first)
+            try await client.cordonHost(host.id, true)
             let expected: [(String, Double?)] = [
                 (#"up{job="swiftlet"}"#, 1),
                 // Bad input: a scrape with a wrong token is refused, so Prometheus sees the target down.
@@ -137,6 +138,7 @@ import Testing
                 (#"count(swiftlet_http_requests_total{route=~".*\#(single[0].id).*"})"#, nil),
                 (#"swiftlet_host_cpus{host="\#(host.id)"}"#, Double(host.cpus)),
                 (#"swiftlet_host_up{host="\#(host.id)"}"#, 1),
+                (#"swiftlet_host_cordoned{host="\#(host.id)"}"#, 1),
                 (#"swiftlet_host_used_memory_bytes{host="\#(host.id)"}"#, 2 * 16 * 1_048_576),
             ]
             try await PrometheusProcess.with(binary: binary, target: server.port, token: server.adminToken) {
