@@ -26,6 +26,7 @@ format:
 
 test: build lint
 	$(SWIFT) build --build-tests
+	scripts/setup-prometheus.sh >/dev/null
 	url=$$(scripts/setup-postgres.sh) && SWIFTLET_TEST_POSTGRES="$$url" $(SWIFT) test --skip-build
 	$(SWIFT) test --package-path guest/tests
 	guest/build.sh guest/examples/hello -o .build/contract-hello.elf

@@ -23,6 +23,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-certificates.git", exact: "1.21.1"),
         .package(url: "https://github.com/apple/swift-asn1.git", exact: "1.7.4"),
         .package(url: "https://github.com/vapor/postgres-nio.git", exact: "1.33.2"),
+        .package(url: "https://github.com/apple/swift-metrics.git", exact: "2.13.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus.git", exact: "2.4.1"),
     ],
     targets: [
         .target(name: "SwiftletCore", swiftSettings: strict),
@@ -93,7 +95,7 @@ let package = Package(
             dependencies: [
                 "SwiftletCore", "SwiftletStore", "SwiftletImages", "SwiftletAgent", "SwiftletAgentProtocol",
                 "SwiftletHypervisor", "SwiftletNetwork", "SwiftletPKI", "SwiftletPostgres",
-                "SwiftletScheduler",
+                "SwiftletScheduler", "SwiftletMetrics",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdTLS", package: "hummingbird"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
@@ -105,6 +107,15 @@ let package = Package(
             ],
             swiftSettings: strict),
         .target(name: "SwiftletScheduler", dependencies: ["SwiftletCore"], swiftSettings: strict),
+        .target(
+            name: "SwiftletMetrics",
+            dependencies: [
+                "SwiftletCore", .product(name: "CoreMetrics", package: "swift-metrics"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+            ],
+            swiftSettings: strict),
+        .testTarget(
+            name: "SwiftletMetricsTests", dependencies: ["SwiftletMetrics", "SwiftletCore"], swiftSettings: strict),
         .executableTarget(
             name: "swiftlet-bench-scheduler", dependencies: ["SwiftletScheduler"], swiftSettings: strict),
         .testTarget(
@@ -122,7 +133,7 @@ let package = Package(
             name: "SwiftletHost",
             dependencies: [
                 "SwiftletCore", "SwiftletAgent", "SwiftletAgentProtocol", "SwiftletHypervisor", "SwiftletNetwork",
-                "SwiftletPKI", .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                "SwiftletPKI", "SwiftletMetrics", .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOFoundationCompat", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
@@ -134,12 +145,13 @@ let package = Package(
         .executableTarget(
             name: "swiftlet",
             dependencies: [
-                "SwiftletHost",
+                "SwiftletHost", "SwiftletMetrics",
                 "SwiftletCore", "SwiftletController", "SwiftletClient", "SwiftletImages", "SwiftletAgent",
                 .product(name: "NIOPosix", package: "swift-nio"), .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "Hummingbird", package: "hummingbird"),
             ],
             swiftSettings: strict),
         .testTarget(

@@ -46,15 +46,18 @@ struct ErrorMiddleware: RouterMiddleware {
     }
 }
 
-/// Bearer-token authentication for everything but the health check.
+/// Bearer-token authentication for everything but the health check (and `/metrics` when it is
+/// configured open).
 struct AuthMiddleware: RouterMiddleware {
     let controller: Controller
+    let metricsOpen: Bool
 
     func handle(_ request: Request, context: APIContext, next: (Request, APIContext) async throws -> Response)
         async throws
         -> Response
     {
-        if request.uri.path == "/v1/health" { return try await next(request, context) }
+        let path = request.uri.path
+        if path == "/v1/health" || metricsOpen && path == MetricsRoutes.path { return try await next(request, context) }
         var context = context
         context.principal = try await controller.authenticate(authorization: request.headers[.authorization])
         return try await next(request, context)
@@ -67,12 +70,17 @@ public enum APIRouter {
     /// JSON request bodies are small; image uploads stream separately.
     static let maxJSONBody = 1 << 20
 
+    /// The API's routes; `metricsOpen`: `GET /metrics` needs no token.
     public static func build(
-        controller: Controller, cluster: ClusterService? = nil, leadership: LeaderElection? = nil
+        controller: Controller, cluster: ClusterService? = nil, leadership: LeaderElection? = nil,
+        metricsOpen: Bool = false
     ) -> Router<APIContext> {
         let router = Router(context: APIContext.self)
+        // Outermost, so that it sees the status of every answer, errors included.
+        router.add(middleware: RequestMetricsMiddleware(metrics: controller.metrics))
         router.add(middleware: ErrorMiddleware())
-        router.add(middleware: AuthMiddleware(controller: controller))
+        router.add(middleware: AuthMiddleware(controller: controller, metricsOpen: metricsOpen))
+        MetricsRoutes.register(on: router, controller: controller, open: metricsOpen)
         let v1 = router.group("v1")
 
         v1.get("health") { _, _ in

@@ -2,6 +2,7 @@ import Foundation
 import Logging
 import SwiftletCore
 import SwiftletImages
+import SwiftletMetrics
 import SwiftletStore
 
 #if canImport(Glibc)
@@ -50,6 +51,7 @@ final class BuildService: Sendable {
 
     /// Starts a build. Returns at once on a cache hit (succeeded) or once the job runs (running).
     func start(name: String, flags: [String], source: Source, by principal: Principal) async throws -> Build {
+        let requested = monotonicNanos()
         try ResourceID.validateName(name)
         guard let recipe else {
             throw SwiftletError(
@@ -114,16 +116,19 @@ final class BuildService: Sendable {
             appendLog(build.id, "build cache hit: inputs \(digest.prefix(12)) → image \(imageId); nothing compiled\n")
             cleanUp(directory)
             try await store.createBuild(build)
+            controller.metrics.recordBuild(result: "cached", nanoseconds: monotonicNanos() - requested)
             return build
         }
         try await store.createBuild(build)
         let source = sourceDirectory
-        Task { await self.run(build, recipe: recipe, source: source, principal: principal) }
+        Task { await self.run(build, recipe: recipe, source: source, principal: principal, requested: requested) }
         return build
     }
 
     /// The job: recipe → kernel file → image (through the same checks as an upload) → cache.
-    private func run(_ initial: Build, recipe: any BuildRecipe, source: String, principal: Principal) async {
+    private func run(
+        _ initial: Build, recipe: any BuildRecipe, source: String, principal: Principal, requested: UInt64
+    ) async {
         var build = initial
         let directory = root + "/" + build.id
         let output = directory + "/kernel"
@@ -132,6 +137,8 @@ final class BuildService: Sendable {
         unlink(output)
         build.finishedAt = Date()
         try? await store.updateBuild(build)
+        controller.metrics.recordBuild(
+            result: build.state == .succeeded ? "succeeded" : "failed", nanoseconds: monotonicNanos() - requested)
     }
 
     private func execute(

@@ -4,6 +4,7 @@ import Logging
 import SwiftletAgentProtocol
 import SwiftletCore
 import SwiftletImages
+import SwiftletMetrics
 import SwiftletNetwork
 import SwiftletStore
 import Synchronization
@@ -31,6 +32,8 @@ public final class Controller: Sendable {
     public let networking: ControllerNetworking?
     /// Hands every host its network state after a change.
     let networkPublisher: NetworkPublisher?
+    /// What `GET /metrics` shows: recorded here, by the instance sync and by the API middleware.
+    public let metrics: PrometheusMetrics
     /// Remote hosts' leases: who is UP.
     public let leases = HostLeases()
     /// The host of the agent in this process, once connected.
@@ -51,8 +54,10 @@ public final class Controller: Sendable {
 
     public init(
         store: any SwiftletStore, blobs: BlobStore, agents: AgentRegistry = AgentRegistry(), uploadLimit: Int64,
-        hostMemoryMib: Int, logger: Logger, networking: ControllerNetworking? = nil
+        hostMemoryMib: Int, logger: Logger, networking: ControllerNetworking? = nil,
+        metrics: PrometheusMetrics = PrometheusMetrics()
     ) {
+        self.metrics = metrics
         self.networking = networking
         networkPublisher = networking.map { NetworkPublisher(networking: $0, agents: agents, logger: logger) }
         self.store = store
@@ -61,7 +66,7 @@ public final class Controller: Sendable {
         let catalog = CatalogCache()
         launchCatalog = catalog
         instanceSync = InstanceSync(
-            store: store, agents: agents, catalog: catalog, networking: networking, logger: logger)
+            store: store, agents: agents, catalog: catalog, networking: networking, metrics: metrics, logger: logger)
         self.uploadLimit = uploadLimit
         self.hostMemoryMib = hostMemoryMib
         self.logger = logger

@@ -4,6 +4,7 @@ import ServiceLifecycle
 import SwiftletAgentProtocol
 import SwiftletCore
 import SwiftletImages
+import SwiftletMetrics
 import SwiftletStore
 import Synchronization
 
@@ -16,6 +17,7 @@ public final class InstanceSync: ObservationSink, Service {
     private let catalog: CatalogCache
     /// What a connecting host is told about networks (nil: networking disabled).
     private let networking: ControllerNetworking?
+    private let metrics: PrometheusMetrics
     private let logger: Logger
     /// Waiters for an instance to leave BUILDING (create with `wait`).
     private let settleWaiters = Mutex<[String: [SettleWaiter]]>([:])
@@ -33,8 +35,9 @@ public final class InstanceSync: ObservationSink, Service {
 
     init(
         store: any SwiftletStore, agents: AgentRegistry, catalog: CatalogCache, networking: ControllerNetworking?,
-        logger: Logger
+        metrics: PrometheusMetrics, logger: Logger
     ) {
+        self.metrics = metrics
         self.store = store
         self.agents = agents
         self.catalog = catalog
@@ -297,7 +300,7 @@ public final class InstanceSync: ObservationSink, Service {
         }
         if vmGone { try await store.removeHandle(instanceId: result.id) }
         switch observed {
-        case .ready: break
+        case .ready: await recordBoot(of: result, on: observation.hostId)
         case .exited, .failed:
             try? await store.addEvent(
                 instanceId: result.id, type: result.state == .building ? "restarting" : "exited",
@@ -309,6 +312,13 @@ public final class InstanceSync: ObservationSink, Service {
         }
         // Only a restart leaves a settled observation in BUILDING: the host boots it again.
         await dispatch(result)
+    }
+
+    /// A boot that reached READY, into the boot histograms; its image's kind is read through the
+    /// catalog cache, after the commit, so never on the path to READY.
+    private func recordBoot(of instance: Instance, on hostId: String) async {
+        let kind = try? await bootImage(imageId: instance.imageId, projectId: instance.projectId).image.kind.rawValue
+        metrics.recordBoot(instance.timeline, host: hostId, imageKind: kind ?? "unknown")
     }
 
     // MARK: - Waiting

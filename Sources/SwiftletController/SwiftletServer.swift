@@ -55,6 +55,8 @@ public struct ServerConfiguration: Codable, Sendable {
     /// Serve the API and the agent listener only: no agent for this host, which then takes no
     /// instances. What each of several controllers sharing one PostgreSQL database runs.
     public var controllerOnly: Bool = false
+    /// `GET /metrics` without a token (default: it needs the admin token).
+    public var metricsOpen: Bool = false
 
     public init() {}
 
@@ -101,6 +103,7 @@ public struct ServerConfiguration: Codable, Sendable {
         leaseRenewMs = try container.decodeIfPresent(Int.self, forKey: .leaseRenewMs) ?? leaseRenewMs
         database = try container.decodeIfPresent(String.self, forKey: .database)
         controllerOnly = try container.decodeIfPresent(Bool.self, forKey: .controllerOnly) ?? controllerOnly
+        metricsOpen = try container.decodeIfPresent(Bool.self, forKey: .metricsOpen) ?? metricsOpen
         guard leaseRenewMs > 0, leaseDurationMs > leaseRenewMs else {
             throw DecodingError.dataCorruptedError(
                 forKey: .leaseDurationMs, in: container,
@@ -266,7 +269,8 @@ public struct SwiftletServer: Sendable {
 
     /// Runs the HTTP API until SIGTERM/SIGINT; VMs keep running unless configured otherwise.
     public func run() async throws {
-        let router = APIRouter.build(controller: controller, cluster: cluster, leadership: leadership)
+        let router = APIRouter.build(
+            controller: controller, cluster: cluster, leadership: leadership, metricsOpen: configuration.metricsOpen)
         let app = Application(
             router: router,
             configuration: .init(

@@ -10,6 +10,7 @@ import SwiftletAgent
 import SwiftletAgentProtocol
 import SwiftletCore
 import SwiftletHypervisor
+import SwiftletMetrics
 import SwiftletNetwork
 import SwiftletPKI
 import Synchronization
@@ -59,6 +60,11 @@ public final class RemoteAgent: Service {
     let logger: Logger
     let agent: HostAgent
     let uplink: ObservationUplink
+    /// The uplink, with READY boots recorded on the way into `metrics`.
+    private let reports: MeasuredReports
+    /// This host's own figures (`swiftlet agent --metrics-listen`), shared by the simulated hosts
+    /// of one process.
+    public let metrics: PrometheusMetrics
     let capabilities: HostCapabilities
     let controllers: ControllerEndpoints
     private let position = Mutex<(revision: UInt64?, epoch: String?)>((nil, nil))
@@ -81,8 +87,11 @@ public final class RemoteAgent: Service {
     /// A stream silent for longer is taken for dead (a partition, a NAT that dropped it).
     static let watchIdleTimeout: Duration = .seconds(10)
 
-    public init(settings: RemoteAgentSettings, logger: Logger) async throws {
+    public init(settings: RemoteAgentSettings, logger: Logger, metrics: PrometheusMetrics = PrometheusMetrics())
+        async throws
+    {
         self.settings = settings
+        self.metrics = metrics
         self.logger = logger
         guard !settings.controllers.isEmpty else {
             throw SwiftletError.badRequest("agent.no_controller", "name at least one controller (--controller)")
@@ -143,6 +152,7 @@ public final class RemoteAgent: Service {
                 tlsConfiguration: try identity.tlsConfiguration(), timeout: .init(connect: .seconds(5))))
         let uplink = ObservationUplink(client: nil, logger: logger)
         self.uplink = uplink
+        reports = MeasuredReports(forwardingTo: uplink, metrics: metrics)
         agent = HostAgent(
             hostId: identity.hostId, images: RemoteImageSource(client: client, controllers: controllers),
             driver: driver, runRoot: settings.dataDirectory + "/run", maxConcurrentBoots: settings.maxConcurrentBoots,
@@ -153,6 +163,20 @@ public final class RemoteAgent: Service {
     }
 
     public var hostId: String { identity.hostId }
+
+    /// The gauges read at scrape time, by metric name: this host's VMs, its idle warm-pool VMs,
+    /// and whether it holds its lease (0 once it lapsed or the host fenced itself).
+    public func gaugeReadings() async -> [String: [MetricLabels: Double]] {
+        let host: MetricLabels = ["host": hostId]
+        let held = lease.withLock { lease in
+            !lease.fenced && ContinuousClock.now - lease.renewed < .milliseconds(lease.grant.durationMs)
+        }
+        return [
+            MetricName.agentVMs: [host: Double(await agent.runningGenerations().count)],
+            MetricName.warmPoolReadyVMs: [host: Double(await agent.poolReadyCounts().values.reduce(0, +))],
+            MetricName.agentLeaseHeld: [host: held ? 1 : 0],
+        ]
+    }
 
     /// Runs until shut down: the watch stream (reconnecting with backoff), the lease, the uplink.
     /// The VMs keep running when the agent stops (a restarted agent re-attaches to them).
@@ -362,9 +386,11 @@ public final class RemoteAgent: Service {
     private func handle(_ message: AgentDown, receivedAt: UInt64) async {
         switch message {
         case .sync(let sync, let epoch):
-            await agent.sync(sync, reports: uplink)
+            reports.note(sync)
+            await agent.sync(sync, reports: reports)
             position.withLock { $0 = (sync.revision, epoch) }
         case .event(let event):
+            reports.note(event.change)
             await agent.apply(event.change, startingBoots: true, receivedAt: receivedAt)
             position.withLock { $0.revision = event.revision }
         case .request(let request):

@@ -4,6 +4,7 @@ import Logging
 import ServiceLifecycle
 import SwiftletCore
 import SwiftletHost
+import SwiftletMetrics
 
 /// `swiftlet agent`: this machine as a compute host of a controller elsewhere.
 struct AgentCommand: AsyncParsableCommand {
@@ -34,6 +35,12 @@ struct AgentCommand: AsyncParsableCommand {
     var networkPrefix: String?
     @Option(help: "This host's address for VXLAN tunnels (default: the address it reaches the controller from).")
     var fabricAddress: String?
+    @Option(
+        help: """
+            Serve GET /metrics (Prometheus, no token) on ADDR:PORT, or on 127.0.0.1:PORT given a port \
+            alone (default: not served).
+            """)
+    var metricsListen: String?
     @Option(help: "Log level: trace, debug, info, notice, warning, error.") var logLevel: String = "info"
     @Option(
         help: """
@@ -66,6 +73,13 @@ struct AgentCommand: AsyncParsableCommand {
             }
             settings.fabricAddress = fabricAddress
         }
+        let metricsAddress = try metricsListen.map { text in
+            guard let address = AgentMetricsListener.parse(text) else {
+                throw ValidationError("--metrics-listen must be ADDR:PORT or PORT, got '\(text)'")
+            }
+            return address
+        }
+        let metrics = PrometheusMetrics()
         var agents: [RemoteAgent] = []
         if let simulate {
             guard (1...1000).contains(simulate) else { throw ValidationError("--simulate must be 1-1000") }
@@ -78,15 +92,21 @@ struct AgentCommand: AsyncParsableCommand {
                 simulated.name = settings.name + "-\(index)"
                 simulated.joinToken = tokens.flatMap { index < $0.count ? $0[index] : nil }
                 simulated.simulatedMemoryMib = simulatedMemoryMib
-                agents.append(try await RemoteAgent(settings: simulated, logger: logger))
+                agents.append(try await RemoteAgent(settings: simulated, logger: logger, metrics: metrics))
             }
         } else {
-            agents.append(try await RemoteAgent(settings: settings, logger: logger))
+            agents.append(try await RemoteAgent(settings: settings, logger: logger, metrics: metrics))
+        }
+        var services: [ServiceGroupConfiguration.ServiceConfiguration] = agents.map { .init(service: $0) }
+        if let metricsAddress {
+            services.append(
+                .init(
+                    service: AgentMetricsListener.application(
+                        agents: agents, metrics: metrics, host: metricsAddress.host, port: metricsAddress.port,
+                        logger: logger)))
         }
         let group = ServiceGroup(
-            configuration: .init(
-                services: agents.map { .init(service: $0) }, gracefulShutdownSignals: [.sigterm, .sigint],
-                logger: logger))
+            configuration: .init(services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
         try await group.run()
     }
 }

@@ -15,7 +15,7 @@ struct ServerCommand: AsyncParsableCommand {
             SWIFTLET_DATA, SWIFTLET_DATABASE), a JSON config file (--config; keys: host, port, dataDirectory, uploadLimitBytes, \
             stopInstancesOnExit, accelerator, networkPrefix, maxConcurrentBoots, hugePages, imageCacheDirectory, \
             imageCacheLimitBytes, agentPort, agentHost, agentNames, fabricAddress, leaseDurationMs, leaseRenewMs, database, \
-            controllerOnly), \
+            controllerOnly, metricsOpen), \
             then defaults \
             (127.0.0.1:7420, no agent listener).
             """)
@@ -83,6 +83,9 @@ struct ServerCommand: AsyncParsableCommand {
             """)
     var controllerOnly = false
 
+    @Flag(help: "Serve GET /metrics (Prometheus) without a token (default: it needs the admin token).")
+    var metricsOpen = false
+
     @Flag(help: "Stop all instances when the server shuts down (default: they keep running).")
     var stopInstancesOnExit = false
 
@@ -120,6 +123,7 @@ struct ServerCommand: AsyncParsableCommand {
         if let accelerator { settings.accelerator = accelerator }
         if stopInstancesOnExit { settings.stopInstancesOnExit = true }
         if controllerOnly { settings.controllerOnly = true }
+        if metricsOpen { settings.metricsOpen = true }
         if let maxConcurrentBoots {
             guard maxConcurrentBoots > 0 else { throw ValidationError("--max-concurrent-boots must be at least 1") }
             settings.maxConcurrentBoots = maxConcurrentBoots

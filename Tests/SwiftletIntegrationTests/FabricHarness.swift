@@ -75,19 +75,22 @@ final class Fabric: @unchecked Sendable {
         }
     }
 
-    func startAgent(_ index: Int, controllerPort: Int, token: String?, name: String? = nil) async throws -> AgentProcess
-    {
-        try await startAgent(index, controllerPorts: [controllerPort], token: token, name: name)
+    /// `servesMetrics`: with `--metrics-listen` on the namespace's loopback (`AgentProcess.metrics()`).
+    func startAgent(
+        _ index: Int, controllerPort: Int, token: String?, name: String? = nil, servesMetrics: Bool = false
+    ) async throws -> AgentProcess {
+        try await startAgent(
+            index, controllerPorts: [controllerPort], token: token, name: name, servesMetrics: servesMetrics)
     }
 
     /// An agent that knows several controllers (on this machine, on the fabric's address), in order.
-    func startAgent(_ index: Int, controllerPorts: [Int], token: String?, name: String? = nil) async throws
-        -> AgentProcess
-    {
+    func startAgent(
+        _ index: Int, controllerPorts: [Int], token: String?, name: String? = nil, servesMetrics: Bool = false
+    ) async throws -> AgentProcess {
         let agent = try AgentProcess(
             fabric: self, index: index,
             controller: controllerPorts.map { "https://\(controllerAddress):\($0)" }.joined(separator: ","),
-            token: token, name: name ?? "node\(index)")
+            token: token, name: name ?? "node\(index)", servesMetrics: servesMetrics)
         agents.append(agent)
         try agent.start()
         return agent
@@ -125,10 +128,12 @@ final class AgentProcess: @unchecked Sendable {
     let name: String
     /// The controller's device prefix (the fabric's), so that the host carries its networks.
     let networkPrefix: String
+    let servesMetrics: Bool
     private var process: Process?
     let logPath: String
 
-    init(fabric: Fabric, index: Int, controller: String, token: String?, name: String) throws {
+    init(fabric: Fabric, index: Int, controller: String, token: String?, name: String, servesMetrics: Bool) throws {
+        self.servesMetrics = servesMetrics
         self.index = index
         namespace = fabric.namespace(index)
         dataDirectory = NSTemporaryDirectory() + "swiftlet-agent-\(fabric.prefix)-\(index)"
@@ -145,8 +150,22 @@ final class AgentProcess: @unchecked Sendable {
             "netns", "exec", namespace, Repo.swiftletBinary, "agent", "--controller", controller, "--data",
             dataDirectory, "--name", name, "--log-level", "debug", "--network-prefix", networkPrefix,
         ]
+        if servesMetrics { arguments += ["--metrics-listen", "\(Self.metricsPort)"] }
         if let token = override ?? token { arguments += ["--join-token", token] }
         process = try Shell.launch("/usr/sbin/ip", arguments, appendingTo: logPath)
+    }
+
+    /// Where an agent that serves metrics listens, on its namespace's loopback.
+    static let metricsPort = 9464
+
+    /// The agent's `GET /metrics`, asked from inside its namespace.
+    func metrics() throws -> String {
+        let result = try Shell.run(
+            "/usr/sbin/ip",
+            ["netns", "exec", namespace, "/usr/bin/curl", "-sf", "http://127.0.0.1:\(Self.metricsPort)/metrics"],
+            timeout: .seconds(10))
+        guard result.status == 0 else { throw TestFailure("agent \(index) metrics: \(result.output)") }
+        return result.output
     }
 
     /// Waits for the process to end on its own (a refused join); nil if it still runs after `timeout`.

@@ -110,6 +110,12 @@ with server:
     request("GET", "/v1/projects", team, expect=403)
     request("POST", "/v1/projects", team, {"name": "x"}, expect=403)
     request("POST", f"/v1/projects/{project['id']}/tokens", team, expect=403)
+    request("GET", "/metrics", expect=401)
+    request("GET", "/metrics", token="swl_bad", expect=401)
+    request("GET", "/metrics", team, expect=403)
+    _, exposition = request("GET", "/metrics", admin, expect=200)
+    if "# TYPE swiftlet_host_up gauge" not in exposition:
+        failures.append(f"GET /metrics: no swiftlet_host_up in {exposition[:200]!r}")
 
     elf = open(kernel, "rb").read()
     request("POST", "/v1/images?name=hello&property=ready_pattern=SWIFTLET-READY", team, elf,
