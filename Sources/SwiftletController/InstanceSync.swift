@@ -300,7 +300,7 @@ public final class InstanceSync: ObservationSink, Service {
         }
         if vmGone { try await store.removeHandle(instanceId: result.id) }
         switch observed {
-        case .ready: await recordBoot(of: result, on: observation.hostId)
+        case .ready: break
         case .exited, .failed:
             try? await store.addEvent(
                 instanceId: result.id, type: result.state == .building ? "restarting" : "exited",
@@ -308,6 +308,8 @@ public final class InstanceSync: ObservationSink, Service {
         }
         guard result.state == .building else {
             releaseWaiters(result.id)
+            // After the waiters: a create that waits for READY is answered first.
+            if case .ready = observed { await recordBoot(of: result, on: observation.hostId) }
             return
         }
         // Only a restart leaves a settled observation in BUILDING: the host boots it again.

@@ -86,10 +86,13 @@ import Testing
                     CreateInstanceRequest(name: "warm", image: "hello", flavor: "tiny", wait: true)
                 ).first)
             #expect(created.timeline.bootPath == "warm-pool")
+            let warm = #"boot_path="warm-pool",host="\#(host)",image_kind="pvh""#
+            // Recorded just after the create's wait is released.
+            try await eventually("the warm boot recorded", timeout: .seconds(10)) {
+                Self.value(of: "swiftlet_boot_duration_seconds_count{\(warm)}", in: try scrape()) == 1
+            }
             text = try scrape()
             #expect(Self.value(of: #"swiftlet_warm_pool_hits_total{host="\#(host)"}"#, in: text) == 1, "\(text)")
-            let warm = #"boot_path="warm-pool",host="\#(host)",image_kind="pvh""#
-            #expect(Self.value(of: "swiftlet_boot_duration_seconds_count{\(warm)}", in: text) == 1, "\(text)")
             #expect(
                 Self.value(of: #"swiftlet_boot_phase_duration_seconds_count{\#(warm),phase="ready"}"#, in: text) == 1,
                 "\(text)")
