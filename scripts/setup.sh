@@ -18,3 +18,10 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 command -v swift >/dev/null || { echo "setup: swift is not on PATH (expected /opt/swift/usr/bin)"; exit 1; }
 command -v qemu-system-x86_64 >/dev/null || { echo "setup: qemu-system-x86_64 missing after install"; exit 1; }
+# The unprivileged user confined VMMs run as (docs/qemu-driver.md, "Confinement").
+if ! getent passwd swiftlet-vmm >/dev/null; then
+  echo "setup: adding the swiftlet-vmm user"
+  SUDO=""
+  [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  $SUDO useradd --system --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin swiftlet-vmm
+fi

@@ -57,6 +57,8 @@ public struct ServerConfiguration: Codable, Sendable {
     public var controllerOnly: Bool = false
     /// `GET /metrics` without a token (default: it needs the admin token).
     public var metricsOpen: Bool = false
+    /// Run each VMM confined (its own user, seccomp, a chroot, a cgroup: docs/qemu-driver.md).
+    public var confineVMMs: Bool = false
 
     public init() {}
 
@@ -104,6 +106,7 @@ public struct ServerConfiguration: Codable, Sendable {
         database = try container.decodeIfPresent(String.self, forKey: .database)
         controllerOnly = try container.decodeIfPresent(Bool.self, forKey: .controllerOnly) ?? controllerOnly
         metricsOpen = try container.decodeIfPresent(Bool.self, forKey: .metricsOpen) ?? metricsOpen
+        confineVMMs = try container.decodeIfPresent(Bool.self, forKey: .confineVMMs) ?? confineVMMs
         guard leaseRenewMs > 0, leaseDurationMs > leaseRenewMs else {
             throw DecodingError.dataCorruptedError(
                 forKey: .leaseDurationMs, in: container,
@@ -190,7 +193,9 @@ public struct SwiftletServer: Sendable {
             return
         }
         let capabilities = try await Self.hostCapabilities(configuration: configuration, logger: logger)
-        let driver = QEMUDriver(accelerator: capabilities.chosenAccelerator, logger: logger)
+        let driver = QEMUDriver(
+            accelerator: capabilities.chosenAccelerator,
+            confinement: configuration.confineVMMs ? VMMConfinement() : nil, logger: logger)
         let hostName = ProcessInfo.processInfo.hostName
         let hostId = "host-" + hostName
         // Bridges, TAPs and nftables need root; without it the network API answers 503.

@@ -40,6 +40,8 @@ public struct RemoteAgentSettings: Sendable {
     /// A simulated host for scale benchmarks: the fake hypervisor driver (no VMM, a guest READY at
     /// once), fixed capabilities with this much memory, no networking, no calibration.
     public var simulatedMemoryMib: Int?
+    /// Run each VMM confined (docs/qemu-driver.md, "Confinement").
+    public var confineVMMs = false
 
     public init(controllers: [String], joinToken: String?, dataDirectory: String, name: String) {
         self.controllers = controllers
@@ -118,7 +120,9 @@ public final class RemoteAgent: Service {
             caps = try await QEMUDriver.cachedCapabilities(
                 at: settings.dataDirectory + "/host-calibration.json", logger: logger)
             if let forced = settings.accelerator { caps.chosenAccelerator = forced }
-            driver = QEMUDriver(accelerator: caps.chosenAccelerator, logger: logger)
+            driver = QEMUDriver(
+                accelerator: caps.chosenAccelerator, confinement: settings.confineVMMs ? VMMConfinement() : nil,
+                logger: logger)
             try LinuxNetworkDriver.validatePrefix(settings.networkPrefix)
             network =
                 getuid() == 0

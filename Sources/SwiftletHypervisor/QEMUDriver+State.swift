@@ -1,34 +1,42 @@
 import Foundation
+import Glibc
 import Synchronization
 
 /// Saving and restoring a VM's whole state with QEMU's migration stream (docs/qemu-driver.md,
-/// "Saved state"). QEMU 7.2 has no `file:` migration URI: the stream goes through `exec:cat`.
+/// "Saved state"), and live migration. The state file is opened by the driver and handed to QEMU
+/// (`getfd`): a confined QEMU could neither open it nor fork the `exec:` writer QEMU 7.2 would need.
 extension QEMUDriver {
     public func moves() async -> VMMoves { VMMoves(snapshot: true, liveMigration: true) }
 
     // MARK: Saved state
 
     public func saveState(_ handle: VMHandle, to path: String, resume: Bool) async throws -> VMSnapshot {
-        let quoted = try Self.shellQuoted(path)
         let version = await hypervisorVersion()
         let spec = try Self.savedShape(handle)
-        var paused: UInt64 = 0
-        try await withQMP(handle, timeout: Self.startupTimeout) { session in
-            let started = monotonicNanoseconds()
-            // Paused while it is written: the file holds one moment of the guest.
-            try await session.execute("stop")
-            do {
-                try await session.execute("migrate", arguments: ["uri": "exec:cat > \(quoted)"])
-                try await Self.waitForMigration(session, timeout: Self.startupTimeout)
-            } catch {
-                // The guest goes on as it was; a partial file is no snapshot.
-                try? FileManager.default.removeItem(atPath: path)
-                if resume { _ = try? await session.execute("cont") }
-                throw error
-            }
-            if resume { try await session.execute("cont") }
-            paused = monotonicNanoseconds() - started
+        let key = handle.processKey
+        guard isProcessAlive(pid: key.pid, startTime: key.startTime) else {
+            throw HypervisorError.notRunning("VM process \(key.pid) is not running")
         }
+        // Opened here and handed to QEMU: a confined VMM can neither open it nor fork a writer.
+        let file = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
+        guard file >= 0 else { throw HypervisorError.invalidSpec("cannot write \(path): \(errnoMessage())") }
+        defer { close(file) }
+        let qmp = try QMPWithDescriptors(path: handle.qmpSocketPath, timeout: Self.startupTimeout)
+        let started = monotonicNanoseconds()
+        // Paused while it is written: the file holds one moment of the guest.
+        try qmp.execute("stop")
+        do {
+            try qmp.execute("getfd", arguments: ["fdname": Self.stateDescriptorName], passing: file)
+            try qmp.execute("migrate", arguments: ["uri": "fd:" + Self.stateDescriptorName])
+            try await Self.waitForMigration(qmp, timeout: Self.startupTimeout)
+        } catch {
+            // The guest goes on as it was; a partial file is no snapshot.
+            try? FileManager.default.removeItem(atPath: path)
+            if resume { _ = try? qmp.execute("cont") }
+            throw error
+        }
+        if resume { try qmp.execute("cont") }
+        let paused = monotonicNanoseconds() - started
         let size = (try FileManager.default.attributesOfItem(atPath: path)[.size] as? NSNumber)?.int64Value ?? 0
         return VMSnapshot(
             path: path, sizeBytes: size, hypervisor: "qemu", hypervisorVersion: version, memoryMiB: spec.memoryMiB,
@@ -39,11 +47,23 @@ extension QEMUDriver {
         if let mismatch = snapshot.mismatch(with: spec, hypervisor: "qemu", version: await hypervisorVersion()) {
             throw HypervisorError.invalidSpec(mismatch)
         }
-        let quoted = try Self.shellQuoted(snapshot.path)
         var spec = spec
         spec.machineType = spec.machineType ?? snapshot.machineType
-        return try await launch(spec, incoming: .saved(uri: "exec:cat \(quoted)"), holdingGuestUntil: {})
+        return try await launch(spec, incoming: .saved(path: snapshot.path), holdingGuestUntil: {})
     }
+
+    /// Feeds a new VMM (started with `-incoming defer`) the state in `path`, then lets it run.
+    static func readState(from path: String, qmp: QMPWithDescriptors) async throws {
+        let file = open(path, O_RDONLY | O_CLOEXEC)
+        guard file >= 0 else { throw HypervisorError.invalidSpec("cannot read \(path): \(errnoMessage())") }
+        defer { close(file) }
+        try qmp.execute("getfd", arguments: ["fdname": stateDescriptorName], passing: file)
+        try qmp.execute("migrate-incoming", arguments: ["uri": "fd:" + stateDescriptorName])
+        try await waitForMigration(qmp, timeout: startupTimeout)
+        try qmp.execute("cont")
+    }
+
+    private static let stateDescriptorName = "swiftlet-state"
 
     // MARK: Live migration
 
@@ -118,10 +138,10 @@ extension QEMUDriver {
     /// Waits until the migration on `session` completes and returns QEMU's account of it; throws
     /// with QEMU's reason if it fails.
     @discardableResult
-    static func waitForMigration(_ session: QMPSession, timeout: Duration) async throws -> [String: Any] {
+    static func waitForMigration(_ session: some QMPCommands, timeout: Duration) async throws -> [String: Any] {
         let deadline = ContinuousClock.now + timeout
         while true {
-            let reply = try await session.execute("query-migrate") as? [String: Any] ?? [:]
+            let reply = try await session.run("query-migrate", arguments: nil) as? [String: Any] ?? [:]
             switch reply["status"] as? String {
             case "completed": return reply
             case "failed", "cancelled":
@@ -151,11 +171,21 @@ extension QEMUDriver {
         return (memory, vcpus, machine)
     }
 
-    /// `path` in single quotes for QEMU's `exec:` (run by /bin/sh).
-    private static func shellQuoted(_ path: String) throws(HypervisorError) -> String {
-        guard !path.isEmpty, !path.contains("'"), !path.contains("\n") else {
-            throw .invalidSpec("a state file's path may not contain quotes or newlines: \(path)")
-        }
-        return "'\(path)'"
+}
+
+/// The QMP sessions the migration wait runs on.
+protocol QMPCommands {
+    func run(_ command: String, arguments: [String: Any]?) async throws -> Any?
+}
+
+extension QMPSession: QMPCommands {
+    func run(_ command: String, arguments: [String: Any]?) async throws -> Any? {
+        try await execute(command, arguments: arguments)
+    }
+}
+
+extension QMPWithDescriptors: QMPCommands {
+    func run(_ command: String, arguments: [String: Any]?) async throws -> Any? {
+        try execute(command, arguments: arguments)
     }
 }

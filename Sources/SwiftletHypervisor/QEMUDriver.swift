@@ -74,6 +74,7 @@ private actor AcceleratorChoice {
 public struct QEMUDriver: HypervisorDriver {
     public let qemuBinary: String
     private let fixedAccelerator: String?
+    public let confinement: VMMConfinement?
     private let choice: AcceleratorChoice
     private let logger: Logger
     let runtime: DriverRuntime
@@ -87,20 +88,22 @@ public struct QEMUDriver: HypervisorDriver {
     /// - Parameters:
     ///   - accelerator: "tcg" or "kvm"; nil chooses by calibration (measured on first use, or
     ///     taken from `calibration`, a result the caller persisted from `calibrate()`).
+    ///   - confinement: how each VMM is confined; nil runs it as this process's user, unconfined.
     public init(
         qemuBinary: String = "qemu-system-x86_64", accelerator: String? = nil,
-        calibration: AcceleratorCalibration? = nil, logger: Logger
+        calibration: AcceleratorCalibration? = nil, confinement: VMMConfinement? = nil, logger: Logger
     ) {
         self.init(
-            qemuBinary: qemuBinary, accelerator: accelerator, calibration: calibration,
+            qemuBinary: qemuBinary, accelerator: accelerator, calibration: calibration, confinement: confinement,
             logger: logger, runtime: .shared)
     }
 
     init(
         qemuBinary: String, accelerator: String?, calibration: AcceleratorCalibration?,
-        logger: Logger, runtime: DriverRuntime
+        confinement: VMMConfinement? = nil, logger: Logger, runtime: DriverRuntime
     ) {
         self.qemuBinary = Self.resolveInPath(qemuBinary)
+        self.confinement = confinement
         self.fixedAccelerator = accelerator
         self.choice = AcceleratorChoice(calibration)
         self.logger = logger
@@ -276,8 +279,8 @@ public struct QEMUDriver: HypervisorDriver {
 
     /// Where a VM's state comes from instead of a boot.
     enum IncomingState {
-        /// A saved stream: read it all, then let the guest run.
-        case saved(uri: String)
+        /// A saved state's file: read it all, then let the guest run.
+        case saved(path: String)
         /// A live migration's stream: listen for it and return; QEMU lets the guest run the moment
         /// the last of it is in.
         case live(uri: String)
@@ -292,6 +295,14 @@ public struct QEMUDriver: HypervisorDriver {
         let paths = RuntimePaths(directory: spec.runtimeDirectory)
         try Self.prepareRuntimeDirectory(paths)
         var arguments = QEMUCommandLine.arguments(spec: spec, accelerator: accelerator, paths: paths)
+        if let confinement {
+            if let problem = confinement.problem() {
+                try? FileManager.default.removeItem(atPath: paths.directory)
+                throw HypervisorError.spawnFailed(
+                    "the VMM cannot be confined: \(problem); start the server with --unconfined to run it unconfined")
+            }
+            arguments += confinement.arguments(runtimeDirectory: paths.directory)
+        }
         if let incoming {
             arguments += ["-incoming", "defer"]
             // No `cont` to wait for: the guest runs as soon as QEMU has its state.
@@ -336,6 +347,13 @@ public struct QEMUDriver: HypervisorDriver {
         var vmmUp: UInt64 = 0
         var consoleUp: UInt64 = 0
         do {
+            if let confinement {
+                // QEMU holds the guest (-S, or -incoming) until told: it joins its cgroup first.
+                try ControlGroups.confine(
+                    pid: pid, name: Self.controlGroup(pid),
+                    memoryBytes: (spec.memoryMiB + confinement.memoryOverheadMiB) << 20,
+                    cpus: spec.vcpus, pids: confinement.pidsLimit)
+            }
             // Console first: QEMU does not go on before it has accepted this client (wait=on).
             let consoleFD = try connectUnixSocket(path: paths.consoleSocket).get()
             consoleUp = monotonicNanoseconds()
@@ -346,17 +364,13 @@ public struct QEMUDriver: HypervisorDriver {
                 throw SpawnReleaseFailed(underlying: error)
             }
             let qmpFD = try connectUnixSocket(path: paths.qmpSocket).get()
-            if let incoming {
+            if case .saved(let path) = incoming {
+                try await Self.readState(
+                    from: path, qmp: try QMPWithDescriptors(fd: qmpFD, timeout: Self.startupTimeout))
+            } else if case .live(let uri) = incoming {
                 let session = try await QMPSession.open(fd: qmpFD, timeout: Self.startupTimeout)
                 defer { session.close() }
-                switch incoming {
-                case .saved(let uri):
-                    try await session.execute("migrate-incoming", arguments: ["uri": uri])
-                    try await Self.waitForMigration(session, timeout: Self.startupTimeout)
-                    try await session.execute("cont")
-                case .live(let uri):
-                    try await session.execute("migrate-incoming", arguments: ["uri": uri])
-                }
+                try await session.execute("migrate-incoming", arguments: ["uri": uri])
             } else {
                 do {
                     // `cont` rides with the handshake: the guest resumes as soon as QEMU's main loop runs.
@@ -479,7 +493,11 @@ public struct QEMUDriver: HypervisorDriver {
         }
         runtime.monitor.forget(key)
         try? FileManager.default.removeItem(atPath: handle.runtimeDirectory)
+        if confinement != nil { ControlGroups.remove(Self.controlGroup(handle.pid)) }
     }
+
+    /// The cgroup of the VMM with process id `pid`.
+    static func controlGroup(_ pid: Int32) -> String { "vmm-\(pid)" }
 
     public func waitForExit(_ handle: VMHandle) async -> VMExit {
         await runtime.monitor.wait(handle.processKey)
@@ -549,6 +567,7 @@ public struct QEMUDriver: HypervisorDriver {
     /// that includes what QEMU printed on stderr.
     private func abandonSpawn(_ handle: VMHandle, key: ProcessKey, error: any Error) async -> String {
         runtime.closeHub(socketPath: handle.consoleSocketPath)
+        defer { if confinement != nil { ControlGroups.remove(Self.controlGroup(key.pid)) } }
         // A QEMU that rejected its configuration is exiting already: let it, to report its status.
         var exit = await runtime.monitor.wait(key, timeout: .milliseconds(200))
         let killed = exit == nil
@@ -565,7 +584,7 @@ public struct QEMUDriver: HypervisorDriver {
         try? FileManager.default.removeItem(atPath: handle.runtimeDirectory)
         var message: String
         if !killed, let exit {
-            message = "QEMU exited during startup" + (exit.status.map { " with status \($0)" } ?? "")
+            message = "QEMU exited during startup" + (exit.status.map { " with status \($0)" } ?? " (\(exit.reason))")
         } else {
             message = "QEMU did not start: " + ((error as? HypervisorError)?.message ?? "\(error)")
         }

@@ -30,6 +30,10 @@ struct AgentCommand: AsyncParsableCommand {
     @Option(help: "This host's name (default: the machine's host name).") var name: String?
     @Flag(help: "Allow a plain http:// controller (refused otherwise).") var insecure = false
     @Option(help: "Force the accelerator (tcg or kvm) instead of the calibrated choice.") var accelerator: String?
+    @Flag(
+        name: .customLong("confine-vmms"),
+        help: "Run each VMM confined (its own user, seccomp, a chroot, a cgroup: docs/qemu-driver.md).")
+    var confineVMMs = false
     @Option(help: "VMMs this host starts at once (default: 2 per CPU).") var maxConcurrentBoots: Int?
     @Option(help: "Device prefix of this host's bridges, TAPs and nftables tables: the controller's (default: swl).")
     var networkPrefix: String?
@@ -65,6 +69,7 @@ struct AgentCommand: AsyncParsableCommand {
             name: name ?? ProcessInfo.processInfo.hostName)
         settings.insecure = insecure
         settings.accelerator = accelerator
+        settings.confineVMMs = confineVMMs
         settings.maxConcurrentBoots = maxConcurrentBoots
         if let networkPrefix { settings.networkPrefix = networkPrefix }
         if let fabricAddress {

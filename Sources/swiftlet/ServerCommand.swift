@@ -15,7 +15,7 @@ struct ServerCommand: AsyncParsableCommand {
             SWIFTLET_DATA, SWIFTLET_DATABASE), a JSON config file (--config; keys: host, port, dataDirectory, uploadLimitBytes, \
             stopInstancesOnExit, accelerator, networkPrefix, maxConcurrentBoots, hugePages, imageCacheDirectory, \
             imageCacheLimitBytes, agentPort, agentHost, agentNames, fabricAddress, leaseDurationMs, leaseRenewMs, database, \
-            controllerOnly, metricsOpen), \
+            controllerOnly, metricsOpen, confineVMMs), \
             then defaults \
             (127.0.0.1:7420, no agent listener).
             """)
@@ -86,6 +86,13 @@ struct ServerCommand: AsyncParsableCommand {
     @Flag(help: "Serve GET /metrics (Prometheus) without a token (default: it needs the admin token).")
     var metricsOpen = false
 
+    @Flag(
+        name: .customLong("confine-vmms"),
+        help: """
+            Run each VMM confined: as the swiftlet-vmm user, in QEMU's seccomp sandbox, chrooted into its             runtime directory, in a cgroup with memory, CPU and pids limits (docs/qemu-driver.md).
+            """)
+    var confineVMMs = false
+
     @Flag(help: "Stop all instances when the server shuts down (default: they keep running).")
     var stopInstancesOnExit = false
 
@@ -124,6 +131,7 @@ struct ServerCommand: AsyncParsableCommand {
         if stopInstancesOnExit { settings.stopInstancesOnExit = true }
         if controllerOnly { settings.controllerOnly = true }
         if metricsOpen { settings.metricsOpen = true }
+        if confineVMMs { settings.confineVMMs = true }
         if let maxConcurrentBoots {
             guard maxConcurrentBoots > 0 else { throw ValidationError("--max-concurrent-boots must be at least 1") }
             settings.maxConcurrentBoots = maxConcurrentBoots

@@ -153,6 +153,48 @@ import Testing
     }
 }
 
+/// A server that confines its VMMs (as root): they run as swiftlet-vmm under seccomp, and one
+/// re-attaches after the server is killed, its state intact.
+@Suite(.enabled(if: getuid() == 0, "confinement needs root"))
+struct ConfinedServerTests {
+    @Test func aConfinedVMReattachesAfterTheServerIsKilled() async throws {
+        let server = try ServerProcess(config: ["confineVMMs": true])
+        defer { server.cleanUp() }
+        try await server.start()
+        var client = server.client()
+        _ = try await client.uploadImage(path: try Kernels.path("kv"), name: "kv")
+        let port = try ServerProcess.freePort()
+        let created = try #require(
+            try await client.createInstances(
+                CreateInstanceRequest(name: "counter", image: "kv", publish: ["\(port):80"], wait: true)
+            ).first)
+        #expect(created.state == .running)
+        func increment() throws -> String {
+            try Shell.run(
+                "/usr/bin/curl", ["-sf", "--max-time", "10", "-X", "POST", "http://127.0.0.1:\(port)/counter"]
+            )
+            .output.trimmingCharacters(in: .whitespacesAndNewlines)
+        }
+        #expect(try increment() == "1")
+        let vmm = try #require(processes(mentioning: server.dataDirectory + "/run/" + created.id + "/").first)
+        let status = try String(contentsOfFile: "/proc/\(vmm)/status", encoding: .utf8)
+        let user = try #require(getpwnam("swiftlet-vmm")).pointee
+        #expect(status.contains("Uid:\t\(user.pw_uid)\t") && status.contains("Seccomp:\t2"), "\(status)")
+
+        server.crash()
+        try? await client.shutdown()
+        try await server.start()
+        client = server.client()
+        #expect(try await client.instance("counter").state == .running)
+        #expect(try increment() == "2")
+        #expect(processes(mentioning: server.dataDirectory + "/run/").count == 1)
+        try await client.deleteInstance("counter")
+        #expect(processes(mentioning: server.dataDirectory + "/run/").isEmpty)
+        #expect(!FileManager.default.fileExists(atPath: "/sys/fs/cgroup/pids/swiftlet/vmm-\(vmm)"))
+        try? await client.shutdown()
+    }
+}
+
 func collect(_ stream: AsyncThrowingStream<String, any Error>) async throws -> String {
     var text = ""
     for try await chunk in stream { text += chunk }
