@@ -153,6 +153,35 @@ import Testing
     }
 }
 
+/// `swiftlet top` against a live server: each view shows every instance with its state, host
+/// and boot time, and a state change shows in the next view.
+@Suite struct TopCommandTests {
+    @Test func topShowsInstancesLiveAndFollowsAStop() async throws {
+        try await withServer { server, client in
+            _ = try await client.uploadImage(path: try Kernels.path("hello"), name: "hello")
+            let created = try await client.createInstances(
+                CreateInstanceRequest(name: "watched", image: "hello", flavor: "tiny", wait: true))
+            let total = try #require(created.first?.timeline.total)
+            let environment = ["SWIFTLET_URL": server.url, "SWIFTLET_TOKEN": server.adminToken]
+            let top = try BuildServiceTests.cli(["top", "--iterations", "1"], environment: environment)
+            #expect(top.status == 0, "\(top.output)")
+            let row = try #require(
+                top.output.split(separator: "\n").first { $0.hasPrefix("watched ") }, "\(top.output)")
+            #expect(
+                row.contains("RUNNING") && row.contains(Format.milliseconds(total)) && row.contains("cold"), "\(row)")
+            #expect(top.output.contains("1 instances: 1 RUNNING") && top.output.contains("hosts: 1 up, 0 down"))
+            _ = try await client.stop("watched")
+            let after = try BuildServiceTests.cli(
+                ["top", "--iterations", "2", "--interval", "0.2"], environment: environment)
+            let views = after.output.components(separatedBy: "swiftlet top - ").dropFirst()
+            #expect(views.count == 2, "\(after.output)")
+            #expect(views.allSatisfy { $0.contains("1 STOPPED") }, "\(after.output)")
+            let bad = try BuildServiceTests.cli(["top", "--interval", "0"], environment: environment)
+            #expect(bad.status != 0)
+        }
+    }
+}
+
 /// A server that confines its VMMs (as root): they run as swiftlet-vmm under seccomp, and one
 /// re-attaches after the server is killed, its state intact.
 @Suite(.enabled(if: getuid() == 0, "confinement needs root"))
