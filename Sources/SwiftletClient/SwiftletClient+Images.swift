@@ -10,6 +10,11 @@ extension SwiftletClient {
         try await send("PATCH", "/v1/projects/\(segment(idOrName))", body: request)
     }
 
+    /// A project with what it holds now.
+    public func project(_ idOrName: String) async throws -> Project {
+        try await send("GET", "/v1/projects/\(segment(idOrName))")
+    }
+
     public func addSigningKey(project: String, _ request: AddSigningKeyRequest) async throws -> SigningKey {
         try await send("POST", "/v1/projects/\(segment(project))/signing-keys", body: request)
     }

@@ -105,6 +105,11 @@ extension Controller {
     // MARK: - Trusted signing keys
 
     /// The project a key request acts on: a project token acts on its own project only.
+    /// Cached as a value, so that "no quota" is cached too.
+    private struct CachedQuota: Sendable {
+        var quota: ProjectQuota?
+    }
+
     private func keyProject(_ projectId: String, _ principal: Principal) async throws(SwiftletError) -> Project {
         guard principal.isAdmin || principal.projectId == projectId else {
             throw SwiftletError(.forbidden, "project.other", "a project token manages only its own project")
@@ -150,9 +155,28 @@ extension Controller {
     {
         try requireAdmin(principal)
         let project = try await keyProject(projectId, principal)
+        try request.quota?.validate()
         if let required = request.requireSignedImages {
             try await catalog.setRequireSignedImages(projectId: project.id, required)
         }
+        if let quota = request.quota {
+            // A quota with no limit at all is no quota.
+            try await store.setProjectQuota(projectId: project.id, quota == ProjectQuota() ? nil : quota)
+        }
         return try await store.project(id: project.id) ?? project
+    }
+
+    /// A project with what it holds now (admins: any; a project token: its own).
+    public func projectDetail(_ projectId: String, by principal: Principal) async throws(SwiftletError) -> Project {
+        var project = try await keyProject(projectId, principal)
+        project.usage = try await store.projectUsage(projectId: project.id)
+        return project
+    }
+
+    /// The project's quota, read through the launch catalog (nil: none).
+    func quota(of projectId: String) async throws(SwiftletError) -> ProjectQuota? {
+        try await launchCatalog.value("quota|\(projectId)", generation: store.catalogGeneration) {
+            () async throws(SwiftletError) in CachedQuota(quota: try await store.project(id: projectId)?.quota)
+        }.quota
     }
 }

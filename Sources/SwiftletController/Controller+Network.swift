@@ -65,7 +65,7 @@ extension Controller {
             gateway: IPv4.format(gateway), mtu: mtu, mode: request.mode ?? .nat,
             bridge: HostNetwork.bridgeName(prefix: networking.prefix, networkId: id),
             createdAt: Date())
-        try await networking.store.createNetwork(network)
+        try await networking.store.createNetwork(network, quota: try await quota(of: principal.projectId))
         await publishNetworks()
         return try await networking.store.network(idOrName: id, projectId: nil) ?? network
     }

@@ -172,7 +172,7 @@ public final class Controller: Sendable {
         (image.signature, image.signingKeyId) = keyId == nil ? (nil, nil) : (signature, keyId)
         (image.visibility, image.tags) = (visibility ?? .private, tags ?? [])
         do {
-            try await store.createImage(image)
+            try await store.createImage(image, quota: try await quota(of: principal.projectId))
             if keyId != nil || visibility != nil || tags != nil { try await catalog.updateImageCatalog(image) }
         } catch {
             if await (try? store.images(projectId: nil).contains { $0.sha256 == sha256 }) != true {
@@ -297,10 +297,16 @@ public final class Controller: Sendable {
         let group: ServerGroup? =
             if let name = request.serverGroup { try await serverGroup(name, by: principal) } else { nil }
         let networkPlan = try await planNetworks(request, by: principal, count: count)
+        // Checked with the instances counted, in the insert's own transaction.
+        let quota = try await quota(of: principal.projectId).map {
+            QuotaClaim(projectId: principal.projectId, quota: $0)
+        }
         let place = { () async throws(SwiftletError) in
-            try await self.placeInstances(
+            var placements = try await self.placeInstances(
                 count: count, memoryMib: memoryMib ?? 16, vcpus: vcpus ?? 1, image: image, target: request.host,
                 needsNetworks: !networkPlan.attachments.isEmpty, group: group)
+            placements.claim.quota = quota
+            return placements
         }
         var placements = try await place()
         // Instances whose assignment went into their host's feed with their record.

@@ -16,6 +16,11 @@ enum ImageRoutes {
                 try await controller.updateProject(
                     try context.parameters.require("id"), body, by: try context.requirePrincipal()))
         }
+        v1.get("projects/:id") { _, context in
+            APIRouter.json(
+                try await controller.projectDetail(
+                    try context.parameters.require("id"), by: try context.requirePrincipal()))
+        }
         v1.post("projects/:id/signing-keys") { request, context in
             let body = try await APIRouter.decode(AddSigningKeyRequest.self, request, context)
             let key = try await controller.addSigningKey(

@@ -54,7 +54,12 @@ public struct UpdateImageRequest: Codable, Sendable {
 /// PATCH /v1/projects/{id}: the image-signing policy.
 public struct UpdateProjectRequest: Codable, Sendable {
     public var requireSignedImages: Bool?
-    public init(requireSignedImages: Bool?) { self.requireSignedImages = requireSignedImages }
+    /// Replaces the project's quota (a limit left out: none).
+    public var quota: ProjectQuota?
+    public init(requireSignedImages: Bool? = nil, quota: ProjectQuota? = nil) {
+        self.requireSignedImages = requireSignedImages
+        self.quota = quota
+    }
 }
 
 extension Image {

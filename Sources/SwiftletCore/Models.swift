@@ -8,6 +8,10 @@ public struct Project: Codable, Sendable, Equatable {
     public var name: String
     public var requireSignedImages: Bool
     public var createdAt: Date
+    /// Its limits; nil: none.
+    public var quota: ProjectQuota? = nil
+    /// What it holds now (shown by `GET /v1/projects/{id}` only).
+    public var usage: ProjectUsage? = nil
 
     public init(id: String, name: String, requireSignedImages: Bool = false, createdAt: Date) {
         self.id = id

@@ -6,7 +6,7 @@ import SwiftletStore
 extension PostgresStore: NetworkStore {
     // MARK: - Networks
 
-    public func createNetwork(_ network: Network) async throws(SwiftletError) {
+    public func createNetwork(_ network: Network, quota: ProjectQuota?) async throws(SwiftletError) {
         guard let block = CIDRBlock.parse(network.cidr), let gateway = IPv4.parse(network.gateway) else {
             throw SwiftletError.badRequest("network.bad_cidr", "'\(network.cidr)' is not a CIDR block")
         }
@@ -40,6 +40,9 @@ extension PostgresStore: NetworkStore {
             } catch  where Self.isUniqueViolation(error) {
                 throw SwiftletError(
                     .conflict, "network.duplicate_name", "a network named '\(network.name)' already exists")
+            }
+            if let quota {
+                try quota.verify(try await Self.usage(projectId: network.projectId, db), projectId: network.projectId)
             }
         }
     }

@@ -11,6 +11,9 @@ extension PostgresStore: ServerGroupStore {
     /// transaction rolls back) when a host now holds more than its capacity or the group's
     /// policy is broken.
     static func check(_ claim: PlacementClaim, _ db: PostgresSession) async throws {
+        if let quota = claim.quota {
+            try quota.quota.verify(try await usage(projectId: quota.projectId, db), projectId: quota.projectId)
+        }
         if let fence = claim.leader {
             // FOR SHARE: a takeover's update of the lease waits for this transaction to end.
             let held = try await db.value(

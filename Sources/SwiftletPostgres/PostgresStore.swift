@@ -349,9 +349,48 @@ public final class PostgresStore: SwiftletStore, Service {
     }
 
     private static func project(_ row: PostgresRandomAccessRow) throws -> Project {
-        Project(
+        var project = Project(
             id: try row.get("id"), name: try row.get("name"), requireSignedImages: try row.get("require_signed"),
             createdAt: try row.get("created_at"))
+        project.quota = try row.get("quota", as: String?.self).flatMap {
+            try? RecordCoding.decode(ProjectQuota.self, $0)
+        }
+        return project
+    }
+
+    public func setProjectQuota(projectId: String, _ quota: ProjectQuota?) async throws(SwiftletError) {
+        let text: String?
+        do { text = try quota.map(RecordCoding.json) } catch {
+            throw SwiftletError(.internal, "store.failed", "cannot encode the quota: \(error)")
+        }
+        try await write(catalog: true) { db in
+            guard try await db.changed("UPDATE project SET quota = \(text) WHERE id = \(projectId) RETURNING 1") else {
+                throw SwiftletError.notFound("project", projectId)
+            }
+        }
+    }
+
+    public func projectUsage(projectId: String) async throws(SwiftletError) -> ProjectUsage {
+        try await snapshot { db in try await Self.usage(projectId: projectId, db) }
+    }
+
+    /// What a project holds, read in the caller's transaction.
+    static func usage(projectId: String, _ db: PostgresSession) async throws -> ProjectUsage {
+        let instances = try await db.row(
+            """
+            SELECT COUNT(*)::bigint AS count, COALESCE(SUM(vcpus), 0)::bigint AS vcpus,
+            COALESCE(SUM(memory_mib), 0)::bigint AS memory FROM instance WHERE project_id = \(projectId)
+            """)
+        let imageBytes =
+            try await db.value(
+                Int64.self, "SELECT COALESCE(SUM(size_bytes), 0)::bigint FROM image WHERE project_id = \(projectId)")
+            ?? 0
+        let networks =
+            try await db.value(Int.self, "SELECT COUNT(*)::bigint FROM network WHERE project_id = \(projectId)") ?? 0
+        return ProjectUsage(
+            instances: try instances?.get("count", as: Int.self) ?? 0,
+            vcpus: try instances?.get("vcpus", as: Int.self) ?? 0,
+            memoryMib: try instances?.get("memory", as: Int.self) ?? 0, imageBytes: imageBytes, networks: networks)
     }
 
     public func createToken(_ info: TokenInfo, secretHash: String) async throws(SwiftletError) {
@@ -375,14 +414,19 @@ public final class PostgresStore: SwiftletStore, Service {
 
     // MARK: - Images
 
-    public func createImage(_ image: Image) async throws(SwiftletError) {
+    public func createImage(_ image: Image, quota: ProjectQuota?) async throws(SwiftletError) {
         try await write(catalog: true) { db in
+            // Image quotas are checked one create at a time: concurrent uploads see each other's bytes.
+            if quota != nil { try await db.lock(.placement) }
             try await db.execute(
                 """
                 INSERT INTO image (id, project_id, name, kind, sha256, size_bytes, properties, created_at)
                 VALUES (\(image.id), \(image.projectId), \(image.name), \(image.kind.rawValue), \(image.sha256),
                 \(image.sizeBytes), \(try RecordCoding.json(image.properties)), \(image.createdAt))
                 """)
+            if let quota {
+                try quota.verify(try await Self.usage(projectId: image.projectId, db), projectId: image.projectId)
+            }
         }
     }
 

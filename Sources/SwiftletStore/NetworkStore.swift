@@ -82,7 +82,8 @@ extension PortRequest {
 public protocol NetworkStore: Sendable {
     /// 409 `network.overlap` when the CIDR overlaps another network's, checked in the same
     /// transaction as the insert.
-    func createNetwork(_ network: Network) async throws(SwiftletError)
+    /// With `quota`, refused (403 `quota.exceeded`) past the project's number of networks.
+    func createNetwork(_ network: Network, quota: ProjectQuota?) async throws(SwiftletError)
     func networks(projectId: String?) async throws(SwiftletError) -> [Network]
     func network(idOrName: String, projectId: String?) async throws(SwiftletError) -> Network?
     /// 409 `network.in_use` while ports are on it.
@@ -104,4 +105,10 @@ public protocol NetworkStore: Sendable {
     func deleteRule(id: String, groupId: String) async throws(SwiftletError)
     /// Instance id → ids of its groups, for every instance in at least one group.
     func securityGroupMembership() async throws(SwiftletError) -> [String: [String]]
+}
+
+extension NetworkStore {
+    public func createNetwork(_ network: Network) async throws(SwiftletError) {
+        try await createNetwork(network, quota: nil)
+    }
 }

@@ -25,11 +25,17 @@ public struct PlacementClaim: Sendable {
     public var group: ServerGroup?
     /// For a leader's write (an evacuation): the lease and term it acts under.
     public var leader: LeaderFence?
+    /// The quota of the project the instances join, checked with them counted.
+    public var quota: QuotaClaim?
 
-    public init(capacity: [String: HostCapacity], group: ServerGroup? = nil, leader: LeaderFence? = nil) {
+    public init(
+        capacity: [String: HostCapacity], group: ServerGroup? = nil, leader: LeaderFence? = nil,
+        quota: QuotaClaim? = nil
+    ) {
         self.capacity = capacity
         self.group = group
         self.leader = leader
+        self.quota = quota
     }
 
     /// Public for the stores outside this module (PostgreSQL) that run the same check.
@@ -54,6 +60,18 @@ public struct PlacementClaim: Sendable {
                 "server group '\(group.name)' is \(group.policy.rawValue): concurrent creates changed its members' hosts"
             )
         }
+    }
+}
+
+/// A project's quota, checked inside the writing transaction with what it adds counted, so that
+/// concurrent creates never take a project past it together.
+public struct QuotaClaim: Sendable, Equatable {
+    public var projectId: String
+    public var quota: ProjectQuota
+
+    public init(projectId: String, quota: ProjectQuota) {
+        self.projectId = projectId
+        self.quota = quota
     }
 }
 

@@ -51,7 +51,7 @@ extension SQLiteStore: NetworkStore {
 
     // MARK: - Networks
 
-    public func createNetwork(_ network: Network) async throws(SwiftletError) {
+    public func createNetwork(_ network: Network, quota: ProjectQuota?) async throws(SwiftletError) {
         guard let block = CIDRBlock.parse(network.cidr), let gateway = IPv4.parse(network.gateway) else {
             throw SwiftletError.badRequest("network.bad_cidr", "'\(network.cidr)' is not a CIDR block")
         }
@@ -82,6 +82,9 @@ extension SQLiteStore: NetworkStore {
             } catch let error as DatabaseError where error.extendedResultCode == .SQLITE_CONSTRAINT_UNIQUE {
                 throw SwiftletError(
                     .conflict, "network.duplicate_name", "a network named '\(network.name)' already exists")
+            }
+            if let quota {
+                try quota.verify(try Self.usage(projectId: network.projectId, db), projectId: network.projectId)
             }
         }
     }

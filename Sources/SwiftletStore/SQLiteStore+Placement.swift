@@ -31,6 +31,9 @@ extension SQLiteStore: ServerGroupStore {
     /// Run by an insert after its rows are in: throws (so the transaction rolls back) when a
     /// host now holds more than its capacity or the group's policy is broken.
     static func check(_ claim: PlacementClaim, _ db: Database) throws {
+        if let quota = claim.quota {
+            try quota.quota.verify(try usage(projectId: quota.projectId, db), projectId: quota.projectId)
+        }
         if let fence = claim.leader {
             let held = try Int64.fetchOne(
                 db,

@@ -101,6 +101,9 @@ public final class SQLiteStore: SwiftletStore {
         registerPlacementMigration(&migrator)
         registerLeadershipMigration(&migrator)
         registerHostFeedMigration(&migrator)
+        migrator.registerMigration("project-quota") { db in
+            try db.execute(sql: "ALTER TABLE project ADD COLUMN quota TEXT")
+        }
         return migrator
     }
 
@@ -159,8 +162,41 @@ public final class SQLiteStore: SwiftletStore {
     }
 
     private static func project(_ row: Row) -> Project {
-        Project(
+        var project = Project(
             id: row["id"], name: row["name"], requireSignedImages: row["require_signed"], createdAt: row["created_at"])
+        project.quota = (row["quota"] as String?).flatMap { try? RecordCoding.decode(ProjectQuota.self, $0) }
+        return project
+    }
+
+    public func setProjectQuota(projectId: String, _ quota: ProjectQuota?) async throws(SwiftletError) {
+        let text: String?
+        do { text = try quota.map(RecordCoding.json) } catch { throw Self.map(error) }
+        try await write { db in
+            try db.execute(sql: "UPDATE project SET quota = ? WHERE id = ?", arguments: [text, projectId])
+            guard db.changesCount > 0 else { throw SwiftletError.notFound("project", projectId) }
+        }
+    }
+
+    public func projectUsage(projectId: String) async throws(SwiftletError) -> ProjectUsage {
+        try await read { db in try Self.usage(projectId: projectId, db) }
+    }
+
+    /// What a project holds, read in the caller's transaction.
+    static func usage(projectId: String, _ db: Database) throws -> ProjectUsage {
+        let instances = try db.cachedRow(
+            sql: """
+                SELECT COUNT(*) AS count, COALESCE(SUM(vcpus), 0) AS vcpus, COALESCE(SUM(memory_mib), 0) AS memory
+                FROM instance WHERE project_id = ?
+                """, arguments: [projectId])
+        let imageBytes =
+            try Int64.fetchOne(
+                db, sql: "SELECT COALESCE(SUM(size_bytes), 0) FROM image WHERE project_id = ?", arguments: [projectId])
+            ?? 0
+        let networks =
+            try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM network WHERE project_id = ?", arguments: [projectId]) ?? 0
+        return ProjectUsage(
+            instances: instances?["count"] ?? 0, vcpus: instances?["vcpus"] ?? 0, memoryMib: instances?["memory"] ?? 0,
+            imageBytes: imageBytes, networks: networks)
     }
 
     public func createToken(_ info: TokenInfo, secretHash: String) async throws(SwiftletError) {
@@ -184,7 +220,7 @@ public final class SQLiteStore: SwiftletStore {
 
     // MARK: - Images
 
-    public func createImage(_ image: Image) async throws(SwiftletError) {
+    public func createImage(_ image: Image, quota: ProjectQuota?) async throws(SwiftletError) {
         try await write { db in
             try db.cachedExecute(
                 sql: """
@@ -195,6 +231,9 @@ public final class SQLiteStore: SwiftletStore {
                     image.id, image.projectId, image.name, image.kind.rawValue, image.sha256, image.sizeBytes,
                     try RecordCoding.json(image.properties), image.createdAt,
                 ])
+            if let quota {
+                try quota.verify(try Self.usage(projectId: image.projectId, db), projectId: image.projectId)
+            }
         }
     }
 

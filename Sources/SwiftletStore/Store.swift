@@ -28,12 +28,18 @@ public protocol SwiftletStore: Sendable {
     func createProject(_ project: Project) async throws(SwiftletError)
     func projects() async throws(SwiftletError) -> [Project]
     func project(id: String) async throws(SwiftletError) -> Project?
+    /// Sets a project's quota (nil: none); 404 for no such project.
+    func setProjectQuota(projectId: String, _ quota: ProjectQuota?) async throws(SwiftletError)
+    /// What a project holds now: its instances and their vCPUs and memory, its images' bytes, its networks.
+    func projectUsage(projectId: String) async throws(SwiftletError) -> ProjectUsage
     /// Stores the sha256 of a token secret; the secret itself is never stored.
     func createToken(_ info: TokenInfo, secretHash: String) async throws(SwiftletError)
     func principal(forSecretHash hash: String) async throws(SwiftletError) -> Principal?
 
     // Images
-    func createImage(_ image: Image) async throws(SwiftletError)
+    /// Inserts the record; with `quota`, refused (403 `quota.exceeded`) when the project's images
+    /// would take more bytes than it allows, checked in the same transaction.
+    func createImage(_ image: Image, quota: ProjectQuota?) async throws(SwiftletError)
     func images(projectId: String?) async throws(SwiftletError) -> [Image]
     /// By id or by name within the project (nil project = any, for admins).
     func image(idOrName: String, projectId: String?) async throws(SwiftletError) -> Image?
@@ -122,6 +128,10 @@ extension SwiftletStore {
         _ change: @escaping @Sendable (inout Instance) throws(SwiftletError) -> Void
     ) async throws(SwiftletError) -> Instance {
         try await updateInstance(id: id, events: events, handle: handle, claim: nil, change)
+    }
+
+    public func createImage(_ image: Image) async throws(SwiftletError) {
+        try await createImage(image, quota: nil)
     }
 
     /// Inserts all or none, with no placement check.

@@ -267,8 +267,8 @@ struct HostCommand: AsyncParsableCommand {
 
 struct ProjectCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "project", abstract: "Projects and their tokens (admin).",
-        subcommands: [Create.self, List.self, Token.self])
+        commandName: "project", abstract: "Projects, their tokens and quotas (admin).",
+        subcommands: [Create.self, List.self, Show.self, Quota.self, Token.self])
 
     struct Create: AsyncParsableCommand {
         static let configuration = CommandConfiguration(commandName: "create", abstract: "Create a project.")
@@ -301,6 +301,68 @@ struct ProjectCommand: AsyncParsableCommand {
                 ])
             }
             Output.table(table)
+        }
+    }
+
+    struct Show: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "show", abstract: "Show a project: its quota and what it holds.")
+        @OptionGroup var connection: Connection
+        @OptionGroup var output: JSONOption
+        @Argument(help: "Project id or name.") var project: String
+
+        func run() async throws {
+            let found = try await connection.withClient { try await $0.project(project) }
+            if output.json { return try Output.json(found) }
+            Output.fields([
+                ("id", found.id), ("name", found.name),
+                ("signed images only", found.requireSignedImages ? "yes" : "no"),
+                ("created (UTC)", Format.date(found.createdAt)),
+            ])
+            let usage = found.usage ?? ProjectUsage()
+            let quota = found.quota ?? ProjectQuota()
+            func limit(_ value: Int64?) -> String { value.map(String.init) ?? "unlimited" }
+            var table = TextTable(["RESOURCE", "IN USE", "QUOTA"], rightAligned: [1, 2])
+            table.add(["instances", "\(usage.instances)", limit(quota.instances.map(Int64.init))])
+            table.add(["vcpus", "\(usage.vcpus)", limit(quota.vcpus.map(Int64.init))])
+            table.add(["memory MiB", "\(usage.memoryMib)", limit(quota.memoryMib.map(Int64.init))])
+            table.add(["image bytes", "\(usage.imageBytes)", limit(quota.imageBytes)])
+            table.add(["networks", "\(usage.networks)", limit(quota.networks.map(Int64.init))])
+            print("")
+            Output.table(table)
+        }
+    }
+
+    struct Quota: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "quota",
+            abstract: "Set a project's quota (admin); a limit left out is unlimited.",
+            discussion: "Example: swiftlet project quota team-a --instances 20 --vcpus 40 --memory-mib 8192")
+        @OptionGroup var connection: Connection
+        @OptionGroup var output: JSONOption
+        @Argument(help: "Project id or name.") var project: String
+        @Option(help: "Instances at most.") var instances: Int?
+        @Option(help: "vCPUs at most, over all its instances.") var vcpus: Int?
+        @Option(help: "Memory at most, MiB, over all its instances.") var memoryMib: Int?
+        @Option(help: "Bytes of images at most.") var imageBytes: Int64?
+        @Option(help: "Networks at most.") var networks: Int?
+
+        func run() async throws {
+            let quota = ProjectQuota(
+                instances: instances, vcpus: vcpus, memoryMib: memoryMib, imageBytes: imageBytes, networks: networks)
+            let updated = try await connection.withClient {
+                try await $0.updateProject(project, UpdateProjectRequest(quota: quota))
+            }
+            if output.json { return try Output.json(updated) }
+            print("\(updated.name)  \(updated.id)  quota \(updated.quota.map(Self.describe) ?? "unlimited")")
+        }
+
+        static func describe(_ quota: ProjectQuota) -> String {
+            [
+                quota.instances.map { "instances=\($0)" }, quota.vcpus.map { "vcpus=\($0)" },
+                quota.memoryMib.map { "memoryMib=\($0)" }, quota.imageBytes.map { "imageBytes=\($0)" },
+                quota.networks.map { "networks=\($0)" },
+            ].compactMap { $0 }.joined(separator: " ")
         }
     }
 

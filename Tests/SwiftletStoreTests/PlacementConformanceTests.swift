@@ -40,6 +40,51 @@ import Testing
         }
     }
 
+    /// A project's quota holds under concurrent creates through several writers, and for images
+    /// and networks; the quota and the usage read back as written.
+    @Test(arguments: StoreEngine.allCases)
+    func concurrentCreatesNeverTakeAProjectPastItsQuota(engine: StoreEngine) async throws {
+        try await engine.withStores(count: 3) { stores in
+            let project = Project.adminProjectId
+            let quota = ProjectQuota(vcpus: 6, imageBytes: 15, networks: 0)
+            try await stores[0].setProjectQuota(projectId: project, quota)
+            #expect(try await stores[1].project(id: project)?.quota == quota)
+            #expect(
+                await storeError { try await stores[0].setProjectQuota(projectId: "prj-none", quota) }?.code
+                    == "project.not_found")
+            let image = Fixtures.image("img")
+            try await stores[0].createImage(image, quota: quota)
+            let claim = PlacementClaim(
+                capacity: ["h1": HostCapacity(memoryMib: 4096, vcpus: 64)],
+                quota: QuotaClaim(projectId: project, quota: quota))
+            let outcomes = await withTaskGroup(of: String.self) { group in
+                for index in 0..<10 {
+                    let store = stores[index % stores.count]
+                    group.addTask {
+                        let instance = Fixtures.instance("vm\(index)", image: image.id, host: "h1", vcpus: 2)
+                        return await storeError { try await store.createInstances([instance], claim: claim) }?.code
+                            ?? "ok"
+                    }
+                }
+                return await group.reduce(into: [String]()) { $0.append($1) }
+            }
+            #expect(tally(outcomes) == ["ok": 3, ProjectQuota.exceededCode: 7])
+            #expect(
+                try await stores[2].projectUsage(projectId: project)
+                    == ProjectUsage(instances: 3, vcpus: 6, memoryMib: 48, imageBytes: 10, networks: 0))
+            let second = await storeError { try await stores[1].createImage(Fixtures.image("more"), quota: quota) }
+            #expect(second?.code == ProjectQuota.exceededCode && second?.kind == .forbidden)
+            #expect(second?.message.contains("5 over its quota of 15") == true, "\(second?.message ?? "")")
+            let network = await storeError {
+                try await stores[2].createNetwork(
+                    Fixtures.network("n", "10.77.0.0/24", gateway: "10.77.0.1"), quota: quota)
+            }
+            #expect(network?.code == ProjectQuota.exceededCode)
+            #expect(try await stores[0].images(projectId: nil).count == 1)
+            #expect(try await stores[0].networks(projectId: nil).isEmpty)
+        }
+    }
+
     @Test(arguments: StoreEngine.allCases)
     func concurrentCreatesAdmitExactlyTheCapacity(engine: StoreEngine) async throws {
         try await engine.withStores(count: 3) { stores in
