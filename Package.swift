@@ -103,6 +103,19 @@ let package = Package(
                 .product(name: "CompressNIO", package: "compress-nio"),
             ],
             swiftSettings: strict),
+        .target(
+            name: "SwiftletOpenStack",
+            dependencies: [
+                "SwiftletCore", "SwiftletStore", "SwiftletController",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "_CryptoExtras", package: "swift-crypto"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ],
+            swiftSettings: strict),
+        .testTarget(
+            name: "SwiftletOpenStackTests", dependencies: ["SwiftletOpenStack", "SwiftletCore"], swiftSettings: strict),
         .target(name: "SwiftletScheduler", dependencies: ["SwiftletCore"], swiftSettings: strict),
         .executableTarget(
             name: "swiftlet-bench-scheduler", dependencies: ["SwiftletScheduler"], swiftSettings: strict),
@@ -133,7 +146,7 @@ let package = Package(
         .executableTarget(
             name: "swiftlet",
             dependencies: [
-                "SwiftletHost",
+                "SwiftletHost", "SwiftletOpenStack",
                 "SwiftletCore", "SwiftletController", "SwiftletClient", "SwiftletImages", "SwiftletAgent",
                 .product(name: "NIOPosix", package: "swift-nio"), .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),

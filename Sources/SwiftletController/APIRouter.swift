@@ -46,19 +46,31 @@ struct ErrorMiddleware: RouterMiddleware {
     }
 }
 
-/// Bearer-token authentication for everything but the health check.
+/// Bearer-token authentication for everything but the health check and the paths of extensions,
+/// which authenticate in their own API's way.
 struct AuthMiddleware: RouterMiddleware {
     let controller: Controller
+    var selfAuthenticated: [String] = []
 
     func handle(_ request: Request, context: APIContext, next: (Request, APIContext) async throws -> Response)
         async throws
         -> Response
     {
-        if request.uri.path == "/v1/health" { return try await next(request, context) }
+        let path = request.uri.path
+        if path == "/v1/health" || selfAuthenticated.contains(where: { path == $0 || path.hasPrefix($0 + "/") }) {
+            return try await next(request, context)
+        }
         var context = context
         context.principal = try await controller.authenticate(authorization: request.headers[.authorization])
         return try await next(request, context)
     }
+}
+
+/// Routes another module serves beside /v1 (the OpenStack APIs), on the same listener.
+public protocol APIExtension: Sendable {
+    /// Path prefixes (`/compute`) whose requests the extension authenticates itself.
+    var pathPrefixes: [String] { get }
+    func register(on router: Router<APIContext>, controller: Controller)
 }
 
 public enum APIRouter {
@@ -68,11 +80,13 @@ public enum APIRouter {
     static let maxJSONBody = 1 << 20
 
     public static func build(
-        controller: Controller, cluster: ClusterService? = nil, leadership: LeaderElection? = nil
+        controller: Controller, cluster: ClusterService? = nil, leadership: LeaderElection? = nil,
+        extensions: [any APIExtension] = []
     ) -> Router<APIContext> {
         let router = Router(context: APIContext.self)
         router.add(middleware: ErrorMiddleware())
-        router.add(middleware: AuthMiddleware(controller: controller))
+        router.add(
+            middleware: AuthMiddleware(controller: controller, selfAuthenticated: extensions.flatMap(\.pathPrefixes)))
         let v1 = router.group("v1")
 
         v1.get("health") { _, _ in
@@ -268,6 +282,7 @@ public enum APIRouter {
             return json(host)
         }
         HostRoutes.register(on: v1, controller: controller, cluster: cluster)
+        for api in extensions { api.register(on: router, controller: controller) }
         // Last, so that it sees only the requests no route took.
         router.add(middleware: MethodNotAllowedMiddleware(router.routes))
         return router

@@ -11,7 +11,9 @@ extension PostgresStore {
     }
 
     /// In order; later migrations append here, one per feature (never edit a shipped one).
-    static var migrations: [Migration] { [v1, v2ChangeNotify, v3Leadership, v4HostFeed, v5WatchHolderWriter] }
+    static var migrations: [Migration] {
+        [v1, v2ChangeNotify, v3Leadership, v4HostFeed, v5WatchHolderWriter, v6Identity]
+    }
 
     /// Every committed change to a table is announced on `changeChannel` as "<writer>:<table>"
     /// (the writer is the connection's application name), whatever statement made it: other

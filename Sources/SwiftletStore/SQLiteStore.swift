@@ -101,6 +101,7 @@ public final class SQLiteStore: SwiftletStore {
         registerPlacementMigration(&migrator)
         registerLeadershipMigration(&migrator)
         registerHostFeedMigration(&migrator)
+        registerIdentityMigration(&migrator)
         return migrator
     }
 
