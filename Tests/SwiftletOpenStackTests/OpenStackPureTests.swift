@@ -168,3 +168,50 @@ import Testing
         }
     }
 }
+
+@Suite struct ImageCreateMappingTests {
+    static let member = Principal.project("prj-web")
+
+    @Test func formatsAndExtraFieldsBecomeProperties() throws {
+        let body: JSONValue = .object([
+            "name": "hello", "disk_format": "aki", "container_format": "bare", "visibility": "public",
+            "tags": .array(["a"]), "ready_pattern": "^up$",
+        ])
+        let entry = try GlanceRoutes.queuedEntry(body, principal: Self.member)
+        #expect(entry.name == "hello")
+        #expect(entry.projectId == "prj-web")
+        #expect(entry.visibility == .public)
+        #expect(entry.tags == ["a"])
+        #expect(entry.properties == ["disk_format": "aki", "container_format": "bare", "ready_pattern": "^up$"])
+        #expect(GlanceRoutes.body(entry)["status"] == "queued")
+    }
+
+    @Test func whatSwiftletCannotKeepIsRefused() {
+        let refused: [JSONValue] = [
+            .object(["name": "a", "disk_format": "vmdk"]), .object(["name": "a", "container_format": "docker"]),
+            .object(["name": "a", "id": "b7a1"]), .object(["name": "a", "protected": true]),
+            .object(["name": "a", "min_ram": .int(64)]), .object(["name": "a", "visibility": "shared"]),
+            .object(["name": "a", "owner_flag": .int(1)]), .object(["disk_format": "aki"]),
+        ]
+        for body in refused {
+            #expect(throws: SwiftletError.self, "\(body)") {
+                try GlanceRoutes.queuedEntry(body, principal: Self.member)
+            }
+        }
+    }
+
+    @Test func aQueuedImageIsSeenByItsProjectAndUploadedOnceAtATime() throws {
+        let images = QueuedImages()
+        let entry = try GlanceRoutes.queuedEntry(.object(["name": "a"]), principal: Self.member)
+        try images.add(entry)
+        #expect(images.entry(entry.id, by: Self.member)?.name == "a")
+        #expect(images.entry(entry.id, by: .admin) != nil)
+        #expect(images.entry(entry.id, by: .project("prj-other")) == nil)
+        try images.beginUpload(entry.id)
+        #expect(throws: SwiftletError.self) { try images.beginUpload(entry.id) }
+        images.endUpload(entry.id, registered: false)
+        try images.beginUpload(entry.id)
+        images.endUpload(entry.id, registered: true)
+        #expect(images.entry(entry.id, by: Self.member) == nil)
+    }
+}

@@ -3,7 +3,7 @@ openstacksdk from PyPI, in the venv scripts/setup-openstack-client.sh makes): Ke
 flavors, a server's whole life, console output, and the errors OpenStack's tools expect.
 
 usage: run_openstack_cli.py VENV SWIFTLET_BINARY HELLO_ELF"""
-import base64, json, os, shlex, subprocess, sys, time, urllib.error, urllib.request
+import json, os, shlex, socket, subprocess, sys, time, urllib.error, urllib.request
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "contract"))
 from contract_server import ContractServer  # noqa: E402
@@ -86,6 +86,26 @@ def wait_status(env, server, wanted, timeout=60):
     return status
 
 
+def upload_cut_short(server, env):
+    """Creates an image, sends a tenth of the bytes its upload announces, hangs up; returns its
+    status afterwards (and checks that no image with data was registered)."""
+    token = openstack(env, "token", "issue", "-f", "value", "-c", "id").stdout.strip()
+    status, queued, _ = http("POST", server.base + "/image/v2/images", token,
+                             {"name": "cut", "disk_format": "aki", "container_format": "bare"})
+    if status != 201:
+        return f"create answered {status}"
+    port = int(server.base.rsplit(":", 1)[1])
+    with socket.create_connection(("127.0.0.1", port)) as connection:
+        connection.sendall((f"PUT /image/v2/images/{queued['id']}/file HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+                            f"X-Auth-Token: {token}\r\nContent-Type: application/octet-stream\r\n"
+                            "Content-Length: 100000\r\n\r\n").encode() + b"\0" * 10000)
+    time.sleep(0.5)
+    status, shown, _ = http("GET", server.base + "/image/v2/images/" + queued["id"], token)
+    status, download, _ = http("GET", server.base + "/image/v2/images/" + queued["id"] + "/file", token)
+    http("DELETE", server.base + "/image/v2/images/" + queued["id"], token)
+    return shown["status"] if status == 404 else f"download answered {status}"
+
+
 def main():
     started = time.monotonic()
     with ContractServer(binary) as server:
@@ -110,9 +130,25 @@ def main():
         check("OS_AUTH_TYPE=v3token" in admin_token_rc and "OS_PROJECT_NAME='admin'" in admin_token_rc,
               "openrc without --user uses the CLI's token (v3token) in the admin project")
 
-        # The image is uploaded through the native API (the Image API here reads and deletes only).
-        status, token_info, _ = http("POST", f"{server.base}/v1/projects/{project['id']}/tokens", server.admin)
-        swiftlet(server, "image", "create", hello, "--name", "hello", token=token_info["token"])
+        # Images through the Image API: from a file, and from a pipe.
+        image = openstack_json(alice, "image", "create", "--file", hello, "--disk-format", "aki",
+                               "--container-format", "bare", "hello")
+        check(image["status"] == "active" and image["size"] == os.path.getsize(hello),
+              f"image create --file: active, {image['size']} bytes")
+        with open(hello, "rb") as pipe:
+            piped = subprocess.run([openstack_bin, "image", "create", "--disk-format", "aki", "hello-piped",
+                                    "-f", "json"], env=alice, stdin=pipe, capture_output=True, text=True, timeout=120)
+        check(piped.returncode == 0 and json.loads(piped.stdout)["size"] == os.path.getsize(hello),
+              f"image create from a pipe ({piped.stderr.strip()[-200:]})")
+        images = {i["Name"]: i["Status"] for i in openstack_json(alice, "image", "list")}
+        check(images == {"hello": "active", "hello-piped": "active"}, f"image list: {images}")
+        shown_image = openstack_json(alice, "image", "show", "hello")
+        check(shown_image["disk_format"] == "aki" and shown_image["id"] == image["id"], "image show")
+        openstack(alice, "image", "delete", "hello-piped")
+        check([i["Name"] for i in openstack_json(alice, "image", "list")] == ["hello"], "image delete")
+        result = openstack(bob, "image", "show", image["id"], expect_ok=False)
+        check(result.returncode != 0, "another project's image is not found by the CLI")
+        check(upload_cut_short(server, alice) == "queued", "an upload cut short leaves the image queued, no data")
 
         # Tokens.
         token = openstack_json(alice, "token", "issue")
