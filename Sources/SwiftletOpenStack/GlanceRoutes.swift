@@ -94,6 +94,7 @@ enum GlanceRoutes {
             let file = try await FileIO().loadFile(path: controller.blobs.path(sha256: image.sha256), context: context)
             return Response(status: .ok, headers: [.contentType: "application/octet-stream"], body: file)
         }
+        OpenStack.refuseUnsupportedPaths(on: group, api: "Image", identity: identity)
     }
 
     static let diskFormats: Set<String> = ["aki", "ari", "ami", "raw", "qcow2"]

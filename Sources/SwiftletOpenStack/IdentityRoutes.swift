@@ -61,6 +61,7 @@ enum IdentityRoutes {
             let users = try await identity.store.users(projectId: principal.isAdmin ? nil : principal.projectId)
             return OpenStack.json(.object(["users": .array(users.map { userBody($0, request) })]))
         }
+        OpenStack.refuseUnsupportedPaths(on: group, api: "Identity", identity: identity)
     }
 
     static func version(_ request: Request) -> JSONValue {

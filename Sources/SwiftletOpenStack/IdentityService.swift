@@ -59,11 +59,12 @@ final class IdentityService: Sendable {
     /// The user with this name and password; 401 alike for an unknown name and a wrong password.
     func verifyPassword(name: String, password: String) async throws(SwiftletError) -> IdentityUser {
         let found = try await store.user(name: name)
-        // An unknown name costs a derivation too, so the answer's time does not tell names apart.
-        let record = found?.passwordHash ?? Self.decoyRecord
+        let stored = found?.passwordHash
+        // An unknown name costs a derivation too, so the answer's time does not tell names apart
+        // (the decoy is made off the event loops too, on first use).
         let matches =
             (try? await NIOThreadPool.singleton.runIfActive {
-                PasswordHash.verify(password: password, record: record)
+                PasswordHash.verify(password: password, record: stored ?? Self.decoyRecord)
             }) ?? false
         guard let found, matches else {
             throw SwiftletError(
@@ -113,6 +114,11 @@ final class IdentityService: Sendable {
                     .unauthorized, "auth.invalid_token", "The request you have made requires authentication.")
             }
         }
-        return try await controller.authenticate(authorization: request.headers[.authorization])
+        guard let authorization = request.headers[.authorization] else {
+            throw SwiftletError(
+                .unauthorized, "auth.missing_token", "The request you have made requires authentication (X-Auth-Token)."
+            )
+        }
+        return try await controller.authenticate(authorization: authorization)
     }
 }

@@ -136,6 +136,21 @@ enum OpenStack {
         .object(["rel": .string(rel), "href": .string(href)])
     }
 
+    /// Answers every other path under a group, once the caller is authenticated, with 404 in
+    /// the API's own shape naming what is not supported (rather than the native API's 404).
+    static func refuseUnsupportedPaths(
+        on group: RouterGroup<APIContext>, api: String, identity: IdentityService
+    ) {
+        for method in [HTTPRequest.Method.get, .post, .put, .patch, .delete] {
+            group.on("**", method: method) { request, _ -> Response in
+                _ = try await identity.principal(request)
+                throw SwiftletError(
+                    .notFound, "openstack.unsupported",
+                    "\(method) \(request.uri.path) is not supported by Swiftlet's \(api) API (docs/openstack.md)")
+            }
+        }
+    }
+
     /// 400 for query parameters the route does not know: an ignored filter would answer as if
     /// it had been applied.
     static func refuseUnknownParameters(_ request: Request, known: Set<String>) throws(SwiftletError) {

@@ -23,6 +23,7 @@ extension PostgresStore: IdentityStore {
                     admin boolean NOT NULL, methods text NOT NULL,
                     issued_at timestamptz NOT NULL, expires_at timestamptz NOT NULL)
                 """,
+                "CREATE INDEX identity_token_expiry ON identity_token(expires_at)",
             ])
     }
 
@@ -73,6 +74,7 @@ extension PostgresStore: IdentityStore {
     public func createIdentityToken(_ token: IdentityToken, secretHash: String) async throws(SwiftletError) {
         let methods = token.methods.joined(separator: ",")
         try await write { db in
+            try await db.execute("DELETE FROM identity_token WHERE expires_at <= \(token.issuedAt)")
             try await db.execute(
                 """
                 INSERT INTO identity_token (id, secret_hash, user_id, project_id, admin, methods, issued_at, expires_at)

@@ -9,6 +9,8 @@ public protocol IdentityStore: Sendable {
     func user(name: String) async throws(SwiftletError) -> (user: IdentityUser, passwordHash: String)?
     func user(id: String) async throws(SwiftletError) -> IdentityUser?
     func users(projectId: String?) async throws(SwiftletError) -> [IdentityUser]
+    /// Stores a token and, in the same transaction, deletes the tokens expired by its issue time:
+    /// expired tokens never pile up.
     func createIdentityToken(_ token: IdentityToken, secretHash: String) async throws(SwiftletError)
     /// The token whose secret has this hash, expired or not (the caller checks the expiry).
     func identityToken(secretHash: String) async throws(SwiftletError) -> IdentityToken?

@@ -17,6 +17,7 @@ extension SQLiteStore: IdentityStore {
                         project_id TEXT NOT NULL REFERENCES project(id) ON DELETE CASCADE,
                         admin INTEGER NOT NULL, methods TEXT NOT NULL,
                         issued_at DATETIME NOT NULL, expires_at DATETIME NOT NULL);
+                    CREATE INDEX identity_token_expiry ON identity_token(expires_at);
                     """)
         }
     }
@@ -66,6 +67,8 @@ extension SQLiteStore: IdentityStore {
     public func createIdentityToken(_ token: IdentityToken, secretHash: String) async throws(SwiftletError) {
         let methods = token.methods.joined(separator: ",")
         try await write { db in
+            try db.execute(
+                sql: "DELETE FROM identity_token WHERE expires_at <= ?", arguments: [DatabaseDate.text(token.issuedAt)])
             try db.execute(
                 sql: """
                     INSERT INTO identity_token

@@ -62,6 +62,14 @@ import Testing
             #expect(try await stores[0].identityToken(secretHash: "hash-1") == nil)
             #expect(try await !stores[0].revokeIdentityToken(secretHash: "hash-1"))
             #expect(try await stores[0].identityToken(secretHash: "hash-2") == exchanged)
+
+            // A token issued after another's expiry removes it.
+            let later = IdentityToken(
+                id: "tok-3", userId: "usr-ann", projectId: "prj-web", admin: false, methods: ["password"],
+                issuedAt: Self.now.addingTimeInterval(120), expiresAt: Self.now.addingTimeInterval(3720))
+            try await stores[1].createIdentityToken(later, secretHash: "hash-3")
+            #expect(try await stores[0].identityToken(secretHash: "hash-2") == nil)
+            #expect(try await stores[0].identityToken(secretHash: "hash-3") == later)
         }
     }
 }

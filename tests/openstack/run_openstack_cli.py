@@ -237,6 +237,11 @@ def main():
         status, body, _ = http("POST", compute + "/servers/" + server_id + "/action", alice_token,
                                {"resize": {"flavorRef": "tiny"}})
         check(status == 501 and "notImplemented" in body, f"an unsupported action is 501 ({body})")
+        status, body, _ = http("GET", compute + "/os-hypervisors", alice_token)
+        check(status == 404 and "not supported" in body["itemNotFound"]["message"],
+              f"an unsupported compute path is 404 in Nova's shape, saying so ({body})")
+        status, body, _ = http("GET", compute + "/servers")
+        check(status == 401 and "unauthorized" in body, f"no token is 401 ({body})")
         status, body, _ = http("POST", compute + "/servers", alice_token, {"server": "x"})
         check(status == 400 and "badRequest" in body, f"a malformed server is 400 ({body})")
 
