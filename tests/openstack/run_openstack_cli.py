@@ -2,13 +2,16 @@
 openstacksdk from PyPI, in the venv scripts/setup-openstack-client.sh makes): Keystone tokens,
 flavors, a server's whole life, console output, and the errors OpenStack's tools expect.
 
-usage: run_openstack_cli.py VENV SWIFTLET_BINARY HELLO_ELF"""
+usage: run_openstack_cli.py VENV SWIFTLET_BINARY HELLO_ELF ECHO_ELF [POSTGRES_URL]
+(hello for the CLI's server, echo, which takes an address, for openstacksdk's on a network;
+with a PostgreSQL URL, the server keeps its store there instead of SQLite)"""
 import json, os, shlex, socket, subprocess, sys, time, urllib.error, urllib.request
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "contract"))
 from contract_server import ContractServer  # noqa: E402
 
-venv, binary, hello = sys.argv[1:4]
+venv, binary, hello, echo = sys.argv[1:5]
+database = sys.argv[5] if len(sys.argv) > 5 else None
 openstack_bin = os.path.join(venv, "bin", "openstack")
 failures = []
 
@@ -86,6 +89,16 @@ def wait_status(env, server, wanted, timeout=60):
     return status
 
 
+def run_sdk(env, script):
+    """Runs `script` with the venv's Python (openstacksdk, configured from the OS_* variables);
+    returns the JSON lines it printed."""
+    result = subprocess.run([os.path.join(venv, "bin", "python"), "-c", script], env=env, capture_output=True,
+                            text=True, timeout=240)
+    if result.returncode != 0:
+        raise RuntimeError(f"openstacksdk script failed: {result.stderr.strip()[-2000:]}")
+    return [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+
+
 def upload_cut_short(server, env):
     """Creates an image, sends a tenth of the bytes its upload announces, hangs up; returns its
     status afterwards (and checks that no image with data was registered)."""
@@ -108,7 +121,7 @@ def upload_cut_short(server, env):
 
 def main():
     started = time.monotonic()
-    with ContractServer(binary) as server:
+    with ContractServer(binary, database) as server:
         identity, compute = server.base + "/identity/v3", server.base + "/compute/v2.1"
         status, project, _ = http("POST", server.base + "/v1/projects", server.admin, {"name": "osproj"})
         check(status == 201, "native project osproj created")
@@ -146,6 +159,12 @@ def main():
         check(shown_image["disk_format"] == "aki" and shown_image["id"] == image["id"], "image show")
         openstack(alice, "image", "delete", "hello-piped")
         check([i["Name"] for i in openstack_json(alice, "image", "list")] == ["hello"], "image delete")
+        saved = "/tmp/swiftlet-openstack-saved.elf"
+        openstack(alice, "image", "save", "--file", saved, "hello")
+        check(open(saved, "rb").read() == open(hello, "rb").read(), "image save downloads the same bytes")
+        os.remove(saved)
+        check(http("GET", server.base + "/image/v2/images/" + image["id"] + "/file")[0]
+              == 401, "an image download without a token is 401")
         result = openstack(bob, "image", "show", image["id"], expect_ok=False)
         check(result.returncode != 0, "another project's image is not found by the CLI")
         check(upload_cut_short(server, alice) == "queued", "an upload cut short leaves the image queued, no data")
@@ -245,12 +264,36 @@ def main():
         status, body, _ = http("POST", compute + "/servers", alice_token, {"server": "x"})
         check(status == 400 and "badRequest" in body, f"a malformed server is 400 ({body})")
 
+        # A Swiftlet network (no Neutron here): openstacksdk's create_server(wait=True) wants the
+        # server to have an address, which one on a network has; echo is a guest that takes one.
+        openstack(alice, "image", "create", "--file", echo, "--disk-format", "aki", "echo")
+        status, project_token, _ = http("POST", server.base + "/v1/projects/" + project["id"] + "/tokens",
+                                        server.admin)
+        status, network, _ = http("POST", server.base + "/v1/networks", project_token["token"],
+                                  {"name": "osnet", "cidr": "10.93.0.0/24"})
+        check(status == 201, f"native network created ({network})")
+        sdk = run_sdk(alice, """
+import json, openstack
+conn = openstack.connect()
+server = conn.create_server("sdk-echo", image="echo", flavor="os.small", nics=[{"net-id": "%s"}], wait=True,
+                            timeout=60, auto_ip=False)""" % network["id"] + """
+print(json.dumps({"addresses": server.addresses}))
+server = conn.compute.wait_for_server(conn.compute.get_server(server.id), status="ACTIVE", wait=60)
+print(json.dumps({"status": server.status, "names": sorted(s.name for s in conn.compute.servers())}))
+conn.delete_server(server.id, wait=True, timeout=60)
+print(json.dumps({"after": sorted(s.name for s in conn.compute.servers())}))
+""")
+        check(list(sdk[0]["addresses"]) == ["osnet"] and sdk[0]["addresses"]["osnet"][0]["addr"] == "10.93.0.2"
+              and sdk[1] == {"status": "ACTIVE", "names": ["os-hello", "sdk-echo"]} and sdk[2] == {"after": ["os-hello"]},
+              f"openstacksdk create_server(wait=True), wait_for_server, delete_server(wait=True): {sdk}")
+
         openstack(alice, "server", "delete", "--wait", "os-hello")
         check(openstack_json(alice, "server", "list") == [], "server delete --wait: the list is empty")
 
         check(server.process.poll() is None, "the server is still running")
     check(server.left_vmms == [], f"no VMM was left behind ({server.left_vmms})")
-    print(f"{len(failures)} failure(s) in {time.monotonic() - started:.1f} s")
+    engine = "PostgreSQL" if database else "SQLite"
+    print(f"openstack CLI ({engine}): {len(failures)} failure(s) in {time.monotonic() - started:.1f} s")
     return 1 if failures else 0
 
 
