@@ -88,27 +88,50 @@ struct FlavorRoutes {
         }
         api.post("flavors") { request, _ in
             let principal = try await identity.principal(request)
-            let body = try await OpenStack.body(request).requireObject("flavor")
-            let name = try body.requireString("name")
-            if let id = try? body.optionalString("id"), id != name, id != "auto" {
-                throw SwiftletError.badRequest("flavor.bad_id", "a flavor's id is its name: leave 'id' out")
-            }
-            for field in ["disk", "OS-FLV-EXT-DATA:ephemeral", "swap"] {
-                if let size = try body.optionalInt(field), size != 0 {
-                    throw SwiftletError.badRequest(
-                        "flavor.no_disk", "'\(field)' must be 0: unikernels boot from their image, with no disk")
-                }
-            }
-            if case .bool(false)? = body["os-flavor-access:is_public"] {
-                throw SwiftletError.badRequest("flavor.private_unsupported", "every flavor is public here")
-            }
-            guard let ram = try body.optionalInt("ram"), let vcpus = try body.optionalInt("vcpus") else {
-                throw SwiftletError.badRequest("flavor.missing_field", "'ram' and 'vcpus' are required")
-            }
-            let created = try await controller.createFlavor(
-                Flavor(name: name, vcpus: vcpus, memoryMib: ram), by: principal)
+            let flavor = try Self.flavor(from: try await OpenStack.body(request))
+            let created = try await controller.createFlavor(flavor, by: principal)
             return OpenStack.json(.object(["flavor": detail(created, request)]))
         }
+    }
+
+    static let createFields: Set<String> = [
+        "name", "ram", "vcpus", "disk", "id", "OS-FLV-EXT-DATA:ephemeral", "swap", "rxtx_factor",
+        "os-flavor-access:is_public", "description",
+    ]
+
+    /// A Nova flavor create as Swiftlet's flavor: what Swiftlet cannot keep or honour is refused.
+    static func flavor(from body: JSONValue) throws(SwiftletError) -> Flavor {
+        let flavor = try body.requireObject("flavor")
+        guard case .object(let fields) = flavor else { throw .badRequest("flavor.bad_body", "bad flavor") }
+        for key in fields.keys where !createFields.contains(key) {
+            throw .badRequest(
+                "flavor.unexpected_field", "Additional properties are not allowed ('\(key)' was unexpected)")
+        }
+        let name = try flavor.requireString("name")
+        if let id = fields["id"], !id.isNull, id.string != name, id.string != "auto" {
+            throw .badRequest("flavor.bad_id", "a flavor's id is its name: leave 'id' out")
+        }
+        for field in ["disk", "OS-FLV-EXT-DATA:ephemeral", "swap"] {
+            // Nova shows no swap as "", and clients send it back so.
+            if fields[field] == .string("") { continue }
+            if let size = try flavor.optionalInt(field), size != 0 {
+                throw .badRequest(
+                    "flavor.no_disk", "'\(field)' must be 0: unikernels boot from their image, with no disk")
+            }
+        }
+        if case .bool(false)? = fields["os-flavor-access:is_public"] {
+            throw .badRequest("flavor.private_unsupported", "every flavor is public here")
+        }
+        if let factor = fields["rxtx_factor"], !factor.isNull, factor != .number(1) {
+            throw .badRequest("flavor.rxtx_unsupported", "'rxtx_factor' must be 1.0: bandwidth is not shaped")
+        }
+        if try flavor.optionalString("description") != nil {
+            throw .badRequest("flavor.description_unsupported", "flavor descriptions are not stored")
+        }
+        guard let ram = try flavor.optionalInt("ram"), let vcpus = try flavor.optionalInt("vcpus") else {
+            throw .badRequest("flavor.missing_field", "'ram' and 'vcpus' are required")
+        }
+        return Flavor(name: name, vcpus: vcpus, memoryMib: ram)
     }
 
     private func flavor(_ context: APIContext) async throws -> Flavor {

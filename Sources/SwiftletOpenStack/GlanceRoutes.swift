@@ -40,7 +40,12 @@ enum GlanceRoutes {
                 }
                 images.removeFirst(index + 1)
             }
-            if let limit = query.get("limit").flatMap(Int.init) { images = Array(images.prefix(limit)) }
+            if let text = query.get("limit") {
+                guard let limit = Int(text), limit >= 0 else {
+                    throw SwiftletError.badRequest("image.bad_limit", "limit must be a non-negative integer")
+                }
+                images = Array(images.prefix(limit))
+            }
             return OpenStack.json(
                 .object(["images": .array(images), "first": "/v2/images", "schema": "/v2/schemas/images"]))
         }

@@ -77,7 +77,7 @@ struct OpenStackErrorMiddleware: RouterMiddleware {
             var response = OpenStack.json(
                 service.body(status: error.kind.httpStatus, message: error.message),
                 status: .init(code: error.kind.httpStatus))
-            if error.kind == .unauthorized, service == .identity || service == .compute {
+            if error.kind == .unauthorized {
                 response.headers[HTTPField.Name("WWW-Authenticate")!] =
                     "Keystone uri=\"\(OpenStack.baseURL(request))/identity\""
             }

@@ -43,7 +43,7 @@ struct ServerRoutes {
                 ]), status: .accepted)
         }
         api.get("servers") { request, _ in
-            let servers = try await list(request)
+            let servers = try await list(request, by: try await identity.principal(request))
             return OpenStack.json(
                 .object([
                     "servers": .array(
@@ -53,9 +53,9 @@ struct ServerRoutes {
                 ]))
         }
         api.get("servers/detail") { request, _ in
-            let servers = try await list(request)
-            let version = try ComputeRoutes.microversion(request)
             let principal = try await identity.principal(request)
+            let servers = try await list(request, by: principal)
+            let version = try ComputeRoutes.microversion(request)
             return OpenStack.json(
                 .object(["servers": .array(servers.map { detail($0, request, version: version, principal: principal) })]
                 ))
@@ -149,6 +149,9 @@ struct ServerRoutes {
         for key in fields.keys where !createFields.contains(key) {
             throw SwiftletError.badRequest(
                 "server.unexpected_field", "Additional properties are not allowed ('\(key)' was unexpected)")
+        }
+        if let diskConfig = try server.optionalString("OS-DCF:diskConfig"), diskConfig != "MANUAL" {
+            throw SwiftletError.badRequest("server.disk_config", "there is no disk to partition: only MANUAL")
         }
         if let zone = try server.optionalString("availability_zone"), zone != "nova" {
             throw SwiftletError.badRequest("server.bad_zone", "the only availability zone is 'nova'")
@@ -244,8 +247,7 @@ struct ServerRoutes {
         reference.split(separator: "/").last.map(String.init) ?? reference
     }
 
-    func list(_ request: Request) async throws -> [Instance] {
-        let principal = try await identity.principal(request)
+    func list(_ request: Request, by principal: Principal) async throws -> [Instance] {
         try OpenStack.refuseUnknownParameters(request, known: Self.listFilters)
         let query = request.uri.queryParameters
         // The CLI asks for live servers (`deleted=False`); deleted ones are not kept.

@@ -215,3 +215,34 @@ import Testing
         #expect(images.entry(entry.id, by: Self.member) == nil)
     }
 }
+
+@Suite struct FlavorCreateMappingTests {
+    static func flavor(_ fields: [String: JSONValue]) throws(SwiftletError) -> Flavor {
+        try FlavorRoutes.flavor(from: .object(["flavor": .object(fields)]))
+    }
+
+    @Test func whatTheCLISendsMapsOntoMemoryAndVCPUs() throws {
+        let flavor = try Self.flavor([
+            "name": "os.small", "ram": .int(32), "vcpus": .int(2), "disk": .int(0), "id": .null,
+            "OS-FLV-EXT-DATA:ephemeral": .int(0), "swap": .int(0), "rxtx_factor": .number(1),
+            "os-flavor-access:is_public": true,
+        ])
+        #expect(flavor == Flavor(name: "os.small", vcpus: 2, memoryMib: 32))
+        #expect(try Self.flavor(["name": "a", "ram": .int(8), "vcpus": .int(1), "swap": ""]).memoryMib == 8)
+    }
+
+    @Test func disksPrivateFlavorsAndOtherIdsAreRefused() {
+        let base: [String: JSONValue] = ["name": "a", "ram": .int(8), "vcpus": .int(1)]
+        let refused: [[String: JSONValue]] = [
+            ["disk": .int(1)], ["swap": .int(512)], ["OS-FLV-EXT-DATA:ephemeral": .int(1)],
+            ["os-flavor-access:is_public": false], ["id": "b"], ["id": .int(5)], ["rxtx_factor": .number(2)],
+            ["extra": "x"], ["description": "d"],
+        ]
+        for extra in refused {
+            #expect(throws: SwiftletError.self, "\(extra)") {
+                try Self.flavor(base.merging(extra) { $1 })
+            }
+        }
+        #expect(throws: SwiftletError.self) { try Self.flavor(["name": "a", "vcpus": .int(1)]) }
+    }
+}
