@@ -261,6 +261,17 @@ def main():
               f"an unsupported compute path is 404 in Nova's shape, saying so ({body})")
         status, body, _ = http("GET", compute + "/servers")
         check(status == 401 and "unauthorized" in body, f"no token is 401 ({body})")
+        status, body, _ = http("POST", compute + "/servers", alice_token, {"server": {
+            "name": "y", "imageRef": "hello", "flavorRef": "tiny", "networks": [{"uuid": "net-missing"}]}})
+        check(status == 400 and "badRequest" in body, f"a missing network is 400, as Nova ({body})")
+        request = urllib.request.Request(compute + "/servers", data=b'{"server": {"name": ', method="POST",
+                                         headers={"X-Auth-Token": alice_token, "Content-Type": "application/json"})
+        try:
+            urllib.request.urlopen(request, timeout=30)
+            status, body = 200, None
+        except urllib.error.HTTPError as error:
+            status, body = error.code, json.loads(error.read())
+        check(status == 400 and "badRequest" in body, f"malformed JSON is 400 badRequest ({body})")
         status, body, _ = http("POST", compute + "/servers", alice_token, {"server": "x"})
         check(status == 400 and "badRequest" in body, f"a malformed server is 400 ({body})")
 
@@ -288,7 +299,8 @@ print(json.dumps({"after": sorted(s.name for s in conn.compute.servers())}))
               f"openstacksdk create_server(wait=True), wait_for_server, delete_server(wait=True): {sdk}")
 
         openstack(alice, "server", "delete", "--wait", "os-hello")
-        check(openstack_json(alice, "server", "list") == [], "server delete --wait: the list is empty")
+        check(openstack_json(alice, "server", "list") == [],
+              "server delete --wait: the list is empty (and no refused create left a server behind)")
 
         check(server.process.poll() is None, "the server is still running")
     check(server.left_vmms == [], f"no VMM was left behind ({server.left_vmms})")
