@@ -19,6 +19,7 @@ enum ComputeRoutes {
         api.get { request, _ in OpenStack.json(.object(["version": version(request)])) }
         ServerRoutes(controller: controller, identity: identity).register(on: api)
         FlavorRoutes(controller: controller, identity: identity).register(on: api)
+        HypervisorRoutes(controller: controller, identity: identity).register(on: api)
         OpenStack.refuseUnsupportedPaths(on: api, api: "Compute", identity: identity)
     }
 

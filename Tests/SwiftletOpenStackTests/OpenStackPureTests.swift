@@ -246,3 +246,17 @@ import Testing
         #expect(throws: SwiftletError.self) { try Self.flavor(["name": "a", "vcpus": .int(1)]) }
     }
 }
+
+@Suite struct HypervisorMappingTests {
+    @Test func aCordonedHostIsADisabledServiceAndALostLeaseIsDown() {
+        var host = ComputeHost(
+            id: "host-a", name: "a", cpus: 2, memoryMib: 1024, hypervisors: ["qemu"], hypervisorVersion: "8",
+            machineTypes: [], accelerators: ["tcg"], chosenAccelerator: "tcg", calibrationMs: [:], instances: 0,
+            updatedAt: Date())
+        host.status = .up
+        #expect((HypervisorRoutes.state(host), HypervisorRoutes.status(host)) == ("up", "enabled"))
+        host.cordoned = true
+        host.status = .down
+        #expect((HypervisorRoutes.state(host), HypervisorRoutes.status(host)) == ("down", "disabled"))
+    }
+}

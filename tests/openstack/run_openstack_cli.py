@@ -222,6 +222,16 @@ def main():
         openstack(alice, "server", "reboot", "--hard", "--wait", "os-hello")
         check(wait_status(alice, "os-hello", "ACTIVE") == "ACTIVE", "server reboot --hard --wait → ACTIVE")
 
+        # Hosts (admin).
+        hypervisors = openstack_json(root, "hypervisor", "list")
+        check(len(hypervisors) == 1 and hypervisors[0]["State"] == "up" and hypervisors[0]["Hypervisor Type"] == "QEMU",
+              f"hypervisor list: the one host, up ({hypervisors})")
+        services = openstack_json(root, "compute", "service", "list")
+        check([(s["Binary"], s["Status"], s["State"]) for s in services] == [("nova-compute", "enabled", "up")],
+              f"compute service list: one nova-compute, enabled and up ({services})")
+        result = openstack(alice, "hypervisor", "list", expect_ok=False)
+        check(result.returncode != 0 and "403" in result.stderr, "hypervisor list by a member is 403")
+
         # Bad input.
         wrong = dict(alice, OS_PASSWORD="not-her-password")
         result = openstack(wrong, "token", "issue", expect_ok=False)
@@ -256,7 +266,7 @@ def main():
         status, body, _ = http("POST", compute + "/servers/" + server_id + "/action", alice_token,
                                {"resize": {"flavorRef": "tiny"}})
         check(status == 501 and "notImplemented" in body, f"an unsupported action is 501 ({body})")
-        status, body, _ = http("GET", compute + "/os-hypervisors", alice_token)
+        status, body, _ = http("GET", compute + "/os-keypairs", alice_token)
         check(status == 404 and "not supported" in body["itemNotFound"]["message"],
               f"an unsupported compute path is 404 in Nova's shape, saying so ({body})")
         status, body, _ = http("GET", compute + "/servers")
