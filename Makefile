@@ -35,6 +35,13 @@ test: build lint
 		/usr/bin/python3 tests/contract/check_openapi.py .build/debug/swiftlet .build/contract-hello.elf "$$url"
 	st=$$(scripts/setup-schemathesis.sh) && \
 		/usr/bin/python3 tests/contract/run_schemathesis.py "$$st" .build/debug/swiftlet .build/contract-hello.elf
+	guest/build.sh guest/examples/echo -o .build/openstack-echo.elf
+	venv=$$(scripts/setup-openstack-client.sh) && \
+		/usr/bin/python3 tests/openstack/run_openstack_cli.py "$$venv" .build/debug/swiftlet .build/contract-hello.elf \
+			.build/openstack-echo.elf && \
+		url=$$(scripts/setup-postgres.sh --fresh swiftlet_openstack) && \
+		/usr/bin/python3 tests/openstack/run_openstack_cli.py "$$venv" .build/debug/swiftlet .build/contract-hello.elf \
+			.build/openstack-echo.elf "$$url"
 
 # BENCH_ARGS=--quick for a run under 2 minutes; see bench/README.md.
 bench:

@@ -106,6 +106,19 @@ let package = Package(
                 .product(name: "CompressNIO", package: "compress-nio"),
             ],
             swiftSettings: strict),
+        .target(
+            name: "SwiftletOpenStack",
+            dependencies: [
+                "SwiftletCore", "SwiftletStore", "SwiftletController",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "_CryptoExtras", package: "swift-crypto"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ],
+            swiftSettings: strict),
+        .testTarget(
+            name: "SwiftletOpenStackTests", dependencies: ["SwiftletOpenStack", "SwiftletCore"], swiftSettings: strict),
         .target(name: "SwiftletScheduler", dependencies: ["SwiftletCore"], swiftSettings: strict),
         .target(
             name: "SwiftletMetrics",
@@ -145,7 +158,7 @@ let package = Package(
         .executableTarget(
             name: "swiftlet",
             dependencies: [
-                "SwiftletHost", "SwiftletMetrics",
+                "SwiftletHost", "SwiftletMetrics", "SwiftletOpenStack",
                 "SwiftletCore", "SwiftletController", "SwiftletClient", "SwiftletImages", "SwiftletAgent",
                 .product(name: "NIOPosix", package: "swift-nio"), .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),

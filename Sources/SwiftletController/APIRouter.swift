@@ -46,22 +46,34 @@ struct ErrorMiddleware: RouterMiddleware {
     }
 }
 
-/// Bearer-token authentication for everything but the health check (and `/metrics` when it is
-/// configured open).
+/// Bearer-token authentication for everything but the health check, `/metrics` when it is
+/// configured open, and the paths of extensions, which authenticate in their own API's way.
 struct AuthMiddleware: RouterMiddleware {
     let controller: Controller
     let metricsOpen: Bool
+    var selfAuthenticated: [String] = []
 
     func handle(_ request: Request, context: APIContext, next: (Request, APIContext) async throws -> Response)
         async throws
         -> Response
     {
         let path = request.uri.path
-        if path == "/v1/health" || metricsOpen && path == MetricsRoutes.path { return try await next(request, context) }
+        if path == "/v1/health" || metricsOpen && path == MetricsRoutes.path
+            || selfAuthenticated.contains(where: { path == $0 || path.hasPrefix($0 + "/") })
+        {
+            return try await next(request, context)
+        }
         var context = context
         context.principal = try await controller.authenticate(authorization: request.headers[.authorization])
         return try await next(request, context)
     }
+}
+
+/// Routes another module serves beside /v1 (the OpenStack APIs), on the same listener.
+public protocol APIExtension: Sendable {
+    /// Path prefixes (`/compute`) whose requests the extension authenticates itself.
+    var pathPrefixes: [String] { get }
+    func register(on router: Router<APIContext>, controller: Controller)
 }
 
 public enum APIRouter {
@@ -73,13 +85,16 @@ public enum APIRouter {
     /// The API's routes; `metricsOpen`: `GET /metrics` needs no token.
     public static func build(
         controller: Controller, cluster: ClusterService? = nil, leadership: LeaderElection? = nil,
-        metricsOpen: Bool = false
+        metricsOpen: Bool = false, extensions: [any APIExtension] = []
     ) -> Router<APIContext> {
         let router = Router(context: APIContext.self)
         // Outermost, so that it sees the status of every answer, errors included.
         router.add(middleware: RequestMetricsMiddleware(metrics: controller.metrics))
         router.add(middleware: ErrorMiddleware())
-        router.add(middleware: AuthMiddleware(controller: controller, metricsOpen: metricsOpen))
+        router.add(
+            middleware: AuthMiddleware(
+                controller: controller, metricsOpen: metricsOpen,
+                selfAuthenticated: extensions.flatMap(\.pathPrefixes)))
         MetricsRoutes.register(on: router, controller: controller, open: metricsOpen)
         let v1 = router.group("v1")
 
@@ -276,6 +291,7 @@ public enum APIRouter {
             return json(host)
         }
         HostRoutes.register(on: v1, controller: controller, cluster: cluster)
+        for api in extensions { api.register(on: router, controller: controller) }
         // Last, so that it sees only the requests no route took.
         router.add(middleware: MethodNotAllowedMiddleware(router.routes))
         return router

@@ -134,10 +134,11 @@ public final class Controller: Sendable {
 
     // MARK: - Images
 
-    /// Streams an upload into the blob store and registers it. Nothing remains if it fails.
+    /// Streams an upload into the blob store and registers it. Nothing remains if it fails. `id`
+    /// is for an image whose id was handed out before its bytes (the Image API's two steps).
     public func uploadImage(
         name: String, properties: [String: String], by principal: Principal, signature: String? = nil,
-        visibility: ImageVisibility? = nil, tags: [String]? = nil,
+        visibility: ImageVisibility? = nil, tags: [String]? = nil, id: String? = nil,
         body: (BlobUpload) async throws -> Void
     ) async throws -> Image {
         try ResourceID.validateName(name)
@@ -167,7 +168,7 @@ public final class Controller: Sendable {
             )
         }
         var image = Image(
-            id: ResourceID.make("img"), projectId: principal.projectId, name: name, kind: kind, sha256: sha256,
+            id: id ?? ResourceID.make("img"), projectId: principal.projectId, name: name, kind: kind, sha256: sha256,
             sizeBytes: size, properties: launchProperties, createdAt: Date())
         (image.signature, image.signingKeyId) = keyId == nil ? (nil, nil) : (signature, keyId)
         (image.visibility, image.tags) = (visibility ?? .private, tags ?? [])

@@ -148,17 +148,21 @@ public struct SwiftletServer: Sendable {
     public let leadership: LeaderElection
     public let adminTokenPath: String
     private let logger: Logger
+    /// APIs served beside /v1 (the OpenStack ones, from the `swiftlet` command).
+    public var extensions: [any APIExtension] = []
 
     public static let adminTokenFile = "admin.token"
 
     /// Opens the configured store, then serves until SIGTERM/SIGINT (`ready` runs once the server
     /// is set up, before it serves).
     public static func serve(
-        configuration: ServerConfiguration, logger: Logger, ready: @Sendable (SwiftletServer) -> Void = { _ in }
+        configuration: ServerConfiguration, logger: Logger, extensions: [any APIExtension] = [],
+        ready: @Sendable (SwiftletServer) -> Void = { _ in }
     ) async throws {
         try FileManager.default.createDirectory(atPath: configuration.dataDirectory, withIntermediateDirectories: true)
         try await configuration.storeLocation().withStore(logger: logger) { store in
-            let server = try await SwiftletServer(configuration: configuration, store: store, logger: logger)
+            var server = try await SwiftletServer(configuration: configuration, store: store, logger: logger)
+            server.extensions = extensions
             ready(server)
             try await server.run()
         }
@@ -275,7 +279,8 @@ public struct SwiftletServer: Sendable {
     /// Runs the HTTP API until SIGTERM/SIGINT; VMs keep running unless configured otherwise.
     public func run() async throws {
         let router = APIRouter.build(
-            controller: controller, cluster: cluster, leadership: leadership, metricsOpen: configuration.metricsOpen)
+            controller: controller, cluster: cluster, leadership: leadership, metricsOpen: configuration.metricsOpen,
+            extensions: extensions)
         let app = Application(
             router: router,
             configuration: .init(

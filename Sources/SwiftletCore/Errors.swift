@@ -2,7 +2,8 @@
 /// `kind` to an HTTP status and returns `{"error": {"code", "message"}}`.
 public struct SwiftletError: Error, Sendable, Equatable, CustomStringConvertible {
     public enum Kind: String, Sendable, Codable {
-        case badRequest, unauthorized, forbidden, notFound, methodNotAllowed, conflict, payloadTooLarge, unprocessable
+        case badRequest, unauthorized, forbidden, notFound, methodNotAllowed, notAcceptable, conflict, payloadTooLarge
+        case unprocessable, notImplemented
         case unavailable, `internal`
 
         public var httpStatus: Int {
@@ -12,9 +13,11 @@ public struct SwiftletError: Error, Sendable, Equatable, CustomStringConvertible
             case .forbidden: 403
             case .notFound: 404
             case .methodNotAllowed: 405
+            case .notAcceptable: 406
             case .conflict: 409
             case .payloadTooLarge: 413
             case .unprocessable: 422
+            case .notImplemented: 501
             case .unavailable: 503
             case .internal: 500
             }

@@ -101,6 +101,7 @@ public final class SQLiteStore: SwiftletStore {
         registerPlacementMigration(&migrator)
         registerLeadershipMigration(&migrator)
         registerHostFeedMigration(&migrator)
+        registerIdentityMigration(&migrator)
         migrator.registerMigration("project-quota") { db in
             try db.execute(sql: "ALTER TABLE project ADD COLUMN quota TEXT")
         }

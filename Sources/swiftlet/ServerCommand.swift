@@ -4,6 +4,7 @@ import Logging
 import SwiftletAgent
 import SwiftletController
 import SwiftletCore
+import SwiftletOpenStack
 
 /// `swiftlet server`: the controller with an in-process agent for this host.
 struct ServerCommand: AsyncParsableCommand {
@@ -156,7 +157,7 @@ struct ServerCommand: AsyncParsableCommand {
         bootstrapLogging(level: logLevel)
         let logger = Logger(label: "swiftlet")
         let settled = settings
-        try await SwiftletServer.serve(configuration: settled, logger: logger) { server in
+        try await SwiftletServer.serve(configuration: settled, logger: logger, extensions: [OpenStackAPI()]) { server in
             logger.info(
                 "swiftlet server listening",
                 metadata: [

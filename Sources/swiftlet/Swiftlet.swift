@@ -22,7 +22,8 @@ struct Swiftlet: AsyncParsableCommand {
             RmCommand.self, LogsCommand.self, EventsCommand.self, TimelineCommand.self, ImageCommand.self,
             FlavorCommand.self, HostCommand.self, ProjectCommand.self, BuildCommand.self,
             NetworkCommand.self, SecurityGroupCommand.self, ServerGroupCommand.self, PoolCommand.self,
-            BenchCommand.self, AgentWatchdogCommand.self, AdminCommand.self, TopCommand.self,
+            BenchCommand.self, AgentWatchdogCommand.self, AdminCommand.self, TopCommand.self, UserCommand.self,
+            OpenRCCommand.self,
         ]
     )
 

@@ -135,6 +135,12 @@ private let futureMigration = "v99-from-the-future"
             TokenInfo(id: "tok-m", projectId: project.id, admin: false, token: nil, createdAt: now),
             secretHash: tokenHash)
         try await store.createFlavor(Flavor(name: "moved-flavor", vcpus: 3, memoryMib: 96))
+        try await store.createUser(
+            IdentityUser(id: "usr-m", name: "mover", projectId: project.id, createdAt: now), passwordHash: "pw-m")
+        try await store.createIdentityToken(
+            IdentityToken(
+                id: "tok-i", userId: "usr-m", projectId: project.id, admin: false, methods: ["password"], issuedAt: now,
+                expiresAt: now.addingTimeInterval(3600)), secretHash: tokenHash)
         var image = Fixtures.image("img-m")
         try await store.createImage(image)
         let key = SigningKey(
@@ -195,6 +201,11 @@ private let futureMigration = "v99-from-the-future"
         #expect(try await target.projects() == source.projects())
         #expect(try await target.principal(forSecretHash: fixture.tokenHash) == .project("prj-m"))
         #expect(try await target.flavors() == source.flavors())
+        #expect(try await target.users(projectId: nil) == source.users(projectId: nil))
+        #expect(try await target.user(name: "mover")?.passwordHash == "pw-m")
+        let token = try await target.identityToken(secretHash: fixture.tokenHash)
+        let sourceToken = try await source.identityToken(secretHash: fixture.tokenHash)
+        #expect(token != nil && token == sourceToken)
         #expect(try await target.images(projectId: nil) == source.images(projectId: nil))
         #expect(
             try await target.signingKeys(projectId: Project.adminProjectId)
