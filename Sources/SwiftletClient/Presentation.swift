@@ -130,12 +130,13 @@ public struct TimelineSummary: Sendable {
 
 /// Checks of the words the CLI passes on, so mistakes are caught before a request is sent.
 public enum ArgumentCheck {
-    /// A kernel command-line word `key=value`: a non-empty key, no blanks anywhere.
+    /// A kernel command-line word, `key=value` with a non-empty key or a bare word (passed as it
+    /// is): printable, no blanks anywhere.
     public static func configWord(_ text: String) throws(ClientError) -> String {
-        guard let equals = text.firstIndex(of: "="), equals != text.startIndex,
-            !text.contains(where: \.isWhitespace)
+        guard !text.isEmpty, !text.hasPrefix("="),
+            text.unicodeScalars.allSatisfy({ $0.value > 32 && $0.value < 127 })
         else {
-            throw ClientError(.local("argument '\(text)' must be key=value without spaces"))
+            throw ClientError(.local("argument '\(text)' must be key=value or a bare word, without spaces"))
         }
         return text
     }

@@ -473,17 +473,24 @@ public final class Controller: Sendable {
         return [present(created)]
     }
 
-    /// A config word: `key=value`, key of letters, digits, `_`, `-`, `.`; no spaces or control characters.
+    /// A config word: `key=value` (key of letters, digits, `_`, `-`, `.`) or a bare word, since some
+    /// unikernels take a literal word; either way printable ASCII with no spaces, as the words are
+    /// joined with spaces into the command line.
     static func validateArg(_ arg: String) throws(SwiftletError) {
-        let parts = arg.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
-        let keyOK =
-            parts.count == 2 && !parts[0].isEmpty
-            && parts[0].unicodeScalars.allSatisfy {
-                $0.properties.isAlphabetic || ("0"..."9").contains($0) || "_-.".unicodeScalars.contains($0)
-            }
-        let valueOK = parts.count == 2 && parts[1].unicodeScalars.allSatisfy { $0.value > 32 && $0.value < 127 }
-        guard keyOK, valueOK, arg.utf8.count <= 256 else {
-            throw .badRequest("instance.bad_arg", "config argument '\(arg)' must be key=value with no spaces")
+        let printable = !arg.isEmpty && arg.unicodeScalars.allSatisfy { $0.value > 32 && $0.value < 127 }
+        var keyOK = true
+        if let equals = arg.firstIndex(of: "=") {
+            let key = arg[..<equals]
+            keyOK =
+                !key.isEmpty
+                && key.unicodeScalars.allSatisfy {
+                    $0.properties.isAlphabetic || ("0"..."9").contains($0) || "_-.".unicodeScalars.contains($0)
+                }
+        }
+        guard printable, keyOK, arg.utf8.count <= 256 else {
+            throw .badRequest(
+                "instance.bad_arg",
+                "config argument '\(arg)' must be key=value or a bare word, printable and with no spaces")
         }
     }
 

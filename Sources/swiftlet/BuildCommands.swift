@@ -20,7 +20,8 @@ struct BuildCommand: AsyncParsableCommand {
         @Flag(help: "PATH is a directory on the server's host (admin); nothing is uploaded.") var serverPath = false
         @Flag(help: "Stream the build log.") var follow = false
         @Flag(help: "Then boot an instance of the image and wait for READY.") var run = false
-        @Option(help: "With --run: a config word key=value for the instance (repeatable).") var arg: [String] = []
+        @Option(help: "With --run: a config word for the instance, key=value or a bare word (repeatable).") var arg:
+            [String] = []
         @Option(help: "With --run: publish a port HOST:GUEST[/tcp|/udp] (repeatable).") var publish: [String] = []
 
         func run() async throws {

@@ -23,7 +23,9 @@ import Testing
         #expect(try ArgumentCheck.configWord("name=web-1") == "name=web-1")
         #expect(try ArgumentCheck.configWord("ip=10.0.2.15/24") == "ip=10.0.2.15/24")
         #expect(try ArgumentCheck.configWord("empty=") == "empty=")
-        for bad in ["name", "=web", "name=web 1", "a b=c", ""] {
+        // A bare word is passed as it is (a Solo5 test expects `Hello_Solo5`).
+        #expect(try ArgumentCheck.configWord("Hello_Solo5") == "Hello_Solo5")
+        for bad in ["=web", "name=web 1", "a b=c", "", "bare\tword", "bare\u{7F}"] {
             #expect(throws: ClientError.self) { try ArgumentCheck.configWord(bad) }
         }
     }

@@ -80,6 +80,33 @@ import Testing
         }
     }
 
+    /// A fixed command line reaches the guest as it is: a template without placeholders, Glance's
+    /// `os_command_line`, and bare `--arg` words (a Solo5 test expects the word `Hello_Solo5`).
+    @Test func fixedCommandLinesReachTheGuest() async throws {
+        let kernel = try TestImages.multibootELF()
+        try await withServer { _, client in
+            _ = try await client.uploadImage(
+                path: kernel, name: "fixed", properties: ["cmdline_template": "Hello_Solo5"])
+            _ = try await client.uploadImage(
+                path: kernel, name: "glance", properties: ["os_command_line": "--solo5:quiet Hello_Solo5"])
+            _ = try await client.uploadImage(path: kernel, name: "kit")
+            // Multiboot loaders pass the kernel's path as the first word, then the command line.
+            let (_, fixed) = try await Self.bootReady(client, image: "fixed", args: ["port=80"])
+            #expect(fixed.contains(" Hello_Solo5\n"), "\(fixed)")
+            let (_, glance) = try await Self.bootReady(client, image: "glance")
+            #expect(glance.contains(" --solo5:quiet Hello_Solo5\n"), "\(glance)")
+            let (instance, bare) = try await Self.bootReady(client, image: "kit", args: ["Hello_Solo5"])
+            #expect(bare.contains(" name=\(instance.name) Hello_Solo5\n"), "\(bare)")
+            await expectAPIError(400, "instance.bad_arg") {
+                _ = try await client.createInstances(CreateInstanceRequest(image: "kit", args: ["bare\u{1B}word"]))
+            }
+            await expectAPIError(400, "image.bad_os_command_line") {
+                _ = try await client.uploadImage(path: kernel, name: "bad", properties: ["os_command_line": "{nope}"])
+            }
+            for instance in try await client.instances() { try await client.deleteInstance(instance.id) }
+        }
+    }
+
     @Test func badImagesAreRefusedAndLeaveNothing() async throws {
         let pvh = try Kernels.path("hello")
         try await withServer(config: ["uploadLimitBytes": 64 << 20]) { server, client in
