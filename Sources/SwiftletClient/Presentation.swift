@@ -74,16 +74,16 @@ public enum Format {
         return formatter.string(from: date)
     }
 
-    /// One instance's phases: time since accepted and the phase's own duration, in ms.
+    /// One instance's phases in the order they happened: time since accepted and the phase's own
+    /// duration (from the phase before it in time), in ms.
     public static func timelineTable(_ timeline: Timeline) -> TextTable {
         var table = TextTable(["PHASE", "SINCE ACCEPTED (ms)", "DURATION (ms)"], rightAligned: [1, 2])
-        var previous: UInt64?
-        for phase in Phase.allCases {
-            guard let time = timeline[phase] else { continue }
-            let since = timeline.accepted.map { time &- $0 }
-            let duration = previous.map { time &- $0 }
-            table.add([phase.label, milliseconds(since), phase == .accepted ? "-" : milliseconds(duration)])
-            previous = time
+        let durations = Dictionary(uniqueKeysWithValues: timeline.phaseDurations.map { ($0.0, $0.1) })
+        for (phase, time) in timeline.phasesInTimeOrder {
+            let since = timeline.accepted.map { accepted in
+                time >= accepted ? milliseconds(time - accepted) : "-" + milliseconds(accepted - time)
+            }
+            table.add([phase.label, since ?? "-", milliseconds(durations[phase])])
         }
         return table
     }
