@@ -11,6 +11,10 @@ public struct LaunchProfile: Sendable, Equatable {
     /// Glance's: the whole kernel command line. `cmdline_template`, when set too, wins.
     public static let osCommandLineProperty = "os_command_line"
     public static let initrdProperty = "initrd"
+    /// QEMU exit statuses that end the instance STOPPED rather than ERROR, comma-separated.
+    public static let successExitStatusesProperty = "success_exit_statuses"
+    /// The kit's `exit(0)`: 0 written to isa-debug-exit, so QEMU exits with 2·0+1.
+    public static let defaultSuccessExitStatuses: Set<Int32> = [1]
 
     /// `pvh`, `multiboot`, `linux` or `firmware` (a disk booted by the BIOS).
     public var bootProtocol: String
@@ -20,6 +24,9 @@ public struct LaunchProfile: Sendable, Equatable {
     public var commandLine: CommandLineTemplate
     /// Id of the initrd image of a bzImage.
     public var initrdImageId: String?
+    /// The QEMU exit statuses that mean the guest finished its work: a run-to-completion
+    /// unikernel powers off by its own convention (Solo5's `solo5_exit(0)` makes QEMU exit 83).
+    public var successExitStatuses = Self.defaultSuccessExitStatuses
 
     public init(kind: ImageKind, properties: [String: String]) throws(SwiftletError) {
         bootProtocol = Self.bootProtocol(of: kind)
@@ -47,11 +54,27 @@ public struct LaunchProfile: Sendable, Equatable {
         } else {
             commandLine = .kit
         }
+        if let text = properties[Self.successExitStatusesProperty] {
+            successExitStatuses = try Self.exitStatuses(text)
+        }
         initrdImageId = properties[Self.initrdProperty]
         if initrdImageId != nil, kind != .bzImage {
             throw .badRequest(
                 "image.initrd_not_linux", "only a bzImage takes an initrd, this image is \(kind.rawValue)")
         }
+    }
+
+    /// `0,83`: process exit statuses, 0-255.
+    static func exitStatuses(_ text: String) throws(SwiftletError) -> Set<Int32> {
+        let statuses = text.split(separator: ",", omittingEmptySubsequences: false).map {
+            Int32($0.trimmingCharacters(in: .whitespaces))
+        }
+        guard !statuses.isEmpty, statuses.allSatisfy({ $0.map { (0...255).contains($0) } ?? false }) else {
+            throw .badRequest(
+                "image.bad_success_exit_statuses",
+                "success_exit_statuses must be QEMU exit statuses 0-255 separated by commas (e.g. 1,83), got '\(text)'")
+        }
+        return Set(statuses.compactMap { $0 })
     }
 
     public static func bootProtocol(of kind: ImageKind) -> String {

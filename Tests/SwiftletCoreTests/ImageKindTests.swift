@@ -100,6 +100,17 @@ import Testing
         #expect(try LaunchProfile(kind: .pvh, properties: ["min_memory_mib": "64"]).minMemoryMib == 64)
     }
 
+    @Test func successExitStatuses() throws {
+        #expect(try LaunchProfile(kind: .pvh, properties: [:]).successExitStatuses == [1])
+        let batch = try LaunchProfile(kind: .multiboot, properties: ["success_exit_statuses": "0, 83"])
+        #expect(batch.successExitStatuses == [0, 83])
+        for bad in ["", "83,", "256", "-1", "ok", "1;83"] {
+            #expect(throws: SwiftletError.self, "\(bad)") {
+                try LaunchProfile(kind: .pvh, properties: ["success_exit_statuses": bad])
+            }
+        }
+    }
+
     @Test func bundlePathsStayInside() throws {
         #expect(try SourceBundle.safeRelativePath("./a//b/./c.swift") == "a/b/c.swift")
         #expect(throws: SwiftletError.self) { try SourceBundle.safeRelativePath("/etc/passwd") }
