@@ -600,7 +600,11 @@ public actor HostAgent {
         slots[instanceId] = .stopping(generation: vm.generation, next: nil)
         // A status the image calls success is the guest finishing its work (a batch unikernel).
         let clean = exit.status.map { vm.successExitStatuses.contains($0) } ?? false
-        let reason = "VM exited: \(exit.reason)"
+        var reason = "VM exited: \(exit.reason)"
+        // A failure carries the guest's own account of it, read before the console is moved.
+        if !clean, let said = GuestLastWords.read(consoleLogAt: handle.consoleLogPath) {
+            reason += "; the guest said: \(said)"
+        }
         await release(handle, instanceId: instanceId)
         await stopped(instanceId)
         // Exited before READY: the phases it reached are reported with the exit.

@@ -180,6 +180,35 @@ final class FakeHost {
         try await host.waitFor("STOPPED") { try await host.instance(kit.id).state == .stopped }
     }
 
+    /// A guest that explains why it gives up (`swiftlet: bad config: …`) has that line in the
+    /// instance's reason, not only "exited with status 5"; the line is bounded in length.
+    @Test func anErrorCarriesTheGuestsLastWords() async throws {
+        let host = try await FakeHost()
+        let created = try await host.create("no-nic")
+        let complaint = "swiftlet: bad config: net: no virtio-net device on the virtio-mmio slots"
+        host.driver.crash(instanceId: created.id, guestStatus: 2, printing: [complaint, "", "\u{1B}[0m  "])
+        try await host.waitFor("ERROR") { try await host.instance(created.id).state == .error }
+        let reason = try #require(try await host.instance(created.id).reason)
+        #expect(reason.contains("guest exited with status 2"), "\(reason)")
+        #expect(reason.hasSuffix("the guest said: \(complaint)"), "\(reason)")
+
+        // Without a `swiftlet:` line, the last non-empty one that is not the kit's READY marker;
+        // a long line is cut.
+        let other = try await host.create("panics")
+        let long = "PANIC " + String(repeating: "x", count: 500)
+        host.driver.crash(instanceId: other.id, guestStatus: 3, printing: [long, "SWIFTLET-READY again"])
+        try await host.waitFor("ERROR") { try await host.instance(other.id).state == .error }
+        let cut = try #require(try await host.instance(other.id).reason)
+        #expect(cut.contains("the guest said: PANIC xxxx"), "\(cut)")
+        #expect(cut.count < 320 && cut.hasSuffix("…"), "\(cut)")
+
+        // A clean exit needs no explanation.
+        let clean = try await host.create("clean")
+        host.driver.crash(instanceId: clean.id, guestStatus: 0, printing: ["swiftlet: poweroff"])
+        try await host.waitFor("STOPPED") { try await host.instance(clean.id).state == .stopped }
+        #expect(try await host.instance(clean.id).reason?.contains("the guest said") == false)
+    }
+
     @Test func aRestartedAgentReattachesAndNothingRunsTwice() async throws {
         let host = try await FakeHost()
         let created = try await host.create("kept", restart: .always)
