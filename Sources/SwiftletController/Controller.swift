@@ -194,10 +194,21 @@ public final class Controller: Sendable {
     }
 
     public func image(_ idOrName: String, by principal: Principal) async throws(SwiftletError) -> Image {
-        guard let image = try await store.image(idOrName: idOrName, projectId: scope(principal)) else {
-            throw .notFound("image", idOrName)
-        }
+        guard let image = try await findImage(idOrName, by: principal) else { throw .notFound("image", idOrName) }
         return image
+    }
+
+    /// An image by id or name. A name no image has may be a build's: the newest succeeded build
+    /// of that name answers with its image, as the name given to `docker build` is the one to
+    /// run. The image's own name, `<name>-<digest>`, stays its version.
+    func findImage(_ idOrName: String, by principal: Principal) async throws(SwiftletError) -> Image? {
+        if let image = try await store.image(idOrName: idOrName, projectId: scope(principal)) { return image }
+        guard let builds = store as? any BuildStore else { return nil }
+        let newest = try await builds.builds(projectId: scope(principal)).last {
+            $0.name == idOrName && $0.state == .succeeded && $0.imageId != nil
+        }
+        guard let imageId = newest?.imageId else { return nil }
+        return try await store.image(idOrName: imageId, projectId: scope(principal))
     }
 
     public func deleteImage(_ idOrName: String, by principal: Principal) async throws(SwiftletError) {
@@ -505,9 +516,7 @@ public final class Controller: Sendable {
     ) async throws(SwiftletError) -> InstanceList {
         var imageId: String?
         if let image {
-            guard let found = try await store.image(idOrName: image, projectId: scope(principal)) else {
-                return InstanceList(instances: [])
-            }
+            guard let found = try await findImage(image, by: principal) else { return InstanceList(instances: []) }
             imageId = found.id
         }
         if let marker, try await store.instance(idOrName: marker, projectId: scope(principal))?.id != marker {
