@@ -107,6 +107,25 @@ import Testing
         }
     }
 
+    /// The http example booted with no NIC (no published port, no network) gives up with its own
+    /// reason; the instance's reason carries it, not only "exited with status 5".
+    @Test func aGuestsOwnReasonForFailingReachesTheInstance() async throws {
+        let kernel = try Kernels.path("http")
+        try await withServer { _, client in
+            _ = try await client.uploadImage(path: kernel, name: "http")
+            let created = try await client.createInstances(CreateInstanceRequest(image: "http", wait: true))
+            let instance = try #require(created.first)
+            let reason = instance.reason ?? ""
+            #expect(instance.state == .error, "\(instance.state) \(reason)")
+            #expect(reason.contains("exited with status 5"), "\(reason)")
+            #expect(
+                reason.contains(
+                    "the guest said: swiftlet: bad config: net: no virtio-net device on the virtio-mmio slots"),
+                "\(reason)")
+            try await client.deleteInstance(instance.id)
+        }
+    }
+
     @Test func badImagesAreRefusedAndLeaveNothing() async throws {
         let pvh = try Kernels.path("hello")
         try await withServer(config: ["uploadLimitBytes": 64 << 20]) { server, client in
