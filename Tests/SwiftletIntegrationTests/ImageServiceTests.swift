@@ -107,6 +107,35 @@ import Testing
         }
     }
 
+    /// A run-to-completion guest that powers off as Solo5's `solo5_exit(0)` does (41 to
+    /// isa-debug-exit: QEMU exits 83) ends STOPPED when its image says 83 is success, and ERROR
+    /// when it does not.
+    @Test func aBatchGuestsOwnSuccessStatusEndsStopped() async throws {
+        let kernel = try TestImages.multibootELF(exitValue: 41)
+        try await withServer { _, client in
+            _ = try await client.uploadImage(
+                path: kernel, name: "batch", properties: ["success_exit_statuses": "1,83"])
+            _ = try await client.uploadImage(path: kernel, name: "plain")
+            // on-failure: a success is not restarted.
+            let cases: [(String, RestartPolicy, InstanceState)] = [
+                ("batch", .onFailure, .stopped), ("plain", .no, .error),
+            ]
+            for (image, policy, expected) in cases {
+                let created = try #require(
+                    try await client.createInstances(CreateInstanceRequest(image: image, restartPolicy: policy)).first)
+                try await eventually("\(image) settled") {
+                    let state = try await client.instance(created.id).state
+                    return state == .stopped || state == .error
+                }
+                let instance = try await client.instance(created.id)
+                #expect(instance.state == expected, "\(image): \(instance.state) \(instance.reason ?? "")")
+                #expect(instance.reason?.contains("exited with status 83") == true, "\(instance.reason ?? "")")
+                #expect(instance.restartCount == 0)
+                try await client.deleteInstance(created.id)
+            }
+        }
+    }
+
     /// The http example booted with no NIC (no published port, no network) gives up with its own
     /// reason; the instance's reason carries it, not only "exited with status 5".
     @Test func aGuestsOwnReasonForFailingReachesTheInstance() async throws {
