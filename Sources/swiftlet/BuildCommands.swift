@@ -15,7 +15,10 @@ struct BuildCommand: AsyncParsableCommand {
         @OptionGroup var connection: Connection
         @OptionGroup var output: JSONOption
         @Argument(help: "The app directory (its *.swift files use the guest kit).") var path: String
-        @Option(help: "Image base name (default: the directory name).") var name: String?
+        @Option(
+            help:
+                "The build's name (default: the directory name): `swiftlet run NAME` boots its newest build, image NAME-<digest>."
+        ) var name: String?
         @Option(help: "A recipe flag (repeatable), e.g. no-sse.") var flag: [String] = []
         @Flag(help: "PATH is a directory on the server's host (admin); nothing is uploaded.") var serverPath = false
         @Flag(help: "Stream the build log.") var follow = false
