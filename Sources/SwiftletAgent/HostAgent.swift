@@ -73,6 +73,8 @@ public actor HostAgent {
         var supervisor: Task<Void, Never>?
         /// What the boot reports with READY, in one observation (see `boot`); nil once reported.
         var unreported: UnreportedBoot?
+        /// The QEMU exit statuses that are the guest finishing its work (the image's say).
+        var successExitStatuses: Set<Int32>
     }
 
     private struct UnreportedBoot {
@@ -127,10 +129,13 @@ public actor HostAgent {
             known.insert(handle.runtimeDirectory)
             if assignment.desired == .running, await driver.recover(handle) {
                 logger.info("re-attached VM", metadata: ["instance.id": "\(instanceId)", "vm.pid": "\(handle.pid)"])
+                let profile = try? LaunchProfile(
+                    kind: assignment.boot.image.kind, properties: assignment.boot.image.properties)
                 slots[instanceId] = .running(
                     RunningVM(
                         generation: assignment.generation, handle: handle,
-                        supervisor: supervise(instanceId: instanceId, handle: handle)))
+                        supervisor: supervise(instanceId: instanceId, handle: handle),
+                        successExitStatuses: profile?.successExitStatuses ?? LaunchProfile.defaultSuccessExitStatuses))
             } else {
                 await release(handle, instanceId: instanceId)
                 settled.insert(instanceId)
@@ -544,7 +549,8 @@ public actor HostAgent {
         slots[instanceId] = .running(
             RunningVM(
                 generation: generation, handle: handle, supervisor: supervise(instanceId: instanceId, handle: handle),
-                unreported: UnreportedBoot(timeline: timeline, handle: encodedHandle, imageEvent: imageEvent)))
+                unreported: UnreportedBoot(timeline: timeline, handle: encodedHandle, imageEvent: imageEvent),
+                successExitStatuses: prepared.profile.successExitStatuses))
         let events = driver.consoleEvents(handle)
         let pattern = spec.readyPattern
         let readyTimeout = self.readyTimeout
@@ -592,13 +598,18 @@ public actor HostAgent {
     private func vmExited(instanceId: String, handle: VMHandle, exit: VMExit) async {
         guard case .running(let vm) = slots[instanceId], vm.handle == handle else { return }
         slots[instanceId] = .stopping(generation: vm.generation, next: nil)
+        // A status the image calls success is the guest finishing its work (a batch unikernel).
+        let clean = exit.status.map { vm.successExitStatuses.contains($0) } ?? false
+        var reason = "VM exited: \(exit.reason)"
+        // A failure carries the guest's own account of it, read before the console is moved.
+        if !clean, let said = GuestLastWords.read(consoleLogAt: handle.consoleLogPath) {
+            reason += "; the guest said: \(said)"
+        }
         await release(handle, instanceId: instanceId)
         await stopped(instanceId)
         // Exited before READY: the phases it reached are reported with the exit.
         await report(
-            instanceId, vm.generation,
-            .exited(
-                clean: exit.guestStatus == 0, reason: "VM exited: \(exit.reason)", timeline: vm.unreported?.timeline))
+            instanceId, vm.generation, .exited(clean: clean, reason: reason, timeline: vm.unreported?.timeline))
     }
 
     private func teardown(instanceId: String) async {

@@ -74,16 +74,16 @@ public enum Format {
         return formatter.string(from: date)
     }
 
-    /// One instance's phases: time since accepted and the phase's own duration, in ms.
+    /// One instance's phases in the order they happened: time since accepted and the phase's own
+    /// duration (from the phase before it in time), in ms.
     public static func timelineTable(_ timeline: Timeline) -> TextTable {
         var table = TextTable(["PHASE", "SINCE ACCEPTED (ms)", "DURATION (ms)"], rightAligned: [1, 2])
-        var previous: UInt64?
-        for phase in Phase.allCases {
-            guard let time = timeline[phase] else { continue }
-            let since = timeline.accepted.map { time &- $0 }
-            let duration = previous.map { time &- $0 }
-            table.add([phase.label, milliseconds(since), phase == .accepted ? "-" : milliseconds(duration)])
-            previous = time
+        let durations = Dictionary(uniqueKeysWithValues: timeline.phaseDurations.map { ($0.0, $0.1) })
+        for (phase, time) in timeline.phasesInTimeOrder {
+            let since = timeline.accepted.map { accepted in
+                time >= accepted ? milliseconds(time - accepted) : "-" + milliseconds(accepted - time)
+            }
+            table.add([phase.label, since ?? "-", milliseconds(durations[phase])])
         }
         return table
     }
@@ -130,12 +130,13 @@ public struct TimelineSummary: Sendable {
 
 /// Checks of the words the CLI passes on, so mistakes are caught before a request is sent.
 public enum ArgumentCheck {
-    /// A kernel command-line word `key=value`: a non-empty key, no blanks anywhere.
+    /// A kernel command-line word, `key=value` with a non-empty key or a bare word (passed as it
+    /// is): printable, no blanks anywhere.
     public static func configWord(_ text: String) throws(ClientError) -> String {
-        guard let equals = text.firstIndex(of: "="), equals != text.startIndex,
-            !text.contains(where: \.isWhitespace)
+        guard !text.isEmpty, !text.hasPrefix("="),
+            text.unicodeScalars.allSatisfy({ $0.value > 32 && $0.value < 127 })
         else {
-            throw ClientError(.local("argument '\(text)' must be key=value without spaces"))
+            throw ClientError(.local("argument '\(text)' must be key=value or a bare word, without spaces"))
         }
         return text
     }

@@ -116,6 +116,10 @@ final class BuildService: Sendable {
             appendLog(build.id, "build cache hit: inputs \(digest.prefix(12)) → image \(imageId); nothing compiled\n")
             cleanUp(directory)
             try await store.createBuild(build)
+            // This build is now the newest of its name, which answers with its image: the image
+            // records the build, a catalog change, so no create keeps resolving the name to the
+            // image of an earlier build (the launch cache lives while the catalog is unchanged).
+            try await controller.tagImage(imageId, with: "build:\(build.id)", by: principal)
             controller.metrics.recordBuild(result: "cached", nanoseconds: monotonicNanos() - requested)
             return build
         }

@@ -102,6 +102,13 @@ extension Controller {
         return image
     }
 
+    /// Adds `tag` to the image (a build that answered with it from the cache).
+    func tagImage(_ imageId: String, with tag: String, by principal: Principal) async throws(SwiftletError) {
+        var image = try await image(imageId, by: principal)
+        image.tags = try Self.normalizeTags((image.tags ?? []) + [tag])
+        try await catalog.updateImageCatalog(image)
+    }
+
     // MARK: - Trusted signing keys
 
     /// The project a key request acts on: a project token acts on its own project only.

@@ -195,10 +195,21 @@ public final class Controller: Sendable {
     }
 
     public func image(_ idOrName: String, by principal: Principal) async throws(SwiftletError) -> Image {
-        guard let image = try await store.image(idOrName: idOrName, projectId: scope(principal)) else {
-            throw .notFound("image", idOrName)
-        }
+        guard let image = try await findImage(idOrName, by: principal) else { throw .notFound("image", idOrName) }
         return image
+    }
+
+    /// An image by id or name. A name no image has may be a build's: the newest succeeded build
+    /// of that name answers with its image, as the name given to `docker build` is the one to
+    /// run. The image's own name, `<name>-<digest>`, stays its version.
+    func findImage(_ idOrName: String, by principal: Principal) async throws(SwiftletError) -> Image? {
+        if let image = try await store.image(idOrName: idOrName, projectId: scope(principal)) { return image }
+        guard let builds = store as? any BuildStore else { return nil }
+        let newest = try await builds.builds(projectId: scope(principal)).last {
+            $0.name == idOrName && $0.state == .succeeded && $0.imageId != nil
+        }
+        guard let imageId = newest?.imageId else { return nil }
+        return try await store.image(idOrName: imageId, projectId: scope(principal))
     }
 
     public func deleteImage(_ idOrName: String, by principal: Principal) async throws(SwiftletError) {
@@ -480,17 +491,24 @@ public final class Controller: Sendable {
         return [present(created)]
     }
 
-    /// A config word: `key=value`, key of letters, digits, `_`, `-`, `.`; no spaces or control characters.
+    /// A config word: `key=value` (key of letters, digits, `_`, `-`, `.`) or a bare word, since some
+    /// unikernels take a literal word; either way printable ASCII with no spaces, as the words are
+    /// joined with spaces into the command line.
     static func validateArg(_ arg: String) throws(SwiftletError) {
-        let parts = arg.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
-        let keyOK =
-            parts.count == 2 && !parts[0].isEmpty
-            && parts[0].unicodeScalars.allSatisfy {
-                $0.properties.isAlphabetic || ("0"..."9").contains($0) || "_-.".unicodeScalars.contains($0)
-            }
-        let valueOK = parts.count == 2 && parts[1].unicodeScalars.allSatisfy { $0.value > 32 && $0.value < 127 }
-        guard keyOK, valueOK, arg.utf8.count <= 256 else {
-            throw .badRequest("instance.bad_arg", "config argument '\(arg)' must be key=value with no spaces")
+        let printable = !arg.isEmpty && arg.unicodeScalars.allSatisfy { $0.value > 32 && $0.value < 127 }
+        var keyOK = true
+        if let equals = arg.firstIndex(of: "=") {
+            let key = arg[..<equals]
+            keyOK =
+                !key.isEmpty
+                && key.unicodeScalars.allSatisfy {
+                    $0.properties.isAlphabetic || ("0"..."9").contains($0) || "_-.".unicodeScalars.contains($0)
+                }
+        }
+        guard printable, keyOK, arg.utf8.count <= 256 else {
+            throw .badRequest(
+                "instance.bad_arg",
+                "config argument '\(arg)' must be key=value or a bare word, printable and with no spaces")
         }
     }
 
@@ -505,9 +523,7 @@ public final class Controller: Sendable {
     ) async throws(SwiftletError) -> InstanceList {
         var imageId: String?
         if let image {
-            guard let found = try await store.image(idOrName: image, projectId: scope(principal)) else {
-                return InstanceList(instances: [])
-            }
+            guard let found = try await findImage(image, by: principal) else { return InstanceList(instances: []) }
             imageId = found.id
         }
         if let marker, try await store.instance(idOrName: marker, projectId: scope(principal))?.id != marker {

@@ -82,7 +82,8 @@ public enum InstanceCommand: String, Sendable, CaseIterable {
 /// What the host observed about the VM.
 public enum InstanceObservation: Sendable, Equatable {
     case ready
-    /// The VMM exited. `clean` is a guest power-off with status 0.
+    /// The VMM exited. `clean`: with a status the image calls success (by default the kit's
+    /// power-off with 0; a run-to-completion unikernel's own, e.g. Solo5's 83).
     case exited(clean: Bool, reason: String)
     case failed(reason: String)
 }

@@ -74,11 +74,18 @@ public struct Timeline: Codable, Sendable, Equatable {
         }
     }
 
-    /// Duration of each phase: from the phase recorded just before it in time to this one, in
-    /// nanoseconds. Phases may overlap: a VMM can be spawned before the record is persisted.
-    public var phaseDurations: [(Phase, UInt64)] {
-        let recorded = Phase.allCases.compactMap { phase in self[phase].map { (phase, $0) } }
+    /// The recorded phases and their times, in the order they happened (the enum's order between
+    /// equal times). Phases may overlap: a VMM can be spawned, or the agent take the boot, before
+    /// the record is persisted.
+    public var phasesInTimeOrder: [(Phase, UInt64)] {
+        Phase.allCases.compactMap { phase in self[phase].map { (phase, $0) } }
             .enumerated().sorted { ($0.element.1, $0.offset) < ($1.element.1, $1.offset) }.map(\.element)
+    }
+
+    /// Duration of each phase: from the phase recorded just before it in time to this one, in
+    /// nanoseconds. Taken in time order, so never negative (never an unsigned wrap-around).
+    public var phaseDurations: [(Phase, UInt64)] {
+        let recorded = phasesInTimeOrder
         return zip(recorded, recorded.dropFirst()).map { previous, next in (next.0, next.1 - previous.1) }
     }
 

@@ -55,9 +55,15 @@ public final class FakeHypervisorDriver: HypervisorDriver {
         state.withLock { $0.failNextSpawn = reason }
     }
 
-    /// The instance's VM ends as if the guest powered off with `guestStatus` (0: clean).
-    public func crash(instanceId: String, guestStatus: Int32 = 1) {
+    /// The instance's VM ends as if the guest wrote `guestStatus` to isa-debug-exit (QEMU exits
+    /// with 2·status+1; 0 is the kit's clean power-off), having printed `lines` on its console.
+    public func crash(instanceId: String, guestStatus: Int32 = 1, printing lines: [String] = []) {
         guard let handle = state.withLock({ $0.vms[instanceId]?.handle }) else { return }
+        if !lines.isEmpty, let console = FileHandle(forWritingAtPath: handle.consoleLogPath) {
+            _ = try? console.seekToEnd()
+            try? console.write(contentsOf: Data(lines.map { $0 + "\n" }.joined().utf8))
+            try? console.close()
+        }
         end(handle, VMExit(status: 2 * guestStatus + 1, reason: "guest exited with status \(guestStatus)"))
     }
 

@@ -35,13 +35,14 @@ public enum KernelFormat {
         let machine = le16(head, 18)
         guard machine == 3 || machine == 62 else { throw refuse("ELF machine \(machine) is not x86 or x86-64") }
         let entry = is64 ? le64(head, 24) : UInt64(le32(head, 24))
-        let phoff = is64 ? Int64(le64(head, 32)) : Int64(le32(head, 28))
+        // Read unsigned; an offset past Int64 is past the end of any file (and must not trap).
+        let phoff = is64 ? Int64(exactly: le64(head, 32)) ?? -1 : Int64(le32(head, 28))
         let phentsize = Int(le16(head, is64 ? 54 : 42))
         let phnum = Int(le16(head, is64 ? 56 : 44))
         guard phnum > 0, phentsize >= (is64 ? 56 : 32) else {
             throw refuse("ELF has no program headers: nothing to load")
         }
-        guard phoff > 0, phoff + Int64(phnum * phentsize) <= size else {
+        guard phoff > 0, phoff <= size - Int64(phnum * phentsize) else {
             throw refuse("truncated ELF: program headers end past the end of the file")
         }
         let table = try readAt(phoff, phnum * phentsize)
@@ -50,13 +51,20 @@ public enum KernelFormat {
         for index in 0..<phnum {
             let base = index * phentsize
             let type = le32(table, base)
-            let offset = is64 ? Int64(le64(table, base + 8)) : Int64(le32(table, base + 4))
-            let fileSize = is64 ? Int64(le64(table, base + 32)) : Int64(le32(table, base + 16))
-            guard offset >= 0, fileSize >= 0, offset + fileSize <= size else {
-                throw refuse("truncated ELF: segment \(index) ends past the end of the file")
+            let offset = is64 ? le64(table, base + 8) : UInt64(le32(table, base + 4))
+            let fileSize = is64 ? le64(table, base + 32) : UInt64(le32(table, base + 16))
+            // A segment with no file bytes (a TLS `.tbss`, a `.bss`) occupies nothing in the file,
+            // whatever its offset says: linkers leave such offsets past the end.
+            if fileSize > 0 {
+                let (end, overflow) = offset.addingReportingOverflow(fileSize)
+                guard !overflow, end <= UInt64(size) else {
+                    throw refuse("truncated ELF: segment \(index) ends past the end of the file")
+                }
             }
             if type == 1 { loadable = true }
-            if type == 4, fileSize > 0, fileSize < 1 << 20, try hasPVHNote(try readAt(offset, Int(fileSize))) {
+            if type == 4, fileSize > 0, fileSize < 1 << 20,
+                try hasPVHNote(try readAt(Int64(offset), Int(fileSize)))
+            {
                 return .pvh
             }
         }

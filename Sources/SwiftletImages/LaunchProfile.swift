@@ -8,7 +8,13 @@ public struct LaunchProfile: Sendable, Equatable {
     public static let machineTypeProperty = "machine_type"
     public static let minMemoryProperty = "min_memory_mib"
     public static let commandLineProperty = "cmdline_template"
+    /// Glance's: the whole kernel command line. `cmdline_template`, when set too, wins.
+    public static let osCommandLineProperty = "os_command_line"
     public static let initrdProperty = "initrd"
+    /// QEMU exit statuses that end the instance STOPPED rather than ERROR, comma-separated.
+    public static let successExitStatusesProperty = "success_exit_statuses"
+    /// The kit's `exit(0)`: 0 written to isa-debug-exit, so QEMU exits with 2·0+1.
+    public static let defaultSuccessExitStatuses: Set<Int32> = [1]
 
     /// `pvh`, `multiboot`, `linux` or `firmware` (a disk booted by the BIOS).
     public var bootProtocol: String
@@ -18,6 +24,9 @@ public struct LaunchProfile: Sendable, Equatable {
     public var commandLine: CommandLineTemplate
     /// Id of the initrd image of a bzImage.
     public var initrdImageId: String?
+    /// The QEMU exit statuses that mean the guest finished its work: a run-to-completion
+    /// unikernel powers off by its own convention (Solo5's `solo5_exit(0)` makes QEMU exit 83).
+    public var successExitStatuses = Self.defaultSuccessExitStatuses
 
     public init(kind: ImageKind, properties: [String: String]) throws(SwiftletError) {
         bootProtocol = Self.bootProtocol(of: kind)
@@ -38,12 +47,34 @@ public struct LaunchProfile: Sendable, Equatable {
             }
             minMemoryMib = value
         }
-        commandLine = try CommandLineTemplate(properties[Self.commandLineProperty] ?? "kit")
+        if let template = properties[Self.commandLineProperty] {
+            commandLine = try CommandLineTemplate(template)
+        } else if let line = properties[Self.osCommandLineProperty] {
+            commandLine = try CommandLineTemplate(fixed: line, property: Self.osCommandLineProperty)
+        } else {
+            commandLine = .kit
+        }
+        if let text = properties[Self.successExitStatusesProperty] {
+            successExitStatuses = try Self.exitStatuses(text)
+        }
         initrdImageId = properties[Self.initrdProperty]
         if initrdImageId != nil, kind != .bzImage {
             throw .badRequest(
                 "image.initrd_not_linux", "only a bzImage takes an initrd, this image is \(kind.rawValue)")
         }
+    }
+
+    /// `0,83`: process exit statuses, 0-255.
+    static func exitStatuses(_ text: String) throws(SwiftletError) -> Set<Int32> {
+        let statuses = text.split(separator: ",", omittingEmptySubsequences: false).map {
+            Int32($0.trimmingCharacters(in: .whitespaces))
+        }
+        guard !statuses.isEmpty, statuses.allSatisfy({ $0.map { (0...255).contains($0) } ?? false }) else {
+            throw .badRequest(
+                "image.bad_success_exit_statuses",
+                "success_exit_statuses must be QEMU exit statuses 0-255 separated by commas (e.g. 1,83), got '\(text)'")
+        }
+        return Set(statuses.compactMap { $0 })
     }
 
     public static func bootProtocol(of kind: ImageKind) -> String {
@@ -74,7 +105,8 @@ public enum CommandLineTemplate: Sendable, Equatable {
     case unikraft
     /// Solo5 (MirageOS on virtio/hvt): plain arguments, `--ipv4=ADDR/PREFIX --ipv4-gateway=GW`.
     case solo5
-    /// A template with `{name}`, `{ip}` (ADDR/PREFIX), `{addr}`, `{prefix}`, `{gw}`, `{args}`.
+    /// A command line used as it is, or a template with `{name}`, `{ip}` (ADDR/PREFIX), `{addr}`,
+    /// `{prefix}`, `{gw}`, `{args}`.
     case custom(String)
 
     static let placeholders = ["name", "ip", "addr", "prefix", "gw", "args"]
@@ -84,28 +116,30 @@ public enum CommandLineTemplate: Sendable, Equatable {
         case "kit": self = .kit
         case "unikraft": self = .unikraft
         case "solo5": self = .solo5
-        default:
-            var rest = Substring(text)
-            var sawPlaceholder = false
-            while let open = rest.firstIndex(of: "{") {
-                guard let close = rest[open...].firstIndex(of: "}"),
-                    Self.placeholders.contains(String(rest[rest.index(after: open)..<close]))
-                else {
-                    throw .badRequest(
-                        "image.bad_cmdline_template",
-                        "cmdline_template must be kit, unikraft, solo5 or a template using {\(Self.placeholders.joined(separator: "}, {"))}: '\(text)'"
-                    )
-                }
-                sawPlaceholder = true
-                rest = rest[rest.index(after: close)...]
-            }
-            guard sawPlaceholder else {
-                throw .badRequest(
-                    "image.bad_cmdline_template",
-                    "cmdline_template '\(text)' has no placeholder and is not kit, unikraft or solo5")
-            }
-            self = .custom(text)
+        default: self = try Self(fixed: text, property: LaunchProfile.commandLineProperty)
         }
+    }
+
+    /// A command line used as it is, with Swiftlet's placeholders filled where it has any: some
+    /// unikernels take a literal word (a Solo5 test expects `Hello_Solo5`), and Glance's
+    /// `os_command_line` is such a line. Braces must name a placeholder; control characters are refused.
+    public init(fixed text: String, property: String) throws(SwiftletError) {
+        var rest = Substring(text)
+        while let open = rest.firstIndex(of: "{") {
+            guard let close = rest[open...].firstIndex(of: "}"),
+                Self.placeholders.contains(String(rest[rest.index(after: open)..<close]))
+            else {
+                throw .badRequest(
+                    "image.bad_\(property)",
+                    "\(property) may hold only the placeholders {\(Self.placeholders.joined(separator: "}, {"))} in braces: '\(text)'"
+                )
+            }
+            rest = rest[rest.index(after: close)...]
+        }
+        guard text.unicodeScalars.allSatisfy({ $0.value >= 32 && $0.value != 127 }) else {
+            throw .badRequest("image.bad_\(property)", "\(property) must not hold control characters")
+        }
+        self = .custom(text)
     }
 
     public func render(_ words: [String]) -> String {

@@ -15,12 +15,16 @@ struct BuildCommand: AsyncParsableCommand {
         @OptionGroup var connection: Connection
         @OptionGroup var output: JSONOption
         @Argument(help: "The app directory (its *.swift files use the guest kit).") var path: String
-        @Option(help: "Image base name (default: the directory name).") var name: String?
+        @Option(
+            help:
+                "The build's name (default: the directory name): `swiftlet run NAME` boots its newest build, image NAME-<digest>."
+        ) var name: String?
         @Option(help: "A recipe flag (repeatable), e.g. no-sse.") var flag: [String] = []
         @Flag(help: "PATH is a directory on the server's host (admin); nothing is uploaded.") var serverPath = false
         @Flag(help: "Stream the build log.") var follow = false
         @Flag(help: "Then boot an instance of the image and wait for READY.") var run = false
-        @Option(help: "With --run: a config word key=value for the instance (repeatable).") var arg: [String] = []
+        @Option(help: "With --run: a config word for the instance, key=value or a bare word (repeatable).") var arg:
+            [String] = []
         @Option(help: "With --run: publish a port HOST:GUEST[/tcp|/udp] (repeatable).") var publish: [String] = []
 
         func run() async throws {

@@ -18,7 +18,7 @@ struct RunCommand: AsyncParsableCommand {
     @Option(help: "Memory in MiB (instead of --flavor).") var memory: Int?
     @Option(help: "Virtual CPUs (instead of --flavor).") var vcpus: Int?
     @Option(
-        name: .customLong("arg"), help: "A key=value word for the kernel command line (repeatable).",
+        name: .customLong("arg"), help: "A key=value or bare word for the kernel command line (repeatable).",
         transform: checked(ArgumentCheck.configWord))
     var args: [String] = []
     @Option(

@@ -23,7 +23,9 @@ import Testing
         #expect(try ArgumentCheck.configWord("name=web-1") == "name=web-1")
         #expect(try ArgumentCheck.configWord("ip=10.0.2.15/24") == "ip=10.0.2.15/24")
         #expect(try ArgumentCheck.configWord("empty=") == "empty=")
-        for bad in ["name", "=web", "name=web 1", "a b=c", ""] {
+        // A bare word is passed as it is (a Solo5 test expects `Hello_Solo5`).
+        #expect(try ArgumentCheck.configWord("Hello_Solo5") == "Hello_Solo5")
+        for bad in ["=web", "name=web 1", "a b=c", "", "bare\tword", "bare\u{7F}"] {
             #expect(throws: ClientError.self) { try ArgumentCheck.configWord(bad) }
         }
     }
@@ -103,6 +105,55 @@ import Testing
                 VMM spawned                 3.00           2.25
                 guest READY                45.12          42.12
                 """)
+    }
+}
+
+/// `swiftlet show` printed 18446744073672.37 ms when the agent took a boot before its record was
+/// persisted: durations came from the enum's order through a wrapping subtraction.
+@Suite struct TimelineOrderTests {
+    /// Scheduled (the agent took it) 37 ms before persisted (the insert committed), as a single
+    /// instance's boot does, and a third-party image's READY long after.
+    static func scheduledBeforePersisted() -> Timeline {
+        var timeline = Timeline.starting(at: 1_000_000_000)
+        timeline.scheduled = 1_000_100_000
+        timeline.imageReady = 1_001_000_000
+        timeline.vmmSpawned = 1_002_000_000
+        timeline.persisted = 1_039_000_000
+        timeline.vmmUp = 1_080_000_000
+        timeline.ready = 1_100_000_000
+        return timeline
+    }
+
+    @Test func phasesAreShownInTimeOrderWithDurationsFromThePhaseBefore() {
+        #expect(
+            Format.timelineTable(Self.scheduledBeforePersisted()).render() == """
+                PHASE        SINCE ACCEPTED (ms)  DURATION (ms)
+                accepted                    0.00              -
+                scheduled                   0.10           0.10
+                image ready                 1.00           0.90
+                VMM spawned                 2.00           1.00
+                persisted                  39.00          37.00
+                VMM up                     80.00          41.00
+                guest READY               100.00          20.00
+                """)
+    }
+
+    /// A phase stamped before accepted (another host's clock) reads as negative, not as 2^64 ns.
+    @Test func aPhaseBeforeAcceptedIsNegative() {
+        var timeline = Timeline.starting(at: 1_000_000_000)
+        timeline.scheduled = 999_500_000
+        #expect(
+            Format.timelineTable(timeline).render() == """
+                PHASE      SINCE ACCEPTED (ms)  DURATION (ms)
+                scheduled                -0.50              -
+                accepted                  0.00           0.50
+                """)
+    }
+
+    @Test func summariesNeverWrapAround() {
+        let summary = TimelineSummary([Self.scheduledBeforePersisted()])
+        #expect(summary.rows.allSatisfy { $0.p90 <= 100_000_000 }, "\(summary.rows)")
+        #expect(summary.rows.first { $0.label == "persisted" }?.p50 == 37_000_000)
     }
 }
 

@@ -69,6 +69,28 @@ import Testing
         } catch { return "\(error)" }
     }
 
+    /// A Unikraft 0.16 multiboot ELF was refused: its PT_TLS `.tbss` segment has no file bytes
+    /// and an offset past the end of the file. Such a segment occupies nothing in the file.
+    @Test func aSegmentWithNoFileBytesMayLieBeyondTheFile() throws {
+        var bytes = Self.elf(pvh: false, multiboot: true)
+        let tls = 64 + 56  // the second program header, after the PT_LOAD
+        Self.put16(&bytes, 56, 2)  // phnum
+        Self.put32(&bytes, tls, 7)  // PT_TLS
+        Self.put64(&bytes, tls + 8, 0x1_2000)  // p_offset: far past the end of the 1 KiB file
+        Self.put64(&bytes, tls + 32, 0)  // p_filesz
+        Self.put64(&bytes, tls + 40, 0x20)  // p_memsz
+        #expect(try Self.detect(bytes) == .multiboot)
+
+        // With file bytes, the same offset is past the end of the file.
+        Self.put64(&bytes, tls + 32, 0x10)
+        #expect(Self.reason(bytes) == "truncated ELF: segment 1 ends past the end of the file")
+        // Offsets that do not fit in a signed 64-bit number are refused, never a trap.
+        Self.put64(&bytes, tls + 8, UInt64.max - 4)
+        #expect(Self.reason(bytes) == "truncated ELF: segment 1 ends past the end of the file")
+        Self.put64(&bytes, 32, UInt64.max)
+        #expect(Self.reason(bytes) == "truncated ELF: program headers end past the end of the file")
+    }
+
     @Test func kinds() throws {
         #expect(try Self.detect(Self.elf(pvh: true)) == .pvh)
         #expect(try Self.detect(Self.elf(pvh: false, multiboot: true)) == .multiboot)

@@ -59,7 +59,35 @@ import Testing
                 == "web 10.0.0.2/24 via 10.0.0.1: port=80")
         #expect(try CommandLineTemplate("unikraft").render(["name=a"]) == "")
         #expect(throws: SwiftletError.self) { try CommandLineTemplate("{bogus}") }
-        #expect(throws: SwiftletError.self) { try CommandLineTemplate("no placeholder") }
+        #expect(throws: SwiftletError.self) { try CommandLineTemplate("tab\there") }
+    }
+
+    /// Some unikernels take a literal word (a Solo5 test expects `Hello_Solo5`): a template
+    /// without placeholders is the command line as it is, whatever the config words.
+    @Test func aFixedCommandLineIsUsedAsItIs() throws {
+        let words = ["name=web", "ip=10.0.0.2/24", "port=80", "Bare_Word"]
+        #expect(try CommandLineTemplate("Hello_Solo5").render(words) == "Hello_Solo5")
+        #expect(try CommandLineTemplate("--solo5:quiet  Hello_Solo5").render(words) == "--solo5:quiet Hello_Solo5")
+        // A bare config word is one of the app's words.
+        #expect(try CommandLineTemplate("solo5").render(words) == "--ipv4=10.0.0.2/24 port=80 Bare_Word")
+        #expect(try CommandLineTemplate("app {args}").render(words) == "app port=80 Bare_Word")
+    }
+
+    /// Glance's `os_command_line` is the command line, unless Swiftlet's own template is set too.
+    @Test func glanceOSCommandLineIsHonoured() throws {
+        let glance = try LaunchProfile(kind: .multiboot, properties: ["os_command_line": "Hello_Solo5"])
+        #expect(glance.commandLine.render(["name=web"]) == "Hello_Solo5")
+        let filled = try LaunchProfile(kind: .multiboot, properties: ["os_command_line": "kit {addr}"])
+        #expect(filled.commandLine.render(["name=web", "ip=10.0.0.2/24"]) == "kit 10.0.0.2")
+        let both = try LaunchProfile(
+            kind: .multiboot, properties: ["os_command_line": "Hello_Solo5", "cmdline_template": "solo5"])
+        #expect(both.commandLine == .solo5)
+        do {
+            _ = try LaunchProfile(kind: .pvh, properties: ["os_command_line": "a {bogus}"])
+            Issue.record("an os_command_line with an unknown placeholder was accepted")
+        } catch {
+            #expect(error.code == "image.bad_os_command_line")
+        }
     }
 
     @Test func launchProperties() throws {
@@ -70,6 +98,17 @@ import Testing
         #expect(throws: SwiftletError.self) { try LaunchProfile(kind: .pvh, properties: ["min_memory_mib": "lots"]) }
         #expect(throws: SwiftletError.self) { try LaunchProfile(kind: .pvh, properties: ["initrd": "img-1"]) }
         #expect(try LaunchProfile(kind: .pvh, properties: ["min_memory_mib": "64"]).minMemoryMib == 64)
+    }
+
+    @Test func successExitStatuses() throws {
+        #expect(try LaunchProfile(kind: .pvh, properties: [:]).successExitStatuses == [1])
+        let batch = try LaunchProfile(kind: .multiboot, properties: ["success_exit_statuses": "0, 83"])
+        #expect(batch.successExitStatuses == [0, 83])
+        for bad in ["", "83,", "256", "-1", "ok", "1;83"] {
+            #expect(throws: SwiftletError.self, "\(bad)") {
+                try LaunchProfile(kind: .pvh, properties: ["success_exit_statuses": bad])
+            }
+        }
     }
 
     @Test func bundlePathsStayInside() throws {

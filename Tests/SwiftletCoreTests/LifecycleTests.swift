@@ -63,6 +63,11 @@ import Testing
         timeline.persisted = 4000
         #expect(timeline.phaseDurations.map(\.0) == [.vmmSpawned, .persisted, .ready])
         #expect(timeline.phaseDurations.map(\.1) == [2000, 1000, 6000])
+        // The agent took the boot (scheduled) before the insert committed (persisted): each
+        // duration is from the phase before it in time, never an unsigned wrap-around.
+        timeline.scheduled = 1200
+        #expect(timeline.phasesInTimeOrder.map(\.0) == [Phase.accepted, .scheduled, .vmmSpawned, .persisted, .ready])
+        #expect(timeline.phaseDurations.map(\.1) == [200, 1800, 1000, 6000])
         #expect(Percentile.of([5, 1, 3, 2, 4], 50) == 3)
         #expect(Percentile.of([5, 1, 3, 2, 4], 90) == 5)
         #expect(Percentile.of([], 50) == nil)

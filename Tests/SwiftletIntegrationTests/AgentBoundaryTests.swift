@@ -62,11 +62,20 @@ final class FakeHost {
         try await controller.connectLocalAgent(LocalAgentLink(agent: agent))
     }
 
-    func create(_ name: String, restart: RestartPolicy = .no) async throws -> Instance {
+    func create(_ name: String, image: String = "fake", restart: RestartPolicy = .no) async throws -> Instance {
         let created = try await controller.createInstances(
-            CreateInstanceRequest(name: name, image: "fake", restartPolicy: restart, wait: true), by: .admin,
+            CreateInstanceRequest(name: name, image: image, restartPolicy: restart, wait: true), by: .admin,
             accepted: monotonicNanos())
         return try #require(created.first)
+    }
+
+    /// Another image record on the same (fake) bytes, with its own launch properties.
+    func addImage(_ name: String, properties: [String: String]) async throws {
+        let fake = try #require(try await store.image(idOrName: "fake", projectId: nil))
+        try await store.createImage(
+            Image(
+                id: "img-\(name)", projectId: Project.adminProjectId, name: name, kind: fake.kind, sha256: fake.sha256,
+                sizeBytes: fake.sizeBytes, properties: properties, createdAt: Date()))
     }
 
     func instance(_ id: String) async throws -> Instance {
@@ -142,6 +151,62 @@ final class FakeHost {
         try await host.waitFor("ERROR") { try await host.instance(created.id).state == .error }
         #expect(try await host.store.handle(instanceId: created.id) == nil)
         #expect(try await host.instance(created.id).generation == 2)
+    }
+
+    /// A run-to-completion unikernel powers off by its own convention (Solo5's `solo5_exit(0)`
+    /// writes 41 to isa-debug-exit: QEMU exits 83). An image that says so ends STOPPED, not ERROR,
+    /// and is not restarted on failure; without the property the same exit is an ERROR.
+    @Test func anExitStatusTheImageCallsSuccessEndsStopped() async throws {
+        let host = try await FakeHost()
+        try await host.addImage("batch", properties: ["success_exit_statuses": "0,83"])
+        let batch = try await host.create("batch", image: "batch", restart: .onFailure)
+        host.driver.crash(instanceId: batch.id, guestStatus: 41)
+        try await host.waitFor("the batch run settled") { try await host.instance(batch.id).state != .running }
+        let done = try await host.instance(batch.id)
+        #expect(done.state == .stopped, "\(done.state) \(done.reason ?? "")")
+        #expect(done.restartCount == 0)
+        #expect(try await host.store.handle(instanceId: batch.id) == nil)
+
+        // The kit's own clean exit (status 1) is not success for this image: it says 0 and 83.
+        let other = try await host.create("batch-kit", image: "batch")
+        host.driver.crash(instanceId: other.id, guestStatus: 0)
+        try await host.waitFor("ERROR") { try await host.instance(other.id).state == .error }
+
+        let plain = try await host.create("plain")
+        host.driver.crash(instanceId: plain.id, guestStatus: 41)
+        try await host.waitFor("ERROR") { try await host.instance(plain.id).state == .error }
+        let kit = try await host.create("kit")
+        host.driver.crash(instanceId: kit.id, guestStatus: 0)
+        try await host.waitFor("STOPPED") { try await host.instance(kit.id).state == .stopped }
+    }
+
+    /// A guest that explains why it gives up (`swiftlet: bad config: …`) has that line in the
+    /// instance's reason, not only "exited with status 5"; the line is bounded in length.
+    @Test func anErrorCarriesTheGuestsLastWords() async throws {
+        let host = try await FakeHost()
+        let created = try await host.create("no-nic")
+        let complaint = "swiftlet: bad config: net: no virtio-net device on the virtio-mmio slots"
+        host.driver.crash(instanceId: created.id, guestStatus: 2, printing: [complaint, "", "\u{1B}[0m  "])
+        try await host.waitFor("ERROR") { try await host.instance(created.id).state == .error }
+        let reason = try #require(try await host.instance(created.id).reason)
+        #expect(reason.contains("guest exited with status 2"), "\(reason)")
+        #expect(reason.hasSuffix("the guest said: \(complaint)"), "\(reason)")
+
+        // Without a `swiftlet:` line, the last non-empty one that is not the kit's READY marker;
+        // a long line is cut.
+        let other = try await host.create("panics")
+        let long = "PANIC " + String(repeating: "x", count: 500)
+        host.driver.crash(instanceId: other.id, guestStatus: 3, printing: [long, "SWIFTLET-READY again"])
+        try await host.waitFor("ERROR") { try await host.instance(other.id).state == .error }
+        let cut = try #require(try await host.instance(other.id).reason)
+        #expect(cut.contains("the guest said: PANIC xxxx"), "\(cut)")
+        #expect(cut.count < 320 && cut.hasSuffix("…"), "\(cut)")
+
+        // A clean exit needs no explanation.
+        let clean = try await host.create("clean")
+        host.driver.crash(instanceId: clean.id, guestStatus: 0, printing: ["swiftlet: poweroff"])
+        try await host.waitFor("STOPPED") { try await host.instance(clean.id).state == .stopped }
+        #expect(try await host.instance(clean.id).reason?.contains("the guest said") == false)
     }
 
     @Test func aRestartedAgentReattachesAndNothingRunsTwice() async throws {

@@ -84,6 +84,9 @@ import Testing
             #expect((first.stages.compile ?? 0) > 100, "a real compile takes time: \(first.stages)")
             #expect(log.contains("build.sh:"), "\(log)")
             let imageId = try #require(first.imageId)
+            // The build's name is the name to run; the image's own name carries the digest.
+            #expect(try await client.image("hello").id == imageId)
+            #expect(try await client.image(imageId).name == "hello-\((first.inputsDigest ?? "").prefix(8))")
 
             let (again, againLog) = try await Self.build(client, app, name: "hello")
             #expect(again.state == .succeeded)
@@ -111,6 +114,7 @@ import Testing
 
             let source = try #require(
                 try FileManager.default.contentsOfDirectory(atPath: app).first { $0.hasSuffix(".swift") })
+            let original = try Data(contentsOf: URL(fileURLWithPath: app + "/" + source))
             let handle = try #require(FileHandle(forWritingAtPath: app + "/" + source))
             try handle.seekToEnd()
             handle.write(Data("\n// a changed source\n".utf8))
@@ -122,13 +126,29 @@ import Testing
             #expect(changed.stages.compile != nil)
 
             let changedImage = try #require(changed.imageId)
-            let created = try await client.createInstances(CreateInstanceRequest(image: changedImage, wait: true))
+            // The newest build of the name answers to it.
+            #expect(try await client.image("hello").id == changedImage)
+            let created = try await client.createInstances(CreateInstanceRequest(image: "hello", wait: true))
             let instance = try #require(created.first)
+            #expect(instance.imageId == changedImage)
             #expect(
                 instance.state == .running || instance.state == .stopped, "\(instance.state) \(instance.reason ?? "")")
             #expect(instance.timeline.ready != nil)
             try await client.deleteInstance(instance.id)
             #expect(!FileManager.default.fileExists(atPath: server.dataDirectory + "/builds/\(changed.id)/src"))
+
+            // Back to the first sources: a cache hit, now the newest build of the name, so the name
+            // answers with the first image again, for a create too (whose image lookups are kept
+            // while the catalog is unchanged).
+            try original.write(to: URL(fileURLWithPath: app + "/" + source))
+            let (reverted, _) = try await Self.build(client, app, name: "hello")
+            #expect(reverted.cacheHit && reverted.imageId == imageId)
+            #expect(try await client.image("hello").id == imageId)
+            let rerun = try #require(
+                try await client.createInstances(CreateInstanceRequest(image: "hello", wait: true)).first)
+            #expect(rerun.imageId == imageId)
+            try await client.deleteInstance(rerun.id)
+            await expectAPIError(404, "image.not_found") { _ = try await client.image("hell") }
         }
     }
 

@@ -80,6 +80,81 @@ import Testing
         }
     }
 
+    /// A fixed command line reaches the guest as it is: a template without placeholders, Glance's
+    /// `os_command_line`, and bare `--arg` words (a Solo5 test expects the word `Hello_Solo5`).
+    @Test func fixedCommandLinesReachTheGuest() async throws {
+        let kernel = try TestImages.multibootELF()
+        try await withServer { _, client in
+            _ = try await client.uploadImage(
+                path: kernel, name: "fixed", properties: ["cmdline_template": "Hello_Solo5"])
+            _ = try await client.uploadImage(
+                path: kernel, name: "glance", properties: ["os_command_line": "--solo5:quiet Hello_Solo5"])
+            _ = try await client.uploadImage(path: kernel, name: "kit")
+            // Multiboot loaders pass the kernel's path as the first word, then the command line.
+            let (_, fixed) = try await Self.bootReady(client, image: "fixed", args: ["port=80"])
+            #expect(fixed.contains(" Hello_Solo5\n"), "\(fixed)")
+            let (_, glance) = try await Self.bootReady(client, image: "glance")
+            #expect(glance.contains(" --solo5:quiet Hello_Solo5\n"), "\(glance)")
+            let (instance, bare) = try await Self.bootReady(client, image: "kit", args: ["Hello_Solo5"])
+            #expect(bare.contains(" name=\(instance.name) Hello_Solo5\n"), "\(bare)")
+            await expectAPIError(400, "instance.bad_arg") {
+                _ = try await client.createInstances(CreateInstanceRequest(image: "kit", args: ["bare\u{1B}word"]))
+            }
+            await expectAPIError(400, "image.bad_os_command_line") {
+                _ = try await client.uploadImage(path: kernel, name: "bad", properties: ["os_command_line": "{nope}"])
+            }
+            for instance in try await client.instances() { try await client.deleteInstance(instance.id) }
+        }
+    }
+
+    /// A run-to-completion guest that powers off as Solo5's `solo5_exit(0)` does (41 to
+    /// isa-debug-exit: QEMU exits 83) ends STOPPED when its image says 83 is success, and ERROR
+    /// when it does not.
+    @Test func aBatchGuestsOwnSuccessStatusEndsStopped() async throws {
+        let kernel = try TestImages.multibootELF(exitValue: 41)
+        try await withServer { _, client in
+            _ = try await client.uploadImage(
+                path: kernel, name: "batch", properties: ["success_exit_statuses": "1,83"])
+            _ = try await client.uploadImage(path: kernel, name: "plain")
+            // on-failure: a success is not restarted.
+            let cases: [(String, RestartPolicy, InstanceState)] = [
+                ("batch", .onFailure, .stopped), ("plain", .no, .error),
+            ]
+            for (image, policy, expected) in cases {
+                let created = try #require(
+                    try await client.createInstances(CreateInstanceRequest(image: image, restartPolicy: policy)).first)
+                try await eventually("\(image) settled") {
+                    let state = try await client.instance(created.id).state
+                    return state == .stopped || state == .error
+                }
+                let instance = try await client.instance(created.id)
+                #expect(instance.state == expected, "\(image): \(instance.state) \(instance.reason ?? "")")
+                #expect(instance.reason?.contains("exited with status 83") == true, "\(instance.reason ?? "")")
+                #expect(instance.restartCount == 0)
+                try await client.deleteInstance(created.id)
+            }
+        }
+    }
+
+    /// The http example booted with no NIC (no published port, no network) gives up with its own
+    /// reason; the instance's reason carries it, not only "exited with status 5".
+    @Test func aGuestsOwnReasonForFailingReachesTheInstance() async throws {
+        let kernel = try Kernels.path("http")
+        try await withServer { _, client in
+            _ = try await client.uploadImage(path: kernel, name: "http")
+            let created = try await client.createInstances(CreateInstanceRequest(image: "http", wait: true))
+            let instance = try #require(created.first)
+            let reason = instance.reason ?? ""
+            #expect(instance.state == .error, "\(instance.state) \(reason)")
+            #expect(reason.contains("exited with status 5"), "\(reason)")
+            #expect(
+                reason.contains(
+                    "the guest said: swiftlet: bad config: net: no virtio-net device on the virtio-mmio slots"),
+                "\(reason)")
+            try await client.deleteInstance(instance.id)
+        }
+    }
+
     @Test func badImagesAreRefusedAndLeaveNothing() async throws {
         let pvh = try Kernels.path("hello")
         try await withServer(config: ["uploadLimitBytes": 64 << 20]) { server, client in

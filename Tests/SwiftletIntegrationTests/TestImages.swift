@@ -32,8 +32,10 @@ enum TestImages {
     }
 
     /// The protected-mode body shared by both multiboot forms: READY, the kind, `cmdline=` and the
-    /// command line from the multiboot info (flag bit 2, pointer at offset 16).
-    private static func multibootBody(_ kind: String) -> String {
+    /// command line from the multiboot info (flag bit 2, pointer at offset 16). With `exitValue`,
+    /// it then writes that value to isa-debug-exit (QEMU exits with 2V+1), as Solo5's
+    /// `solo5_exit(0)` writes 41; else it halts.
+    private static func multibootBody(_ kind: String, exitValue: UInt8? = nil) -> String {
         """
           mov %ebx, %edi
           mov $msg, %esi
@@ -46,6 +48,7 @@ enum TestImages {
           mov $0x3f8, %dx
           mov $10, %al
           out %al, %dx
+        \(exitValue.map { "  mov $0x501, %dx\n  mov $\($0), %al\n  out %al, %dx" } ?? "")
           cli
         halt:
           hlt
@@ -54,9 +57,11 @@ enum TestImages {
         """
     }
 
-    /// A 32-bit ELF with a plain multiboot header (flags 0).
-    static func multibootELF() throws -> String {
-        try build("multiboot.elf") { dir in
+    /// A 32-bit ELF with a plain multiboot header (flags 0); with `exitValue`, a run-to-completion
+    /// guest that exits through isa-debug-exit after READY.
+    static func multibootELF(exitValue: UInt8? = nil) throws -> String {
+        let stem = exitValue.map { "multiboot-exit\($0)" } ?? "multiboot"
+        return try build(stem + ".elf") { dir in
             let source = """
                 .code32
                 .section .text
@@ -66,22 +71,22 @@ enum TestImages {
                 .long 0x00000000
                 .long -(0x1BADB002)
                 _start:
-                \(multibootBody("multiboot"))
+                \(multibootBody("multiboot", exitValue: exitValue))
                 """
             let script = """
                 ENTRY(_start)
                 PHDRS { text PT_LOAD FILEHDR PHDRS; }
                 SECTIONS { . = 0x100000 + SIZEOF_HEADERS; .text : { *(.text) *(.data) *(.rodata*) } :text }
                 """
-            try assemble(source, dir: dir, name: "multiboot")
-            try write(script, to: dir + "/multiboot.ld")
+            try assemble(source, dir: dir, name: stem)
+            try write(script, to: dir + "/\(stem).ld")
             try run(
                 "ld.lld",
                 [
-                    "-m", "elf_i386", "-static", "-nostdlib", "-T", dir + "/multiboot.ld", dir + "/multiboot.o", "-o",
-                    dir + "/multiboot.elf",
+                    "-m", "elf_i386", "-static", "-nostdlib", "-T", dir + "/\(stem).ld", dir + "/\(stem).o", "-o",
+                    dir + "/\(stem).elf",
                 ])
-            return dir + "/multiboot.elf"
+            return dir + "/\(stem).elf"
         }
     }
 

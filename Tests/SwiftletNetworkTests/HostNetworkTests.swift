@@ -135,4 +135,13 @@ final class RecordingNetworkDriver: NetworkDriver, @unchecked Sendable {
             CommandLineRenderer.render(instance)
                 == "name=fw ip=10.7.1.5/24 gw=10.7.1.1 mac=02:aa:00:00:00:01 ip1=10.7.2.5/24 mac1=02:aa:00:00:00:02")
     }
+
+    /// A bare word is passed as it is and sets no key: a bare `name` does not stand for `name=`.
+    @Test func bareWordsArePassedAsTheyAre() {
+        let instance = Instance(
+            id: "i-1", projectId: "p", name: "solo", imageId: "img", flavor: nil, vcpus: 1, memoryMib: 16,
+            args: ["Hello_Solo5", "name"], restartPolicy: .no, publishedPorts: [], state: .building,
+            timeline: .starting(at: 0), createdAt: .now, updatedAt: .now)
+        #expect(CommandLineRenderer.render(instance) == "name=solo Hello_Solo5 name")
+    }
 }
