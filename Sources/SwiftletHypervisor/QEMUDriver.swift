@@ -347,17 +347,14 @@ public struct QEMUDriver: HypervisorDriver {
         var vmmUp: UInt64 = 0
         var consoleUp: UInt64 = 0
         do {
-            if let confinement {
-                // QEMU holds the guest (-S, or -incoming) until told: it joins its cgroup first.
-                try ControlGroups.confine(
-                    pid: pid, name: Self.controlGroup(pid),
-                    memoryBytes: (spec.memoryMiB + confinement.memoryOverheadMiB) << 20,
-                    cpus: spec.vcpus, pids: confinement.pidsLimit)
-            }
+            // Beside QEMU's start: it holds the guest (-S, or -incoming) until told, and is told
+            // only once it is in its cgroup.
+            async let confined: Void = Self.joinControlGroup(confinement, pid: pid, spec: spec)
             // Console first: QEMU does not go on before it has accepted this client (wait=on).
             let consoleFD = try connectUnixSocket(path: paths.consoleSocket).get()
             consoleUp = monotonicNanoseconds()
             try await runtime.hub(socketPath: paths.consoleSocket).adopt(fd: consoleFD)
+            try await confined
             // QEMU builds its machine meanwhile and waits, paused (-S), for `cont` below.
             do { try await release() } catch {
                 await destroy(handle)
@@ -494,6 +491,15 @@ public struct QEMUDriver: HypervisorDriver {
         runtime.monitor.forget(key)
         try? FileManager.default.removeItem(atPath: handle.runtimeDirectory)
         if confinement != nil { ControlGroups.remove(Self.controlGroup(handle.pid)) }
+    }
+
+    /// Puts VMM `pid` in its cgroup, with limits from `spec`: its memory plus the VMM's own, and
+    /// one core beyond its vCPUs for QEMU's own threads (main loop, I/O, TCG's translation).
+    private static func joinControlGroup(_ confinement: VMMConfinement?, pid: pid_t, spec: VMSpec) async throws {
+        guard let confinement else { return }
+        try ControlGroups.confine(
+            pid: pid, name: controlGroup(pid), memoryBytes: (spec.memoryMiB + confinement.memoryOverheadMiB) << 20,
+            cpus: spec.vcpus + 1, pids: confinement.pidsLimit)
     }
 
     /// The cgroup of the VMM with process id `pid`.

@@ -46,8 +46,10 @@ enum ControlGroups {
     static let parent = "swiftlet"
     static let controllers = ["memory", "cpu", "pids"]
 
-    /// The v2 hierarchy when it has the three controllers, else nil (v1).
-    static var unified: String? {
+    /// The v2 hierarchy when it has the three controllers, else nil (v1); read once.
+    static let unified: String? = findUnified()
+
+    private static func findUnified() -> String? {
         for candidate in [root, root + "/unified"] {
             let available = (try? String(contentsOfFile: candidate + "/cgroup.controllers", encoding: .utf8)) ?? ""
             let names = Set(available.split(whereSeparator: \.isWhitespace).map(String.init))
