@@ -347,14 +347,14 @@ public struct QEMUDriver: HypervisorDriver {
         var vmmUp: UInt64 = 0
         var consoleUp: UInt64 = 0
         do {
-            // Beside QEMU's start: it holds the guest (-S, or -incoming) until told, and is told
-            // only once it is in its cgroup.
-            async let confined: Void = Self.joinControlGroup(confinement, pid: pid, spec: spec)
+            // Before the console client: QEMU waits for it (wait=on) before it builds the machine,
+            // so the guest's memory and QEMU's own are charged to the VMM's cgroup (a v1 cgroup
+            // does not take over what a process charged before it joined).
+            try Self.joinControlGroup(confinement, pid: pid, spec: spec)
             // Console first: QEMU does not go on before it has accepted this client (wait=on).
             let consoleFD = try connectUnixSocket(path: paths.consoleSocket).get()
             consoleUp = monotonicNanoseconds()
             try await runtime.hub(socketPath: paths.consoleSocket).adopt(fd: consoleFD)
-            try await confined
             // QEMU builds its machine meanwhile and waits, paused (-S), for `cont` below.
             do { try await release() } catch {
                 await destroy(handle)
@@ -495,7 +495,7 @@ public struct QEMUDriver: HypervisorDriver {
 
     /// Puts VMM `pid` in its cgroup, with limits from `spec`: its memory plus the VMM's own, and
     /// one core beyond its vCPUs for QEMU's own threads (main loop, I/O, TCG's translation).
-    private static func joinControlGroup(_ confinement: VMMConfinement?, pid: pid_t, spec: VMSpec) async throws {
+    private static func joinControlGroup(_ confinement: VMMConfinement?, pid: pid_t, spec: VMSpec) throws {
         guard let confinement else { return }
         try ControlGroups.confine(
             pid: pid, name: controlGroup(pid), memoryBytes: (spec.memoryMiB + confinement.memoryOverheadMiB) << 20,

@@ -84,9 +84,21 @@ struct QEMUConfinementTests {
         spec.memoryMiB = 8
         do {
             let (handle, _) = try await driver.spawn(spec)
-            let exit = await driver.waitForExit(handle)
+            // Bounded: a VMM the limit does not stop would otherwise be waited for forever.
+            let exit = await withTaskGroup(of: VMExit?.self) { group in
+                group.addTask { await driver.waitForExit(handle) }
+                group.addTask {
+                    try? await Task.sleep(for: .seconds(30))
+                    return nil
+                }
+                let first = await group.next() ?? nil
+                group.cancelAll()
+                return first
+            }
             await driver.destroy(handle)
-            #expect(exit.reason.contains("signal 9"), "\(exit.reason)")
+            #expect(
+                exit?.reason.contains("signal 9") == true,
+                "the VMM outlived its limit: \(exit?.reason ?? "still running")")
         } catch let error as HypervisorError {
             // Killed before QMP answered: the spawn fails, saying how QEMU ended.
             #expect(error.message.contains("signal 9"), "\(error)")
