@@ -27,21 +27,25 @@ public actor HostAgent {
     let logger: Logger
     private let readyTimeout: Duration
     /// The VM of each assigned instance that has one, booting or running.
-    private var slots: [String: VMSlot] = [:] {
+    var slots: [String: VMSlot] = [:] {
         didSet { movableVMMsMayHaveChanged() }
     }
     /// Pre-booted VMs waiting for an instance (WarmPools.swift).
     var warm = WarmPoolState()
+    /// Incoming VMMs of live migrations, prepared and waiting for their state (HostAgent+Moves).
+    var incoming: [String: IncomingVM] = [:]
+    /// The address incoming VMMs listen on for a VM's state (the host's fabric address).
+    let migrationAddress: String
     /// Where observations go; set by `sync`, when the agent connects.
     private var reports: (any ObservationSink)?
     /// Whether a sync was applied: the first one (the agent's start) also removes orphans.
     private var hasSynced = false
     /// The newest generation this agent was sent per instance (a removal's included), so that an
     /// older assignment arriving late never boots a VM that should no longer exist.
-    private var newestGeneration: [String: UInt64] = [:]
+    var newestGeneration: [String: UInt64] = [:]
     /// Instances the controller re-creates elsewhere when this host goes DOWN (restart policy
     /// `always`): the ones a host that lost its lease must stop.
-    private var movable: Set<String> = [] {
+    var movable: Set<String> = [] {
         didSet { movableVMMsMayHaveChanged() }
     }
     /// Told the running VMMs of movable instances each time that set changes (nil: nobody asks).
@@ -49,7 +53,7 @@ public actor HostAgent {
     private var observedMovable: Set<MovableVMM> = []
 
     /// One instance's VM on this host, under the assignment generation it was started for.
-    private enum VMSlot {
+    enum VMSlot {
         /// Image fetch and VMM spawn in progress; `cancelled` when a later assignment no longer
         /// wants it: the boot ends its VMM once it is up.
         case booting(generation: UInt64, cancelled: Bool)
@@ -67,7 +71,7 @@ public actor HostAgent {
         }
     }
 
-    private struct RunningVM {
+    struct RunningVM {
         var generation: UInt64
         var handle: VMHandle
         var supervisor: Task<Void, Never>?
@@ -77,7 +81,7 @@ public actor HostAgent {
         var successExitStatuses: Set<Int32>
     }
 
-    private struct UnreportedBoot {
+    struct UnreportedBoot {
         var timeline: Timeline
         var handle: Data
         var imageEvent: EventNote
@@ -92,8 +96,9 @@ public actor HostAgent {
         hostId: String, images: any ImageSource, driver: any HypervisorDriver, runRoot: String,
         readyTimeout: Duration = .seconds(30), maxConcurrentBoots: Int? = nil, hugePages: VMMHugePages = .auto,
         imageCacheDirectory: String? = nil, imageCacheLimitBytes: Int64? = nil, network: HostNetwork? = nil,
-        logger: Logger
+        migrationAddress: String = "127.0.0.1", logger: Logger
     ) {
+        self.migrationAddress = migrationAddress
         bootGate = BootGate(limit: maxConcurrentBoots ?? Self.defaultConcurrentBoots)
         self.hugePages = hugePages
         self.hostId = hostId
@@ -397,7 +402,7 @@ public actor HostAgent {
 
     /// Ends a VM the instance keeps existing without: keeps its console for `logs`, then destroys
     /// it (process, runtime directory).
-    private func release(_ handle: VMHandle, instanceId: String) async {
+    func release(_ handle: VMHandle, instanceId: String) async {
         let kept = keptConsolePath(instanceId)
         try? FileManager.default.createDirectory(
             atPath: (kept as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
@@ -469,23 +474,7 @@ public actor HostAgent {
                 metadata: ["instance.id": "\(instanceId)", "image.cache.evicted": "\(prepared.evicted)"])
         }
         let imageEvent = EventNote(type: "image", message: imageMessage)
-        let runtimeDirectory = runRoot + "/" + instanceId
-        // Left by an earlier VM of this instance; checked first, as a throwing remove is costly.
-        if access(runtimeDirectory, F_OK) == 0 { try? FileManager.default.removeItem(atPath: runtimeDirectory) }
-        var spec = VMSpec(
-            instanceID: instanceId, kernelPath: prepared.kernelPath, bootKind: BootKind(image.kind),
-            memoryMiB: instance.memoryMib, vcpus: instance.vcpus,
-            commandLine: CommandLineRenderer.render(instance, template: prepared.profile.commandLine),
-            publishedPorts: instance.publishedPorts.map {
-                PortMapping(hostPort: $0.hostPort, guestPort: $0.guestPort, proto: $0.proto == "udp" ? .udp : .tcp)
-            },
-            runtimeDirectory: runtimeDirectory, readyPattern: image.properties[Image.readyPatternProperty],
-            // A guest configured with an address gets a NIC even without published ports.
-            userNetwork: instance.args.contains { $0.hasPrefix("ip=") },
-            machineType: prepared.profile.machineType, initrdPath: prepared.initrdPath,
-            diskFormat: image.kind == .qcow2 ? "qcow2" : image.kind == .raw ? "raw" : nil)
-        spec.networkPorts = ports
-        spec.portsFiltered = !(instance.securityGroups ?? []).isEmpty
+        let spec = vmSpec(for: assignment, prepared: prepared)
         let handle: VMHandle
         let times: BootTimestamps
         var bootPath = "cold"
@@ -566,6 +555,30 @@ public actor HostAgent {
         }
     }
 
+    /// The VM an assignment runs as, in a fresh runtime directory of its own.
+    func vmSpec(for assignment: Assignment, prepared: ImageCache.Prepared) -> VMSpec {
+        let instance = assignment.instance
+        let image = assignment.boot.image
+        let runtimeDirectory = runRoot + "/" + instance.id
+        // Left by an earlier VM of this instance; checked first, as a throwing remove is costly.
+        if access(runtimeDirectory, F_OK) == 0 { try? FileManager.default.removeItem(atPath: runtimeDirectory) }
+        var spec = VMSpec(
+            instanceID: instance.id, kernelPath: prepared.kernelPath, bootKind: BootKind(image.kind),
+            memoryMiB: instance.memoryMib, vcpus: instance.vcpus,
+            commandLine: CommandLineRenderer.render(instance, template: prepared.profile.commandLine),
+            publishedPorts: instance.publishedPorts.map {
+                PortMapping(hostPort: $0.hostPort, guestPort: $0.guestPort, proto: $0.proto == "udp" ? .udp : .tcp)
+            },
+            runtimeDirectory: runtimeDirectory, readyPattern: image.properties[Image.readyPatternProperty],
+            // A guest configured with an address gets a NIC even without published ports.
+            userNetwork: instance.args.contains { $0.hasPrefix("ip=") },
+            machineType: prepared.profile.machineType, initrdPath: prepared.initrdPath,
+            diskFormat: image.kind == .qcow2 ? "qcow2" : image.kind == .raw ? "raw" : nil)
+        spec.networkPorts = instance.ports ?? []
+        spec.portsFiltered = !(instance.securityGroups ?? []).isEmpty
+        return spec
+    }
+
     private func isCurrent(instanceId: String, handle: VMHandle) -> Bool {
         guard case .running(let vm) = slots[instanceId] else { return false }
         return vm.handle == handle
@@ -586,7 +599,7 @@ public actor HostAgent {
     }
 
     /// Watches the VMM process; on exit, reports it (the controller applies the restart policy).
-    private func supervise(instanceId: String, handle: VMHandle) -> Task<Void, Never> {
+    func supervise(instanceId: String, handle: VMHandle) -> Task<Void, Never> {
         let driver = self.driver
         return Task {
             let exit = await driver.waitForExit(handle)

@@ -107,11 +107,40 @@ public struct AgentRequest: Codable, Sendable, Equatable {
         case sendConsole(instanceId: String, line: String)
         case readConsole(instanceId: String, offset: UInt64)
         case poolReadyCounts
+        /// Target: an incoming VMM for the assignment (with the instance's ports), listening.
+        case prepareIncoming(Assignment)
+        /// Source: streams the running VM's state to the endpoint; its guest is left paused.
+        case migrateOut(instanceId: String, to: MoveEndpoint, settings: MoveSettings)
+        /// Target: waits until the guest runs, and keeps the VM as the instance's under `generation`.
+        case finishIncoming(instanceId: String, generation: UInt64)
+        /// Target: ends a prepared VMM that will not take over.
+        case abortIncoming(instanceId: String)
+        /// Source: lets the guest a failed move left paused run on.
+        case resumeAfterMove(instanceId: String)
     }
 
     public init(id: String, call: Call) {
         self.id = id
         self.call = call
+    }
+}
+
+extension AgentRequest.Call {
+    /// How long the controller waits for the answer.
+    public var timeout: Duration {
+        switch self {
+        case .migrateOut(_, _, let settings): .milliseconds(settings.timeoutMs) + .seconds(10)
+        case .prepareIncoming, .finishIncoming: .seconds(60)
+        default: .seconds(10)
+        }
+    }
+
+    /// A step of a live migration.
+    public var isMoveStep: Bool {
+        switch self {
+        case .prepareIncoming, .migrateOut, .finishIncoming, .abortIncoming, .resumeAfterMove: true
+        case .command, .sendConsole, .readConsole, .poolReadyCounts: false
+        }
     }
 }
 
@@ -123,6 +152,10 @@ public struct AgentReply: Codable, Sendable, Equatable {
         case done
         case console(ConsoleChunk)
         case pools([String: Int])
+        case incoming(MoveEndpoint)
+        case movedOut(MoveReport)
+        /// The VM handle of the instance's VM on the target.
+        case tookOver(handle: Data)
         case failed(code: String, message: String, status: Int)
     }
 

@@ -1,3 +1,4 @@
+import Foundation
 import SwiftletAgent
 import SwiftletAgentProtocol
 import SwiftletCore
@@ -15,6 +16,14 @@ public protocol AgentLink: Sendable {
     func readConsole(instanceId: String, from offset: UInt64) async throws(SwiftletError) -> ConsoleChunk
     /// Idle pre-booted VMs per pool id.
     func poolReadyCounts() async -> [String: Int]
+
+    // The steps of a live migration (docs/agent-protocol.md, "Moves").
+    func prepareIncoming(_ assignment: Assignment) async throws(SwiftletError) -> MoveEndpoint
+    func migrateOut(instanceId: String, to endpoint: MoveEndpoint, settings: MoveSettings)
+        async throws(SwiftletError) -> MoveReport
+    func finishIncoming(instanceId: String, generation: UInt64) async throws(SwiftletError) -> Data
+    func abortIncoming(instanceId: String) async throws(SwiftletError)
+    func resumeAfterMove(instanceId: String) async throws(SwiftletError)
 }
 
 /// The in-process transport of `swiftlet server`: the controller and its own host's agent in one
@@ -43,6 +52,28 @@ public struct LocalAgentLink: AgentLink {
     }
 
     public func poolReadyCounts() async -> [String: Int] { await agent.poolReadyCounts() }
+
+    public func prepareIncoming(_ assignment: Assignment) async throws(SwiftletError) -> MoveEndpoint {
+        try await agent.prepareIncoming(assignment)
+    }
+
+    public func migrateOut(instanceId: String, to endpoint: MoveEndpoint, settings: MoveSettings)
+        async throws(SwiftletError) -> MoveReport
+    {
+        try await agent.migrateOut(instanceId: instanceId, to: endpoint, settings: settings)
+    }
+
+    public func finishIncoming(instanceId: String, generation: UInt64) async throws(SwiftletError) -> Data {
+        try await agent.finishIncoming(instanceId: instanceId, generation: generation)
+    }
+
+    public func abortIncoming(instanceId: String) async throws(SwiftletError) {
+        await agent.abortIncoming(instanceId: instanceId)
+    }
+
+    public func resumeAfterMove(instanceId: String) async throws(SwiftletError) {
+        try await agent.resumeAfterMove(instanceId: instanceId)
+    }
 }
 
 /// The agents' links, by host id: where the controller sends each host's desired state.

@@ -26,12 +26,13 @@ extension Controller {
     /// With `needsNetworks`, only hosts that carry networks (networking with the controller's device
     /// prefix).
     /// With `group`, its policy over the hosts of its members other than `excluding`.
+    /// `avoiding`: a host never chosen (a migration's source).
     func placeInstances(
         count: Int, memoryMib: Int, vcpus: Int, image: Image, target: String? = nil, needsNetworks: Bool = false,
-        group: ServerGroup? = nil, excluding: String? = nil
+        group: ServerGroup? = nil, excluding: String? = nil, avoiding: String? = nil
     ) async throws(SwiftletError) -> Placements {
         let usage = try await store.hostUsage()
-        let known = try await knownHosts()
+        let known = try await knownHosts().filter { $0.id != avoiding }
         var candidates = known.filter { isUp(hostId: $0.id) && $0.cordoned != true }
         if let target {
             guard let host = known.first(where: { $0.id == target || $0.name == target }) else {

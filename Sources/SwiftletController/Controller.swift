@@ -17,6 +17,8 @@ public final class Controller: Sendable {
     public let agents: AgentRegistry
     /// Instances' desired state down to their hosts, observations back into the store.
     public let instanceSync: InstanceSync
+    /// Work started by API calls that answer before it ends (migrations); a `Service`.
+    public let background = BackgroundWork()
     public let uploadLimit: Int64
     /// Encoded list answers, reused until the store changes.
     let responses = ResponseCache()
@@ -27,7 +29,7 @@ public final class Controller: Sendable {
     private let principals = Mutex<[String: Principal]>([:])
     static let principalCacheLimit = 4096
     private let hostMemoryMib: Int
-    private let logger: Logger
+    let logger: Logger
     /// Networks, ports and security groups (nil: networking disabled).
     public let networking: ControllerNetworking?
     /// Hands every host its network state after a change.
@@ -575,6 +577,12 @@ public final class Controller: Sendable {
         let id = try await instance(idOrName, by: principal).id
         let accepted = monotonicNanos()
         let updated = try await store.updateInstance(id: id) { instance throws(SwiftletError) in
+            if let task = instance.task, task.kind == .migrating {
+                throw SwiftletError(
+                    .conflict, "instance.migrating",
+                    "instance '\(instance.name)' is being migrated to '\(task.to)': wait for it, or cancel migration "
+                        + "'\(task.migrationId ?? "")'")
+            }
             let next = try InstanceLifecycle.apply(command, to: instance.state)
             if next.wantsVM != instance.state.wantsVM { instance.generation = (instance.generation ?? 0) + 1 }
             instance.state = next

@@ -95,8 +95,12 @@ public final class ControllerNetworking: Sendable {
             guard let hostId = instance.hostId else { continue }
             let groupIds = membership[instance.id] ?? []
             let peers = groupIds.reduce(into: Set<String>()) { $0.formUnion(members[$1] ?? []) }
-            policies[hostId, default: [:]][instance.id] = PortPolicy(
-                rules: groupIds.flatMap { groups[$0]?.rules ?? [] }, peers: peers.sorted())
+            let policy = PortPolicy(rules: groupIds.flatMap { groups[$0]?.rules ?? [] }, peers: peers.sorted())
+            policies[hostId, default: [:]][instance.id] = policy
+            // A migration's target plugs the instance's ports before it takes over.
+            if let task = instance.task, task.kind == .migrating {
+                policies[task.to, default: [:]][instance.id] = policy
+            }
         }
         return policies
     }

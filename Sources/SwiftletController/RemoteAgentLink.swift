@@ -26,8 +26,6 @@ public final class RemoteAgentLink: AgentLink {
     /// Changes the store could not take yet: appended, in order, before any later one.
     private let unappended = OrderedHandOff<DesiredChange>()
 
-    /// How long a call on the agent may take.
-    static let callTimeout: Duration = .seconds(10)
     /// Feed entries read at once.
     static let pageSize = 256
 
@@ -188,6 +186,42 @@ public final class RemoteAgentLink: AgentLink {
             throw SwiftletError(.internal, "agent.bad_reply", "host '\(hostId)' answered a console read wrongly")
         }
         return chunk
+    }
+
+    public func prepareIncoming(_ assignment: Assignment) async throws(SwiftletError) -> MoveEndpoint {
+        guard case .incoming(let endpoint) = try await call(.prepareIncoming(assignment)) else {
+            throw Self.unexpectedReply(hostId)
+        }
+        return endpoint
+    }
+
+    public func migrateOut(instanceId: String, to endpoint: MoveEndpoint, settings: MoveSettings)
+        async throws(SwiftletError) -> MoveReport
+    {
+        guard
+            case .movedOut(let report) = try await call(
+                .migrateOut(instanceId: instanceId, to: endpoint, settings: settings))
+        else { throw Self.unexpectedReply(hostId) }
+        return report
+    }
+
+    public func finishIncoming(instanceId: String, generation: UInt64) async throws(SwiftletError) -> Data {
+        guard
+            case .tookOver(let handle) = try await call(.finishIncoming(instanceId: instanceId, generation: generation))
+        else { throw Self.unexpectedReply(hostId) }
+        return handle
+    }
+
+    public func abortIncoming(instanceId: String) async throws(SwiftletError) {
+        _ = try await call(.abortIncoming(instanceId: instanceId))
+    }
+
+    public func resumeAfterMove(instanceId: String) async throws(SwiftletError) {
+        _ = try await call(.resumeAfterMove(instanceId: instanceId))
+    }
+
+    private static func unexpectedReply(_ hostId: String) -> SwiftletError {
+        SwiftletError(.internal, "agent.bad_reply", "host '\(hostId)' answered a call with another kind of reply")
     }
 
     public func poolReadyCounts() async -> [String: Int] {
@@ -430,7 +464,7 @@ public final class RemoteAgentLink: AgentLink {
         }
         try await feed.sendAgentCall(id: id, hostId: hostId, body: body)
         logger.debug("call routed through the store", metadata: ["host.id": "\(hostId)", "call.id": "\(id)"])
-        let deadline = ContinuousClock.now + Self.callTimeout
+        let deadline = ContinuousClock.now + call.timeout
         while ContinuousClock.now < deadline {
             // The answer's signal wakes the wait; a missed one is caught by looking now and then.
             await routed.wait(id: id, upTo: min(.milliseconds(500), deadline - .now))
@@ -465,7 +499,7 @@ public final class RemoteAgentLink: AgentLink {
             }
             group.addTask {
                 // Past the timeout the call is answered as failed, which ends the waiting child.
-                try? await Task.sleep(for: Self.callTimeout)
+                try? await Task.sleep(for: call.timeout)
                 if !Task.isCancelled {
                     await self.resolve(
                         AgentReply(

@@ -308,6 +308,8 @@ public struct SwiftletServer: Sendable {
                 "agent listener (mutual TLS)",
                 metadata: ["agent.port": "\(agentPort)", "ca.fingerprint": "\(cluster.ca.fingerprint)"])
         }
+        // Last, so first to shut down: a migration in flight ends while its agents' links still work.
+        services.append(.init(service: controller.background))
         let group = ServiceGroup(
             configuration: .init(services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
         try await group.run()

@@ -47,18 +47,23 @@ public struct InstanceTask: Codable, Sendable, Equatable {
     public enum Kind: String, Codable, Sendable {
         /// Re-created elsewhere because its host went DOWN (restart policy `always`).
         case evacuating
+        /// Moved live by a migration (`migrationId`): it runs on `from` until `to` takes over.
+        case migrating
     }
 
     public var kind: Kind
     public var from: String
     public var to: String
     public var startedAt: Date
+    /// The migration resource of a `migrating` task.
+    public var migrationId: String?
 
-    public init(kind: Kind, from: String, to: String, startedAt: Date) {
+    public init(kind: Kind, from: String, to: String, startedAt: Date, migrationId: String? = nil) {
         self.kind = kind
         self.from = from
         self.to = to
         self.startedAt = startedAt
+        self.migrationId = migrationId
     }
 }
 

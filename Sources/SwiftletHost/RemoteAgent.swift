@@ -160,7 +160,10 @@ public final class RemoteAgent: Service {
         agent = HostAgent(
             hostId: identity.hostId, images: RemoteImageSource(client: client, controllers: controllers),
             driver: driver, runRoot: settings.dataDirectory + "/run", maxConcurrentBoots: settings.maxConcurrentBoots,
-            imageCacheLimitBytes: settings.imageCacheLimitBytes, network: network, logger: logger)
+            imageCacheLimitBytes: settings.imageCacheLimitBytes, network: network,
+            // Where another host's VMM sends a VM's state: the address the controller reaches this host by.
+            migrationAddress: settings.fabricAddress ?? FabricAddress.towards(url: settings.controllers[0])
+                ?? "127.0.0.1", logger: logger)
         await uplink.connect(client: client, controllers: controllers)
         logger.info(
             "agent ready", metadata: ["host.id": "\(identity.hostId)", "controllers": "\(controllers.urls)"])
@@ -350,11 +353,28 @@ public final class RemoteAgent: Service {
         // hold back the reading (and the receipt times say when each change arrived); one consumer
         // keeps them in order.
         let (messages, received) = AsyncStream.makeStream(of: (AgentDown, UInt64).self)
+        // The steps of a move take seconds: they are answered apart, so the stream goes on meanwhile.
+        let (moves, moveSink) = AsyncStream.makeStream(of: AgentRequest.self)
         let fencesAtStart = lease.withLock { $0.fences }
         lastMessage.withLock { $0 = .now }
         try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask {
-                for await (message, time) in messages { await self.handle(message, receivedAt: time) }
+                for await (message, time) in messages {
+                    if case .request(let request) = message, request.call.isMoveStep {
+                        moveSink.yield(request)
+                    } else {
+                        await self.handle(message, receivedAt: time)
+                    }
+                }
+            }
+            group.addTask {
+                await withDiscardingTaskGroup { steps in
+                    for await request in moves {
+                        steps.addTask {
+                            await self.uplink.reply(AgentReply(id: request.id, result: await self.answer(request.call)))
+                        }
+                    }
+                }
             }
             // Ends this watch when the stream went silent, or when the host fenced itself since it
             // opened (the next watch starts with a full sync, which boots again what stays here).
@@ -369,7 +389,10 @@ public final class RemoteAgent: Service {
                     }
                 }
             }
-            defer { received.finish() }
+            defer {
+                received.finish()
+                moveSink.finish()
+            }
             let decoder = SwiftletJSON.decoder()
             var pending = Data()
             for try await chunk in response.body {
@@ -418,6 +441,18 @@ public final class RemoteAgent: Service {
                 return .console(await agent.readConsole(instanceId: instanceId, from: offset))
             case .poolReadyCounts:
                 return .pools(await agent.poolReadyCounts())
+            case .prepareIncoming(let assignment):
+                return .incoming(try await agent.prepareIncoming(assignment))
+            case .migrateOut(let instanceId, let endpoint, let settings):
+                return .movedOut(try await agent.migrateOut(instanceId: instanceId, to: endpoint, settings: settings))
+            case .finishIncoming(let instanceId, let generation):
+                return .tookOver(handle: try await agent.finishIncoming(instanceId: instanceId, generation: generation))
+            case .abortIncoming(let instanceId):
+                await agent.abortIncoming(instanceId: instanceId)
+                return .done
+            case .resumeAfterMove(let instanceId):
+                try await agent.resumeAfterMove(instanceId: instanceId)
+                return .done
             }
         } catch {
             return .failed(code: error.code, message: error.message, status: error.kind.httpStatus)

@@ -21,6 +21,7 @@ public final class PrometheusMetrics: Sendable {
             MetricName.bootPhaseDuration: MetricBuckets.boot,
             MetricName.bootDuration: MetricBuckets.boot,
             MetricName.buildDuration: MetricBuckets.build,
+            MetricName.migrationDowntime: MetricBuckets.boot,
         ]
         self.factory = factory
     }

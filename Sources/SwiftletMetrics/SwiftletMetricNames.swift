@@ -26,6 +26,10 @@ public enum MetricName {
     public static let httpRequestDuration = "swiftlet_http_request_duration_seconds"
     // Builds.
     public static let buildDuration = "swiftlet_build_duration_seconds"
+    // Migrations, recorded when one completes.
+    public static let migrationDowntime = "swiftlet_migration_downtime_seconds"
+    public static let migrationTransferred = "swiftlet_migration_transferred_bytes_total"
+    public static let migrations = "swiftlet_migrations_total"
     // An agent's own host (`swiftlet agent --metrics-listen`).
     public static let agentVMs = "swiftlet_agent_vms"
     public static let agentLeaseHeld = "swiftlet_agent_lease_held"
@@ -34,7 +38,8 @@ public enum MetricName {
     public static let all = [
         bootPhaseDuration, bootDuration, warmPoolHits, instances, hostCPUs, hostMemory, hostUsedVCPUs,
         hostUsedMemory, hostUp, hostCordoned, warmPools, warmPoolTargetVMs, warmPoolReadyVMs, httpRequests,
-        httpRequestDuration, buildDuration, agentVMs, agentLeaseHeld,
+        httpRequestDuration, buildDuration, migrationDowntime, migrationTransferred, migrations, agentVMs,
+        agentLeaseHeld,
     ]
 }
 
@@ -98,6 +103,16 @@ extension PrometheusMetrics {
         let labels: MetricLabels = ["route": route, "method": method, "status": String(status)]
         counter(MetricName.httpRequests, labels).increment()
         timer(MetricName.httpRequestDuration, labels).recordNanoseconds(Int64(clamping: nanoseconds))
+    }
+
+    /// A migration that ended: by mode and result (`completed`, `failed`, `cancelled`); a completed
+    /// one's downtime and the bytes it sent.
+    public func recordMigration(mode: String, result: String, downtimeMs: Double?, bytes: Int64?) {
+        counter(MetricName.migrations, ["mode": mode, "result": result]).increment()
+        if let downtimeMs {
+            timer(MetricName.migrationDowntime, ["mode": mode]).recordNanoseconds(Int64(downtimeMs * 1e6))
+        }
+        if let bytes { counter(MetricName.migrationTransferred, ["mode": mode]).increment(by: Int64(bytes)) }
     }
 
     /// A build that ended: `succeeded`, `failed` or `cached` (a cache hit, nothing compiled).

@@ -105,6 +105,7 @@ public final class SQLiteStore: SwiftletStore {
         migrator.registerMigration("project-quota") { db in
             try db.execute(sql: "ALTER TABLE project ADD COLUMN quota TEXT")
         }
+        registerMigrationTable(&migrator)
         return migrator
     }
 

@@ -1,0 +1,152 @@
+import Foundation
+import SwiftletAgentProtocol
+import SwiftletCore
+import SwiftletHypervisor
+
+/// A prepared target VMM of a live migration, not the instance's VM until `finishIncoming`.
+struct IncomingVM {
+    var handle: VMHandle
+    var restartPolicy: RestartPolicy
+    var successExitStatuses: Set<Int32>
+}
+
+// The agent's side of a live migration (docs/agent-protocol.md, "Moves"). The controller drives
+// the steps; the agent only acts on the VMs it has, and says clearly when it cannot.
+extension HostAgent {
+    /// Target: starts a VMM for the assignment that waits for the VM's state, with the instance's
+    /// ports plugged (same names and MACs as on the source).
+    public func prepareIncoming(_ assignment: Assignment) async throws(SwiftletError) -> MoveEndpoint {
+        let instanceId = assignment.instanceId
+        guard slots[instanceId] == nil, incoming[instanceId] == nil else {
+            throw SwiftletError(
+                .conflict, "migration.target_busy", "host '\(hostId)' already has a VM for instance '\(instanceId)'")
+        }
+        guard (assignment.instance.ports ?? []).isEmpty || network != nil else {
+            throw SwiftletError(
+                .conflict, "migration.no_networking", "host '\(hostId)' has no networking for the instance's ports")
+        }
+        guard await driver.moves().liveMigration else {
+            throw SwiftletError(
+                .conflict, "migration.unsupported", "the hypervisor of host '\(hostId)' cannot receive a live migration"
+            )
+        }
+        let prepared: ImageCache.Prepared
+        do { prepared = try await imageCache.prepare(assignment.boot) } catch {
+            throw SwiftletError(.conflict, "migration.image_not_ready", "image not ready: \(error.message)")
+        }
+        let spec = vmSpec(for: assignment, prepared: prepared)
+        let handle: VMHandle
+        let port: Int
+        do {
+            port = try ListenPort.free(on: migrationAddress)
+            handle = try await driver.prepareIncoming(spec, address: migrationAddress, port: port)
+        } catch {
+            throw SwiftletError(.internal, "migration.prepare_failed", "cannot start the incoming VMM: \(error)")
+        }
+        incoming[instanceId] = IncomingVM(
+            handle: handle, restartPolicy: assignment.instance.restartPolicy,
+            successExitStatuses: prepared.profile.successExitStatuses)
+        logger.info(
+            "prepared an incoming VMM",
+            metadata: ["instance.id": "\(instanceId)", "vm.pid": "\(handle.pid)", "migration.port": "\(port)"])
+        return MoveEndpoint(address: migrationAddress, port: port)
+    }
+
+    /// Source: streams the running VM's state to a prepared target; its guest is left paused, to
+    /// be torn down once the target took over or resumed if the move fails.
+    public func migrateOut(instanceId: String, to endpoint: MoveEndpoint, settings: MoveSettings)
+        async throws(SwiftletError) -> MoveReport
+    {
+        guard case .running(let vm) = slots[instanceId] else {
+            throw SwiftletError(
+                .conflict, "instance.not_running", "instance '\(instanceId)' has no running VM on host '\(hostId)'")
+        }
+        do {
+            let result = try await driver.migrateOut(
+                vm.handle, to: endpoint.address, port: endpoint.port,
+                settings: LiveMigrationSettings(
+                    downtimeLimitMilliseconds: settings.downtimeLimitMs, autoConverge: settings.autoConverge,
+                    timeout: .milliseconds(settings.timeoutMs)))
+            return MoveReport(
+                downtimeMs: Double(result.downtimeMilliseconds), totalMs: Double(result.totalNanoseconds) / 1e6,
+                transferredBytes: result.transferredBytes)
+        } catch {
+            throw SwiftletError(
+                .conflict, "migration.transfer_failed", "the VM's state did not reach the target: \(error)")
+        }
+    }
+
+    /// Target: waits until the guest runs on the prepared VMM, then keeps it as the instance's VM
+    /// under `generation` and returns its handle. A VMM that does not take over is destroyed.
+    public func finishIncoming(instanceId: String, generation: UInt64) async throws(SwiftletError) -> Data {
+        guard let vm = incoming.removeValue(forKey: instanceId) else {
+            throw SwiftletError(
+                .conflict, "migration.not_prepared", "host '\(hostId)' has no incoming VMM for instance '\(instanceId)'"
+            )
+        }
+        do {
+            try await driver.finishIncoming(vm.handle, timeout: .seconds(30))
+        } catch {
+            await driver.destroy(vm.handle)
+            throw SwiftletError(.conflict, "migration.finish_failed", "the target did not take over: \(error)")
+        }
+        guard slots[instanceId] == nil, let encoded = try? JSONEncoder().encode(vm.handle) else {
+            await driver.destroy(vm.handle)
+            throw SwiftletError(
+                .conflict, "migration.target_busy", "host '\(hostId)' has another VM for instance '\(instanceId)'")
+        }
+        newestGeneration[instanceId] = max(newestGeneration[instanceId] ?? 0, generation)
+        if vm.restartPolicy == .always { movable.insert(instanceId) }
+        slots[instanceId] = .running(
+            RunningVM(
+                generation: generation, handle: vm.handle,
+                supervisor: supervise(instanceId: instanceId, handle: vm.handle),
+                unreported: nil, successExitStatuses: vm.successExitStatuses))
+        return encoded
+    }
+
+    /// Target: ends a prepared VMM that will not take over (the move failed or was cancelled).
+    public func abortIncoming(instanceId: String) async {
+        guard let vm = incoming.removeValue(forKey: instanceId) else { return }
+        await driver.destroy(vm.handle)
+        logger.info("ended an incoming VMM", metadata: ["instance.id": "\(instanceId)"])
+    }
+
+    /// Source: the move failed after the guest was paused for its last pass; it runs on here.
+    public func resumeAfterMove(instanceId: String) async throws(SwiftletError) {
+        guard case .running(let vm) = slots[instanceId] else {
+            throw SwiftletError(
+                .conflict, "instance.not_running", "instance '\(instanceId)' has no VM on host '\(hostId)' to resume")
+        }
+        do { try await driver.resume(vm.handle) } catch {
+            throw SwiftletError(.internal, "hypervisor.failed", "cannot resume the source VM: \(error)")
+        }
+    }
+}
+
+/// A TCP port the kernel reports free on an address (bound to port 0, then released).
+enum ListenPort {
+    static func free(on address: String) throws(SwiftletError) -> Int {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        guard fd >= 0 else {
+            throw SwiftletError(.internal, "migration.no_port", "socket: \(String(cString: strerror(errno)))")
+        }
+        defer { close(fd) }
+        var socketAddress = sockaddr_in()
+        socketAddress.sin_family = sa_family_t(AF_INET)
+        guard inet_pton(AF_INET, address, &socketAddress.sin_addr) == 1 else {
+            throw SwiftletError(.internal, "migration.no_port", "'\(address)' is not an IPv4 address")
+        }
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        let bound = withUnsafeMutablePointer(to: &socketAddress) { pointer in
+            pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                bind(fd, $0, length) == 0 && getsockname(fd, $0, &length) == 0
+            }
+        }
+        guard bound else {
+            throw SwiftletError(
+                .internal, "migration.no_port", "bind on \(address): \(String(cString: strerror(errno)))")
+        }
+        return Int(UInt16(bigEndian: socketAddress.sin_port))
+    }
+}

@@ -1,0 +1,234 @@
+import Foundation
+import Logging
+import SwiftletAgentProtocol
+import SwiftletCore
+import SwiftletStore
+
+// Live migration between hosts (docs/migration.md). The controller drives the steps through the
+// two agents' links: check here, prepare on the target, send from the source, finish on the
+// target, then move the record in one commit. Any failure before that commit rolls back: the
+// target's VMM goes and the source's guest runs on, with the reason in the migration and in the
+// instance's events.
+extension Controller {
+    var migrationStore: any MigrationStore {
+        get throws(SwiftletError) {
+            guard let store = store as? any MigrationStore else {
+                throw SwiftletError(.internal, "migration.unsupported_store", "this store keeps no migrations")
+            }
+            return store
+        }
+    }
+
+    /// Checks the move, chooses the target, records the migration and starts it (202: it runs on
+    /// after the answer). 409 when the instance cannot move now, saying why.
+    public func migrate(_ idOrName: String, _ request: MigrateInstanceRequest, by principal: Principal)
+        async throws(SwiftletError) -> InstanceMigration
+    {
+        let mode = try request.parsedMode()
+        if request.host != nil { try requireAdmin(principal) }
+        let instance = try await self.instance(idOrName, by: principal)
+        if let task = instance.task {
+            throw SwiftletError(
+                .conflict, "migration.in_progress",
+                "instance '\(instance.name)' is already moving to '\(task.to)' (\(task.kind.rawValue))")
+        }
+        guard instance.state == .running else {
+            throw SwiftletError(
+                .conflict, "migration.not_running",
+                "only a RUNNING instance moves live; '\(instance.name)' is \(instance.state.rawValue)")
+        }
+        guard instance.publishedPorts.isEmpty else {
+            throw SwiftletError(
+                .conflict, "migration.published_ports",
+                "instance '\(instance.name)' publishes host ports, which belong to its host; attach it to a network "
+                    + "to move it")
+        }
+        guard let source = instance.hostId, isUp(hostId: source) else {
+            throw SwiftletError(
+                .conflict, "host.down", "the host of instance '\(instance.name)' is DOWN: it cannot send the VM")
+        }
+        var requested: String?
+        if let host = request.host {
+            requested = try await hostId(for: host)
+            guard requested != source else {
+                throw SwiftletError(
+                    .conflict, "migration.same_host", "instance '\(instance.name)' already runs on host '\(source)'")
+            }
+        }
+        guard let image = try await store.image(idOrName: instance.imageId, projectId: nil) else {
+            throw .notFound("image", instance.imageId)
+        }
+        let placement = try await placeInstances(
+            count: 1, memoryMib: instance.memoryMib, vcpus: instance.vcpus, image: image, target: requested,
+            needsNetworks: !(instance.ports ?? []).isEmpty, group: serverGroup(of: instance), excluding: instance.id,
+            avoiding: source)
+        let target = placement.hostIds[0]
+        let migration = InstanceMigration(
+            id: ResourceID.make("mig"), instanceId: instance.id, instanceName: instance.name,
+            projectId: instance.projectId, mode: mode, sourceHostId: source, targetHostId: target,
+            status: .preparing, createdAt: Date())
+        let migrations = try migrationStore
+        try await migrations.createMigration(migration)
+        let accepted = ContinuousClock.now
+        let moving: Instance
+        do {
+            moving = try await store.updateInstance(
+                id: instance.id, events: [("migrating", "live migration \(migration.id) to host \(target) accepted")],
+                handle: nil
+            ) { record throws(SwiftletError) in
+                guard record.task == nil, record.state == .running, record.hostId == source else {
+                    throw SwiftletError(
+                        .conflict, "migration.instance_changed",
+                        "instance '\(record.name)' changed while it was checked")
+                }
+                record.task = InstanceTask(
+                    kind: .migrating, from: source, to: target, startedAt: Date(), migrationId: migration.id)
+            }
+        } catch {
+            _ = try? await migrations.updateMigration(id: migration.id) { $0.fail(error.message) }
+            throw error
+        }
+        let started = background.submit {
+            await self.runLiveMigration(migration, of: moving, claim: placement.claim, accepted: accepted)
+        }
+        guard started else {
+            await endMove(migration, of: moving, status: .failed, reason: "the controller is shutting down")
+            throw SwiftletError(.unavailable, "controller.shutting_down", "the controller is shutting down")
+        }
+        logger.notice(
+            "live migration accepted",
+            metadata: [
+                "migration.id": "\(migration.id)", "instance.id": "\(instance.id)", "host.from": "\(source)",
+                "host.to": "\(target)",
+            ])
+        return migration
+    }
+
+    public func migrations(instance idOrName: String?, by principal: Principal) async throws(SwiftletError)
+        -> [InstanceMigration]
+    {
+        var instanceId: String?
+        if let idOrName { instanceId = try await instance(idOrName, by: principal).id }
+        return try await migrationStore.migrations(projectId: scope(principal), instanceId: instanceId)
+    }
+
+    public func migration(_ id: String, by principal: Principal) async throws(SwiftletError) -> InstanceMigration {
+        guard let migration = try await migrationStore.migration(id: id, projectId: scope(principal)) else {
+            throw .notFound("migration", id)
+        }
+        return migration
+    }
+
+    /// The steps, after the answer. Each failure before the commit rolls back.
+    func runLiveMigration(
+        _ migration: InstanceMigration, of instance: Instance, claim: PlacementClaim, accepted: ContinuousClock.Instant
+    ) async {
+        let (source, target) = (migration.sourceHostId, migration.targetHostId)
+        let generation = (instance.generation ?? 0) + 1
+        var sent = false
+        do throws(SwiftletError) {
+            let sourceLink = try agents.link(for: source)
+            let targetLink = try agents.link(for: target)
+            // The target gets the instance's security-group policy before its VMM plugs the ports.
+            if !(instance.securityGroups ?? []).isEmpty { await publishNetworks() }
+            var moved = instance
+            moved.hostId = target
+            moved.generation = generation
+            moved.task = nil
+            let endpoint = try await targetLink.prepareIncoming(try await instanceSync.assignment(for: moved))
+            try await migrationStore.updateMigration(id: migration.id) { $0.status = .running }
+            let report: MoveReport
+            do {
+                report = try await sourceLink.migrateOut(
+                    instanceId: instance.id, to: endpoint, settings: MoveSettings())
+                sent = true
+                try await migrationStore.updateMigration(id: migration.id) { $0.status = .finishing }
+                let handle = try await targetLink.finishIncoming(instanceId: instance.id, generation: generation)
+                try await commitMove(migration, of: instance, generation: generation, handle: handle, claim: claim)
+            } catch {
+                try? await targetLink.abortIncoming(instanceId: instance.id)
+                // The target may have taken the VM as the instance's already: it forgets it.
+                await targetLink.apply(.unassign(instanceId: instance.id, generation: generation), pendingCommit: nil)
+                if sent { try await sourceLink.resumeAfterMove(instanceId: instance.id) }
+                throw error
+            }
+            // The source forgets the instance (its paused VM and its ports go); the target's desired
+            // state now has it, with the VM it took over.
+            await sourceLink.apply(.unassign(instanceId: instance.id, generation: generation), pendingCommit: nil)
+            if let committed = try await store.instance(idOrName: instance.id, projectId: nil) {
+                await instanceSync.dispatch(committed)
+            }
+            if !(instance.securityGroups ?? []).isEmpty { await publishNetworks() }
+            let total = ContinuousClock.now - accepted
+            try await migrationStore.updateMigration(id: migration.id) {
+                $0.status = .completed
+                $0.downtimeMs = report.downtimeMs
+                $0.transferredBytes = report.transferredBytes
+                $0.totalMs = Double(total.components.seconds) * 1000 + Double(total.components.attoseconds) / 1e15
+            }
+            metrics.recordMigration(
+                mode: migration.mode.rawValue, result: "completed", downtimeMs: report.downtimeMs,
+                bytes: report.transferredBytes)
+            logger.notice(
+                "live migration completed",
+                metadata: [
+                    "migration.id": "\(migration.id)", "instance.id": "\(instance.id)", "host.to": "\(target)",
+                    "migration.downtime_ms": "\(report.downtimeMs)", "migration.bytes": "\(report.transferredBytes)",
+                ])
+        } catch {
+            logger.warning(
+                "live migration failed: the instance runs on its source",
+                metadata: ["migration.id": "\(migration.id)", "instance.id": "\(instance.id)", "error": "\(error)"])
+            await endMove(migration, of: instance, status: .failed, reason: "\(error.code): \(error.message)")
+        }
+    }
+
+    /// The one commit that moves the instance: its host, a new generation (reports of the source's
+    /// VM are stale from now on), the target's handle, and the target's capacity claimed.
+    private func commitMove(
+        _ migration: InstanceMigration, of instance: Instance, generation: UInt64, handle: Data, claim: PlacementClaim
+    ) async throws(SwiftletError) {
+        let target = migration.targetHostId
+        try await store.updateInstance(
+            id: instance.id, events: [("migrated", "live migration \(migration.id): now on host \(target)")],
+            handle: handle, claim: claim
+        ) { record throws(SwiftletError) in
+            guard record.task?.migrationId == migration.id, record.hostId == migration.sourceHostId,
+                record.state == .running
+            else {
+                throw SwiftletError(
+                    .conflict, "migration.instance_changed", "instance '\(record.name)' changed while it moved")
+            }
+            record.hostId = target
+            record.generation = generation
+            record.task = nil
+            record.observed = ObservedState(phase: .running, hostId: target, at: Date())
+        }
+    }
+
+    /// A move that did not happen: the instance's task is cleared (it runs on its source) and the
+    /// migration ends with the reason.
+    func endMove(_ migration: InstanceMigration, of instance: Instance, status: MigrationStatus, reason: String) async {
+        _ = try? await store.updateInstance(
+            id: instance.id,
+            events: [("migration_failed", "live migration \(migration.id) \(status.rawValue): \(reason)")],
+            handle: nil
+        ) { record throws(SwiftletError) in
+            guard record.task?.migrationId == migration.id else { return }
+            record.task = nil
+        }
+        if !(instance.securityGroups ?? []).isEmpty { await publishNetworks() }
+        _ = try? await migrationStore.updateMigration(id: migration.id) { record in
+            record.status = status
+            record.reason = reason
+        }
+        metrics.recordMigration(mode: migration.mode.rawValue, result: status.rawValue, downtimeMs: nil, bytes: nil)
+    }
+}
+
+extension InstanceMigration {
+    mutating func fail(_ reason: String) {
+        status = .failed
+        self.reason = reason
+    }
+}
