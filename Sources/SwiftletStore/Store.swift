@@ -103,7 +103,7 @@ public protocol SwiftletStore: Sendable {
 
 /// Everything the controller keeps in its store, as one type: what every engine implements.
 public typealias ControllerStore = SwiftletStore & NetworkStore & ClusterStore & ImageCatalogStore & BuildStore
-    & HostFeedStore & ServerGroupStore & PoolStore & LeadershipStore & IdentityStore
+    & HostFeedStore & ServerGroupStore & PoolStore & LeadershipStore & IdentityStore & MigrationStore
 
 extension SwiftletStore {
     /// One read per instance: for an engine whose reads are cheap (SQLite, in process).

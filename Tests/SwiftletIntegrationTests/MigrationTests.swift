@@ -15,7 +15,7 @@ import Testing
     @Test func aRunningKVMovesLiveToAnotherHostAndKeepsEveryAcknowledgedIncrement() async throws {
         let kv = try Kernels.path("kv")
         try await withCluster(hosts: 2) { server, client, fabric, agentPort in
-            try await fabric.join(1...2, client: client, agentPort: agentPort)
+            let agents = try await fabric.join(1...2, client: client, agentPort: agentPort)
             _ = try await client.uploadImage(path: kv, name: "kv")
             let prefix24 = "10.\(Int.random(in: 150...159)).\(Int.random(in: 0...255))"
             let network = try await client.createNetwork(
@@ -62,13 +62,36 @@ import Testing
             }
             await expectAPIError(404) { _ = try await client.migrate("no-such-instance", MigrateInstanceRequest()) }
 
+            // The target's agent dies (its host is still UP for its lease): the move fails, and the
+            // instance runs on, where it was, with the reason recorded.
+            agents[1].crash()
+            let doomed = try await client.migrate("kv", MigrateInstanceRequest(host: "node2"))
+            #expect(doomed.status == .preparing && doomed.targetHostId == "host-node2")
+            await expectAPIError(409, "migration.in_progress") {
+                _ = try await client.migrate("kv", MigrateInstanceRequest(host: "node2"))
+            }
+            var failed = doomed
+            try await eventually("the move to a dead agent fails", timeout: .seconds(90)) {
+                failed = try await client.migration(doomed.id)
+                return failed.status.isFinal
+            }
+            #expect(failed.status == .failed && failed.reason != nil, "\(failed)")
+            let stayed = try await client.instance("kv")
+            #expect(stayed.hostId == "host-node1" && stayed.state == .running && stayed.task == nil)
+            #expect(increment() == before + 1, "the instance serves on from its source")
+            #expect(try await client.events("kv").map(\.type).contains("migration_failed"))
+            try agents[1].start()
+            try await eventually("host 2 is back", timeout: .seconds(30)) {
+                try await client.hosts().first { $0.id == "host-node2" }?.status == .up
+            }
+
             // The client increments while the instance moves; each answer must be the one before + 1.
             let stop = StopFlag()
             let (acknowledged, failures, longestGap) = try await withThrowingTaskGroup(
                 of: (Int, Int, Duration).self
             ) { group in
                 group.addTask {
-                    var last = before
+                    var last = before + 1
                     var failures = 0
                     var longestGap = Duration.zero
                     var lastAnswer = ContinuousClock.now
@@ -98,7 +121,7 @@ import Testing
                 return try await group.next()!
             }
             #expect(failures == 0, "\(failures) requests failed while the instance moved")
-            #expect(acknowledged > before + 5, "the client kept incrementing during the move")
+            #expect(acknowledged > before + 6, "the client kept incrementing during the move")
             #expect(increment() == acknowledged + 1, "the counter holds every acknowledged increment")
 
             let moved = try await client.instance("kv")

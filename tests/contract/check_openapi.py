@@ -327,6 +327,21 @@ with server:
     request("GET", "/v1/pools", admin, expect=200)
     request("DELETE", "/v1/pools/" + pool["id"], admin, expect=204)
     request("DELETE", "/v1/pools/" + pool["id"], admin, expect=404)
+
+    # Migrations: one host, so a move has nowhere to go (202 is covered by the cluster tests).
+    request("POST", "/v1/instances", admin, {"name": "mover", "image": "hello", "wait": True}, expect=201)
+    request("POST", "/v1/instances/mover/migrate", admin, {}, expect=409)
+    request("POST", "/v1/instances/mover/migrate", admin, {"mode": "teleport"}, expect=400)
+    request("POST", "/v1/instances/mover/migrate", admin, {"host": "nowhere"}, expect=404)
+    request("POST", "/v1/instances/nope/migrate", admin, {}, expect=404)
+    request("POST", "/v1/instances/mover/migrate", None, {}, expect=401)
+    request("GET", "/v1/migrations", admin, expect=200)
+    request("GET", "/v1/migrations?instance=mover", admin, expect=200)
+    request("GET", "/v1/migrations?instance=nope", admin, expect=404)
+    request("GET", "/v1/migrations", expect=401)
+    request("GET", "/v1/migrations/mig-0000000000000000", admin, expect=404)
+    request("GET", "/v1/migrations/mig-0000000000000000", expect=401)
+    request("DELETE", "/v1/instances/mover", admin, expect=204)
 failures += [f"network device left behind: {name}" for name in server.left_devices]
 
 declared = {(t, m) for t, item in SPEC["paths"].items() for m in item if m in ("get", "post", "delete", "put", "patch")}
