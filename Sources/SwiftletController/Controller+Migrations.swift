@@ -123,6 +123,8 @@ extension Controller {
     func runLiveMigration(
         _ migration: InstanceMigration, of instance: Instance, claim: PlacementClaim, accepted: ContinuousClock.Instant
     ) async {
+        movesInFlight.withLock { _ = $0.insert(migration.id) }
+        defer { movesInFlight.withLock { _ = $0.remove(migration.id) } }
         let (source, target) = (migration.sourceHostId, migration.targetHostId)
         let generation = (instance.generation ?? 0) + 1
         var sent = false
@@ -230,5 +232,50 @@ extension InstanceMigration {
     mutating func fail(_ reason: String) {
         status = .failed
         self.reason = reason
+    }
+}
+
+extension Controller {
+    /// Longer than any step may take without its record being touched (a transfer's timeout).
+    static let abandonedMigrationAge: TimeInterval = 180
+
+    /// Settles the migrations no controller drives any more (the one that did died): one whose
+    /// commit happened completes (its source forgets the instance); any other rolls back (the
+    /// target's VMM goes, the source's guest runs on). Run by the leader.
+    func settleAbandonedMigrations(now: Date = Date()) async {
+        guard let migrations = try? await migrationStore.migrations(projectId: nil, instanceId: nil) else { return }
+        let inFlight = movesInFlight.withLock { $0 }
+        for migration in migrations
+        where !migration.status.isFinal && !inFlight.contains(migration.id)
+            && now.timeIntervalSince(migration.updatedAt) > Self.abandonedMigrationAge
+        {
+            guard let instance = try? await store.instance(idOrName: migration.instanceId, projectId: nil) else {
+                _ = try? await migrationStore.updateMigration(id: migration.id) {
+                    $0.fail("abandoned: its instance is gone")
+                }
+                continue
+            }
+            let generation = instance.generation ?? 0
+            if instance.hostId == migration.targetHostId {
+                try? await agents.link(for: migration.sourceHostId).apply(
+                    .unassign(instanceId: instance.id, generation: generation), pendingCommit: nil)
+                _ = try? await migrationStore.updateMigration(id: migration.id) { $0.status = .completed }
+                logger.notice(
+                    "completed an abandoned migration: its commit was done",
+                    metadata: ["migration.id": "\(migration.id)", "instance.id": "\(instance.id)"])
+                continue
+            }
+            if let target = try? agents.link(for: migration.targetHostId) {
+                try? await target.abortIncoming(instanceId: instance.id)
+                await target.apply(.unassign(instanceId: instance.id, generation: generation + 1), pendingCommit: nil)
+            }
+            try? await agents.link(for: migration.sourceHostId).resumeAfterMove(instanceId: instance.id)
+            await endMove(
+                migration, of: instance, status: .failed,
+                reason: "abandoned: the controller driving it stopped; rolled back by the leader")
+            logger.notice(
+                "rolled back an abandoned migration",
+                metadata: ["migration.id": "\(migration.id)", "instance.id": "\(instance.id)"])
+        }
     }
 }

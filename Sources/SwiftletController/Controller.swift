@@ -38,6 +38,8 @@ public final class Controller: Sendable {
     public let metrics: PrometheusMetrics
     /// Remote hosts' leases: who is UP.
     public let leases = HostLeases()
+    /// The migrations this process drives now (the others' are known by their records' age).
+    let movesInFlight = Mutex<Set<String>>([])
     /// The host of the agent in this process, once connected.
     private let localHost = Mutex<String?>(nil)
 

@@ -39,6 +39,7 @@ struct HostMonitor: Service {
                 for link in controller.agents.all { (link as? RemoteAgentLink)?.ping() }
                 // Hosts that joined through another controller.
                 try? await cluster.registerJoinedHosts()
+                if leadership.currentTerm != nil { await controller.settleAbandonedMigrations() }
                 lastPing = .now
             }
             try? await Task.sleep(for: interval)

@@ -175,8 +175,9 @@ struct DatabaseOutageTests {
                     let took = ContinuousClock.now - started
                     // A statement waits at most 3 s for a connection, and a create that meets the
                     // outage may make up to three (the insert, the check of an unknown commit, a
-                    // catalog read): a loaded `make test` has seen 10.6 s. A hang is a minute.
-                    #expect(took < .seconds(20), "create \(name) hung for \(took) while the database was down")
+                    // catalog read): a loaded `make test` has seen 10.6 s, and 23.8 s with other
+                    // builds on the machine. A hang is a minute.
+                    #expect(took < .seconds(40), "create \(name) hung for \(took) while the database was down")
                     try await Task.sleep(for: .milliseconds(150))
                 }
                 return outcomes

@@ -4,6 +4,8 @@ import SwiftletCore
 import Synchronization
 import Testing
 
+@testable import SwiftletController
+
 /// Live migration between namespace hosts, each with its own agent process: real QEMU on both,
 /// the VM's state over TCP between the namespaces, the instance's network spanning both by VXLAN.
 @Suite(.serialized) struct MigrationTests {
@@ -67,9 +69,6 @@ import Testing
             agents[1].crash()
             let doomed = try await client.migrate("kv", MigrateInstanceRequest(host: "node2"))
             #expect(doomed.status == .preparing && doomed.targetHostId == "host-node2")
-            await expectAPIError(409, "migration.in_progress") {
-                _ = try await client.migrate("kv", MigrateInstanceRequest(host: "node2"))
-            }
             var failed = doomed
             try await eventually("the move to a dead agent fails", timeout: .seconds(90)) {
                 failed = try await client.migration(doomed.id)
@@ -153,4 +152,65 @@ final class StopFlag: Sendable {
     private let flag = Atomic(false)
     var isSet: Bool { flag.load(ordering: .relaxed) }
     func set() { flag.store(true, ordering: .relaxed) }
+}
+
+/// What the leader does with a migration whose controller died (in process, fake driver).
+@Suite struct AbandonedMigrationTests {
+    static func abandoned(_ instance: Instance, from source: String, to target: String) -> InstanceMigration {
+        InstanceMigration(
+            id: ResourceID.make("mig"), instanceId: instance.id, instanceName: instance.name,
+            projectId: instance.projectId, mode: .live, sourceHostId: source, targetHostId: target,
+            status: .running, createdAt: Date(timeIntervalSinceNow: -600))
+    }
+
+    /// Not committed: it rolls back, and the instance runs where it was, free to move again. Its
+    /// commit done: it completes. A recent one is left to the controller that drives it.
+    @Test func theLeaderRollsBackWhatWasNotCommittedAndCompletesWhatWas() async throws {
+        let host = try await FakeHost()
+        let stuck = try await host.create("stuck")
+        let rolledBack = Self.abandoned(stuck, from: FakeHost.hostId, to: "host-gone")
+        try await host.store.createMigration(rolledBack)
+        try await host.store.updateInstance(id: stuck.id) {
+            $0.task = InstanceTask(
+                kind: .migrating, from: FakeHost.hostId, to: "host-gone", startedAt: Date(),
+                migrationId: rolledBack.id)
+        }
+        let arrived = try await host.create("arrived")
+        let completed = Self.abandoned(arrived, from: "host-gone", to: FakeHost.hostId)
+        try await host.store.createMigration(completed)
+        let recent = try await host.create("recent")
+        var fresh = Self.abandoned(recent, from: FakeHost.hostId, to: "host-gone")
+        fresh.createdAt = Date()
+        fresh.updatedAt = Date()
+        try await host.store.createMigration(fresh)
+
+        // A second move of an instance that is moving, or any command on it, is refused meanwhile.
+        await expectStoreError("migration.in_progress") {
+            _ = try await host.controller.migrate("stuck", MigrateInstanceRequest(), by: .admin)
+        }
+        await expectStoreError("instance.migrating") {
+            _ = try await host.controller.act(.stop, on: "stuck", by: .admin, stopTimeout: .zero)
+        }
+
+        await host.controller.settleAbandonedMigrations()
+
+        let failed = try #require(try await host.store.migration(id: rolledBack.id, projectId: nil))
+        #expect(failed.status == .failed && failed.reason?.contains("abandoned") == true)
+        let back = try #require(try await host.store.instance(idOrName: stuck.id, projectId: nil))
+        #expect(back.task == nil && back.state == .running && back.hostId == FakeHost.hostId)
+        #expect(try await host.store.events(instanceId: stuck.id).map(\.type).contains("migration_failed"))
+        #expect(try await host.store.migration(id: completed.id, projectId: nil)?.status == .completed)
+        #expect(try await host.store.migration(id: fresh.id, projectId: nil)?.status == .running)
+    }
+}
+
+private func expectStoreError(_ code: String, _ body: () async throws -> Void) async {
+    do {
+        try await body()
+        Issue.record("expected \(code), got success")
+    } catch let error as SwiftletError {
+        #expect(error.code == code, "\(error)")
+    } catch {
+        Issue.record("expected \(code), got \(error)")
+    }
 }

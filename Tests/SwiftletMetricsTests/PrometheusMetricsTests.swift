@@ -134,6 +134,7 @@ private func timeline(_ phases: [(Phase, UInt64)], bootPath: String? = nil) -> T
             timeline([(.accepted, 0), (.ready, 10)], bootPath: "warm-pool"), host: "h", imageKind: "pvh")
         metrics.recordRequest(route: "/r", method: "GET", status: 200, nanoseconds: 1)
         metrics.recordBuild(result: "failed", nanoseconds: 1)
+        metrics.recordMigration(mode: "live", result: "completed", downtimeMs: 2, bytes: 10)
         for name in [
             MetricName.instances, MetricName.hostCPUs, MetricName.hostMemory, MetricName.hostUsedVCPUs,
             MetricName.hostUsedMemory, MetricName.hostUp, MetricName.hostCordoned, MetricName.warmPools,

@@ -193,6 +193,14 @@ private let futureMigration = "v99-from-the-future"
             WarmPool(
                 id: "pool-m", projectId: project.id, imageId: image.id, memoryMib: 16, vcpus: 1, size: 2, createdAt: now
             ))
+        try await store.createMigration(
+            InstanceMigration(
+                id: "mig-m", instanceId: instance.id, instanceName: instance.name, projectId: project.id, mode: .live,
+                sourceHostId: host.id, targetHostId: "host-other", status: .preparing, createdAt: now))
+        try await store.updateMigration(id: "mig-m") {
+            $0.status = .completed
+            $0.downtimeMs = 2
+        }
         return Filled(instance: instance.id, tokenHash: tokenHash, host: host.id)
     }
 
@@ -227,6 +235,9 @@ private let futureMigration = "v99-from-the-future"
             try await target.securityGroupMembership().mapValues { $0.sorted() }
                 == source.securityGroupMembership().mapValues { $0.sorted() })
         #expect(try await target.builds(projectId: nil) == source.builds(projectId: nil))
+        #expect(
+            try await target.migrations(projectId: nil, instanceId: nil)
+                == source.migrations(projectId: nil, instanceId: nil))
         #expect(
             try await target.cachedImage(projectId: "prj-m", inputsDigest: String(repeating: "d", count: 64))
                 == source.cachedImage(projectId: "prj-m", inputsDigest: String(repeating: "d", count: 64)))
