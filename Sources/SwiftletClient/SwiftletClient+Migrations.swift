@@ -14,4 +14,8 @@ extension SwiftletClient {
     public func migration(_ id: String) async throws -> InstanceMigration {
         try await send("GET", "/v1/migrations/\(segment(id))")
     }
+
+    public func drain(host: String) async throws -> DrainReport {
+        try await send("POST", "/v1/hosts/\(segment(host))/drain")
+    }
 }

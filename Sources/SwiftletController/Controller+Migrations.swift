@@ -104,6 +104,41 @@ extension Controller {
         return migration
     }
 
+    /// Cordons a host and starts moving every RUNNING instance on it live, each where the
+    /// scheduler puts it (admin). What cannot move now (not running, no room elsewhere, host ports)
+    /// stays, with the reason; a later drain tries again.
+    public func drain(host idOrName: String, by principal: Principal) async throws(SwiftletError) -> DrainReport {
+        try requireAdmin(principal)
+        let hostId = try await hostId(for: idOrName)
+        try await store.setCordoned(hostId: hostId, true)
+        var report = DrainReport(hostId: hostId, migrations: [], skipped: [])
+        for instance in try await store.instances(projectId: nil, state: nil, name: nil, imageId: nil)
+        where instance.hostId == hostId && instance.state != .deleted {
+            guard instance.state == .running else {
+                report.skipped.append(
+                    .init(
+                        instanceId: instance.id, name: instance.name, state: instance.state,
+                        reason: "not running (\(instance.state.rawValue)): only a running instance moves live"))
+                continue
+            }
+            do {
+                report.migrations.append(try await migrate(instance.id, MigrateInstanceRequest(), by: principal))
+            } catch {
+                report.skipped.append(
+                    .init(
+                        instanceId: instance.id, name: instance.name, state: instance.state,
+                        reason: "\(error.code): \(error.message)"))
+            }
+        }
+        logger.notice(
+            "draining a host",
+            metadata: [
+                "host.id": "\(hostId)", "drain.moving": "\(report.migrations.count)",
+                "drain.skipped": "\(report.skipped.count)",
+            ])
+        return report
+    }
+
     public func migrations(instance idOrName: String?, by principal: Principal) async throws(SwiftletError)
         -> [InstanceMigration]
     {

@@ -30,6 +30,12 @@ enum HostRoutes {
                 host: try context.parameters.require("id"), false, by: try context.requirePrincipal())
             return Response(status: .noContent)
         }
+        v1.post("hosts/:id/drain") { _, context in
+            APIRouter.json(
+                try await controller.drain(
+                    host: try context.parameters.require("id"), by: try context.requirePrincipal()),
+                status: .accepted)
+        }
         v1.post("hosts/:id/revoke") { _, context in
             try await requireCluster().revoke(
                 host: try context.parameters.require("id"), by: try context.requirePrincipal())

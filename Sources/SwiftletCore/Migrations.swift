@@ -91,3 +91,32 @@ public struct MigrationList: Codable, Sendable {
     public var migrations: [InstanceMigration]
     public init(_ migrations: [InstanceMigration]) { self.migrations = migrations }
 }
+
+/// `POST /v1/hosts/{id}/drain`: the host is cordoned, and what runs there moves.
+public struct DrainReport: Codable, Sendable {
+    /// An instance left on the host, and why.
+    public struct Skipped: Codable, Sendable, Equatable {
+        public var instanceId: String
+        public var name: String
+        public var state: InstanceState
+        public var reason: String
+
+        public init(instanceId: String, name: String, state: InstanceState, reason: String) {
+            self.instanceId = instanceId
+            self.name = name
+            self.state = state
+            self.reason = reason
+        }
+    }
+
+    public var hostId: String
+    /// One per RUNNING instance that started to move.
+    public var migrations: [InstanceMigration]
+    public var skipped: [Skipped]
+
+    public init(hostId: String, migrations: [InstanceMigration], skipped: [Skipped]) {
+        self.hostId = hostId
+        self.migrations = migrations
+        self.skipped = skipped
+    }
+}

@@ -143,7 +143,9 @@ struct FlavorCommand: AsyncParsableCommand {
 struct HostCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "host", abstract: "Compute hosts: what they measured, joining and removing them.",
-        subcommands: [List.self, Show.self, JoinTokenCommand.self, Cordon.self, Uncordon.self, Revoke.self])
+        subcommands: [
+            List.self, Show.self, JoinTokenCommand.self, Cordon.self, Uncordon.self, Drain.self, Revoke.self,
+        ])
 
     struct Cordon: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
@@ -161,6 +163,46 @@ struct HostCommand: AsyncParsableCommand {
         @Argument(help: "Host id or name.") var host: String
 
         func run() async throws { try await HostCommand.setCordoned(host, false, connection) }
+    }
+
+    struct Drain: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "drain",
+            abstract: "Cordon a host and move its running instances live to other hosts (admin).")
+        @OptionGroup var connection: Connection
+        @OptionGroup var output: JSONOption
+        @Argument(help: "Host id or name.") var host: String
+        @Flag(help: "Wait until every move ended; fail if one did not complete.") var wait = false
+
+        func run() async throws {
+            let (report, ended) = try await connection.withClient { client in
+                let report = try await client.drain(host: host)
+                var ended: [InstanceMigration] = []
+                if wait {
+                    for migration in report.migrations {
+                        ended.append(
+                            try await MigrateCommand.waitForEnd(
+                                of: migration.id, client: client, timeout: .seconds(600)))
+                    }
+                }
+                return (report, ended)
+            }
+            if output.json {
+                return try Output.json(
+                    wait ? DrainReport(hostId: report.hostId, migrations: ended, skipped: report.skipped) : report)
+            }
+            var table = TextTable(["INSTANCE", "TO", "STATUS", "NOTE"])
+            for migration in wait ? ended : report.migrations {
+                table.add([
+                    migration.instanceName, migration.targetHostId, migration.status.rawValue, migration.reason ?? "",
+                ])
+            }
+            for skipped in report.skipped { table.add([skipped.name, "-", "stays", skipped.reason]) }
+            Output.table(table)
+            if wait, ended.contains(where: { $0.status != .completed }) {
+                throw ClientError(.local("not every instance left \(report.hostId)"))
+            }
+        }
     }
 
     static func setCordoned(_ host: String, _ cordoned: Bool, _ connection: Connection) async throws {

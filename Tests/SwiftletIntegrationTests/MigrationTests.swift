@@ -137,6 +137,17 @@ import Testing
                 "kv live migration: downtime \(migration.downtimeMs ?? -1) ms (QEMU), total \(migration.totalMs ?? -1) ms, "
                     + "\(migration.transferredBytes ?? 0) bytes; longest gap the client saw \(longestGap)")
 
+            // Draining host 2 cordons it and moves what runs there: kv goes back to host 1.
+            let drain = try Shell.run(
+                Repo.swiftletBinary,
+                ["host", "drain", "node2", "--wait", "--url", server.url, "--token", server.adminToken],
+                timeout: .seconds(120))
+            #expect(drain.status == 0 && drain.output.contains("completed"), "\(drain.output)")
+            #expect(try await client.instance("kv").hostId == "host-node1")
+            #expect(try await client.hosts().first { $0.id == "host-node2" }?.cordoned == true)
+            #expect(increment() == acknowledged + 2, "the counter went along")
+            #expect(fabric.vmms(onHost: 2, instanceId: moved.id).isEmpty)
+
             // On its new host it is an instance like any other: it stops, and a stopped one does not move.
             _ = try await client.stop("kv", timeout: 5)
             await expectAPIError(409, "migration.not_running") {

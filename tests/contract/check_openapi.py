@@ -341,6 +341,12 @@ with server:
     request("GET", "/v1/migrations", expect=401)
     request("GET", "/v1/migrations/mig-0000000000000000", admin, expect=404)
     request("GET", "/v1/migrations/mig-0000000000000000", expect=401)
+    _, drained = request("POST", "/v1/hosts/" + host_id + "/drain", admin, expect=202)
+    assert [s["name"] for s in drained["skipped"]] == ["mover"], drained
+    request("POST", "/v1/hosts/" + host_id + "/uncordon", admin, expect=204)
+    request("POST", "/v1/hosts/nope/drain", admin, expect=404)
+    request("POST", "/v1/hosts/" + host_id + "/drain", team, expect=403)
+    request("POST", "/v1/hosts/" + host_id + "/drain", expect=401)
     request("DELETE", "/v1/instances/mover", admin, expect=204)
 failures += [f"network device left behind: {name}" for name in server.left_devices]
 
