@@ -11,7 +11,8 @@ What is measured is the browser's side of the page with that many rows:
   - ui_instances_load: navigation start -> every row of the instance table drawn (the page's own
     `performance.now()` when the last row is in the DOM), a fresh page load each sample;
   - ui_instances_dom_loaded: navigation start -> DOMContentLoaded (Navigation Timing), the shell alone;
-  - ui_instances_filter: typing in the filter -> the table redrawn for the rows that match;
+  - ui_instances_filter_one / _all: a filter typed (one instance's name) or cleared -> the table
+    redrawn with the rows that match;
   - ui_instances_refresh: one of the page's 2 s refreshes of an unchanged list (fetch + compare).
 
 Writes bench/results/ui-latest.json, a dated copy, and prints a Markdown table. The binary is
@@ -111,12 +112,19 @@ def main():
                                           "/v1/hosts, /v1/instances, table"))
         results.append(sample("ui_instances_dom_loaded", "navigation start -> DOMContentLoaded (shell + script)",
                               dom_loaded))
-        filters, matched = [], None
-        for i in range(args.samples):
-            took, matched = driver.execute_async_script(FILTER, "x-host-sim" if i % 2 else "")
-            filters.append(took)
-        results.append(sample("ui_instances_filter", f"filter input -> table redrawn (alternately all {count} rows "
-                              f"and {matched} matching)", filters))
+        # Alternately down to one row and back to all of them: each kind is its own row.
+        to_one, to_all = [], []
+        for _ in range(args.samples):
+            took, matched = driver.execute_async_script(FILTER, instances[0]["name"])
+            assert matched >= 1, matched
+            to_one.append(took)
+            took, matched = driver.execute_async_script(FILTER, "")
+            assert matched == count, matched
+            to_all.append(took)
+        results.append(sample("ui_instances_filter_one", "filter input (one instance's name) -> table redrawn "
+                              "with the matching rows", to_one))
+        results.append(sample("ui_instances_filter_all", f"filter cleared -> table redrawn with all {count} rows",
+                              to_all))
         refreshes = [driver.execute_async_script(REFRESH) for _ in range(args.samples)]
         results.append(sample("ui_instances_refresh", f"one 2 s refresh of the unchanged list of {count} "
                               "(fetch + JSON parse + compare), no redraw", refreshes))
