@@ -129,7 +129,8 @@ def instance_page(driver, server):
     try:
         wait(driver, lambda d: css(d, '#waterfall [data-phase="ready"]'), 30)
         phases = [e.get_attribute("data-phase") for e in css(driver, "#waterfall [data-phase]")]
-        check(phases[0] == "accepted" and phases[-1] == "ready" and len(phases) >= 5,
+        # In time order; on a loaded host "VMM up" (QMP answering) may come after the guest's READY.
+        check(phases[0] == "accepted" and "ready" in phases and len(phases) >= 5,
               f"the instance page shows the boot-phase waterfall ({phases})")
     except TimeoutException:
         check(False, "the instance page shows the boot-phase waterfall up to guest READY")
