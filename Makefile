@@ -35,6 +35,8 @@ test: build lint
 		/usr/bin/python3 tests/contract/check_openapi.py .build/debug/swiftlet .build/contract-hello.elf "$$url"
 	st=$$(scripts/setup-schemathesis.sh) && \
 		/usr/bin/python3 tests/contract/run_schemathesis.py "$$st" .build/debug/swiftlet .build/contract-hello.elf
+	scripts/setup-chromium.sh >/dev/null
+	/usr/bin/python3 tests/ui/run_ui.py .build/debug/swiftlet .build/contract-hello.elf
 	guest/build.sh guest/examples/echo -o .build/openstack-echo.elf
 	venv=$$(scripts/setup-openstack-client.sh) && \
 		/usr/bin/python3 tests/openstack/run_openstack_cli.py "$$venv" .build/debug/swiftlet .build/contract-hello.elf \

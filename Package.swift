@@ -117,6 +117,11 @@ let package = Package(
                 .product(name: "NIOPosix", package: "swift-nio"),
             ],
             swiftSettings: strict),
+        .target(
+            name: "SwiftletUI",
+            dependencies: ["SwiftletController", .product(name: "Hummingbird", package: "hummingbird")],
+            swiftSettings: strict),
+        .testTarget(name: "SwiftletUITests", dependencies: ["SwiftletUI"], swiftSettings: strict),
         .testTarget(
             name: "SwiftletOpenStackTests", dependencies: ["SwiftletOpenStack", "SwiftletCore"], swiftSettings: strict),
         .target(name: "SwiftletScheduler", dependencies: ["SwiftletCore"], swiftSettings: strict),
@@ -158,7 +163,7 @@ let package = Package(
         .executableTarget(
             name: "swiftlet",
             dependencies: [
-                "SwiftletHost", "SwiftletMetrics", "SwiftletOpenStack",
+                "SwiftletHost", "SwiftletMetrics", "SwiftletOpenStack", "SwiftletUI",
                 "SwiftletCore", "SwiftletController", "SwiftletClient", "SwiftletImages", "SwiftletAgent",
                 .product(name: "NIOPosix", package: "swift-nio"), .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),

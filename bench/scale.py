@@ -46,13 +46,9 @@ def window(pids, seconds):
     return {p: round(100 * (cpu_seconds(p) - before[p]) / seconds, 1) for p in pids}
 
 
-def main():
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--hosts", type=int, default=200)
-    parser.add_argument("--per-host", type=int, default=20)
-    parser.add_argument("--processes", type=int, default=4, help="simulator processes the hosts are spread over")
-    parser.add_argument("--singles", type=int, default=200, help="single creates timed once everything runs")
-    args = parser.parse_args()
+def controller_with_hello():
+    """A server whose agent listener takes simulated hosts, with the hello unikernel uploaded as
+    image `hello`; returns it, the agent port and the temporary directory of the kernel."""
     kernel_dir = tempfile.mkdtemp(prefix="swiftlet-bench-k-")
     kernel = os.path.join(kernel_dir, "hello.elf")
     subprocess.run([os.path.join(ROOT, "guest/build.sh"), os.path.join(ROOT, "guest/examples/hello"), "-o", kernel],
@@ -65,38 +61,74 @@ def main():
     config.close()
     server = run.Server(extra_args=["--config", config.name])
     os.remove(config.name)
+    with open(kernel, "rb") as f:
+        status, _ = server.call("POST", "/v1/images?name=hello", raw=f.read(), ctype="application/octet-stream")
+    assert status == 201, status
+    return server, agent_port, kernel_dir
+
+
+def join_simulated_hosts(server, agent_port, hosts, processes, sim_dir, sims):
+    """`hosts` simulated hosts over `processes` agent processes (appended to `sims` as they start);
+    returns the ids of the hosts once all are UP."""
+    per_process = -(-hosts // processes)
+    for p in range(processes):
+        count = min(per_process, hosts - p * per_process)
+        if count <= 0:
+            break
+        tokens = [server.call("POST", "/v1/hosts/join-tokens", {"ttlSeconds": 3600})[1]["token"]
+                  for _ in range(count)]
+        token_file = os.path.join(sim_dir, f"tokens-{p}")
+        with open(token_file, "w") as f:
+            f.write("\n".join(tokens))
+        log = open(os.path.join(sim_dir, f"sim-{p}.log"), "w")
+        sims.append(subprocess.Popen(
+            [SWIFTLET, "agent", "--controller", f"https://127.0.0.1:{agent_port}", "--data",
+             os.path.join(sim_dir, f"p{p}"), "--name", f"sim{p}", "--simulate", str(count),
+             "--join-tokens-file", token_file, "--log-level", "warning"],
+            stdout=log, stderr=log, start_new_session=True))
+    joined = time.time()
+    sim_hosts = []
+    while time.time() - joined < 600:
+        listed = server.call("GET", "/v1/hosts")[1]["hosts"]
+        sim_hosts = [h["id"] for h in listed if h["id"].startswith("host-sim") and h.get("status") == "UP"]
+        if len(sim_hosts) >= hosts:
+            return sim_hosts
+        time.sleep(1)
+    raise RuntimeError(f"only {len(sim_hosts)} of {hosts} simulated hosts joined")
+
+
+def stop_simulators(sims):
+    for sim in sims:
+        sim.send_signal(signal.SIGTERM)
+    for sim in sims:
+        try:
+            sim.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            sim.kill()
+
+
+def write_results(prefix, out):
+    """bench/results/PREFIX-latest.json and a dated copy."""
+    os.makedirs(os.path.join(ROOT, "bench/results"), exist_ok=True)
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M")
+    for name in [f"{prefix}-latest.json", f"{prefix}-{stamp}.json"]:
+        with open(os.path.join(ROOT, "bench/results", name), "w") as f:
+            json.dump(out, f, indent=1)
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--hosts", type=int, default=200)
+    parser.add_argument("--per-host", type=int, default=20)
+    parser.add_argument("--processes", type=int, default=4, help="simulator processes the hosts are spread over")
+    parser.add_argument("--singles", type=int, default=200, help="single creates timed once everything runs")
+    args = parser.parse_args()
+    server, agent_port, kernel_dir = controller_with_hello()
     sims, sim_dir = [], tempfile.mkdtemp(prefix="swiftlet-bench-sim-")
     results, notes = [], {}
     try:
-        with open(kernel, "rb") as f:
-            status, _ = server.call("POST", "/v1/images?name=hello", raw=f.read(), ctype="application/octet-stream")
-        assert status == 201, status
-        per_process = -(-args.hosts // args.processes)
-        for p in range(args.processes):
-            count = min(per_process, args.hosts - p * per_process)
-            if count <= 0:
-                break
-            tokens = [server.call("POST", "/v1/hosts/join-tokens", {"ttlSeconds": 3600})[1]["token"]
-                      for _ in range(count)]
-            token_file = os.path.join(sim_dir, f"tokens-{p}")
-            with open(token_file, "w") as f:
-                f.write("\n".join(tokens))
-            log = open(os.path.join(sim_dir, f"sim-{p}.log"), "w")
-            sims.append(subprocess.Popen(
-                [SWIFTLET, "agent", "--controller", f"https://127.0.0.1:{agent_port}", "--data",
-                 os.path.join(sim_dir, f"p{p}"), "--name", f"sim{p}", "--simulate", str(count),
-                 "--join-tokens-file", token_file, "--log-level", "warning"],
-                stdout=log, stderr=log, start_new_session=True))
         joined = time.time()
-        sim_hosts = []
-        while time.time() - joined < 600:
-            hosts = server.call("GET", "/v1/hosts")[1]["hosts"]
-            sim_hosts = [h["id"] for h in hosts if h["id"].startswith("host-sim") and h.get("status") == "UP"]
-            if len(sim_hosts) >= args.hosts:
-                break
-            time.sleep(1)
-        if len(sim_hosts) < args.hosts:
-            raise RuntimeError(f"only {len(sim_hosts)} of {args.hosts} simulated hosts joined")
+        sim_hosts = join_simulated_hosts(server, agent_port, args.hosts, args.processes, sim_dir, sims)
         notes["join_seconds"] = round(time.time() - joined, 1)
         pid = server.proc.pid
         sim_pids = [s.pid for s in sims]
@@ -165,13 +197,7 @@ def main():
         results.append(run.result("watch_latency_single", f"a single create committed -> its agent has it, "
                                   f"with {args.hosts} hosts and {running} instances", singles, goal="p50 <= 1 ms"))
     finally:
-        for sim in sims:
-            sim.send_signal(signal.SIGTERM)
-        for sim in sims:
-            try:
-                sim.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                sim.kill()
+        stop_simulators(sims)
         server.stop()
         shutil.rmtree(server.data, ignore_errors=True)
         shutil.rmtree(sim_dir, ignore_errors=True)
@@ -183,11 +209,7 @@ def main():
     out = {"when": datetime.datetime.now().isoformat(timespec="seconds"), "revision": run.revision(),
            "hosts": args.hosts, "per_host": args.per_host, "processes": args.processes, "notes": notes,
            "results": results}
-    os.makedirs(os.path.join(ROOT, "bench/results"), exist_ok=True)
-    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M")
-    for name in ["scale-latest.json", f"scale-{stamp}.json"]:
-        with open(os.path.join(ROOT, "bench/results", name), "w") as f:
-            json.dump(out, f, indent=1)
+    write_results("scale", out)
 
 
 if __name__ == "__main__":

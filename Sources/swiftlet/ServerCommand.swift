@@ -5,6 +5,7 @@ import SwiftletAgent
 import SwiftletController
 import SwiftletCore
 import SwiftletOpenStack
+import SwiftletUI
 
 /// `swiftlet server`: the controller with an in-process agent for this host.
 struct ServerCommand: AsyncParsableCommand {
@@ -157,7 +158,9 @@ struct ServerCommand: AsyncParsableCommand {
         bootstrapLogging(level: logLevel)
         let logger = Logger(label: "swiftlet")
         let settled = settings
-        try await SwiftletServer.serve(configuration: settled, logger: logger, extensions: [OpenStackAPI()]) { server in
+        try await SwiftletServer.serve(
+            configuration: settled, logger: logger, extensions: [OpenStackAPI(), Dashboard()]
+        ) { server in
             logger.info(
                 "swiftlet server listening",
                 metadata: [
