@@ -53,6 +53,16 @@ enum ScriptInstance {
             el("tr", {}, el("td", {}, when(e.time)), el("td", {}, e.type), el("td", {}, e.message))), "No events yet.");
         }
 
+        function migrationsTable(list, names) {
+          return table(["Started", "From", "To", "Status", "Downtime", "Total"], list.map(m =>
+            el("tr", { title: m.reason || "" }, el("td", {}, when(m.createdAt)),
+              el("td", {}, names.hosts[m.sourceHostId] || m.sourceHostId),
+              el("td", {}, names.hosts[m.targetHostId] || m.targetHostId), el("td", {}, m.status),
+              el("td", { class: "mono" }, m.downtimeMs != null ? m.downtimeMs + " ms" : "–"),
+              el("td", { class: "mono" }, m.totalMs != null ? ms(m.totalMs * 1e6) : "–"))),
+            "No migrations: this instance has stayed on its host.");
+        }
+
         page(/^\/ui\/instances\/([^/]+)$/, "instances", async (root, id) => {
           const path = "/instances/" + encodeURIComponent(id);
           const [hosts, images] = await Promise.all([api("GET", "/hosts"), api("GET", "/images")]);
@@ -61,6 +71,7 @@ enum ScriptInstance {
             images: Object.fromEntries(images.images.map(i => [i.id, i.name])),
           };
           const head = el("div"), factsBox = el("div"), phases = el("div", { id: "phases" }), events = el("div", { id: "events" });
+          const migrations = el("div", { id: "migrations" });
           const console_ = el("pre", { class: "console", id: "console" }, "");
           const consoleNote = el("p", { class: "muted", id: "console-note" }, "");
           root.append(head,
@@ -70,8 +81,7 @@ enum ScriptInstance {
             el("section", { class: "card" }, el("h2", {}, "Console"), console_, consoleNote),
             el("div", { class: "split" },
               el("section", { class: "card" }, el("h2", {}, "Events"), events),
-              el("section", { class: "card" }, el("h2", {}, "Migrations"),
-                el("p", { class: "empty", id: "migrations" }, "No migrations: this instance has stayed on its host."))));
+              el("section", { class: "card" }, el("h2", {}, "Migrations"), migrations)));
           let shown = null;
           const refresh = async () => {
             let instance;
@@ -83,8 +93,9 @@ enum ScriptInstance {
               }
               throw error;
             }
-            const [eventList] = await Promise.all([api("GET", path + "/events")]);
-            const key = JSON.stringify([instance, eventList]);
+            const [eventList, moves] = await Promise.all([api("GET", path + "/events"),
+              api("GET", "/migrations?instance=" + encodeURIComponent(instance.id))]);
+            const key = JSON.stringify([instance, eventList, moves]);
             if (key === shown) return;
             shown = key;
             head.replaceChildren(pageHead(instance.name, instance.id,
@@ -93,6 +104,7 @@ enum ScriptInstance {
             phases.replaceChildren(waterfall(instance.timeline));
             factsBox.replaceChildren(facts(instance, names));
             events.replaceChildren(eventsTable(eventList.events));
+            migrations.replaceChildren(migrationsTable(moves.migrations, names));
           };
           // The console as the API keeps it, read again every second while the page is open.
           const readConsole = async () => {
