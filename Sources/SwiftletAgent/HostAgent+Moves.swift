@@ -61,19 +61,32 @@ extension HostAgent {
             throw SwiftletError(
                 .conflict, "instance.not_running", "instance '\(instanceId)' has no running VM on host '\(hostId)'")
         }
+        let cancellation = MoveCancellation()
+        outgoing[instanceId] = cancellation
+        defer { outgoing[instanceId] = nil }
         do {
             let result = try await driver.migrateOut(
                 vm.handle, to: endpoint.address, port: endpoint.port,
                 settings: LiveMigrationSettings(
                     downtimeLimitMilliseconds: settings.downtimeLimitMs, autoConverge: settings.autoConverge,
-                    timeout: .milliseconds(settings.timeoutMs)))
+                    maxBandwidthBytesPerSecond: settings.maxBandwidthBytesPerSecond ?? (1 << 30),
+                    timeout: .milliseconds(settings.timeoutMs), cancellation: cancellation))
             return MoveReport(
                 downtimeMs: Double(result.downtimeMilliseconds), totalMs: Double(result.totalNanoseconds) / 1e6,
                 transferredBytes: result.transferredBytes)
         } catch {
+            if cancellation.isCancelled {
+                throw SwiftletError(
+                    .conflict, "migration.cancelled", "the transfer was called off; the VM runs on here")
+            }
             throw SwiftletError(
                 .conflict, "migration.transfer_failed", "the VM's state did not reach the target: \(error)")
         }
+    }
+
+    /// Source: calls off the transfer of the instance's VM in progress, if any.
+    public func cancelMigrateOut(instanceId: String) {
+        outgoing[instanceId]?.cancel()
     }
 
     /// Target: waits until the guest runs on the prepared VMM, then keeps it as the instance's VM

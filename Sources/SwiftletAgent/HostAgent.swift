@@ -34,6 +34,8 @@ public actor HostAgent {
     var warm = WarmPoolState()
     /// Incoming VMMs of live migrations, prepared and waiting for their state (HostAgent+Moves).
     var incoming: [String: IncomingVM] = [:]
+    /// Transfers in progress from this host, to call off on request (HostAgent+Moves).
+    var outgoing: [String: MoveCancellation] = [:]
     /// The address incoming VMMs listen on for a VM's state (the host's fabric address).
     let migrationAddress: String
     /// Where observations go; set by `sync`, when the agent connects.

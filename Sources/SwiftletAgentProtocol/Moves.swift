@@ -23,8 +23,14 @@ public struct MoveSettings: Codable, Sendable, Equatable {
     /// Throttles the guest's vCPUs when it dirties memory faster than the link carries it.
     public var autoConverge: Bool
     public var timeoutMs: Int
+    /// The most the transfer may take of the link (nil: as much as it carries).
+    public var maxBandwidthBytesPerSecond: Int?
 
-    public init(downtimeLimitMs: Int = 300, autoConverge: Bool = true, timeoutMs: Int = 120_000) {
+    public init(
+        downtimeLimitMs: Int = 300, autoConverge: Bool = true, timeoutMs: Int = 120_000,
+        maxBandwidthBytesPerSecond: Int? = nil
+    ) {
+        self.maxBandwidthBytesPerSecond = maxBandwidthBytesPerSecond
         self.downtimeLimitMs = downtimeLimitMs
         self.autoConverge = autoConverge
         self.timeoutMs = timeoutMs

@@ -117,6 +117,8 @@ public struct AgentRequest: Codable, Sendable, Equatable {
         case abortIncoming(instanceId: String)
         /// Source: lets the guest a failed move left paused run on.
         case resumeAfterMove(instanceId: String)
+        /// Source: calls off a transfer in progress (the guest runs on); false if none is.
+        case cancelMigrateOut(instanceId: String)
     }
 
     public init(id: String, call: Call) {
@@ -138,7 +140,7 @@ extension AgentRequest.Call {
     /// A step of a live migration.
     public var isMoveStep: Bool {
         switch self {
-        case .prepareIncoming, .migrateOut, .finishIncoming, .abortIncoming, .resumeAfterMove: true
+        case .prepareIncoming, .migrateOut, .finishIncoming, .abortIncoming, .resumeAfterMove, .cancelMigrateOut: true
         case .command, .sendConsole, .readConsole, .poolReadyCounts: false
         }
     }

@@ -15,6 +15,10 @@ extension SwiftletClient {
         try await send("GET", "/v1/migrations/\(segment(id))")
     }
 
+    public func cancelMigration(_ id: String) async throws -> InstanceMigration {
+        try await send("POST", "/v1/migrations/\(segment(id))/cancel")
+    }
+
     public func drain(host: String) async throws -> DrainReport {
         try await send("POST", "/v1/hosts/\(segment(host))/drain")
     }

@@ -24,6 +24,7 @@ public protocol AgentLink: Sendable {
     func finishIncoming(instanceId: String, generation: UInt64) async throws(SwiftletError) -> Data
     func abortIncoming(instanceId: String) async throws(SwiftletError)
     func resumeAfterMove(instanceId: String) async throws(SwiftletError)
+    func cancelMigrateOut(instanceId: String) async throws(SwiftletError)
 }
 
 /// The in-process transport of `swiftlet server`: the controller and its own host's agent in one
@@ -73,6 +74,10 @@ public struct LocalAgentLink: AgentLink {
 
     public func resumeAfterMove(instanceId: String) async throws(SwiftletError) {
         try await agent.resumeAfterMove(instanceId: instanceId)
+    }
+
+    public func cancelMigrateOut(instanceId: String) async throws(SwiftletError) {
+        await agent.cancelMigrateOut(instanceId: instanceId)
     }
 }
 

@@ -25,6 +25,9 @@ extension Controller {
         async throws(SwiftletError) -> InstanceMigration
     {
         let mode = try request.parsedMode()
+        if let mbps = request.maxBandwidthMbps, !(1...100_000).contains(mbps) {
+            throw .badRequest("migration.bad_bandwidth", "maxBandwidthMbps must be 1-100000, got \(mbps)")
+        }
         if request.host != nil { try requireAdmin(principal) }
         let instance = try await self.instance(idOrName, by: principal)
         if let task = instance.task {
@@ -66,7 +69,7 @@ extension Controller {
         let migration = InstanceMigration(
             id: ResourceID.make("mig"), instanceId: instance.id, instanceName: instance.name,
             projectId: instance.projectId, mode: mode, sourceHostId: source, targetHostId: target,
-            status: .preparing, createdAt: Date())
+            status: .preparing, createdAt: Date(), maxBandwidthMbps: request.maxBandwidthMbps)
         let migrations = try migrationStore
         try await migrations.createMigration(migration)
         let accepted = ContinuousClock.now
@@ -173,13 +176,14 @@ extension Controller {
             moved.generation = generation
             moved.task = nil
             let endpoint = try await targetLink.prepareIncoming(try await instanceSync.assignment(for: moved))
-            try await migrationStore.updateMigration(id: migration.id) { $0.status = .running }
             let report: MoveReport
             do {
-                report = try await sourceLink.migrateOut(
-                    instanceId: instance.id, to: endpoint, settings: MoveSettings())
+                try await advance(migration, to: .running)
+                let settings = MoveSettings(
+                    maxBandwidthBytesPerSecond: migration.maxBandwidthMbps.map { $0 * 1_000_000 / 8 })
+                report = try await sourceLink.migrateOut(instanceId: instance.id, to: endpoint, settings: settings)
                 sent = true
-                try await migrationStore.updateMigration(id: migration.id) { $0.status = .finishing }
+                try await advance(migration, to: .finishing)
                 let handle = try await targetLink.finishIncoming(instanceId: instance.id, generation: generation)
                 try await commitMove(migration, of: instance, generation: generation, handle: handle, claim: claim)
             } catch {
@@ -216,8 +220,46 @@ extension Controller {
             logger.warning(
                 "live migration failed: the instance runs on its source",
                 metadata: ["migration.id": "\(migration.id)", "instance.id": "\(instance.id)", "error": "\(error)"])
-            await endMove(migration, of: instance, status: .failed, reason: "\(error.code): \(error.message)")
+            let cancelled = (try? await migrationStore.migration(id: migration.id, projectId: nil))?.cancelRequested
+            await endMove(
+                migration, of: instance, status: cancelled == true ? .cancelled : .failed,
+                reason: "\(error.code): \(error.message)")
         }
+    }
+
+    /// The next step's status, unless the migration was cancelled meanwhile (then it rolls back).
+    private func advance(_ migration: InstanceMigration, to status: MigrationStatus) async throws(SwiftletError) {
+        try await migrationStore.updateMigration(id: migration.id) { record throws(SwiftletError) in
+            if record.cancelRequested == true {
+                throw SwiftletError(.conflict, "migration.cancelled", "cancelled before the target took over")
+            }
+            record.status = status
+        }
+    }
+
+    /// Calls a migration off while the target has not taken over: it rolls back, and ends
+    /// `cancelled` with the instance running on its source. 409 once it is finishing or ended.
+    public func cancelMigration(_ id: String, by principal: Principal) async throws(SwiftletError)
+        -> InstanceMigration
+    {
+        _ = try await migration(id, by: principal)
+        let marked = try await migrationStore.updateMigration(id: id) { record throws(SwiftletError) in
+            guard !record.status.isFinal else {
+                throw SwiftletError(
+                    .conflict, "migration.ended", "migration \(id) has ended (\(record.status.rawValue))")
+            }
+            guard record.status != .finishing else {
+                throw SwiftletError(
+                    .conflict, "migration.finishing", "migration \(id) is finishing: the target has taken over")
+            }
+            record.cancelRequested = true
+        }
+        // A transfer in progress stops now; the other steps see the request before they start.
+        if marked.status == .running, let source = try? agents.link(for: marked.sourceHostId) {
+            try? await source.cancelMigrateOut(instanceId: marked.instanceId)
+        }
+        logger.notice("migration cancel requested", metadata: ["migration.id": "\(id)"])
+        return marked
     }
 
     /// The one commit that moves the instance: its host, a new generation (reports of the source's

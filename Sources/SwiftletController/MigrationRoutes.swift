@@ -21,6 +21,12 @@ enum MigrationRoutes {
                     try await controller.migrations(
                         instance: request.uri.queryParameters.get("instance"), by: try context.requirePrincipal())))
         }
+        v1.post("migrations/:id/cancel") { _, context in
+            APIRouter.json(
+                try await controller.cancelMigration(
+                    try context.parameters.require("id"), by: try context.requirePrincipal()),
+                status: .accepted)
+        }
         v1.get("migrations/:id") { _, context in
             APIRouter.json(
                 try await controller.migration(try context.parameters.require("id"), by: try context.requirePrincipal())

@@ -220,6 +220,10 @@ public final class RemoteAgentLink: AgentLink {
         _ = try await call(.resumeAfterMove(instanceId: instanceId))
     }
 
+    public func cancelMigrateOut(instanceId: String) async throws(SwiftletError) {
+        _ = try await call(.cancelMigrateOut(instanceId: instanceId))
+    }
+
     private static func unexpectedReply(_ hostId: String) -> SwiftletError {
         SwiftletError(.internal, "agent.bad_reply", "host '\(hostId)' answered a call with another kind of reply")
     }

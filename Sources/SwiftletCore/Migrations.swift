@@ -44,13 +44,19 @@ public struct InstanceMigration: Codable, Sendable, Equatable {
     public var totalMs: Double?
     /// The VM state sent over the link.
     public var transferredBytes: Int64?
+    /// A user asked to call it off; it ends `cancelled` unless the target had already taken over.
+    public var cancelRequested: Bool?
+    /// The most the transfer may take of the link, if limited.
+    public var maxBandwidthMbps: Int?
     public var createdAt: Date
     public var updatedAt: Date
 
     public init(
         id: String, instanceId: String, instanceName: String, projectId: String, mode: MigrationMode,
-        sourceHostId: String, targetHostId: String, status: MigrationStatus, createdAt: Date
+        sourceHostId: String, targetHostId: String, status: MigrationStatus, createdAt: Date,
+        maxBandwidthMbps: Int? = nil
     ) {
+        self.maxBandwidthMbps = maxBandwidthMbps
         self.id = id
         self.instanceId = instanceId
         self.instanceName = instanceName
@@ -70,10 +76,13 @@ public struct MigrateInstanceRequest: Codable, Sendable {
     public var host: String?
     /// `live` (the default); text so that another word is a 400 that names the choices.
     public var mode: String?
+    /// The most the transfer may take of the link, in Mbit/s (a constrained link shared with users).
+    public var maxBandwidthMbps: Int?
 
-    public init(host: String? = nil, mode: String? = nil) {
+    public init(host: String? = nil, mode: String? = nil, maxBandwidthMbps: Int? = nil) {
         self.host = host
         self.mode = mode
+        self.maxBandwidthMbps = maxBandwidthMbps
     }
 
     public func parsedMode() throws(SwiftletError) -> MigrationMode {

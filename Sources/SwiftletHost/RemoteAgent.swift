@@ -453,6 +453,9 @@ public final class RemoteAgent: Service {
             case .resumeAfterMove(let instanceId):
                 try await agent.resumeAfterMove(instanceId: instanceId)
                 return .done
+            case .cancelMigrateOut(let instanceId):
+                await agent.cancelMigrateOut(instanceId: instanceId)
+                return .done
             }
         } catch {
             return .failed(code: error.code, message: error.message, status: error.kind.httpStatus)

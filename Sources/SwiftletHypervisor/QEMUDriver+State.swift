@@ -96,7 +96,8 @@ extension QEMUDriver {
                     "max-bandwidth": settings.maxBandwidthBytesPerSecond,
                 ])
             try await session.execute("migrate", arguments: ["uri": "tcp:\(host):\(port)"])
-            let reply = try await Self.waitForMigration(session, timeout: settings.timeout)
+            let reply = try await Self.waitForMigration(
+                session, timeout: settings.timeout, cancellation: settings.cancellation)
             let ram = reply["ram"] as? [String: Any] ?? [:]
             return LiveMigrationResult(
                 downtimeMilliseconds: Self.int(reply["downtime"]) ?? 0,
@@ -138,9 +139,17 @@ extension QEMUDriver {
     /// Waits until the migration on `session` completes and returns QEMU's account of it; throws
     /// with QEMU's reason if it fails.
     @discardableResult
-    static func waitForMigration(_ session: some QMPCommands, timeout: Duration) async throws -> [String: Any] {
+    static func waitForMigration(
+        _ session: some QMPCommands, timeout: Duration, cancellation: MoveCancellation? = nil
+    ) async throws -> [String: Any] {
         let deadline = ContinuousClock.now + timeout
+        var calledOff = false
         while true {
+            // On the same session: QEMU's QMP socket serves one client at a time.
+            if cancellation?.isCancelled == true && !calledOff {
+                _ = try await session.run("migrate_cancel", arguments: nil)
+                calledOff = true
+            }
             let reply = try await session.run("query-migrate", arguments: nil) as? [String: Any] ?? [:]
             switch reply["status"] as? String {
             case "completed": return reply

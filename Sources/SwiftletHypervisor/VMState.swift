@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 
 /// What a driver can do to move a VM's state (the mobility issue's steps build on these).
 public struct VMMoves: Codable, Sendable, Equatable {
@@ -63,6 +64,18 @@ public struct VMSnapshot: Codable, Sendable, Equatable {
     }
 }
 
+/// Lets a live migration in progress be called off: the transfer stops, the source runs on.
+public final class MoveCancellation: Sendable, Equatable {
+    private let flag = Atomic(false)
+
+    public init() {}
+
+    public var isCancelled: Bool { flag.load(ordering: .acquiring) }
+    public func cancel() { flag.store(true, ordering: .releasing) }
+
+    public static func == (a: MoveCancellation, b: MoveCancellation) -> Bool { a === b }
+}
+
 /// How a live migration transfers the guest's memory.
 public struct LiveMigrationSettings: Sendable, Equatable {
     /// The longest the guest may be paused for the last pass (QEMU's `downtime-limit`).
@@ -73,11 +86,15 @@ public struct LiveMigrationSettings: Sendable, Equatable {
     public var maxBandwidthBytesPerSecond: Int
     /// How long the whole transfer may take.
     public var timeout: Duration
+    /// Checked while the state is sent: once cancelled, the transfer is called off.
+    public var cancellation: MoveCancellation?
 
     public init(
         downtimeLimitMilliseconds: Int = 300, autoConverge: Bool = true,
-        maxBandwidthBytesPerSecond: Int = 1 << 30, timeout: Duration = .seconds(120)
+        maxBandwidthBytesPerSecond: Int = 1 << 30, timeout: Duration = .seconds(120),
+        cancellation: MoveCancellation? = nil
     ) {
+        self.cancellation = cancellation
         self.downtimeLimitMilliseconds = downtimeLimitMilliseconds
         self.autoConverge = autoConverge
         self.maxBandwidthBytesPerSecond = maxBandwidthBytesPerSecond

@@ -15,10 +15,12 @@ struct MigrateCommand: AsyncParsableCommand {
     @Option(help: "live: the whole VM moves while it runs.") var mode: String = MigrationMode.live.rawValue
     @Flag(help: "Wait until the migration ends, and fail if it did not complete.") var wait = false
     @Option(help: "Seconds --wait waits at most.") var timeout: Int = 300
+    @Option(help: "The most the transfer may take of the link, in Mbit/s.") var maxBandwidth: Int?
 
     func run() async throws {
         let migration = try await connection.withClient { client in
-            let started = try await client.migrate(instance, MigrateInstanceRequest(host: to, mode: mode))
+            let started = try await client.migrate(
+                instance, MigrateInstanceRequest(host: to, mode: mode, maxBandwidthMbps: maxBandwidth))
             guard wait else { return started }
             return try await Self.waitForEnd(of: started.id, client: client, timeout: .seconds(timeout))
         }
@@ -56,10 +58,17 @@ struct MigrationsCommand: AsyncParsableCommand {
     @OptionGroup var output: JSONOption
     @Option(help: "Only this instance's.") var instance: String?
     @Argument(help: "A migration id: show it.") var id: String?
+    @Flag(help: "Call the migration off (it rolls back unless the target has taken over).") var cancel = false
+
+    func validate() throws {
+        if cancel && id == nil { throw ValidationError("--cancel needs a migration id") }
+    }
 
     func run() async throws {
         if let id {
-            let migration = try await connection.withClient { try await $0.migration(id) }
+            let migration = try await connection.withClient {
+                cancel ? try await $0.cancelMigration(id) : try await $0.migration(id)
+            }
             if output.json { return try Output.json(migration) }
             return Self.show(migration)
         }

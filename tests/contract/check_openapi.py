@@ -341,6 +341,9 @@ with server:
     request("GET", "/v1/migrations", expect=401)
     request("GET", "/v1/migrations/mig-0000000000000000", admin, expect=404)
     request("GET", "/v1/migrations/mig-0000000000000000", expect=401)
+    request("POST", "/v1/migrations/mig-0000000000000000/cancel", admin, expect=404)
+    request("POST", "/v1/migrations/mig-0000000000000000/cancel", expect=401)
+    request("POST", "/v1/instances/mover/migrate", admin, {"maxBandwidthMbps": 0}, expect=400)
     _, drained = request("POST", "/v1/hosts/" + host_id + "/drain", admin, expect=202)
     assert [s["name"] for s in drained["skipped"]] == ["mover"], drained
     request("POST", "/v1/hosts/" + host_id + "/uncordon", admin, expect=204)
