@@ -194,6 +194,10 @@ public struct SwiftletServer: Sendable {
         ready: @Sendable (SwiftletServer) -> Void = { _ in }
     ) async throws {
         try FileManager.default.createDirectory(atPath: configuration.dataDirectory, withIntermediateDirectories: true)
+        // Certificate files that cannot be read stop the start before anything else is set up.
+        if let tls = configuration.apiTLS, case .files = tls {
+            _ = try apiTLSConfiguration(tls, dataDirectory: configuration.dataDirectory, names: [])
+        }
         try await configuration.storeLocation().withStore(logger: logger) { store in
             var server = try await SwiftletServer(configuration: configuration, store: store, logger: logger)
             server.extensions = extensions
