@@ -7,6 +7,8 @@ public struct ClientError: Error, Sendable, Equatable, CustomStringConvertible {
         case unauthorized
         /// No TCP connection to the server could be made.
         case unreachable(url: String)
+        /// A TLS connection to the server could not be set up (its certificate did not verify).
+        case tls(url: String, detail: String)
         /// The server took longer than the request's deadline.
         case timeout(url: String)
         /// The server's answer was not what the API promises.
@@ -25,6 +27,7 @@ public struct ClientError: Error, Sendable, Equatable, CustomStringConvertible {
         case .unauthorized: "unauthorized: the token was refused (check SWIFTLET_TOKEN)"
         case .unreachable(let url): "cannot reach the Swiftlet server at \(url) (is `swiftlet server` running?)"
         case .timeout(let url): "the Swiftlet server at \(url) did not answer in time"
+        case .tls(let url, let detail): "TLS with the Swiftlet server at \(url) failed: \(detail)"
         case .invalidResponse(let detail): "unexpected answer from the server: \(detail)"
         case .local(let detail): detail
         }

@@ -2,6 +2,7 @@ import AsyncHTTPClient
 import Foundation
 import NIOCore
 import NIOHTTP1
+import NIOSSL
 import SwiftletCore
 
 /// A typed client of the Swiftlet HTTP API (/v1, docs/api.md). Call `shutdown()` when done
@@ -17,7 +18,9 @@ public final class SwiftletClient: Sendable {
     /// Answers bigger than this are refused (lists of thousands of instances stay far below).
     private static let maxBodyBytes = 64 << 20
 
-    public init(baseURL: String, token: String?) {
+    /// An `https` server's certificate must verify against the system's trust store, or with
+    /// `caCertificate` (a PEM file), against that CA only (a private one, as the controller's own).
+    public init(baseURL: String, token: String?, caCertificate: String? = nil) {
         var trimmed = baseURL
         while trimmed.hasSuffix("/") { trimmed.removeLast() }
         self.baseURL = trimmed
@@ -26,8 +29,16 @@ public final class SwiftletClient: Sendable {
         // Fail at once when nothing listens instead of retrying until the deadline.
         configuration.connectionPool.retryConnectionEstablishment = false
         configuration.timeout.connect = .seconds(5)
+        var tls = TLSConfiguration.makeClientConfiguration()
+        tls.minimumTLSVersion = .tlsv12
+        if let caCertificate { tls.trustRoots = .file(caCertificate) }
+        configuration.tlsConfiguration = tls
+        self.caCertificate = caCertificate
         http = HTTPClient(eventLoopGroup: HTTPClient.defaultEventLoopGroup, configuration: configuration)
     }
+
+    /// The CA file an `https` server's certificate is verified against (nil: the system's).
+    public let caCertificate: String?
 
     public func shutdown() async throws {
         try await http.shutdown()
@@ -35,9 +46,12 @@ public final class SwiftletClient: Sendable {
 
     /// Runs `body` with a client and shuts it down afterwards, also when `body` throws.
     public static func withClient<T: Sendable>(
-        baseURL: String, token: String?, _ body: (SwiftletClient) async throws -> T
+        baseURL: String, token: String?, caCertificate: String? = nil, _ body: (SwiftletClient) async throws -> T
     ) async throws -> T {
-        let client = SwiftletClient(baseURL: baseURL, token: token)
+        if let caCertificate, !FileManager.default.isReadableFile(atPath: caCertificate) {
+            throw ClientError(.local("cannot read the CA certificate '\(caCertificate)'"))
+        }
+        let client = SwiftletClient(baseURL: baseURL, token: token, caCertificate: caCertificate)
         do {
             let result = try await body(client)
             try await client.shutdown()
@@ -73,9 +87,31 @@ public final class SwiftletClient: Sendable {
         return list.projects
     }
 
-    /// Issues a token for a project; the secret is in `TokenInfo.token`, shown only once.
-    public func createToken(project: String) async throws -> TokenInfo {
-        try await send("POST", "/v1/projects/\(segment(project))/tokens")
+    /// Issues a token for a project; the secret is in `TokenInfo.token`, shown only once. With
+    /// `ttlSeconds` it stops working that long after.
+    public func createToken(project: String, ttlSeconds: Int? = nil) async throws -> TokenInfo {
+        try await send(
+            "POST", "/v1/projects/\(segment(project))/tokens", body: CreateTokenRequest(ttlSeconds: ttlSeconds))
+    }
+
+    /// The tokens of one project (nil: all), without their secrets (admin).
+    public func tokens(project: String? = nil) async throws -> [TokenInfo] {
+        let list: TokenList = try await send("GET", "/v1/tokens", query: project.map { [("project", $0)] } ?? [])
+        return list.tokens
+    }
+
+    /// Revokes a token by id: it is refused from now on (admin).
+    public func revokeToken(_ id: String) async throws -> TokenInfo {
+        try await send("DELETE", "/v1/tokens/\(segment(id))")
+    }
+
+    /// The audit log, newest first: changes at or after `since`, at most `limit` (admin).
+    public func audit(since: Date? = nil, limit: Int? = nil) async throws -> [AuditEntry] {
+        var query: [(String, String)] = []
+        if let since { query.append(("since", since.formatted(.iso8601))) }
+        if let limit { query.append(("limit", String(limit))) }
+        let list: AuditList = try await send("GET", "/v1/audit", query: query)
+        return list.entries
     }
 
     // MARK: images
@@ -328,6 +364,12 @@ public final class SwiftletClient: Sendable {
     func execute(_ request: HTTPClientRequest, timeout: TimeAmount) async throws -> HTTPClientResponse {
         do {
             return try await http.execute(request, timeout: timeout)
+        } catch let error as NIOSSLError {
+            throw ClientError(.tls(url: hostPart(of: request.url), detail: Self.tlsDetail(error, ca: caCertificate)))
+        } catch let error as BoringSSLError {
+            throw ClientError(.tls(url: hostPart(of: request.url), detail: Self.tlsDetail(error, ca: caCertificate)))
+        } catch let error as NIOSSLExtraError {
+            throw ClientError(.tls(url: hostPart(of: request.url), detail: Self.tlsDetail(error, ca: caCertificate)))
         } catch let error as HTTPClientError {
             if [.deadlineExceeded, .readTimeout, .writeTimeout].contains(error) {
                 throw ClientError(.timeout(url: baseURL))
@@ -360,15 +402,38 @@ public final class SwiftletClient: Sendable {
 
     func errorFrom(_ response: HTTPClientResponse) async throws -> ClientError {
         let status = Int(response.status.code)
-        if status == 401 { return ClientError(.unauthorized) }
         let bytes = (try? await response.body.collect(upTo: 1 << 20)) ?? ByteBuffer()
-        if let body = try? SwiftletJSON.decoder().decode(ErrorBody.self, from: Data(bytes.readableBytesView)) {
+        let body = try? SwiftletJSON.decoder().decode(ErrorBody.self, from: Data(bytes.readableBytesView))
+        if status == 401 {
+            // An expired or revoked token says so; any other refusal is "check your token".
+            guard let body, ["auth.token_expired", "auth.token_revoked"].contains(body.error.code) else {
+                return ClientError(.unauthorized)
+            }
+            return ClientError(.api(status: status, code: body.error.code, message: body.error.message))
+        }
+        if let body {
             return ClientError(.api(status: status, code: body.error.code, message: body.error.message))
         }
         let text = String(buffer: bytes).trimmingCharacters(in: .whitespacesAndNewlines)
         let firstLine = text.split(separator: "\n").first.map(String.init) ?? ""
         let message = firstLine.isEmpty ? response.status.reasonPhrase : firstLine
         return ClientError(.api(status: status, code: "http.\(status)", message: message))
+    }
+
+    /// Why a TLS connection failed, in words: most often a certificate that does not verify.
+    static func tlsDetail(_ error: any Error, ca: String?) -> String {
+        let text = String(describing: error)
+        if text.contains("CERTIFICATE_VERIFY_FAILED") {
+            return "its certificate does not verify against "
+                + (ca.map { "the CA in \($0)" } ?? "the system's trust store (for a private CA, give --ca-cert)")
+        }
+        if text.contains("WRONG_VERSION_NUMBER") || text.contains("PACKET_LENGTH_TOO_LONG") {
+            return "it does not speak TLS (is the URL http://?)"
+        }
+        if text.contains("hostname") || text.contains("failedToValidateHostname") {
+            return "its certificate does not name the host in the URL"
+        }
+        return text
     }
 
     /// The scheme://host:port part of a URL, for messages.

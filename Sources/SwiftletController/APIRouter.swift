@@ -28,6 +28,7 @@ struct ErrorMiddleware: RouterMiddleware {
         do {
             return try await next(request, context)
         } catch let error as SwiftletError {
+            AuditNote.refused(code: error.code)
             return APIRouter.error(error)
         } catch let error as HTTPError {
             let code = error.status.code
@@ -38,6 +39,7 @@ struct ErrorMiddleware: RouterMiddleware {
                 case 400..<500: .badRequest
                 default: .internal
                 }
+            AuditNote.refused(code: "http.\(code)")
             return APIRouter.error(SwiftletError(kind, "http.\(code)", error.body ?? error.status.reasonPhrase))
         } catch {
             context.logger.error("request failed", metadata: ["error": "\(error)"])
@@ -90,6 +92,8 @@ public enum APIRouter {
         let router = Router(context: APIContext.self)
         // Outermost, so that it sees the status of every answer, errors included.
         router.add(middleware: RequestMetricsMiddleware(metrics: controller.metrics))
+        // Outside the error middleware, so that it records the status every change was answered with.
+        router.add(middleware: AuditMiddleware(log: controller.audit))
         router.add(middleware: ErrorMiddleware())
         router.add(
             middleware: AuthMiddleware(
@@ -118,10 +122,44 @@ public enum APIRouter {
             try controller.requireAdmin(try context.requirePrincipal())
             return json(ProjectList(try await controller.store.projects()))
         }
-        v1.post("projects/:id/tokens") { _, context in
+        v1.post("projects/:id/tokens") { request, context in
             try controller.requireAdmin(try context.requirePrincipal())
             let id = try context.parameters.require("id")
-            return json(try await controller.createToken(projectId: id, admin: false), status: .created)
+            // The body is optional: a create without one (as before expiry existed) lasts until revoked.
+            let body = try await decodeOptional(CreateTokenRequest.self, request, context) ?? CreateTokenRequest()
+            return json(
+                try await controller.createToken(projectId: id, admin: false, ttlSeconds: body.ttlSeconds),
+                status: .created)
+        }
+        v1.get("tokens") { request, context in
+            let principal = try context.requirePrincipal()
+            return json(
+                TokenList(
+                    try await controller.tokens(projectId: request.uri.queryParameters.get("project"), by: principal)))
+        }
+        v1.delete("tokens/:id") { _, context in
+            let principal = try context.requirePrincipal()
+            return json(try await controller.revokeToken(id: try context.parameters.require("id"), by: principal))
+        }
+        v1.get("audit") { request, context in
+            try controller.requireAdmin(try context.requirePrincipal())
+            let query = request.uri.queryParameters
+            var since: Date?
+            if let text = query.get("since") {
+                guard let parsed = parseTime(text) else {
+                    throw SwiftletError.badRequest(
+                        "audit.bad_since", "since must be an RFC 3339 time (2026-12-07T10:00:00Z), not '\(text)'")
+                }
+                since = parsed
+            }
+            var limit = 100
+            if let text = query.get("limit") {
+                guard let parsed = Int(text), (1...1000).contains(parsed) else {
+                    throw SwiftletError.badRequest("audit.bad_limit", "limit must be 1 to 1,000")
+                }
+                limit = parsed
+            }
+            return json(AuditList(try await controller.audit.entries(since: since, limit: limit)))
         }
 
         // Images
@@ -327,6 +365,25 @@ public enum APIRouter {
         return value
     }
 
+    /// `decode`, or nil for an empty body.
+    static func decodeOptional<T: Decodable>(_ type: T.Type, _ request: Request, _ context: APIContext) async throws
+        -> T?
+    {
+        var request = request
+        let buffer: ByteBuffer
+        do { buffer = try await request.collectBody(upTo: maxJSONBody) } catch {
+            throw SwiftletError(.payloadTooLarge, "request.too_large", "request body is over \(maxJSONBody) bytes")
+        }
+        guard buffer.readableBytes > 0 else { return nil }
+        return try await decode(T.self, request, context)
+    }
+
+    /// An RFC 3339 time, with or without fractional seconds.
+    static func parseTime(_ text: String) -> Date? {
+        if let date = try? Date(text, strategy: .iso8601) { return date }
+        return try? Date.ISO8601FormatStyle(includingFractionalSeconds: true).parse(text)
+    }
+
     private static func nullValue(_ field: String) -> SwiftletError {
         SwiftletError.badRequest(
             "request.null_value",
@@ -350,9 +407,9 @@ public enum APIRouter {
 
     static func json<T: Encodable>(_ value: T, status: HTTPResponse.Status = .ok) -> Response {
         let data = (try? encoder.encode(value)) ?? Data("{}".utf8)
-        return Response(
-            status: status, headers: [.contentType: "application/json"],
-            body: .init(byteBuffer: ByteBuffer(bytes: data)))
+        let buffer = ByteBuffer(bytes: data)
+        if status == .created { AuditNote.created(buffer) }
+        return Response(status: status, headers: [.contentType: "application/json"], body: .init(byteBuffer: buffer))
     }
 
     static func error(_ error: SwiftletError) -> Response {

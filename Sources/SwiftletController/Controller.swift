@@ -24,10 +24,27 @@ public final class Controller: Sendable {
     let responses = ResponseCache()
     /// Images, flavors and hosts as creates read them, reused until the catalog changes.
     let launchCatalog: CatalogCache
-    /// Principals by `Authorization` header value: tokens are never revoked yet, so an entry
-    /// never goes stale.
-    private let principals = Mutex<[String: Principal]>([:])
+    /// Tokens by `Authorization` header value, so that most requests skip hashing and the store.
+    /// An entry is trusted until its token expires and for `principalRecheck` at most: a token
+    /// revoked here leaves at once, one revoked by another controller within that time.
+    private let principals = Mutex<[String: CachedToken]>([:])
     static let principalCacheLimit = 4096
+    static let principalRecheck: UInt64 = 5_000_000_000
+
+    struct CachedToken {
+        var token: TokenInfo
+        var principal: Principal
+        var checkedAt: UInt64
+    }
+
+    /// Every change made through the API, written in the background (`AuditLog`).
+    public let audit: AuditLog
+    private let scheme = Mutex("http")
+    /// `https` when the API is served over TLS (for links the OpenStack APIs answer with).
+    public var apiScheme: String {
+        get { scheme.withLock { $0 } }
+        set { scheme.withLock { $0 = newValue } }
+    }
     private let hostMemoryMib: Int
     let logger: Logger
     /// Networks, ports and security groups (nil: networking disabled).
@@ -74,6 +91,7 @@ public final class Controller: Sendable {
         self.uploadLimit = uploadLimit
         self.hostMemoryMib = hostMemoryMib
         self.logger = logger
+        audit = AuditLog(store: store, logger: logger)
     }
 
     // MARK: - Auth
@@ -83,34 +101,95 @@ public final class Controller: Sendable {
     }
 
     public func authenticate(authorization: String?) async throws(SwiftletError) -> Principal {
+        try await authenticateToken(authorization: authorization).principal
+    }
+
+    /// `authenticate`, with the token: 401 `auth.missing_token`, `auth.invalid_token`,
+    /// `auth.token_expired` or `auth.token_revoked` unless it works.
+    public func authenticateToken(authorization: String?) async throws(SwiftletError) -> (
+        token: TokenInfo, principal: Principal
+    ) {
         guard let authorization, authorization.hasPrefix("Bearer ") else {
             throw SwiftletError(.unauthorized, "auth.missing_token", "missing 'Authorization: Bearer <token>' header")
         }
-        // Known headers skip hashing: this runs on every request.
-        if let known = principals.withLock({ $0[authorization] }) { return known }
+        let now = monotonicNanos()
+        // Known headers skip hashing and the store: this runs on every request.
+        if let known = principals.withLock({ $0[authorization] }), now &- known.checkedAt < Self.principalRecheck,
+            known.token.expiresAt.map({ $0 > Date() }) ?? true
+        {
+            AuditNote.authenticated(tokenId: known.token.id, projectId: known.principal.projectId)
+            return (known.token, known.principal)
+        }
         let secret = String(authorization.dropFirst("Bearer ".count)).trimmingCharacters(in: .whitespaces)
         let hash = Self.hash(secret: secret)
-        guard !secret.isEmpty, let principal = try await store.principal(forSecretHash: hash) else {
+        guard !secret.isEmpty, let token = try await store.token(forSecretHash: hash) else {
+            principals.withLock { _ = $0.removeValue(forKey: authorization) }
             throw SwiftletError(.unauthorized, "auth.invalid_token", "the token is not valid")
         }
+        let principal: Principal = token.admin ? .admin : .project(token.projectId)
+        AuditNote.authenticated(tokenId: token.id, projectId: principal.projectId)
+        try Self.checkLive(token)
         principals.withLock { principals in
             // Only valid tokens get here, so this bounds memory against many distinct valid ones.
             if principals.count >= Self.principalCacheLimit { principals.removeAll(keepingCapacity: true) }
-            principals[authorization] = principal
+            principals[authorization] = CachedToken(token: token, principal: principal, checkedAt: now)
         }
-        return principal
+        return (token, principal)
     }
 
-    /// Creates a token for a project and returns it with its secret (shown once).
-    public func createToken(projectId: String, admin: Bool) async throws(SwiftletError) -> TokenInfo {
+    /// 401 `auth.token_revoked` or `auth.token_expired` for a token that no longer works.
+    static func checkLive(_ token: TokenInfo, now: Date = Date()) throws(SwiftletError) {
+        if let revokedAt = token.revokedAt {
+            throw SwiftletError(
+                .unauthorized, "auth.token_revoked",
+                "the token \(token.id) was revoked at \(revokedAt.formatted(.iso8601))")
+        }
+        if let expiresAt = token.expiresAt, expiresAt <= now {
+            throw SwiftletError(
+                .unauthorized, "auth.token_expired",
+                "the token \(token.id) expired at \(expiresAt.formatted(.iso8601))")
+        }
+    }
+
+    /// Longest lifetime a token may be given: ten years.
+    static let maxTokenTTL = 10 * 365 * 86400
+
+    /// Creates a token for a project and returns it with its secret (shown once); with `ttl`
+    /// (seconds), it stops working that long after.
+    public func createToken(projectId: String, admin: Bool, ttlSeconds: Int? = nil) async throws(SwiftletError)
+        -> TokenInfo
+    {
+        if let ttlSeconds, !(1...Self.maxTokenTTL).contains(ttlSeconds) {
+            throw SwiftletError.badRequest(
+                "token.bad_ttl", "ttlSeconds must be 1 to \(Self.maxTokenTTL) (ten years), not \(ttlSeconds)")
+        }
         guard try await store.project(id: projectId) != nil else { throw .notFound("project", projectId) }
         var generator = SystemRandomNumberGenerator()
         let secret = "swl_" + (0..<4).map { _ in String(format: "%016llx", generator.next() as UInt64) }.joined()
+        let now = Date()
         var info = TokenInfo(
-            id: ResourceID.make("tok"), projectId: projectId, admin: admin, token: nil, createdAt: Date())
+            id: ResourceID.make("tok"), projectId: projectId, admin: admin, token: nil, createdAt: now,
+            expiresAt: ttlSeconds.map { now.addingTimeInterval(TimeInterval($0)) })
         try await store.createToken(info, secretHash: Self.hash(secret: secret))
         info.token = secret
         return info
+    }
+
+    /// Admin only: the tokens of one project (nil: all), never their secrets.
+    public func tokens(projectId: String?, by principal: Principal) async throws(SwiftletError) -> [TokenInfo] {
+        try requireAdmin(principal)
+        return try await store.tokens(projectId: projectId)
+    }
+
+    /// Admin only: the token stops working at once here (and within `principalRecheck` on the
+    /// other controllers sharing the store). Revoking it again answers as the first time.
+    public func revokeToken(id: String, by principal: Principal) async throws(SwiftletError) -> TokenInfo {
+        try requireAdmin(principal)
+        guard let token = try await store.revokeToken(id: id, now: Date()) else { throw .notFound("token", id) }
+        principals.withLock { principals in
+            for (key, cached) in principals where cached.token.id == id { principals.removeValue(forKey: key) }
+        }
+        return token
     }
 
     // Untyped throws: with `throws(SwiftletError)` here, Swift 6.3.1's optimizer crashes splitting

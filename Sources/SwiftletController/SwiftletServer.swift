@@ -2,6 +2,7 @@ import Foundation
 import Hummingbird
 import HummingbirdTLS
 import Logging
+import NIOSSL
 import ServiceLifecycle
 import SwiftletAgent
 import SwiftletCore
@@ -59,6 +60,36 @@ public struct ServerConfiguration: Codable, Sendable {
     public var metricsOpen: Bool = false
     /// Run each VMM confined (its own user, seccomp, a chroot, a cgroup: docs/qemu-driver.md).
     public var confineVMMs: Bool = false
+    /// Serve the API over HTTPS with this certificate chain and key (PEM files).
+    public var tlsCertificate: String?
+    public var tlsKey: String?
+    /// Serve the API over HTTPS with a certificate the controller's own CA (`<data>/ca/ca.pem`)
+    /// issues at each start, for the same names as the agent listener's.
+    public var tlsOwnCA: Bool = false
+
+    /// How the API is served over TLS, if it is.
+    public enum APITLS: Sendable, Equatable {
+        case files(certificate: String, key: String)
+        case ownCA
+    }
+
+    /// Nil: plain HTTP (the default).
+    public var apiTLS: APITLS? {
+        if let tlsCertificate, let tlsKey { return .files(certificate: tlsCertificate, key: tlsKey) }
+        return tlsOwnCA ? .ownCA : nil
+    }
+
+    /// 400 `server.tls_config` unless the TLS settings make sense together.
+    public func validateTLS() throws(SwiftletError) {
+        if (tlsCertificate == nil) != (tlsKey == nil) {
+            throw SwiftletError.badRequest(
+                "server.tls_config", "give both a certificate and its key (--tls-cert and --tls-key), or neither")
+        }
+        if tlsCertificate != nil, tlsOwnCA {
+            throw SwiftletError.badRequest(
+                "server.tls_config", "--tls-own-ca and --tls-cert are alternatives: give one of them")
+        }
+    }
 
     public init() {}
 
@@ -107,6 +138,9 @@ public struct ServerConfiguration: Codable, Sendable {
         controllerOnly = try container.decodeIfPresent(Bool.self, forKey: .controllerOnly) ?? controllerOnly
         metricsOpen = try container.decodeIfPresent(Bool.self, forKey: .metricsOpen) ?? metricsOpen
         confineVMMs = try container.decodeIfPresent(Bool.self, forKey: .confineVMMs) ?? confineVMMs
+        tlsCertificate = try container.decodeIfPresent(String.self, forKey: .tlsCertificate)
+        tlsKey = try container.decodeIfPresent(String.self, forKey: .tlsKey)
+        tlsOwnCA = try container.decodeIfPresent(Bool.self, forKey: .tlsOwnCA) ?? tlsOwnCA
         guard leaseRenewMs > 0, leaseDurationMs > leaseRenewMs else {
             throw DecodingError.dataCorruptedError(
                 forKey: .leaseDurationMs, in: container,
@@ -160,6 +194,10 @@ public struct SwiftletServer: Sendable {
         ready: @Sendable (SwiftletServer) -> Void = { _ in }
     ) async throws {
         try FileManager.default.createDirectory(atPath: configuration.dataDirectory, withIntermediateDirectories: true)
+        // Certificate files that cannot be read stop the start before anything else is set up.
+        if let tls = configuration.apiTLS, case .files = tls {
+            _ = try apiTLSConfiguration(tls, dataDirectory: configuration.dataDirectory, names: [])
+        }
         try await configuration.storeLocation().withStore(logger: logger) { store in
             var server = try await SwiftletServer(configuration: configuration, store: store, logger: logger)
             server.extensions = extensions
@@ -252,9 +290,15 @@ public struct SwiftletServer: Sendable {
             logger: logger)
     }
 
-    /// The first start writes an admin token to `<data>/admin.token` (mode 0600).
+    /// The first start writes an admin token to `<data>/admin.token` (mode 0600), and so does
+    /// a start that finds the token in that file revoked (how the admin token is replaced).
     private func ensureAdminToken() async throws {
-        if FileManager.default.fileExists(atPath: adminTokenPath) { return }
+        if let text = try? String(contentsOfFile: adminTokenPath, encoding: .utf8) {
+            let secret = text.trimmingCharacters(in: .whitespacesAndNewlines)
+            let stored = try await controller.store.token(forSecretHash: Controller.hash(secret: secret))
+            guard let stored, stored.revokedAt != nil else { return }
+            logger.notice("the admin token was revoked: writing a new one", metadata: ["token": "\(stored.id)"])
+        }
         let info = try await controller.createToken(projectId: Project.adminProjectId, admin: true)
         // Controllers sharing the data directory may write at once: each its own temporary file.
         let temporary = adminTokenPath + ".tmp-\(getpid())"
@@ -276,23 +320,79 @@ public struct SwiftletServer: Sendable {
         return capabilities
     }
 
+    /// The names (DNS or IP) the controller's certificates are issued for: `localhost`, the host
+    /// name, this host's addresses and the configured extra names.
+    var certificateNames: [String] {
+        var names = ["localhost", ProcessInfo.processInfo.hostName] + HostFacts.addresses + configuration.agentNames
+        if !["0.0.0.0", "::", ""].contains(configuration.host), !names.contains(configuration.host) {
+            names.append(configuration.host)
+        }
+        return names
+    }
+
+    /// The API listener's TLS, when it is served over HTTPS.
+    static func apiTLSConfiguration(_ tls: ServerConfiguration.APITLS, dataDirectory: String, names: [String])
+        throws(SwiftletError) -> TLSConfiguration
+    {
+        let chain: [NIOSSLCertificate]
+        let key: NIOSSLPrivateKey
+        switch tls {
+        case .files(let certificatePath, let keyPath):
+            do { chain = try NIOSSLCertificate.fromPEMFile(certificatePath) } catch {
+                throw SwiftletError.badRequest(
+                    "server.tls_certificate", "cannot read a PEM certificate from \(certificatePath): \(error)")
+            }
+            guard !chain.isEmpty else {
+                throw SwiftletError.badRequest("server.tls_certificate", "\(certificatePath) holds no PEM certificate")
+            }
+            do { key = try NIOSSLPrivateKey(file: keyPath, format: .pem) } catch {
+                throw SwiftletError.badRequest(
+                    "server.tls_key", "cannot read a PEM private key from \(keyPath): \(error)")
+            }
+        case .ownCA:
+            let ca = try ClusterCA.loadOrCreate(directory: dataDirectory + "/ca")
+            let issued = try ca.issueServerCertificate(names: names)
+            do {
+                chain = [try NIOSSLCertificate(bytes: Array(issued.certificate.utf8), format: .pem)]
+                key = try NIOSSLPrivateKey(bytes: Array(issued.key.utf8), format: .pem)
+            } catch {
+                throw SwiftletError(.internal, "server.tls_certificate", "cannot load the issued certificate: \(error)")
+            }
+        }
+        var configuration = TLSConfiguration.makeServerConfiguration(
+            certificateChain: chain.map { .certificate($0) }, privateKey: .privateKey(key))
+        configuration.minimumTLSVersion = .tlsv12
+        return configuration
+    }
+
     /// Runs the HTTP API until SIGTERM/SIGINT; VMs keep running unless configured otherwise.
     public func run() async throws {
+        let apiTLS = try configuration.apiTLS.map { tls throws(SwiftletError) in
+            try Self.apiTLSConfiguration(tls, dataDirectory: configuration.dataDirectory, names: certificateNames)
+        }
+        controller.apiScheme = apiTLS == nil ? "http" : "https"
         let router = APIRouter.build(
             controller: controller, cluster: cluster, leadership: leadership, metricsOpen: configuration.metricsOpen,
             extensions: extensions)
-        let app = Application(
-            router: router,
-            configuration: .init(
-                address: .hostname(configuration.host, port: configuration.port), serverName: "swiftlet"),
-            logger: logger)
+        let address = BindAddress.hostname(configuration.host, port: configuration.port)
+        let app: any Service
+        if let apiTLS {
+            app = Application(
+                router: router, server: try .tls(tlsConfiguration: apiTLS),
+                configuration: .init(address: address, serverName: "swiftlet"), logger: logger)
+        } else {
+            app = Application(
+                router: router, configuration: .init(address: address, serverName: "swiftlet"), logger: logger)
+        }
+        if apiTLS != nil {
+            logger.info("API over HTTPS", metadata: ["tls": "\(configuration.tlsOwnCA ? "own CA" : "files")"])
+        }
         // Shut down in reverse: the leader stops acting (HostMonitor) before it releases its lease.
         var services: [ServiceGroupConfiguration.ServiceConfiguration] = [
             .init(service: app), .init(service: controller.instanceSync), .init(service: leadership),
         ]
         if let cluster, let agentPort = configuration.agentPort {
-            let names =
-                ["localhost", ProcessInfo.processInfo.hostName] + HostFacts.addresses + configuration.agentNames
+            let names = certificateNames
             let agentApp = Application(
                 router: AgentRoutes.build(cluster: cluster),
                 server: try .tls(tlsConfiguration: AgentRoutes.tlsConfiguration(cluster: cluster, names: names)),
@@ -313,6 +413,8 @@ public struct SwiftletServer: Sendable {
         let group = ServiceGroup(
             configuration: .init(services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
         try await group.run()
+        // What was answered before the shutdown is in the audit log.
+        await controller.audit.flush()
         if let agent {
             await agent.drainPools()
             if configuration.stopInstancesOnExit { await agent.stopAll(timeout: .seconds(5)) }

@@ -48,14 +48,78 @@ public struct TokenInfo: Codable, Sendable, Equatable {
     /// Only returned once, on creation.
     public var token: String?
     public var createdAt: Date
+    /// When it stops working (nil: never, as the admin bootstrap token).
+    public var expiresAt: Date? = nil
+    /// When it was revoked (nil: it was not).
+    public var revokedAt: Date? = nil
 
-    public init(id: String, projectId: String, admin: Bool, token: String?, createdAt: Date) {
+    public init(
+        id: String, projectId: String, admin: Bool, token: String?, createdAt: Date, expiresAt: Date? = nil,
+        revokedAt: Date? = nil
+    ) {
         self.id = id
         self.projectId = projectId
         self.admin = admin
         self.token = token
         self.createdAt = createdAt
+        self.expiresAt = expiresAt
+        self.revokedAt = revokedAt
     }
+}
+
+/// `POST /v1/projects/{id}/tokens`: every field optional, the body too.
+public struct CreateTokenRequest: Codable, Sendable {
+    /// How long the token works, seconds (default: until revoked).
+    public var ttlSeconds: Int?
+    public init(ttlSeconds: Int? = nil) { self.ttlSeconds = ttlSeconds }
+}
+
+public struct TokenList: Codable, Sendable {
+    public var tokens: [TokenInfo]
+    public init(_ tokens: [TokenInfo]) { self.tokens = tokens }
+}
+
+/// One change made through the API (every request but GET and HEAD), as the audit log keeps it:
+/// who, what, when and the result. Never a secret: no body, header or query is kept.
+public struct AuditEntry: Codable, Sendable, Equatable {
+    /// Assigned by the store, growing.
+    public var id: Int64?
+    public var time: Date
+    /// The API token, or Identity token, the request authenticated with (nil: none was valid).
+    public var tokenId: String?
+    /// The Identity user, for requests made with a user's token or password.
+    public var userId: String?
+    /// The project the request acted in.
+    public var projectId: String?
+    public var method: String
+    /// The route's pattern (`/v1/instances/{id}`), or the path when no route took the request.
+    public var route: String
+    /// The resource acted on: the ids a create answered with (comma-separated), else the path's id.
+    public var resourceId: String?
+    public var status: Int
+    /// The error code of a refused request (`auth.token_expired`).
+    public var code: String?
+
+    public init(
+        id: Int64? = nil, time: Date, tokenId: String?, userId: String?, projectId: String?, method: String,
+        route: String, resourceId: String?, status: Int, code: String?
+    ) {
+        self.id = id
+        self.time = time
+        self.tokenId = tokenId
+        self.userId = userId
+        self.projectId = projectId
+        self.method = method
+        self.route = route
+        self.resourceId = resourceId
+        self.status = status
+        self.code = code
+    }
+}
+
+public struct AuditList: Codable, Sendable {
+    public var entries: [AuditEntry]
+    public init(_ entries: [AuditEntry]) { self.entries = entries }
 }
 
 public enum ImageKind: String, Codable, Sendable, CaseIterable {

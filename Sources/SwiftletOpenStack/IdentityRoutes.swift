@@ -113,6 +113,7 @@ enum IdentityRoutes {
                 name = found.name
             }
             let found = try await identity.verifyPassword(name: name, password: password)
+            AuditNote.authenticated(tokenId: nil, userId: found.id, projectId: found.projectId)
             if let scopedProject, scopedProject.id != found.projectId {
                 throw SwiftletError(
                     .unauthorized, "auth.no_role", "user '\(found.name)' has no role on project '\(scopedProject.name)'"
@@ -124,19 +125,24 @@ enum IdentityRoutes {
             let secret = try identityPart.requireObject("token").requireString("id")
             let principal: Principal
             var userId: String?
+            // The new token lasts no longer than the one it is exchanged for.
+            var notAfter: Date?
             if let token = try await identity.token(secret: secret) {
-                (principal, userId) = (token.principal, token.userId)
+                (principal, userId, notAfter) = (token.principal, token.userId, token.expiresAt)
+                AuditNote.authenticated(tokenId: token.id, userId: token.userId, projectId: token.projectId)
             } else {
-                do { principal = try await identity.controller.authenticate(authorization: "Bearer " + secret) } catch {
-                    throw SwiftletError(.unauthorized, "auth.invalid_token", "The token is not valid.")
-                }
+                do {
+                    let found = try await identity.controller.authenticateToken(authorization: "Bearer " + secret)
+                    (principal, notAfter) = (found.principal, found.token.expiresAt)
+                } catch { throw IdentityService.refusal(error) }
             }
             if let scopedProject, scopedProject.id != principal.projectId {
                 throw SwiftletError(
                     .unauthorized, "auth.no_role", "the token has no role on project '\(scopedProject.name)'")
             }
             return try await identity.issue(
-                userId: userId, projectId: principal.projectId, admin: principal.isAdmin, methods: ["token"])
+                userId: userId, projectId: principal.projectId, admin: principal.isAdmin, methods: ["token"],
+                notAfter: notAfter)
         default:
             throw SwiftletError(
                 .unauthorized, "auth.unsupported_method", "authentication method '\(method)' is not supported")

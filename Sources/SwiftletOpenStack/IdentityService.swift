@@ -78,14 +78,16 @@ final class IdentityService: Sendable {
     // MARK: Tokens
 
     /// Issues a token; the secret is returned once and only its hash is kept.
-    func issue(userId: String?, projectId: String, admin: Bool, methods: [String])
+    /// `notAfter`: the token it was exchanged for expires then, and this one no later.
+    func issue(userId: String?, projectId: String, admin: Bool, methods: [String], notAfter: Date? = nil)
         async throws(SwiftletError) -> (secret: String, token: IdentityToken)
     {
         let secret = "swk_" + SymmetricKey(size: .bits256).withUnsafeBytes { Data($0) }.hexString
         let now = Date()
+        let expiresAt = min(now.addingTimeInterval(Self.tokenLifetime), notAfter ?? .distantFuture)
         let token = IdentityToken(
             id: ResourceID.make("tok"), userId: userId, projectId: projectId, admin: admin, methods: methods,
-            issuedAt: now, expiresAt: now.addingTimeInterval(Self.tokenLifetime))
+            issuedAt: now, expiresAt: expiresAt)
         try await store.createIdentityToken(token, secretHash: Controller.hash(secret: secret))
         return (secret, token)
     }
@@ -98,6 +100,12 @@ final class IdentityService: Sendable {
         return token
     }
 
+    /// An API token's expiry or revocation is said as such; anything else is Keystone's 401.
+    static func refusal(_ error: SwiftletError) -> SwiftletError {
+        if error.code == "auth.token_expired" || error.code == "auth.token_revoked" { return error }
+        return SwiftletError(.unauthorized, "auth.invalid_token", "The request you have made requires authentication.")
+    }
+
     func revoke(secret: String) async throws(SwiftletError) -> Bool {
         try await store.revokeIdentityToken(secretHash: Controller.hash(secret: secret))
     }
@@ -108,10 +116,12 @@ final class IdentityService: Sendable {
         if let secret = request.headers[HTTPField.Name("X-Auth-Token")!]?.trimmingCharacters(in: .whitespaces),
             !secret.isEmpty
         {
-            if let token = try await token(secret: secret) { return token.principal }
+            if let token = try await token(secret: secret) {
+                AuditNote.authenticated(tokenId: token.id, userId: token.userId, projectId: token.projectId)
+                return token.principal
+            }
             do { return try await controller.authenticate(authorization: "Bearer " + secret) } catch {
-                throw SwiftletError(
-                    .unauthorized, "auth.invalid_token", "The request you have made requires authentication.")
+                throw Self.refusal(error)
             }
         }
         guard let authorization = request.headers[.authorization] else {

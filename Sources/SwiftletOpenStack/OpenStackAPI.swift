@@ -5,6 +5,7 @@ import NIOCore
 import SwiftletController
 import SwiftletCore
 import SwiftletStore
+import Synchronization
 
 /// The OpenStack-compatible APIs (a Keystone, Nova and Glance subset, docs/openstack.md), served
 /// on the native API's listener under `/identity`, `/compute` and `/image`, on the Controller's
@@ -15,6 +16,7 @@ public struct OpenStackAPI: APIExtension {
     public var pathPrefixes: [String] { ["/identity", "/compute", "/image"] }
 
     public func register(on router: Router<APIContext>, controller: Controller) {
+        OpenStack.scheme.withLock { $0 = controller.apiScheme }
         let identity = IdentityService(controller: controller)
         IdentityRoutes.register(on: router, identity: identity)
         ComputeRoutes.register(on: router, controller: controller, identity: identity)
@@ -74,6 +76,7 @@ struct OpenStackErrorMiddleware: RouterMiddleware {
         do {
             return try await next(request, context)
         } catch let error as SwiftletError {
+            AuditNote.refused(code: error.code)
             var response = OpenStack.json(
                 service.body(status: error.kind.httpStatus, message: error.message),
                 status: .init(code: error.kind.httpStatus))
@@ -105,7 +108,9 @@ enum OpenStack {
         let data = (try? encoder.encode(value)) ?? Data("{}".utf8)
         var fields = headers
         fields[.contentType] = "application/json"
-        return Response(status: status, headers: fields, body: .init(byteBuffer: ByteBuffer(bytes: data)))
+        let buffer = ByteBuffer(bytes: data)
+        if status == .created || status == .accepted { AuditNote.created(buffer) }
+        return Response(status: status, headers: fields, body: .init(byteBuffer: buffer))
     }
 
     /// The request's body as JSON (at most 1 MiB).
@@ -117,9 +122,12 @@ enum OpenStack {
         return try JSONValue.parse(Data(buffer.readableBytesView))
     }
 
+    /// `http` or `https`, as the listener serves (set when the routes are registered).
+    static let scheme = Mutex("http")
+
     /// `http://<Host header>`: the catalog and links point where the client reached us.
     static func baseURL(_ request: Request) -> String {
-        "http://" + (request.head.authority ?? "127.0.0.1")
+        scheme.withLock { $0 } + "://" + (request.head.authority ?? "127.0.0.1")
     }
 
     /// RFC 3339 in UTC without fractions, as Nova and Glance print their dates.

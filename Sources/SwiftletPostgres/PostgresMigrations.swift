@@ -13,7 +13,9 @@ extension PostgresStore {
     /// In order; later migrations append here, one per feature (never edit a shipped one).
     static var migrations: [Migration] {
         [
-            v1, v2ChangeNotify, v3Leadership, v4HostFeed, v5WatchHolderWriter, v6Identity, projectQuota, migrationTable,
+            v1, v2ChangeNotify, v3Leadership, v4HostFeed, v5WatchHolderWriter, v6Identity, projectQuota,
+            tokenExpiryAudit,
+            migrationTable,
         ]
     }
 

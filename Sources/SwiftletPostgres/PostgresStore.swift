@@ -397,19 +397,41 @@ public final class PostgresStore: SwiftletStore, Service {
         try await write { db in
             try await db.execute(
                 """
-                INSERT INTO token (id, project_id, admin, secret_hash, created_at)
-                VALUES (\(info.id), \(info.projectId), \(info.admin), \(secretHash), \(info.createdAt))
+                INSERT INTO token (id, project_id, admin, secret_hash, created_at, expires_at)
+                VALUES (\(info.id), \(info.projectId), \(info.admin), \(secretHash), \(info.createdAt), \(info.expiresAt))
                 """)
         }
     }
 
-    public func principal(forSecretHash hash: String) async throws(SwiftletError) -> Principal? {
+    public func token(forSecretHash hash: String) async throws(SwiftletError) -> TokenInfo? {
         try await read { db in
-            guard let row = try await db.row("SELECT project_id, admin FROM token WHERE secret_hash = \(hash)") else {
-                return nil
-            }
-            return try row.get("admin", as: Bool.self) ? .admin : .project(try row.get("project_id"))
+            try await db.row("SELECT * FROM token WHERE secret_hash = \(hash)").map(Self.token)
         }
+    }
+
+    public func tokens(projectId: String?) async throws(SwiftletError) -> [TokenInfo] {
+        try await read { db in
+            try await db.rows(
+                """
+                SELECT * FROM token WHERE \(projectId)::text IS NULL OR project_id = \(projectId)
+                ORDER BY created_at, id
+                """
+            ).map(Self.token)
+        }
+    }
+
+    public func revokeToken(id: String, now: Date) async throws(SwiftletError) -> TokenInfo? {
+        try await write { db in
+            try await db.execute("UPDATE token SET revoked_at = \(now) WHERE id = \(id) AND revoked_at IS NULL")
+            return try await db.row("SELECT * FROM token WHERE id = \(id)").map(Self.token)
+        }
+    }
+
+    private static func token(_ row: PostgresRandomAccessRow) throws -> TokenInfo {
+        TokenInfo(
+            id: try row.get("id"), projectId: try row.get("project_id"), admin: try row.get("admin"), token: nil,
+            createdAt: try row.get("created_at"), expiresAt: try row.get("expires_at"),
+            revokedAt: try row.get("revoked_at"))
     }
 
     // MARK: - Images

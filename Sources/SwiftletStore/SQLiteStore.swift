@@ -105,6 +105,7 @@ public final class SQLiteStore: SwiftletStore {
         migrator.registerMigration("project-quota") { db in
             try db.execute(sql: "ALTER TABLE project ADD COLUMN quota TEXT")
         }
+        registerAuditMigration(&migrator)
         registerMigrationTable(&migrator)
         return migrator
     }
@@ -204,20 +205,45 @@ public final class SQLiteStore: SwiftletStore {
     public func createToken(_ info: TokenInfo, secretHash: String) async throws(SwiftletError) {
         try await write { db in
             try db.cachedExecute(
-                sql: "INSERT INTO token (id, project_id, admin, secret_hash, created_at) VALUES (?, ?, ?, ?, ?)",
-                arguments: [info.id, info.projectId, info.admin, secretHash, DatabaseDate.text(info.createdAt)])
+                sql: """
+                    INSERT INTO token (id, project_id, admin, secret_hash, created_at, expires_at)
+                    VALUES (?, ?, ?, ?, ?, ?)
+                    """,
+                arguments: [
+                    info.id, info.projectId, info.admin, secretHash, DatabaseDate.text(info.createdAt),
+                    info.expiresAt.map(DatabaseDate.text),
+                ])
         }
     }
 
-    public func principal(forSecretHash hash: String) async throws(SwiftletError) -> Principal? {
+    public func token(forSecretHash hash: String) async throws(SwiftletError) -> TokenInfo? {
         try await read { db in
-            guard
-                let row = try db.cachedRow(
-                    sql: "SELECT project_id, admin FROM token WHERE secret_hash = ?", arguments: [hash])
-            else { return nil }
-            let admin: Bool = row["admin"]
-            return admin ? .admin : .project(row["project_id"])
+            try db.cachedRow(sql: "SELECT * FROM token WHERE secret_hash = ?", arguments: [hash]).map(Self.token)
         }
+    }
+
+    public func tokens(projectId: String?) async throws(SwiftletError) -> [TokenInfo] {
+        try await read { db in
+            try db.cachedRows(
+                sql: "SELECT * FROM token WHERE ? IS NULL OR project_id = ? ORDER BY created_at, id",
+                arguments: [projectId, projectId]
+            ).map(Self.token)
+        }
+    }
+
+    public func revokeToken(id: String, now: Date) async throws(SwiftletError) -> TokenInfo? {
+        try await write { db in
+            try db.execute(
+                sql: "UPDATE token SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL",
+                arguments: [DatabaseDate.text(now), id])
+            return try db.cachedRow(sql: "SELECT * FROM token WHERE id = ?", arguments: [id]).map(Self.token)
+        }
+    }
+
+    private static func token(_ row: Row) -> TokenInfo {
+        TokenInfo(
+            id: row["id"], projectId: row["project_id"], admin: row["admin"], token: nil, createdAt: row["created_at"],
+            expiresAt: row["expires_at"], revokedAt: row["revoked_at"])
     }
 
     // MARK: - Images

@@ -34,7 +34,13 @@ public protocol SwiftletStore: Sendable {
     func projectUsage(projectId: String) async throws(SwiftletError) -> ProjectUsage
     /// Stores the sha256 of a token secret; the secret itself is never stored.
     func createToken(_ info: TokenInfo, secretHash: String) async throws(SwiftletError)
-    func principal(forSecretHash hash: String) async throws(SwiftletError) -> Principal?
+    /// The token whose secret has this hash, expired or revoked or not (the caller checks).
+    func token(forSecretHash hash: String) async throws(SwiftletError) -> TokenInfo?
+    /// The tokens of one project (nil: all), oldest first; secrets are never returned.
+    func tokens(projectId: String?) async throws(SwiftletError) -> [TokenInfo]
+    /// Marks the token revoked at `now` (kept, so that its use is told apart from an unknown
+    /// token); revoking it again keeps the first time. Nil when there is no such token.
+    func revokeToken(id: String, now: Date) async throws(SwiftletError) -> TokenInfo?
 
     // Images
     /// Inserts the record; with `quota`, refused (403 `quota.exceeded`) when the project's images
@@ -101,11 +107,25 @@ public protocol SwiftletStore: Sendable {
     func setCordoned(hostId: String, _ cordoned: Bool) async throws(SwiftletError)
 }
 
+/// The audit log: every change made through the API (docs/api.md, "Audit log").
+public protocol AuditStore: Sendable {
+    /// Appends the entries in one transaction.
+    func appendAudit(_ entries: [AuditEntry]) async throws(SwiftletError)
+    /// Entries at or after `since` (nil: any), newest first, at most `limit`.
+    func auditEntries(since: Date?, limit: Int) async throws(SwiftletError) -> [AuditEntry]
+}
+
 /// Everything the controller keeps in its store, as one type: what every engine implements.
 public typealias ControllerStore = SwiftletStore & NetworkStore & ClusterStore & ImageCatalogStore & BuildStore
-    & HostFeedStore & ServerGroupStore & PoolStore & LeadershipStore & IdentityStore & MigrationStore
+    & HostFeedStore & ServerGroupStore & PoolStore & LeadershipStore & IdentityStore & AuditStore & MigrationStore
 
 extension SwiftletStore {
+    /// What the token with this secret hash grants, when it exists (expired or revoked or not).
+    public func principal(forSecretHash hash: String) async throws(SwiftletError) -> Principal? {
+        guard let token = try await token(forSecretHash: hash) else { return nil }
+        return token.admin ? .admin : .project(token.projectId)
+    }
+
     /// One read per instance: for an engine whose reads are cheap (SQLite, in process).
     public func instanceStates(ids: [String]) async throws(SwiftletError) -> [String: InstanceState] {
         var states: [String: InstanceState] = [:]

@@ -16,6 +16,21 @@ struct Connection: ParsableArguments {
             valueName: "token"))
     var token: String?
 
+    @Option(
+        name: .customLong("ca-cert"),
+        help: ArgumentHelp(
+            "Trust this CA (PEM) for an https server, instead of the system's (env SWIFTLET_CA_CERT).",
+            valueName: "path"))
+    var caCertificate: String?
+
+    var resolvedCACertificate: String? {
+        if let caCertificate { return caCertificate }
+        guard let environment = ProcessInfo.processInfo.environment["SWIFTLET_CA_CERT"], !environment.isEmpty else {
+            return nil
+        }
+        return environment
+    }
+
     var resolvedURL: String {
         url ?? ProcessInfo.processInfo.environment["SWIFTLET_URL"] ?? Self.defaultURL
     }
@@ -30,7 +45,8 @@ struct Connection: ParsableArguments {
 
     /// Runs `body` with a client that is shut down afterwards, whatever happens.
     func withClient<T: Sendable>(_ body: (SwiftletClient) async throws -> T) async throws -> T {
-        try await SwiftletClient.withClient(baseURL: resolvedURL, token: resolvedToken, body)
+        try await SwiftletClient.withClient(
+            baseURL: resolvedURL, token: resolvedToken, caCertificate: resolvedCACertificate, body)
     }
 }
 

@@ -413,23 +413,8 @@ struct ProjectCommand: AsyncParsableCommand {
             commandName: "token",
             abstract: "Issue a token for a project; prints only the secret (it is shown once).",
             discussion: "Example: export SWIFTLET_TOKEN=$(swiftlet project token team-a)")
-        @OptionGroup var connection: Connection
-        @OptionGroup var output: JSONOption
-        @Argument(help: "Project id or name.") var project: String
+        @OptionGroup var options: TokenCommand.IssueOptions
 
-        func run() async throws {
-            let info = try await connection.withClient { client in
-                let projects = try await client.projects()
-                guard
-                    let match = projects.first(where: { $0.id == project })
-                        ?? projects.first(where: { $0.name == project })
-                else { throw ClientError(.local("project.not_found: project '\(project)' not found")) }
-                return try await client.createToken(project: match.id)
-            }
-            if output.json { return try Output.json(info) }
-            guard let secret = info.token else { throw ClientError(.invalidResponse("the new token has no secret")) }
-            Output.note("token \(info.id) for project \(info.projectId) (shown only once):")
-            print(secret)
-        }
+        func run() async throws { try await options.issue() }
     }
 }

@@ -17,7 +17,7 @@ struct ServerCommand: AsyncParsableCommand {
             SWIFTLET_DATA, SWIFTLET_DATABASE), a JSON config file (--config; keys: host, port, dataDirectory, uploadLimitBytes, \
             stopInstancesOnExit, accelerator, networkPrefix, maxConcurrentBoots, hugePages, imageCacheDirectory, \
             imageCacheLimitBytes, agentPort, agentHost, agentNames, fabricAddress, leaseDurationMs, leaseRenewMs, database, \
-            controllerOnly, metricsOpen, confineVMMs), \
+            controllerOnly, metricsOpen, confineVMMs, tlsCertificate, tlsKey, tlsOwnCA), \
             then defaults \
             (127.0.0.1:7420, no agent listener).
             """)
@@ -95,6 +95,24 @@ struct ServerCommand: AsyncParsableCommand {
             """)
     var confineVMMs = false
 
+    @Option(
+        name: .customLong("tls-cert"),
+        help: ArgumentHelp(
+            "Serve the API over HTTPS with this PEM certificate (chain); needs --tls-key (default: plain HTTP).",
+            valueName: "path"))
+    var tlsCertificate: String?
+
+    @Option(name: .customLong("tls-key"), help: ArgumentHelp("The PEM private key of --tls-cert.", valueName: "path"))
+    var tlsKey: String?
+
+    @Flag(
+        name: .customLong("tls-own-ca"),
+        help: """
+            Serve the API over HTTPS with a certificate from the controller's own CA (<data>/ca/ca.pem), for this \
+            host's names and addresses; clients trust it with `--ca-cert <data>/ca/ca.pem`.
+            """)
+    var tlsOwnCA = false
+
     @Flag(help: "Stop all instances when the server shuts down (default: they keep running).")
     var stopInstancesOnExit = false
 
@@ -134,6 +152,10 @@ struct ServerCommand: AsyncParsableCommand {
         if controllerOnly { settings.controllerOnly = true }
         if metricsOpen { settings.metricsOpen = true }
         if confineVMMs { settings.confineVMMs = true }
+        if let tlsCertificate { settings.tlsCertificate = tlsCertificate }
+        if let tlsKey { settings.tlsKey = tlsKey }
+        if tlsOwnCA { settings.tlsOwnCA = true }
+        do { try settings.validateTLS() } catch { throw ValidationError(error.message) }
         if let maxConcurrentBoots {
             guard maxConcurrentBoots > 0 else { throw ValidationError("--max-concurrent-boots must be at least 1") }
             settings.maxConcurrentBoots = maxConcurrentBoots
@@ -164,7 +186,8 @@ struct ServerCommand: AsyncParsableCommand {
             logger.info(
                 "swiftlet server listening",
                 metadata: [
-                    "address": "\(settled.host):\(settled.port)", "data": "\(settled.dataDirectory)",
+                    "address": "\(settled.apiTLS == nil ? "http" : "https")://\(settled.host):\(settled.port)",
+                    "data": "\(settled.dataDirectory)",
                     "admin.token": "\(server.adminTokenPath)",
                 ])
         }

@@ -23,7 +23,7 @@ struct Swiftlet: AsyncParsableCommand {
             FlavorCommand.self, HostCommand.self, ProjectCommand.self, BuildCommand.self,
             NetworkCommand.self, SecurityGroupCommand.self, ServerGroupCommand.self, PoolCommand.self,
             BenchCommand.self, AgentWatchdogCommand.self, AdminCommand.self, TopCommand.self, UserCommand.self,
-            OpenRCCommand.self, MigrateCommand.self, MigrationsCommand.self,
+            OpenRCCommand.self, TokenCommand.self, AuditCommand.self, MigrateCommand.self, MigrationsCommand.self,
         ]
     )
 

@@ -161,6 +161,13 @@ final class ServerProcess: @unchecked Sendable {
     let databaseURL: String?
     /// False for a server that shares another's data directory (that one removes it).
     private let ownsData: Bool
+    /// `https` when the server serves its API over TLS (`tlsOwnCA`, `tlsCertificate` or
+    /// `--tls-cert` among `extraArguments`).
+    var scheme = "http"
+    /// The CA its clients trust (nil: the system's).
+    var caCertificate: String?
+    /// More arguments for `swiftlet server`.
+    var extraArguments: [String] = []
 
     /// A server on a new data directory and database, or with `sharing`, another controller on
     /// that server's data directory and database (as the controllers of one cluster are).
@@ -181,6 +188,8 @@ final class ServerProcess: @unchecked Sendable {
         logPath = NSTemporaryDirectory() + "swiftlet-test-\(id).log"
         configPath = NSTemporaryDirectory() + "swiftlet-test-\(id).json"
         var config = config
+        if config["tlsOwnCA"] as? Bool == true || config["tlsCertificate"] != nil { scheme = "https" }
+        if config["tlsOwnCA"] as? Bool == true { caCertificate = dataDirectory + "/ca/ca.pem" }
         if let databaseURL { config["database"] = databaseURL }
         if !config.isEmpty {
             let data = try JSONSerialization.data(withJSONObject: config)
@@ -188,7 +197,7 @@ final class ServerProcess: @unchecked Sendable {
         }
     }
 
-    var url: String { "http://127.0.0.1:\(port)" }
+    var url: String { "\(scheme)://127.0.0.1:\(port)" }
 
     /// Replaces the configuration the next `start()` reads (the database stays this server's).
     func writeConfig(_ config: [String: Any]) throws {
@@ -207,10 +216,10 @@ final class ServerProcess: @unchecked Sendable {
     func start() async throws {
         var arguments = ["server", "--data", dataDirectory, "--port", "\(port)", "--log-level", "debug"]
         if FileManager.default.fileExists(atPath: configPath) { arguments += ["--config", configPath] }
-        process = try Shell.launch(Repo.swiftletBinary, arguments, appendingTo: logPath)
-        let url = self.url
+        process = try Shell.launch(Repo.swiftletBinary, arguments + extraArguments, appendingTo: logPath)
+        let (url, ca) = (self.url, caCertificate)
         try await eventually("server health", timeout: .seconds(60)) {
-            try await SwiftletClient.withClient(baseURL: url, token: nil) { try await $0.health() }
+            try await SwiftletClient.withClient(baseURL: url, token: nil, caCertificate: ca) { try await $0.health() }
         }
     }
 
@@ -244,7 +253,7 @@ final class ServerProcess: @unchecked Sendable {
     }
 
     func client(token: String? = nil) -> SwiftletClient {
-        SwiftletClient(baseURL: url, token: token ?? adminToken)
+        SwiftletClient(baseURL: url, token: token ?? adminToken, caCertificate: caCertificate)
     }
 
     static func freePort() throws -> Int {

@@ -132,8 +132,16 @@ private let futureMigration = "v99-from-the-future"
         try await store.createProject(project)
         let tokenHash = String(repeating: "c", count: 64)
         try await store.createToken(
-            TokenInfo(id: "tok-m", projectId: project.id, admin: false, token: nil, createdAt: now),
+            TokenInfo(
+                id: "tok-m", projectId: project.id, admin: false, token: nil, createdAt: now,
+                expiresAt: now.addingTimeInterval(3600)),
             secretHash: tokenHash)
+        _ = try await store.revokeToken(id: "tok-m", now: now.addingTimeInterval(60))
+        try await store.appendAudit([
+            AuditEntry(
+                time: now, tokenId: "tok-m", userId: "usr-m", projectId: project.id, method: "DELETE",
+                route: "/v1/tokens/{id}", resourceId: "tok-m", status: 200, code: nil)
+        ])
         try await store.createFlavor(Flavor(name: "moved-flavor", vcpus: 3, memoryMib: 96))
         try await store.createUser(
             IdentityUser(id: "usr-m", name: "mover", projectId: project.id, createdAt: now), passwordHash: "pw-m")
@@ -208,6 +216,12 @@ private let futureMigration = "v99-from-the-future"
     static func expectSameReads(_ source: SQLiteStore, _ target: PostgresStore, _ fixture: Filled) async throws {
         #expect(try await target.projects() == source.projects())
         #expect(try await target.principal(forSecretHash: fixture.tokenHash) == .project("prj-m"))
+        let apiToken = try await target.token(forSecretHash: fixture.tokenHash)
+        let sourceAPIToken = try await source.token(forSecretHash: fixture.tokenHash)
+        #expect(apiToken != nil && apiToken == sourceAPIToken)
+        #expect(apiToken?.revokedAt != nil && apiToken?.expiresAt != nil)
+        #expect(
+            try await target.auditEntries(since: nil, limit: 10) == source.auditEntries(since: nil, limit: 10))
         #expect(try await target.flavors() == source.flavors())
         #expect(try await target.users(projectId: nil) == source.users(projectId: nil))
         #expect(try await target.user(name: "mover")?.passwordHash == "pw-m")

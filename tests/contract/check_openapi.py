@@ -7,7 +7,7 @@ body must match the declared schema. Fails if an operation in the spec was never
 Usage: check_openapi.py SWIFTLET_BINARY KERNEL_ELF [DATABASE]
 (DATABASE: the server's --database, e.g. postgres://USER:PASSWORD@HOST/DB; default its SQLite file.)
 """
-import json, os, random, re, subprocess, sys, urllib.request, urllib.error
+import json, os, random, re, subprocess, sys, time, urllib.request, urllib.error
 
 import jsonschema
 import yaml
@@ -110,6 +110,29 @@ with server:
     request("GET", "/v1/projects", team, expect=403)
     request("POST", "/v1/projects", team, {"name": "x"}, expect=403)
     request("POST", f"/v1/projects/{project['id']}/tokens", team, expect=403)
+    # Tokens expire and are revoked (401 with the reason); the list never shows a secret.
+    _, brief = request("POST", f"/v1/projects/{project['id']}/tokens", admin, {"ttlSeconds": 1}, expect=201)
+    request("POST", f"/v1/projects/{project['id']}/tokens", admin, {"ttlSeconds": 0}, expect=400)
+    _, doomed = request("POST", f"/v1/projects/{project['id']}/tokens", admin, {}, expect=201)
+    request("GET", "/v1/tokens", admin, expect=200)
+    _, listed = request("GET", f"/v1/tokens?project={project['id']}", admin, expect=200)
+    if any("token" in t for t in listed["tokens"]) or not any(t.get("expiresAt") for t in listed["tokens"]):
+        failures.append(f"GET /v1/tokens: a secret shown or an expiry missing: {listed}")
+    request("GET", "/v1/tokens", team, expect=403)
+    request("GET", "/v1/tokens", expect=401)
+    _, revoked = request("DELETE", f"/v1/tokens/{doomed['id']}", admin, expect=200)
+    if "revokedAt" not in revoked:
+        failures.append(f"DELETE /v1/tokens/{{id}}: no revokedAt in {revoked}")
+    request("DELETE", "/v1/tokens/tok-none", admin, expect=404)
+    request("DELETE", f"/v1/tokens/{doomed['id']}", team, expect=403)
+    request("DELETE", f"/v1/tokens/{doomed['id']}", expect=401)
+    _, refusal = request("GET", "/v1/instances", doomed["token"], expect=401)
+    if refusal.get("error", {}).get("code") != "auth.token_revoked":
+        failures.append(f"a revoked token: {refusal}")
+    time.sleep(1.2)
+    _, refusal = request("GET", "/v1/instances", brief["token"], expect=401)
+    if refusal.get("error", {}).get("code") != "auth.token_expired":
+        failures.append(f"an expired token: {refusal}")
     request("GET", "/metrics", expect=401)
     request("GET", "/metrics", token="swl_bad", expect=401)
     request("GET", "/metrics", team, expect=403)
@@ -351,6 +374,16 @@ with server:
     request("POST", "/v1/hosts/" + host_id + "/drain", team, expect=403)
     request("POST", "/v1/hosts/" + host_id + "/drain", expect=401)
     request("DELETE", "/v1/instances/mover", admin, expect=204)
+    # The audit log (every change above, refused ones too), newest first; admins only.
+    _, audit = request("GET", "/v1/audit?limit=1000", admin, expect=200)
+    if not any(e["method"] == "DELETE" and e.get("resourceId") == doomed["id"] and e["status"] == 200
+               for e in audit["entries"]):
+        failures.append(f"GET /v1/audit: the token's revocation is not recorded: {audit['entries'][:3]}")
+    request("GET", "/v1/audit?since=2026-01-01T00:00:00Z&limit=5", admin, expect=200)
+    request("GET", "/v1/audit?since=yesterday", admin, expect=400)
+    request("GET", "/v1/audit?limit=0", admin, expect=400)
+    request("GET", "/v1/audit", team, expect=403)
+    request("GET", "/v1/audit", expect=401)
 failures += [f"network device left behind: {name}" for name in server.left_devices]
 
 declared = {(t, m) for t, item in SPEC["paths"].items() for m in item if m in ("get", "post", "delete", "put", "patch")}

@@ -23,7 +23,7 @@ CHECKS = ",".join([
 MAX_EXAMPLES = os.environ.get("SWIFTLET_FUZZ_EXAMPLES", "25")
 # Admin-only operations run with the admin token; the rest with a project's token, which also
 # keeps `POST /v1/builds?path=` (a build from a directory on the server, admin only) at 403.
-ADMIN_ONLY = "^/(v1/(projects|hosts|flavors)|metrics)"
+ADMIN_ONLY = "^/(v1/(projects|hosts|flavors|tokens|audit)|metrics)"
 
 
 def call(base, method, path, token, body=None, content_type="application/json"):
