@@ -20,6 +20,7 @@ enum ComputeRoutes {
         ServerRoutes(controller: controller, identity: identity).register(on: api)
         FlavorRoutes(controller: controller, identity: identity).register(on: api)
         HypervisorRoutes(controller: controller, identity: identity).register(on: api)
+        ComputeExtrasRoutes(controller: controller, identity: identity).register(on: api)
         OpenStack.refuseUnsupportedPaths(on: api, api: "Compute", identity: identity)
     }
 
