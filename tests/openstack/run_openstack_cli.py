@@ -5,7 +5,7 @@ flavors, a server's whole life, console output, and the errors OpenStack's tools
 usage: run_openstack_cli.py VENV SWIFTLET_BINARY HELLO_ELF ECHO_ELF [POSTGRES_URL]
 (hello for the CLI's server, echo, which takes an address, for openstacksdk's on a network;
 with a PostgreSQL URL, the server keeps its store there instead of SQLite)"""
-import json, os, shlex, socket, subprocess, sys, time, urllib.error, urllib.request
+import json, os, random, shlex, socket, subprocess, sys, time, urllib.error, urllib.request
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "contract"))
 from contract_server import ContractServer  # noqa: E402
@@ -14,6 +14,9 @@ venv, binary, hello, echo = sys.argv[1:5]
 database = sys.argv[5] if len(sys.argv) > 5 else None
 openstack_bin = os.path.join(venv, "bin", "openstack")
 failures = []
+# The network's block, /24 under 10.93 at random: another run on this host (a parallel make test
+# in another checkout) may hold one at the same time.
+NET = f"10.93.{random.randrange(1, 255)}"
 
 
 def check(condition, what):
@@ -129,18 +132,18 @@ def neutron_and_servers(server, alice, bob, root, project, alice_token, bob_toke
     network = openstack_json(alice, "network", "create", "osnet")
     check(network["name"] == "osnet" and network["subnets"] == [] and network["status"] == "ACTIVE",
           f"network create: ACTIVE, no subnet yet ({network})")
-    subnet = openstack_json(alice, "subnet", "create", "--network", "osnet", "--subnet-range", "10.93.0.0/24",
+    subnet = openstack_json(alice, "subnet", "create", "--network", "osnet", "--subnet-range", NET + ".0/24",
                             "ossub")
-    check(subnet["cidr"] == "10.93.0.0/24" and subnet["gateway_ip"] == "10.93.0.1" and subnet["name"] == "ossub"
+    check(subnet["cidr"] == NET + ".0/24" and subnet["gateway_ip"] == NET + ".1" and subnet["name"] == "ossub"
           and subnet["network_id"] == network["id"], f"subnet create: the CIDR and its gateway ({subnet})")
     native = http("GET", server.base + "/v1/networks", server.admin)[1]["networks"]
-    check([(n["id"], n["name"], n["cidr"]) for n in native] == [(network["id"], "osnet", "10.93.0.0/24")],
+    check([(n["id"], n["name"], n["cidr"]) for n in native] == [(network["id"], "osnet", NET + ".0/24")],
           f"the subnet made the Swiftlet network, with the Neutron network's id ({native})")
     listed = openstack_json(alice, "network", "list")
     check([(n["Name"], n["Subnets"]) for n in listed] == [("osnet", [subnet["id"]])], f"network list: {listed}")
     check(openstack_json(alice, "network", "show", "osnet")["id"] == network["id"], "network show by name")
     subnets = openstack_json(alice, "subnet", "list", "--network", "osnet")
-    check([(n["Name"], n["Subnet"]) for n in subnets] == [("ossub", "10.93.0.0/24")], f"subnet list: {subnets}")
+    check([(n["Name"], n["Subnet"]) for n in subnets] == [("ossub", NET + ".0/24")], f"subnet list: {subnets}")
     status, body, _ = http("POST", neutron + "/subnets", alice_token, {"subnet": {
         "network_id": network["id"], "ip_version": 4, "cidr": "10.94.0.0/24"}})
     check(status == 409 and "has its subnet" in body["NeutronError"]["message"],
@@ -170,12 +173,12 @@ def neutron_and_servers(server, alice, bob, root, project, alice_token, bob_toke
     created = openstack_json(alice, "server", "create", "--image", "echo", "--flavor", "os.small", "--network",
                              "osnet", "--security-group", "osg", "--hint", "group=" + server_group["id"], "--wait",
                              "os-net")
-    check(created["status"] == "ACTIVE" and "10.93.0.2" in str(created["addresses"]),
-          f"server create --network osnet --hint group= --wait: ACTIVE at 10.93.0.2 ({created['addresses']})")
+    check(created["status"] == "ACTIVE" and NET + ".2'" in str(created["addresses"]),
+          f"server create --network osnet --hint group= --wait: ACTIVE at {NET}.2 ({created['addresses']})")
     members = openstack_json(alice, "server", "group", "show", "osgrp")["members"]
     check(created["id"] in str(members), f"the server is a member of its server group ({members})")
     ports = openstack_json(alice, "port", "list", "--server", "os-net")
-    check(len(ports) == 1 and ports[0]["Fixed IP Addresses"][0]["ip_address"] == "10.93.0.2"
+    check(len(ports) == 1 and ports[0]["Fixed IP Addresses"][0]["ip_address"] == NET + ".2"
           and ports[0]["Status"] == "ACTIVE", f"port list --server: its port ({ports})")
     port = openstack_json(alice, "port", "show", ports[0]["ID"])
     check(port["device_id"] == created["id"] and port["network_id"] == network["id"]
@@ -423,7 +426,7 @@ print(json.dumps({"status": server.status, "names": sorted(s.name for s in conn.
 conn.delete_server(server.id, wait=True, timeout=60)
 print(json.dumps({"after": sorted(s.name for s in conn.compute.servers())}))
 """)
-        check(list(sdk[0]["addresses"]) == ["osnet"] and sdk[0]["addresses"]["osnet"][0]["addr"] == "10.93.0.3"
+        check(list(sdk[0]["addresses"]) == ["osnet"] and sdk[0]["addresses"]["osnet"][0]["addr"] == NET + ".3"
               and sdk[1] == {"status": "ACTIVE", "names": ["os-hello", "os-net", "sdk-echo"]}
               and sdk[2] == {"after": ["os-hello", "os-net"]},
               f"openstacksdk create_server(wait=True), wait_for_server, delete_server(wait=True): {sdk}")
