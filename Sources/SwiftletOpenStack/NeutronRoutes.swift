@@ -11,7 +11,9 @@ struct NeutronRoutes {
     let identity: IdentityService
     let pending: PendingNetworks
 
-    static func register(on router: Router<APIContext>, controller: Controller, identity: IdentityService) {
+    static func register(
+        on router: Router<APIContext>, controller: Controller, identity: IdentityService, pending: PendingNetworks
+    ) {
         let group = router.group("network").add(middleware: OpenStackErrorMiddleware(service: .network))
         group.get { request, _ in
             OpenStack.json(.object(["versions": .array([version(request)])]))
@@ -20,7 +22,7 @@ struct NeutronRoutes {
         api.get { request, _ in
             OpenStack.json(.object(["resources": .array([]), "version": version(request)]))
         }
-        let routes = NeutronRoutes(controller: controller, identity: identity, pending: PendingNetworks())
+        let routes = NeutronRoutes(controller: controller, identity: identity, pending: pending)
         routes.registerNetworks(on: api)
         routes.registerPorts(on: api)
         NeutronSecurityGroupRoutes(controller: controller, identity: identity).register(on: api)

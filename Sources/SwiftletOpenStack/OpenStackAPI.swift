@@ -17,9 +17,10 @@ public struct OpenStackAPI: APIExtension {
     public func register(on router: Router<APIContext>, controller: Controller) {
         let identity = IdentityService(controller: controller)
         IdentityRoutes.register(on: router, identity: identity)
-        ComputeRoutes.register(on: router, controller: controller, identity: identity)
+        let pending = PendingNetworks()
+        ComputeRoutes.register(on: router, controller: controller, identity: identity, pending: pending)
         GlanceRoutes.register(on: router, controller: controller, identity: identity)
-        NeutronRoutes.register(on: router, controller: controller, identity: identity)
+        NeutronRoutes.register(on: router, controller: controller, identity: identity, pending: pending)
     }
 }
 

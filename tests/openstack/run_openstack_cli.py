@@ -237,6 +237,10 @@ def neutron_and_servers(server, alice, bob, root, project, alice_token, bob_toke
     status, body, _ = http("POST", neutron + "/subnets", alice_token, {"subnet": {
         "network_id": bad["network"]["id"], "ip_version": 4, "cidr": "10.95.0.1/24"}})
     check(status == 400 and "host bits" in body["NeutronError"]["message"], f"a bad CIDR: 400 ({body})")
+    status, body, _ = http("POST", server.base + "/compute/v2.1/servers", alice_token, {"server": {
+        "name": "z", "imageRef": "echo", "flavorRef": "tiny", "networks": [{"uuid": bad["network"]["id"]}]}})
+    check(status == 400 and "no subnet" in body["badRequest"]["message"],
+          f"a server on a network without a subnet is 400 ({body})")
     check(http("DELETE", neutron + "/networks/" + bad["network"]["id"], alice_token)[0] == 204,
           "a network without a subnet is deleted")
     status, body, _ = http("GET", neutron + "/networks", headers={})
