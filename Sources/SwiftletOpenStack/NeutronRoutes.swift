@@ -111,7 +111,11 @@ struct NeutronRoutes {
             let entry = PendingNetworks.Entry(
                 id: network.id, name: network.name, projectId: network.projectId, mtu: network.mtu,
                 createdAt: network.createdAt)
-            try await controller.deleteNetwork(network.id, by: principal)
+            do { try await controller.deleteNetwork(network.id, by: principal) } catch let error as SwiftletError
+                where error.code == "network.in_use"
+            {
+                throw SwiftletError(.conflict, "subnet.in_use", error.message)
+            }
             pending.setSubnetName(Self.subnetId(network.id), nil)
             try? pending.add(entry)
             return Response(status: .noContent)

@@ -229,6 +229,8 @@ def neutron_and_servers(server, alice, bob, root, project, alice_token, bob_toke
           f"another project cannot delete the group ({body})")
     status, body, _ = http("DELETE", neutron + "/networks/" + network["id"], alice_token)
     check(status == 409 and body["NeutronError"]["type"] == "NetworkInUse", f"a network with ports: 409 ({body})")
+    status, body, _ = http("DELETE", neutron + "/subnets/" + subnet["id"], alice_token)
+    check(status == 409 and body["NeutronError"]["type"] == "SubnetInUse", f"a subnet with ports: 409 ({body})")
     status, body, _ = http("POST", neutron + "/networks", alice_token, {"network": {"name": "x", "shared": True}})
     check(status == 400 and body["NeutronError"]["type"] == "HTTPBadRequest", f"a shared network: 400 ({body})")
     status, body, _ = http("POST", neutron + "/ports", alice_token, {"port": {"network_id": network["id"]}})
