@@ -37,8 +37,9 @@ extension Controller {
     public static let minimumPrefix = 8
     public static let maximumPrefix = 30
 
-    public func createNetwork(_ request: CreateNetworkRequest, by principal: Principal) async throws(SwiftletError)
-        -> Network
+    /// `id`: the id to give it (the OpenStack API's, a network made before its subnet); default a new one.
+    public func createNetwork(_ request: CreateNetworkRequest, id given: String? = nil, by principal: Principal)
+        async throws(SwiftletError) -> Network
     {
         let networking = try enabledNetworking()
         try ResourceID.validateName(request.name)
@@ -59,7 +60,7 @@ extension Controller {
             throw .badRequest("network.bad_mtu", "mtu must be 576-9000, got \(mtu)")
         }
         try await networking.local?.checkHostRoutes(block)
-        let id = ResourceID.make("net")
+        let id = given ?? ResourceID.make("net")
         let network = Network(
             id: id, projectId: principal.projectId, name: request.name, cidr: block.description,
             gateway: IPv4.format(gateway), mtu: mtu, mode: request.mode ?? .nat,

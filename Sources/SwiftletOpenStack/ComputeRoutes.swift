@@ -10,16 +10,19 @@ enum ComputeRoutes {
     static let openStackVersionHeader = HTTPField.Name("OpenStack-API-Version")!
     static let novaVersionHeader = HTTPField.Name("X-OpenStack-Nova-API-Version")!
 
-    static func register(on router: Router<APIContext>, controller: Controller, identity: IdentityService) {
+    static func register(
+        on router: Router<APIContext>, controller: Controller, identity: IdentityService, pending: PendingNetworks
+    ) {
         let compute = router.group("compute").add(middleware: OpenStackErrorMiddleware(service: .compute))
         compute.get { request, _ in
             OpenStack.json(.object(["versions": .array([version(request)])]))
         }
         let api = compute.group("v2.1").add(middleware: MicroversionMiddleware())
         api.get { request, _ in OpenStack.json(.object(["version": version(request)])) }
-        ServerRoutes(controller: controller, identity: identity).register(on: api)
+        ServerRoutes(controller: controller, identity: identity, pending: pending).register(on: api)
         FlavorRoutes(controller: controller, identity: identity).register(on: api)
         HypervisorRoutes(controller: controller, identity: identity).register(on: api)
+        ComputeExtrasRoutes(controller: controller, identity: identity).register(on: api)
         OpenStack.refuseUnsupportedPaths(on: api, api: "Compute", identity: identity)
     }
 

@@ -62,6 +62,22 @@ enum GlanceRoutes {
             try await controller.deleteImage(id, by: principal)
             return Response(status: .noContent)
         }
+        group.patch("v2/images/:id") { request, context in
+            let principal = try await identity.principal(request)
+            let id = try context.parameters.require("id")
+            let patch = try ImagePatch(try await OpenStack.body(request))
+            if var entry = queued.entry(id, by: principal) {
+                guard principal.isAdmin || entry.projectId == principal.projectId else {
+                    throw SwiftletError(.forbidden, "image.not_owner", "the image belongs to another project")
+                }
+                try patch.apply(to: &entry)
+                try queued.update(entry)
+                return OpenStack.json(body(entry))
+            }
+            let image = try await controller.image(id, by: principal)
+            let update = try patch.update(of: image)
+            return OpenStack.json(body(try await controller.updateImage(image.id, update, by: principal)))
+        }
         group.post("v2/images") { request, _ in
             let principal = try await identity.principal(request)
             let entry = try queuedEntry(try await OpenStack.body(request), principal: principal)

@@ -61,7 +61,35 @@ enum IdentityRoutes {
             let users = try await identity.store.users(projectId: principal.isAdmin ? nil : principal.projectId)
             return OpenStack.json(.object(["users": .array(users.map { userBody($0, request) })]))
         }
+        // Projects, read only (clients resolve a project named on their command line): a member
+        // sees its own, an admin every one.
+        group.get("v3/projects") { request, _ in
+            let principal = try await identity.principal(request)
+            try OpenStack.refuseUnknownParameters(request, known: ["name", "domain_id"])
+            var projects = try await identity.controller.store.projects().filter {
+                principal.isAdmin || $0.id == principal.projectId
+            }
+            if let name = request.uri.queryParameters.get("name") { projects = projects.filter { $0.name == name } }
+            if let domain = request.uri.queryParameters.get("domain_id"), domain != "default" { projects = [] }
+            return OpenStack.json(.object(["projects": .array(projects.map { projectBody($0, request) })]))
+        }
+        group.get("v3/projects/:id") { request, context in
+            let principal = try await identity.principal(request)
+            let id = try context.parameters.require("id")
+            guard let project = try await identity.controller.store.project(id: id),
+                principal.isAdmin || project.id == principal.projectId
+            else { throw SwiftletError(.notFound, "project.not_found", "Could not find project: \(id).") }
+            return OpenStack.json(.object(["project": projectBody(project, request)]))
+        }
         OpenStack.refuseUnsupportedPaths(on: group, api: "Identity", identity: identity)
+    }
+
+    static func projectBody(_ project: Project, _ request: Request) -> JSONValue {
+        .object([
+            "id": .string(project.id), "name": .string(project.name), "domain_id": "default", "enabled": true,
+            "parent_id": "default", "is_domain": false, "description": "", "tags": .array([]),
+            "links": .object(["self": .string(OpenStack.baseURL(request) + "/identity/v3/projects/" + project.id)]),
+        ])
     }
 
     static func version(_ request: Request) -> JSONValue {
@@ -204,11 +232,11 @@ enum IdentityRoutes {
         return .object(["token": .object(fields)])
     }
 
-    /// Identity, compute and image, each at the address the client reached.
+    /// Identity, compute, image and network, each at the address the client reached.
     static func serviceCatalog(_ base: String) -> JSONValue {
         let services = [
             ("identity", "keystone", base + "/identity"), ("compute", "nova", base + "/compute/v2.1"),
-            ("image", "glance", base + "/image"),
+            ("image", "glance", base + "/image"), ("network", "neutron", base + "/network"),
         ]
         return .array(
             services.map { type, name, url in

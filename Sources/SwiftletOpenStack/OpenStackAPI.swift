@@ -7,20 +7,22 @@ import SwiftletCore
 import SwiftletStore
 import Synchronization
 
-/// The OpenStack-compatible APIs (a Keystone, Nova and Glance subset, docs/openstack.md), served
-/// on the native API's listener under `/identity`, `/compute` and `/image`, on the Controller's
+/// The OpenStack-compatible APIs (a Keystone, Nova, Glance and Neutron subset, docs/openstack.md),
+/// served on the native API's listener under `/identity`, `/compute`, `/image` and `/network`, on the Controller's
 /// own services: what they answer is what `/v1` would, in OpenStack's shapes.
 public struct OpenStackAPI: APIExtension {
     public init() {}
 
-    public var pathPrefixes: [String] { ["/identity", "/compute", "/image"] }
+    public var pathPrefixes: [String] { ["/identity", "/compute", "/image", "/network"] }
 
     public func register(on router: Router<APIContext>, controller: Controller) {
         OpenStack.scheme.withLock { $0 = controller.apiScheme }
         let identity = IdentityService(controller: controller)
         IdentityRoutes.register(on: router, identity: identity)
-        ComputeRoutes.register(on: router, controller: controller, identity: identity)
+        let pending = PendingNetworks()
+        ComputeRoutes.register(on: router, controller: controller, identity: identity, pending: pending)
         GlanceRoutes.register(on: router, controller: controller, identity: identity)
+        NeutronRoutes.register(on: router, controller: controller, identity: identity, pending: pending)
     }
 }
 
@@ -30,8 +32,10 @@ enum OpenStackService: Sendable {
     case identity
     /// `{"itemNotFound": {"code", "message"}}`: the fault's name from the status, as Nova's.
     case compute
+    /// `{"NeutronError": {"type", "message", "detail"}}`: the type from the error's code, as Neutron's.
+    case network
 
-    func body(status: Int, message: String) -> JSONValue {
+    func body(status: Int, message: String, code: String = "") -> JSONValue {
         switch self {
         case .identity:
             let title = Self.titles[status] ?? "Error"
@@ -40,6 +44,40 @@ enum OpenStackService: Sendable {
             ])
         case .compute:
             return .object([Self.novaFaultName(status): .object(["code": .int(status), "message": .string(message)])])
+        case .network:
+            return .object([
+                "NeutronError": .object([
+                    "type": .string(Self.neutronType(status, code: code)), "message": .string(message), "detail": "",
+                ])
+            ])
+        }
+    }
+
+    /// Neutron's exception names: `NetworkNotFound`, `NetworkInUse`, … from Swiftlet's error code
+    /// (`network.not_found`), else the HTTP error's (`HTTPBadRequest`).
+    static func neutronType(_ status: Int, code: String) -> String {
+        let resources = [
+            "network": "Network", "subnet": "Subnet", "port": "Port", "security_group": "SecurityGroup",
+            "security_group_rule": "SecurityGroupRule", "rule": "SecurityGroupRule",
+        ]
+        let parts = code.split(separator: ".", maxSplits: 1).map(String.init)
+        if parts.count == 2, let resource = resources[parts[0]] {
+            switch (status, parts[1]) {
+            case (404, _): return resource + "NotFound"
+            case (409, "in_use"): return resource + "InUse"
+            case (409, "exists"): return resource + "Exists"
+            default: break
+            }
+        }
+        switch status {
+        case 400: return "HTTPBadRequest"
+        case 401: return "HTTPUnauthorized"
+        case 403: return "HTTPForbidden"
+        case 404: return "HTTPNotFound"
+        case 409: return "HTTPConflict"
+        case 501: return "HTTPNotImplemented"
+        case 503: return "ServiceUnavailable"
+        default: return "HTTPInternalServerError"
         }
     }
 
@@ -78,7 +116,7 @@ struct OpenStackErrorMiddleware: RouterMiddleware {
         } catch let error as SwiftletError {
             AuditNote.refused(code: error.code)
             var response = OpenStack.json(
-                service.body(status: error.kind.httpStatus, message: error.message),
+                service.body(status: error.kind.httpStatus, message: error.message, code: error.code),
                 status: .init(code: error.kind.httpStatus))
             if error.kind == .unauthorized {
                 response.headers[HTTPField.Name("WWW-Authenticate")!] =
@@ -138,6 +176,13 @@ enum OpenStack {
         let formatter = ISO8601DateFormatter()
         formatter.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
         return formatter.string(from: date)
+    }
+
+    /// A quota answer's fields from (limit, in use) pairs: the limit alone, or with its use in detail.
+    static func quotaFields(_ values: [String: (Int, Int)], detail: Bool, usedKey: String) -> [String: JSONValue] {
+        values.mapValues { limit, used in
+            detail ? .object(["limit": .int(limit), usedKey: .int(used), "reserved": .int(0)]) : .int(limit)
+        }
     }
 
     static func link(_ rel: String, _ href: String) -> JSONValue {

@@ -60,6 +60,16 @@ final class QueuedImages: Sendable {
         }
     }
 
+    /// Replaces an entry that is not receiving its data.
+    func update(_ entry: Entry) throws(SwiftletError) {
+        try entries.withLock { entries throws(SwiftletError) in
+            guard entries[entry.id]?.uploading == false else {
+                throw SwiftletError(.conflict, "image.upload_in_progress", "image \(entry.id) is receiving its data")
+            }
+            entries[entry.id] = entry
+        }
+    }
+
     @discardableResult
     func remove(_ id: String) -> Bool { entries.withLock { $0.removeValue(forKey: id) != nil } }
 }

@@ -10,6 +10,8 @@ import SwiftletCore
 struct ServerRoutes {
     let controller: Controller
     let identity: IdentityService
+    /// Neutron networks without a subnet (not Swiftlet networks yet).
+    let pending: PendingNetworks
 
     /// The server fields a create reads; any other is refused, as Nova's schema does.
     static let createFields: Set<String> = [
@@ -27,6 +29,11 @@ struct ServerRoutes {
             do {
                 created = try await controller.createInstances(create, by: principal, accepted: monotonicNanos())
             } catch let error as SwiftletError where error.kind == .notFound {
+                for attachment in create.networks ?? [] where pending.entry(attachment.network, by: principal) != nil {
+                    throw SwiftletError.badRequest(
+                        "server.network_without_subnet",
+                        "network \(attachment.network) has no subnet yet: create its subnet first")
+                }
                 // As Nova: a create naming a missing image, flavor, network or group is a bad request.
                 throw SwiftletError.badRequest(error.code, error.message)
             }

@@ -5,7 +5,7 @@ flavors, a server's whole life, console output, and the errors OpenStack's tools
 usage: run_openstack_cli.py VENV SWIFTLET_BINARY HELLO_ELF ECHO_ELF [POSTGRES_URL]
 (hello for the CLI's server, echo, which takes an address, for openstacksdk's on a network;
 with a PostgreSQL URL, the server keeps its store there instead of SQLite)"""
-import json, os, shlex, socket, subprocess, sys, time, urllib.error, urllib.request
+import json, os, random, shlex, socket, subprocess, sys, time, urllib.error, urllib.request
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "contract"))
 from contract_server import ContractServer  # noqa: E402
@@ -14,6 +14,9 @@ venv, binary, hello, echo = sys.argv[1:5]
 database = sys.argv[5] if len(sys.argv) > 5 else None
 openstack_bin = os.path.join(venv, "bin", "openstack")
 failures = []
+# The network's block, /24 under 10.93 at random: another run on this host (a parallel make test
+# in another checkout) may hold one at the same time.
+NET = f"10.93.{random.randrange(1, 255)}"
 
 
 def check(condition, what):
@@ -69,6 +72,8 @@ def openstack(env, *args, expect_ok=True):
     started = time.monotonic()
     result = subprocess.run([openstack_bin, *args], env=env, capture_output=True, text=True, timeout=180)
     took = time.monotonic() - started
+    if os.environ.get("SWIFTLET_TIMING"):
+        print(f"  {took:.1f} s openstack {' '.join(args)}", flush=True)
     if expect_ok and result.returncode != 0:
         raise RuntimeError(f"openstack {' '.join(args)} failed ({took:.1f} s): {result.stderr.strip()}")
     return result
@@ -117,6 +122,132 @@ def upload_cut_short(server, env):
     status, download, _ = http("GET", server.base + "/image/v2/images/" + queued["id"] + "/file", token)
     http("DELETE", server.base + "/image/v2/images/" + queued["id"], token)
     return shown["status"] if status == 404 else f"download answered {status}"
+
+
+def neutron_and_servers(server, alice, bob, root, project, alice_token, bob_token):
+    """Network v2.0 with the CLI (networks, subnets, ports, security groups and rules), a server on
+    a network, server groups, limits and quotas, instance actions, image set, isolation and errors.
+    Returns the network (osnet) for openstacksdk's server."""
+    neutron = server.base + "/network/v2.0"
+    network = openstack_json(alice, "network", "create", "osnet")
+    check(network["name"] == "osnet" and network["subnets"] == [] and network["status"] == "ACTIVE",
+          f"network create: ACTIVE, no subnet yet ({network})")
+    subnet = openstack_json(alice, "subnet", "create", "--network", "osnet", "--subnet-range", NET + ".0/24",
+                            "ossub")
+    check(subnet["cidr"] == NET + ".0/24" and subnet["gateway_ip"] == NET + ".1" and subnet["name"] == "ossub"
+          and subnet["network_id"] == network["id"], f"subnet create: the CIDR and its gateway ({subnet})")
+    native = http("GET", server.base + "/v1/networks", server.admin)[1]["networks"]
+    check([(n["id"], n["name"], n["cidr"]) for n in native] == [(network["id"], "osnet", NET + ".0/24")],
+          f"the subnet made the Swiftlet network, with the Neutron network's id ({native})")
+    listed = openstack_json(alice, "network", "list")
+    check([(n["Name"], n["Subnets"]) for n in listed] == [("osnet", [subnet["id"]])], f"network list: {listed}")
+    check(openstack_json(alice, "network", "show", "osnet")["id"] == network["id"], "network show by name")
+    subnets = openstack_json(alice, "subnet", "list", "--network", "osnet")
+    check([(n["Name"], n["Subnet"]) for n in subnets] == [("ossub", NET + ".0/24")], f"subnet list: {subnets}")
+    status, body, _ = http("POST", neutron + "/subnets", alice_token, {"subnet": {
+        "network_id": network["id"], "ip_version": 4, "cidr": "10.94.0.0/24"}})
+    check(status == 409 and "has its subnet" in body["NeutronError"]["message"],
+          f"a second subnet is 409 (one per network) ({body})")
+
+    group = openstack_json(alice, "security", "group", "create", "osg")
+    check(group["name"] == "osg", "security group create")
+    rule = openstack_json(alice, "security", "group", "rule", "create", "--protocol", "tcp", "--dst-port", "80",
+                          "osg")
+    check(rule["protocol"] == "tcp" and rule["port_range_min"] == 80 and rule["remote_ip_prefix"] == "0.0.0.0/0"
+          and rule["direction"] == "ingress", f"security group rule create: tcp 80 from anywhere ({rule})")
+    rules = openstack_json(alice, "security", "group", "rule", "list", "--long", "osg")
+    check(sorted((str(r["IP Protocol"]), r["Direction"]) for r in rules)
+          == [("None", "egress"), ("None", "ingress"), ("tcp", "ingress")],
+          f"rule list: the rule, and the fixed egress and members rules ({rules})")
+    native_group = http("GET", server.base + "/v1/security-groups/" + group["id"], server.admin)[1]
+    check([(r["proto"], r["portMin"]) for r in native_group["rules"]] == [("tcp", 80)],
+          "the rule is Swiftlet's group rule")
+    status, body, _ = http("POST", neutron + "/security-group-rules", alice_token, {"security_group_rule": {
+        "security_group_id": group["id"], "direction": "egress", "ethertype": "IPv4", "protocol": "udp"}})
+    check(status == 400 and "outbound" in body["NeutronError"]["message"],
+          f"an egress rule is 400 (outbound is always open) ({body})")
+
+    server_group = openstack_json(alice, "server", "group", "create", "--policy", "anti-affinity", "osgrp")
+    check(server_group["name"] == "osgrp" and "anti-affinity" in str(server_group),
+          f"server group create --policy anti-affinity ({server_group})")
+    created = openstack_json(alice, "server", "create", "--image", "echo", "--flavor", "os.small", "--network",
+                             "osnet", "--security-group", "osg", "--hint", "group=" + server_group["id"], "--wait",
+                             "os-net")
+    check(created["status"] == "ACTIVE" and NET + ".2'" in str(created["addresses"]),
+          f"server create --network osnet --hint group= --wait: ACTIVE at {NET}.2 ({created['addresses']})")
+    members = openstack_json(alice, "server", "group", "show", "osgrp")["members"]
+    check(created["id"] in str(members), f"the server is a member of its server group ({members})")
+    ports = openstack_json(alice, "port", "list", "--server", "os-net")
+    check(len(ports) == 1 and ports[0]["Fixed IP Addresses"][0]["ip_address"] == NET + ".2"
+          and ports[0]["Status"] == "ACTIVE", f"port list --server: its port ({ports})")
+    port = openstack_json(alice, "port", "show", ports[0]["ID"])
+    check(port["device_id"] == created["id"] and port["network_id"] == network["id"]
+          and port["security_group_ids"] == [group["id"]], f"port show: server, network and group ({port})")
+    status, body, _ = http("GET", neutron + "/ports?network_id=" + network["id"], alice_token)
+    check([p["id"] for p in body["ports"]] == [port["id"]], "ports filtered by network_id")
+
+    actions = openstack_json(alice, "server", "event", "list", "os-net")
+    check([a["Action"] for a in actions] == ["create"], f"server event list: the create action ({actions})")
+    event = openstack_json(alice, "server", "event", "show", "os-net", actions[0]["Request ID"])
+    names = [e["event"] for e in event["events"]]
+    check(names[0] == "swiftlet_accepted" and "swiftlet_vmm_spawned" in names and names[-1] == "swiftlet_guest_ready"
+          and all(e["result"] == "Success" for e in event["events"]),
+          f"server event show: Swiftlet's phases as the create's events ({names})")
+
+    openstack(root, "quota", "set", "--instances", "7", "--cores", "9", project["id"])
+    limits = {l["Name"]: l["Value"] for l in openstack_json(alice, "limits", "show", "--absolute")}
+    check(limits.get("max_total_instances") == 7 and limits.get("max_total_cores") == 9
+          and limits.get("total_instances_used") == 2 and limits.get("max_total_ram_size") == -1,
+          f"limits show --absolute: the quota and the use ({limits})")
+    quota = openstack_json(alice, "quota", "show")
+    if isinstance(quota, list):  # newer clients answer rows of Resource and Limit
+        quota = {row["Resource"]: row["Limit"] for row in quota}
+    check(quota.get("instances") == 7 and quota.get("cores") == 9 and quota.get("networks") == -1,
+          f"quota show: compute and network quotas ({quota})")
+    status, body, _ = http("PUT", server.base + "/compute/v2.1/os-quota-sets/" + project["id"], alice_token,
+                           {"quota_set": {"instances": 70}})
+    check(status == 403 and "forbidden" in body, f"quota set by a member is 403 ({body})")
+    openstack(root, "quota", "set", "--instances", "-1", "--cores", "-1", project["id"])
+
+    openstack(alice, "image", "set", "--property", "os_distro=swiftlet", "hello")
+    shown = openstack_json(alice, "image", "show", "hello")
+    check(shown["properties"].get("os_distro") == "swiftlet", f"image set --property ({shown['properties']})")
+    status, body, _ = http("PATCH", server.base + "/image/v2/images/" + shown["id"], alice_token,
+                           [{"op": "replace", "path": "/name", "value": "renamed"}])
+    check(status == 409 and "rename" in body["error"]["message"], f"renaming a stored image is 409 ({body})")
+
+    # Isolation and errors in Neutron's shape.
+    check(openstack_json(bob, "network", "list") == [] and all(
+        http("GET", neutron + "/" + kind, bob_token)[1][kind.replace("-", "_")] == []
+        for kind in ["subnets", "ports", "security-groups", "security-group-rules"]),
+          "another project sees none of the networks, subnets, ports, groups and rules")
+    status, body, _ = http("GET", neutron + "/networks/" + network["id"], bob_token)
+    check(status == 404 and body["NeutronError"]["type"] == "NetworkNotFound" and body["NeutronError"]["detail"] == "",
+          f"another project's network: 404 NetworkNotFound ({body})")
+    status, body, _ = http("DELETE", neutron + "/security-groups/" + group["id"], bob_token)
+    check(status == 404 and body["NeutronError"]["type"] == "SecurityGroupNotFound",
+          f"another project cannot delete the group ({body})")
+    status, body, _ = http("DELETE", neutron + "/networks/" + network["id"], alice_token)
+    check(status == 409 and body["NeutronError"]["type"] == "NetworkInUse", f"a network with ports: 409 ({body})")
+    status, body, _ = http("DELETE", neutron + "/subnets/" + subnet["id"], alice_token)
+    check(status == 409 and body["NeutronError"]["type"] == "SubnetInUse", f"a subnet with ports: 409 ({body})")
+    status, body, _ = http("POST", neutron + "/networks", alice_token, {"network": {"name": "x", "shared": True}})
+    check(status == 400 and body["NeutronError"]["type"] == "HTTPBadRequest", f"a shared network: 400 ({body})")
+    status, body, _ = http("POST", neutron + "/ports", alice_token, {"port": {"network_id": network["id"]}})
+    check(status == 501 and "NeutronError" in body, f"port create: 501, ports come with servers ({body})")
+    status, bad, _ = http("POST", neutron + "/networks", alice_token, {"network": {"name": "bad"}})
+    status, body, _ = http("POST", neutron + "/subnets", alice_token, {"subnet": {
+        "network_id": bad["network"]["id"], "ip_version": 4, "cidr": "10.95.0.1/24"}})
+    check(status == 400 and "host bits" in body["NeutronError"]["message"], f"a bad CIDR: 400 ({body})")
+    status, body, _ = http("POST", server.base + "/compute/v2.1/servers", alice_token, {"server": {
+        "name": "z", "imageRef": "echo", "flavorRef": "tiny", "networks": [{"uuid": bad["network"]["id"]}]}})
+    check(status == 400 and "no subnet" in body["badRequest"]["message"],
+          f"a server on a network without a subnet is 400 ({body})")
+    check(http("DELETE", neutron + "/networks/" + bad["network"]["id"], alice_token)[0] == 204,
+          "a network without a subnet is deleted")
+    status, body, _ = http("GET", neutron + "/networks", headers={})
+    check(status == 401, f"no token: 401 ({status})")
+    return network
 
 
 def main():
@@ -176,7 +307,7 @@ def main():
         status, body, headers = http("GET", identity + "/auth/tokens", token["id"],
                                      headers={"X-Subject-Token": token["id"]})
         check(status == 200 and body["token"]["user"]["name"] == "alice"
-              and {s["type"] for s in body["token"]["catalog"]} == {"identity", "compute", "image"},
+              and {s["type"] for s in body["token"]["catalog"]} == {"identity", "compute", "image", "network"},
               "GET /auth/tokens validates the token, with its catalog")
         openstack(alice, "token", "revoke", token["id"])
         status, body, _ = http("GET", compute + "/servers", token["id"])
@@ -285,14 +416,11 @@ def main():
         status, body, _ = http("POST", compute + "/servers", alice_token, {"server": "x"})
         check(status == 400 and "badRequest" in body, f"a malformed server is 400 ({body})")
 
-        # A Swiftlet network (no Neutron here): openstacksdk's create_server(wait=True) wants the
-        # server to have an address, which one on a network has; echo is a guest that takes one.
+        # Networks through Neutron: a network, then its subnet (which makes the Swiftlet network).
+        # openstacksdk's create_server(wait=True) wants the server to have an address, which one on
+        # a network has; echo is a guest that takes one.
         openstack(alice, "image", "create", "--file", echo, "--disk-format", "aki", "echo")
-        status, project_token, _ = http("POST", server.base + "/v1/projects/" + project["id"] + "/tokens",
-                                        server.admin)
-        status, network, _ = http("POST", server.base + "/v1/networks", project_token["token"],
-                                  {"name": "osnet", "cidr": "10.93.0.0/24"})
-        check(status == 201, f"native network created ({network})")
+        network = neutron_and_servers(server, alice, bob, root, project, alice_token, bob_token)
         sdk = run_sdk(alice, """
 import json, openstack
 conn = openstack.connect()
@@ -304,11 +432,21 @@ print(json.dumps({"status": server.status, "names": sorted(s.name for s in conn.
 conn.delete_server(server.id, wait=True, timeout=60)
 print(json.dumps({"after": sorted(s.name for s in conn.compute.servers())}))
 """)
-        check(list(sdk[0]["addresses"]) == ["osnet"] and sdk[0]["addresses"]["osnet"][0]["addr"] == "10.93.0.2"
-              and sdk[1] == {"status": "ACTIVE", "names": ["os-hello", "sdk-echo"]} and sdk[2] == {"after": ["os-hello"]},
+        check(list(sdk[0]["addresses"]) == ["osnet"] and sdk[0]["addresses"]["osnet"][0]["addr"] == NET + ".3"
+              and sdk[1] == {"status": "ACTIVE", "names": ["os-hello", "os-net", "sdk-echo"]}
+              and sdk[2] == {"after": ["os-hello", "os-net"]},
               f"openstacksdk create_server(wait=True), wait_for_server, delete_server(wait=True): {sdk}")
 
-        openstack(alice, "server", "delete", "--wait", "os-hello")
+        openstack(alice, "server", "delete", "--wait", "os-hello", "os-net")
+        openstack(alice, "subnet", "delete", "ossub")
+        check(openstack_json(alice, "network", "show", "osnet")["subnets"] == [],
+              "subnet delete once the servers are gone: the network stays, without a subnet")
+        openstack(alice, "network", "delete", "osnet")
+        openstack(alice, "security", "group", "delete", "osg")
+        openstack(alice, "server", "group", "delete", "osgrp")
+        check(openstack_json(alice, "network", "list") == [] and http(
+            "GET", server.base + "/v1/networks", server.admin)[1]["networks"] == [],
+              "network delete and security group delete leave no network behind")
         check(openstack_json(alice, "server", "list") == [],
               "server delete --wait: the list is empty (and no refused create left a server behind)")
 
