@@ -5,7 +5,7 @@ flavors, a server's whole life, console output, and the errors OpenStack's tools
 usage: run_openstack_cli.py VENV SWIFTLET_BINARY HELLO_ELF ECHO_ELF [POSTGRES_URL]
 (hello for the CLI's server, echo, which takes an address, for openstacksdk's on a network;
 with a PostgreSQL URL, the server keeps its store there instead of SQLite)"""
-import json, os, random, shlex, socket, subprocess, sys, time, urllib.error, urllib.request
+import json, os, random, shlex, socket, subprocess, sys, tempfile, time, urllib.error, urllib.request
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "contract"))
 from contract_server import ContractServer  # noqa: E402
@@ -322,11 +322,11 @@ def main():
         check("os.small" in names and "tiny" in names, f"flavor list shows the new and built-in flavors: {names}")
 
         # A server's life.
-        user_data = "/tmp/swiftlet-openstack-user-data"
-        with open(user_data, "w") as f:
+        with tempfile.NamedTemporaryFile("w", prefix="swiftlet-openstack-", suffix=".user-data") as f:
             f.write("# the hello guest accepts only the key name: the boot config comes from --property\n")
-        created = openstack_json(alice, "server", "create", "--image", "hello", "--flavor", "os.small",
-                                 "--user-data", user_data, "--property", "name=osc", "--wait", "os-hello")
+            f.flush()
+            created = openstack_json(alice, "server", "create", "--image", "hello", "--flavor", "os.small",
+                                     "--user-data", f.name, "--property", "name=osc", "--wait", "os-hello")
         check(created["status"] == "ACTIVE", f"server create --wait ends ACTIVE (got {created['status']})")
         server_id = created["id"]
         listed = openstack_json(alice, "server", "list")
