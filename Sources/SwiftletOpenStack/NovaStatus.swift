@@ -22,6 +22,10 @@ public struct NovaStatus: Equatable, Sendable {
         }
     }
 
+    /// A running server that moves live to another host.
+    public static let migrating = NovaStatus(
+        status: "MIGRATING", vmState: "active", powerState: 1, taskState: "migrating")
+
     init(status: String, vmState: String, powerState: Int, taskState: String?) {
         self.status = status
         self.vmState = vmState

@@ -92,6 +92,14 @@ struct ServerRoutes {
             if name == "os-getConsoleOutput" {
                 return OpenStack.json(.object(["output": .string(try await consoleOutput(id, argument, principal))]))
             }
+            if name == "os-migrateLive" {
+                // Nova's default policy: admins only. `block_migration`, `disk_over_commit` and
+                // `force` have no meaning here (no disks to copy, the scheduler always checks).
+                try controller.requireAdmin(principal)
+                _ = try await controller.migrate(
+                    id, MigrateInstanceRequest(host: try argument.optionalString("host")), by: principal)
+                return Response(status: .accepted)
+            }
             let command = try Self.command(name, argument)
             _ = try await controller.act(command, on: id, by: principal, stopTimeout: .seconds(5))
             return Response(status: .accepted)
@@ -115,7 +123,7 @@ struct ServerRoutes {
             throw SwiftletError(
                 .notImplemented, "server.action_unsupported",
                 "action '\(name)' is not supported; supported: os-start, os-stop, pause, unpause, reboot, "
-                    + "os-getConsoleOutput")
+                    + "os-getConsoleOutput, os-migrateLive")
         }
     }
 
@@ -308,7 +316,8 @@ struct ServerRoutes {
     }
 
     func detail(_ instance: Instance, _ request: Request, version: Microversion, principal: Principal) -> JSONValue {
-        let status = NovaStatus(instance.state)
+        var status = NovaStatus(instance.state)
+        if instance.task?.kind == .migrating { status = .migrating }
         let base = OpenStack.baseURL(request)
         var addressLists: [String: [JSONValue]] = [:]
         for port in instance.ports ?? [] {

@@ -352,6 +352,12 @@ def main():
         check(wait_status(alice, "os-hello", "ACTIVE") == "ACTIVE", "server reboot --soft → ACTIVE")
         openstack(alice, "server", "reboot", "--hard", "--wait", "os-hello")
         check(wait_status(alice, "os-hello", "ACTIVE") == "ACTIVE", "server reboot --hard --wait → ACTIVE")
+        # Live migration is Swiftlet's own (docs/migration.md); with one host there is nowhere to go.
+        moved = openstack(alice, "server", "migrate", "--live-migration", "os-hello", expect_ok=False)
+        check(moved.returncode != 0 and "403" in moved.stderr, f"live migration is for admins: {moved.stderr.strip()}")
+        moved = openstack(root, "server", "migrate", "--live-migration", "os-hello", expect_ok=False)
+        check(moved.returncode != 0 and "409" in moved.stderr and "no host" in moved.stderr.lower(),
+              f"server migrate --live-migration on one host: a 409 saying no host fits: {moved.stderr.strip()}")
 
         # Hosts (admin).
         hypervisors = openstack_json(root, "hypervisor", "list")
