@@ -250,7 +250,8 @@ public struct SwiftletServer: Sendable {
             maxConcurrentBoots: configuration.maxConcurrentBoots, hugePages: configuration.hugePages,
             imageCacheDirectory: configuration.imageCacheDirectory,
             imageCacheLimitBytes: configuration.imageCacheLimitBytes, network: network,
-            logger: logger)
+            // Where other hosts' VMMs send a VM's state to this host's.
+            migrationAddress: configuration.effectiveFabricAddress ?? "127.0.0.1", logger: logger)
         self.agent = agent
         controller = Controller(
             store: store, blobs: blobs, uploadLimit: configuration.uploadLimitBytes,

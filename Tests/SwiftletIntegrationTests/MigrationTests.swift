@@ -8,7 +8,9 @@ import Testing
 
 /// Live migration between namespace hosts, each with its own agent process: real QEMU on both,
 /// the VM's state over TCP between the namespaces, the instance's network spanning both by VXLAN.
-@Suite(.serialized) struct MigrationTests {
+/// In `ClusterTests`, one at a time: each test's controller numbers its networks' VXLAN segments
+/// from 1, and its own host's tunnels share the root namespace.
+extension ClusterTests {
     /// `kv` on host 1 serves a client on host 1's segment of the network, which increments its
     /// counter without pause. The instance moves live to host 2 through the CLI: every increment
     /// the client saw acknowledged is in the counter afterwards (none lost, none twice), the
@@ -63,6 +65,12 @@ import Testing
                 _ = try await client.migrate("kv", MigrateInstanceRequest(mode: "teleport"))
             }
             await expectAPIError(404) { _ = try await client.migrate("no-such-instance", MigrateInstanceRequest()) }
+            try await client.cordonHost("node2", true)
+            await expectAPIError(409, "host.cordoned") {
+                _ = try await client.migrate("kv", MigrateInstanceRequest(host: "node2"))
+            }
+            try await client.cordonHost("node2", false)
+            #expect(try await client.migrations(instance: "kv").isEmpty, "a refused move leaves no record")
 
             // The target's agent dies (its host is still UP for its lease): the move fails, and the
             // instance runs on, where it was, with the reason recorded.
@@ -170,7 +178,11 @@ import Testing
                 "kv live migration: downtime \(migration.downtimeMs ?? -1) ms (QEMU), total \(migration.totalMs ?? -1) ms, "
                     + "\(migration.transferredBytes ?? 0) bytes; longest gap the client saw \(longestGap)")
 
-            // Draining host 2 cordons it and moves what runs there: kv goes back to host 1.
+            // Draining host 2 cordons it and moves what runs there: kv goes back to host 1 (the
+            // controller's own host, which could take it too, is cordoned for this).
+            for host in try await client.hosts() where !host.id.hasPrefix("host-node") {
+                try await client.cordonHost(host.id, true)
+            }
             let drain = try Shell.run(
                 Repo.swiftletBinary,
                 ["host", "drain", "node2", "--wait", "--url", server.url, "--token", server.adminToken],
@@ -180,6 +192,19 @@ import Testing
             #expect(try await client.hosts().first { $0.id == "host-node2" }?.cordoned == true)
             #expect(increment() == acknowledged + 2, "the counter went along")
             #expect(fabric.vmms(onHost: 2, instanceId: moved.id).isEmpty)
+
+            // The controller's own host (its agent in process) takes a move too.
+            let local = try #require(try await client.hosts().first { !$0.id.hasPrefix("host-node") })
+            try await client.cordonHost(local.id, false)
+            let toLocal = try await client.migrate("kv", MigrateInstanceRequest(host: local.id))
+            var landed = toLocal
+            try await eventually("the move to the controller's host ends", timeout: .seconds(60)) {
+                landed = try await client.migration(toLocal.id)
+                return landed.status.isFinal
+            }
+            #expect(landed.status == .completed, "\(landed)")
+            #expect(try await client.instance("kv").hostId == local.id)
+            #expect(increment() == acknowledged + 3, "the counter went along again")
 
             // On its new host it is an instance like any other: it stops, and a stopped one does not move.
             _ = try await client.stop("kv", timeout: 5)
@@ -234,6 +259,9 @@ final class StopFlag: Sendable {
         }
         await expectStoreError("instance.migrating") {
             _ = try await host.controller.act(.stop, on: "stuck", by: .admin, stopTimeout: .zero)
+        }
+        await expectStoreError("instance.migrating") {
+            _ = try await host.controller.act(.delete, on: "stuck", by: .admin, stopTimeout: .zero)
         }
 
         await host.controller.settleAbandonedMigrations()
