@@ -149,9 +149,11 @@ func withNetworkServer(_ body: (ServerProcess, SwiftletClient, String) async thr
     }
 }
 
-/// Distinct random /24 blocks in 10.160-250.x.0, unlikely to meet anything else on the host.
+/// Distinct random /24 blocks in 10.170-199.x.0, unlikely to meet anything else on the host:
+/// apart from the fabrics' 10.200-249 and the overlay networks' 10.150-169 of the cluster tests,
+/// which run meanwhile.
 func randomCIDRs(_ count: Int) -> [String] {
-    let second = Int.random(in: 160...250)
+    let second = Int.random(in: 170...199)
     let thirds = (0...255).shuffled().prefix(count)
     return thirds.map { "10.\(second).\($0).0/24" }
 }
