@@ -110,6 +110,7 @@ extension HostAgent {
         }
         newestGeneration[instanceId] = max(newestGeneration[instanceId] ?? 0, generation)
         if vm.restartPolicy == .always { movable.insert(instanceId) }
+        movedIn.insert(instanceId)
         slots[instanceId] = .running(
             RunningVM(
                 generation: generation, handle: vm.handle,
@@ -118,11 +119,17 @@ extension HostAgent {
         return encoded
     }
 
-    /// Target: ends a prepared VMM that will not take over (the move failed or was cancelled).
+    /// Target: ends the VM of a move that will not be committed (it failed or was cancelled):
+    /// the prepared VMM, or the VM that already took over. Returns once it is gone.
     public func abortIncoming(instanceId: String) async {
-        guard let vm = incoming.removeValue(forKey: instanceId) else { return }
-        await driver.destroy(vm.handle)
-        logger.info("ended an incoming VMM", metadata: ["instance.id": "\(instanceId)"])
+        if let vm = incoming.removeValue(forKey: instanceId) {
+            await driver.destroy(vm.handle)
+        } else if movedIn.contains(instanceId) {
+            await teardown(instanceId: instanceId)
+        } else {
+            return
+        }
+        logger.info("ended the VM of a move rolled back", metadata: ["instance.id": "\(instanceId)"])
     }
 
     /// Source: the move failed after the guest was paused for its last pass; it runs on here.

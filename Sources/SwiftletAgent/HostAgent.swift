@@ -36,6 +36,9 @@ public actor HostAgent {
     var incoming: [String: IncomingVM] = [:]
     /// Transfers in progress from this host, to call off on request (HostAgent+Moves).
     var outgoing: [String: MoveCancellation] = [:]
+    /// Instances whose VM came in by a migration that is not committed yet: their assignment has
+    /// not arrived, and a rollback (`abortIncoming`) ends the VM.
+    var movedIn: Set<String> = []
     /// The address incoming VMMs listen on for a VM's state (the host's fabric address).
     let migrationAddress: String
     /// Where observations go; set by `sync`, when the agent connects.
@@ -311,6 +314,7 @@ public actor HostAgent {
     private func assign(_ assignment: Assignment, pendingCommit: PendingCommit?) async {
         let instanceId = assignment.instanceId
         guard isNewest(assignment) else { return }
+        movedIn.remove(instanceId)
         if assignment.instance.restartPolicy == .always {
             movable.insert(instanceId)
         } else {
@@ -627,8 +631,9 @@ public actor HostAgent {
             instanceId, vm.generation, .exited(clean: clean, reason: reason, timeline: vm.unreported?.timeline))
     }
 
-    private func teardown(instanceId: String) async {
+    func teardown(instanceId: String) async {
         movable.remove(instanceId)
+        movedIn.remove(instanceId)
         switch slots.removeValue(forKey: instanceId) {
         case .booting(let generation, _):
             // The boot destroys its VMM once it is up.

@@ -175,9 +175,10 @@ extension Controller {
             moved.hostId = target
             moved.generation = generation
             moved.task = nil
-            let endpoint = try await targetLink.prepareIncoming(try await instanceSync.assignment(for: moved))
+            let assignment = try await instanceSync.assignment(for: moved)
             let report: MoveReport
             do {
+                let endpoint = try await targetLink.prepareIncoming(assignment)
                 try await advance(migration, to: .running)
                 let settings = MoveSettings(
                     maxBandwidthBytesPerSecond: migration.maxBandwidthMbps.map { $0 * 1_000_000 / 8 })
@@ -187,10 +188,15 @@ extension Controller {
                 let handle = try await targetLink.finishIncoming(instanceId: instance.id, generation: generation)
                 try await commitMove(migration, of: instance, generation: generation, handle: handle, claim: claim)
             } catch {
+                // In this order, each awaited: the target's VM (incoming, or taken over) is gone
+                // before the source's guest runs again, so the two never run at once. A call that
+                // timed out may have done its work, so the source is resumed whatever `sent` says.
                 try? await targetLink.abortIncoming(instanceId: instance.id)
-                // The target may have taken the VM as the instance's already: it forgets it.
                 await targetLink.apply(.unassign(instanceId: instance.id, generation: generation), pendingCommit: nil)
-                if sent { try await sourceLink.resumeAfterMove(instanceId: instance.id) }
+                try? await sourceLink.resumeAfterMove(instanceId: instance.id)
+                if sent {
+                    logger.notice("rolled back after the transfer", metadata: ["migration.id": "\(migration.id)"])
+                }
                 throw error
             }
             // The source forgets the instance (its paused VM and its ports go); the target's desired
