@@ -263,9 +263,10 @@ import Testing
         } catch let error as ClientError {
             #expect(error.description.hasPrefix("cannot connect to \(url)"))
         }
-        // Silent far longer than the client waits, even when a loaded machine is slow to connect.
+        // Silent far longer than the client waits, even when a loaded machine is slow to connect
+        // or to run the client's timer (a loaded `make test` once took over 5 s).
         let silent = try FakeServer { _ in
-            usleep(5_000_000)
+            usleep(30_000_000)
             return []
         }
         defer { silent.stop() }

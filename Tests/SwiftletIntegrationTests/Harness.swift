@@ -308,3 +308,12 @@ func expectAPIError(_ status: Int, _ code: String? = nil, _ body: () async throw
         Issue.record("expected a ClientError, got \(error)")
     }
 }
+
+/// Runs blocking work (a child process and its wait) on a thread of its own, so that it does not
+/// hold one of the few threads (one per CPU) that run every test's async code: a test that blocks
+/// them for seconds stalls the timers and answers of all the others.
+func offThePool<T: Sendable>(_ work: @escaping @Sendable () throws -> T) async throws -> T {
+    try await withCheckedThrowingContinuation { continuation in
+        Thread.detachNewThread { continuation.resume(with: Result { try work() }) }
+    }
+}

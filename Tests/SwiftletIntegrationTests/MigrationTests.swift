@@ -46,15 +46,18 @@ extension ClusterTests {
                 try Fabric.run(step)
             }
             let url = "http://\(address)/counter"
-            let increment: @Sendable () -> Int? = {
-                let result = HostNet.run(
-                    "/usr/bin/curl", ["-s", "-f", "-m", "20", "-X", "POST", url], namespace: clientNamespace)
-                return result.status == 0 ? Int(result.output.trimmingCharacters(in: .whitespacesAndNewlines)) : nil
+            let increment: @Sendable () async -> Int? = {
+                let result = try? await offThePool {
+                    HostNet.run(
+                        "/usr/bin/curl", ["-s", "-f", "-m", "20", "-X", "POST", url], namespace: clientNamespace)
+                }
+                guard let result, result.status == 0 else { return nil }
+                return Int(result.output.trimmingCharacters(in: .whitespacesAndNewlines))
             }
             try await eventually("the client reaches kv across the bridge", timeout: .seconds(20)) {
-                increment() != nil
+                await increment() != nil
             }
-            let before = try #require(increment())
+            let before = try #require(await increment())
 
             // Bad requests first: nothing moves.
             await expectAPIError(409, "migration.same_host") {
@@ -85,7 +88,7 @@ extension ClusterTests {
             #expect(failed.status == .failed && failed.reason != nil, "\(failed)")
             let stayed = try await client.instance("kv")
             #expect(stayed.hostId == "host-node1" && stayed.state == .running && stayed.task == nil)
-            #expect(increment() == before + 1, "the instance serves on from its source")
+            #expect(await increment() == before + 1, "the instance serves on from its source")
             #expect(try await client.events("kv").map(\.type).contains("migration_failed"))
             try agents[1].start()
             // Its lease may be renewed before its watch stream is open: an instance that boots
@@ -108,10 +111,12 @@ extension ClusterTests {
             }
             #expect(throttled.status == .running, "\(throttled)")
             try await Task.sleep(for: .milliseconds(300))
-            let cancelCLI = try Shell.run(
-                Repo.swiftletBinary,
-                ["migrations", slow.id, "--cancel", "--url", server.url, "--token", server.adminToken],
-                timeout: .seconds(30))
+            let cancelCLI = try await offThePool {
+                try Shell.run(
+                    Repo.swiftletBinary,
+                    ["migrations", slow.id, "--cancel", "--url", server.url, "--token", server.adminToken],
+                    timeout: .seconds(30))
+            }
             #expect(cancelCLI.status == 0, "\(cancelCLI.output)")
             var cancelled = slow
             try await eventually("the cancelled move ends", timeout: .seconds(60)) {
@@ -122,7 +127,7 @@ extension ClusterTests {
             let home = try await client.instance("kv")
             #expect(home.hostId == "host-node1" && home.state == .running && home.task == nil)
             #expect(fabric.vmms(onHost: 2, instanceId: home.id).isEmpty, "the target's VMM is gone")
-            #expect(increment() == before + 2, "the instance serves on from its source")
+            #expect(await increment() == before + 2, "the instance serves on from its source")
             await expectAPIError(409, "migration.ended") { _ = try await client.cancelMigration(slow.id) }
 
             // The client increments while the instance moves; each answer must be the one before + 1.
@@ -136,7 +141,7 @@ extension ClusterTests {
                     var longestGap = Duration.zero
                     var lastAnswer = ContinuousClock.now
                     while !stop.isSet {
-                        guard let value = increment() else {
+                        guard let value = await increment() else {
                             failures += 1
                             continue
                         }
@@ -148,13 +153,15 @@ extension ClusterTests {
                     return (last, failures, longestGap)
                 }
                 try await Task.sleep(for: .milliseconds(500))
-                let cli = try Shell.run(
-                    Repo.swiftletBinary,
-                    [
-                        "migrate", "kv", "--to", "node2", "--wait", "--json", "--url", server.url, "--token",
-                        server.adminToken,
-                    ],
-                    timeout: .seconds(120))
+                let cli = try await offThePool {
+                    try Shell.run(
+                        Repo.swiftletBinary,
+                        [
+                            "migrate", "kv", "--to", "node2", "--wait", "--json", "--url", server.url, "--token",
+                            server.adminToken,
+                        ],
+                        timeout: .seconds(120))
+                }
                 #expect(cli.status == 0, "\(cli.output)")
                 try await Task.sleep(for: .milliseconds(500))
                 stop.set()
@@ -162,7 +169,7 @@ extension ClusterTests {
             }
             #expect(failures == 0, "\(failures) requests failed while the instance moved")
             #expect(acknowledged > before + 7, "the client kept incrementing during the move")
-            #expect(increment() == acknowledged + 1, "the counter holds every acknowledged increment")
+            #expect(await increment() == acknowledged + 1, "the counter holds every acknowledged increment")
 
             let moved = try await client.instance("kv")
             #expect(moved.hostId == "host-node2" && moved.state == .running && moved.task == nil)
@@ -183,14 +190,16 @@ extension ClusterTests {
             for host in try await client.hosts() where !host.id.hasPrefix("host-node") {
                 try await client.cordonHost(host.id, true)
             }
-            let drain = try Shell.run(
-                Repo.swiftletBinary,
-                ["host", "drain", "node2", "--wait", "--url", server.url, "--token", server.adminToken],
-                timeout: .seconds(120))
+            let drain = try await offThePool {
+                try Shell.run(
+                    Repo.swiftletBinary,
+                    ["host", "drain", "node2", "--wait", "--url", server.url, "--token", server.adminToken],
+                    timeout: .seconds(120))
+            }
             #expect(drain.status == 0 && drain.output.contains("completed"), "\(drain.output)")
             #expect(try await client.instance("kv").hostId == "host-node1")
             #expect(try await client.hosts().first { $0.id == "host-node2" }?.cordoned == true)
-            #expect(increment() == acknowledged + 2, "the counter went along")
+            #expect(await increment() == acknowledged + 2, "the counter went along")
             #expect(fabric.vmms(onHost: 2, instanceId: moved.id).isEmpty)
 
             // The controller's own host (its agent in process) takes a move too.
@@ -204,7 +213,7 @@ extension ClusterTests {
             }
             #expect(landed.status == .completed, "\(landed)")
             #expect(try await client.instance("kv").hostId == local.id)
-            #expect(increment() == acknowledged + 3, "the counter went along again")
+            #expect(await increment() == acknowledged + 3, "the counter went along again")
 
             // On its new host it is an instance like any other: it stops, and a stopped one does not move.
             _ = try await client.stop("kv", timeout: 5)
