@@ -6,10 +6,14 @@ import Testing
 /// Migration records, the same on every engine: one unfinished per instance even when several
 /// writers race, kept after they end, listed newest first, scoped to their project.
 @Suite struct MigrationConformanceTests {
+    /// One start time for the whole test, so that the order of the records never depends on how
+    /// long the calls between them took.
+    static let start = Fixtures.wholeSeconds()
+
     static func migration(_ id: String, instance: String, at offset: TimeInterval) -> InstanceMigration {
         InstanceMigration(
             id: id, instanceId: instance, instanceName: instance, projectId: Project.adminProjectId, mode: .live,
-            sourceHostId: "h1", targetHostId: "h2", status: .preparing, createdAt: Fixtures.wholeSeconds(offset))
+            sourceHostId: "h1", targetHostId: "h2", status: .preparing, createdAt: start.addingTimeInterval(offset))
     }
 
     @Test(arguments: StoreEngine.allCases)
