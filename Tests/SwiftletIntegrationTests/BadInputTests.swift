@@ -34,7 +34,7 @@ import Testing
     }
 
     @Test(arguments: StoreEngine.allCases) func badRequestsAreRefusedCleanly(engine: StoreEngine) async throws {
-        let kernel = try Kernels.path("hello")
+        let kernel = try await Kernels.path("hello")
         try await withServer(config: ["uploadLimitBytes": 300_000], engine: engine) { server, client in
             _ = try await client.uploadImage(path: kernel, name: "hello")
             let token = server.adminToken
@@ -128,7 +128,7 @@ import Testing
     /// nothing changes (Codable alone would read it as an absent option). A field no request has
     /// is ignored, null or not.
     @Test func nullIsRefusedWhereTheContractSaysAType() async throws {
-        let kernel = try Kernels.path("hello")
+        let kernel = try await Kernels.path("hello")
         try await withServer { server, client in
             _ = try await client.uploadImage(path: kernel, name: "hello")
             let base = server.url + "/v1"
@@ -177,7 +177,7 @@ import Testing
 
     /// Console input over its 4,096 bytes is 413 (it was a 500), and the console still takes a line.
     @Test func consoleInputOverTheLimitIs413() async throws {
-        let kernel = try Kernels.path("hello")
+        let kernel = try await Kernels.path("hello")
         try await withServer { server, client in
             _ = try await client.uploadImage(path: kernel, name: "hello")
             let instance = try await client.createInstances(CreateInstanceRequest(image: "hello", wait: true))[0]
@@ -192,7 +192,7 @@ import Testing
     }
 
     @Test func refusedDuplicateLeavesNoVMMBehind() async throws {
-        let kernel = try Kernels.path("hello")
+        let kernel = try await Kernels.path("hello")
         try await withServer { server, client in
             _ = try await client.uploadImage(path: kernel, name: "hello")
             let first = try await client.createInstances(
@@ -214,7 +214,7 @@ import Testing
     }
 
     @Test(arguments: StoreEngine.allCases) func projectsAreIsolated(engine: StoreEngine) async throws {
-        let kernel = try Kernels.path("hello")
+        let kernel = try await Kernels.path("hello")
         try await withServer(engine: engine) { server, admin in
             _ = try await admin.uploadImage(path: kernel, name: "hello")
             let running = try await admin.createInstances(

@@ -8,7 +8,7 @@ import Testing
 @Suite(.serialized, .enabled(if: getuid() == 0, "namespace hosts need root"))
 struct ClusterTests {
     @Test func hostsJoinAndInstancesRunWhereTheyArePlaced() async throws {
-        let kernel = try Kernels.path("hello")
+        let kernel = try await Kernels.path("hello")
         try await withCluster(hosts: 2) { server, client, fabric, agentPort in
             try await fabric.join(1...2, client: client, agentPort: agentPort)
             _ = try await client.uploadImage(path: kernel, name: "hello")
@@ -151,7 +151,7 @@ struct ClusterTests {
     }
 
     @Test func aKilledAgentsHostGoesDownItsInstancesMoveAndItsStaleVMsAreFenced() async throws {
-        let kernel = try Kernels.path("hello")
+        let kernel = try await Kernels.path("hello")
         try await withCluster(hosts: 2) { server, client, fabric, agentPort in
             let agents = try await fabric.join(1...2, client: client, agentPort: agentPort)
             _ = try await client.uploadImage(path: kernel, name: "hello")
@@ -215,7 +215,7 @@ struct ClusterTests {
     }
 
     @Test func aPartitionedHostFencesItselfAndHeals() async throws {
-        let kernel = try Kernels.path("hello")
+        let kernel = try await Kernels.path("hello")
         try await withCluster(hosts: 1) { server, client, fabric, agentPort in
             try await fabric.join(1...1, client: client, agentPort: agentPort)
             _ = try await client.uploadImage(path: kernel, name: "hello")
@@ -255,7 +255,7 @@ struct ClusterTests {
     }
 
     @Test func aControllerRestartLosesNothingAndAgentsReconnect() async throws {
-        let kernel = try Kernels.path("hello")
+        let kernel = try await Kernels.path("hello")
         try await withCluster(hosts: 1) { server, client, fabric, agentPort in
             try await fabric.join(1...1, client: client, agentPort: agentPort)
             _ = try await client.uploadImage(path: kernel, name: "hello")
@@ -285,8 +285,8 @@ struct ClusterTests {
     /// host 1 through VXLAN, and A counts it. F's echo crosses from host 2 too, but A's port drops
     /// it there: the groups apply on every host.
     @Test func aNetworkSpansHostsThroughVXLANAndItsGroupsApplyOnEveryHost() async throws {
-        let http = try Kernels.path("http")
-        let echo = try Kernels.path("echo")
+        let http = try await Kernels.path("http")
+        let echo = try await Kernels.path("echo")
         try await withCluster(hosts: 3) { _, client, fabric, agentPort in
             try await fabric.join(1...3, client: client, agentPort: agentPort)
             _ = try await client.uploadImage(path: http, name: "http")
@@ -344,7 +344,7 @@ struct ClusterTests {
             // A VNF between two networks: "fw" (echo) on host 2 has a NIC on each. Probes on hosts
             // 1 and 3, one on each network, get their echoes from it across the fabric: each of
             // its two addresses reached its own NIC (the guest matched them by MAC).
-            let probe = try Kernels.path("probe")
+            let probe = try await Kernels.path("probe")
             _ = try await client.uploadImage(path: probe, name: "probe")
             let innerCIDR = "10.\(Int.random(in: 160...169)).\(Int.random(in: 0...255)).0/24"
             let inner = try await client.createNetwork(CreateNetworkRequest(name: "inner", cidr: innerCIDR))

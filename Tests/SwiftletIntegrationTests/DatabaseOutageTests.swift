@@ -155,7 +155,7 @@ struct DatabaseOutageTests {
     static func createThroughOutage(
         of postgres: PrivatePostgres, client: SwiftletClient, log: () -> String
     ) async throws {
-        _ = try await client.uploadImage(path: try Kernels.path("hello"), name: "hello")
+        _ = try await client.uploadImage(path: try await Kernels.path("hello"), name: "hello")
         // Creates under way while the database stops and starts again: each is acknowledged or
         // refused, none hangs, and every acknowledged one is there afterwards, once.
         // Each create's name and its answer: nil when acknowledged, else the error.

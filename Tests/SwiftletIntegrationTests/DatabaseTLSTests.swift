@@ -32,7 +32,7 @@ struct DatabaseTLSTests {
 
         let verified = postgres.url + "?sslmode=verify-full&sslrootcert=\(postgres.caPath)"
         try await withServer(config: ["database": verified]) { server, client in
-            _ = try await client.uploadImage(path: try Kernels.path("hello"), name: "hello")
+            _ = try await client.uploadImage(path: try await Kernels.path("hello"), name: "hello")
             let created = try await client.createInstances(
                 CreateInstanceRequest(name: "over-tls", image: "hello", wait: true))
             #expect(created.first?.state == .running)

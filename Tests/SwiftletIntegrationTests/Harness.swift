@@ -20,22 +20,38 @@ enum Repo {
 
 /// Builds the example unikernels once per test process (the real kit, real build script).
 enum Kernels {
-    private static let directory: String = {
+    static let directory: String = {
         let path = NSTemporaryDirectory() + "swiftlet-kernels-\(getpid())"
         try? FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
         // Removed when the test process ends, whatever the outcome.
         atexit { try? FileManager.default.removeItem(atPath: NSTemporaryDirectory() + "swiftlet-kernels-\(getpid())") }
         return path
     }()
-    private static let lock = NSLock()
+    private static let builder = KernelBuilder()
 
-    static func path(_ example: String) throws -> String {
-        lock.lock()
-        defer { lock.unlock() }
-        let output = directory + "/\(example).elf"
-        if FileManager.default.fileExists(atPath: output) { return output }
-        let result = try Shell.run(
-            Repo.root + "/guest/build.sh", [Repo.root + "/guest/examples/\(example)", "-o", output])
+    /// Builds `guest/examples/<example>` once per test process. Tests that want the same kernel
+    /// meanwhile wait without holding a thread: a build takes seconds to minutes, and the few
+    /// threads that run every test's async code (one per CPU) must stay free.
+    static func path(_ example: String) async throws -> String {
+        try await builder.path(example)
+    }
+}
+
+private actor KernelBuilder {
+    private var builds: [String: Task<String, any Error>] = [:]
+
+    func path(_ example: String) async throws -> String {
+        if let build = builds[example] { return try await build.value }
+        let build = Task { try await Self.build(example) }
+        builds[example] = build
+        return try await build.value
+    }
+
+    private static func build(_ example: String) async throws -> String {
+        let output = Kernels.directory + "/\(example).elf"
+        let result = try await offThePool {
+            try Shell.run(Repo.root + "/guest/build.sh", [Repo.root + "/guest/examples/\(example)", "-o", output])
+        }
         guard result.status == 0 else { throw TestFailure("guest build of \(example) failed: \(result.output)") }
         return output
     }

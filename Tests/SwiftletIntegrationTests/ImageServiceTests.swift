@@ -33,7 +33,7 @@ import Testing
     }
 
     @Test func everyKindIsDetectedAndBoots() async throws {
-        let pvh = try Kernels.path("hello")
+        let pvh = try await Kernels.path("hello")
         try await withServer { server, client in
             let uploads: [(String, String, [String: String], ImageKind)] = [
                 (pvh, "pvh", [:], .pvh),
@@ -139,7 +139,7 @@ import Testing
     /// The http example booted with no NIC (no published port, no network) gives up with its own
     /// reason; the instance's reason carries it, not only "exited with status 5".
     @Test func aGuestsOwnReasonForFailingReachesTheInstance() async throws {
-        let kernel = try Kernels.path("http")
+        let kernel = try await Kernels.path("http")
         try await withServer { _, client in
             _ = try await client.uploadImage(path: kernel, name: "http")
             let created = try await client.createInstances(CreateInstanceRequest(image: "http", wait: true))
@@ -156,7 +156,7 @@ import Testing
     }
 
     @Test func badImagesAreRefusedAndLeaveNothing() async throws {
-        let pvh = try Kernels.path("hello")
+        let pvh = try await Kernels.path("hello")
         try await withServer(config: ["uploadLimitBytes": 64 << 20]) { server, client in
             let elf = [UInt8](try Data(contentsOf: URL(fileURLWithPath: pvh)))
             let truncated = try TestImages.file("truncated.elf", Array(elf.prefix(elf.count / 3)))
@@ -235,7 +235,7 @@ import Testing
     }
 
     @Test func sameBytesAreStoredOnceAndCachedOnTheHost() async throws {
-        let pvh = try Kernels.path("hello")
+        let pvh = try await Kernels.path("hello")
         try await withServer { server, client in
             let first = try await client.uploadImage(path: pvh, name: "a")
             let second = try await client.uploadImage(path: pvh, name: "b", tags: ["v1", "stable"])
@@ -260,7 +260,7 @@ import Testing
     }
 
     @Test func deletingTheLastImageOfItsBytesEvictsTheHostCache() async throws {
-        let pvh = try Kernels.path("hello")
+        let pvh = try await Kernels.path("hello")
         try await withServer { server, client in
             let first = try await client.uploadImage(path: pvh, name: "a")
             _ = try await client.uploadImage(path: pvh, name: "b")
@@ -296,7 +296,7 @@ import Testing
     @Test func aCacheOfCopiesStaysWithinItsLimit() async throws {
         // Three images of distinct bytes and sizes: `hello` with 0, 40,000 and 80,000 bytes of
         // padding after its ELF contents (the loader reads only what the program headers name).
-        let hello = try Data(contentsOf: URL(fileURLWithPath: try Kernels.path("hello")))
+        let hello = try Data(contentsOf: URL(fileURLWithPath: try await Kernels.path("hello")))
         let cache = "/dev/shm/swiftlet-test-cache-\(UUID().uuidString.prefix(8))"
         defer { try? FileManager.default.removeItem(atPath: cache) }
         var sizes: [String: Int] = [:]
@@ -353,7 +353,7 @@ import Testing
     }
 
     @Test func signedImagesBootAndTamperingIsRefused() async throws {
-        let pvh = try Kernels.path("hello")
+        let pvh = try await Kernels.path("hello")
         try await withServer { server, admin in
             let project = try await admin.createProject(CreateProjectRequest(name: "signed", requireSignedImages: true))
             let token = try #require(try await admin.createToken(project: project.id).token)
@@ -413,7 +413,7 @@ import Testing
     }
 
     @Test func propertiesVisibilityAndOwnership() async throws {
-        let pvh = try Kernels.path("hello")
+        let pvh = try await Kernels.path("hello")
         try await withServer { server, admin in
             let alpha = try await admin.createProject(CreateProjectRequest(name: "alpha"))
             let beta = try await admin.createProject(CreateProjectRequest(name: "beta"))

@@ -8,7 +8,7 @@ import Testing
 /// comes gzip-compressed only to a client that asks, and decompresses to the plain answer.
 @Suite struct InstanceListTests {
     @Test func largeListIsGzippedOnlyForClientsThatAcceptIt() async throws {
-        let kernel = try Kernels.path("hello")
+        let kernel = try await Kernels.path("hello")
         try await withServer { server, client in
             _ = try await client.uploadImage(path: kernel, name: "hello")
             // ~500 bytes per instance: 40 make a list over the compression threshold.
@@ -32,7 +32,7 @@ import Testing
     @Test(arguments: StoreEngine.allCases) func pagesWalkTheListInOrderAndRejectBadMarkers(engine: StoreEngine)
         async throws
     {
-        let kernel = try Kernels.path("hello")
+        let kernel = try await Kernels.path("hello")
         try await withServer(engine: engine) { server, client in
             _ = try await client.uploadImage(path: kernel, name: "hello")
             _ = try await client.createInstances(

@@ -11,7 +11,7 @@ import Testing
 /// real QEMU, real kit unikernels.
 @Suite(.serialized) struct LifecycleTests {
     @Test(arguments: StoreEngine.allCases) func instanceLifecycleEndToEnd(engine: StoreEngine) async throws {
-        let kernel = try Kernels.path("hello")
+        let kernel = try await Kernels.path("hello")
         try await withServer(engine: engine) { server, client in
             let image = try await client.uploadImage(path: kernel, name: "hello")
             #expect(image.kind == .pvh)
@@ -61,7 +61,7 @@ import Testing
     }
 
     @Test func publishedPortReachesTheUnikernel() async throws {
-        let kernel = try Kernels.path("http")
+        let kernel = try await Kernels.path("http")
         try await withServer { server, client in
             _ = try await client.uploadImage(path: kernel, name: "http")
             let port = try ServerProcess.freePort()
@@ -77,7 +77,7 @@ import Testing
     }
 
     @Test func restartPolicyRestartsACrashedVM() async throws {
-        let kernel = try Kernels.path("hello")
+        let kernel = try await Kernels.path("hello")
         try await withServer { server, client in
             _ = try await client.uploadImage(path: kernel, name: "hello")
             let created = try await client.createInstances(
@@ -105,7 +105,7 @@ import Testing
     @Test(arguments: StoreEngine.allCases) func serverCrashNeitherLosesNorDuplicatesVMs(engine: StoreEngine)
         async throws
     {
-        let kernel = try Kernels.path("hello")
+        let kernel = try await Kernels.path("hello")
         let server = try ServerProcess(engine: engine)
         defer { server.cleanUp() }
         try await server.start()
@@ -158,7 +158,7 @@ import Testing
 @Suite struct TopCommandTests {
     @Test func topShowsInstancesLiveAndFollowsAStop() async throws {
         try await withServer { server, client in
-            _ = try await client.uploadImage(path: try Kernels.path("hello"), name: "hello")
+            _ = try await client.uploadImage(path: try await Kernels.path("hello"), name: "hello")
             let created = try await client.createInstances(
                 CreateInstanceRequest(name: "watched", image: "hello", flavor: "tiny", wait: true))
             let total = try #require(created.first?.timeline.total)
@@ -191,7 +191,7 @@ struct ConfinedServerTests {
         defer { server.cleanUp() }
         try await server.start()
         var client = server.client()
-        _ = try await client.uploadImage(path: try Kernels.path("kv"), name: "kv")
+        _ = try await client.uploadImage(path: try await Kernels.path("kv"), name: "kv")
         let port = try ServerProcess.freePort()
         let created = try #require(
             try await client.createInstances(

@@ -35,7 +35,7 @@ import Testing
     /// loopback): the boot it made, its VMs, its lease.
     @Test(.enabled(if: getuid() == 0, "namespace hosts need root"))
     func anAgentServesItsOwnHostsMetrics() async throws {
-        let kernel = try Kernels.path("hello")
+        let kernel = try await Kernels.path("hello")
         try await withCluster(hosts: 1) { _, client, fabric, agentPort in
             let token = try #require(try await client.createJoinToken(ttlSeconds: 600).token)
             let agent = try await fabric.startAgent(1, controllerPort: agentPort, token: token, servesMetrics: true)
@@ -64,7 +64,7 @@ import Testing
 
     /// A warm pool shows its size and idle VMs, and a create that takes a pooled VM is a hit.
     @Test func aWarmPoolBootIsAHit() async throws {
-        let kernel = try Kernels.path("hello")
+        let kernel = try await Kernels.path("hello")
         try await withServer { server, client in
             _ = try await client.uploadImage(path: kernel, name: "hello")
             _ = try await client.createPool(CreatePoolRequest(image: "hello", size: 1))
@@ -111,7 +111,7 @@ import Testing
     /// instance stopped since, the host cordoned.
     @Test func prometheusScrapesALiveServer() async throws {
         let binary = try PrometheusProcess.binary()
-        let kernel = try Kernels.path("hello")
+        let kernel = try await Kernels.path("hello")
         try await withServer { server, client in
             _ = try await client.uploadImage(path: kernel, name: "hello")
             let pair = try await client.createInstances(

@@ -17,7 +17,7 @@ extension ClusterTests {
     /// client's requests all succeed (they only wait out the downtime), the instance's record, the
     /// VMMs and the migration say it is on host 2, and the bad requests are refused clearly.
     @Test func aRunningKVMovesLiveToAnotherHostAndKeepsEveryAcknowledgedIncrement() async throws {
-        let kv = try Kernels.path("kv")
+        let kv = try await Kernels.path("kv")
         try await withCluster(hosts: 2) { server, client, fabric, agentPort in
             let agents = try await fabric.join(1...2, client: client, agentPort: agentPort)
             _ = try await client.uploadImage(path: kv, name: "kv")

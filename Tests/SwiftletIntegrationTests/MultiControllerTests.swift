@@ -76,9 +76,9 @@ struct MultiControllerTests {
     }
 
     @Test func threeControllersServeOneClusterAndAgentsFailOverBetweenThem() async throws {
-        let kernel = try Kernels.path("hello")
+        let kernel = try await Kernels.path("hello")
         // An image that brings its NIC up (hello has no network stack).
-        let http = try Kernels.path("http")
+        let http = try await Kernels.path("http")
         try await Self.withCluster { cluster in
             let clients = cluster.clients
             // Image bytes uploaded through one controller are served by all (shared data directory).

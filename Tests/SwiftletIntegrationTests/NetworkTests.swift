@@ -6,7 +6,7 @@ import Testing
 /// Networks end to end, as root: real bridges, TAPs, nftables, QEMU and kit unikernels.
 @Suite(.serialized) struct NetworkTests {
     @Test func hostReachesAnHTTPInstanceAndEverythingGoesWithIt() async throws {
-        let kernel = try Kernels.path("http")
+        let kernel = try await Kernels.path("http")
         try await withNetworkServer { _, client, prefix in
             _ = try await client.uploadImage(path: kernel, name: "http")
             let cidr = randomCIDRs(1)[0]
@@ -64,8 +64,8 @@ import Testing
     /// resolves A by ARP and sends the echo to A's MAC, bridge port to bridge port; A has no UDP
     /// listener, so its `udp_no_listener` counter (read over HTTP) goes up by one.
     @Test func twoInstancesOnOneNetworkReachEachOther() async throws {
-        let http = try Kernels.path("http")
-        let echo = try Kernels.path("echo")
+        let http = try await Kernels.path("http")
+        let echo = try await Kernels.path("echo")
         try await withNetworkServer { _, client, prefix in
             _ = try await client.uploadImage(path: http, name: "http")
             _ = try await client.uploadImage(path: echo, name: "echo")
@@ -96,8 +96,8 @@ import Testing
     /// Same forged-echo probe with groups: A (http) and E (echo) are in group "g", F (echo) is in
     /// none. E's echo reaches A (a member), F's does not (A's group has no rule for it).
     @Test func onlyMembersOfTheGroupGetIn() async throws {
-        let http = try Kernels.path("http")
-        let echo = try Kernels.path("echo")
+        let http = try await Kernels.path("http")
+        let echo = try await Kernels.path("echo")
         try await withNetworkServer { _, client, prefix in
             _ = try await client.uploadImage(path: http, name: "http")
             _ = try await client.uploadImage(path: echo, name: "echo")
@@ -142,7 +142,7 @@ import Testing
     }
 
     @Test func isolatedNetworksDoNotReachEachOther() async throws {
-        let kernel = try Kernels.path("http")
+        let kernel = try await Kernels.path("http")
         try await withNetworkServer { _, client, prefix in
             _ = try await client.uploadImage(path: kernel, name: "http")
             let cidrs = randomCIDRs(3)
@@ -214,7 +214,7 @@ import Testing
     }
 
     @Test func securityGroupRuleOpensAndClosesAPortWhileRunning() async throws {
-        let kernel = try Kernels.path("http")
+        let kernel = try await Kernels.path("http")
         try await withNetworkServer { _, client, prefix in
             _ = try await client.uploadImage(path: kernel, name: "http")
             _ = try await client.createNetwork(CreateNetworkRequest(name: "web", cidr: randomCIDRs(1)[0]))
@@ -244,7 +244,7 @@ import Testing
 
     /// 100 creates in parallel (one request each, so IPAM really races), then 100 deletes.
     @Test func hundredConcurrentInstancesLeaveNoDuplicateAndNoLeak() async throws {
-        let kernel = try Kernels.path("hello")
+        let kernel = try await Kernels.path("hello")
         try await withNetworkServer { _, client, prefix in
             // hello accepts only `name=`: the image's command-line template drops the address.
             _ = try await client.uploadImage(
@@ -288,7 +288,7 @@ import Testing
     }
 
     @Test func badInputIsRefusedAndLeavesNothingOnTheHost() async throws {
-        let kernel = try Kernels.path("http")
+        let kernel = try await Kernels.path("http")
         try await withNetworkServer { _, client, prefix in
             _ = try await client.uploadImage(path: kernel, name: "http")
             let cidr = randomCIDRs(1)[0]
@@ -342,7 +342,7 @@ import Testing
     /// The server is killed: its bridge, TAP and rules are found again by name on restart, the
     /// VM keeps serving, and a TAP without an owner is removed.
     @Test func devicesAreFoundAgainAfterACrash() async throws {
-        let kernel = try Kernels.path("http")
+        let kernel = try await Kernels.path("http")
         try await withNetworkServer { server, client, prefix in
             _ = try await client.uploadImage(path: kernel, name: "http")
             _ = try await client.createNetwork(CreateNetworkRequest(name: "web", cidr: randomCIDRs(1)[0]))

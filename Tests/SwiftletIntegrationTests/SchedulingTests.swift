@@ -6,7 +6,7 @@ import Testing
 /// The controller places instances with the scheduler on the real host the server registered.
 @Suite(.serialized) struct SchedulingTests {
     @Test func placesOnTheRegisteredHostAndRefusesWhatNoHostFits() async throws {
-        let kernel = try Kernels.path("hello")
+        let kernel = try await Kernels.path("hello")
         try await withServer { _, client in
             _ = try await client.uploadImage(path: kernel, name: "hello")
             let host = try #require(try await client.hosts().first)

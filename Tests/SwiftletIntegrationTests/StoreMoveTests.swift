@@ -11,7 +11,7 @@ import Testing
 /// a real PostgreSQL database; and a server refusing a database it cannot use.
 @Suite(.serialized) struct StoreMoveTests {
     @Test func runningInstancesKeepRunningAcrossTheMoveToPostgreSQL() async throws {
-        let kernel = try Kernels.path("hello")
+        let kernel = try await Kernels.path("hello")
         let server = try ServerProcess()
         defer { server.cleanUp() }
         let database = try #require(try StoreEngine.postgres.freshDatabase())

@@ -11,7 +11,7 @@ import Testing
 /// the console, and the app serves under its own name and published port.
 @Suite(.serialized) struct WarmPoolTests {
     @Test func createsTakePreBootedVMsAndThePoolRefills() async throws {
-        let kernel = try Kernels.path("http")
+        let kernel = try await Kernels.path("http")
         try await withServer { server, client in
             _ = try await client.uploadImage(path: kernel, name: "http")
             let pool = try await client.createPool(CreatePoolRequest(image: "http", size: 2))
