@@ -3,6 +3,7 @@ import os
 from selenium import webdriver
 from selenium.webdriver.chrome.options import Options
 from selenium.webdriver.chrome.service import Service
+from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
 from selenium.webdriver.support.ui import WebDriverWait
 
 ARTIFACTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", ".build", "ui-artifacts")
@@ -19,8 +20,11 @@ def chromium(width=1440, height=900):
 
 
 def wait(driver, condition, timeout=30, message=""):
-    """What `condition(driver)` returns once it is truthy; a TimeoutException after `timeout` s."""
-    return WebDriverWait(driver, timeout, poll_frequency=0.2).until(condition, message)
+    """What `condition(driver)` returns once it is truthy; a TimeoutException after `timeout` s.
+    An element the page redrew while the condition read it is tried again at the next poll."""
+    return WebDriverWait(driver, timeout, poll_frequency=0.2,
+                         ignored_exceptions=(NoSuchElementException, StaleElementReferenceException)
+                         ).until(condition, message)
 
 
 def screenshot(driver, name):
