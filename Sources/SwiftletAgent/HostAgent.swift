@@ -39,6 +39,8 @@ public actor HostAgent {
     /// Instances whose VM came in by a migration that is not committed yet: their assignment has
     /// not arrived, and a rollback (`abortIncoming`) ends the VM.
     var movedIn: Set<String> = []
+    /// Sources of stateful moves whose guest was quiesced: a rollback lets it serve again.
+    var quiesced: Set<String> = []
     /// The address incoming VMMs listen on for a VM's state (the host's fabric address).
     let migrationAddress: String
     /// Where observations go; set by `sync`, when the agent connects.
@@ -634,6 +636,7 @@ public actor HostAgent {
     func teardown(instanceId: String) async {
         movable.remove(instanceId)
         movedIn.remove(instanceId)
+        quiesced.remove(instanceId)
         switch slots.removeValue(forKey: instanceId) {
         case .booting(let generation, _):
             // The boot destroys its VMM once it is up.
