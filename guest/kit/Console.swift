@@ -2,7 +2,8 @@
 //
 // The interrupt handler only moves received bytes into a fixed ring (it must
 // not allocate); Kit.run assembles lines from the ring between polls and
-// handles them there: `poweroff`, `heap`, or the app's own handler.
+// handles them there: `poweroff`, `heap`, the state transfer (State.swift),
+// the network stack's commands, or the app's own handler.
 
 public enum Console {
     static let base: UInt16 = 0x3F8
@@ -16,6 +17,10 @@ public enum Console {
 
     /// Lines typed on the console that the kit does not handle itself.
     public nonisolated(unsafe) static var lineHandler: ((String) -> Void)? = nil
+    /// A kit subsystem's commands (the network stack's migration commands),
+    /// tried before `lineHandler` so they work whatever handler the app sets;
+    /// true when it took the line.
+    nonisolated(unsafe) static var subsystemHandler: ((String) -> Bool)? = nil
 
     /// 115200 8N1. The FIFO control register is left alone: enabling the
     /// FIFO would clear it and lose input typed before boot. OUT2 gates the
@@ -130,6 +135,8 @@ public enum Console {
             print(
                 "swiftlet: heap used=\(HeapStatistics.usedBytes) peak=\(HeapStatistics.peakUsedBytes) live=\(HeapStatistics.liveAllocations) largest-free=\(HeapStatistics.largestFreeBlock) total=\(HeapStatistics.totalBytes)"
             )
+        } else if StateTransfer.handle(text) || subsystemHandler?(text) == true {
+            return
         } else if let lineHandler {
             lineHandler(text)
         } else {
