@@ -17,10 +17,10 @@ public enum Console {
 
     /// Lines typed on the console that the kit does not handle itself.
     public nonisolated(unsafe) static var lineHandler: ((String) -> Void)? = nil
-    /// A kit subsystem's commands (the network stack's migration commands),
-    /// tried before `lineHandler` so they work whatever handler the app sets;
-    /// true when it took the line.
-    nonisolated(unsafe) static var subsystemHandler: ((String) -> Bool)? = nil
+    /// Kit subsystems' commands (the state transfer, the network stack's
+    /// migration commands), tried before `lineHandler` so they work whatever
+    /// handler the app sets; each returns true when it took the line.
+    nonisolated(unsafe) static var subsystemHandlers: [(String) -> Bool] = []
 
     /// 115200 8N1. The FIFO control register is left alone: enabling the
     /// FIFO would clear it and lose input typed before boot. OUT2 gates the
@@ -135,8 +135,12 @@ public enum Console {
             print(
                 "swiftlet: heap used=\(HeapStatistics.usedBytes) peak=\(HeapStatistics.peakUsedBytes) live=\(HeapStatistics.liveAllocations) largest-free=\(HeapStatistics.largestFreeBlock) total=\(HeapStatistics.totalBytes)"
             )
-        } else if StateTransfer.handle(text) || subsystemHandler?(text) == true {
+        } else if subsystemHandlers.contains(where: { $0(text) }) {
             return
+        } else if text.utf8.starts(with: "state-".utf8) {
+            // The state transfer registers itself with the app's interface;
+            // without one it is not linked in, and this is the whole answer.
+            print("swiftlet: state-error no state interface")
         } else if let lineHandler {
             lineHandler(text)
         } else {

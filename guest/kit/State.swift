@@ -18,7 +18,9 @@ public struct StateInterface {
 
 extension Kit {
     /// Set by an app that supports stateful migration; `state-*` console commands use it.
-    public nonisolated(unsafe) static var stateInterface: StateInterface? = nil
+    public nonisolated(unsafe) static var stateInterface: StateInterface? = nil {
+        didSet { if oldValue == nil { Console.subsystemHandlers.append(StateTransfer.handle) } }
+    }
 }
 
 enum StateTransfer {
@@ -34,7 +36,7 @@ enum StateTransfer {
     }
     nonisolated(unsafe) private static var pending: Import? = nil
 
-    /// Handles the `state-*` commands; false for any other line.
+    /// Handles every `state-` line; false for any other line.
     static func handle(_ line: String) -> Bool {
         let words = line.utf8.split(separator: 0x20)
         guard let command = words.first else { return false }
@@ -50,6 +52,8 @@ enum StateTransfer {
             if words.count == 2 { append(base64: words[1]) } else { fail("malformed command") }
         } else if command.elementsEqual("state-import-end".utf8) {
             if words.count == 1 { end() } else { fail("malformed command") }
+        } else if command.starts(with: "state-".utf8) {
+            fail("unknown command")
         } else {
             return false
         }

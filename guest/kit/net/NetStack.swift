@@ -114,7 +114,7 @@ final class NetStack {
         let stack = NetStack(interfaces: interfaces)
         stack.now = Clock.nowMicros()
         stack.standby = Config.integer("standby", default: 0, range: 0...1) == 1
-        Console.subsystemHandler = { line in stack.handleMigrationCommand(line) }
+        Console.subsystemHandlers.append { line in stack.handleMigrationCommand(line) }
         for interface in interfaces {
             stack.sendGratuitousARP(on: interface)
             interface.nic.flush()
