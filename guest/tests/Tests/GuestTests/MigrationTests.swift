@@ -128,6 +128,118 @@ struct MigrationTests {
         #expect(try NetTest.curl("http://\(network.guestAddress)/counter", ["-X", "POST"]).body == "1")
     }
 
+    @Test(.enabled(if: NetTest.isRoot, "needs root for a bridge, a TAP device and raw sockets"))
+    func quiesceWaitsForUnacknowledgedResponsesAtMostHalfASecond() throws {
+        let network = try TapNetwork()
+        defer { network.remove() }
+        let guest = try NetTest.boot(
+            "kv", append: "ip=\(network.guestAddress)/24", netdev: network.netdev(), modern: false)
+        defer { guest.stop() }
+        let value = String(repeating: "v", count: 3000)  // several segments at the peer's MSS of 512
+        let put = try NetTest.curl("http://\(network.guestAddress)/kv/k", ["-X", "PUT", "--data-binary", value])
+        #expect(put.status == 204)
+        let mac = try #require(guest.console.split(separator: " mac ").dropFirst().first?.prefix(17))
+        // The peer holds its ACK of the response for `hold` seconds after it has it all.
+        for (hold, answer) in [("2", "swiftlet: quiesced pending=1"), ("0.1", "swiftlet: quiesced")] {
+            let responseHeld = FileManager.default.temporaryDirectory.appendingPathComponent(
+                "swiftlet-held-\(getpid())")
+            defer { try? FileManager.default.removeItem(at: responseHeld) }
+            final class Output: @unchecked Sendable { var text = "" }  // written before `done` is signalled
+            let peer = Output()
+            let done = DispatchSemaphore(value: 0)
+            let arguments = [
+                network.tap, String(mac), network.guestAddress, network.address(78), responseHeld.path, hold,
+            ]
+            Thread {
+                peer.text = (try? NetTest.python(Self.heldResponseScript, arguments).output) ?? "failed"
+                done.signal()
+            }.start()
+            let deadline = Date().addingTimeInterval(15)
+            while !FileManager.default.fileExists(atPath: responseHeld.path) && Date() < deadline {
+                Thread.sleep(forTimeInterval: 0.005)
+            }
+            let start = Date()
+            #expect(guest.command("quiesce") == answer)
+            let waited = Date().timeIntervalSince(start)
+            done.wait()
+            #expect(peer.text.hasSuffix("PASS\n"), "hold \(hold): \(peer.text)")
+            if hold == "2" { #expect(waited >= 0.45, "answered after \(waited) s with a response unacknowledged") }
+            #expect(guest.command("resume") == "swiftlet: resumed")
+        }
+        #expect(try NetTest.curl("http://\(network.guestAddress)/kv/k").body == value)
+    }
+
+    /// `held.py IFACE GUEST_MAC GUEST_IP FAKE_IP HELD_FILE HOLD`: a TCP peer by
+    /// hand that asks for /kv/k, creates HELD_FILE once it has the whole
+    /// response, acknowledges it only HOLD seconds later, and checks that the
+    /// guest closes with a FIN right after the response and resets the
+    /// connection when another request comes. Prints `ok ...` lines and PASS.
+    static let heldResponseScript = #"""
+        import os, socket, struct, sys, time
+        iface, gmac, gip, fip, held, hold = sys.argv[1:7]
+        GMAC = bytes.fromhex(gmac.replace(':', '')); FMAC = bytes.fromhex('020000000078')
+        GIP, FIP = socket.inet_aton(gip), socket.inet_aton(fip)
+        s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(3)); s.bind((iface, 0)); s.settimeout(0.05)
+        SPORT = 20000 + os.getpid() % 20000
+        def csum(b):
+            if len(b) % 2: b += b'\0'
+            t = sum(struct.unpack('!%dH' % (len(b) // 2), b))
+            while t >> 16: t = (t & 0xffff) + (t >> 16)
+            return (~t) & 0xffff
+        def send_tcp(seq, ack, flags, data=b'', opts=b''):
+            seg = struct.pack('!HHIIBBHHH', SPORT, 80, seq, ack, (20 + len(opts)) // 4 << 4, flags, 65535, 0, 0) + opts + data
+            seg = seg[:16] + struct.pack('!H', csum(FIP + GIP + struct.pack('!BBH', 0, 6, len(seg)) + seg)) + seg[18:]
+            h = struct.pack('!BBHHHBBH4s4s', 0x45, 0, 20 + len(seg), 1, 0, 64, 6, 0, FIP, GIP)
+            s.send(GMAC + FMAC + b'\x08\x00' + h[:10] + struct.pack('!H', csum(h)) + h[12:] + seg)
+        def pump(until, deadline):
+            got = []
+            while time.time() < deadline:
+                try: f = s.recv(2048)
+                except socket.timeout: continue
+                if f[6:12] != GMAC: continue
+                if f[12:14] == b'\x08\x06' and f[20:22] == b'\x00\x01' and f[38:42] == FIP:
+                    s.send(f[6:12] + FMAC + b'\x08\x06' + struct.pack('!HHBBH', 1, 0x0800, 6, 4, 2) + FMAC + FIP + f[22:32]); continue
+                if f[12:14] != b'\x08\x00' or f[23] != 6 or f[30:34] != FIP: continue
+                ip = f[14:]; t = ip[(ip[0] & 15) * 4:struct.unpack('!H', ip[2:4])[0]]
+                sp, dp, seq, ack, off, fl = struct.unpack('!HHIIBB', t[:14])
+                if dp != SPORT: continue
+                got.append(dict(seq=seq, flags=fl, data=t[(off >> 4) * 4:]))
+                if until(got[-1]): return got
+            return got
+        def expect(cond, msg):
+            if not cond: print('FAIL', msg); sys.exit(1)
+            print('ok', msg)
+        ISS = 5000
+        for attempt in range(4):
+            send_tcp(ISS, 0, 0x02, opts=b'\x02\x04\x02\x00')
+            segs = pump(lambda g: g['flags'] & 0x12 == 0x12, time.time() + 3)
+            if segs and segs[-1]['flags'] & 0x12 == 0x12: break
+        expect(segs and segs[-1]['flags'] & 0x12 == 0x12, 'connected')
+        gseq = segs[-1]['seq'] + 1
+        send_tcp(ISS + 1, gseq, 0x10)
+        req = b'GET /kv/k HTTP/1.1\r\nHost: x\r\n\r\n'
+        send_tcp(ISS + 1, gseq, 0x18, req)
+        response, fin = {}, [None]
+        def collect(g):
+            if g['data']: response[g['seq']] = g['data']
+            if g['flags'] & 1: fin[0] = g['seq'] + len(g['data'])
+            text = b''.join(response[k] for k in sorted(response))
+            head = text.split(b'\r\n\r\n')[0].lower()
+            return b'content-length: 3000' in head and len(text) == len(head) + 4 + 3000
+        pump(collect, time.time() + 5)
+        total = sum(len(d) for d in response.values())
+        expect(total >= 3000, 'whole response received (%d bytes), not acknowledged' % total)
+        open(held, 'w').close()
+        pump(lambda g: collect(g) and False, time.time() + float(hold))
+        send_tcp(ISS + 1 + len(req), gseq + total, 0x10)
+        pump(lambda g: collect(g) and False or fin[0] is not None, time.time() + 3)
+        expect(fin[0] == gseq + total, 'FIN right after the response (at %s, response ends at %d)' % (fin[0], gseq + total))
+        send_tcp(ISS + 1 + len(req), gseq + total + 1, 0x18, req)
+        segs = pump(lambda g: g['flags'] & 0x04, time.time() + 3)
+        expect(segs and segs[-1]['flags'] & 0x04 and not any(g['data'] for g in segs), 'a new request is reset, not answered')
+        print('PASS')
+        """#
+
     /// `arp.py ask|listen IFACE GUEST_IP FAKE_IP [READY_FILE]`. ask: one who-has
     /// GUEST_IP from FAKE_IP, prints `reply <mac>` or `none` after 1 s. listen:
     /// creates READY_FILE once listening, then prints how many gratuitous ARPs
