@@ -1,12 +1,13 @@
 // The guest side of stateful migration (guest/README.md, "Stateful
 // migration"): the console's state export/import, standby and activate,
-// quiesce and resume, on kv over QEMU user networking.
+// quiesce and resume, on kv over QEMU user networking and (as root) a TAP.
 
 import Foundation
 import Testing
 
-@Suite(.serialized)
-struct MigrationTests {
+// In NetworkTests, which runs serialized: the TAP tests' bridge names are per
+// process and index, so they must not run beside the other TAP tests.
+extension NetworkTests {
     @Test func kvStateMovesOverTheConsoleIntoAStandbyInstance() throws {
         let sourcePort = try NetTest.freePort()
         let source = try bootKV(port: sourcePort)
