@@ -6,6 +6,9 @@ import SwiftletHypervisor
 /// A prepared target VM of a move, not the instance's VM until `finishIncoming`: an incoming
 /// VMM waiting for a live migration's state, or a fresh guest booted silent for a stateful one.
 struct IncomingVM {
+    /// The migration it is for: a call about another one (a late one, of a move rolled back) does
+    /// not touch it.
+    var moveId: String
     var handle: VMHandle
     var restartPolicy: RestartPolicy
     var successExitStatuses: Set<Int32>
@@ -23,7 +26,7 @@ extension HostAgent {
         -> MoveEndpoint
     {
         let instanceId = assignment.instanceId
-        try checkMoveTarget(assignment)
+        let moveId = try await checkMoveTarget(assignment)
         guard await driver.moves().liveMigration else {
             throw SwiftletError(
                 .conflict, "migration.unsupported", "the hypervisor of host '\(hostId)' cannot receive a live migration"
@@ -43,7 +46,7 @@ extension HostAgent {
             throw SwiftletError(.internal, "migration.prepare_failed", "cannot start the incoming VMM: \(error)")
         }
         incoming[instanceId] = IncomingVM(
-            handle: handle, restartPolicy: assignment.instance.restartPolicy,
+            moveId: moveId, handle: handle, restartPolicy: assignment.instance.restartPolicy,
             successExitStatuses: prepared.profile.successExitStatuses)
         logger.info(
             "prepared an incoming VMM",
@@ -51,9 +54,18 @@ extension HostAgent {
         return MoveEndpoint(address: migrationAddress, port: port)
     }
 
-    /// A target has no VM of the instance yet, and networking if the instance has ports.
-    func checkMoveTarget(_ assignment: Assignment) throws(SwiftletError) {
+    /// A target has no VM of the instance yet, and networking if the instance has ports. Returns
+    /// the move's id, from the migrating instance's task. A prepared VM of an earlier move of the
+    /// instance (one rolled back while this host was cut off) goes: one move at a time per instance.
+    func checkMoveTarget(_ assignment: Assignment) async throws(SwiftletError) -> String {
         let instanceId = assignment.instanceId
+        guard let moveId = assignment.instance.task?.migrationId else {
+            throw .badRequest("migration.no_task", "the assignment of instance '\(instanceId)' names no migration")
+        }
+        if let stale = incoming[instanceId], stale.moveId != moveId {
+            incoming[instanceId] = nil
+            await driver.destroy(stale.handle)
+        }
         guard slots[instanceId] == nil, incoming[instanceId] == nil else {
             throw SwiftletError(
                 .conflict, "migration.target_busy", "host '\(hostId)' already has a VM for instance '\(instanceId)'")
@@ -62,6 +74,7 @@ extension HostAgent {
             throw SwiftletError(
                 .conflict, "migration.no_networking", "host '\(hostId)' has no networking for the instance's ports")
         }
+        return moveId
     }
 
     /// Source: streams the running VM's state to a prepared target; its guest is left paused, to
@@ -103,8 +116,10 @@ extension HostAgent {
 
     /// Target: waits until the guest runs on the prepared VMM, then keeps it as the instance's VM
     /// under `generation` and returns its handle. A VMM that does not take over is destroyed.
-    public func finishIncoming(instanceId: String, generation: UInt64) async throws(SwiftletError) -> Data {
-        guard let vm = incoming.removeValue(forKey: instanceId) else {
+    public func finishIncoming(instanceId: String, moveId: String, generation: UInt64) async throws(SwiftletError)
+        -> Data
+    {
+        guard incoming[instanceId]?.moveId == moveId, let vm = incoming.removeValue(forKey: instanceId) else {
             throw SwiftletError(
                 .conflict, "migration.not_prepared", "host '\(hostId)' has no incoming VMM for instance '\(instanceId)'"
             )
@@ -134,7 +149,7 @@ extension HostAgent {
         }
         newestGeneration[instanceId] = max(newestGeneration[instanceId] ?? 0, generation)
         if vm.restartPolicy == .always { movable.insert(instanceId) }
-        movedIn.insert(instanceId)
+        movedIn[instanceId] = moveId
         slots[instanceId] = .running(
             RunningVM(
                 generation: generation, handle: vm.handle,
@@ -145,10 +160,11 @@ extension HostAgent {
 
     /// Target: ends the VM of a move that will not be committed (it failed or was cancelled):
     /// the prepared VMM, or the VM that already took over. Returns once it is gone.
-    public func abortIncoming(instanceId: String) async {
-        if let vm = incoming.removeValue(forKey: instanceId) {
+    public func abortIncoming(instanceId: String, moveId: String) async {
+        if let vm = incoming[instanceId], vm.moveId == moveId {
+            incoming[instanceId] = nil
             await driver.destroy(vm.handle)
-        } else if movedIn.contains(instanceId) {
+        } else if movedIn[instanceId] == moveId {
             await teardown(instanceId: instanceId)
         } else {
             return

@@ -13,7 +13,7 @@ extension HostAgent {
     /// as on the source) and the `standby=1` word, and returns once it is READY.
     public func prepareStandby(_ assignment: Assignment) async throws(SwiftletError) {
         let instanceId = assignment.instanceId
-        try checkMoveTarget(assignment)
+        let moveId = try await checkMoveTarget(assignment)
         let prepared: ImageCache.Prepared
         do { prepared = try await imageCache.prepare(assignment.boot) } catch {
             throw SwiftletError(.conflict, "migration.image_not_ready", "image not ready: \(error.message)")
@@ -32,7 +32,7 @@ extension HostAgent {
             throw SwiftletError(.internal, "migration.prepare_failed", "cannot boot the standby guest: \(error)")
         }
         incoming[instanceId] = IncomingVM(
-            handle: handle, restartPolicy: assignment.instance.restartPolicy,
+            moveId: moveId, handle: handle, restartPolicy: assignment.instance.restartPolicy,
             successExitStatuses: prepared.profile.successExitStatuses, standby: true)
         let ready = await waitForReady(
             events: driver.consoleEvents(handle), pattern: spec.readyPattern, timeout: .seconds(30))
@@ -45,8 +45,9 @@ extension HostAgent {
             "prepared a standby guest", metadata: ["instance.id": "\(instanceId)", "vm.pid": "\(handle.pid)"])
     }
 
-    /// Source: quiesces the instance's guest, takes its state, and pauses it (it answers nothing
-    /// more). A failure lets the guest serve on.
+    /// Source: quiesces the instance's guest and takes its state. The guest runs on, quiesced: it
+    /// refuses new connections at once (clients retry) until `pauseForMove`. A failure lets it
+    /// serve on.
     public func exportState(instanceId: String) async throws(SwiftletError) -> StateExport {
         guard case .running(let vm) = slots[instanceId] else {
             throw SwiftletError(
@@ -57,7 +58,6 @@ extension HostAgent {
         quiesced.insert(instanceId)
         do {
             let state = try await channel.quiesceAndExport()
-            try await pauseQuiesced(vm.handle)
             let elapsed = ContinuousClock.now - started
             return StateExport(
                 state: state,
@@ -69,20 +69,26 @@ extension HostAgent {
         }
     }
 
-    private func pauseQuiesced(_ handle: VMHandle) async throws(SwiftletError) {
-        do { try await driver.pause(handle) } catch {
+    /// Source: pauses the quiesced guest, so that it answers nothing (not even ARP) before the
+    /// target takes over its address.
+    public func pauseForMove(instanceId: String) async throws(SwiftletError) {
+        guard quiesced.contains(instanceId), case .running(let vm) = slots[instanceId] else {
+            throw SwiftletError(
+                .conflict, "migration.not_quiesced", "instance '\(instanceId)' has no quiesced VM on host '\(hostId)'")
+        }
+        do { try await driver.pause(vm.handle) } catch {
             throw SwiftletError(.internal, "hypervisor.failed", "cannot pause the quiesced source: \(error)")
         }
     }
 
     /// Target: hands the source's state to the standby guest.
-    public func importState(instanceId: String, state: Data) async throws(SwiftletError) {
-        guard let vm = incoming[instanceId], vm.standby else {
+    public func importState(instanceId: String, moveId: String, state: Data) async throws(SwiftletError) {
+        guard let vm = incoming[instanceId], vm.moveId == moveId, vm.standby else {
             throw SwiftletError(
                 .conflict, "migration.not_prepared",
                 "host '\(hostId)' has no standby guest for instance '\(instanceId)'")
         }
         try await GuestStateChannel(driver: driver, handle: vm.handle).importState(state)
-        incoming[instanceId]?.stateImported = true
+        if incoming[instanceId]?.handle == vm.handle { incoming[instanceId]?.stateImported = true }
     }
 }

@@ -36,9 +36,9 @@ public actor HostAgent {
     var incoming: [String: IncomingVM] = [:]
     /// Transfers in progress from this host, to call off on request (HostAgent+Moves).
     var outgoing: [String: MoveCancellation] = [:]
-    /// Instances whose VM came in by a migration that is not committed yet: their assignment has
-    /// not arrived, and a rollback (`abortIncoming`) ends the VM.
-    var movedIn: Set<String> = []
+    /// Instances whose VM came in by a migration that is not committed yet, with the migration's
+    /// id: their assignment has not arrived, and a rollback (`abortIncoming`) ends the VM.
+    var movedIn: [String: String] = [:]
     /// Sources of stateful moves whose guest was quiesced: a rollback lets it serve again.
     var quiesced: Set<String> = []
     /// The address incoming VMMs listen on for a VM's state (the host's fabric address).
@@ -163,6 +163,13 @@ public actor HostAgent {
             for instanceId in slots.keys where !assigned.contains(instanceId) {
                 logger.warning("removing a VM no longer assigned here", metadata: ["instance.id": "\(instanceId)"])
                 await teardown(instanceId: instanceId)
+            }
+            // A move to this host did not survive the link's loss: the controller rolled it back
+            // (or will), so its prepared VM goes.
+            for (instanceId, vm) in incoming {
+                incoming[instanceId] = nil
+                logger.warning("removing the VM of a move cut off", metadata: ["instance.id": "\(instanceId)"])
+                await driver.destroy(vm.handle)
             }
         } else {
             removeOrphans(keeping: known)
@@ -316,7 +323,7 @@ public actor HostAgent {
     private func assign(_ assignment: Assignment, pendingCommit: PendingCommit?) async {
         let instanceId = assignment.instanceId
         guard isNewest(assignment) else { return }
-        movedIn.remove(instanceId)
+        movedIn[instanceId] = nil
         if assignment.instance.restartPolicy == .always {
             movable.insert(instanceId)
         } else {
@@ -635,7 +642,7 @@ public actor HostAgent {
 
     func teardown(instanceId: String) async {
         movable.remove(instanceId)
-        movedIn.remove(instanceId)
+        movedIn[instanceId] = nil
         quiesced.remove(instanceId)
         switch slots.removeValue(forKey: instanceId) {
         case .booting(let generation, _):

@@ -55,7 +55,7 @@ public struct MoveReport: Codable, Sendable, Equatable {
 }
 
 /// The source's application state, taken from its quiesced guest (a stateful move); the guest is
-/// left quiesced and paused, to be torn down once the target took over or resumed if it fails.
+/// left quiesced, to be paused then torn down once the target takes over, or resumed if it fails.
 public struct StateExport: Codable, Sendable, Equatable {
     public var state: Data
     /// The guest stopped taking requests → its state was out, as the source agent timed it.

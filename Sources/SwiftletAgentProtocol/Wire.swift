@@ -113,9 +113,9 @@ public struct AgentRequest: Codable, Sendable, Equatable {
         /// Source: streams the running VM's state to the endpoint; its guest is left paused.
         case migrateOut(instanceId: String, to: MoveEndpoint, settings: MoveSettings)
         /// Target: waits until the guest runs, and keeps the VM as the instance's under `generation`.
-        case finishIncoming(instanceId: String, generation: UInt64)
+        case finishIncoming(instanceId: String, moveId: String, generation: UInt64)
         /// Target: ends a prepared VMM that will not take over.
-        case abortIncoming(instanceId: String)
+        case abortIncoming(instanceId: String, moveId: String)
         /// Source: lets the guest a failed move left paused run on.
         case resumeAfterMove(instanceId: String)
         /// Source: calls off a transfer in progress (the guest runs on); false if none is.
@@ -124,10 +124,12 @@ public struct AgentRequest: Codable, Sendable, Equatable {
         /// nothing on the network until it takes over), with the instance's ports.
         case prepareStandby(Assignment)
         /// Source of a stateful move: quiesces the guest and takes its state; the guest is left
-        /// quiesced and paused.
+        /// quiesced.
         case exportState(instanceId: String)
+        /// Source of a stateful move: pauses the quiesced guest before the target takes over.
+        case pauseForMove(instanceId: String)
         /// Target of a stateful move: hands the state to the standby guest.
-        case importState(instanceId: String, state: Data)
+        case importState(instanceId: String, moveId: String, state: Data)
     }
 
     public init(id: String, call: Call) {
@@ -151,7 +153,7 @@ extension AgentRequest.Call {
     public var isMoveStep: Bool {
         switch self {
         case .prepareIncoming, .migrateOut, .finishIncoming, .abortIncoming, .resumeAfterMove, .cancelMigrateOut,
-            .prepareStandby, .exportState, .importState:
+            .prepareStandby, .exportState, .importState, .pauseForMove:
             true
         case .command, .sendConsole, .readConsole, .poolReadyCounts: false
         }

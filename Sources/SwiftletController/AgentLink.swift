@@ -22,15 +22,16 @@ public protocol AgentLink: Sendable {
         -> MoveEndpoint
     func migrateOut(instanceId: String, to endpoint: MoveEndpoint, settings: MoveSettings)
         async throws(SwiftletError) -> MoveReport
-    func finishIncoming(instanceId: String, generation: UInt64) async throws(SwiftletError) -> Data
-    func abortIncoming(instanceId: String) async throws(SwiftletError)
+    func finishIncoming(instanceId: String, moveId: String, generation: UInt64) async throws(SwiftletError) -> Data
+    func abortIncoming(instanceId: String, moveId: String) async throws(SwiftletError)
     func resumeAfterMove(instanceId: String) async throws(SwiftletError)
     func cancelMigrateOut(instanceId: String) async throws(SwiftletError)
     // The steps of a stateful migration; `finishIncoming`, `abortIncoming` and `resumeAfterMove`
     // end it as they end a live one.
     func prepareStandby(_ assignment: Assignment) async throws(SwiftletError)
     func exportState(instanceId: String) async throws(SwiftletError) -> StateExport
-    func importState(instanceId: String, state: Data) async throws(SwiftletError)
+    func pauseForMove(instanceId: String) async throws(SwiftletError)
+    func importState(instanceId: String, moveId: String, state: Data) async throws(SwiftletError)
 }
 
 /// The in-process transport of `swiftlet server`: the controller and its own host's agent in one
@@ -72,12 +73,14 @@ public struct LocalAgentLink: AgentLink {
         try await agent.migrateOut(instanceId: instanceId, to: endpoint, settings: settings)
     }
 
-    public func finishIncoming(instanceId: String, generation: UInt64) async throws(SwiftletError) -> Data {
-        try await agent.finishIncoming(instanceId: instanceId, generation: generation)
+    public func finishIncoming(instanceId: String, moveId: String, generation: UInt64) async throws(SwiftletError)
+        -> Data
+    {
+        try await agent.finishIncoming(instanceId: instanceId, moveId: moveId, generation: generation)
     }
 
-    public func abortIncoming(instanceId: String) async throws(SwiftletError) {
-        await agent.abortIncoming(instanceId: instanceId)
+    public func abortIncoming(instanceId: String, moveId: String) async throws(SwiftletError) {
+        await agent.abortIncoming(instanceId: instanceId, moveId: moveId)
     }
 
     public func resumeAfterMove(instanceId: String) async throws(SwiftletError) {
@@ -96,8 +99,12 @@ public struct LocalAgentLink: AgentLink {
         try await agent.exportState(instanceId: instanceId)
     }
 
-    public func importState(instanceId: String, state: Data) async throws(SwiftletError) {
-        try await agent.importState(instanceId: instanceId, state: state)
+    public func pauseForMove(instanceId: String) async throws(SwiftletError) {
+        try await agent.pauseForMove(instanceId: instanceId)
+    }
+
+    public func importState(instanceId: String, moveId: String, state: Data) async throws(SwiftletError) {
+        try await agent.importState(instanceId: instanceId, moveId: moveId, state: state)
     }
 }
 

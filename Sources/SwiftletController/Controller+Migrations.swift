@@ -190,10 +190,11 @@ extension Controller {
             let targetLink = try agents.link(for: target)
             // The target gets the instance's security-group policy before its VMM plugs the ports.
             if !(instance.securityGroups ?? []).isEmpty { await publishNetworks() }
+            // The assignment carries the instance's `migrating` task: the agent keys the prepared
+            // VM by the migration's id.
             var moved = instance
             moved.hostId = target
             moved.generation = generation
-            moved.task = nil
             let assignment = try await instanceSync.assignment(for: moved)
             let report: MoveReport
             do {
@@ -207,7 +208,12 @@ extension Controller {
                     let settings = MoveSettings(
                         maxBandwidthBytesPerSecond: migration.maxBandwidthMbps.map { $0 * 1_000_000 / 8 },
                         tls: tls?.source)
-                    outcome = try await sourceLink.migrateOut(instanceId: instance.id, to: endpoint, settings: settings)
+                    let instanceId = instance.id
+                    outcome = try await whileUp(
+                        target, onDown: { try? await sourceLink.cancelMigrateOut(instanceId: instanceId) }
+                    ) { () async throws(SwiftletError) -> MoveReport in
+                        try await sourceLink.migrateOut(instanceId: instanceId, to: endpoint, settings: settings)
+                    }
                 case .stateful:
                     // The source serves while the target boots; from the quiesce on, it answers
                     // nothing new until the target takes over (or the move rolls back).
@@ -215,12 +221,16 @@ extension Controller {
                     try await advance(migration, to: .running)
                     quiesced = .now
                     let export = try await sourceLink.exportState(instanceId: instance.id)
-                    try await targetLink.importState(instanceId: instance.id, state: export.state)
+                    try await targetLink.importState(instanceId: instance.id, moveId: migration.id, state: export.state)
                     outcome = MoveReport(downtimeMs: 0, totalMs: 0, transferredBytes: Int64(export.state.count))
                 }
                 sent = true
                 try await advance(migration, to: .finishing)
-                let handle = try await targetLink.finishIncoming(instanceId: instance.id, generation: generation)
+                // The source goes silent only now, so that clients are refused (and retry) rather
+                // than unanswered for as long as the state took to move.
+                if quiesced != nil { try await sourceLink.pauseForMove(instanceId: instance.id) }
+                let handle = try await targetLink.finishIncoming(
+                    instanceId: instance.id, moveId: migration.id, generation: generation)
                 if let quiesced { outcome.downtimeMs = milliseconds(ContinuousClock.now - quiesced) }
                 report = outcome
                 try await commitMove(migration, of: instance, generation: generation, handle: handle, claim: claim)
@@ -228,7 +238,7 @@ extension Controller {
                 // In this order, each awaited: the target's VM (incoming, or taken over) is gone
                 // before the source's guest runs again, so the two never run at once. A call that
                 // timed out may have done its work, so the source is resumed whatever `sent` says.
-                try? await targetLink.abortIncoming(instanceId: instance.id)
+                try? await targetLink.abortIncoming(instanceId: instance.id, moveId: migration.id)
                 await targetLink.apply(.unassign(instanceId: instance.id, generation: generation), pendingCommit: nil)
                 try? await sourceLink.resumeAfterMove(instanceId: instance.id)
                 if sent {
@@ -269,6 +279,49 @@ extension Controller {
                 migration, of: instance, status: cancelled == true ? .cancelled : .failed,
                 reason: "\(error.code): \(error.message)")
         }
+    }
+
+    /// Runs `step` while watching the target's lease: once the target is DOWN (its link cut, its
+    /// host gone), `onDown` calls the step off, and the move fails once the step ended or within
+    /// a grace period, rather than when the step's timeout ends.
+    private func whileUp<T: Sendable>(
+        _ target: String, onDown: @escaping @Sendable () async -> Void,
+        _ step: @escaping @Sendable () async throws(SwiftletError) -> T
+    ) async throws(SwiftletError) -> T {
+        let (outcome, wentDown) = await withTaskGroup(of: Result<T, SwiftletError>?.self) { group in
+            group.addTask {
+                do throws(SwiftletError) { return .success(try await step()) } catch { return .failure(error) }
+            }
+            group.addTask {
+                while !Task.isCancelled {
+                    try? await Task.sleep(for: .milliseconds(250))
+                    if !self.isUp(hostId: target) {
+                        self.logger.notice(
+                            "the target host is DOWN: calling the transfer off", metadata: ["host.id": "\(target)"])
+                        await onDown()
+                        try? await Task.sleep(for: .seconds(10))
+                        return nil
+                    }
+                }
+                return nil
+            }
+            var wentDown = false
+            while let next = await group.next() {
+                if let outcome = next {
+                    group.cancelAll()
+                    return (outcome, wentDown || !self.isUp(hostId: target))
+                }
+                // The grace period is over: the step is given up.
+                wentDown = true
+                group.cancelAll()
+            }
+            return (.failure(SwiftletError(.internal, "migration.lost", "the transfer ended without an answer")), true)
+        }
+        // A source may count a stream as sent once its socket took it all, even with the link cut.
+        if wentDown {
+            throw SwiftletError(.conflict, "host.down", "the target host '\(target)' went DOWN during the transfer")
+        }
+        return try outcome.get()
     }
 
     /// The next step's status, unless the migration was cancelled meanwhile (then it rolls back).
@@ -397,7 +450,7 @@ extension Controller {
                 continue
             }
             if let target = try? agents.link(for: migration.targetHostId) {
-                try? await target.abortIncoming(instanceId: instance.id)
+                try? await target.abortIncoming(instanceId: instance.id, moveId: migration.id)
                 await target.apply(.unassign(instanceId: instance.id, generation: generation + 1), pendingCommit: nil)
             }
             try? await agents.link(for: migration.sourceHostId).resumeAfterMove(instanceId: instance.id)

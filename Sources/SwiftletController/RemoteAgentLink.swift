@@ -207,15 +207,18 @@ public final class RemoteAgentLink: AgentLink {
         return report
     }
 
-    public func finishIncoming(instanceId: String, generation: UInt64) async throws(SwiftletError) -> Data {
+    public func finishIncoming(instanceId: String, moveId: String, generation: UInt64) async throws(SwiftletError)
+        -> Data
+    {
         guard
-            case .tookOver(let handle) = try await call(.finishIncoming(instanceId: instanceId, generation: generation))
+            case .tookOver(let handle) = try await call(
+                .finishIncoming(instanceId: instanceId, moveId: moveId, generation: generation))
         else { throw Self.unexpectedReply(hostId) }
         return handle
     }
 
-    public func abortIncoming(instanceId: String) async throws(SwiftletError) {
-        _ = try await call(.abortIncoming(instanceId: instanceId))
+    public func abortIncoming(instanceId: String, moveId: String) async throws(SwiftletError) {
+        _ = try await call(.abortIncoming(instanceId: instanceId, moveId: moveId))
     }
 
     public func resumeAfterMove(instanceId: String) async throws(SwiftletError) {
@@ -237,8 +240,12 @@ public final class RemoteAgentLink: AgentLink {
         return export
     }
 
-    public func importState(instanceId: String, state: Data) async throws(SwiftletError) {
-        _ = try await call(.importState(instanceId: instanceId, state: state))
+    public func pauseForMove(instanceId: String) async throws(SwiftletError) {
+        _ = try await call(.pauseForMove(instanceId: instanceId))
+    }
+
+    public func importState(instanceId: String, moveId: String, state: Data) async throws(SwiftletError) {
+        _ = try await call(.importState(instanceId: instanceId, moveId: moveId, state: state))
     }
 
     private static func unexpectedReply(_ hostId: String) -> SwiftletError {
@@ -506,7 +513,7 @@ public final class RemoteAgentLink: AgentLink {
             group.addTask {
                 await withCheckedContinuation { continuation in
                     let sent = self.state.withLock { state -> Bool in
-                        guard let stream = state.stream else { return false }
+                        guard let stream = state.stream, !Task.isCancelled else { return false }
                         state.calls[id] = continuation
                         stream.yield(.request(AgentRequest(id: id, call: call)))
                         return true
@@ -519,16 +526,17 @@ public final class RemoteAgentLink: AgentLink {
                 }
             }
             group.addTask {
-                // Past the timeout the call is answered as failed, which ends the waiting child.
-                try? await Task.sleep(for: call.timeout)
-                if !Task.isCancelled {
-                    await self.resolve(
-                        AgentReply(
-                            id: id,
-                            result: .failed(
+                // Past the timeout, or when the caller gives up, the call is answered as failed,
+                // which ends the waiting child (an answer that came first makes this a no-op).
+                let timedOut = (try? await Task.sleep(for: call.timeout)) != nil
+                await self.resolve(
+                    AgentReply(
+                        id: id,
+                        result: timedOut
+                            ? .failed(
                                 code: "host.timeout", message: "host '\(self.hostId)' did not answer in time",
-                                status: 503)))
-                }
+                                status: 503)
+                            : .failed(code: "agent.call_cancelled", message: "the call was given up", status: 409)))
                 return nil
             }
             var answer: AgentReply.Result?

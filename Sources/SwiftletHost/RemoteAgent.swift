@@ -445,10 +445,12 @@ public final class RemoteAgent: Service {
                 return .incoming(try await agent.prepareIncoming(assignment, tls: tls))
             case .migrateOut(let instanceId, let endpoint, let settings):
                 return .movedOut(try await agent.migrateOut(instanceId: instanceId, to: endpoint, settings: settings))
-            case .finishIncoming(let instanceId, let generation):
-                return .tookOver(handle: try await agent.finishIncoming(instanceId: instanceId, generation: generation))
-            case .abortIncoming(let instanceId):
-                await agent.abortIncoming(instanceId: instanceId)
+            case .finishIncoming(let instanceId, let moveId, let generation):
+                return .tookOver(
+                    handle: try await agent.finishIncoming(
+                        instanceId: instanceId, moveId: moveId, generation: generation))
+            case .abortIncoming(let instanceId, let moveId):
+                await agent.abortIncoming(instanceId: instanceId, moveId: moveId)
                 return .done
             case .resumeAfterMove(let instanceId):
                 try await agent.resumeAfterMove(instanceId: instanceId)
@@ -461,8 +463,11 @@ public final class RemoteAgent: Service {
                 return .done
             case .exportState(let instanceId):
                 return .exported(try await agent.exportState(instanceId: instanceId))
-            case .importState(let instanceId, let state):
-                try await agent.importState(instanceId: instanceId, state: state)
+            case .pauseForMove(let instanceId):
+                try await agent.pauseForMove(instanceId: instanceId)
+                return .done
+            case .importState(let instanceId, let moveId, let state):
+                try await agent.importState(instanceId: instanceId, moveId: moveId, state: state)
                 return .done
             }
         } catch {

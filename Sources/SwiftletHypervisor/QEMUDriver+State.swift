@@ -107,7 +107,7 @@ extension QEMUDriver {
             }
             try await session.execute("migrate", arguments: ["uri": "tcp:\(host):\(port)"])
             let reply = try await Self.waitForMigration(
-                session, timeout: settings.timeout, cancellation: settings.cancellation)
+                session, timeout: settings.timeout, cancellation: settings.cancellation, stream: (address, port))
             let ram = reply["ram"] as? [String: Any] ?? [:]
             return LiveMigrationResult(
                 downtimeMilliseconds: Self.int(reply["downtime"]) ?? 0,
@@ -191,15 +191,24 @@ extension QEMUDriver {
     /// with QEMU's reason if it fails.
     @discardableResult
     static func waitForMigration(
-        _ session: some QMPCommands, timeout: Duration, cancellation: MoveCancellation? = nil
+        _ session: some QMPCommands, timeout: Duration, cancellation: MoveCancellation? = nil,
+        stream: (address: String, port: Int)? = nil
     ) async throws -> [String: Any] {
         let deadline = ContinuousClock.now + timeout
-        var calledOff = false
+        var calledOff: ContinuousClock.Instant?
+        var streamCut = false
         while true {
             // On the same session: QEMU's QMP socket serves one client at a time.
-            if cancellation?.isCancelled == true && !calledOff {
+            if cancellation?.isCancelled == true && calledOff == nil {
                 _ = try await session.run("migrate_cancel", arguments: nil)
-                calledOff = true
+                calledOff = .now
+            }
+            // A stream whose link is cut keeps its unsent data, and QEMU waits for it to drain
+            // before the cancel ends (and could still complete it later, pausing the source's
+            // guest after a rollback resumed it): the socket is destroyed instead.
+            if let calledOff, let stream, !streamCut, ContinuousClock.now - calledOff > .seconds(1) {
+                streamCut = true
+                _ = await output(of: "ss", ["-K", "dst", stream.address, "dport", "=", "\(stream.port)"])
             }
             let reply = try await session.run("query-migrate", arguments: nil) as? [String: Any] ?? [:]
             switch reply["status"] as? String {
