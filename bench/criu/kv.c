@@ -5,12 +5,14 @@
  *   GET /_state                the whole state as one blob: u64 counter, u32 count, then per entry
  *                              u16 key length, key, u32 value length, value (big-endian)
  *   PUT /_state                replaces the whole state with such a blob
- * One request per connection (the answer carries `Connection: close`), one thread, blocking I/O.
- * Usage: kv [ADDRESS] [PORT]   (default 0.0.0.0 80).  Build: gcc -O2 -static -o kv kv.c */
+ * One request per connection (the answer carries `Connection: close`), a thread per connection (a
+ * slow client does not hold up the others), one lock around the store.
+ * Usage: kv [ADDRESS] [PORT]   (default 0.0.0.0 80).  Build: gcc -O2 -static -pthread -o kv kv.c */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -29,7 +31,7 @@ struct entry { char *key; size_t key_len; unsigned char *value; size_t value_len
 static struct entry entries[MAX_ENTRIES];
 static size_t entry_count;
 static uint64_t counter;
-static char *request;
+static pthread_mutex_t store_lock = PTHREAD_MUTEX_INITIALIZER;
 
 static struct entry *find(const char *key, size_t len) {
     for (size_t i = 0; i < entry_count; i++)
@@ -126,7 +128,16 @@ static int import_state(const unsigned char *b, size_t len) {
     return 0;
 }
 
+static void handle(int fd, char *request);
+static void route(int fd, const char *method, const char *path, const unsigned char *body, size_t body_len);
+
 static void serve(int fd) {
+    char *request = malloc(MAX_REQUEST);
+    handle(fd, request);
+    free(request);
+}
+
+static void handle(int fd, char *request) {
     size_t have = 0;
     char *end = NULL;
     while (!end) {
@@ -151,6 +162,12 @@ static void serve(int fd) {
     char method[8] = {0}, path[MAX_KEY + 16] = {0};
     if (sscanf(request, "%7s %271s", method, path) != 2) { text(fd, 400, "bad request line\n"); return; }
     const unsigned char *body = (const unsigned char *)request + head_len;
+    pthread_mutex_lock(&store_lock); /* answers are written under it too: small, and in counter order */
+    route(fd, method, path, body, body_len);
+    pthread_mutex_unlock(&store_lock);
+}
+
+static void route(int fd, const char *method, const char *path, const unsigned char *body, size_t body_len) {
     if (strncmp(path, "/kv/", 4) == 0) {
         const char *key = path + 4; size_t kl = strlen(key);
         if (kl == 0 || kl > MAX_KEY) { text(fd, 400, "key must be 1-256 bytes\n"); return; }
@@ -181,11 +198,17 @@ static void serve(int fd) {
     } else text(fd, 404, "not found\n");
 }
 
+static void *connection(void *arg) {
+    int fd = (int)(intptr_t)arg;
+    serve(fd);
+    close(fd);
+    return NULL;
+}
+
 int main(int argc, char **argv) {
     const char *address = argc > 1 ? argv[1] : "0.0.0.0";
     int port = argc > 2 ? atoi(argv[2]) : 80;
     signal(SIGPIPE, SIG_IGN);
-    request = malloc(MAX_REQUEST);
     int s = socket(AF_INET, SOCK_STREAM, 0), one = 1;
     setsockopt(s, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
     setsockopt(s, IPPROTO_IP, IP_FREEBIND, &one, sizeof one); /* the address may arrive after the bind */
@@ -193,13 +216,17 @@ int main(int argc, char **argv) {
     if (inet_pton(AF_INET, address, &sa.sin_addr) != 1) { fprintf(stderr, "kv: bad address %s\n", address); return 2; }
     if (bind(s, (struct sockaddr *)&sa, sizeof sa) < 0 || listen(s, 128) < 0) { perror("kv: bind/listen"); return 1; }
     fprintf(stderr, "kv: listening on %s:%d\n", address, port);
+    pthread_attr_t attr;
+    pthread_attr_init(&attr);
+    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    pthread_attr_setstacksize(&attr, 64 * 1024);
     for (;;) {
         int c = accept(s, NULL, NULL);
         if (c < 0) continue;
-        struct timeval tv = {.tv_sec = 2};
+        struct timeval tv = {.tv_sec = 10};
         setsockopt(c, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
         setsockopt(c, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-        serve(c);
-        close(c);
+        pthread_t thread;
+        if (pthread_create(&thread, &attr, connection, (void *)(intptr_t)c) != 0) close(c);
     }
 }
