@@ -536,11 +536,11 @@ def swiftlet_link(sw, fabric, link, mode, rounds):
             before = link_bytes(fabric, src)
             start, end, migration = sw.migrate(made["id"], f"node{3 - src}", mode)
             time.sleep(0.6)
-            link = delta(link_bytes(fabric, src), before)
+            crossed = delta(link_bytes(fabric, src), before)
             # Everything on the source's side of the link but the client's own (VXLAN) packets: the
             # migration stream and Swiftlet's control traffic meanwhile.
-            marks.append({"start": start, "completed": end, "link": link,
-                          "link_bytes": link["frames"] - link.get("vxlan", 0) - link.get("relayed", 0),
+            marks.append({"start": start, "completed": end, "link": crossed,
+                          "link_bytes": crossed["frames"] - crossed.get("vxlan", 0) - crossed.get("relayed", 0),
                           "transferred_bytes": migration.get("transferredBytes"),
                           "api_downtime_ms": migration.get("downtimeMs"), "api_total_ms": migration.get("totalMs"),
                           "mode": migration.get("mode")})
