@@ -9,14 +9,16 @@ Two namespace hosts (bench/cluster.py's Fabric: namespaces h1, h2 on a bridge, e
 the path between them, h1's veth -> bridge -> h2's veth, is "the link") and a client namespace.
 
 Podman + CRIU: the kv service (bench/criu/kv.c, the HTTP interface of guest/examples/kv, static C)
-runs as a container made by `podman import` of a rootfs tar, on runc, in host A's network namespace
-(`--network ns:PATH`, PATH a bind mount of A's namespace; before the restore it is pointed at B's, as
-the same path on a real host B would be B's). It listens on its own service address, an extra address
-on A's veth. One migration A -> B:
-  1. `podman container checkpoint --tcp-established --export=FILE` on A (CRIU; the container stops);
-  2. the service address leaves A; FILE crosses the link (bench/criu/xfer.py, plain TCP from A to B,
-     both ends already running) while `podman rm` drops the old container (one podman here plays
-     both hosts: a real B would not have it); the address goes up on B with a gratuitous ARP;
+runs as a container made by `podman import` of a rootfs tar, on runc, in a network namespace of its
+own on host A (made by the bench as a bridge network would: a veth into the host, the service
+address; the host routes to it and answers ARP for it on its service uplink, a second veth into
+the bridge), joined by `--network ns:PATH`, PATH a bind mount. One migration A -> B:
+  1. `podman container checkpoint --tcp-established --export=FILE` on A (CRIU; the container stops;
+     CRIU keeps the container's namespace locked until the restore);
+  2. FILE crosses the link (bench/criu/xfer.py, plain TCP from A to B, both ends already running)
+     while `podman rm` drops the old container (one podman here plays both hosts: a real B would
+     not have it); the container's namespace is made on B, PATH bound to it, and B sends a
+     gratuitous ARP for the service address;
   3. `podman container restore --tcp-established --import=FILE` on B.
 Swiftlet: a controller, an agent in each namespace host, a kv instance on an overlay network (VXLAN
 across the link), the client on host 1's bridge of that network; `POST /v1/instances/{id}/migrate`
@@ -28,16 +30,17 @@ records every answer. Per migration:
     the first answer after it ended (the last answer from the source -> the first from the target);
   - total: start of the migration -> the target answering (Podman: start of the checkpoint -> the
     client's first answer after it; Swiftlet: accepted -> completed, the controller's figure);
-  - link bytes: rx + tx on the source host's veth over the migration (everything on the source's
-    side of the link, the client's requests in it included), and the system's own count (Podman:
-    the checkpoint archive's size; Swiftlet: the migration's transferredBytes).
+  - link bytes: what the move put on the source host's veth (rx + tx, frame bytes): Podman, the
+    transfer's packets (iptables counters in the host); Swiftlet, the veth's counters less the
+    client's VXLAN packets. And the system's own count (Podman: the checkpoint archive's size;
+    Swiftlet: the migration's transferredBytes).
   - continuity: the counter after the run == the increments the client had acknowledged.
 Links: unshaped veth; tc tbf at 100 and 10 Mbit/s on both ends of both hosts' veths. This kernel
 has no netem: no delay is added. Parallel: N services moved at once over the 10 Mbit/s link,
 first checkpoint (first POST) -> every service answering on the target.
 Writes bench/results/podman-criu-latest.json and a dated copy.
 """
-import argparse, datetime, json, os, queue, re, signal, shutil, statistics, subprocess, sys, tempfile, threading, time
+import argparse, datetime, json, os, re, signal, shutil, statistics, subprocess, sys, tempfile, threading, time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -99,7 +102,6 @@ class Line:
         self.proc = subprocess.Popen(["ip", "netns", "exec", ns, *argv], stdin=subprocess.PIPE,
                                      stdout=subprocess.PIPE, stderr=open(log, "w") if log else subprocess.DEVNULL,
                                      text=True, bufsize=1)
-        self.lines = queue.Queue()
         self.seen = {}
         self.cond = threading.Condition()
         threading.Thread(target=self._read, daemon=True).start()
@@ -621,7 +623,7 @@ def summarize(run_):
 
 def table(rows, parallel):
     print("| link | system | n | downtime p50 / p90 / max (ms) | total p50 (ms) | link bytes p50 | own bytes p50 | "
-          "counter == acked | down ratio | bytes ratio |")
+          "counter == acked | downtime ratio | link bytes ratio |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         d = r["downtime_ms"]
@@ -714,6 +716,9 @@ def main():
         print("note:", note)
     out = {"when": datetime.datetime.now().isoformat(timespec="seconds"), "revision": revision,
            "swiftlet_binary": ARGS.swiftlet, "rounds": ARGS.rounds,
+           "swiftlet_binary_mtime": datetime.datetime.fromtimestamp(os.path.getmtime(ARGS.swiftlet)).isoformat(
+               timespec="seconds") if ARGS.swiftlet else None,
+           "load_average_after": open("/proc/loadavg").read().split()[:3],
            "setup": {"podman": sh("podman", "--version").stdout.strip() if pm else None,
                      "criu": sh("criu", "--version").stdout.split("\n")[0] if pm else None,
                      "runtime": "runc", "client": "POST /counter every 1 ms, new TCP connection each",
