@@ -464,7 +464,7 @@ class Swiftlet:
         self.server = Controller(fabric)
         self.agents = [self.server.join(fabric, 1), self.server.join(fabric, 2)]
         with open(kernel, "rb") as f:
-            status, answer = self.server.call("POST", "/v1/images?name=kv", raw=f.read(),
+            status, answer = self.server.call("POST", "/v1/images?name=kv&property=state_interface%3Dkit-console", raw=f.read(),
                                               ctype="application/octet-stream")
         if status != 201:
             raise RuntimeError(f"image upload: {status} {answer}")

@@ -174,8 +174,11 @@ final class BuildService: Sendable {
             {
                 image = existing
             } else {
+                let properties =
+                    SourceBundle.startsNetworkStack(sourceDirectory: source)
+                    ? [LaunchProfile.needsNetworkProperty: "true"] : [:]
                 image = try await controller.uploadImage(
-                    name: imageName, properties: [:], by: principal, tags: [build.name, "build:\(build.id)"]
+                    name: imageName, properties: properties, by: principal, tags: [build.name, "build:\(build.id)"]
                 ) { upload in
                     guard let handle = FileHandle(forReadingAtPath: output) else {
                         throw SwiftletError(.internal, "build.no_output", "the recipe made no kernel file")

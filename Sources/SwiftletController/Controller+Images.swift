@@ -49,7 +49,9 @@ extension Controller {
     }
 
     /// Instance creation: the image must be bootable and get at least its minimum memory.
-    func checkLaunch(of image: Image, memoryMib: Int) throws(SwiftletError) {
+    /// Refuses a launch the image cannot boot: an initrd, too little memory, no NIC for a guest
+    /// that needs one (`hasNIC`: a network, a published port or a configured address).
+    func checkLaunch(of image: Image, memoryMib: Int, hasNIC: Bool) throws(SwiftletError) {
         guard image.kind != .initrd else {
             throw .badRequest(
                 "image.not_bootable", "image '\(image.name)' is an initrd: boot a bzImage that references it")
@@ -59,6 +61,12 @@ extension Controller {
             throw .badRequest(
                 "instance.below_min_memory",
                 "image '\(image.name)' needs at least \(minimum) MiB of memory, got \(memoryMib) MiB")
+        }
+        if profile.needsNetwork && !hasNIC {
+            throw .badRequest(
+                "instance.needs_network",
+                "image '\(image.name)' needs a NIC (its guest stops at boot without one): attach it to a network "
+                    + "(--network NET) or publish a port (--publish HOST:GUEST)")
         }
     }
 

@@ -366,12 +366,15 @@ public final class Controller: Sendable {
             (memoryMib, vcpus) = (tiny.memoryMib, tiny.vcpus)
         }
         try validateResources(memoryMib: memoryMib ?? 16, vcpus: vcpus ?? 1)
-        try checkLaunch(of: image, memoryMib: memoryMib ?? 16)
+        let args = request.args ?? []
+        try checkLaunch(
+            of: image, memoryMib: memoryMib ?? 16,
+            hasNIC: !(request.publish ?? []).isEmpty || !(request.networks ?? []).isEmpty
+                || args.contains { $0.hasPrefix("ip=") })
         let count = request.count ?? 1
         guard (1...Self.maxCount).contains(count) else {
             throw .badRequest("instance.bad_count", "count must be between 1 and \(Self.maxCount), got \(count)")
         }
-        let args = request.args ?? []
         for arg in args { try Self.validateArg(arg) }
         var ports: [PublishedPort] = []
         for text in request.publish ?? [] { ports.append(try PublishedPort.parse(text)) }

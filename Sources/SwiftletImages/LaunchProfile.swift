@@ -17,6 +17,8 @@ public struct LaunchProfile: Sendable, Equatable {
     public static let defaultSuccessExitStatuses: Set<Int32> = [1]
     /// How the guest's application state is quiesced, exported and imported, for a stateful move.
     public static let stateInterfaceProperty = "state_interface"
+    /// `true`: the guest stops at boot without a NIC, so an instance must get one.
+    public static let needsNetworkProperty = "needs_network"
 
     /// `pvh`, `multiboot`, `linux` or `firmware` (a disk booted by the BIOS).
     public var bootProtocol: String
@@ -31,6 +33,7 @@ public struct LaunchProfile: Sendable, Equatable {
     public var successExitStatuses = Self.defaultSuccessExitStatuses
     /// nil: the image declares no state interface, so it moves only as a whole VM.
     public var stateInterface: StateInterface?
+    public var needsNetwork = false
 
     public init(kind: ImageKind, properties: [String: String]) throws(SwiftletError) {
         bootProtocol = Self.bootProtocol(of: kind)
@@ -60,6 +63,12 @@ public struct LaunchProfile: Sendable, Equatable {
         }
         if let text = properties[Self.successExitStatusesProperty] {
             successExitStatuses = try Self.exitStatuses(text)
+        }
+        if let text = properties[Self.needsNetworkProperty] {
+            guard let value = Bool(text) else {
+                throw .badRequest("image.bad_needs_network", "needs_network must be true or false, got '\(text)'")
+            }
+            needsNetwork = value
         }
         if let text = properties[Self.stateInterfaceProperty] {
             guard let parsed = StateInterface(rawValue: text) else {

@@ -13,6 +13,18 @@ public enum SourceBundle {
     public static let maxFiles = 10_000
 
     /// Unpacks the tar at `tarPath` into the empty directory `root`.
+    /// Whether an app's sources start the guest kit's network stack (such an app stops at boot
+    /// without a NIC). Read from the sources, so a mention in a comment counts too: the cost of a
+    /// false yes is only that a run must name a network.
+    public static func startsNetworkStack(sourceDirectory: String) -> Bool {
+        guard let files = FileManager.default.enumerator(atPath: sourceDirectory) else { return false }
+        for case let file as String in files where file.hasSuffix(".swift") {
+            let text = (try? String(contentsOfFile: sourceDirectory + "/" + file, encoding: .utf8)) ?? ""
+            if text.contains("NetStack.start(") { return true }
+        }
+        return false
+    }
+
     public static func unpack(tarPath: String, into root: String) throws(SwiftletError) {
         guard let handle = FileHandle(forReadingAtPath: tarPath) else {
             throw SwiftletError(.internal, "build.read_failed", "cannot read the uploaded bundle")

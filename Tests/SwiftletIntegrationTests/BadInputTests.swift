@@ -1,6 +1,7 @@
 import Foundation
 import SwiftletClient
 import SwiftletCore
+import SwiftletImages
 import Testing
 
 /// Bad input gets a clear 4xx and leaves nothing half-made.
@@ -103,6 +104,30 @@ import Testing
 
     /// A known path asked with a method it does not have is 405 with the methods it has; an unknown
     /// path stays 404.
+    /// An app that starts the kit's network stack stops at boot without a NIC: its build says so
+    /// (`needs_network`), and a run without a network or a published port is refused up front
+    /// with the way out, rather than booted into an ERROR.
+    @Test func anImageThatNeedsANICIsRefusedWithoutOne() async throws {
+        #expect(SourceBundle.startsNetworkStack(sourceDirectory: Repo.root + "/guest/examples/http"))
+        #expect(!SourceBundle.startsNetworkStack(sourceDirectory: Repo.root + "/guest/examples/hello"))
+        let kernel = try await Kernels.path("http")
+        try await withServer { _, client in
+            await expectAPIError(400, "image.bad_needs_network") {
+                _ = try await client.uploadImage(path: kernel, name: "bad", properties: ["needs_network": "maybe"])
+            }
+            _ = try await client.uploadImage(path: kernel, name: "web", properties: ["needs_network": "true"])
+            await expectAPIError(400, "instance.needs_network") {
+                _ = try await client.createInstances(CreateInstanceRequest(name: "web", image: "web"))
+            }
+            #expect(try await client.instances().isEmpty, "nothing was made")
+            var published = CreateInstanceRequest(name: "web", image: "web", wait: true)
+            published.publish = ["\(try ServerProcess.freePort()):80"]
+            let made = try #require(try await client.createInstances(published).first)
+            #expect(made.state == .running, "\(made.reason ?? "")")
+            try await client.deleteInstance(made.id)
+        }
+    }
+
     @Test func aMethodThePathDoesNotHaveIs405WithAllow() async throws {
         try await withServer { server, _ in
             let base = server.url + "/v1"

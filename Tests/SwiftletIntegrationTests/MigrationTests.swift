@@ -282,6 +282,36 @@ extension ClusterTests {
                     + "\(migration.totalMs ?? -1) ms, \(bytes) bytes; longest gap the client saw \(longestGap), "
                     + "\(refused) requests refused meanwhile")
 
+            // An image that claims the interface while its app registered no state: the source
+            // answers the export with an error, and the move rolls back; the guest, quiesced for
+            // the export, serves again.
+            let http = try await Kernels.path("http")
+            _ = try await client.uploadImage(path: http, name: "claims", properties: ["state_interface": "kit-console"])
+            var claims = CreateInstanceRequest(name: "claims", image: "claims", wait: true)
+            claims.networks = [NetworkAttachment(network: "edge")]
+            claims.host = "node1"
+            let claimant = try #require(try await client.createInstances(claims).first)
+            let claimantAddress = try #require(claimant.ports?.first?.address)
+            let refusedMove = try await client.migrate(
+                "claims", MigrateInstanceRequest(host: "node2", mode: "stateful"))
+            var refusedEnd = refusedMove
+            try await eventually("the move of a guest without state ends", timeout: .seconds(60)) {
+                refusedEnd = try await client.migration(refusedMove.id)
+                return refusedEnd.status.isFinal
+            }
+            #expect(
+                refusedEnd.status == .failed && refusedEnd.reason?.contains("no state interface") == true,
+                "\(refusedEnd)")
+            #expect(try await client.instance("claims").hostId == "host-node1")
+            #expect(fabric.vmms(onHost: 2, instanceId: claimant.id).isEmpty, "the standby target is gone")
+            let healthz = try await offThePool {
+                HostNet.run(
+                    "/usr/bin/curl", ["-s", "-f", "-m", "10", "http://\(claimantAddress)/healthz"],
+                    namespace: counter.namespace)
+            }
+            #expect(healthz.status == 0 && healthz.output == "ok", "the source serves again: \(healthz)")
+            try await client.deleteInstance("claims")
+
             // Back by the drain of host 2, in the best mode the image allows: stateful again.
             for host in try await client.hosts() where !host.id.hasPrefix("host-node") {
                 try await client.cordonHost(host.id, true)
