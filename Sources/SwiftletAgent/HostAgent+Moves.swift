@@ -182,7 +182,11 @@ extension HostAgent {
             throw SwiftletError(.internal, "hypervisor.failed", "cannot resume the source VM: \(error)")
         }
         if quiesced.remove(instanceId) != nil {
-            try await GuestStateChannel(driver: driver, handle: vm.handle).resume()
+            let channel = GuestStateChannel(driver: driver, handle: vm.handle)
+            try await channel.resume()
+            // The target may have announced the address before it was ended: the source says
+            // where it is again.
+            try await channel.activate()
         }
     }
 }

@@ -141,10 +141,13 @@ extension QEMUDriver {
         guard mkdir(directory, 0o700) == 0 else {
             throw HypervisorError.spawnFailed("cannot make \(directory): \(errnoMessage())")
         }
-        for (name, text) in [
+        var files = [
             ("ca-cert.pem", tls.caCertificate), ("\(endpoint.rawValue)-cert.pem", tls.certificate),
             ("\(endpoint.rawValue)-key.pem", tls.key),
-        ] {
+        ]
+        // Without them QEMU generates Diffie-Hellman parameters for each server, which is slow.
+        if endpoint == .server { files.append(("dh-params.pem", Self.standardDHParameters)) }
+        for (name, text) in files {
             let path = directory + "/" + name
             guard
                 FileManager.default.createFile(
@@ -165,6 +168,19 @@ extension QEMUDriver {
         if endpoint == .client { parameters["tls-hostname"] = tls.serverName }
         try await session.execute("migrate-set-parameters", arguments: parameters)
     }
+
+    /// RFC 7919's ffdhe2048 group, in PKCS#3 PEM: public, standard parameters.
+    static let standardDHParameters = """
+        -----BEGIN DH PARAMETERS-----
+        MIIBCAKCAQEA//////////+t+FRYortKmq/cViAnPTzx2LnFg84tNpWp4TZBFGQz
+        +8yTnc4kmz75fS/jY2MMddj2gbICrsRhetPfHtXV/WVhJDP1H18GbtCFY2VVPe0a
+        87VXE15/V8k1mE8McODmi3fipona8+/och3xWKE2rec1MKzKT0g6eXq8CrGCsyT7
+        YdEIqUuyyOP7uWrat2DX9GgdT0Kj3jlN9K5W7edjcrsZCwenyO4KbXCeAvzhzffi
+        7MA0BM0oNC9hkXL+nOmFg/+OTxIy7vKBg8P+OxtMb61zO7X8vC7CIAXFjvGDfRaD
+        ssbzSibBsu/6iGtCOGEoXJf//////////wIBAg==
+        -----END DH PARAMETERS-----
+
+        """
 
     private static func int(_ value: Any?) -> Int? {
         switch value {
