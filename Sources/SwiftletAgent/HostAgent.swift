@@ -94,7 +94,7 @@ public actor HostAgent {
 
     /// VMMs starting at once (spawn until QMP answers `cont`): twice the CPUs, at least 2.
     public static let defaultConcurrentBoots = max(2, 2 * ProcessInfo.processInfo.activeProcessorCount)
-    private let bootGate: BootGate
+    let bootGate: BootGate
     private let hugePages: VMMHugePages
 
     public init(
@@ -481,6 +481,12 @@ public actor HostAgent {
         }
         let imageEvent = EventNote(type: "image", message: imageMessage)
         let spec = vmSpec(for: assignment, prepared: prepared)
+        if let snapshot = assignment.snapshot {
+            await restoreBoot(
+                assignment, snapshot: snapshot, spec: spec, prepared: prepared, timeline: timeline,
+                imageEvent: imageEvent, pendingCommit: pendingCommit)
+            return
+        }
         let handle: VMHandle
         let times: BootTimestamps
         var bootPath = "cold"
@@ -657,7 +663,7 @@ public actor HostAgent {
     // MARK: - Reporting
 
     /// Reports a boot's failure once its record is committed; nothing if the commit failed.
-    private func bootFailed(
+    func bootFailed(
         _ instanceId: String, _ reason: String, timeline: Timeline, after pendingCommit: PendingCommit?
     )
         async
@@ -671,7 +677,7 @@ public actor HostAgent {
         await report(instanceId, generation, .failed(reason: reason, timeline: timeline))
     }
 
-    private func report(_ instanceId: String, _ generation: UInt64, _ report: Observation.Report) async {
+    func report(_ instanceId: String, _ generation: UInt64, _ report: Observation.Report) async {
         guard let reports else {
             logger.warning("observation before the agent connected", metadata: ["instance.id": "\(instanceId)"])
             return

@@ -119,6 +119,8 @@ public struct AgentRequest: Codable, Sendable, Equatable {
         case resumeAfterMove(instanceId: String)
         /// Source: calls off a transfer in progress (the guest runs on); false if none is.
         case cancelMigrateOut(instanceId: String)
+        /// Saves the running VM's state (the guest runs on) and sends the bytes to the controller.
+        case saveSnapshot(instanceId: String)
     }
 
     public init(id: String, call: Call) {
@@ -132,7 +134,7 @@ extension AgentRequest.Call {
     public var timeout: Duration {
         switch self {
         case .migrateOut(_, _, let settings): .milliseconds(settings.timeoutMs) + .seconds(10)
-        case .prepareIncoming, .finishIncoming: .seconds(60)
+        case .prepareIncoming, .finishIncoming, .saveSnapshot: .seconds(60)
         default: .seconds(10)
         }
     }
@@ -141,7 +143,7 @@ extension AgentRequest.Call {
     public var isMoveStep: Bool {
         switch self {
         case .prepareIncoming, .migrateOut, .finishIncoming, .abortIncoming, .resumeAfterMove, .cancelMigrateOut: true
-        case .command, .sendConsole, .readConsole, .poolReadyCounts: false
+        case .command, .sendConsole, .readConsole, .poolReadyCounts, .saveSnapshot: false
         }
     }
 }
@@ -158,6 +160,8 @@ public struct AgentReply: Codable, Sendable, Equatable {
         case movedOut(MoveReport)
         /// The VM handle of the instance's VM on the target.
         case tookOver(handle: Data)
+        /// The state saved and its bytes in the controller's blob store.
+        case snapshotSaved(SavedSnapshot)
         case failed(code: String, message: String, status: Int)
     }
 

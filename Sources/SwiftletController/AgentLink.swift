@@ -25,6 +25,10 @@ public protocol AgentLink: Sendable {
     func abortIncoming(instanceId: String) async throws(SwiftletError)
     func resumeAfterMove(instanceId: String) async throws(SwiftletError)
     func cancelMigrateOut(instanceId: String) async throws(SwiftletError)
+
+    /// Saves the instance's VM state (the guest runs on); its bytes are at the returned path on
+    /// this machine (the in-process agent) or already in the blob store (a remote one).
+    func saveSnapshot(instanceId: String) async throws(SwiftletError) -> SavedSnapshot
 }
 
 /// The in-process transport of `swiftlet server`: the controller and its own host's agent in one
@@ -78,6 +82,10 @@ public struct LocalAgentLink: AgentLink {
 
     public func cancelMigrateOut(instanceId: String) async throws(SwiftletError) {
         await agent.cancelMigrateOut(instanceId: instanceId)
+    }
+
+    public func saveSnapshot(instanceId: String) async throws(SwiftletError) -> SavedSnapshot {
+        try await agent.saveSnapshot(instanceId: instanceId)
     }
 }
 

@@ -224,6 +224,13 @@ public final class RemoteAgentLink: AgentLink {
         _ = try await call(.cancelMigrateOut(instanceId: instanceId))
     }
 
+    public func saveSnapshot(instanceId: String) async throws(SwiftletError) -> SavedSnapshot {
+        guard case .snapshotSaved(let saved) = try await call(.saveSnapshot(instanceId: instanceId)) else {
+            throw Self.unexpectedReply(hostId)
+        }
+        return saved
+    }
+
     private static func unexpectedReply(_ hostId: String) -> SwiftletError {
         SwiftletError(.internal, "agent.bad_reply", "host '\(hostId)' answered a call with another kind of reply")
     }

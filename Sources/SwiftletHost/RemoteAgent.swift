@@ -456,6 +456,8 @@ public final class RemoteAgent: Service {
             case .cancelMigrateOut(let instanceId):
                 await agent.cancelMigrateOut(instanceId: instanceId)
                 return .done
+            case .saveSnapshot(let instanceId):
+                return .snapshotSaved(try await saveSnapshot(instanceId: instanceId))
             }
         } catch {
             return .failed(code: error.code, message: error.message, status: error.kind.httpStatus)

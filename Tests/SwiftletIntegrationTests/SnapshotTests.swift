@@ -1,0 +1,100 @@
+import Foundation
+import SwiftletClient
+import SwiftletCore
+import Testing
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// Snapshots end to end through the HTTP API: a real server, real QEMU, the kit's kv unikernel.
+@Suite(.serialized) struct SnapshotTests {
+    /// One POST /counter through a published port: the counter's new value.
+    static func increment(_ port: Int) async throws -> String {
+        try await offThePool {
+            try Shell.run(
+                "/usr/bin/curl", ["-sf", "--max-time", "10", "-X", "POST", "http://127.0.0.1:\(port)/counter"]
+            ).output.trimmingCharacters(in: .whitespacesAndNewlines)
+        }
+    }
+
+    @Test func anInstanceFromASnapshotRunsOnWithTheGuestsMemory() async throws {
+        let kernel = try await Kernels.path("kv")
+        try await withServer { server, client in
+            _ = try await client.uploadImage(path: kernel, name: "kv")
+            let port = try ServerProcess.freePort()
+            let source = try #require(
+                try await client.createInstances(
+                    CreateInstanceRequest(name: "counter", image: "kv", publish: ["\(port):80"], wait: true)
+                ).first)
+            #expect(source.state == .running, "\(source.reason ?? "")")
+            for expected in ["1", "2", "3"] { #expect(try await Self.increment(port) == expected) }
+
+            let snapshot = try await client.snapshot(instance: "counter", name: "at-3")
+            #expect(snapshot.instanceId == source.id && snapshot.imageId == source.imageId)
+            #expect(snapshot.sha256.count == 64 && snapshot.sizeBytes > 0 && snapshot.hypervisor == "qemu")
+            #expect(snapshot.memoryMib == source.memoryMib && snapshot.vcpus == source.vcpus)
+            #expect(FileManager.default.fileExists(atPath: server.dataDirectory + "/blobs/sha256/" + snapshot.sha256))
+            // The source ran on through the save.
+            #expect(try await Self.increment(port) == "4")
+            await expectAPIError(409, "snapshot.duplicate_name") {
+                _ = try await client.snapshot(instance: "counter", name: "at-3")
+            }
+            #expect(try await client.snapshots().map(\.name) == ["at-3"])
+            #expect(try await client.snapshot("at-3").id == snapshot.id)
+
+            // The copy continues from the saved 3, on its own port, while the source goes on from 4.
+            let copyPort = try ServerProcess.freePort()
+            var request = CreateInstanceRequest(name: "copy", image: "", publish: ["\(copyPort):80"], wait: true)
+            request.fromSnapshot = "at-3"
+            let copy = try #require(try await client.createInstances(request).first)
+            #expect(copy.state == .running, "\(copy.reason ?? "")")
+            #expect(copy.timeline.bootPath == "snapshot" && copy.timeline.ready != nil)
+            #expect(copy.memoryMib == snapshot.memoryMib)
+            #expect(try await Self.increment(copyPort) == "4")
+            #expect(try await Self.increment(copyPort) == "5")
+            #expect(try await Self.increment(port) == "5")
+            #expect(try await client.events("copy").contains { $0.type == "restore" })
+            if let total = copy.timeline.total {
+                print("restore: accepted → READY \(Double(total) / 1e6) ms; snapshot \(snapshot.sizeBytes) bytes")
+            }
+
+            // What the saved VM cannot be is refused before anything starts.
+            var other = CreateInstanceRequest(name: "bigger", image: "", memoryMib: 64, publish: ["\(copyPort + 1):80"])
+            other.fromSnapshot = "at-3"
+            await expectAPIError(400, "snapshot.shape_fixed") { _ = try await client.createInstances(other) }
+            var noNIC = CreateInstanceRequest(name: "nonic", image: "")
+            noNIC.fromSnapshot = "at-3"
+            await expectAPIError(400, "snapshot.devices_mismatch") { _ = try await client.createInstances(noNIC) }
+
+            try await client.deleteInstance("copy")
+            try await client.deleteSnapshot("at-3")
+            await expectAPIError(404, "snapshot.not_found") { _ = try await client.snapshot("at-3") }
+            #expect(!FileManager.default.fileExists(atPath: server.dataDirectory + "/blobs/sha256/" + snapshot.sha256))
+            try await client.deleteInstance("counter")
+        }
+    }
+
+    @Test func aSnapshotCutShortFailsTheCreateWithTheReason() async throws {
+        let kernel = try await Kernels.path("kv")
+        try await withServer { server, client in
+            _ = try await client.uploadImage(path: kernel, name: "kv")
+            let port = try ServerProcess.freePort()
+            _ = try await client.createInstances(
+                CreateInstanceRequest(name: "counter", image: "kv", publish: ["\(port):80"], wait: true))
+            let snapshot = try await client.snapshot(instance: "counter", name: "cut")
+            try await client.deleteInstance("counter")
+            // Cut in half on the controller's disk (and so in a host's cache that links to it).
+            let blob = server.dataDirectory + "/blobs/sha256/" + snapshot.sha256
+            #expect(truncate(blob, off_t(snapshot.sizeBytes / 2)) == 0)
+            var request = CreateInstanceRequest(name: "restored", image: "kv", publish: ["\(port):80"], wait: true)
+            request.fromSnapshot = "cut"
+            let started = ContinuousClock.now
+            let failed = try #require(try await client.createInstances(request).first)
+            #expect(failed.state == .error)
+            #expect(failed.reason?.contains("cut short") == true, "\(failed.reason ?? "")")
+            #expect(ContinuousClock.now - started < .seconds(20))
+            #expect(processes(mentioning: server.dataDirectory + "/run/").isEmpty)
+        }
+    }
+}
