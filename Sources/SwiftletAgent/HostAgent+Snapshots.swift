@@ -91,16 +91,7 @@ extension HostAgent {
         timeline.vmmUp = times.vmmUp
         timeline.ready = restored
         timeline.bootPath = "snapshot"
-        guard case .booting(let generation, false) = slots[instanceId] else {
-            // Deleted or stopped while the VMM started.
-            if case .booting = slots[instanceId] { slots[instanceId] = nil }
-            await driver.destroy(handle)
-            return
-        }
-        guard let encodedHandle = try? JSONEncoder().encode(handle) else {
-            slots[instanceId] = nil
-            await driver.destroy(handle)
-            await report(instanceId, generation, .failed(reason: "cannot encode the VM handle", timeline: timeline))
+        guard let (generation, encodedHandle) = await keepStartedVM(instanceId, handle, timeline: timeline) else {
             return
         }
         slots[instanceId] = .running(
@@ -113,7 +104,8 @@ extension HostAgent {
             message: "restored from snapshot '\(snapshot.name)' (\(snapshot.sizeBytes) bytes) instead of a boot; "
                 + "VMM up to running in \(String(format: "%.1f", loadMs)) ms")
         await report(
-            instanceId, generation, .ready(timeline: timeline, handle: encodedHandle, events: [imageEvent, restoreEvent]))
+            instanceId, generation,
+            .ready(timeline: timeline, handle: encodedHandle, events: [imageEvent, restoreEvent]))
     }
 
     /// The snapshot's bytes on this host, fetched by digest into the image cache, with their size

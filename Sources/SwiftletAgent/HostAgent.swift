@@ -531,16 +531,7 @@ public actor HostAgent {
         timeline.vmmSpawned = times.spawned
         timeline.vmmUp = times.vmmUp
         timeline.bootPath = bootPath
-        guard case .booting(let generation, false) = slots[instanceId] else {
-            // Deleted or stopped while the VMM started.
-            if case .booting = slots[instanceId] { slots[instanceId] = nil }
-            await driver.destroy(handle)
-            return
-        }
-        guard let encodedHandle = try? JSONEncoder().encode(handle) else {
-            slots[instanceId] = nil
-            await driver.destroy(handle)
-            await report(instanceId, generation, .failed(reason: "cannot encode the VM handle", timeline: timeline))
+        guard let (generation, encodedHandle) = await keepStartedVM(instanceId, handle, timeline: timeline) else {
             return
         }
         // The handle, the phases and the image event are reported with READY, in one observation
@@ -565,6 +556,23 @@ public actor HostAgent {
                 _ = try? await driver.stop(handle, timeout: .milliseconds(10))
             }
         }
+    }
+
+    /// A VMM that came up for a boot: the generation it serves and its encoded handle, or nil when
+    /// the instance was deleted or stopped meanwhile (the VMM is ended) or the handle cannot be kept.
+    func keepStartedVM(_ instanceId: String, _ handle: VMHandle, timeline: Timeline) async -> (UInt64, Data)? {
+        guard case .booting(let generation, false) = slots[instanceId] else {
+            if case .booting = slots[instanceId] { slots[instanceId] = nil }
+            await driver.destroy(handle)
+            return nil
+        }
+        guard let encodedHandle = try? JSONEncoder().encode(handle) else {
+            slots[instanceId] = nil
+            await driver.destroy(handle)
+            await report(instanceId, generation, .failed(reason: "cannot encode the VM handle", timeline: timeline))
+            return nil
+        }
+        return (generation, encodedHandle)
     }
 
     /// The VM an assignment runs as, in a fresh runtime directory of its own.

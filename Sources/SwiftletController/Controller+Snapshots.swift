@@ -90,7 +90,8 @@ extension Controller {
         }
         guard access(saved.path, R_OK) == 0 else {
             throw SwiftletError(
-                .internal, "snapshot.bytes_missing", "the saved state \(saved.sha256) reached neither here nor the store")
+                .internal, "snapshot.bytes_missing",
+                "the saved state \(saved.sha256) reached neither here nor the store")
         }
         // A rename on one filesystem; a copy else (the agent hashed these bytes on this machine).
         do { try FileManager.default.moveItem(atPath: saved.path, toPath: target) } catch {
@@ -180,7 +181,8 @@ extension InstanceSync {
     /// The snapshot an instance's VM starts from, if it has one.
     func snapshot(of instance: Instance) async throws(SwiftletError) -> Snapshot? {
         guard let id = instance.snapshotId else { return nil }
-        guard let store = store as? any SnapshotStore, let snapshot = try await store.snapshot(idOrName: id, projectId: nil)
+        guard let store = store as? any SnapshotStore,
+            let snapshot = try await store.snapshot(idOrName: id, projectId: nil)
         else { throw .notFound("snapshot", id) }
         return snapshot
     }

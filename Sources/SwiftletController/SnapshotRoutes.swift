@@ -23,7 +23,8 @@ enum SnapshotRoutes {
                 try await controller.snapshot(try context.parameters.require("id"), by: try context.requirePrincipal()))
         }
         v1.delete("snapshots/:id") { _, context in
-            try await controller.deleteSnapshot(try context.parameters.require("id"), by: try context.requirePrincipal())
+            try await controller.deleteSnapshot(
+                try context.parameters.require("id"), by: try context.requirePrincipal())
             return Response(status: .noContent)
         }
     }

@@ -85,7 +85,8 @@ extension SQLiteStore: SnapshotStore {
             let others =
                 try Int.fetchOne(
                     db,
-                    sql: "SELECT (SELECT COUNT(*) FROM snapshot WHERE sha256 = ?1) + (SELECT COUNT(*) FROM image WHERE sha256 = ?1)",
+                    sql:
+                        "SELECT (SELECT COUNT(*) FROM snapshot WHERE sha256 = ?1) + (SELECT COUNT(*) FROM image WHERE sha256 = ?1)",
                     arguments: [sha256]) ?? 0
             return others > 0
         }

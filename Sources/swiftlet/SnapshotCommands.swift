@@ -59,7 +59,8 @@ struct SnapshotsCommand: AsyncParsableCommand {
             ("image", snapshot.imageId), ("sha256", snapshot.sha256), ("size", Format.bytes(snapshot.sizeBytes)),
             ("shape", "\(snapshot.memoryMib) MiB, \(snapshot.vcpus) vCPUs, \(snapshot.machineType ?? "-")"),
             ("hypervisor", "\(snapshot.hypervisor) \(snapshot.hypervisorVersion)"), ("host", snapshot.hostId),
-            ("paused", String(format: "%.1f ms", snapshot.pausedMs)), ("created", snapshot.createdAt.formatted(.iso8601)),
+            ("paused", String(format: "%.1f ms", snapshot.pausedMs)),
+            ("created", snapshot.createdAt.formatted(.iso8601)),
         ])
     }
 }

@@ -98,3 +98,48 @@ import Testing
         }
     }
 }
+
+extension ClusterTests {
+    /// `kv` on host 1 counts to 2 and is snapshotted there: its agent sends the state to the
+    /// controller by digest. A new instance from the snapshot, placed on host 2, fetches it from
+    /// the controller, checks it and restores it: its counter goes on from 2.
+    @Test func aSnapshotTakenOnOneHostRestoresOnAnotherWithTheGuestsMemory() async throws {
+        let kv = try await Kernels.path("kv")
+        try await withCluster(hosts: 2) { _, client, fabric, agentPort in
+            _ = try await fabric.join(1...2, client: client, agentPort: agentPort)
+            _ = try await client.uploadImage(path: kv, name: "kv")
+            let port = try ServerProcess.freePort()
+            let increment: @Sendable (Int) async -> String? = { host in
+                let result = try? await offThePool {
+                    HostNet.run(
+                        "/usr/bin/curl", ["-s", "-f", "-m", "10", "-X", "POST", "http://127.0.0.1:\(port)/counter"],
+                        namespace: fabric.namespace(host))
+                }
+                guard let result, result.status == 0 else { return nil }
+                return result.output.trimmingCharacters(in: .whitespacesAndNewlines)
+            }
+            var request = CreateInstanceRequest(name: "kv", image: "kv", publish: ["\(port):80"], wait: true)
+            request.host = "node1"
+            let source = try #require(try await client.createInstances(request).first)
+            #expect(source.state == .running && source.hostId == "host-node1", "\(source.reason ?? "")")
+            #expect(await increment(1) == "1")
+            #expect(await increment(1) == "2")
+
+            let snapshot = try await client.snapshot(instance: "kv", name: "two")
+            #expect(snapshot.hostId == "host-node1" && snapshot.sizeBytes > 0)
+            #expect(await increment(1) == "3", "the source runs on")
+
+            var copy = CreateInstanceRequest(name: "copy", image: "kv", publish: ["\(port):80"], wait: true)
+            copy.fromSnapshot = "two"
+            copy.host = "node2"
+            let restored = try #require(try await client.createInstances(copy).first)
+            #expect(restored.state == .running && restored.hostId == "host-node2", "\(restored.reason ?? "")")
+            #expect(restored.timeline.bootPath == "snapshot")
+            #expect(await increment(2) == "3", "the copy goes on from the saved 2")
+            #expect(await increment(1) == "4")
+            try await client.deleteInstance("copy")
+            try await client.deleteInstance("kv")
+            try await client.deleteSnapshot("two")
+        }
+    }
+}
