@@ -76,16 +76,23 @@ extension HostAgent {
             path: statePath, sizeBytes: snapshot.sizeBytes, hypervisor: snapshot.hypervisor,
             hypervisorVersion: snapshot.hypervisorVersion, memoryMiB: snapshot.memoryMib, vcpus: snapshot.vcpus,
             machineType: snapshot.machineType, pausedNanoseconds: 0)
-        let handle: VMHandle
-        let times: BootTimestamps
-        do {
-            let driver = self.driver
-            (handle, times) = try await bootGate.run { _ in try await driver.restore(spec, from: state) }
-        } catch {
-            await bootFailed(
-                instanceId, "cannot restore snapshot '\(snapshot.name)': \(error)", timeline: timeline, after: nil)
-            return
+        var handle: VMHandle
+        var times: BootTimestamps
+        let held = await loadIntoHeldVMM(state, snapshot: snapshot, spec: spec)
+        if let held {
+            (handle, times) = held
+        } else {
+            do {
+                let driver = self.driver
+                (handle, times) = try await bootGate.run { _ in try await driver.restore(spec, from: state) }
+            } catch {
+                await bootFailed(
+                    instanceId, "cannot restore snapshot '\(snapshot.name)': \(error)", timeline: timeline, after: nil)
+                return
+            }
         }
+        // The next restore of this snapshot here skips the VMM's start.
+        holdVMM(like: spec, for: snapshot.sha256)
         let restored = monotonicNanos()
         timeline.vmmSpawned = times.spawned
         timeline.vmmUp = times.vmmUp
@@ -98,11 +105,12 @@ extension HostAgent {
             RunningVM(
                 generation: generation, handle: handle, supervisor: supervise(instanceId: instanceId, handle: handle),
                 unreported: nil, successExitStatuses: prepared.profile.successExitStatuses))
-        let loadMs = Double(restored - max(times.vmmUp, times.spawned)) / 1e6
+        let startMs = Double(restored - times.spawned) / 1e6
         let restoreEvent = EventNote(
             type: "restore",
-            message: "restored from snapshot '\(snapshot.name)' (\(snapshot.sizeBytes) bytes) instead of a boot; "
-                + "VMM up to running in \(String(format: "%.1f", loadMs)) ms")
+            message: "restored from snapshot '\(snapshot.name)' (\(snapshot.sizeBytes) bytes) instead of a boot, "
+                + (held == nil ? "into a new VMM" : "into a VMM held ready")
+                + " in \(String(format: "%.1f", startMs)) ms")
         await report(
             instanceId, generation,
             .ready(timeline: timeline, handle: encodedHandle, events: [imageEvent, restoreEvent]))
@@ -130,5 +138,78 @@ extension HostAgent {
                 "the snapshot's bytes hash to \(digest ?? "nothing"), not the saved \(snapshot.sha256): refused")
         }
         return path
+    }
+
+    // MARK: VMMs held for a restore
+
+    /// Starts, in the background, a VMM like `spec`'s held for the next restore of the snapshot
+    /// `sha256` on this host, unless one is held or starting. Not for VMs with ports on networks
+    /// (their TAPs are named after the instance) nor published ports (given when one is taken).
+    func holdVMM(like spec: VMSpec, for sha256: String) {
+        guard spec.networkPorts.isEmpty, heldForRestore[sha256] == nil, !holding.contains(sha256) else { return }
+        holding.insert(sha256)
+        var held = spec
+        held.instanceID = ResourceID.make("held")
+        held.runtimeDirectory = runRoot + "/" + held.instanceID
+        held.userNetwork = spec.userNetwork || !spec.publishedPorts.isEmpty
+        held.publishedPorts = []
+        let driver = self.driver
+        // Off the restore's path: the instance that asked is RUNNING already.
+        Task {
+            let handle = try? await driver.prepareRestore(held)
+            await self.heldVMMStarted(handle, for: sha256, like: spec)
+        }
+    }
+
+    private func heldVMMStarted(_ handle: VMHandle?, for sha256: String, like spec: VMSpec) async {
+        guard holding.remove(sha256) != nil, let handle else {
+            // The snapshot was dropped meanwhile.
+            if let handle { await driver.destroy(handle) }
+            return
+        }
+        heldForRestore[sha256] = HeldVMM(handle: handle, spec: spec)
+    }
+
+    /// The held VMM for the snapshot, if its shape is the spec's, with the state loaded into it
+    /// and the spec's ports published; nil (the caller starts a VMM) when there is none or the
+    /// load failed (the held VMM is ended).
+    private func loadIntoHeldVMM(_ state: VMSnapshot, snapshot: Snapshot, spec: VMSpec) async -> (
+        VMHandle, BootTimestamps
+    )? {
+        guard let held = heldForRestore[snapshot.sha256], held.fits(spec) else { return nil }
+        heldForRestore[snapshot.sha256] = nil
+        let started = monotonicNanos()
+        do {
+            try await driver.loadState(held.handle, from: state)
+            for port in spec.publishedPorts { try await driver.publishPort(held.handle, port) }
+        } catch {
+            logger.warning(
+                "a held VMM did not take the state, starting a new one",
+                metadata: ["instance.id": "\(spec.instanceID)", "error": "\(error)"])
+            await driver.destroy(held.handle)
+            return nil
+        }
+        return (held.handle, BootTimestamps(spawned: started, vmmUp: monotonicNanos()))
+    }
+
+    /// Ends the VMM held for the snapshot `sha256` (its bytes are gone, or the agent stops).
+    func dropHeldVMM(sha256: String) async {
+        holding.remove(sha256)
+        if let held = heldForRestore.removeValue(forKey: sha256) { await driver.destroy(held.handle) }
+    }
+}
+
+/// A VMM started ahead and paused, waiting for a saved state, and the spec it was started like.
+struct HeldVMM {
+    var handle: VMHandle
+    var spec: VMSpec
+
+    /// Whether a restore of `spec` can use it: the same kernel, shape and devices.
+    func fits(_ other: VMSpec) -> Bool {
+        spec.kernelPath == other.kernelPath && spec.initrdPath == other.initrdPath
+            && spec.memoryMiB == other.memoryMiB && spec.vcpus == other.vcpus && spec.machineType == other.machineType
+            && spec.bootKind == other.bootKind && other.networkPorts.isEmpty
+            && (spec.userNetwork || !spec.publishedPorts.isEmpty)
+                == (other.userNetwork || !other.publishedPorts.isEmpty)
     }
 }

@@ -39,6 +39,10 @@ public actor HostAgent {
     /// Instances whose VM came in by a migration that is not committed yet: their assignment has
     /// not arrived, and a rollback (`abortIncoming`) ends the VM.
     var movedIn: Set<String> = []
+    /// VMMs started ahead and held for the next restore of a snapshot, by snapshot digest
+    /// (HostAgent+Snapshots); `holding`: those being started.
+    var heldForRestore: [String: HeldVMM] = [:]
+    var holding: Set<String> = []
     /// The address incoming VMMs listen on for a VM's state (the host's fabric address).
     let migrationAddress: String
     /// Where observations go; set by `sync`, when the agent connects.
@@ -218,7 +222,9 @@ public actor HostAgent {
             await teardown(instanceId: instanceId)
         case .applyPool(let pool): applyPool(pool)
         case .removePool(let id): await removePool(id: id)
-        case .evictImage(let sha256): imageCache.evict(sha256: sha256)
+        case .evictImage(let sha256):
+            imageCache.evict(sha256: sha256)
+            await dropHeldVMM(sha256: sha256)
         case .networks(let state): await network?.apply(state)
         }
     }

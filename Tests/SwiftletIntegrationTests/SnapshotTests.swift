@@ -59,6 +59,23 @@ import Testing
                 print("restore: accepted → READY \(Double(total) / 1e6) ms; snapshot \(snapshot.sizeBytes) bytes")
             }
 
+            // The second restore here takes the VMM held ready since the first, and publishes its port.
+            let heldPort = try ServerProcess.freePort()
+            var again = CreateInstanceRequest(name: "again", image: "kv", publish: ["\(heldPort):80"], wait: true)
+            again.fromSnapshot = snapshot.id
+            try await eventually("a VMM is held for the next restore", timeout: .seconds(20)) {
+                processes(mentioning: server.dataDirectory + "/run/held-").count == 1
+            }
+            // Held once its QMP answers: tens of milliseconds after the process appears, more under load.
+            try await Task.sleep(for: .seconds(2))
+            let second = try #require(try await client.createInstances(again).first)
+            #expect(second.state == .running, "\(second.reason ?? "")")
+            #expect(try await Self.increment(heldPort) == "4")
+            let restoreEvent = try await client.events("again").first { $0.type == "restore" }
+            #expect(restoreEvent?.message.contains("held ready") == true, "\(restoreEvent?.message ?? "")")
+            if let total = second.timeline.total { print("restore into a held VMM: \(Double(total) / 1e6) ms") }
+            try await client.deleteInstance("again")
+
             // What the saved VM cannot be is refused before anything starts.
             var other = CreateInstanceRequest(name: "bigger", image: "", memoryMib: 64, publish: ["\(copyPort + 1):80"])
             other.fromSnapshot = "at-3"
@@ -72,6 +89,10 @@ import Testing
             await expectAPIError(404, "snapshot.not_found") { _ = try await client.snapshot("at-3") }
             #expect(!FileManager.default.fileExists(atPath: server.dataDirectory + "/blobs/sha256/" + snapshot.sha256))
             try await client.deleteInstance("counter")
+            // The VMM held for the deleted snapshot went with it.
+            try await eventually("no VMM is left", timeout: .seconds(10)) {
+                processes(mentioning: server.dataDirectory + "/run/").isEmpty
+            }
         }
     }
 
