@@ -180,7 +180,7 @@ let package = Package(
             ],
             swiftSettings: strict),
         .testTarget(
-            name: "SwiftletHypervisorTests", dependencies: ["SwiftletHypervisor"],
+            name: "SwiftletHypervisorTests", dependencies: ["SwiftletHypervisor", "SwiftletPKI", "SwiftletCore"],
             swiftSettings: strict),
         .testTarget(
             name: "SwiftletCLITests", dependencies: ["SwiftletClient", "SwiftletCore"], swiftSettings: strict),

@@ -3,28 +3,27 @@ import SwiftletAgentProtocol
 import SwiftletCore
 import SwiftletHypervisor
 
-/// A prepared target VMM of a live migration, not the instance's VM until `finishIncoming`.
+/// A prepared target VM of a move, not the instance's VM until `finishIncoming`: an incoming
+/// VMM waiting for a live migration's state, or a fresh guest booted silent for a stateful one.
 struct IncomingVM {
     var handle: VMHandle
     var restartPolicy: RestartPolicy
     var successExitStatuses: Set<Int32>
+    var standby = false
+    /// A standby guest's state was imported: it may take over.
+    var stateImported = false
 }
 
 // The agent's side of a live migration (docs/agent-protocol.md, "Moves"). The controller drives
 // the steps; the agent only acts on the VMs it has, and says clearly when it cannot.
 extension HostAgent {
     /// Target: starts a VMM for the assignment that waits for the VM's state, with the instance's
-    /// ports plugged (same names and MACs as on the source).
-    public func prepareIncoming(_ assignment: Assignment) async throws(SwiftletError) -> MoveEndpoint {
+    /// ports plugged (same names and MACs as on the source), over TLS with `tls`.
+    public func prepareIncoming(_ assignment: Assignment, tls: MigrationCredentials? = nil) async throws(SwiftletError)
+        -> MoveEndpoint
+    {
         let instanceId = assignment.instanceId
-        guard slots[instanceId] == nil, incoming[instanceId] == nil else {
-            throw SwiftletError(
-                .conflict, "migration.target_busy", "host '\(hostId)' already has a VM for instance '\(instanceId)'")
-        }
-        guard (assignment.instance.ports ?? []).isEmpty || network != nil else {
-            throw SwiftletError(
-                .conflict, "migration.no_networking", "host '\(hostId)' has no networking for the instance's ports")
-        }
+        try checkMoveTarget(assignment)
         guard await driver.moves().liveMigration else {
             throw SwiftletError(
                 .conflict, "migration.unsupported", "the hypervisor of host '\(hostId)' cannot receive a live migration"
@@ -39,7 +38,7 @@ extension HostAgent {
         let port: Int
         do {
             port = try ListenPort.free(on: migrationAddress)
-            handle = try await driver.prepareIncoming(spec, address: migrationAddress, port: port)
+            handle = try await driver.prepareIncoming(spec, address: migrationAddress, port: port, tls: tls)
         } catch {
             throw SwiftletError(.internal, "migration.prepare_failed", "cannot start the incoming VMM: \(error)")
         }
@@ -50,6 +49,19 @@ extension HostAgent {
             "prepared an incoming VMM",
             metadata: ["instance.id": "\(instanceId)", "vm.pid": "\(handle.pid)", "migration.port": "\(port)"])
         return MoveEndpoint(address: migrationAddress, port: port)
+    }
+
+    /// A target has no VM of the instance yet, and networking if the instance has ports.
+    func checkMoveTarget(_ assignment: Assignment) throws(SwiftletError) {
+        let instanceId = assignment.instanceId
+        guard slots[instanceId] == nil, incoming[instanceId] == nil else {
+            throw SwiftletError(
+                .conflict, "migration.target_busy", "host '\(hostId)' already has a VM for instance '\(instanceId)'")
+        }
+        guard (assignment.instance.ports ?? []).isEmpty || network != nil else {
+            throw SwiftletError(
+                .conflict, "migration.no_networking", "host '\(hostId)' has no networking for the instance's ports")
+        }
     }
 
     /// Source: streams the running VM's state to a prepared target; its guest is left paused, to
@@ -70,7 +82,7 @@ extension HostAgent {
                 settings: LiveMigrationSettings(
                     downtimeLimitMilliseconds: settings.downtimeLimitMs, autoConverge: settings.autoConverge,
                     maxBandwidthBytesPerSecond: settings.maxBandwidthBytesPerSecond ?? (1 << 30),
-                    timeout: .milliseconds(settings.timeoutMs), cancellation: cancellation))
+                    timeout: .milliseconds(settings.timeoutMs), cancellation: cancellation, tls: settings.tls))
             return MoveReport(
                 downtimeMs: Double(result.downtimeMilliseconds), totalMs: Double(result.totalNanoseconds) / 1e6,
                 transferredBytes: result.transferredBytes)
@@ -98,7 +110,19 @@ extension HostAgent {
             )
         }
         do {
-            try await driver.finishIncoming(vm.handle, timeout: .seconds(30))
+            if vm.standby {
+                guard vm.stateImported else {
+                    await driver.destroy(vm.handle)
+                    throw SwiftletError(
+                        .conflict, "migration.no_state", "the standby guest has not received the source's state")
+                }
+                try await GuestStateChannel(driver: driver, handle: vm.handle).activate()
+            } else {
+                try await driver.finishIncoming(vm.handle, timeout: .seconds(30))
+            }
+        } catch let error as SwiftletError {
+            await driver.destroy(vm.handle)
+            throw error
         } catch {
             await driver.destroy(vm.handle)
             throw SwiftletError(.conflict, "migration.finish_failed", "the target did not take over: \(error)")
@@ -140,6 +164,9 @@ extension HostAgent {
         }
         do { try await driver.resume(vm.handle) } catch {
             throw SwiftletError(.internal, "hypervisor.failed", "cannot resume the source VM: \(error)")
+        }
+        if quiesced.remove(instanceId) != nil {
+            try await GuestStateChannel(driver: driver, handle: vm.handle).resume()
         }
     }
 }

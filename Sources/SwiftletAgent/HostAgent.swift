@@ -43,6 +43,8 @@ public actor HostAgent {
     /// (HostAgent+Snapshots); `holding`: those being started.
     var heldForRestore: [String: HeldVMM] = [:]
     var holding: Set<String> = []
+    /// Sources of stateful moves whose guest was quiesced: a rollback lets it serve again.
+    var quiesced: Set<String> = []
     /// The address incoming VMMs listen on for a VM's state (the host's fabric address).
     let migrationAddress: String
     /// Where observations go; set by `sync`, when the agent connects.
@@ -654,6 +656,7 @@ public actor HostAgent {
     func teardown(instanceId: String) async {
         movable.remove(instanceId)
         movedIn.remove(instanceId)
+        quiesced.remove(instanceId)
         switch slots.removeValue(forKey: instanceId) {
         case .booting(let generation, _):
             // The boot destroys its VMM once it is up.

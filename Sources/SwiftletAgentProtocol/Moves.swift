@@ -25,11 +25,14 @@ public struct MoveSettings: Codable, Sendable, Equatable {
     public var timeoutMs: Int
     /// The most the transfer may take of the link (nil: as much as it carries).
     public var maxBandwidthBytesPerSecond: Int?
+    /// The source's end of the stream's TLS (nil: in the clear, when the controller has no CA).
+    public var tls: MigrationCredentials?
 
     public init(
         downtimeLimitMs: Int = 300, autoConverge: Bool = true, timeoutMs: Int = 120_000,
-        maxBandwidthBytesPerSecond: Int? = nil
+        maxBandwidthBytesPerSecond: Int? = nil, tls: MigrationCredentials? = nil
     ) {
+        self.tls = tls
         self.maxBandwidthBytesPerSecond = maxBandwidthBytesPerSecond
         self.downtimeLimitMs = downtimeLimitMs
         self.autoConverge = autoConverge
@@ -48,5 +51,18 @@ public struct MoveReport: Codable, Sendable, Equatable {
         self.downtimeMs = downtimeMs
         self.totalMs = totalMs
         self.transferredBytes = transferredBytes
+    }
+}
+
+/// The source's application state, taken from its quiesced guest (a stateful move); the guest is
+/// left quiesced and paused, to be torn down once the target took over or resumed if it fails.
+public struct StateExport: Codable, Sendable, Equatable {
+    public var state: Data
+    /// The guest stopped taking requests → its state was out, as the source agent timed it.
+    public var exportMs: Double
+
+    public init(state: Data, exportMs: Double) {
+        self.state = state
+        self.exportMs = exportMs
     }
 }

@@ -107,8 +107,9 @@ public struct AgentRequest: Codable, Sendable, Equatable {
         case sendConsole(instanceId: String, line: String)
         case readConsole(instanceId: String, offset: UInt64)
         case poolReadyCounts
-        /// Target: an incoming VMM for the assignment (with the instance's ports), listening.
-        case prepareIncoming(Assignment)
+        /// Target: an incoming VMM for the assignment (with the instance's ports), listening, over
+        /// TLS with `tls` (the target's end).
+        case prepareIncoming(Assignment, tls: MigrationCredentials?)
         /// Source: streams the running VM's state to the endpoint; its guest is left paused.
         case migrateOut(instanceId: String, to: MoveEndpoint, settings: MoveSettings)
         /// Target: waits until the guest runs, and keeps the VM as the instance's under `generation`.
@@ -119,6 +120,14 @@ public struct AgentRequest: Codable, Sendable, Equatable {
         case resumeAfterMove(instanceId: String)
         /// Source: calls off a transfer in progress (the guest runs on); false if none is.
         case cancelMigrateOut(instanceId: String)
+        /// Target of a stateful move: a fresh VM of the assignment, booted silent (it answers
+        /// nothing on the network until it takes over), with the instance's ports.
+        case prepareStandby(Assignment)
+        /// Source of a stateful move: quiesces the guest and takes its state; the guest is left
+        /// quiesced and paused.
+        case exportState(instanceId: String)
+        /// Target of a stateful move: hands the state to the standby guest.
+        case importState(instanceId: String, state: Data)
         /// Saves the running VM's state (the guest runs on) and sends the bytes to the controller.
         case saveSnapshot(instanceId: String)
     }
@@ -134,7 +143,8 @@ extension AgentRequest.Call {
     public var timeout: Duration {
         switch self {
         case .migrateOut(_, _, let settings): .milliseconds(settings.timeoutMs) + .seconds(10)
-        case .prepareIncoming, .finishIncoming, .saveSnapshot: .seconds(60)
+        case .prepareIncoming, .prepareStandby, .finishIncoming, .saveSnapshot: .seconds(60)
+        case .exportState, .importState: .seconds(30)
         default: .seconds(10)
         }
     }
@@ -142,7 +152,9 @@ extension AgentRequest.Call {
     /// A step of a live migration.
     public var isMoveStep: Bool {
         switch self {
-        case .prepareIncoming, .migrateOut, .finishIncoming, .abortIncoming, .resumeAfterMove, .cancelMigrateOut: true
+        case .prepareIncoming, .migrateOut, .finishIncoming, .abortIncoming, .resumeAfterMove, .cancelMigrateOut,
+            .prepareStandby, .exportState, .importState:
+            true
         case .command, .sendConsole, .readConsole, .poolReadyCounts, .saveSnapshot: false
         }
     }
@@ -158,6 +170,7 @@ public struct AgentReply: Codable, Sendable, Equatable {
         case pools([String: Int])
         case incoming(MoveEndpoint)
         case movedOut(MoveReport)
+        case exported(StateExport)
         /// The VM handle of the instance's VM on the target.
         case tookOver(handle: Data)
         /// The state saved and its bytes in the controller's blob store.

@@ -18,13 +18,19 @@ public protocol AgentLink: Sendable {
     func poolReadyCounts() async -> [String: Int]
 
     // The steps of a live migration (docs/agent-protocol.md, "Moves").
-    func prepareIncoming(_ assignment: Assignment) async throws(SwiftletError) -> MoveEndpoint
+    func prepareIncoming(_ assignment: Assignment, tls: MigrationCredentials?) async throws(SwiftletError)
+        -> MoveEndpoint
     func migrateOut(instanceId: String, to endpoint: MoveEndpoint, settings: MoveSettings)
         async throws(SwiftletError) -> MoveReport
     func finishIncoming(instanceId: String, generation: UInt64) async throws(SwiftletError) -> Data
     func abortIncoming(instanceId: String) async throws(SwiftletError)
     func resumeAfterMove(instanceId: String) async throws(SwiftletError)
     func cancelMigrateOut(instanceId: String) async throws(SwiftletError)
+    // The steps of a stateful migration; `finishIncoming`, `abortIncoming` and `resumeAfterMove`
+    // end it as they end a live one.
+    func prepareStandby(_ assignment: Assignment) async throws(SwiftletError)
+    func exportState(instanceId: String) async throws(SwiftletError) -> StateExport
+    func importState(instanceId: String, state: Data) async throws(SwiftletError)
 
     /// Saves the instance's VM state (the guest runs on); its bytes are at the returned path on
     /// this machine (the in-process agent) or already in the blob store (a remote one).
@@ -58,8 +64,10 @@ public struct LocalAgentLink: AgentLink {
 
     public func poolReadyCounts() async -> [String: Int] { await agent.poolReadyCounts() }
 
-    public func prepareIncoming(_ assignment: Assignment) async throws(SwiftletError) -> MoveEndpoint {
-        try await agent.prepareIncoming(assignment)
+    public func prepareIncoming(_ assignment: Assignment, tls: MigrationCredentials?) async throws(SwiftletError)
+        -> MoveEndpoint
+    {
+        try await agent.prepareIncoming(assignment, tls: tls)
     }
 
     public func migrateOut(instanceId: String, to endpoint: MoveEndpoint, settings: MoveSettings)
@@ -82,6 +90,18 @@ public struct LocalAgentLink: AgentLink {
 
     public func cancelMigrateOut(instanceId: String) async throws(SwiftletError) {
         await agent.cancelMigrateOut(instanceId: instanceId)
+    }
+
+    public func prepareStandby(_ assignment: Assignment) async throws(SwiftletError) {
+        try await agent.prepareStandby(assignment)
+    }
+
+    public func exportState(instanceId: String) async throws(SwiftletError) -> StateExport {
+        try await agent.exportState(instanceId: instanceId)
+    }
+
+    public func importState(instanceId: String, state: Data) async throws(SwiftletError) {
+        try await agent.importState(instanceId: instanceId, state: state)
     }
 
     public func saveSnapshot(instanceId: String) async throws(SwiftletError) -> SavedSnapshot {

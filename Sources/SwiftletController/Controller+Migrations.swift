@@ -2,6 +2,7 @@ import Foundation
 import Logging
 import SwiftletAgentProtocol
 import SwiftletCore
+import SwiftletImages
 import SwiftletStore
 
 // Live migration between hosts (docs/migration.md). The controller drives the steps through the
@@ -38,7 +39,7 @@ extension Controller {
         guard instance.state == .running else {
             throw SwiftletError(
                 .conflict, "migration.not_running",
-                "only a RUNNING instance moves live; '\(instance.name)' is \(instance.state.rawValue)")
+                "only a RUNNING instance moves; '\(instance.name)' is \(instance.state.rawValue)")
         }
         guard instance.publishedPorts.isEmpty else {
             throw SwiftletError(
@@ -61,6 +62,12 @@ extension Controller {
         guard let image = try await store.image(idOrName: instance.imageId, projectId: nil) else {
             throw .notFound("image", instance.imageId)
         }
+        if mode == .stateful, try LaunchProfile(kind: image.kind, properties: image.properties).stateInterface == nil {
+            throw .badRequest(
+                "migration.no_state_interface",
+                "image '\(image.name)' declares no state interface (the image property "
+                    + "\(LaunchProfile.stateInterfaceProperty)), so '\(instance.name)' moves only live")
+        }
         let placement = try await placeInstances(
             count: 1, memoryMib: instance.memoryMib, vcpus: instance.vcpus, image: image, target: requested,
             needsNetworks: !(instance.ports ?? []).isEmpty, group: serverGroup(of: instance), excluding: instance.id,
@@ -76,7 +83,8 @@ extension Controller {
         let moving: Instance
         do {
             moving = try await store.updateInstance(
-                id: instance.id, events: [("migrating", "live migration \(migration.id) to host \(target) accepted")],
+                id: instance.id,
+                events: [("migrating", "\(mode.rawValue) migration \(migration.id) to host \(target) accepted")],
                 handle: nil
             ) { record throws(SwiftletError) in
                 guard record.task == nil, record.state == .running, record.hostId == source else {
@@ -92,24 +100,25 @@ extension Controller {
             throw error
         }
         let started = background.submit {
-            await self.runLiveMigration(migration, of: moving, claim: placement.claim, accepted: accepted)
+            await self.runMigration(migration, of: moving, claim: placement.claim, accepted: accepted)
         }
         guard started else {
             await endMove(migration, of: moving, status: .failed, reason: "the controller is shutting down")
             throw SwiftletError(.unavailable, "controller.shutting_down", "the controller is shutting down")
         }
         logger.notice(
-            "live migration accepted",
+            "migration accepted",
             metadata: [
-                "migration.id": "\(migration.id)", "instance.id": "\(instance.id)", "host.from": "\(source)",
-                "host.to": "\(target)",
+                "migration.id": "\(migration.id)", "migration.mode": "\(mode.rawValue)",
+                "instance.id": "\(instance.id)",
+                "host.from": "\(source)", "host.to": "\(target)",
             ])
         return migration
     }
 
-    /// Cordons a host and starts moving every RUNNING instance on it live, each where the
-    /// scheduler puts it (admin). What cannot move now (not running, no room elsewhere, host ports)
-    /// stays, with the reason; a later drain tries again.
+    /// Cordons a host and starts moving every RUNNING instance on it, each in the best mode its
+    /// image allows and where the scheduler puts it (admin). What cannot move now (not running, no
+    /// room elsewhere, host ports) stays, with the reason; a later drain tries again.
     public func drain(host idOrName: String, by principal: Principal) async throws(SwiftletError) -> DrainReport {
         try requireAdmin(principal)
         let hostId = try await hostId(for: idOrName)
@@ -121,11 +130,13 @@ extension Controller {
                 report.skipped.append(
                     .init(
                         instanceId: instance.id, name: instance.name, state: instance.state,
-                        reason: "not running (\(instance.state.rawValue)): only a running instance moves live"))
+                        reason: "not running (\(instance.state.rawValue)): only a running instance moves"))
                 continue
             }
             do {
-                report.migrations.append(try await migrate(instance.id, MigrateInstanceRequest(), by: principal))
+                let mode = await bestMode(for: instance)
+                report.migrations.append(
+                    try await migrate(instance.id, MigrateInstanceRequest(mode: mode.rawValue), by: principal))
             } catch {
                 report.skipped.append(
                     .init(
@@ -140,6 +151,14 @@ extension Controller {
                 "drain.skipped": "\(report.skipped.count)",
             ])
         return report
+    }
+
+    /// Stateful when the image declares a state interface (the least downtime and bytes), else live.
+    private func bestMode(for instance: Instance) async -> MigrationMode {
+        guard let image = try? await store.image(idOrName: instance.imageId, projectId: nil),
+            (try? LaunchProfile(kind: image.kind, properties: image.properties))?.stateInterface != nil
+        else { return .live }
+        return .stateful
     }
 
     public func migrations(instance idOrName: String?, by principal: Principal) async throws(SwiftletError)
@@ -158,7 +177,7 @@ extension Controller {
     }
 
     /// The steps, after the answer. Each failure before the commit rolls back.
-    func runLiveMigration(
+    func runMigration(
         _ migration: InstanceMigration, of instance: Instance, claim: PlacementClaim, accepted: ContinuousClock.Instant
     ) async {
         movesInFlight.withLock { _ = $0.insert(migration.id) }
@@ -178,14 +197,32 @@ extension Controller {
             let assignment = try await instanceSync.assignment(for: moved)
             let report: MoveReport
             do {
-                let endpoint = try await targetLink.prepareIncoming(assignment)
-                try await advance(migration, to: .running)
-                let settings = MoveSettings(
-                    maxBandwidthBytesPerSecond: migration.maxBandwidthMbps.map { $0 * 1_000_000 / 8 })
-                report = try await sourceLink.migrateOut(instanceId: instance.id, to: endpoint, settings: settings)
+                var quiesced: ContinuousClock.Instant?
+                var outcome: MoveReport
+                switch migration.mode {
+                case .live:
+                    let tls = try migrationAuthority?.issueMigrationCredentials(targetName: target)
+                    let endpoint = try await targetLink.prepareIncoming(assignment, tls: tls?.target)
+                    try await advance(migration, to: .running)
+                    let settings = MoveSettings(
+                        maxBandwidthBytesPerSecond: migration.maxBandwidthMbps.map { $0 * 1_000_000 / 8 },
+                        tls: tls?.source)
+                    outcome = try await sourceLink.migrateOut(instanceId: instance.id, to: endpoint, settings: settings)
+                case .stateful:
+                    // The source serves while the target boots; from the quiesce on, it answers
+                    // nothing new until the target takes over (or the move rolls back).
+                    try await targetLink.prepareStandby(assignment)
+                    try await advance(migration, to: .running)
+                    quiesced = .now
+                    let export = try await sourceLink.exportState(instanceId: instance.id)
+                    try await targetLink.importState(instanceId: instance.id, state: export.state)
+                    outcome = MoveReport(downtimeMs: 0, totalMs: 0, transferredBytes: Int64(export.state.count))
+                }
                 sent = true
                 try await advance(migration, to: .finishing)
                 let handle = try await targetLink.finishIncoming(instanceId: instance.id, generation: generation)
+                if let quiesced { outcome.downtimeMs = milliseconds(ContinuousClock.now - quiesced) }
+                report = outcome
                 try await commitMove(migration, of: instance, generation: generation, handle: handle, claim: claim)
             } catch {
                 // In this order, each awaited: the target's VM (incoming, or taken over) is gone
@@ -206,25 +243,26 @@ extension Controller {
                 await instanceSync.dispatch(committed)
             }
             if !(instance.securityGroups ?? []).isEmpty { await publishNetworks() }
-            let total = ContinuousClock.now - accepted
+            let total = milliseconds(ContinuousClock.now - accepted)
             try await migrationStore.updateMigration(id: migration.id) {
                 $0.status = .completed
                 $0.downtimeMs = report.downtimeMs
                 $0.transferredBytes = report.transferredBytes
-                $0.totalMs = Double(total.components.seconds) * 1000 + Double(total.components.attoseconds) / 1e15
+                $0.totalMs = total
             }
             metrics.recordMigration(
                 mode: migration.mode.rawValue, result: "completed", downtimeMs: report.downtimeMs,
                 bytes: report.transferredBytes)
             logger.notice(
-                "live migration completed",
+                "migration completed",
                 metadata: [
-                    "migration.id": "\(migration.id)", "instance.id": "\(instance.id)", "host.to": "\(target)",
+                    "migration.id": "\(migration.id)", "migration.mode": "\(migration.mode.rawValue)",
+                    "instance.id": "\(instance.id)", "host.to": "\(target)",
                     "migration.downtime_ms": "\(report.downtimeMs)", "migration.bytes": "\(report.transferredBytes)",
                 ])
         } catch {
             logger.warning(
-                "live migration failed: the instance runs on its source",
+                "migration failed: the instance runs on its source",
                 metadata: ["migration.id": "\(migration.id)", "instance.id": "\(instance.id)", "error": "\(error)"])
             let cancelled = (try? await migrationStore.migration(id: migration.id, projectId: nil))?.cancelRequested
             await endMove(
@@ -275,7 +313,8 @@ extension Controller {
     ) async throws(SwiftletError) {
         let target = migration.targetHostId
         try await store.updateInstance(
-            id: instance.id, events: [("migrated", "live migration \(migration.id): now on host \(target)")],
+            id: instance.id,
+            events: [("migrated", "\(migration.mode.rawValue) migration \(migration.id): now on host \(target)")],
             handle: handle, claim: claim
         ) { record throws(SwiftletError) in
             guard record.task?.migrationId == migration.id, record.hostId == migration.sourceHostId,
@@ -296,7 +335,12 @@ extension Controller {
     func endMove(_ migration: InstanceMigration, of instance: Instance, status: MigrationStatus, reason: String) async {
         _ = try? await store.updateInstance(
             id: instance.id,
-            events: [("migration_failed", "live migration \(migration.id) \(status.rawValue): \(reason)")],
+            events: [
+                (
+                    "migration_failed",
+                    "\(migration.mode.rawValue) migration \(migration.id) \(status.rawValue): \(reason)"
+                )
+            ],
             handle: nil
         ) { record throws(SwiftletError) in
             guard record.task?.migrationId == migration.id else { return }
@@ -309,6 +353,10 @@ extension Controller {
         }
         metrics.recordMigration(mode: migration.mode.rawValue, result: status.rawValue, downtimeMs: nil, bytes: nil)
     }
+}
+
+private func milliseconds(_ duration: Duration) -> Double {
+    Double(duration.components.seconds) * 1000 + Double(duration.components.attoseconds) / 1e15
 }
 
 extension InstanceMigration {

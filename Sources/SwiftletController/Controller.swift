@@ -6,6 +6,7 @@ import SwiftletCore
 import SwiftletImages
 import SwiftletMetrics
 import SwiftletNetwork
+import SwiftletPKI
 import SwiftletStore
 import Synchronization
 
@@ -40,6 +41,12 @@ public final class Controller: Sendable {
     /// Every change made through the API, written in the background (`AuditLog`).
     public let audit: AuditLog
     private let scheme = Mutex("http")
+    private let authority = Mutex<ClusterCA?>(nil)
+    /// Issues each live migration's TLS certificates: the cluster's CA, once hosts may join.
+    public var migrationAuthority: ClusterCA? {
+        get { authority.withLock { $0 } }
+        set { authority.withLock { $0 = newValue } }
+    }
     /// `https` when the API is served over TLS (for links the OpenStack APIs answer with).
     public var apiScheme: String {
         get { scheme.withLock { $0 } }

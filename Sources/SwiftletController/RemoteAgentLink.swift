@@ -188,8 +188,10 @@ public final class RemoteAgentLink: AgentLink {
         return chunk
     }
 
-    public func prepareIncoming(_ assignment: Assignment) async throws(SwiftletError) -> MoveEndpoint {
-        guard case .incoming(let endpoint) = try await call(.prepareIncoming(assignment)) else {
+    public func prepareIncoming(_ assignment: Assignment, tls: MigrationCredentials?) async throws(SwiftletError)
+        -> MoveEndpoint
+    {
+        guard case .incoming(let endpoint) = try await call(.prepareIncoming(assignment, tls: tls)) else {
             throw Self.unexpectedReply(hostId)
         }
         return endpoint
@@ -222,6 +224,21 @@ public final class RemoteAgentLink: AgentLink {
 
     public func cancelMigrateOut(instanceId: String) async throws(SwiftletError) {
         _ = try await call(.cancelMigrateOut(instanceId: instanceId))
+    }
+
+    public func prepareStandby(_ assignment: Assignment) async throws(SwiftletError) {
+        _ = try await call(.prepareStandby(assignment))
+    }
+
+    public func exportState(instanceId: String) async throws(SwiftletError) -> StateExport {
+        guard case .exported(let export) = try await call(.exportState(instanceId: instanceId)) else {
+            throw Self.unexpectedReply(hostId)
+        }
+        return export
+    }
+
+    public func importState(instanceId: String, state: Data) async throws(SwiftletError) {
+        _ = try await call(.importState(instanceId: instanceId, state: state))
     }
 
     public func saveSnapshot(instanceId: String) async throws(SwiftletError) -> SavedSnapshot {

@@ -282,8 +282,10 @@ public struct SwiftletServer: Sendable {
         configuration: ServerConfiguration, store: any ControllerStore, controller: Controller, logger: Logger
     ) async throws -> ClusterService? {
         guard configuration.agentPort != nil else { return nil }
+        let ca = try ClusterCA.loadOrCreate(directory: configuration.dataDirectory + "/ca")
+        controller.migrationAuthority = ca
         return try await ClusterService(
-            ca: try ClusterCA.loadOrCreate(directory: configuration.dataDirectory + "/ca"), store: store,
+            ca: ca, store: store,
             controller: controller,
             settings: .init(
                 leaseDuration: .milliseconds(configuration.leaseDurationMs),

@@ -5,6 +5,11 @@ public enum MigrationMode: String, Codable, Sendable, CaseIterable {
     /// The whole VM's memory and devices stream to a VMM on the target while the guest runs; it
     /// is paused only for the last pass.
     case live
+    /// The application's state moves instead of the VM's memory: a fresh instance of the image
+    /// boots on the target, silent, while the source serves; the source is quiesced, its state
+    /// exported and imported into the target, which then takes over the address. Needs an image
+    /// that declares a state interface.
+    case stateful
 }
 
 /// Where a migration is. The steps follow Nova's and Cloud Hypervisor's split: the target is
@@ -127,5 +132,25 @@ public struct DrainReport: Codable, Sendable {
         self.hostId = hostId
         self.migrations = migrations
         self.skipped = skipped
+    }
+}
+
+/// What one end of a live migration's stream needs for TLS: a certificate of the cluster CA made
+/// for this move only, its key, and the CA that vouches for the other end. The target's is a
+/// server certificate named `serverName`, the source's a client certificate; each end checks the
+/// other's against the CA (and the source checks the target's name), so the state crosses the
+/// link encrypted and only between the two VMMs of the move.
+public struct MigrationCredentials: Codable, Sendable, Equatable {
+    public var caCertificate: String
+    public var certificate: String
+    public var key: String
+    /// The name the target's certificate carries, which the source checks.
+    public var serverName: String
+
+    public init(caCertificate: String, certificate: String, key: String, serverName: String) {
+        self.caCertificate = caCertificate
+        self.certificate = certificate
+        self.key = key
+        self.serverName = serverName
     }
 }

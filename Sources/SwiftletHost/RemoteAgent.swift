@@ -441,8 +441,8 @@ public final class RemoteAgent: Service {
                 return .console(await agent.readConsole(instanceId: instanceId, from: offset))
             case .poolReadyCounts:
                 return .pools(await agent.poolReadyCounts())
-            case .prepareIncoming(let assignment):
-                return .incoming(try await agent.prepareIncoming(assignment))
+            case .prepareIncoming(let assignment, let tls):
+                return .incoming(try await agent.prepareIncoming(assignment, tls: tls))
             case .migrateOut(let instanceId, let endpoint, let settings):
                 return .movedOut(try await agent.migrateOut(instanceId: instanceId, to: endpoint, settings: settings))
             case .finishIncoming(let instanceId, let generation):
@@ -458,6 +458,14 @@ public final class RemoteAgent: Service {
                 return .done
             case .saveSnapshot(let instanceId):
                 return .snapshotSaved(try await saveSnapshot(instanceId: instanceId))
+            case .prepareStandby(let assignment):
+                try await agent.prepareStandby(assignment)
+                return .done
+            case .exportState(let instanceId):
+                return .exported(try await agent.exportState(instanceId: instanceId))
+            case .importState(let instanceId, let state):
+                try await agent.importState(instanceId: instanceId, state: state)
+                return .done
             }
         } catch {
             return .failed(code: error.code, message: error.message, status: error.kind.httpStatus)

@@ -256,8 +256,10 @@ public protocol HypervisorDriver: Sendable {
     /// cannot read it); the guest runs on from it.
     func loadState(_ handle: VMHandle, from snapshot: VMSnapshot) async throws
     /// The target of a live migration: a VMM for `spec` that listens on `address:port` for a
-    /// running VM's state; its guest runs the moment the last of it is in.
-    func prepareIncoming(_ spec: VMSpec, address: String, port: Int) async throws -> VMHandle
+    /// running VM's state; its guest runs the moment the last of it is in. With `tls`, only a
+    /// source with a certificate of the same CA is let in, and the stream is encrypted.
+    func prepareIncoming(_ spec: VMSpec, address: String, port: Int, tls: MigrationCredentials?) async throws
+        -> VMHandle
     /// Streams the running VM's state to a VMM prepared on `address:port`, the guest running on
     /// meanwhile; returns once the target has it all. The source's guest is left paused: a move
     /// ends it once the target is confirmed, or resumes it (rollback) if the target failed.

@@ -1,5 +1,6 @@
 import Foundation
 import Glibc
+import SwiftletCore
 import Synchronization
 
 /// Saving and restoring a VM's whole state with QEMU's migration stream (docs/qemu-driver.md,
@@ -84,12 +85,14 @@ extension QEMUDriver {
 
     // MARK: Live migration
 
-    public func prepareIncoming(_ spec: VMSpec, address: String, port: Int) async throws -> VMHandle {
+    public func prepareIncoming(_ spec: VMSpec, address: String, port: Int, tls: MigrationCredentials?) async throws
+        -> VMHandle
+    {
         guard (1...65535).contains(port), !address.isEmpty, !address.contains(",") else {
             throw HypervisorError.invalidSpec("cannot listen for a VM's state on \(address):\(port)")
         }
         let host = address.contains(":") ? "[\(address)]" : address
-        return try await launch(spec, incoming: .live(uri: "tcp:\(host):\(port)"), holdingGuestUntil: {}).0
+        return try await launch(spec, incoming: .live(uri: "tcp:\(host):\(port)", tls: tls), holdingGuestUntil: {}).0
     }
 
     public func migrateOut(_ handle: VMHandle, to address: String, port: Int, settings: LiveMigrationSettings)
@@ -112,6 +115,13 @@ extension QEMUDriver {
                     "downtime-limit": settings.downtimeLimitMilliseconds,
                     "max-bandwidth": settings.maxBandwidthBytesPerSecond,
                 ])
+            if let tls = settings.tls {
+                try await Self.useMigrationTLS(
+                    tls, endpoint: .client, session: session, pid: handle.pid, runtimeDirectory: handle.runtimeDirectory
+                )
+            } else {
+                try await session.execute("migrate-set-parameters", arguments: ["tls-creds": ""])
+            }
             try await session.execute("migrate", arguments: ["uri": "tcp:\(host):\(port)"])
             let reply = try await Self.waitForMigration(
                 session, timeout: settings.timeout, cancellation: settings.cancellation)
@@ -130,6 +140,47 @@ extension QEMUDriver {
             let status = try await session.execute("query-status") as? [String: Any]
             if status?["status"] as? String != "running" { try await session.execute("cont") }
         }
+    }
+
+    enum TLSEndpoint: String {
+        case server, client
+    }
+
+    /// Hands QEMU a move's TLS credentials: the files go to a directory of the VM's runtime
+    /// directory (readable by a confined VMM, inside its chroot), and the migration uses them.
+    /// Each move has its own credentials object, since a VMM whose move rolled back may move again.
+    static func useMigrationTLS(
+        _ tls: MigrationCredentials, endpoint: TLSEndpoint, session: QMPSession, pid: pid_t, runtimeDirectory: String
+    ) async throws {
+        let id = "swiftlet-migration-\(UInt32.random(in: 0...UInt32.max))"
+        let directory = runtimeDirectory + "/" + id
+        let vmm = VMMProcess(pid: pid)
+        guard mkdir(directory, 0o700) == 0 else {
+            throw HypervisorError.spawnFailed("cannot make \(directory): \(errnoMessage())")
+        }
+        for (name, text) in [
+            ("ca-cert.pem", tls.caCertificate), ("\(endpoint.rawValue)-cert.pem", tls.certificate),
+            ("\(endpoint.rawValue)-key.pem", tls.key),
+        ] {
+            let path = directory + "/" + name
+            guard
+                FileManager.default.createFile(
+                    atPath: path, contents: Data(text.utf8), attributes: [.posixPermissions: 0o600])
+            else { throw HypervisorError.spawnFailed("cannot write \(path)") }
+            chown(path, vmm.uid, gid_t(UInt32.max))
+        }
+        chown(directory, vmm.uid, gid_t(UInt32.max))
+        // A confined VMM lives in a chroot of its runtime directory.
+        let seen = vmm.chrooted ? "/" + id : directory
+        try await session.execute(
+            "object-add",
+            arguments: [
+                "qom-type": "tls-creds-x509", "id": id, "dir": seen, "endpoint": endpoint.rawValue,
+                "verify-peer": true,
+            ])
+        var parameters: [String: Any] = ["tls-creds": id]
+        if endpoint == .client { parameters["tls-hostname"] = tls.serverName }
+        try await session.execute("migrate-set-parameters", arguments: parameters)
     }
 
     private static func int(_ value: Any?) -> Int? {
@@ -197,6 +248,23 @@ extension QEMUDriver {
         return (memory, vcpus, machine)
     }
 
+}
+
+/// Who a running VMM is: its user (files it must read are given to it) and whether it sees the
+/// host's root or a chroot (confined).
+struct VMMProcess {
+    var uid: uid_t
+    var chrooted: Bool
+
+    init(pid: pid_t) {
+        let status = (try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8)) ?? ""
+        let uids = status.split(separator: "\n").first { $0.hasPrefix("Uid:") }?.split(whereSeparator: \.isWhitespace)
+        // Uid: real, effective, saved, filesystem.
+        uid = uids.flatMap { $0.count > 2 ? uid_t($0[2]) : nil } ?? getuid()
+        var buffer = [CChar](repeating: 0, count: 4096)
+        let length = readlink("/proc/\(pid)/root", &buffer, buffer.count - 1)
+        chrooted = length > 0 && String(decoding: buffer[..<length].map { UInt8(bitPattern: $0) }, as: UTF8.self) != "/"
+    }
 }
 
 /// The QMP sessions the migration wait runs on.

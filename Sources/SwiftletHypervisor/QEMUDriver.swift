@@ -1,6 +1,7 @@
 import Foundation
 import Glibc
 import Logging
+import SwiftletCore
 import Synchronization
 
 /// Result of timing the calibration guest under each usable accelerator.
@@ -281,9 +282,9 @@ public struct QEMUDriver: HypervisorDriver {
     enum IncomingState {
         /// A saved state's file: read it all, then let the guest run.
         case saved(path: String)
-        /// A live migration's stream: listen for it and return; QEMU lets the guest run the moment
-        /// the last of it is in.
-        case live(uri: String)
+        /// A live migration's stream: listen for it (over TLS with `tls`) and return; QEMU lets the
+        /// guest run the moment the last of it is in.
+        case live(uri: String, tls: MigrationCredentials?)
         /// A saved state to come: the VMM waits, paused, until `loadState` hands it one.
         case held
     }
@@ -369,9 +370,13 @@ public struct QEMUDriver: HypervisorDriver {
             } else if case .held = incoming {
                 // Only checked up: `loadState` opens its own session when the state comes.
                 try await QMPSession.open(fd: qmpFD, timeout: Self.startupTimeout).close()
-            } else if case .live(let uri) = incoming {
+            } else if case .live(let uri, let tls) = incoming {
                 let session = try await QMPSession.open(fd: qmpFD, timeout: Self.startupTimeout)
                 defer { session.close() }
+                if let tls {
+                    try await Self.useMigrationTLS(
+                        tls, endpoint: .server, session: session, pid: pid, runtimeDirectory: paths.directory)
+                }
                 try await session.execute("migrate-incoming", arguments: ["uri": uri])
             } else {
                 do {

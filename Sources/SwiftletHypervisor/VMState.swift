@@ -1,4 +1,5 @@
 import Foundation
+import SwiftletCore
 import Synchronization
 
 /// What a driver can do to move a VM's state (the mobility issue's steps build on these).
@@ -88,12 +89,15 @@ public struct LiveMigrationSettings: Sendable, Equatable {
     public var timeout: Duration
     /// Checked while the state is sent: once cancelled, the transfer is called off.
     public var cancellation: MoveCancellation?
+    /// The source's end of an encrypted stream (nil: in the clear).
+    public var tls: MigrationCredentials?
 
     public init(
         downtimeLimitMilliseconds: Int = 300, autoConverge: Bool = true,
         maxBandwidthBytesPerSecond: Int = 1 << 30, timeout: Duration = .seconds(120),
-        cancellation: MoveCancellation? = nil
+        cancellation: MoveCancellation? = nil, tls: MigrationCredentials? = nil
     ) {
+        self.tls = tls
         self.cancellation = cancellation
         self.downtimeLimitMilliseconds = downtimeLimitMilliseconds
         self.autoConverge = autoConverge
@@ -117,7 +121,9 @@ public struct LiveMigrationResult: Sendable, Equatable {
 }
 
 extension HypervisorDriver {
-    public func prepareIncoming(_ spec: VMSpec, address: String, port: Int) async throws -> VMHandle {
+    public func prepareIncoming(_ spec: VMSpec, address: String, port: Int, tls: MigrationCredentials?) async throws
+        -> VMHandle
+    {
         throw HypervisorError.unsupported("this hypervisor cannot receive a live migration")
     }
 

@@ -15,6 +15,8 @@ public struct LaunchProfile: Sendable, Equatable {
     public static let successExitStatusesProperty = "success_exit_statuses"
     /// The kit's `exit(0)`: 0 written to isa-debug-exit, so QEMU exits with 2·0+1.
     public static let defaultSuccessExitStatuses: Set<Int32> = [1]
+    /// How the guest's application state is quiesced, exported and imported, for a stateful move.
+    public static let stateInterfaceProperty = "state_interface"
 
     /// `pvh`, `multiboot`, `linux` or `firmware` (a disk booted by the BIOS).
     public var bootProtocol: String
@@ -27,6 +29,8 @@ public struct LaunchProfile: Sendable, Equatable {
     /// The QEMU exit statuses that mean the guest finished its work: a run-to-completion
     /// unikernel powers off by its own convention (Solo5's `solo5_exit(0)` makes QEMU exit 83).
     public var successExitStatuses = Self.defaultSuccessExitStatuses
+    /// nil: the image declares no state interface, so it moves only as a whole VM.
+    public var stateInterface: StateInterface?
 
     public init(kind: ImageKind, properties: [String: String]) throws(SwiftletError) {
         bootProtocol = Self.bootProtocol(of: kind)
@@ -56,6 +60,15 @@ public struct LaunchProfile: Sendable, Equatable {
         }
         if let text = properties[Self.successExitStatusesProperty] {
             successExitStatuses = try Self.exitStatuses(text)
+        }
+        if let text = properties[Self.stateInterfaceProperty] {
+            guard let parsed = StateInterface(rawValue: text) else {
+                throw .badRequest(
+                    "image.bad_state_interface",
+                    "state_interface must be one of: \(StateInterface.allCases.map(\.rawValue).joined(separator: ", ")), "
+                        + "got '\(text)'")
+            }
+            stateInterface = parsed
         }
         initrdImageId = properties[Self.initrdProperty]
         if initrdImageId != nil, kind != .bzImage {
@@ -180,4 +193,11 @@ public enum CommandLineTemplate: Sendable, Equatable {
             return result.split(separator: " ", omittingEmptySubsequences: true).joined(separator: " ")
         }
     }
+}
+
+/// A guest's interface to its application state (docs/migration.md, "Stateful migration").
+public enum StateInterface: String, Sendable, CaseIterable {
+    /// The guest kit's console commands: `quiesce`, `state-export`, `state-import…`, `activate`,
+    /// with the `standby=1` config word for a target that stays silent until it takes over.
+    case kitConsole = "kit-console"
 }

@@ -1,4 +1,5 @@
 import Foundation
+import SwiftletCore
 import SwiftletHypervisor
 
 /// Wraps a hypervisor driver so that every VM gets its instance's TAPs before it starts and
@@ -83,9 +84,14 @@ public struct NetworkedHypervisorDriver: HypervisorDriver {
         try await base.finishIncoming(handle, timeout: timeout)
     }
     /// The target gets the instance's TAPs (same names and MACs) before the state comes in.
-    public func prepareIncoming(_ spec: VMSpec, address: String, port: Int) async throws -> VMHandle {
+    public func prepareIncoming(_ spec: VMSpec, address: String, port: Int, tls: MigrationCredentials?) async throws
+        -> VMHandle
+    {
         try await plugged(spec) { spec in
-            (try await base.prepareIncoming(spec, address: address, port: port), BootTimestamps(spawned: 0, vmmUp: 0))
+            (
+                try await base.prepareIncoming(spec, address: address, port: port, tls: tls),
+                BootTimestamps(spawned: 0, vmmUp: 0)
+            )
         }.0
     }
     public func saveState(_ handle: VMHandle, to path: String, resume: Bool) async throws -> VMSnapshot {

@@ -99,6 +99,43 @@ public struct ClusterCA: Sendable {
         }
     }
 
+    /// The two ends of one live migration's TLS stream: a server certificate for the target, named
+    /// `targetName`, and a client certificate for the source, each with a new key and good for an
+    /// hour, so that a VMM never holds a host's own key.
+    public func issueMigrationCredentials(targetName: String) throws(SwiftletError)
+        -> (target: MigrationCredentials, source: MigrationCredentials)
+    {
+        func issue(_ purpose: ExtendedKeyUsage.Usage, _ name: String) throws -> (certificate: String, key: String) {
+            let key = Certificate.PrivateKey(P256.Signing.PrivateKey())
+            let certificate = try sign(
+                subject: try DistinguishedName {
+                    OrganizationName("swiftlet migrations")
+                    CommonName(name)
+                }, publicKey: key.publicKey, validity: 3600,
+                extensions: try Certificate.Extensions {
+                    Critical(BasicConstraints.notCertificateAuthority)
+                    Critical(KeyUsage(digitalSignature: true, keyEncipherment: true))
+                    try ExtendedKeyUsage([purpose])
+                    SubjectAlternativeNames([.dnsName(name)])
+                })
+            return (try certificate.serializeAsPEM().pemString, try key.serializeAsPEM().pemString)
+        }
+        do {
+            let server = try issue(.serverAuth, targetName)
+            let client = try issue(.clientAuth, "migration-source")
+            return (
+                MigrationCredentials(
+                    caCertificate: certificatePEM, certificate: server.certificate, key: server.key,
+                    serverName: targetName),
+                MigrationCredentials(
+                    caCertificate: certificatePEM, certificate: client.certificate, key: client.key,
+                    serverName: targetName)
+            )
+        } catch {
+            throw SwiftletError(.internal, "pki.issue_failed", "cannot issue a migration's certificates: \(error)")
+        }
+    }
+
     /// Signs a joining host's certificate signing request: the certificate names the host by id
     /// (SAN URI `swiftlet-host:<id>`) and is good for client authentication only. The request's
     /// own signature must verify (the agent holds the key). Returns the PEM and the serial number.

@@ -12,7 +12,11 @@ struct MigrateCommand: AsyncParsableCommand {
     @OptionGroup var output: JSONOption
     @Argument(help: "Instance id or name.") var instance: String
     @Option(help: "Target host id or name (admin); without it the scheduler picks one.") var to: String?
-    @Option(help: "live: the whole VM moves while it runs.") var mode: String = MigrationMode.live.rawValue
+    @Option(
+        help:
+            "live: the whole VM moves while it runs; stateful: its application state moves into a fresh instance (images with a state_interface)."
+    )
+    var mode: String = MigrationMode.live.rawValue
     @Flag(help: "Wait until the migration ends, and fail if it did not complete.") var wait = false
     @Option(help: "Seconds --wait waits at most.") var timeout: Int = 300
     @Option(help: "The most the transfer may take of the link, in Mbit/s.") var maxBandwidth: Int?

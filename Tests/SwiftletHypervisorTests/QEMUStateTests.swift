@@ -1,5 +1,7 @@
 import Foundation
 import Glibc
+import SwiftletCore
+import SwiftletPKI
 import Testing
 
 @testable import SwiftletHypervisor
@@ -116,12 +118,16 @@ extension QEMUStateTests {
         target.instanceID = "target"
         target.runtimeDirectory = directory + "/target"
         target.publishedPorts = [PortMapping(hostPort: targetPort, guestPort: 80)]
+        // The stream is encrypted with certificates a cluster CA made for this move.
+        let ca = try ClusterCA.loadOrCreate(directory: directory + "/ca")
+        let credentials = try ca.issueMigrationCredentials(targetName: "host-target")
         let migrationPort = try freeTCPPort()
-        let incoming = try await driver.prepareIncoming(target, address: "127.0.0.1", port: migrationPort)
+        let incoming = try await driver.prepareIncoming(
+            target, address: "127.0.0.1", port: migrationPort, tls: credentials.target)
         let result: LiveMigrationResult
         do {
             result = try await driver.migrateOut(
-                source, to: "127.0.0.1", port: migrationPort, settings: LiveMigrationSettings())
+                source, to: "127.0.0.1", port: migrationPort, settings: LiveMigrationSettings(tls: credentials.source))
             try await driver.finishIncoming(incoming, timeout: .seconds(30))
         } catch {
             await driver.destroy(incoming)
@@ -136,14 +142,30 @@ extension QEMUStateTests {
         #expect(try increment(targetPort) == "4")
         await driver.destroy(incoming)
 
-        // Rollback: the source was left paused by the move; a target killed before the next
-        // move completes fails it, and the source resumes with its state as it was.
+        // Rollback: the source was left paused by the move; a target that takes only another CA's
+        // source refuses it, and a target killed before the next move completes fails it; the
+        // source resumes with its state as it was.
         try await driver.resume(source)
         #expect(try increment(sourcePort) == "4")
+        let stranger = try ClusterCA.loadOrCreate(directory: directory + "/other-ca")
+            .issueMigrationCredentials(targetName: "host-target")
+        var warySpec = target
+        warySpec.runtimeDirectory = directory + "/wary"
+        let waryPort = try freeTCPPort()
+        let wary = try await driver.prepareIncoming(
+            warySpec, address: "127.0.0.1", port: waryPort, tls: credentials.target)
+        await #expect(throws: HypervisorError.self) {
+            _ = try await driver.migrateOut(
+                source, to: "127.0.0.1", port: waryPort,
+                settings: LiveMigrationSettings(timeout: .seconds(20), tls: stranger.source))
+        }
+        await driver.destroy(wary)
+        try await driver.resume(source)
+        #expect(try increment(sourcePort) == "5")
         let doomedPort = try freeTCPPort()
         var doomedSpec = target
         doomedSpec.runtimeDirectory = directory + "/doomed"
-        let doomed = try await driver.prepareIncoming(doomedSpec, address: "127.0.0.1", port: doomedPort)
+        let doomed = try await driver.prepareIncoming(doomedSpec, address: "127.0.0.1", port: doomedPort, tls: nil)
         await driver.destroy(doomed)
         await #expect(throws: HypervisorError.self) {
             _ = try await driver.migrateOut(
@@ -151,7 +173,7 @@ extension QEMUStateTests {
         }
         try await driver.resume(source)
         #expect(try await driver.state(source) == .running)
-        #expect(try increment(sourcePort) == "5")
+        #expect(try increment(sourcePort) == "6")
     }
 }
 

@@ -31,29 +31,8 @@ extension ClusterTests {
             #expect(created.state == .running && created.hostId == "host-node1", "\(created.reason ?? "")")
             let address = try #require(created.ports?.first?.address)
 
-            // The client: a namespace of its own, plugged into host 1's bridge of the network.
-            let clientNamespace = fabric.prefix + "cl"
-            for step in [
-                ["netns", "add", clientNamespace],
-                ["link", "add", fabric.prefix + "c1", "type", "veth", "peer", "name", fabric.prefix + "c0"],
-                ["link", "set", fabric.prefix + "c0", "netns", clientNamespace],
-                ["link", "set", fabric.prefix + "c1", "netns", fabric.namespace(1)],
-                ["-n", fabric.namespace(1), "link", "set", fabric.prefix + "c1", "master", network.bridge, "up"],
-                ["-n", clientNamespace, "addr", "add", prefix24 + ".250/24", "dev", fabric.prefix + "c0"],
-                ["-n", clientNamespace, "link", "set", fabric.prefix + "c0", "up"],
-                ["-n", clientNamespace, "link", "set", "lo", "up"],
-            ] {
-                try Fabric.run(step)
-            }
-            let url = "http://\(address)/counter"
-            let increment: @Sendable () async -> Int? = {
-                let result = try? await offThePool {
-                    HostNet.run(
-                        "/usr/bin/curl", ["-s", "-f", "-m", "20", "-X", "POST", url], namespace: clientNamespace)
-                }
-                guard let result, result.status == 0 else { return nil }
-                return Int(result.output.trimmingCharacters(in: .whitespacesAndNewlines))
-            }
+            let increment = try CounterClient.plugged(
+                into: network, onHost: 1, of: fabric, address: prefix24 + ".250/24", counter: address)
             try await eventually("the client reaches kv across the bridge", timeout: .seconds(20)) {
                 await increment() != nil
             }
@@ -131,41 +110,16 @@ extension ClusterTests {
             await expectAPIError(409, "migration.ended") { _ = try await client.cancelMigration(slow.id) }
 
             // The client increments while the instance moves; each answer must be the one before + 1.
-            let stop = StopFlag()
-            let (acknowledged, failures, longestGap) = try await withThrowingTaskGroup(
-                of: (Int, Int, Duration).self
-            ) { group in
-                group.addTask {
-                    var last = before + 2
-                    var failures = 0
-                    var longestGap = Duration.zero
-                    var lastAnswer = ContinuousClock.now
-                    while !stop.isSet {
-                        guard let value = await increment() else {
-                            failures += 1
-                            continue
-                        }
-                        #expect(value == last + 1, "an increment was lost or counted twice: \(last) then \(value)")
-                        last = value
-                        longestGap = max(longestGap, ContinuousClock.now - lastAnswer)
-                        lastAnswer = .now
-                    }
-                    return (last, failures, longestGap)
-                }
-                try await Task.sleep(for: .milliseconds(500))
-                let cli = try await offThePool {
-                    try Shell.run(
-                        Repo.swiftletBinary,
-                        [
-                            "migrate", "kv", "--to", "node2", "--wait", "--json", "--url", server.url, "--token",
-                            server.adminToken,
-                        ],
-                        timeout: .seconds(120))
-                }
-                #expect(cli.status == 0, "\(cli.output)")
-                try await Task.sleep(for: .milliseconds(500))
-                stop.set()
-                return try await group.next()!
+            let (acknowledged, failures, longestGap) = try await CounterClient.incrementing(
+                from: before + 2, with: increment
+            ) {
+                try Shell.run(
+                    Repo.swiftletBinary,
+                    [
+                        "migrate", "kv", "--to", "node2", "--wait", "--json", "--url", server.url, "--token",
+                        server.adminToken,
+                    ],
+                    timeout: .seconds(120))
             }
             #expect(failures == 0, "\(failures) requests failed while the instance moved")
             #expect(acknowledged > before + 7, "the client kept incrementing during the move")
@@ -221,6 +175,149 @@ extension ClusterTests {
                 _ = try await client.migrate("kv", MigrateInstanceRequest())
             }
             try await client.deleteInstance("kv")
+        }
+    }
+    /// `kv` declares the kit's state interface. While a client on host 1's segment increments its
+    /// counter without pause, it moves by its state to host 2 through the CLI: a fresh kv boots
+    /// there silent, the source is quiesced and paused, its state goes over, and the target takes
+    /// over the address. Every acknowledged increment is in the counter afterwards, no request
+    /// fails (they wait out the switch), and a few hundred bytes move instead of the VM's memory.
+    @Test func aKVMovesByItsStateAndKeepsEveryAcknowledgedIncrement() async throws {
+        let kv = try await Kernels.path("kv")
+        try await withCluster(hosts: 2) { server, client, fabric, agentPort in
+            _ = try await fabric.join(1...2, client: client, agentPort: agentPort)
+            _ = try await client.uploadImage(path: kv, name: "kv", properties: ["state_interface": "kit-console"])
+            _ = try await client.uploadImage(path: kv, name: "kv-opaque")
+            await expectAPIError(400, "image.bad_state_interface") {
+                _ = try await client.uploadImage(path: kv, name: "kv-bad", properties: ["state_interface": "telepathy"])
+            }
+            let prefix24 = "10.\(Int.random(in: 160...169)).\(Int.random(in: 0...255))"
+            let network = try await client.createNetwork(CreateNetworkRequest(name: "edge", cidr: prefix24 + ".0/24"))
+            for (name, image) in [("kv", "kv"), ("opaque", "kv-opaque")] {
+                var request = CreateInstanceRequest(name: name, image: image, wait: true)
+                request.networks = [NetworkAttachment(network: "edge")]
+                request.host = "node1"
+                let created = try #require(try await client.createInstances(request).first)
+                #expect(created.state == .running && created.hostId == "host-node1", "\(created.reason ?? "")")
+            }
+            await expectAPIError(400, "migration.no_state_interface") {
+                _ = try await client.migrate("opaque", MigrateInstanceRequest(host: "node2", mode: "stateful"))
+            }
+            try await client.deleteInstance("opaque")
+            let address = try #require(try await client.instance("kv").ports?.first?.address)
+            let increment = try CounterClient.plugged(
+                into: network, onHost: 1, of: fabric, address: prefix24 + ".250/24", counter: address)
+            try await eventually("the client reaches kv across the bridge", timeout: .seconds(20)) {
+                await increment() != nil
+            }
+            let before = try #require(await increment())
+
+            let (acknowledged, failures, longestGap) = try await CounterClient.incrementing(
+                from: before, with: increment
+            ) {
+                try Shell.run(
+                    Repo.swiftletBinary,
+                    [
+                        "migrate", "kv", "--to", "node2", "--mode", "stateful", "--wait", "--url", server.url,
+                        "--token", server.adminToken,
+                    ],
+                    timeout: .seconds(120))
+            }
+            #expect(failures == 0, "\(failures) requests failed while the instance moved")
+            #expect(acknowledged > before + 5, "the client kept incrementing during the move")
+            #expect(await increment() == acknowledged + 1, "the counter holds every acknowledged increment")
+
+            let moved = try await client.instance("kv")
+            #expect(moved.hostId == "host-node2" && moved.state == .running && moved.task == nil)
+            #expect(fabric.vmms(onHost: 1, instanceId: moved.id).isEmpty, "the source VMM is gone")
+            #expect(fabric.vmms(onHost: 2, instanceId: moved.id).count == 1)
+            let migration = try #require(try await client.migrations(instance: "kv").first)
+            #expect(migration.mode == .stateful && migration.status == .completed, "\(migration.reason ?? "")")
+            let bytes = migration.transferredBytes ?? 0
+            #expect(bytes > 0 && bytes < 4096, "the state, not the memory, moved: \(bytes) bytes")
+            #expect(migration.downtimeMs != nil)
+            print(
+                "kv stateful migration: switch \(migration.downtimeMs ?? -1) ms (quiesce -> target active), total "
+                    + "\(migration.totalMs ?? -1) ms, \(bytes) bytes; longest gap the client saw \(longestGap)")
+
+            // Back by the drain of host 2, in the best mode the image allows: stateful again.
+            for host in try await client.hosts() where !host.id.hasPrefix("host-node") {
+                try await client.cordonHost(host.id, true)
+            }
+            let drain = try await client.drain(host: "node2")
+            #expect(drain.migrations.map(\.mode) == [.stateful], "\(drain)")
+            try await eventually("the drain's move ends", timeout: .seconds(60)) {
+                try await client.migration(drain.migrations[0].id).status.isFinal
+            }
+            #expect(try await client.migration(drain.migrations[0].id).status == .completed)
+            #expect(try await client.instance("kv").hostId == "host-node1")
+            #expect(await increment() == acknowledged + 2, "the counter went along")
+            try await client.deleteInstance("kv")
+        }
+    }
+}
+
+/// A client in a namespace of its own, plugged into one host's bridge of a network: it increments
+/// kv's counter with curl and returns the new value, or nil when the request failed.
+enum CounterClient {
+    static func plugged(
+        into network: Network, onHost host: Int, of fabric: Fabric, address: String, counter: String
+    ) throws -> @Sendable () async -> Int? {
+        let namespace = fabric.prefix + "cl"
+        for step in [
+            ["netns", "add", namespace],
+            ["link", "add", fabric.prefix + "c1", "type", "veth", "peer", "name", fabric.prefix + "c0"],
+            ["link", "set", fabric.prefix + "c0", "netns", namespace],
+            ["link", "set", fabric.prefix + "c1", "netns", fabric.namespace(host)],
+            ["-n", fabric.namespace(host), "link", "set", fabric.prefix + "c1", "master", network.bridge, "up"],
+            ["-n", namespace, "addr", "add", address, "dev", fabric.prefix + "c0"],
+            ["-n", namespace, "link", "set", fabric.prefix + "c0", "up"],
+            ["-n", namespace, "link", "set", "lo", "up"],
+        ] {
+            try Fabric.run(step)
+        }
+        let url = "http://\(counter)/counter"
+        return {
+            let result = try? await offThePool {
+                HostNet.run("/usr/bin/curl", ["-s", "-f", "-m", "20", "-X", "POST", url], namespace: namespace)
+            }
+            guard let result, result.status == 0 else { return nil }
+            return Int(result.output.trimmingCharacters(in: .whitespacesAndNewlines))
+        }
+    }
+    /// Increments without pause from `start` while `move` runs a CLI command (off the pool), from
+    /// half a second before it to half a second after. Each answer must be the one before + 1.
+    /// Returns the last value acknowledged, the requests that failed and the longest wait between
+    /// two answers.
+    static func incrementing(
+        from start: Int, with increment: @escaping @Sendable () async -> Int?,
+        during move: @escaping @Sendable () throws -> (status: Int32, output: String)
+    ) async throws -> (acknowledged: Int, failures: Int, longestGap: Duration) {
+        let stop = StopFlag()
+        return try await withThrowingTaskGroup(of: (Int, Int, Duration).self) { group in
+            group.addTask {
+                var last = start
+                var failures = 0
+                var longestGap = Duration.zero
+                var lastAnswer = ContinuousClock.now
+                while !stop.isSet {
+                    guard let value = await increment() else {
+                        failures += 1
+                        continue
+                    }
+                    #expect(value == last + 1, "an increment was lost or counted twice: \(last) then \(value)")
+                    last = value
+                    longestGap = max(longestGap, ContinuousClock.now - lastAnswer)
+                    lastAnswer = .now
+                }
+                return (last, failures, longestGap)
+            }
+            try await Task.sleep(for: .milliseconds(500))
+            let cli = try await offThePool(move)
+            #expect(cli.status == 0, "\(cli.output)")
+            try await Task.sleep(for: .milliseconds(500))
+            stop.set()
+            return try await group.next()!
         }
     }
 }
