@@ -2,7 +2,8 @@
 //
 // The interrupt handler only moves received bytes into a fixed ring (it must
 // not allocate); Kit.run assembles lines from the ring between polls and
-// handles them there: `poweroff`, `heap`, or the app's own handler.
+// handles them there: `poweroff`, `heap`, the state transfer (State.swift),
+// the network stack's commands, or the app's own handler.
 
 public enum Console {
     static let base: UInt16 = 0x3F8
@@ -16,6 +17,10 @@ public enum Console {
 
     /// Lines typed on the console that the kit does not handle itself.
     public nonisolated(unsafe) static var lineHandler: ((String) -> Void)? = nil
+    /// Kit subsystems' commands (the state transfer, the network stack's
+    /// migration commands), tried before `lineHandler` so they work whatever
+    /// handler the app sets; each returns true when it took the line.
+    nonisolated(unsafe) static var subsystemHandlers: [(String) -> Bool] = []
 
     /// 115200 8N1. The FIFO control register is left alone: enabling the
     /// FIFO would clear it and lose input typed before boot. OUT2 gates the
@@ -130,6 +135,12 @@ public enum Console {
             print(
                 "swiftlet: heap used=\(HeapStatistics.usedBytes) peak=\(HeapStatistics.peakUsedBytes) live=\(HeapStatistics.liveAllocations) largest-free=\(HeapStatistics.largestFreeBlock) total=\(HeapStatistics.totalBytes)"
             )
+        } else if subsystemHandlers.contains(where: { $0(text) }) {
+            return
+        } else if text.utf8.starts(with: "state-".utf8) {
+            // The state transfer registers itself with the app's interface;
+            // without one it is not linked in, and this is the whole answer.
+            print("swiftlet: state-error no state interface")
         } else if let lineHandler {
             lineHandler(text)
         } else {

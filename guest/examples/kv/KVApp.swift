@@ -4,6 +4,8 @@
 //   GET /_state                the whole state as one blob (see KVStore)
 //   PUT /_state                replaces the whole state with such a blob
 //   GET /_netstats             network counters
+// The same state blob moves over the console for stateful migration
+// (Kit.stateInterface; guest/README.md).
 
 @main
 struct KVApp {
@@ -15,6 +17,14 @@ struct KVApp {
         let server = HTTPServer(stack: stack, port: port, maxBodyBytes: 1024 * 1024) { request in
             handle(request, store: &store, stack: stack)
         }
+        // The console's state-export / state-import carry the same blob as /_state.
+        Kit.stateInterface = StateInterface(
+            export: { store.exported() },
+            import: { blob in
+                guard let imported = KVStore(imported: blob) else { return false }
+                store = imported
+                return true
+            })
         stack.installConsoleCommands()
         Kit.ready(app: "kv")
         print(stack.summary)

@@ -12,6 +12,10 @@ extension NetStack {
     func receiveFrame(_ frame: PacketView, on interface: NetInterface) {
         counters.rxFrames += 1
         counters.rxBytes += UInt64(frame.count)
+        if standby {
+            counters.standbyDropped += 1
+            return
+        }
         guard frame.count >= Self.ethernetHeaderSize else {
             counters.truncated += 1
             return
@@ -34,6 +38,7 @@ extension NetStack {
         to destination: MACAddress, type: UInt16, payloadLength: Int, on interface: NetInterface,
         _ fill: (PacketWriter) -> Void
     ) {
+        if standby { return }
         let length = max(Self.ethernetHeaderSize + payloadLength, 60)
         let sent = interface.nic.transmit { writer in
             writer.putMAC(0, destination)

@@ -144,6 +144,10 @@ struct NetCounters {
     var tcpResetsReceived: UInt64 = 0
     var tcpAccepted: UInt64 = 0
     var tcpAborted: UInt64 = 0
+    /// Frames dropped unread in standby.
+    var standbyDropped: UInt64 = 0
+    /// SYNs answered with RST and UDP datagrams dropped while quiesced.
+    var quiesceRefused: UInt64 = 0
 
     /// Every frame that was dropped for being malformed or unwanted.
     var dropped: UInt64 {
@@ -160,6 +164,7 @@ struct NetCounters {
             + " tcp_no_listener=\(tcpNoListener) tcp_table_full=\(tcpTableFull)"
             + " tcp_out_of_order=\(tcpOutOfOrder) tcp_retransmits=\(tcpRetransmits)"
             + " tcp_resets_received=\(tcpResetsReceived) tcp_accepted=\(tcpAccepted)"
-            + " tcp_aborted=\(tcpAborted)"
+            + " tcp_aborted=\(tcpAborted) standby_dropped=\(standbyDropped)"
+            + " quiesce_refused=\(quiesceRefused)"
     }
 }

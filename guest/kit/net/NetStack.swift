@@ -48,9 +48,15 @@ final class NetStack {
     var connections: [TCPConnection] = []
     var ipIdentification: UInt16 = 1
     var random = SystemRandomNumberGenerator()
+    /// Silent until `activate`: every received frame is dropped, nothing is sent.
+    var standby = false
+    /// No new connection, request or datagram is taken until `resume`.
+    var quiesced = false
+    /// While `quiesce` waits for in-flight responses: when it answers anyway.
+    var quiesceAnswerDeadline: UInt64? = nil
 
     /// The config keys `start()` reads; apps pass them to `Config.load(allowed:)`.
-    static let configKeys = ["gw"] + Config.interfaceAddressKeys + Config.macKeys
+    static let configKeys = ["gw", "standby"] + Config.interfaceAddressKeys + Config.macKeys
 
     private init(interfaces: [NetInterface]) {
         self.interfaces = interfaces
@@ -107,6 +113,8 @@ final class NetStack {
         }
         let stack = NetStack(interfaces: interfaces)
         stack.now = Clock.nowMicros()
+        stack.standby = Config.integer("standby", default: 0, range: 0...1) == 1
+        Console.subsystemHandlers.append { line in stack.handleMigrationCommand(line) }
         for interface in interfaces {
             stack.sendGratuitousARP(on: interface)
             interface.nic.flush()
@@ -124,7 +132,7 @@ final class NetStack {
         var deadline = tcpTimers()
         deadline = min(deadline, arpTimers())
         flush()
-        return deadline
+        return min(deadline, answerQuiesceIfDrained())
     }
 
     /// Hands the NICs what was sent since the last flush; `poll` does it too,

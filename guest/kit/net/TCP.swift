@@ -257,10 +257,14 @@ extension NetStack {
         if segment.has(TCPFlag.syn) && !segment.has(TCPFlag.ack),
             let listener = listeners.first(where: { $0.port == segment.destinationPort })
         {
-            accept(segment, from: source, to: destination, listener: listener)
-            return
+            if !quiesced {
+                accept(segment, from: source, to: destination, listener: listener)
+                return
+            }
+            counters.quiesceRefused += 1
+        } else {
+            counters.tcpNoListener += 1
         }
-        counters.tcpNoListener += 1
         sendReset(replyingTo: segment, from: source, to: destination)
     }
 
@@ -431,7 +435,13 @@ extension NetStack {
             }
         default: break
         }
-        if delivered { connection.onReceive?(connection) }
+        if delivered && !quiesced {
+            connection.onReceive?(connection)
+        } else if delivered && connection.receivedCount > 0 && connection.queuedSendCount == 0 {
+            // Quiesced: a request that will never be answered; the RST tells its client now.
+            connection.abort()
+            return
+        }
         if connection.state != .closed { tcpOutput(connection) }
     }
 

@@ -49,6 +49,10 @@ extension NetStack {
             counters.udpNoListener += 1
             return
         }
+        if quiesced {
+            counters.quiesceRefused += 1
+            return
+        }
         binding.handler(
             self,
             UDPDatagram(
