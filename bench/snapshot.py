@@ -17,7 +17,7 @@ interleaved, each round:
 Goal (issue 17): restore -> READY <= 0.25x a cold boot by hand. Writes bench/results/snapshot-latest.json
 and a dated copy, and the Markdown table to stdout and bench/results/snapshot-latest.md.
 """
-import argparse, datetime, json, os, platform, select, shutil, subprocess, sys, tempfile, time
+import argparse, datetime, json, os, platform, shutil, subprocess, sys, tempfile, time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import run  # noqa: E402
@@ -37,24 +37,7 @@ def hand_vmm_up(kernel, accelerator):
     args = [run.QEMU, "-M", "microvm,x-option-roms=off,rtc=off", "-nodefaults", "-no-user-config", "-display",
             "none", "-accel", accelerator, "-cpu", cpu, "-m", "16M", "-smp", "1", "-kernel", kernel, "-S",
             "-incoming", "defer", "-qmp", "stdio", "-serial", "none", "-no-reboot"]
-    start = run.now()
-    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, stdin=subprocess.PIPE)
-    buffer, up = b"", None
-    deadline = time.time() + 30
-    while up is None and time.time() < deadline:
-        r, _, _ = select.select([proc.stdout], [], [], 1)
-        if r:
-            chunk = os.read(proc.stdout.fileno(), 4096)
-            if not chunk:
-                break
-            buffer += chunk
-            if b'"QMP"' in buffer:
-                up = run.now()
-    proc.kill()
-    proc.wait()
-    if up is None:
-        raise RuntimeError("hand-started QEMU never greeted on QMP: " + buffer.decode(errors="replace")[-300:])
-    return up - start
+    return run.qemu_until_ready(args, marker=b'"QMP"')
 
 
 def main():
