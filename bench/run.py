@@ -134,8 +134,9 @@ def hand_qemu_ready(kernel, accelerator, cmdline="name=hand", thp_off=False):
     return qemu_until_ready(args, thp_off)
 
 
-def qemu_until_ready(args, thp_off=False):
-    """Spawns QEMU with the serial console on stdout; ns from spawn to the READY line, then kills it."""
+def qemu_until_ready(args, thp_off=False, marker=READY):
+    """Spawns QEMU with the serial console on stdout; ns from spawn to the READY line (or `marker`), then
+    kills it."""
     if thp_off:
         set_thp_disabled(True)
     start = now()
@@ -151,7 +152,7 @@ def qemu_until_ready(args, thp_off=False):
             if not chunk:
                 break
             buffer += chunk
-            if READY in buffer:
+            if marker in buffer:
                 ready = now()
     proc.kill()
     proc.wait()

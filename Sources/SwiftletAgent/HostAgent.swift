@@ -39,6 +39,10 @@ public actor HostAgent {
     /// Instances whose VM came in by a migration that is not committed yet, with the migration's
     /// id: their assignment has not arrived, and a rollback (`abortIncoming`) ends the VM.
     var movedIn: [String: String] = [:]
+    /// VMMs started ahead and held for the next restore of a snapshot, by snapshot digest
+    /// (HostAgent+Snapshots); `holding`: those being started.
+    var heldForRestore: [String: HeldVMM] = [:]
+    var holding: Set<String> = []
     /// Sources of stateful moves whose guest was quiesced: a rollback lets it serve again.
     var quiesced: Set<String> = []
     /// The address incoming VMMs listen on for a VM's state (the host's fabric address).
@@ -96,7 +100,7 @@ public actor HostAgent {
 
     /// VMMs starting at once (spawn until QMP answers `cont`): twice the CPUs, at least 2.
     public static let defaultConcurrentBoots = max(2, 2 * ProcessInfo.processInfo.activeProcessorCount)
-    private let bootGate: BootGate
+    let bootGate: BootGate
     private let hugePages: VMMHugePages
 
     public init(
@@ -227,7 +231,9 @@ public actor HostAgent {
             await teardown(instanceId: instanceId)
         case .applyPool(let pool): applyPool(pool)
         case .removePool(let id): await removePool(id: id)
-        case .evictImage(let sha256): imageCache.evict(sha256: sha256)
+        case .evictImage(let sha256):
+            imageCache.evict(sha256: sha256)
+            await dropHeldVMM(sha256: sha256)
         case .networks(let state): await network?.apply(state)
         }
     }
@@ -490,6 +496,12 @@ public actor HostAgent {
         }
         let imageEvent = EventNote(type: "image", message: imageMessage)
         let spec = vmSpec(for: assignment, prepared: prepared)
+        if let snapshot = assignment.snapshot {
+            await restoreBoot(
+                assignment, snapshot: snapshot, spec: spec, prepared: prepared, timeline: timeline,
+                imageEvent: imageEvent, pendingCommit: pendingCommit)
+            return
+        }
         let handle: VMHandle
         let times: BootTimestamps
         var bootPath = "cold"
@@ -534,16 +546,7 @@ public actor HostAgent {
         timeline.vmmSpawned = times.spawned
         timeline.vmmUp = times.vmmUp
         timeline.bootPath = bootPath
-        guard case .booting(let generation, false) = slots[instanceId] else {
-            // Deleted or stopped while the VMM started.
-            if case .booting = slots[instanceId] { slots[instanceId] = nil }
-            await driver.destroy(handle)
-            return
-        }
-        guard let encodedHandle = try? JSONEncoder().encode(handle) else {
-            slots[instanceId] = nil
-            await driver.destroy(handle)
-            await report(instanceId, generation, .failed(reason: "cannot encode the VM handle", timeline: timeline))
+        guard let (generation, encodedHandle) = await keepStartedVM(instanceId, handle, timeline: timeline) else {
             return
         }
         // The handle, the phases and the image event are reported with READY, in one observation
@@ -568,6 +571,23 @@ public actor HostAgent {
                 _ = try? await driver.stop(handle, timeout: .milliseconds(10))
             }
         }
+    }
+
+    /// A VMM that came up for a boot: the generation it serves and its encoded handle, or nil when
+    /// the instance was deleted or stopped meanwhile (the VMM is ended) or the handle cannot be kept.
+    func keepStartedVM(_ instanceId: String, _ handle: VMHandle, timeline: Timeline) async -> (UInt64, Data)? {
+        guard case .booting(let generation, false) = slots[instanceId] else {
+            if case .booting = slots[instanceId] { slots[instanceId] = nil }
+            await driver.destroy(handle)
+            return nil
+        }
+        guard let encodedHandle = try? JSONEncoder().encode(handle) else {
+            slots[instanceId] = nil
+            await driver.destroy(handle)
+            await report(instanceId, generation, .failed(reason: "cannot encode the VM handle", timeline: timeline))
+            return nil
+        }
+        return (generation, encodedHandle)
     }
 
     /// The VM an assignment runs as, in a fresh runtime directory of its own.
@@ -667,7 +687,7 @@ public actor HostAgent {
     // MARK: - Reporting
 
     /// Reports a boot's failure once its record is committed; nothing if the commit failed.
-    private func bootFailed(
+    func bootFailed(
         _ instanceId: String, _ reason: String, timeline: Timeline, after pendingCommit: PendingCommit?
     )
         async
@@ -681,7 +701,7 @@ public actor HostAgent {
         await report(instanceId, generation, .failed(reason: reason, timeline: timeline))
     }
 
-    private func report(_ instanceId: String, _ generation: UInt64, _ report: Observation.Report) async {
+    func report(_ instanceId: String, _ generation: UInt64, _ report: Observation.Report) async {
         guard let reports else {
             logger.warning("observation before the agent connected", metadata: ["instance.id": "\(instanceId)"])
             return

@@ -70,13 +70,17 @@ final class ImageCache: Sendable {
 
     /// The local path of `image`'s bytes, fetching them from the source on a miss.
     nonisolated(nonsending) func fetch(_ image: Image) async throws(SwiftletError) -> (path: String, hit: Bool) {
-        let target = path(sha256: image.sha256)
+        try await fetch(sha256: image.sha256)
+    }
+
+    /// The local path of the bytes of `sha256` (an image's or a snapshot's), fetched on a miss.
+    nonisolated(nonsending) func fetch(sha256: String) async throws(SwiftletError) -> (path: String, hit: Bool) {
+        let target = path(sha256: sha256)
         if access(target, R_OK) == 0 {
             // Its modification time is the entry's last use, for the eviction order.
             if limitBytes != nil { utimensat(AT_FDCWD, target, nil, 0) }
             return (target, true)
         }
-        let sha256 = image.sha256
         let fetch = fetches.withLock { fetches in
             if let running = fetches[sha256] { return running }
             let started = Task { try await self.fill(sha256: sha256) }

@@ -45,6 +45,7 @@ extension HostAgent {
     /// are waited for, bounded by the pool boot timeout, and destroyed when they finish).
     public func drainPools() async {
         for id in Array(warm.policies.keys) { await removePool(id: id) }
+        for sha256 in Array(heldForRestore.keys) { await dropHeldVMM(sha256: sha256) }
         let deadline = ContinuousClock.now + Self.poolBootTimeout
         while warm.filling.values.contains(where: { $0 > 0 }) && ContinuousClock.now < deadline {
             try? await Task.sleep(for: .milliseconds(10))

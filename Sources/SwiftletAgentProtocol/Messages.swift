@@ -52,6 +52,8 @@ public struct Assignment: Codable, Sendable, Equatable {
     public var handle: Data?
     /// How long a graceful stop may take before the VMM is killed.
     public var stopTimeoutMs: Int
+    /// The saved state the VM starts from instead of a boot (its bytes fetched by digest).
+    public var snapshot: Snapshot? = nil
 
     public init(
         instance: Instance, generation: UInt64, desired: DesiredVMState, boot: BootImage, handle: Data? = nil,

@@ -130,6 +130,8 @@ public struct AgentRequest: Codable, Sendable, Equatable {
         case pauseForMove(instanceId: String)
         /// Target of a stateful move: hands the state to the standby guest.
         case importState(instanceId: String, moveId: String, state: Data)
+        /// Saves the running VM's state (the guest runs on) and sends the bytes to the controller.
+        case saveSnapshot(instanceId: String)
     }
 
     public init(id: String, call: Call) {
@@ -143,7 +145,7 @@ extension AgentRequest.Call {
     public var timeout: Duration {
         switch self {
         case .migrateOut(_, _, let settings): .milliseconds(settings.timeoutMs) + .seconds(10)
-        case .prepareIncoming, .prepareStandby, .finishIncoming: .seconds(60)
+        case .prepareIncoming, .prepareStandby, .finishIncoming, .saveSnapshot: .seconds(60)
         case .exportState, .importState: .seconds(30)
         default: .seconds(10)
         }
@@ -155,7 +157,7 @@ extension AgentRequest.Call {
         case .prepareIncoming, .migrateOut, .finishIncoming, .abortIncoming, .resumeAfterMove, .cancelMigrateOut,
             .prepareStandby, .exportState, .importState, .pauseForMove:
             true
-        case .command, .sendConsole, .readConsole, .poolReadyCounts: false
+        case .command, .sendConsole, .readConsole, .poolReadyCounts, .saveSnapshot: false
         }
     }
 }
@@ -173,6 +175,8 @@ public struct AgentReply: Codable, Sendable, Equatable {
         case exported(StateExport)
         /// The VM handle of the instance's VM on the target.
         case tookOver(handle: Data)
+        /// The state saved and its bytes in the controller's blob store.
+        case snapshotSaved(SavedSnapshot)
         case failed(code: String, message: String, status: Int)
     }
 

@@ -319,6 +319,7 @@ public enum APIRouter {
         PoolRoutes.register(on: v1, controller: controller)
         ServerGroupRoutes.register(on: v1, controller: controller)
         MigrationRoutes.register(on: v1, controller: controller)
+        SnapshotRoutes.register(on: v1, controller: controller)
 
         // Hosts
         v1.get("hosts") { _, _ in json(HostList(try await controller.hosts())) }

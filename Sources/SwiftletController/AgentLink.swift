@@ -32,6 +32,10 @@ public protocol AgentLink: Sendable {
     func exportState(instanceId: String) async throws(SwiftletError) -> StateExport
     func pauseForMove(instanceId: String) async throws(SwiftletError)
     func importState(instanceId: String, moveId: String, state: Data) async throws(SwiftletError)
+
+    /// Saves the instance's VM state (the guest runs on); its bytes are at the returned path on
+    /// this machine (the in-process agent) or already in the blob store (a remote one).
+    func saveSnapshot(instanceId: String) async throws(SwiftletError) -> SavedSnapshot
 }
 
 /// The in-process transport of `swiftlet server`: the controller and its own host's agent in one
@@ -105,6 +109,10 @@ public struct LocalAgentLink: AgentLink {
 
     public func importState(instanceId: String, moveId: String, state: Data) async throws(SwiftletError) {
         try await agent.importState(instanceId: instanceId, moveId: moveId, state: state)
+    }
+
+    public func saveSnapshot(instanceId: String) async throws(SwiftletError) -> SavedSnapshot {
+        try await agent.saveSnapshot(instanceId: instanceId)
     }
 }
 

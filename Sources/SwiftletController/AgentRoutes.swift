@@ -110,8 +110,10 @@ enum AgentRoutes {
         v1.get("images/:sha256") { _, context in
             _ = try await cluster.authenticate(certificateDER: await context.peerCertificateDER())
             let sha256 = try context.parameters.require("sha256")
+            // An image's bytes, or a snapshot's (a restore on this host fetches them the same way).
             guard sha256.count == 64, sha256.allSatisfy(\.isHexDigit),
-                try await cluster.store.images(projectId: nil).contains(where: { $0.sha256 == sha256 }),
+                try await cluster.store.images(projectId: nil).contains(where: { $0.sha256 == sha256 })
+                    ? true : cluster.controller.snapshotDigests().contains(sha256),
                 let file = FileHandle(forReadingAtPath: cluster.controller.blobs.path(sha256: sha256))
             else { throw SwiftletError.notFound("image bytes", sha256) }
             return Response(
@@ -124,6 +126,7 @@ enum AgentRoutes {
                     try await writer.finish(nil)
                 })
         }
+        SnapshotRoutes.registerAgent(on: v1, cluster: cluster)
         return router
     }
 

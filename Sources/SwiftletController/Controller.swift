@@ -344,6 +344,8 @@ public final class Controller: Sendable {
         async throws(SwiftletError)
         -> [Instance]
     {
+        var request = request
+        let snapshot = try await snapshotLaunch(&request, by: principal)
         let catalog = store.catalogGeneration
         let image = try await launchCatalog.value(
             "image|\(scope(principal) ?? "")|\(request.image)", generation: catalog
@@ -396,6 +398,7 @@ public final class Controller: Sendable {
         for index in instances.indices {
             instances[index].generation = 1
             instances[index].desired = .running
+            instances[index].snapshotId = snapshot?.id
         }
         for instance in instances { try ResourceID.validateName(instance.name) }
         if request.host != nil { try requireAdmin(principal) }

@@ -93,6 +93,7 @@ public final class InstanceSync: ObservationSink, Service {
             instance: instance, generation: instance.generation ?? 0, desired: desired,
             boot: try await bootImage(imageId: instance.imageId, projectId: instance.projectId, known: image),
             handle: handle)
+        assignment.snapshot = try await snapshot(of: instance)
         if let stopTimeout {
             assignment.stopTimeoutMs =
                 Int(stopTimeout.components.seconds * 1000)
@@ -164,7 +165,8 @@ public final class InstanceSync: ObservationSink, Service {
         }
         return HostSync(
             revision: store.generation, assignments: assignments, pools: pools,
-            imageDigests: Set(try await store.images(projectId: nil).map(\.sha256)), networks: networks)
+            imageDigests: Set(try await store.images(projectId: nil).map(\.sha256)).union(try await snapshotDigests()),
+            networks: networks)
     }
 
     // MARK: - Observations up

@@ -248,6 +248,13 @@ public final class RemoteAgentLink: AgentLink {
         _ = try await call(.importState(instanceId: instanceId, moveId: moveId, state: state))
     }
 
+    public func saveSnapshot(instanceId: String) async throws(SwiftletError) -> SavedSnapshot {
+        guard case .snapshotSaved(let saved) = try await call(.saveSnapshot(instanceId: instanceId)) else {
+            throw Self.unexpectedReply(hostId)
+        }
+        return saved
+    }
+
     private static func unexpectedReply(_ hostId: String) -> SwiftletError {
         SwiftletError(.internal, "agent.bad_reply", "host '\(hostId)' answered a call with another kind of reply")
     }

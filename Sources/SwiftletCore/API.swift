@@ -43,6 +43,9 @@ public struct CreateInstanceRequest: Codable, Sendable {
     public var host: String? = nil
     /// Server group id or name: the instances join it and are placed by its policy.
     public var serverGroup: String? = nil
+    /// Snapshot id or name: the instance runs on from the saved state instead of booting; the
+    /// image and shape are the snapshot's (docs/snapshots.md).
+    public var fromSnapshot: String? = nil
 
     public init(
         name: String? = nil, image: String, flavor: String? = nil, memoryMib: Int? = nil, vcpus: Int? = nil,

@@ -259,6 +259,8 @@ public struct Instance: Codable, Sendable, Equatable {
     public var observed: ObservedState? = nil
     /// Work in progress across hosts.
     public var task: InstanceTask? = nil
+    /// The snapshot its VM starts from (each start restores it), instead of a boot.
+    public var snapshotId: String? = nil
 
     public init(
         id: String, projectId: String, name: String, imageId: String, flavor: String?, vcpus: Int,

@@ -458,6 +458,8 @@ public final class RemoteAgent: Service {
             case .cancelMigrateOut(let instanceId):
                 await agent.cancelMigrateOut(instanceId: instanceId)
                 return .done
+            case .saveSnapshot(let instanceId):
+                return .snapshotSaved(try await saveSnapshot(instanceId: instanceId))
             case .prepareStandby(let assignment):
                 try await agent.prepareStandby(assignment)
                 return .done

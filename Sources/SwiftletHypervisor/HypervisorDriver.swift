@@ -249,6 +249,12 @@ public protocol HypervisorDriver: Sendable {
     /// was saved. A snapshot it cannot read (another version, another shape, cut short) is refused
     /// before anything starts.
     func restore(_ spec: VMSpec, from snapshot: VMSnapshot) async throws -> (VMHandle, BootTimestamps)
+    /// Starts a VMM for `spec` that waits, paused, for a saved state instead of booting: the slow
+    /// part of a restore, done ahead of it.
+    func prepareRestore(_ spec: VMSpec) async throws -> VMHandle
+    /// Feeds a VMM from `prepareRestore` the state in `snapshot` (refused as by `restore` when it
+    /// cannot read it); the guest runs on from it.
+    func loadState(_ handle: VMHandle, from snapshot: VMSnapshot) async throws
     /// The target of a live migration: a VMM for `spec` that listens on `address:port` for a
     /// running VM's state; its guest runs the moment the last of it is in. With `tls`, only a
     /// source with a certificate of the same CA is let in, and the stream is encrypted.

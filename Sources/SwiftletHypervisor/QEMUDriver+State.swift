@@ -53,6 +53,23 @@ extension QEMUDriver {
         return try await launch(spec, incoming: .saved(path: snapshot.path), holdingGuestUntil: {})
     }
 
+    public func prepareRestore(_ spec: VMSpec) async throws -> VMHandle {
+        try await launch(spec, incoming: .held, holdingGuestUntil: {}).0
+    }
+
+    public func loadState(_ handle: VMHandle, from snapshot: VMSnapshot) async throws {
+        let shape = try Self.savedShape(handle)
+        let held = VMSpec(
+            instanceID: "", kernelPath: "", bootKind: .pvh, memoryMiB: shape.memoryMiB, vcpus: shape.vcpus,
+            commandLine: "", publishedPorts: [], runtimeDirectory: handle.runtimeDirectory,
+            machineType: shape.machineType)
+        if let mismatch = snapshot.mismatch(with: held, hypervisor: "qemu", version: await hypervisorVersion()) {
+            throw HypervisorError.invalidSpec(mismatch)
+        }
+        try await Self.readState(
+            from: snapshot.path, qmp: try QMPWithDescriptors(path: handle.qmpSocketPath, timeout: Self.startupTimeout))
+    }
+
     /// Feeds a new VMM (started with `-incoming defer`) the state in `path`, then lets it run.
     static func readState(from path: String, qmp: QMPWithDescriptors) async throws {
         let file = open(path, O_RDONLY | O_CLOEXEC)

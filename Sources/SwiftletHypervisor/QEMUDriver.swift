@@ -285,6 +285,8 @@ public struct QEMUDriver: HypervisorDriver {
         /// A live migration's stream: listen for it (over TLS with `tls`) and return; QEMU lets the
         /// guest run the moment the last of it is in.
         case live(uri: String, tls: MigrationCredentials?)
+        /// A saved state to come: the VMM waits, paused, until `loadState` hands it one.
+        case held
     }
 
     /// Starts QEMU for `spec`, booting it, or with its guest's state from `incoming`.
@@ -365,6 +367,9 @@ public struct QEMUDriver: HypervisorDriver {
             if case .saved(let path) = incoming {
                 try await Self.readState(
                     from: path, qmp: try QMPWithDescriptors(fd: qmpFD, timeout: Self.startupTimeout))
+            } else if case .held = incoming {
+                // Only checked up: `loadState` opens its own session when the state comes.
+                try await QMPSession.open(fd: qmpFD, timeout: Self.startupTimeout).close()
             } else if case .live(let uri, let tls) = incoming {
                 let session = try await QMPSession.open(fd: qmpFD, timeout: Self.startupTimeout)
                 defer { session.close() }

@@ -146,4 +146,12 @@ extension HypervisorDriver {
     public func restore(_ spec: VMSpec, from snapshot: VMSnapshot) async throws -> (VMHandle, BootTimestamps) {
         throw HypervisorError.unsupported("this hypervisor cannot start a VM from a saved state")
     }
+
+    public func prepareRestore(_ spec: VMSpec) async throws -> VMHandle {
+        throw HypervisorError.unsupported("this hypervisor cannot hold a VM for a saved state")
+    }
+
+    public func loadState(_ handle: VMHandle, from snapshot: VMSnapshot) async throws {
+        throw HypervisorError.unsupported("this hypervisor cannot hold a VM for a saved state")
+    }
 }

@@ -30,6 +30,12 @@ public struct NetworkedHypervisorDriver: HypervisorDriver {
         try await plugged(spec) { spec in try await base.restore(spec, from: snapshot) }
     }
 
+    /// Held VMMs have no TAPs: the agent holds them only for VMs without ports on networks.
+    public func prepareRestore(_ spec: VMSpec) async throws -> VMHandle { try await base.prepareRestore(spec) }
+    public func loadState(_ handle: VMHandle, from snapshot: VMSnapshot) async throws {
+        try await base.loadState(handle, from: snapshot)
+    }
+
     /// Runs `start` with the instance's TAPs plugged, and unplugs them if it fails.
     private func plugged(
         _ spec: VMSpec, _ start: (VMSpec) async throws -> (VMHandle, BootTimestamps)

@@ -15,7 +15,7 @@ extension PostgresStore {
         [
             v1, v2ChangeNotify, v3Leadership, v4HostFeed, v5WatchHolderWriter, v6Identity, projectQuota,
             tokenExpiryAudit,
-            migrationTable,
+            migrationTable, snapshotTable,
         ]
     }
 

@@ -107,6 +107,7 @@ public final class SQLiteStore: SwiftletStore {
         }
         registerAuditMigration(&migrator)
         registerMigrationTable(&migrator)
+        registerSnapshotMigration(&migrator)
         return migrator
     }
 

@@ -118,6 +118,7 @@ public protocol AuditStore: Sendable {
 /// Everything the controller keeps in its store, as one type: what every engine implements.
 public typealias ControllerStore = SwiftletStore & NetworkStore & ClusterStore & ImageCatalogStore & BuildStore
     & HostFeedStore & ServerGroupStore & PoolStore & LeadershipStore & IdentityStore & AuditStore & MigrationStore
+    & SnapshotStore
 
 extension SwiftletStore {
     /// What the token with this secret hash grants, when it exists (expired or revoked or not).

@@ -12,7 +12,7 @@ struct RunCommand: AsyncParsableCommand {
     @OptionGroup var connection: Connection
     @OptionGroup var output: JSONOption
 
-    @Argument(help: "Image id or name.") var image: String
+    @Argument(help: "Image id or name (with --from-snapshot: the snapshot's, or none).") var image: String?
     @Option(help: "Instance name (with --count N: <name>-1 … <name>-N).") var name: String?
     @Option(help: "Flavor name (see `swiftlet flavor list`).") var flavor: String?
     @Option(help: "Memory in MiB (instead of --flavor).") var memory: Int?
@@ -39,8 +39,11 @@ struct RunCommand: AsyncParsableCommand {
     @Option(help: "Place on this host, by id or name (admin; it must be UP and not cordoned).") var host: String?
     @Option(help: "Join this server group: placed by its policy (see `swiftlet server-group`).") var serverGroup:
         String?
+    @Option(help: "Start from this snapshot (id or name) instead of booting: the guest runs on from its state.")
+    var fromSnapshot: String?
 
     func validate() throws {
+        if image == nil, fromSnapshot == nil { throw ValidationError("give an image, or --from-snapshot") }
         if ip != nil, network.isEmpty { throw ValidationError("--ip needs --network") }
         if ip != nil, network.first?.contains(":") == true {
             throw ValidationError("give the first network's address once: --ip or --network NAME:ADDRESS")
@@ -55,7 +58,7 @@ struct RunCommand: AsyncParsableCommand {
 
     func run() async throws {
         var request = CreateInstanceRequest(
-            name: name, image: image, flavor: flavor, memoryMib: memory, vcpus: vcpus,
+            name: name, image: image ?? "", flavor: flavor, memoryMib: memory, vcpus: vcpus,
             args: args.isEmpty ? nil : args, count: count, restartPolicy: restart,
             publish: publish.isEmpty ? nil : publish, wait: wait)
         if !network.isEmpty {
@@ -68,6 +71,7 @@ struct RunCommand: AsyncParsableCommand {
         request.securityGroups = sg.isEmpty ? nil : sg
         request.host = host
         request.serverGroup = serverGroup
+        request.fromSnapshot = fromSnapshot
         let instances = try await connection.withClient { try await $0.createInstances(request) }
         if output.json { return try Output.json(InstanceList(instances: instances)) }
         var table = TextTable(["ID", "NAME", "STATE", "PORTS", "READY (ms)"], rightAligned: [4])

@@ -24,6 +24,7 @@ struct Swiftlet: AsyncParsableCommand {
             NetworkCommand.self, SecurityGroupCommand.self, ServerGroupCommand.self, PoolCommand.self,
             BenchCommand.self, AgentWatchdogCommand.self, AdminCommand.self, TopCommand.self, UserCommand.self,
             OpenRCCommand.self, TokenCommand.self, AuditCommand.self, MigrateCommand.self, MigrationsCommand.self,
+            SnapshotCommand.self, SnapshotsCommand.self,
         ]
     )
 

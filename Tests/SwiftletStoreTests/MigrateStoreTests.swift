@@ -209,6 +209,12 @@ private let futureMigration = "v99-from-the-future"
             $0.status = .completed
             $0.downtimeMs = 2
         }
+        try await store.createSnapshot(
+            Snapshot(
+                id: "snap-m", projectId: project.id, name: "at-1", instanceId: instance.id, imageId: image.id,
+                sha256: String(repeating: "e", count: 64), sizeBytes: 4096, memoryMib: 16, vcpus: 1,
+                machineType: "microvm", hypervisor: "qemu", hypervisorVersion: "7.2.0", args: ["a=b"],
+                publishedPorts: [], hostId: host.id, pausedMs: 1.5, createdAt: now))
         return Filled(instance: instance.id, tokenHash: tokenHash, host: host.id)
     }
 
@@ -256,5 +262,6 @@ private let futureMigration = "v99-from-the-future"
             try await target.cachedImage(projectId: "prj-m", inputsDigest: String(repeating: "d", count: 64))
                 == source.cachedImage(projectId: "prj-m", inputsDigest: String(repeating: "d", count: 64)))
         #expect(try await target.pools(projectId: nil) == source.pools(projectId: nil))
+        #expect(try await target.snapshots(projectId: nil) == source.snapshots(projectId: nil))
     }
 }

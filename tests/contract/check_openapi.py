@@ -367,6 +367,27 @@ with server:
     request("POST", "/v1/migrations/mig-0000000000000000/cancel", admin, expect=404)
     request("POST", "/v1/migrations/mig-0000000000000000/cancel", expect=401)
     request("POST", "/v1/instances/mover/migrate", admin, {"maxBandwidthMbps": 0}, expect=400)
+    # Snapshots: the running mover's state saved, listed, restored into a new instance, deleted.
+    _, snap = request("POST", "/v1/instances/mover/snapshot", admin, {"name": "mover-snap"}, expect=201)
+    request("POST", "/v1/instances/mover/snapshot", admin, {"name": "mover-snap"}, expect=409)
+    request("POST", "/v1/instances/mover/snapshot", admin, {"name": "bad name"}, expect=400)
+    request("POST", "/v1/instances/nope/snapshot", admin, {}, expect=404)
+    request("POST", "/v1/instances/mover/snapshot", None, {}, expect=401)
+    request("GET", "/v1/snapshots", admin, expect=200)
+    request("GET", "/v1/snapshots", expect=401)
+    request("GET", "/v1/snapshots/mover-snap", admin, expect=200)
+    request("GET", "/v1/snapshots/mover-snap", team, expect=404)
+    request("GET", "/v1/snapshots/nope", expect=401)
+    _, restored = request("POST", "/v1/instances", admin,
+                          {"name": "restored", "image": "", "fromSnapshot": "mover-snap", "wait": True}, expect=201)
+    if restored["instances"][0]["timeline"].get("bootPath") != "snapshot":
+        failures.append(f"POST /v1/instances fromSnapshot: not restored: {restored['instances'][0]}")
+    request("POST", "/v1/instances", admin,
+            {"name": "r2", "image": "", "fromSnapshot": "mover-snap", "memoryMib": 64}, expect=400)
+    request("DELETE", "/v1/instances/restored", admin, expect=204)
+    request("DELETE", "/v1/snapshots/" + snap["id"], admin, expect=204)
+    request("DELETE", "/v1/snapshots/" + snap["id"], admin, expect=404)
+    request("DELETE", "/v1/snapshots/nope", expect=401)
     _, drained = request("POST", "/v1/hosts/" + host_id + "/drain", admin, expect=202)
     assert [s["name"] for s in drained["skipped"]] == ["mover"], drained
     request("POST", "/v1/hosts/" + host_id + "/uncordon", admin, expect=204)
