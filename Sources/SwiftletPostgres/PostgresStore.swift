@@ -481,9 +481,12 @@ public final class PostgresStore: SwiftletStore, Service {
 
     public func deleteImage(id: String) async throws(SwiftletError) -> Bool {
         try await write(catalog: true) { db in
-            let inUse = try await db.value(Int.self, "SELECT COUNT(*) FROM instance WHERE image_id = \(id)") ?? 0
-            if inUse > 0 {
-                throw SwiftletError(.conflict, "image.in_use", "image '\(id)' is used by \(inUse) instance(s)")
+            let instances = try await db.value(Int.self, "SELECT COUNT(*) FROM instance WHERE image_id = \(id)") ?? 0
+            let snapshots = try await db.value(Int.self, "SELECT COUNT(*) FROM snapshot WHERE image_id = \(id)") ?? 0
+            let pools = try await db.value(Int.self, "SELECT COUNT(*) FROM pool WHERE image_id = \(id)") ?? 0
+            for (inUse, what) in [(instances, "instance(s)"), (snapshots, "snapshot(s)"), (pools, "warm pool(s)")]
+            where inUse > 0 {
+                throw SwiftletError(.conflict, "image.in_use", "image '\(id)' is used by \(inUse) \(what)")
             }
             guard let sha = try await db.value(String.self, "DELETE FROM image WHERE id = \(id) RETURNING sha256")
             else { return false }

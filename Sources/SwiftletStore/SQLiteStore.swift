@@ -290,11 +290,13 @@ public final class SQLiteStore: SwiftletStore {
 
     public func deleteImage(id: String) async throws(SwiftletError) -> Bool {
         try await write { db in
-            let inUse =
-                try db.cachedValue(Int.self, sql: "SELECT COUNT(*) FROM instance WHERE image_id = ?", arguments: [id])
-                ?? 0
-            if inUse > 0 {
-                throw SwiftletError(.conflict, "image.in_use", "image '\(id)' is used by \(inUse) instance(s)")
+            for (table, what) in [("instance", "instance(s)"), ("snapshot", "snapshot(s)"), ("pool", "warm pool(s)")] {
+                let inUse =
+                    try db.cachedValue(
+                        Int.self, sql: "SELECT COUNT(*) FROM \(table) WHERE image_id = ?", arguments: [id]) ?? 0
+                if inUse > 0 {
+                    throw SwiftletError(.conflict, "image.in_use", "image '\(id)' is used by \(inUse) \(what)")
+                }
             }
             let sha = try db.cachedValue(String.self, sql: "SELECT sha256 FROM image WHERE id = ?", arguments: [id])
             try db.cachedExecute(sql: "DELETE FROM image WHERE id = ?", arguments: [id])

@@ -53,7 +53,7 @@ import Testing
             #expect(theirs.id != first.id)
             #expect(try await store.snapshot(idOrName: first.id, projectId: "p-other") == nil)
             // The image stays while a snapshot needs its kernel.
-            #expect(await storeError { _ = try await store.deleteImage(id: image.id) } != nil)
+            #expect(await storeError { _ = try await store.deleteImage(id: image.id) }?.code == "image.in_use")
             // `warm` twice names s1: the first delete keeps the bytes, the second frees them.
             #expect(try await store.deleteSnapshot(id: first.id) == true)
             #expect(try await store.deleteSnapshot(id: theirs.id) == false)
