@@ -125,7 +125,20 @@ final class BuildService: Sendable {
         }
         try await store.createBuild(build)
         let source = sourceDirectory
-        Task { await self.run(build, recipe: recipe, source: source, principal: principal, requested: requested) }
+        // Runs on after the answer, under the controller's background work: a graceful shutdown
+        // lets it finish rather than leave the build half done.
+        let accepted = build
+        let started = controller.background.submit {
+            await self.run(accepted, recipe: recipe, source: source, principal: principal, requested: requested)
+        }
+        guard started else {
+            build.state = .failed
+            build.reason = "the controller is shutting down"
+            build.finishedAt = Date()
+            try? await store.updateBuild(build)
+            cleanUp(root + "/" + build.id)
+            throw SwiftletError(.unavailable, "controller.shutting_down", "the controller is shutting down")
+        }
         return build
     }
 
