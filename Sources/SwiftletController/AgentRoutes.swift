@@ -113,7 +113,7 @@ enum AgentRoutes {
             // An image's bytes, or a snapshot's (a restore on this host fetches them the same way).
             guard sha256.count == 64, sha256.allSatisfy(\.isHexDigit),
                 try await cluster.store.images(projectId: nil).contains(where: { $0.sha256 == sha256 })
-                    ? true : cluster.controller.snapshotDigests().contains(sha256),
+                    ? true : cluster.controller.instanceSync.snapshotDigests().contains(sha256),
                 let file = FileHandle(forReadingAtPath: cluster.controller.blobs.path(sha256: sha256))
             else { throw SwiftletError.notFound("image bytes", sha256) }
             return Response(

@@ -20,12 +20,6 @@ extension Controller {
         }
     }
 
-    /// Every digest a snapshot names: the agents may fetch those bytes, and keep them cached.
-    func snapshotDigests() async throws(SwiftletError) -> Set<String> {
-        guard let store = store as? any SnapshotStore else { return [] }
-        return Set(try await store.snapshots(projectId: nil).map(\.sha256))
-    }
-
     /// Saves a RUNNING instance's VM state as a snapshot of its project (201, synchronous: a
     /// unikernel's state is written in milliseconds). The instance runs on.
     public func createSnapshot(of idOrName: String, _ request: CreateSnapshotRequest, by principal: Principal)
@@ -102,7 +96,7 @@ extension Controller {
 
     private func dropBytesIfUnnamed(_ sha256: String) async {
         // Kept when in doubt (the store did not answer): a blob too many, never one missing.
-        guard (try? await snapshotDigests().contains(sha256)) == false,
+        guard (try? await instanceSync.snapshotDigests().contains(sha256)) == false,
             (try? await store.images(projectId: nil).contains { $0.sha256 == sha256 }) == false
         else { return }
         blobs.remove(sha256: sha256)
@@ -187,7 +181,7 @@ extension InstanceSync {
         return snapshot
     }
 
-    /// The digests the agents keep cached besides images'.
+    /// Every digest a snapshot names: the agents may fetch those bytes, and keep them cached.
     func snapshotDigests() async throws(SwiftletError) -> Set<String> {
         guard let store = store as? any SnapshotStore else { return [] }
         return Set(try await store.snapshots(projectId: nil).map(\.sha256))

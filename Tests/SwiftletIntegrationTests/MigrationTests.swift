@@ -34,10 +34,7 @@ extension ClusterTests {
             let counter = try CounterClient.plugged(
                 into: network, onHost: 1, of: fabric, address: prefix24 + ".250/24", counter: address)
             let increment = { await counter.increment() }
-            try await eventually("the client reaches kv across the bridge", timeout: .seconds(20)) {
-                await increment() != nil
-            }
-            let before = try #require(await increment())
+            let before = try await counter.firstIncrement()
 
             // Bad requests first: nothing moves.
             await expectAPIError(409, "migration.same_host") {
@@ -249,10 +246,7 @@ extension ClusterTests {
             let counter = try CounterClient.plugged(
                 into: network, onHost: 1, of: fabric, address: prefix24 + ".250/24", counter: address)
             let increment = { await counter.increment() }
-            try await eventually("the client reaches kv across the bridge", timeout: .seconds(20)) {
-                await increment() != nil
-            }
-            let before = try #require(await increment())
+            let before = try await counter.firstIncrement()
 
             let (acknowledged, failures, refused, longestGap) = try await counter.incrementing(from: before) {
                 try Shell.run(
@@ -457,6 +451,14 @@ struct CounterClient: Sendable {
     func increment() async -> Int? {
         if case .value(let value) = await attempt() { return value }
         return nil
+    }
+
+    /// The first value once the client reaches kv across the bridge (its ARP and path settle).
+    func firstIncrement() async throws -> Int {
+        try await eventually("the client reaches kv across the bridge", timeout: .seconds(20)) {
+            await increment() != nil
+        }
+        return try #require(await increment())
     }
 
     /// Increments without pause from `start` while `move` runs a CLI command (off the pool), from
